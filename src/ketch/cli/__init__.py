@@ -1,0 +1,1 @@
+"""The ``ketch`` command line: parse, call one library function, render."""

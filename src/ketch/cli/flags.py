@@ -1,0 +1,54 @@
+"""Flag helpers shared by the commands, spelled as the Go tools spell them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ketch.image.context import SystemContext
+
+_TRUE = {"true", "1", "t", "yes", "y"}
+_FALSE = {"false", "0", "f", "no", "n"}
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r} (use true or false)")
+
+
+def add_bool(parser: argparse.ArgumentParser, *names: str, help: str, default=None, dest=None) -> None:
+    """A Go-style boolean: ``--flag``, ``--flag=true`` and ``--flag=false`` all work."""
+    kwargs = {"dest": dest} if dest else {}
+    parser.add_argument(*names, nargs="?", const=True, default=default, type=parse_bool,
+                        metavar="BOOL", help=help, **kwargs)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def add_platform_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--override-arch", metavar="ARCH", help="use ARCH instead of the host's architecture")
+    parser.add_argument("--override-os", metavar="OS", help="use OS instead of the host's OS")
+    parser.add_argument("--override-variant", metavar="VARIANT", help="use VARIANT instead of the host's variant")
+
+
+def make_context(args: argparse.Namespace, *, creds: str | None, tls_verify: bool | None,
+                 authfile: str | None) -> SystemContext:
+    ctx = SystemContext.with_creds(creds)
+    ctx.authfile = authfile or getattr(args, "authfile", None)
+    ctx.tls_verify = tls_verify
+    ctx.retry_times = args.retry_times
+    for name in ("override_arch", "override_os", "override_variant"):
+        value = getattr(args, name, None) or getattr(args, f"global_{name}", None)
+        setattr(ctx, name, value)
+    return ctx

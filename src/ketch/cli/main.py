@@ -1,0 +1,79 @@
+"""Entry point of the ``ketch`` console script.
+
+Each command parses its flags, calls one library function and renders the
+result. Every :class:`~ketch.errors.KetchError` becomes one line on stderr
+and the error's exit status; no traceback for anything a user can cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ketch import __version__
+from ketch.cli import image
+from ketch.errors import KetchError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, as every other error
+        self.exit(EXIT_USAGE, f"Error: {message}\nSee '{self.prog} --help'.\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ketch", description="ketch: a daemonless container toolkit.")
+    parser.add_argument("--version", action="version", version=f"ketch version {__version__}")
+    parser.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"], help="logging level (default warning)")
+    parser.add_argument("--override-arch", dest="global_override_arch", metavar="ARCH",
+                        help="use ARCH instead of the host's architecture when choosing an image")
+    parser.add_argument("--override-os", dest="global_override_os", metavar="OS",
+                        help="use OS instead of the host's OS when choosing an image")
+    parser.add_argument("--override-variant", dest="global_override_variant", metavar="VARIANT",
+                        help="use VARIANT instead of the host's variant when choosing an image")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+
+    version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
+    version.set_defaults(func=cmd_version)
+    image.register(commands)
+    return parser
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"ketch version {__version__}")
+    print(f"Python {sys.version.split()[0]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KetchError as exc:
+        if args.debug:
+            logging.exception("command failed")
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 1
+    except OSError as exc:
+        if args.debug:
+            logging.exception("command failed")
+        target = f" ({exc.filename})" if exc.filename else ""
+        print(f"Error: {exc.strerror or exc}{target}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

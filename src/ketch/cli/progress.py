@@ -1,0 +1,53 @@
+"""Progress bars for long transfers, drawn with rich on a terminal only."""
+
+from __future__ import annotations
+
+import threading
+
+from ketch.oci import Descriptor
+
+
+class TerminalProgress:
+    """A bar per blob on stderr; rich is imported only when this is used."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+        )
+        self._tasks: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "TerminalProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def _task(self, descriptor: Descriptor) -> int:
+        key = str(descriptor.digest)
+        with self._lock:
+            if key not in self._tasks:
+                label = f"Copying blob {descriptor.digest.encoded[:12]}"
+                self._tasks[key] = self._progress.add_task(label, total=descriptor.size)
+            return self._tasks[key]
+
+    def blob_started(self, descriptor: Descriptor) -> None:
+        self._task(descriptor)
+
+    def blob_advanced(self, descriptor: Descriptor, nbytes: int) -> None:
+        self._progress.advance(self._task(descriptor), nbytes)
+
+    def blob_finished(self, descriptor: Descriptor, *, skipped: bool) -> None:
+        task = self._task(descriptor)
+        if skipped:
+            self._progress.update(task, description=f"Copying blob {descriptor.digest.encoded[:12]} skipped: already exists")
+        self._progress.update(task, completed=descriptor.size)
+
+    def message(self, text: str) -> None:
+        self._progress.console.print(text)

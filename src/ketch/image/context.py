@@ -1,0 +1,41 @@
+"""Settings that say how to reach an image: credentials, TLS, retries, platform.
+
+The counterpart of containers/image's SystemContext. One is passed to a
+source and another to a destination, so that ``--src-creds`` and
+``--dest-creds`` stay apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SystemContext:
+    # Credentials: explicit ones win over any auth file.
+    username: str | None = None
+    password: str | None = None
+    # The auth file to read first (``--authfile`` / ``REGISTRY_AUTH_FILE``).
+    authfile: str | None = None
+    # None: verify TLS (the default). False: skip verification and allow plain HTTP.
+    tls_verify: bool | None = None
+    # How many times a failed request (429, 5xx, reset connection) is tried again.
+    retry_times: int = 3
+    # First wait between retries; doubled each time.
+    retry_delay: float = 0.5
+    # Platform to pick from an index instead of the host's.
+    override_arch: str | None = None
+    override_os: str | None = None
+    override_variant: str | None = None
+    # Connect and read time-outs, in seconds.
+    timeout: float = 60.0
+    user_agent: str = "ketch/0.1"
+
+    @classmethod
+    def with_creds(cls, creds: str | None, **kwargs) -> "SystemContext":
+        """Build a context from a ``USER[:PASS]`` string as skopeo's ``--creds`` takes it."""
+        ctx = cls(**kwargs)
+        if creds:
+            user, sep, password = creds.partition(":")
+            ctx.username, ctx.password = user, password if sep else ""
+        return ctx

@@ -1,0 +1,1 @@
+"""The ``docker://`` transport: a registry client for the OCI distribution spec."""

@@ -1,0 +1,205 @@
+"""The ``oci:PATH[:REF]`` transport: an OCI image layout directory.
+
+REF is the ``org.opencontainers.image.ref.name`` annotation of an entry in
+``index.json``, as skopeo and umoci spell it. Blobs are written under a
+temporary name and renamed; ``index.json`` is replaced last and atomically,
+under an exclusive lock on the layout, so an interrupted copy never leaves
+an entry that points at missing content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ketch.errors import (
+    DestinationError,
+    DigestMismatchError,
+    ImageFormatError,
+    InvalidReferenceError,
+    ManifestUnknownError,
+    NotFoundError,
+    from_oserror,
+)
+from ketch.image.context import SystemContext
+from ketch.image.layout import has_blob_file, store_blob_file, write_atomically
+from ketch.image.types import ImageDestination, ImageReference, ImageSource
+from ketch.oci import Descriptor, Digest
+from ketch.oci import mediatypes as mt
+from ketch.oci.manifest import dump_json
+
+TRANSPORT = "oci"
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+
+
+def split_path_and_ref(text: str, transport: str) -> tuple[str, str]:
+    """``PATH[:REF]`` split at the first colon, as containers/image does."""
+    path, _, ref = text.partition(":")
+    if not path:
+        raise InvalidReferenceError(f"invalid {transport}: reference {text!r}: empty path")
+    return path, ref
+
+
+class OCILayoutReference(ImageReference):
+    transport = TRANSPORT
+
+    def __init__(self, path: str, image: str = "") -> None:
+        self.path = Path(path)
+        self.image = image
+
+    @classmethod
+    def parse(cls, text: str) -> "OCILayoutReference":
+        return cls(*split_path_and_ref(text, TRANSPORT))
+
+    def string_within_transport(self) -> str:
+        return f"{self.path}:{self.image}" if self.image else str(self.path)
+
+    def new_source(self, ctx: SystemContext) -> "OCILayoutSource":
+        return OCILayoutSource(self)
+
+    def new_destination(self, ctx: SystemContext) -> "OCILayoutDestination":
+        return OCILayoutDestination(self)
+
+
+def blob_path(root: Path, digest: Digest) -> Path:
+    return root / "blobs" / digest.algorithm / digest.encoded
+
+
+def read_index(root: Path) -> dict:
+    try:
+        raw = (root / "index.json").read_bytes()
+    except OSError as exc:
+        raise from_oserror(exc, f"reading OCI layout {root}") from None
+    try:
+        index = json.loads(raw)
+    except ValueError:
+        raise ImageFormatError(f"{root}/index.json is not valid JSON") from None
+    if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+        raise ImageFormatError(f"{root}/index.json is not an image index")
+    return index
+
+
+@contextlib.contextmanager
+def layout_lock(root: Path) -> Iterator[None]:
+    """Exclusive flock on the layout directory itself (no extra file in the layout)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class OCILayoutSource(ImageSource):
+    def __init__(self, reference: OCILayoutReference) -> None:
+        self.reference = reference
+        self.root = reference.path
+        self.descriptor = self._resolve()
+
+    def _resolve(self) -> Descriptor:
+        index = read_index(self.root)
+        entries = [Descriptor.from_dict(d, where="index.json entry") for d in index.get("manifests", [])]
+        name = self.reference.image
+        if name:
+            matches = [d for d in entries if d.annotations.get(REF_NAME) == name]
+            if not matches:
+                raise ManifestUnknownError(f"no image named {name!r} in OCI layout {self.root}")
+            return matches[0]
+        if len(entries) == 1:
+            return entries[0]
+        if not entries:
+            raise ManifestUnknownError(f"OCI layout {self.root} holds no image")
+        raise InvalidReferenceError(
+            f"OCI layout {self.root} holds {len(entries)} images; name one as oci:{self.root}:NAME")
+
+    def get_manifest(self, instance: Digest | None = None) -> tuple[bytes, str]:
+        if instance is None:
+            descriptor = self.descriptor
+            raw = self._read_blob(descriptor.digest, "manifest")
+            if Digest.of(raw, descriptor.digest.algorithm) != descriptor.digest:
+                raise DigestMismatchError(f"manifest {descriptor.digest} in {self.root} does not match its digest")
+            return raw, descriptor.media_type
+        raw = self._read_blob(instance, "manifest")
+        return raw, ""
+
+    def _read_blob(self, digest: Digest, what: str) -> bytes:
+        try:
+            return blob_path(self.root, digest).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.root}") from None
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {what} {digest}") from None
+
+    def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
+        path = blob_path(self.root, descriptor.digest)
+        try:
+            stream = open(path, "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"blob {descriptor.digest} is missing from OCI layout {self.root}") from None
+        except OSError as exc:
+            raise from_oserror(exc, f"reading blob {descriptor.digest}") from None
+        return stream, os.fstat(stream.fileno()).st_size
+
+
+class OCILayoutDestination(ImageDestination):
+    supported_manifest_types = (mt.OCI_MANIFEST, mt.OCI_INDEX)
+
+    def __init__(self, reference: OCILayoutReference) -> None:
+        self.reference = reference
+        self.root = reference.path
+        self._top: Descriptor | None = None
+        try:
+            if self.root.exists() and not self.root.is_dir():
+                raise DestinationError(f"{self.root} exists and is not a directory")
+            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            layout = self.root / LAYOUT_FILE
+            if not layout.exists():
+                write_atomically(layout, dump_json(LAYOUT_VERSION))
+        except OSError as exc:
+            raise DestinationError(f"creating OCI layout {self.root}: {exc.strerror}", errno=exc.errno) from None
+
+    def _blob_path(self, digest: Digest) -> Path:
+        path = blob_path(self.root, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return has_blob_file(blob_path(self.root, descriptor.digest), descriptor)
+
+    def put_blob(self, stream: BinaryIO, descriptor: Descriptor, on_progress=None) -> None:
+        store_blob_file(self._blob_path(descriptor.digest), stream, descriptor, on_progress)
+
+    def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
+        digest = Digest.of(raw)
+        write_atomically(self._blob_path(digest), raw, fsync=False)
+        if instance is None:
+            annotations = {REF_NAME: self.reference.image} if self.reference.image else {}
+            self._top = Descriptor(media_type=media_type, digest=digest, size=len(raw), annotations=annotations)
+
+    def commit(self) -> None:
+        if self._top is None:
+            raise DestinationError("commit before the top-level manifest was written")
+        with layout_lock(self.root):
+            index_path = self.root / "index.json"
+            if index_path.exists():
+                index = read_index(self.root)
+            else:
+                index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+            name = self.reference.image
+            kept = []
+            for entry in index.get("manifests", []):
+                entry_name = (entry.get("annotations") or {}).get(REF_NAME)
+                if name and entry_name == name:
+                    continue
+                if not name and not entry_name and entry.get("digest") == str(self._top.digest):
+                    continue
+                kept.append(entry)
+            kept.append(self._top.to_dict())
+            index["manifests"] = kept
+            write_atomically(index_path, dump_json(index))

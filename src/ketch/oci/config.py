@@ -31,7 +31,7 @@ class ImageConfig:
         if rootfs is not None:
             if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids", []), list):
                 raise ImageFormatError("image config: rootfs must hold a diff_ids list")
-        if not isinstance(data.get("config") or {}, dict):
+        if data.get("config") is not None and not isinstance(data["config"], dict):
             raise ImageFormatError("image config: config must be an object")
         return cls(data=data, raw=raw)
 

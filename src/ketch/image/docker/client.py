@@ -67,6 +67,16 @@ def _connection_message(exc: BaseException) -> str:
     return str(reason)
 
 
+def _is_tls_error(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (SSLError, ssl.SSLError)):
+            return True
+        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
+    return False
+
+
 class RegistryClient:
     """Talks to one registry host on behalf of one repository scope set.
 
@@ -206,7 +216,10 @@ class RegistryClient:
                                       preload_content=preload, decode_content=False)
         except (MaxRetryError, NewConnectionError, ProtocolError, SSLError, Urllib3Error, OSError) as exc:
             host = urllib.parse.urlsplit(url).netloc
-            raise RegistryUnreachableError(f"{method} {host}: {_connection_message(exc)}") from exc
+            error = RegistryUnreachableError(f"{method} {host}: {_connection_message(exc)}")
+            # A TLS failure does not heal by waiting; resets and time-outs may.
+            error.retryable = not _is_tls_error(exc)
+            raise error from exc
 
     def _send_with_retries(self, method: str, url: str, headers: dict[str, str], *, body: bytes | None = None,
                            preload: bool = False) -> urllib3.BaseHTTPResponse:
@@ -216,7 +229,7 @@ class RegistryClient:
             try:
                 response = self._follow_redirects(method, url, headers, body=body, preload=preload)
             except RegistryUnreachableError as exc:
-                if attempt >= self.ctx.retry_times or "connection refused" in exc.message and attempt >= 1:
+                if attempt >= self.ctx.retry_times or not getattr(exc, "retryable", True):
                     raise
                 delay = self.ctx.retry_delay * (2 ** attempt)
             else:

@@ -1,0 +1,87 @@
+"""Shared fixtures: the ketch command, offline test images, real registries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from tests.support import images, tokenserver
+from tests.support.registry import run_registry, skopeo_copy
+
+KETCH = str(Path(sys.executable).parent / "ketch")
+
+
+def run_ketch(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed ``ketch`` console script; with check, fail showing its stderr."""
+    result = subprocess.run([KETCH, *args], capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ketch {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+@pytest.fixture(autouse=True)
+def isolated_auth(tmp_path_factory, monkeypatch):
+    """No test reads or writes the machine's real auth files."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def busybox_layout() -> Path:
+    return images.ensure("busybox")
+
+
+@pytest.fixture(scope="session")
+def multiarch_layout() -> Path:
+    return images.ensure("multiarch")
+
+
+@pytest.fixture(scope="session")
+def registry(busybox_layout, multiarch_layout, tmp_path_factory):
+    """docker-registry on 127.0.0.1 holding library/busybox:{latest,v1} and multi:latest (an index)."""
+    with run_registry(workdir=tmp_path_factory.mktemp("registry")) as reg:
+        skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("library/busybox"))
+        skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("library/busybox", "v1"))
+        skopeo_copy(f"oci:{multiarch_layout}:latest", reg.url("multi"), "--all")
+        yield reg
+
+
+USERS = {"alice": "wonderland"}
+
+
+@pytest.fixture(scope="session")
+def token_registry(busybox_layout, tmp_path_factory):
+    """docker-registry with Bearer token auth; alice/wonderland may pull and push."""
+    work = tmp_path_factory.mktemp("token-registry")
+    server = tokenserver.TokenServer(users=USERS)
+    with tokenserver.serve(server):
+        server.write_cert(work / "signer.pem")
+        with run_registry(server.registry_auth_yaml(), workdir=work) as reg:
+            skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("private/busybox"),
+                        "--dest-creds", "alice:wonderland")
+            reg.extra["tokens"] = server
+            yield reg
+
+
+@pytest.fixture(scope="session")
+def basic_registry(busybox_layout, tmp_path_factory):
+    """docker-registry with htpasswd (Basic) auth for alice/wonderland."""
+    work = tmp_path_factory.mktemp("basic-registry")
+    htpasswd = work / "htpasswd"
+    htpasswd.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt()).decode()}\n"
+                                for u, p in USERS.items()))
+    auth = f"auth:\n  htpasswd:\n    realm: ketch-basic\n    path: {htpasswd}\n"
+    with run_registry(auth, workdir=work) as reg:
+        skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("private/busybox"),
+                    "--dest-creds", "alice:wonderland")
+        yield reg

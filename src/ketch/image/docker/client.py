@@ -160,7 +160,8 @@ class RegistryClient:
             return None
         if challenge.scheme == "basic":
             if not self.credentials:
-                raise AuthenticationError(f"{self.host} requires authentication; use --creds or log in first")
+                raise AuthenticationError(f"authenticating to {self.host}: authentication required "
+                                          f"(use --creds or log in first)")
             return basic_header(self.credentials)
         if challenge.scheme != "bearer":
             raise AuthenticationError(f"{self.host} asks for unsupported authentication {challenge.scheme!r}")
@@ -197,7 +198,8 @@ class RegistryClient:
             url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
             response = self._send_with_retries("GET", url, headers, preload=True)
         if response.status in (401, 403):
-            what = "invalid username/password" if self.credentials else "authentication required"
+            what = "invalid username/password" if self.credentials else \
+                "authentication required (use --creds or log in first)"
             raise AuthenticationError(f"authenticating to {self.host}: {what}", status=response.status)
         if response.status != 200:
             raise AuthenticationError(f"authenticating to {self.host}: token server answered HTTP {response.status}",

@@ -24,7 +24,7 @@ def test_kill_during_blob_download_leaves_no_image(busybox_layout, tmp_path):
             handler.send_response(200)
             handler.send_header("Content-Length", str(len(layer)))
             handler.end_headers()
-            handler.wfile.write(layer[:500_000])
+            handler.wfile.write(layer[:1_500_000])  # more than one 1 MiB read
             handler.wfile.flush()
             release.wait(30)
             handler.close_connection = True

@@ -23,13 +23,37 @@ from ketch.errors import (
     RegistryUnreachableError,
     UnsupportedError,
 )
-from ketch.image.copy import CopyOptions, CopyResult, copy_image
-from ketch.image.inspect import inspect_image, inspect_config, list_tags
-from ketch.image.transports import parse_image_name
-from ketch.image.context import SystemContext
-from ketch.oci.reference import parse_reference
 
 __version__ = "0.1.0"
+
+# The API is imported on first use, so that ``import ketch`` (and every
+# command that does not need the image code) starts fast.
+_LAZY = {
+    "CopyOptions": "ketch.image.copy",
+    "CopyResult": "ketch.image.copy",
+    "copy_image": "ketch.image.copy",
+    "inspect_image": "ketch.image.inspect",
+    "inspect_config": "ketch.image.inspect",
+    "list_tags": "ketch.image.inspect",
+    "parse_image_name": "ketch.image.transports",
+    "SystemContext": "ketch.image.context",
+    "parse_reference": "ketch.oci.reference",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ketch' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = [
     "AuthenticationError",

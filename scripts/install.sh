@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs everything ketch and its tests need on Debian 12, as root:
+# Debian packages (the peers and the registry the tests run) and a virtual
+# environment with ketch and its Python dependencies, installed with pip.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+VENV=${KETCH_VENV:-$PWD/.venv}
+
+# Peers and fixtures used by the tests and benchmarks (see docs/testing.md).
+PACKAGES=(
+  ca-certificates curl
+  python3 python3-venv python3-pip
+  docker-registry   # distribution v2, the real registry the tests start on 127.0.0.1
+  skopeo            # the peer ketch must interoperate with
+  busybox-static    # the offline busybox test image is made from it
+  hyperfine
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: need root to install Debian packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Any Python >= 3.11 on PATH will do (Debian 12 ships 3.11).
+PYTHON=${PYTHON:-python3}
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"install.sh: ketch needs Python 3.11 or newer, found {sys.version.split()[0]}")
+PY
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q ".[test]"
+echo "ketch installed in $VENV ($("$VENV/bin/ketch" version | head -n1))"

@@ -10,7 +10,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.support import images, tokenserver
+from tests.support import images, tls, tokenserver
 from tests.support.registry import run_registry, skopeo_copy
 
 KETCH = str(Path(sys.executable).parent / "ketch")
@@ -84,4 +84,16 @@ def basic_registry(busybox_layout, tmp_path_factory):
     with run_registry(auth, workdir=work) as reg:
         skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("private/busybox"),
                     "--dest-creds", "alice:wonderland")
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def tls_registry(busybox_layout, tmp_path_factory):
+    """docker-registry speaking only HTTPS, with a certificate from a test CA nobody trusts by default."""
+    work = tmp_path_factory.mktemp("tls-registry")
+    certs = tls.make_server_cert(work / "certs")
+    config = f"  tls:\n    certificate: {certs.cert}\n    key: {certs.key}\n"
+    with run_registry(config, workdir=work, scheme="https") as reg:
+        skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("library/busybox"))
+        reg.extra["certs"] = certs
         yield reg

@@ -144,3 +144,13 @@ def test_tls_verified_by_default(registry, tmp_path):
                        f"oci:{tmp_path}/l", check=False)
     assert result.returncode == 1
     assert "--tls-verify=false" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tls_registry_verified_unless_told_otherwise(tls_registry, tmp_path):
+    url = tls_registry.url("library/busybox")
+    refused = run_ketch("image", "inspect", "--retry-times", "0", url, check=False)
+    assert refused.returncode == 1
+    assert "TLS certificate verify failed" in refused.stderr and refused.stderr.count("\n") == 1
+    # Without verification the copy goes over HTTPS (this registry speaks nothing else).
+    run_ketch("image", "copy", "--src-tls-verify=false", url, f"oci:{tmp_path}/l")
+    assert (tmp_path / "l" / "index.json").exists()

@@ -291,3 +291,54 @@ def test_cli_errors_are_one_line(fake, tmp_path):
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
     assert_nothing_complete(tmp_path / "l")
+
+
+def test_anonymous_bearer_flow(fake, tmp_path):
+    """A public registry that still wants a (anonymous) token, as Docker Hub does."""
+    def bearer(handler, info):
+        if info["path"].startswith("/token"):
+            assert "Authorization" not in handler.headers
+            handler.send(200, json.dumps({"access_token": "anon-token", "expires_in": 300}).encode())
+            return True
+        if info["path"].startswith("/v2/") and handler.headers.get("Authorization") != "Bearer anon-token":
+            handler.send(401, b"{}", {"WWW-Authenticate":
+                                      f'Bearer realm="http://{fake.host}/token",service="registry.fake"'})
+            return True
+        return False
+
+    fake.behaviours.append(bearer)
+    copy(fake, tmp_path / "l")
+    tokens = [p for m, p, _ in fake.requests if p.startswith("/token")]
+    assert len(tokens) == 1 and "service=registry.fake" in tokens[0] and "account" not in tokens[0]
+
+
+def test_docker_manifest_list_platform_choice(fake, tmp_path):
+    amd = fake.add_image("app", "amd", [b"amd layer"], config={"architecture": "amd64", "os": "linux"},
+                         media_type="application/vnd.docker.distribution.manifest.v2+json")
+    arm = fake.add_image("app", "arm", [b"arm layer"], config={"architecture": "arm", "os": "linux"},
+                         media_type="application/vnd.docker.distribution.manifest.v2+json")
+    import hashlib
+    entries = [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "digest": "sha256:" + hashlib.sha256(raw).hexdigest(), "size": len(raw), "platform": platform}
+               for raw, platform in [(arm, {"architecture": "arm", "os": "linux", "variant": "v7"}),
+                                     (amd, {"architecture": "amd64", "os": "linux"})]]
+    lst = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+                      "manifests": entries}).encode()
+    fake.put_manifest("app", "multi", lst, "application/vnd.docker.distribution.manifest.list.v2+json")
+    result = copy_image(f"docker://{fake.host}/app:multi", f"dir:{tmp_path}/d", CopyOptions(src_ctx=ctx()))
+    assert str(result.manifest_digest) == entries[1]["digest"]
+    arm_ctx = ctx()
+    arm_ctx.override_arch, arm_ctx.override_variant = "arm", "v7"
+    result = copy_image(f"docker://{fake.host}/app:multi", f"dir:{tmp_path}/e", CopyOptions(src_ctx=arm_ctx))
+    assert str(result.manifest_digest) == entries[0]["digest"]
+    # Into an OCI layout the list and its instances become OCI; blobs keep their digests.
+    copy_image(f"docker://{fake.host}/app:multi", f"oci:{tmp_path}/l:all",
+               CopyOptions(src_ctx=ctx(), all_images=True))
+    index = json.loads((tmp_path / "l" / "index.json").read_text())
+    top = json.loads((tmp_path / "l" / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+    assert top["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    for entry in top["manifests"]:
+        assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+        instance = (tmp_path / "l" / "blobs" / "sha256" / entry["digest"][7:]).read_bytes()
+        assert hashlib.sha256(instance).hexdigest() == entry["digest"][7:] and len(instance) == entry["size"]
+        assert json.loads(instance)["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -37,13 +38,16 @@ class Registry:
         return f"docker://{self.host}/{repo}:{tag}"
 
 
-def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, timeout: float = 20.0) -> None:
+def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, scheme: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log_path.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"http://{host}/v2/", timeout=1)
+            urllib.request.urlopen(f"{scheme}://{host}/v2/", timeout=1, context=insecure)
             return
         except urllib.error.HTTPError:
             return  # 401 also means it is up
@@ -53,8 +57,11 @@ def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, timeout: f
 
 
 @contextlib.contextmanager
-def run_registry(auth_yaml: str = "", workdir: Path | None = None) -> Iterator[Registry]:
-    """Start a registry; stop it and remove its storage on exit, whatever happens."""
+def run_registry(extra_yaml: str = "", workdir: Path | None = None, scheme: str = "http") -> Iterator[Registry]:
+    """Start a registry; stop it and remove its storage on exit, whatever happens.
+
+    ``extra_yaml`` is appended to the config: an ``auth:`` section, or lines
+    indented under ``http:`` (such as ``  tls:``)."""
     with tempfile.TemporaryDirectory(prefix="ketch-registry-", dir=workdir) as tmp:
         root = Path(tmp)
         port = free_port()
@@ -68,14 +75,14 @@ def run_registry(auth_yaml: str = "", workdir: Path | None = None) -> Iterator[R
             "  delete:\n    enabled: true\n"
             f"http:\n  addr: {host}\n"
             "  secret: ketch-test-secret\n"
-            + auth_yaml
+            + extra_yaml
         )
         log_path = root / "registry.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log,
                                        stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "")})
         try:
-            _wait_ready(host, process, log_path)
+            _wait_ready(host, process, log_path, scheme)
             yield Registry(host=host, root=root, process=process, log_path=log_path)
         finally:
             process.terminate()

@@ -56,25 +56,36 @@ def _error_detail(body: bytes) -> tuple[str, str]:
         return "", ""
 
 
+def _find_ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ssl.SSLError):
+            return exc
+        exc = getattr(exc, "reason", None) if isinstance(getattr(exc, "reason", None), BaseException) \
+            else (exc.__cause__ or exc.__context__)
+    return None
+
+
 def _connection_message(exc: BaseException) -> str:
+    tls_error = _find_ssl_error(exc)
+    if tls_error is not None:
+        detail = getattr(tls_error, "verify_message", None) or tls_error.reason or str(tls_error)
+        if isinstance(tls_error, ssl.SSLCertVerificationError):
+            return f"TLS certificate verify failed: {detail}"
+        return f"TLS handshake failed: {detail}"
     reason = getattr(exc, "reason", None) or exc
-    if isinstance(reason, NewConnectionError):
-        cause = reason.__cause__ or reason.__context__
-        if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+    cause = reason.__cause__ or reason.__context__ if isinstance(reason, BaseException) else None
+    for candidate in (reason, cause):
+        if isinstance(candidate, OSError) and candidate.errno == errno.ECONNREFUSED:
             return "connection refused"
-    if isinstance(reason, SSLError) or isinstance(getattr(reason, "__cause__", None), ssl.SSLError):
-        return f"TLS handshake failed ({reason})"
+    if isinstance(reason, NewConnectionError) and "Connection refused" in str(reason):
+        return "connection refused"
     return str(reason)
 
 
 def _is_tls_error(exc: BaseException) -> bool:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, (SSLError, ssl.SSLError)):
-            return True
-        exc = getattr(exc, "reason", None) or exc.__cause__ or exc.__context__
-    return False
+    return _find_ssl_error(exc) is not None or isinstance(exc, SSLError)
 
 
 class RegistryClient:
@@ -138,7 +149,8 @@ class RegistryClient:
                     return
                 errors.append(f"{scheme}: /v2/ answered HTTP {response.status}; not a registry (distribution API v2)?")
             detail = "; ".join(errors)
-            hint = "" if self.ctx.tls_verify is False else " (for a registry without TLS use --tls-verify=false)"
+            hint = "" if self.ctx.tls_verify is False else \
+                " (to skip TLS verification or use plain HTTP: --tls-verify=false)"
             raise RegistryUnreachableError(f"pinging registry {self.host}: {detail}{hint}")
 
     @staticmethod

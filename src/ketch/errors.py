@@ -81,6 +81,11 @@ class RegistryUnreachableError(RegistryError):
     """The connection failed (refused, reset, TLS) even after retries."""
 
 
+class PolicyDeniedError(KetchError):
+    """Configuration forbids this: the trust policy rejects the image, or
+    registries.conf blocks the registry."""
+
+
 class DestinationError(KetchError):
     """Writing to an image destination (a path, a layout) failed."""
 

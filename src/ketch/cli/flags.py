@@ -43,12 +43,25 @@ def add_platform_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def make_context(args: argparse.Namespace, *, creds: str | None, tls_verify: bool | None,
-                 authfile: str | None) -> SystemContext:
+                 authfile: str | None, cert_dir: str | None = None) -> SystemContext:
     ctx = SystemContext.with_creds(creds)
     ctx.authfile = authfile or getattr(args, "authfile", None)
     ctx.tls_verify = tls_verify
-    ctx.retry_times = args.retry_times
+    ctx.cert_dir = cert_dir
+    ctx.registries_conf = getattr(args, "registries_conf", None)
+    ctx.retry_times = getattr(args, "retry_times", 3)
     for name in ("override_arch", "override_os", "override_variant"):
         value = getattr(args, name, None) or getattr(args, f"global_{name}", None)
         setattr(ctx, name, value)
     return ctx
+
+
+def policy_from(args: argparse.Namespace):
+    """The trust policy the global flags ask for (``--policy``, ``--insecure-policy``)."""
+    from ketch.image.policy import Policy
+
+    if getattr(args, "insecure_policy", False):
+        return Policy.insecure_accept_anything()
+    if getattr(args, "policy", None):
+        return Policy.load(args.policy)
+    return Policy.load_default()

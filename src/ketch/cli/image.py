@@ -7,7 +7,7 @@ import contextlib
 import sys
 
 from ketch.cli import template
-from ketch.cli.flags import add_bool, add_platform_overrides, make_context, non_negative_int
+from ketch.cli.flags import add_bool, add_platform_overrides, make_context, non_negative_int, policy_from
 from ketch.errors import InvalidInputError
 
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument("-n", "--no-tags", action="store_true", help="do not list the repository's tags")
     inspect.add_argument("-f", "--format", metavar="TEMPLATE", help="Go template, e.g. '{{.Digest}}'")
     inspect.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
+    inspect.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
     add_bool(inspect, "--tls-verify", help="require HTTPS and verify certificates (default true)")
     _add_common_registry_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
@@ -49,7 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     copy.add_argument("--dest-authfile", metavar="PATH", help="auth file for the destination")
     add_bool(copy, "--src-tls-verify", help="require HTTPS and verify certificates for the source")
     add_bool(copy, "--dest-tls-verify", help="require HTTPS and verify certificates for the destination")
+    copy.add_argument("--src-cert-dir", metavar="DIR", help="CA certificates and client keys for the source")
+    copy.add_argument("--dest-cert-dir", metavar="DIR", help="CA certificates and client keys for the destination")
     copy.add_argument("--digestfile", metavar="PATH", help="write the destination manifest's digest here")
+    copy.add_argument("-f", "--format", metavar="FORMAT", choices=["oci", "v2s2", "v2s1"],
+                      help="manifest format to write: oci or v2s2 (default: keep the source's)")
+    copy.add_argument("--dest-compress-format", metavar="FORMAT", choices=["gzip", "zstd"],
+                      help="recompress layers with gzip or zstd")
+    copy.add_argument("--dest-compress-level", metavar="LEVEL", type=int,
+                      help="compression level (gzip 1-9, zstd 1-22)")
+    copy.add_argument("--remove-signatures", action="store_true",
+                      help="do not copy signatures (ketch copies none yet; accepted for skopeo scripts)")
+    copy.add_argument("--additional-tag", action="append", default=[], metavar="NAME:TAG",
+                      help="more tags for a docker-archive destination (repeatable)")
     _add_common_registry_flags(copy)
     copy.set_defaults(func=cmd_copy)
 
@@ -57,9 +70,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             description="List the tags of a repository in a registry.")
     tags.add_argument("repository", metavar="docker://REPOSITORY")
     tags.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
+    tags.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
     add_bool(tags, "--tls-verify", help="require HTTPS and verify certificates (default true)")
     _add_common_registry_flags(tags)
     tags.set_defaults(func=cmd_list_tags)
+
+    delete = verbs.add_parser("delete", help="delete an image from a registry",
+                              description="Delete the manifest a docker:// reference names (tag or digest).")
+    delete.add_argument("image", metavar="docker://IMAGE")
+    delete.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
+    delete.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
+    add_bool(delete, "--tls-verify", help="require HTTPS and verify certificates (default true)")
+    _add_common_registry_flags(delete)
+    delete.set_defaults(func=cmd_delete)
 
 
 def _write(text: str) -> None:
@@ -70,7 +93,8 @@ def _write(text: str) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ketch.image import inspect as inspection
 
-    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile)
+    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
+                       cert_dir=args.cert_dir)
     if args.format and (args.raw or args.config):
         raise InvalidInputError("--format cannot be combined with --raw or --config")
     if args.config:
@@ -92,16 +116,27 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
+    from ketch.image.conversion import manifest_type_for_format
     from ketch.image.copy import CopyOptions, copy_image
     from ketch.image.transports import parse_image_name
 
     src_ref, dst_ref = parse_image_name(args.source), parse_image_name(args.destination)
+    if args.additional_tag:
+        from ketch.image.docker_archive import DockerArchiveReference
+
+        if not isinstance(dst_ref, DockerArchiveReference):
+            raise InvalidInputError("--additional-tag is only for docker-archive: destinations")
     options = CopyOptions(
         src_ctx=make_context(args, creds=args.src_creds, tls_verify=args.src_tls_verify,
-                             authfile=args.src_authfile),
+                             authfile=args.src_authfile, cert_dir=args.src_cert_dir),
         dest_ctx=make_context(args, creds=args.dest_creds, tls_verify=args.dest_tls_verify,
-                              authfile=args.dest_authfile),
+                              authfile=args.dest_authfile, cert_dir=args.dest_cert_dir),
         all_images=args.all,
+        manifest_type=manifest_type_for_format(args.format) if args.format else None,
+        compress_format=args.dest_compress_format,
+        compress_level=args.dest_compress_level,
+        policy=policy_from(args),
+        additional_tags=list(args.additional_tag),
     )
     show_progress = not args.quiet and sys.stderr.isatty()
     with contextlib.ExitStack() as stack:
@@ -121,8 +156,18 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_list_tags(args: argparse.Namespace) -> int:
     from ketch.image import inspect as inspection
 
-    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile)
+    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
+                       cert_dir=args.cert_dir)
     _write(inspection.to_json(inspection.list_tags(args.repository, ctx)))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from ketch.image.docker.transport import delete_image
+
+    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
+                       cert_dir=args.cert_dir)
+    delete_image(args.image, ctx)
     return 0
 
 

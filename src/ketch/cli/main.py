@@ -12,7 +12,7 @@ import logging
 import sys
 
 from ketch import __version__
-from ketch.cli import image
+from ketch.cli import image, login
 from ketch.errors import KetchError
 
 EXIT_USAGE = 2
@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="logging level (default warning)")
+    parser.add_argument("--registries-conf", metavar="PATH",
+                        help="registries.conf to read instead of /etc/containers/registries.conf")
+    parser.add_argument("--policy", metavar="PATH", help="trust policy (default /etc/containers/policy.json)")
+    parser.add_argument("--insecure-policy", action="store_true",
+                        help="accept any image, ignoring the trust policy")
     parser.add_argument("--override-arch", dest="global_override_arch", metavar="ARCH",
                         help="use ARCH instead of the host's architecture when choosing an image")
     parser.add_argument("--override-os", dest="global_override_os", metavar="OS",
@@ -41,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
     version.set_defaults(func=cmd_version)
     image.register(commands)
+    login.register(commands)
     return parser
 
 

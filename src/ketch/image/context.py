@@ -27,9 +27,25 @@ class SystemContext:
     override_arch: str | None = None
     override_os: str | None = None
     override_variant: str | None = None
+    # A certs.d-style directory for this registry (``--cert-dir``).
+    cert_dir: str | None = None
+    # registries.conf to read instead of the default (``--registries-conf``).
+    registries_conf: str | None = None
+    # Upload blobs in PATCH chunks of this many bytes; None streams one PATCH.
+    upload_chunk_size: int | None = None
     # Connect and read time-outs, in seconds.
     timeout: float = 60.0
     user_agent: str = "ketch/0.1"
+
+    def registries(self):
+        """The parsed registries.conf (read once per context)."""
+        cached = getattr(self, "_registries", None)
+        if cached is None:
+            from ketch.image.registries import RegistriesConf
+
+            cached = RegistriesConf.load(self.registries_conf)
+            object.__setattr__(self, "_registries", cached)
+        return cached
 
     @classmethod
     def with_creds(cls, creds: str | None, **kwargs) -> "SystemContext":

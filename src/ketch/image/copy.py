@@ -4,8 +4,10 @@ It speaks only to :class:`~ketch.image.types.ImageSource` and
 :class:`~ketch.image.types.ImageDestination`. Blobs move in parallel and are
 verified against their digests on the way; blobs the destination already has
 are skipped; manifests are written after all blobs, then the destination
-commits. A manifest is copied byte for byte unless the destination cannot
-store its format, so the manifest digest is preserved.
+commits. A manifest is copied byte for byte unless something must change —
+the destination cannot store its format, ``--format`` asks for another, or
+layers are (de)compressed — so the manifest digest is preserved whenever it
+can be.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from ketch.errors import ImageFormatError, DigestMismatchError
+from ketch.errors import DigestMismatchError, ImageFormatError, UnsupportedError
+from ketch.image import compression
 from ketch.image.context import SystemContext
-from ketch.image.conversion import convert_manifest
+from ketch.image.conversion import convert_manifest, index_type_for, is_layer, layer_media_type
 from ketch.image.platform import choose_instance
 from ketch.image.progress import CopyProgress, NoProgress
 from ketch.image.transports import parse_image_name
-from ketch.image.types import ImageDestination, ImageReference, ImageSource
+from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest, Index, Manifest, VerifyingReader, parse_manifest
 from ketch.oci import mediatypes as mt
 
@@ -36,12 +39,22 @@ class CopyOptions:
     all_images: bool = False
     progress: CopyProgress = field(default_factory=NoProgress)
     max_parallel: int = DEFAULT_PARALLEL
+    #: Manifest media type to write (``--format``); None keeps the source's.
+    manifest_type: str | None = None
+    #: Recompress layers with this algorithm (``--dest-compress-format``).
+    compress_format: str | None = None
+    compress_level: int | None = None
+    #: The trust policy; None reads the system's policy.json.
+    policy: object | None = None
+    #: More tags for a docker-archive destination.
+    additional_tags: list[str] = field(default_factory=list)
 
 
 @dataclass
 class CopyResult:
     manifest_digest: Digest
     media_type: str
+    manifest: bytes = b""
     blobs_copied: int = 0
     blobs_skipped: int = 0
     bytes_copied: int = 0
@@ -53,11 +66,23 @@ def _as_reference(ref: ImageReference | str) -> ImageReference:
 
 def copy_image(source: ImageReference | str, destination: ImageReference | str,
                options: CopyOptions | None = None) -> CopyResult:
-    """Copy an image between transports; returns the digest written at the destination."""
+    """Copy an image between transports; returns the digest written at the destination.
+
+    The source must be allowed by the trust policy (``options.policy``, else
+    the system's policy.json) before anything is read from it.
+    """
     options = options or CopyOptions()
     src_ref, dst_ref = _as_reference(source), _as_reference(destination)
+    from ketch.image.policy import Policy
+
+    policy = options.policy if options.policy is not None else Policy.load_default()
+    policy.check(src_ref)  # type: ignore[attr-defined]
     with src_ref.new_source(options.src_ctx) as src:
         with dst_ref.new_destination(options.dest_ctx) as dst:
+            if options.additional_tags and hasattr(dst, "additional_tags"):
+                from ketch.oci.reference import parse_reference
+
+                dst.additional_tags = [str(parse_reference(t).with_default_tag()) for t in options.additional_tags]
             return _Copier(src, dst, options).run()
 
 
@@ -65,9 +90,12 @@ class _Copier:
     def __init__(self, src: ImageSource, dst: ImageDestination, options: CopyOptions) -> None:
         self.src, self.dst, self.options = src, dst, options
         self.progress = options.progress
-        self.result_counts = {"copied": 0, "skipped": 0, "bytes": 0}
+        self.counts = {"copied": 0, "skipped": 0, "bytes": 0}
         self._lock = threading.Lock()
-        self._done: set[Digest] = set()  # blobs already handled in this copy (across instances)
+        # Blobs already handled in this copy (across instances): source digest -> written descriptor.
+        self._done: dict[tuple[Digest, str], Descriptor] = {}
+        if options.compress_format:
+            compression.check_algorithm(options.compress_format)
 
     def run(self) -> CopyResult:
         raw, media_type = self.src.get_manifest()
@@ -78,12 +106,20 @@ class _Copier:
             else:
                 chosen = choose_instance(top, self.options.src_ctx)
                 instance_raw = self._instance_manifest(chosen)
-                raw, media_type = self._copy_image(parse_manifest(instance_raw, chosen.media_type), None)
+                raw, media_type = self._copy_image(self._parse_instance(instance_raw, chosen), None)
         else:
             raw, media_type = self._copy_image(top, None)
         self.dst.commit()
-        return CopyResult(Digest.of(raw), media_type, self.result_counts["copied"],
-                          self.result_counts["skipped"], self.result_counts["bytes"])
+        return CopyResult(Digest.of(raw), media_type, raw, self.counts["copied"], self.counts["skipped"],
+                          self.counts["bytes"])
+
+    @staticmethod
+    def _parse_instance(raw: bytes, descriptor: Descriptor) -> Manifest:
+        manifest = parse_manifest(raw, descriptor.media_type)
+        if not isinstance(manifest, Manifest):
+            raise UnsupportedError(f"index entry {descriptor.digest} is itself an index; nested indexes "
+                                   f"are not supported")
+        return manifest
 
     def _instance_manifest(self, descriptor: Descriptor) -> bytes:
         raw, _ = self.src.get_manifest(descriptor.digest)
@@ -91,88 +127,148 @@ class _Copier:
             raise DigestMismatchError(f"manifest {descriptor.digest} does not match its digest")
         return raw
 
-    def _target_type(self, media_type: str) -> str:
+    # -- manifest types -------------------------------------------------------
+
+    def _target_manifest_type(self, manifest: Manifest) -> str:
+        wanted = self.options.manifest_type or manifest.media_type
+        if self.options.compress_format == compression.ZSTD and wanted == mt.DOCKER_MANIFEST:
+            if self.options.manifest_type == mt.DOCKER_MANIFEST:
+                raise UnsupportedError("Docker schema 2 manifests cannot hold zstd layers; use --format oci")
+            wanted = mt.OCI_MANIFEST  # zstd needs an OCI manifest, as containers/image decides
+        return self._supported(wanted, index=False)
+
+    def _supported(self, wanted: str, *, index: bool) -> str:
         supported = self.dst.supported_manifest_types
-        if supported is None or media_type in supported:
-            return media_type
-        want_index = mt.is_index(media_type)
+        if supported is None or wanted in supported:
+            return wanted
         for candidate in supported:
-            if mt.is_index(candidate) == want_index:
+            if mt.is_index(candidate) == index:
                 return candidate
-        raise ImageFormatError(f"{self.dst.reference} cannot store a manifest of type {media_type}")
+        what = "an index" if index else "a manifest"
+        raise UnsupportedError(f"{self.dst.reference} cannot store {what} of type {wanted}")
+
+    # -- copying --------------------------------------------------------------
 
     def _copy_index(self, index: Index) -> tuple[bytes, str]:
         converted: dict[str, tuple[str, int]] = {}
+        instance_type = None
         for entry in index.manifests:
             if not mt.is_image_manifest(entry.media_type):
                 raise ImageFormatError(f"index entry {entry.digest} has unsupported media type {entry.media_type}")
             raw = self._instance_manifest(entry)
-            out, _ = self._copy_image(parse_manifest(raw, entry.media_type), entry.digest)
+            out, instance_type = self._copy_image(self._parse_instance(raw, entry), entry.digest)
             if out != raw:
                 converted[str(entry.digest)] = (str(Digest.of(out)), len(out))
-        target = self._target_type(index.media_type)
-        out = convert_manifest(index.raw, index.media_type, target, converted) if converted or \
-            target != index.media_type else index.raw
+        wanted = index_type_for(instance_type) if instance_type else index.media_type
+        target = self._supported(wanted, index=True)
+        out = convert_manifest(index.raw, index.media_type, target, converted or None)
         self.dst.put_manifest(out, target, None)
         return out, target
 
     def _copy_image(self, manifest: Manifest, instance: Digest | None) -> tuple[bytes, str]:
-        self._copy_blobs(manifest.blobs())
-        target = self._target_type(manifest.media_type)
-        out = convert_manifest(manifest.raw, manifest.media_type, target)
+        target = self._target_manifest_type(manifest)
+        plans = [(manifest.config, None)] + [(layer, self._layer_plan(layer)) for layer in manifest.layers]
+        written = self._copy_blobs(plans, target)
+        layers = written[1:]
+        changed = any(new.digest != old.digest for new, old in zip(layers, manifest.layers))
+        out = convert_manifest(manifest.raw, manifest.media_type, target, layers=layers if changed else None)
         if instance is not None and out != manifest.raw:
             instance = Digest.of(out)
         self.dst.put_manifest(out, target, instance)
         return out, target
 
-    def _copy_blobs(self, blobs: list[Descriptor]) -> None:
-        todo: list[Descriptor] = []
-        for blob in blobs:
-            if blob.digest not in self._done:
-                self._done.add(blob.digest)
-                todo.append(blob)
-        if not todo:
-            return
-        abort = threading.Event()
-        workers = max(1, min(self.options.max_parallel, len(todo)))
-        # The pool is shut down (all threads joined) before this returns: a
-        # process that forks later (a container start) must have no stray threads.
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ketch-blob") as pool:
-            futures = [pool.submit(self._copy_blob, blob, abort) for blob in todo]
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
-                abort.set()
-                for future in pending:
-                    future.cancel()
-                wait(pending)
-                raise failed[0].exception()  # type: ignore[misc]
+    def _layer_plan(self, layer: Descriptor) -> tuple[str | None, str | None] | None:
+        """(decompress-from, compress-to) for a layer, or None to copy it as it is."""
+        if not is_layer(layer.media_type):
+            return None
+        current = mt.LAYER_COMPRESSION[layer.media_type]
+        wanted = current
+        if self.options.compress_format:
+            wanted = self.options.compress_format
+        elif self.dst.desired_layer_compression == "compress" and current is None:
+            wanted = compression.GZIP
+        elif self.dst.desired_layer_compression == "decompress":
+            wanted = None
+        if wanted == current and not (self.options.compress_level is not None and self.options.compress_format):
+            return None
+        return (current, wanted)
 
-    def _copy_blob(self, blob: Descriptor, abort: threading.Event) -> None:
+    def _copy_blobs(self, plans: list[tuple[Descriptor, tuple | None]], target: str) -> list[Descriptor]:
+        results: list[Descriptor | None] = [None] * len(plans)
+        todo: list[tuple[int, Descriptor, tuple | None]] = []
+        for i, (blob, plan) in enumerate(plans):
+            key = (blob.digest, repr(plan))
+            if key in self._done:
+                results[i] = self._done[key]
+            else:
+                todo.append((i, blob, plan))
+        if todo:
+            abort = threading.Event()
+            workers = max(1, min(self.options.max_parallel, len(todo)))
+            # The pool is shut down (all threads joined) before this returns: a
+            # process that forks later (a container start) must have no stray threads.
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ketch-blob") as pool:
+                futures = {pool.submit(self._copy_blob, blob, plan, target, abort): i for i, blob, plan in todo}
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    abort.set()
+                    for future in pending:
+                        future.cancel()
+                    wait(pending)
+                    raise failed[0].exception()  # type: ignore[misc]
+                for future, i in futures.items():
+                    results[i] = future.result()
+            for i, blob, plan in todo:
+                self._done[(blob.digest, repr(plan))] = results[i]  # type: ignore[assignment]
+        return results  # type: ignore[return-value]
+
+    def _copy_blob(self, blob: Descriptor, plan: tuple | None, target: str,
+                   abort: threading.Event) -> Descriptor:
         if abort.is_set():
-            return
-        if self.dst.has_blob(blob):
+            raise _CopyAborted()
+        if plan is None and self.dst.try_reusing_blob(blob, self.src.reference):
             with self._lock:
-                self.result_counts["skipped"] += 1
+                self.counts["skipped"] += 1
             self.progress.blob_finished(blob, skipped=True)
-            return
+            return _retyped(blob, target)
         self.progress.blob_started(blob)
         stream, _ = self.src.get_blob(blob)
         try:
-            reader = _AbortableReader(VerifyingReader(stream, blob.digest, blob.size), abort)
-
-            def advanced(n: int) -> None:
-                self.progress.blob_advanced(blob, n)
-
-            self.dst.put_blob(reader, blob, advanced)
+            reader = VerifyingReader(stream, blob.digest, blob.size)
+            if plan is None:
+                info = BlobInfo(_retyped(blob, target).media_type, blob.digest, blob.size)
+                source = reader
+            else:
+                decompress_from, compress_to = plan
+                source = compression.PeekableReader(reader)
+                actual = compression.detect(source.peek(4))
+                if actual != decompress_from:
+                    # Trust the bytes over the media type (some tools label plain tars as gzip).
+                    decompress_from = actual
+                if decompress_from is not None and decompress_from != compress_to:
+                    source = compression.DecompressingReader(source, decompress_from)
+                if compress_to is not None and compress_to != decompress_from:
+                    source = compression.CompressingReader(source, compress_to, self.options.compress_level)
+                info = BlobInfo(layer_media_type(blob.media_type, compress_to, target))
+            written = self.dst.put_blob(_AbortableReader(source, abort), info,
+                                        lambda n: self.progress.blob_advanced(blob, n))
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
         with self._lock:
-            self.result_counts["copied"] += 1
-            self.result_counts["bytes"] += blob.size
+            self.counts["copied"] += 1
+            self.counts["bytes"] += written.size
         self.progress.blob_finished(blob, skipped=False)
+        return Descriptor(written.media_type, written.digest, written.size, dict(blob.annotations), blob.urls)
+
+
+def _retyped(blob: Descriptor, target: str) -> Descriptor:
+    """The descriptor with its media type in the target manifest's family."""
+    table = mt.OCI_TO_DOCKER if target == mt.DOCKER_MANIFEST else mt.DOCKER_TO_OCI
+    return Descriptor(table.get(blob.media_type, blob.media_type), blob.digest, blob.size,
+                      dict(blob.annotations), blob.urls)
 
 
 class _CopyAborted(Exception):
@@ -180,7 +276,7 @@ class _CopyAborted(Exception):
 
 
 class _AbortableReader:
-    def __init__(self, reader: VerifyingReader, abort: threading.Event) -> None:
+    def __init__(self, reader, abort: threading.Event) -> None:
         self._reader, self._abort = reader, abort
 
     def read(self, size: int = -1) -> bytes:

@@ -16,7 +16,7 @@ from typing import BinaryIO
 from ketch.errors import DestinationError, InvalidReferenceError, NotFoundError, from_oserror
 from ketch.image.context import SystemContext
 from ketch.image.layout import has_blob_file, store_blob_file, write_atomically
-from ketch.image.types import ImageDestination, ImageReference, ImageSource
+from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest
 
 TRANSPORT = "dir"
@@ -111,11 +111,11 @@ class DirectoryDestination(ImageDestination):
         except OSError as exc:
             raise DestinationError(f"preparing {self.root}: {exc.strerror}", errno=exc.errno) from None
 
-    def has_blob(self, descriptor: Descriptor) -> bool:
+    def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
         return has_blob_file(self.root / _blob_name(descriptor.digest), descriptor)
 
-    def put_blob(self, stream: BinaryIO, descriptor: Descriptor, on_progress=None) -> None:
-        store_blob_file(self.root / _blob_name(descriptor.digest), stream, descriptor, on_progress)
+    def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
+        return store_blob_file(self.root, lambda digest: self.root / _blob_name(digest), stream, info, on_progress)
 
     def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
         if instance is None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from ketch.errors import DestinationError
-from ketch.oci import Descriptor
+from ketch.image.types import BlobInfo
+from ketch.oci import Descriptor, Digest
 
 TEMP_PREFIX = ".ketch-tmp-"
 CHUNK_SIZE = 1 << 20
@@ -31,28 +33,36 @@ def write_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise DestinationError(f"writing {path}: {exc.strerror}", errno=exc.errno) from None
 
 
-def store_blob_file(final: Path, stream: BinaryIO, descriptor: Descriptor, on_progress=None) -> None:
-    """Stream a blob into ``final`` through a temporary name.
+def store_blob_file(directory: Path, final_for: Callable[[Digest], Path], stream: BinaryIO, info: BlobInfo,
+                    on_progress=None) -> Descriptor:
+    """Stream a blob into a file named by its digest, through a temporary name.
 
-    The stream is read to its end; per the destination contract it is a
-    verifying stream that raises at EOF when the content is wrong (the copy
-    engine hashes once, not once per layer of code). Only a stream that ended
-    cleanly is renamed into place; on any error the temporary file is removed.
+    The stream is read to its end. If ``info.digest`` is known, the stream is
+    a verifying one that raises at EOF when the content is wrong (the copy
+    engine hashes once, not once per layer of code); otherwise the digest is
+    computed here. Only a stream that ended cleanly is renamed into place; on
+    any error the temporary file is removed.
     """
-    tmp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+    tmp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+    hasher = None if info.digest is not None else hashlib.sha256()
+    size = 0
     try:
         with open(tmp, "wb") as sink:
             while chunk := stream.read(CHUNK_SIZE):
                 sink.write(chunk)
+                size += len(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
                 if on_progress is not None:
                     on_progress(len(chunk))
-        os.replace(tmp, final)
+        digest = info.digest if info.digest is not None else Digest("sha256", hasher.hexdigest())
+        os.replace(tmp, final_for(digest))
     except OSError as exc:
-        raise DestinationError(f"writing blob {descriptor.digest} to {final.parent}: {exc.strerror}",
-                               errno=exc.errno) from None
+        raise DestinationError(f"writing blob to {directory}: {exc.strerror}", errno=exc.errno) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    return Descriptor(info.media_type, digest, size)
 
 
 def has_blob_file(path: Path, descriptor: Descriptor) -> bool:

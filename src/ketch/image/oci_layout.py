@@ -27,7 +27,7 @@ from ketch.errors import (
 )
 from ketch.image.context import SystemContext
 from ketch.image.layout import has_blob_file, store_blob_file, write_atomically
-from ketch.image.types import ImageDestination, ImageReference, ImageSource
+from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest
 from ketch.oci import mediatypes as mt
 from ketch.oci.manifest import dump_json
@@ -71,18 +71,22 @@ def blob_path(root: Path, digest: Digest) -> Path:
     return root / "blobs" / digest.algorithm / digest.encoded
 
 
+def parse_index(raw: bytes, where: str) -> dict:
+    try:
+        index = json.loads(raw)
+    except ValueError:
+        raise ImageFormatError(f"{where}/index.json is not valid JSON") from None
+    if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+        raise ImageFormatError(f"{where}/index.json is not an image index")
+    return index
+
+
 def read_index(root: Path) -> dict:
     try:
         raw = (root / "index.json").read_bytes()
     except OSError as exc:
         raise from_oserror(exc, f"reading OCI layout {root}") from None
-    try:
-        index = json.loads(raw)
-    except ValueError:
-        raise ImageFormatError(f"{root}/index.json is not valid JSON") from None
-    if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
-        raise ImageFormatError(f"{root}/index.json is not an image index")
-    return index
+    return parse_index(raw, str(root))
 
 
 @contextlib.contextmanager
@@ -97,54 +101,67 @@ def layout_lock(root: Path) -> Iterator[None]:
 
 
 class OCILayoutSource(ImageSource):
+    """Reads an OCI layout. File access goes through ``_read``/``_open`` so that
+    the oci-archive transport reads the same structure out of a tar file."""
+
     def __init__(self, reference: OCILayoutReference) -> None:
         self.reference = reference
         self.root = reference.path
+        self.where = str(reference.path)
         self.descriptor = self._resolve()
 
+    # File access (overridden for archives).
+    def _read(self, relpath: str) -> bytes:
+        try:
+            return (self.root / relpath).read_bytes()
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {self.root / relpath}") from None
+
+    def _open(self, relpath: str) -> tuple[BinaryIO, int]:
+        try:
+            stream = open(self.root / relpath, "rb")
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {self.root / relpath}") from None
+        return stream, os.fstat(stream.fileno()).st_size
+
     def _resolve(self) -> Descriptor:
-        index = read_index(self.root)
+        index = parse_index(self._read("index.json"), self.where)
         entries = [Descriptor.from_dict(d, where="index.json entry") for d in index.get("manifests", [])]
         name = self.reference.image
         if name:
             matches = [d for d in entries if d.annotations.get(REF_NAME) == name]
             if not matches:
-                raise ManifestUnknownError(f"no image named {name!r} in OCI layout {self.root}")
+                raise ManifestUnknownError(f"no image named {name!r} in OCI layout {self.where}")
             return matches[0]
         if len(entries) == 1:
             return entries[0]
         if not entries:
-            raise ManifestUnknownError(f"OCI layout {self.root} holds no image")
+            raise ManifestUnknownError(f"OCI layout {self.where} holds no image")
         raise InvalidReferenceError(
-            f"OCI layout {self.root} holds {len(entries)} images; name one as oci:{self.root}:NAME")
+            f"OCI layout {self.where} holds {len(entries)} images; name one as {self.reference.transport}:"
+            f"{self.where}:NAME")
 
     def get_manifest(self, instance: Digest | None = None) -> tuple[bytes, str]:
         if instance is None:
             descriptor = self.descriptor
             raw = self._read_blob(descriptor.digest, "manifest")
             if Digest.of(raw, descriptor.digest.algorithm) != descriptor.digest:
-                raise DigestMismatchError(f"manifest {descriptor.digest} in {self.root} does not match its digest")
+                raise DigestMismatchError(f"manifest {descriptor.digest} in {self.where} does not match its digest")
             return raw, descriptor.media_type
-        raw = self._read_blob(instance, "manifest")
-        return raw, ""
+        return self._read_blob(instance, "manifest"), ""
 
     def _read_blob(self, digest: Digest, what: str) -> bytes:
         try:
-            return blob_path(self.root, digest).read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.root}") from None
-        except OSError as exc:
-            raise from_oserror(exc, f"reading {what} {digest}") from None
+            return self._read(f"blobs/{digest.algorithm}/{digest.encoded}")
+        except NotFoundError:
+            raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.where}") from None
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
-        path = blob_path(self.root, descriptor.digest)
+        digest = descriptor.digest
         try:
-            stream = open(path, "rb")
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {descriptor.digest} is missing from OCI layout {self.root}") from None
-        except OSError as exc:
-            raise from_oserror(exc, f"reading blob {descriptor.digest}") from None
-        return stream, os.fstat(stream.fileno()).st_size
+            return self._open(f"blobs/{digest.algorithm}/{digest.encoded}")
+        except NotFoundError:
+            raise NotFoundError(f"blob {digest} is missing from OCI layout {self.where}") from None
 
 
 class OCILayoutDestination(ImageDestination):
@@ -169,11 +186,11 @@ class OCILayoutDestination(ImageDestination):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def has_blob(self, descriptor: Descriptor) -> bool:
+    def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
         return has_blob_file(blob_path(self.root, descriptor.digest), descriptor)
 
-    def put_blob(self, stream: BinaryIO, descriptor: Descriptor, on_progress=None) -> None:
-        store_blob_file(self._blob_path(descriptor.digest), stream, descriptor, on_progress)
+    def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
+        return store_blob_file(self.root / "blobs" / "sha256", self._blob_path, stream, info, on_progress)
 
     def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
         digest = Digest.of(raw)

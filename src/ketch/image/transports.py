@@ -12,10 +12,12 @@ _TRANSPORTS = {
     "docker": ("ketch.image.docker.transport", "DockerReference"),
     "oci": ("ketch.image.oci_layout", "OCILayoutReference"),
     "dir": ("ketch.image.directory", "DirectoryReference"),
+    "oci-archive": ("ketch.image.oci_archive", "OCIArchiveReference"),
+    "docker-archive": ("ketch.image.docker_archive", "DockerArchiveReference"),
 }
 
 # Transports skopeo knows that ketch does not handle yet, so the error says so.
-_PLANNED = {"oci-archive", "docker-archive", "containers-storage", "docker-daemon", "ketch-storage"}
+_PLANNED = {"containers-storage", "docker-daemon", "ketch-storage"}
 
 
 def transport_names() -> list[str]:

@@ -10,10 +10,30 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, BinaryIO
 
+from dataclasses import dataclass
+
 from ketch.oci import Descriptor, Digest
 
 if TYPE_CHECKING:
     from ketch.image.context import SystemContext
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What is known about a blob before it is written.
+
+    ``digest`` and ``size`` are None when the copy engine transforms the
+    blob on the way (compression changes): the destination then computes
+    them from what it writes.
+    """
+
+    media_type: str
+    digest: Digest | None = None
+    size: int | None = None
+
+    @classmethod
+    def of(cls, descriptor: Descriptor) -> "BlobInfo":
+        return cls(descriptor.media_type, descriptor.digest, descriptor.size)
 
 
 class ImageReference(abc.ABC):
@@ -84,18 +104,28 @@ class ImageDestination(abc.ABC):
     reference: ImageReference
 
     #: Manifest media types this destination stores; the copy engine converts
-    #: others to the first entry. None means "stores any".
+    #: others to the first entry of the same kind. None means "stores any".
     supported_manifest_types: tuple[str, ...] | None = None
 
-    def has_blob(self, descriptor: Descriptor) -> bool:
-        """Optional capability: True if the blob is already there and need not be
-        copied. May say False when it cannot tell cheaply."""
+    #: What the destination wants done to layers: "preserve" them as they
+    #: are, "compress" uncompressed ones (a registry), or "decompress" them
+    #: (a docker archive stores plain tars).
+    desired_layer_compression: str = "preserve"
+
+    def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
+        """Optional capability: True if the blob is already at the destination (or
+        was made available there, e.g. by a registry's cross-repository mount)
+        and need not be copied. May say False whenever it cannot tell cheaply."""
         return False
 
     @abc.abstractmethod
-    def put_blob(self, stream: BinaryIO, descriptor: Descriptor, on_progress=None) -> None:
-        """Store a blob read from ``stream`` (read to EOF; the stream raises at EOF
-        if its content is wrong, and then nothing may be kept)."""
+    def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
+        """Store a blob read from ``stream`` to its end and return its descriptor.
+
+        When ``info.digest`` is set the stream verifies itself (it raises at
+        EOF if the content is wrong, and then nothing may be kept); when it is
+        None, the destination computes digest and size from what it writes.
+        """
 
     @abc.abstractmethod
     def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:

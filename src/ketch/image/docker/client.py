@@ -96,7 +96,10 @@ class RegistryClient:
     """
 
     def __init__(self, host: str, ctx: SystemContext, *, repository: str | None = None,
-                 credentials: Credentials | None = None, registry_name: str | None = None) -> None:
+                 credentials: Credentials | None = None, registry_name: str | None = None,
+                 insecure: bool = False) -> None:
+        from ketch.image.certs import ssl_context_for
+
         self.host = host
         self.ctx = ctx
         self.repository = repository
@@ -107,14 +110,27 @@ class RegistryClient:
             else:
                 credentials = lookup_credentials(registry_name, repository, ctx.authfile)
         self.credentials = credentials
+        # An explicit --tls-verify wins over registries.conf's "insecure".
+        self.verify_tls = ctx.tls_verify if ctx.tls_verify is not None else not insecure
         timeout = urllib3.Timeout(connect=min(ctx.timeout, 30.0), read=ctx.timeout)
-        cert_reqs = "CERT_NONE" if ctx.tls_verify is False else "CERT_REQUIRED"
-        self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=16, retries=False, timeout=timeout, cert_reqs=cert_reqs,
-            headers={"User-Agent": ctx.user_agent},
-        )
-        if ctx.tls_verify is False:
+        pool_args: dict = {}
+        if self.verify_tls:
+            context = ssl_context_for(host, ctx.cert_dir)
+            if context is not None:
+                pool_args["ssl_context"] = context
+        else:
+            pool_args["cert_reqs"] = "CERT_NONE"
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            if ctx.cert_dir:  # a client certificate may still be wanted without verification
+                context = ssl_context_for(host, ctx.cert_dir)
+                if context is not None:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    pool_args = {"ssl_context": context}
+        self._pool = urllib3.PoolManager(
+            num_pools=4, maxsize=16, retries=False, timeout=timeout,
+            headers={"User-Agent": ctx.user_agent}, **pool_args,
+        )
         self._tokens = TokenCache()
         self._ping_lock = threading.Lock()
         self._base_url: str | None = None
@@ -127,7 +143,7 @@ class RegistryClient:
 
     def _schemes(self) -> list[str]:
         # As containers/image: plain HTTP only when the user turned TLS verification off.
-        return ["https", "http"] if self.ctx.tls_verify is False else ["https"]
+        return ["https"] if self.verify_tls else ["https", "http"]
 
     def ping(self) -> None:
         """Find the scheme and the authentication the registry wants (``GET /v2/``)."""
@@ -149,7 +165,7 @@ class RegistryClient:
                     return
                 errors.append(f"{scheme}: /v2/ answered HTTP {response.status}; not a registry (distribution API v2)?")
             detail = "; ".join(errors)
-            hint = "" if self.ctx.tls_verify is False else \
+            hint = "" if not self.verify_tls else \
                 " (to skip TLS verification or use plain HTTP: --tls-verify=false)"
             raise RegistryUnreachableError(f"pinging registry {self.host}: {detail}{hint}")
 
@@ -164,8 +180,9 @@ class RegistryClient:
 
     # -- authentication -----------------------------------------------------
 
-    def _scope(self, actions: str = "pull") -> str:
-        return f"repository:{self.repository}:{actions}" if self.repository else ""
+    def _scope(self, actions: str = "pull", extra: tuple[str, ...] = ()) -> str:
+        scopes = [f"repository:{self.repository}:{actions}"] if self.repository else []
+        return " ".join(scopes + list(extra))
 
     def _auth_header(self, scope: str, challenge: Challenge | None, *, refresh: bool = False) -> str | None:
         if challenge is None:
@@ -223,9 +240,12 @@ class RegistryClient:
 
     # -- requests -----------------------------------------------------------
 
-    def _send_once(self, method: str, url: str, headers: dict[str, str], *, body: bytes | None,
+    def _send_once(self, method: str, url: str, headers: dict[str, str], *, body=None,
                    preload: bool) -> urllib3.BaseHTTPResponse:
         try:
+            if body is not None and not isinstance(body, bytes):
+                return self._pool.urlopen(method, url, headers=headers, body=body, redirect=False,
+                                          preload_content=preload, decode_content=False, chunked=True)
             return self._pool.request(method, url, headers=headers, body=body, redirect=False,
                                       preload_content=preload, decode_content=False)
         except (MaxRetryError, NewConnectionError, ProtocolError, SSLError, Urllib3Error, OSError) as exc:
@@ -278,17 +298,24 @@ class RegistryClient:
         raise RegistryError(f"too many redirects fetching {url}")
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None, *,
-                preload: bool = False, actions: str = "pull") -> urllib3.BaseHTTPResponse:
-        """An authenticated request to ``/v2/...``; 401 triggers one token refresh."""
+                preload: bool = False, actions: str = "pull", extra_scopes: tuple[str, ...] = (),
+                body=None) -> urllib3.BaseHTTPResponse:
+        """An authenticated request to ``/v2/...`` (or an absolute upload URL the
+        registry handed out); 401 triggers one token refresh. A streamed
+        ``body`` (not bytes) is sent once, never retried."""
         self.ping()
         headers = dict(headers or {})
-        url = f"{self._base_url}{path}"
-        scope = self._scope(actions)
+        url = path if path.startswith(("http://", "https://")) else f"{self._base_url}{path}"
+        scope = self._scope(actions, extra_scopes)
         auth = self._auth_header(scope, self._challenge)
         if auth:
             headers["Authorization"] = auth
-        response = self._send_with_retries(method, url, headers, preload=preload)
-        if response.status == 401:
+        replayable = body is None or isinstance(body, bytes)
+        if replayable:
+            response = self._send_with_retries(method, url, headers, body=body, preload=preload)
+        else:
+            response = self._send_once(method, url, headers, body=body, preload=preload)
+        if response.status == 401 and replayable:
             challenge = self._pick_challenge(response.headers.get_all("WWW-Authenticate") or [])
             response.drain_conn()
             response.release_conn()
@@ -297,7 +324,7 @@ class RegistryClient:
                                           status=401)
             self._challenge = challenge
             headers["Authorization"] = self._auth_header(scope, challenge, refresh=True) or ""
-            response = self._send_with_retries(method, url, headers, preload=preload)
+            response = self._send_with_retries(method, url, headers, body=body, preload=preload)
             if response.status == 401:
                 response.drain_conn()
                 what = "invalid username/password" if self.credentials else "authentication required"
@@ -323,6 +350,22 @@ class RegistryClient:
         raise RegistryError(text, status=response.status)
 
     # -- the API ------------------------------------------------------------
+
+    def check_auth(self) -> None:
+        """Prove the credentials work (``login``): a token for no scope, or Basic on /v2/."""
+        self.ping()
+        if self._challenge is None:
+            return
+        if self._challenge.scheme == "bearer":
+            self._fetch_token(self._challenge, "")
+            return
+        response = self._send_with_retries("GET", f"{self._base_url}/v2/",
+                                           {"Authorization": self._auth_header("", self._challenge) or ""},
+                                           preload=True)
+        if response.status in (401, 403):
+            raise AuthenticationError(f"authenticating to {self.host}: invalid username/password", status=401)
+        if response.status != 200:
+            raise RegistryError(f"authenticating to {self.host}: HTTP {response.status}", status=response.status)
 
     def get_manifest(self, reference: str) -> tuple[bytes, str]:
         """Fetch a manifest by tag or digest; returns (raw bytes, media type).

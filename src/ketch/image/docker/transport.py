@@ -1,16 +1,28 @@
-"""The ``docker://`` transport: images in a registry (distribution spec)."""
+"""The ``docker://`` transport: images in a registry (distribution spec).
+
+registries.conf decides where a reference is fetched from (mirrors first,
+then the primary location, each with its own TLS setting) and whether the
+registry is blocked; pushes go to the primary location only.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import BinaryIO
 
-from ketch.errors import InvalidReferenceError, UnsupportedError
+from ketch.errors import InvalidReferenceError, KetchError, RegistryError
 from ketch.image.context import SystemContext
-from ketch.image.types import ImageDestination, ImageReference, ImageSource
+from ketch.image.registries import Endpoint
+from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest
-from ketch.oci.reference import Reference, parse_reference
+from ketch.oci.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, Reference, parse_reference
 
 TRANSPORT = "docker"
+log = logging.getLogger(__name__)
+
+
+def _api_host(host: str) -> str:
+    return DOCKER_HUB_API_HOST if host == DEFAULT_DOMAIN else host
 
 
 class DockerReference(ImageReference):
@@ -35,33 +47,145 @@ class DockerReference(ImageReference):
         """What goes after ``/manifests/``: the digest if there is one, else the tag."""
         return str(self.ref.digest) if self.ref.digest else str(self.ref.tag)
 
-    def client(self, ctx: SystemContext):
+    def client(self, ctx: SystemContext, endpoint: Endpoint | None = None, ref: Reference | None = None):
+        """A registry client for one endpoint (default: the primary location)."""
         from ketch.image.docker.client import RegistryClient  # urllib3 only when a registry is used
 
-        return RegistryClient(self.ref.api_host, ctx, repository=self.ref.path, registry_name=self.ref.domain)
+        if endpoint is None:
+            endpoint, ref = ctx.registries().push_endpoint(self.ref)
+        ref = ref or self.ref
+        return RegistryClient(_api_host(ref.domain), ctx, repository=ref.path, registry_name=ref.domain,
+                              insecure=endpoint.insecure)
 
     def new_source(self, ctx: SystemContext) -> "DockerImageSource":
         return DockerImageSource(self, ctx)
 
-    def new_destination(self, ctx: SystemContext) -> ImageDestination:
-        raise UnsupportedError("pushing to a registry (docker:// as a destination) is not implemented yet")
+    def new_destination(self, ctx: SystemContext) -> "DockerImageDestination":
+        return DockerImageDestination(self, ctx)
 
 
 class DockerImageSource(ImageSource):
+    """Reads from the first endpoint (mirror or primary) that has the manifest."""
+
     def __init__(self, reference: DockerReference, ctx: SystemContext) -> None:
         self.reference = reference
-        self.client = reference.client(ctx)
+        self.ctx = ctx
+        self.endpoints = ctx.registries().pull_endpoints(reference.ref)
+        self.client = None
+        self._bound_ref: Reference | None = None
+
+    def _manifest_ref(self, ref: Reference) -> str:
+        return str(ref.digest) if ref.digest else str(ref.tag)
 
     def get_manifest(self, instance: Digest | None = None) -> tuple[bytes, str]:
-        ref = str(instance) if instance is not None else self.reference.manifest_reference
-        return self.client.get_manifest(ref)
+        if self.client is None:
+            errors = []
+            for i, (endpoint, ref) in enumerate(self.endpoints):
+                client = self.reference.client(self.ctx, endpoint, ref)
+                try:
+                    result = client.get_manifest(str(instance) if instance else self._manifest_ref(ref))
+                except KetchError as exc:
+                    client.close()
+                    if i == len(self.endpoints) - 1:
+                        if errors:
+                            raise type(exc)(f"{exc.message} (mirrors tried first: {'; '.join(errors)})") from None
+                        raise
+                    log.info("mirror %s failed (%s); trying the next location", endpoint.location, exc)
+                    errors.append(f"{endpoint.location}: {exc.message}")
+                    continue
+                self.client, self._bound_ref = client, ref
+                return result
+        assert self._bound_ref is not None
+        return self.client.get_manifest(str(instance) if instance else self._manifest_ref(self._bound_ref))
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
+        if self.client is None:
+            self.get_manifest()
         stream = self.client.open_blob(descriptor.digest, descriptor.size)
         return stream, descriptor.size  # type: ignore[return-value]
 
     def list_tags(self) -> list[str]:
-        return self.client.list_tags()
+        client = self.reference.client(self.ctx)
+        try:
+            return client.list_tags()
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+class DockerImageDestination(ImageDestination):
+    """Pushes to the primary location. Blobs first (checked with HEAD, mounted from
+    another repository of the same registry when possible), the manifest last:
+    until the manifest is written, the registry shows no new image."""
+
+    supported_manifest_types = None
+    desired_layer_compression = "compress"
+
+    def __init__(self, reference: DockerReference, ctx: SystemContext) -> None:
+        self.reference = reference
+        self.ctx = ctx
+        endpoint, self.ref = ctx.registries().push_endpoint(reference.ref)
+        self.client = reference.client(ctx, endpoint, self.ref)
+
+    def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
+        from ketch.image.docker import push
+
+        if push.blob_exists(self.client, descriptor.digest):
+            return True
+        source_ref = getattr(source, "ref", None) if getattr(source, "transport", "") == TRANSPORT else None
+        if source_ref is not None and _api_host(source_ref.domain) == self.client.host \
+                and source_ref.path != self.ref.path:
+            try:
+                return push.mount_blob(self.client, descriptor.digest, source_ref.path)
+            except RegistryError as exc:
+                log.info("mount of %s refused (%s); uploading", descriptor.digest, exc)
+        return False
+
+    def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
+        from ketch.image.docker import push
+
+        digest, size = push.upload_blob(self.client, stream, info.digest, info.size, on_progress)
+        return Descriptor(info.media_type, digest, size)
+
+    def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
+        from ketch.image.docker import push
+
+        if instance is not None:
+            reference = str(instance)
+        elif self.ref.tag is not None:
+            reference = self.ref.tag
+        else:
+            reference = str(self.ref.digest)
+            if Digest.of(raw, self.ref.digest.algorithm) != self.ref.digest:  # type: ignore[union-attr]
+                raise InvalidReferenceError(
+                    f"cannot push to {self.reference}: the manifest written has digest {Digest.of(raw)}")
+        push.put_manifest(self.client, reference, raw, media_type)
+
+    def commit(self) -> None:
+        pass  # the manifest PUT, done last, is what makes the image visible
 
     def close(self) -> None:
         self.client.close()
+
+
+def delete_image(reference: DockerReference | str, ctx: SystemContext | None = None) -> Digest:
+    """Delete the manifest a reference names (``skopeo delete``); returns its digest."""
+    from ketch.image.docker import push
+
+    ctx = ctx or SystemContext()
+    if isinstance(reference, str):
+        from ketch.image.transports import parse_image_name
+
+        reference = parse_image_name(reference)  # type: ignore[assignment]
+        if not isinstance(reference, DockerReference):
+            raise InvalidReferenceError(f"only docker:// images can be deleted, not {reference}")
+    client = reference.client(ctx)
+    try:
+        digest = push.resolve_digest(client, reference.manifest_reference)
+        push.delete_manifest(client, digest)
+        return digest
+    finally:
+        client.close()

@@ -1,0 +1,63 @@
+"""TLS settings per registry host from ``certs.d`` directories, as podman reads them.
+
+For ``HOST[:PORT]`` the directory is ``--cert-dir`` when given, else the
+first of ``/etc/containers/certs.d/HOST[:PORT]``,
+``/etc/docker/certs.d/HOST[:PORT]`` (and for non-root users
+``~/.config/containers/certs.d/HOST[:PORT]``) that exists. In it, ``*.crt``
+files are extra CA certificates and each ``NAME.cert`` with ``NAME.key`` is a
+client certificate.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+from ketch.errors import InvalidInputError
+
+SYSTEM_DIRS = (Path("/etc/containers/certs.d"), Path("/etc/docker/certs.d"))
+
+
+def cert_dir_for(host: str, explicit: str | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    candidates = []
+    if os.getuid() != 0:
+        home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
+        candidates.append(Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "containers" / "certs.d")
+    candidates += SYSTEM_DIRS
+    for base in candidates:
+        path = base / host
+        if path.is_dir():
+            return path
+    return None
+
+
+def ssl_context_for(host: str, explicit_dir: str | None = None) -> ssl.SSLContext | None:
+    """An SSL context with the host's extra CAs and client certificate, or None if it has none."""
+    directory = cert_dir_for(host, explicit_dir)
+    if directory is None:
+        return None
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise InvalidInputError(f"reading certificate directory {directory}: {exc.strerror}") from None
+    context = ssl.create_default_context()
+    for name in entries:
+        path = directory / name
+        try:
+            if name.endswith(".crt"):
+                context.load_verify_locations(cafile=str(path))
+            elif name.endswith(".cert"):
+                key = directory / (name[: -len(".cert")] + ".key")
+                if not key.exists():
+                    raise InvalidInputError(f"client certificate {path} has no matching key {key.name}")
+                context.load_cert_chain(str(path), str(key))
+            elif name.endswith(".key"):
+                cert = directory / (name[: -len(".key")] + ".cert")
+                if not cert.exists():
+                    raise InvalidInputError(f"client key {path} has no matching certificate {cert.name}")
+        except ssl.SSLError as exc:
+            raise InvalidInputError(f"loading {path}: {exc.reason or exc}") from None
+    return context

@@ -29,6 +29,7 @@ class FakeRegistry:
     requests: list[tuple[str, str, dict]] = field(default_factory=list)
     host: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    uploads: dict[str, bytearray] = field(default_factory=dict)
 
     def add_blob(self, data: bytes) -> dict:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -88,6 +89,31 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch()
 
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def body(self) -> bytes:
+        """The request body, plain or chunked."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().strip().split(b";")[0], 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
     def _dispatch(self) -> None:
         fake = self.server.fake
         with fake.lock:
@@ -96,7 +122,9 @@ class Handler(BaseHTTPRequestHandler):
         for behaviour in list(fake.behaviours):
             if behaviour(self, info):
                 return
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
+        if self.command in ("POST", "PATCH", "PUT", "DELETE"):
+            return self._write(path, query)
         if path == "/v2/":
             return self.send(200, b"{}", {"Content-Type": "application/json"})
         match = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", path)
@@ -120,6 +148,46 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(404, "NAME_UNKNOWN", "repository name not known to registry")
             return self.send(200, json.dumps({"name": repo, "tags": fake.tags[repo]}).encode(),
                              {"Content-Type": "application/json"})
+        self.error(404, "NOT_FOUND", "not found")
+
+    def _write(self, path: str, query: str) -> None:
+        import urllib.parse
+        import uuid
+
+        fake = self.server.fake
+        params = urllib.parse.parse_qs(query)
+        match = re.fullmatch(r"/v2/(.+)/blobs/uploads/", path)
+        if self.command == "POST" and match:
+            self.body()
+            mount = params.get("mount", [None])[0]
+            if mount and mount in fake.blobs:
+                return self.send(201, b"", {"Location": f"/v2/{match.group(1)}/blobs/{mount}"})
+            upload = uuid.uuid4().hex
+            fake.uploads[upload] = bytearray()
+            return self.send(202, b"", {"Location": f"/v2/{match.group(1)}/blobs/uploads/{upload}?_state=x",
+                                        "Range": "0-0"})
+        match = re.fullmatch(r"/v2/(.+)/blobs/uploads/([0-9a-f]+)", path)
+        if match and match.group(2) in fake.uploads:
+            upload = fake.uploads[match.group(2)]
+            if self.command == "DELETE":
+                del fake.uploads[match.group(2)]
+                return self.send(204)
+            upload += self.body()
+            if self.command == "PATCH":
+                return self.send(202, b"", {"Location": path + "?_state=y", "Range": f"0-{len(upload) - 1}"})
+            digest = params.get("digest", [""])[0]
+            if "sha256:" + hashlib.sha256(upload).hexdigest() != digest:
+                return self.error(400, "DIGEST_INVALID", "provided digest did not match uploaded content")
+            fake.blobs[digest] = bytes(upload)
+            del fake.uploads[match.group(2)]
+            return self.send(201, b"", {"Location": f"/v2/{match.group(1)}/blobs/{digest}",
+                                        "Docker-Content-Digest": digest})
+        match = re.fullmatch(r"/v2/(.+)/manifests/([^/]+)", path)
+        if match and self.command == "PUT":
+            raw = self.body()
+            fake.put_manifest(match.group(1), match.group(2), raw, self.headers.get("Content-Type", ""))
+            digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+            return self.send(201, b"", {"Docker-Content-Digest": digest})
         self.error(404, "NOT_FOUND", "not found")
 
     def send_blob(self, data: bytes) -> None:

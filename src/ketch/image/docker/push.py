@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ketch.errors import DigestMismatchError, RegistryError, UnsupportedError
+from ketch.errors import DigestMismatchError, RegistryError, RegistryUnreachableError, UnsupportedError
 from ketch.image.docker.client import RegistryClient
 from ketch.oci.digest import Digest
 
@@ -117,6 +117,8 @@ def upload_blob(client: RegistryClient, stream, digest: Digest | None, size: int
                                       {"Content-Length": "0"}, body=b"", actions=PUSH, preload=True)
     except (Urllib3Error, OSError) as exc:
         raise RegistryError(f"{what}: connection broken during the upload ({exc})") from None
+    except RegistryUnreachableError as exc:
+        raise RegistryError(f"{what}: {exc.message}") from None
     if response.status != 201:
         client._raise_for_status(response, what)
         raise RegistryError(f"{what}: closing the upload answered HTTP {response.status}")

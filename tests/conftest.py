@@ -97,3 +97,15 @@ def tls_registry(busybox_layout, tmp_path_factory):
         skopeo_copy(f"oci:{busybox_layout}:latest", reg.url("library/busybox"))
         reg.extra["certs"] = certs
         yield reg
+
+
+@pytest.fixture
+def podman(tmp_path_factory):
+    """podman with a private vfs store, reset afterwards."""
+    from tests.support.podman import Podman
+
+    instance = Podman(tmp_path_factory.mktemp("podman"))
+    try:
+        yield instance
+    finally:
+        instance.reset()

@@ -109,3 +109,23 @@ def podman(tmp_path_factory):
         yield instance
     finally:
         instance.reset()
+
+
+@pytest.fixture(scope="session")
+def mtls_registry(busybox_layout, tmp_path_factory):
+    """docker-registry over HTTPS that demands a client certificate signed by the test CA."""
+    work = tmp_path_factory.mktemp("mtls-registry")
+    certs = tls.make_server_cert(work / "certs")
+    client_dir = work / "client"
+    client_dir.mkdir()
+    tls.make_client_cert(certs, client_dir / "client.cert", client_dir / "client.key")
+    (client_dir / "ca.crt").write_bytes(certs.ca_cert.read_bytes())
+    config = (f"  tls:\n    certificate: {certs.cert}\n    key: {certs.key}\n"
+              f"    clientcas:\n      - {certs.ca_cert}\n")
+    with run_registry(config, workdir=work, scheme="https", client_cert=(client_dir / "client.cert",
+                                                                          client_dir / "client.key")) as reg:
+        subprocess.run(["skopeo", "copy", "-q", "--dest-cert-dir", str(client_dir), f"oci:{busybox_layout}:latest",
+                        reg.url("library/busybox")], check=True, capture_output=True, timeout=120)
+        reg.extra["certs"] = certs
+        reg.extra["client_dir"] = client_dir
+        yield reg

@@ -38,11 +38,14 @@ class Registry:
         return f"docker://{self.host}/{repo}:{tag}"
 
 
-def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, scheme: str, timeout: float = 20.0) -> None:
+def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, scheme: str, client_cert=None,
+                timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     insecure = ssl.create_default_context()
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        insecure.load_cert_chain(*map(str, client_cert))
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log_path.read_text()[-2000:]}")
@@ -57,7 +60,8 @@ def _wait_ready(host: str, process: subprocess.Popen, log_path: Path, scheme: st
 
 
 @contextlib.contextmanager
-def run_registry(extra_yaml: str = "", workdir: Path | None = None, scheme: str = "http") -> Iterator[Registry]:
+def run_registry(extra_yaml: str = "", workdir: Path | None = None, scheme: str = "http",
+                 client_cert: tuple[Path, Path] | None = None) -> Iterator[Registry]:
     """Start a registry; stop it and remove its storage on exit, whatever happens.
 
     ``extra_yaml`` is appended to the config: an ``auth:`` section, or lines
@@ -82,7 +86,7 @@ def run_registry(extra_yaml: str = "", workdir: Path | None = None, scheme: str 
             process = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=log, stderr=log,
                                        stdin=subprocess.DEVNULL, env={"PATH": os.environ.get("PATH", "")})
         try:
-            _wait_ready(host, process, log_path, scheme)
+            _wait_ready(host, process, log_path, scheme, client_cert)
             yield Registry(host=host, root=root, process=process, log_path=log_path)
         finally:
             process.terminate()

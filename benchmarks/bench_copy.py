@@ -1,8 +1,13 @@
-"""Benchmark: copy the ~300 MB test image from a local registry into an OCI
-layout, ``ketch image copy`` against ``skopeo copy``, interleaved in one run.
+"""Benchmarks: ``ketch image copy`` against ``skopeo copy`` on the ~300 MB test
+image, interleaved in one run, reported as ratios (lower is better for ketch).
 
-Run with the project's virtual environment:  .venv/bin/python -m benchmarks.bench_copy
-Prints the median of each tool and the ratio ketch/skopeo (lower is better).
+Scenarios:
+  pull       registry -> OCI layout
+  push       OCI layout -> empty registry
+  push-zstd  OCI layout -> empty registry, recompressed with --dest-compress-format zstd
+
+Run with the project's virtual environment:
+    .venv/bin/python -m benchmarks.bench_copy [--rounds N] [--scenario NAME ...]
 """
 
 from __future__ import annotations
@@ -20,41 +25,64 @@ from tests.support import images
 from tests.support.registry import run_registry, skopeo_copy
 
 KETCH = str(Path(sys.executable).parent / "ketch")
+SCENARIOS = ("pull", "push", "push-zstd")
 
 
 def timed(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - start
+    result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {result.stderr}")
+    return elapsed
+
+
+def tools(src: str, dst: str, *extra: str) -> dict[str, list[str]]:
+    flags = ["-q", "--src-tls-verify=false", "--dest-tls-verify=false", *extra]
+    return {"ketch": [KETCH, "--insecure-policy", "image", "copy", *flags, src, dst],
+            "skopeo": ["skopeo", "--insecure-policy", "copy", *flags, src, dst]}
+
+
+def run_scenario(name: str, layout: Path, rounds: int, tmp: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"ketch": [], "skopeo": []}
+    source_layout = f"oci:{layout}:latest"
+    if name == "pull":
+        with run_registry(workdir=tmp) as registry:
+            source = registry.url("bench/image")
+            skopeo_copy(source_layout, source)
+            for round_number in range(rounds + 1):
+                for tool in results:
+                    dest = tmp / f"{tool}-{round_number}"
+                    elapsed = timed(tools(source, f"oci:{dest}:x")[tool])
+                    shutil.rmtree(dest)
+                    if round_number:  # round 0 warms the page cache
+                        results[tool].append(elapsed)
+        return results
+    extra = ("--dest-compress-format", "zstd") if name == "push-zstd" else ()
+    for round_number in range(rounds + 1):
+        for tool in results:
+            with run_registry(workdir=tmp) as registry:  # an empty registry for every push
+                elapsed = timed(tools(source_layout, registry.url("bench/image"), *extra)[tool])
+            if round_number:
+                results[tool].append(elapsed)
+    return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--image", default="big", choices=sorted(images.MAKERS))
+    parser.add_argument("--scenario", action="append", choices=SCENARIOS)
     args = parser.parse_args()
     layout = images.ensure(args.image)
-    results: dict[str, list[float]] = {"ketch": [], "skopeo": []}
-    with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp, run_registry(workdir=Path(tmp)) as registry:
-        source = registry.url("bench/image")
-        skopeo_copy(f"oci:{layout}:latest", source)
-        commands = {
-            "ketch": lambda dest: [KETCH, "image", "copy", "-q", "--src-tls-verify=false", source, f"oci:{dest}:x"],
-            "skopeo": lambda dest: ["skopeo", "copy", "-q", "--src-tls-verify=false", source, f"oci:{dest}:x"],
-        }
-        for round_number in range(args.rounds + 1):
-            for tool, command in commands.items():
-                dest = Path(tmp) / f"{tool}-{round_number}"
-                elapsed = timed(command(dest))
-                shutil.rmtree(dest)
-                if round_number:  # the first round warms the page cache
-                    results[tool].append(elapsed)
-    ketch, skopeo = statistics.median(results["ketch"]), statistics.median(results["skopeo"])
     size = sum(f.stat().st_size for f in (layout / "blobs" / "sha256").iterdir()) / 1e6
     print(f"image: {args.image} ({size:.0f} MB), rounds: {args.rounds}")
-    print(f"ketch image copy  median {ketch:.3f}s  {[round(t, 3) for t in results['ketch']]}")
-    print(f"skopeo copy       median {skopeo:.3f}s  {[round(t, 3) for t in results['skopeo']]}")
-    print(f"ratio ketch/skopeo: {ketch / skopeo:.2f}")
+    for name in args.scenario or SCENARIOS:
+        with tempfile.TemporaryDirectory(prefix="ketch-bench-") as tmp:
+            results = run_scenario(name, layout, args.rounds, Path(tmp))
+        ketch, skopeo = statistics.median(results["ketch"]), statistics.median(results["skopeo"])
+        print(f"{name:10} ketch {ketch:.3f}s  skopeo {skopeo:.3f}s  ratio {ketch / skopeo:.2f}   "
+              f"(ketch {[round(t, 2) for t in results['ketch']]}, skopeo {[round(t, 2) for t in results['skopeo']]})")
     return 0
 
 

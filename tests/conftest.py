@@ -78,7 +78,7 @@ def basic_registry(busybox_layout, tmp_path_factory):
     """docker-registry with htpasswd (Basic) auth for alice/wonderland."""
     work = tmp_path_factory.mktemp("basic-registry")
     htpasswd = work / "htpasswd"
-    htpasswd.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt()).decode()}\n"
+    htpasswd.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
                                 for u, p in USERS.items()))
     auth = f"auth:\n  htpasswd:\n    realm: ketch-basic\n    path: {htpasswd}\n"
     with run_registry(auth, workdir=work) as reg:

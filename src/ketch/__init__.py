@@ -39,6 +39,12 @@ _LAZY = {
     "parse_image_name": "ketch.image.transports",
     "SystemContext": "ketch.image.context",
     "parse_reference": "ketch.oci.reference",
+    "delete_image": "ketch.image.docker.transport",
+    "login": "ketch.image.login",
+    "logout": "ketch.image.login",
+    "DockerArchiveWriter": "ketch.image.docker_archive",
+    "Policy": "ketch.image.policy",
+    "RegistriesConf": "ketch.image.registries",
 }
 
 
@@ -60,6 +66,9 @@ __all__ = [
     "AuthenticationError",
     "BlobUnknownError",
     "CopyOptions",
+    "DockerArchiveWriter",
+    "Policy",
+    "RegistriesConf",
     "CopyResult",
     "DestinationError",
     "DigestMismatchError",
@@ -77,6 +86,9 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "copy_image",
+    "delete_image",
+    "login",
+    "logout",
     "inspect_config",
     "inspect_image",
     "list_tags",

@@ -186,3 +186,24 @@ def test_docker_archive_to_registry_compresses(registry, tmp_path, busybox_layou
     skopeo("copy", "--src-tls-verify=false", url, f"oci:{tmp_path}/check")
 
 
+
+
+def test_docker_archive_written_by_skopeo(busybox_layout, tmp_path):
+    archive = tmp_path / "s.tar"
+    skopeo("copy", f"oci:{busybox_layout}:latest", f"docker-archive:{archive}:example.com/bb:1")
+    out = json.loads(run_ketch("image", "inspect", f"docker-archive:{archive}:example.com/bb:1").stdout)
+    assert out["Architecture"] == "amd64"
+    run_ketch("image", "copy", f"docker-archive:{archive}", f"oci:{tmp_path}/l")
+    assert config_digest(tmp_path / "l") == config_digest(busybox_layout)
+
+
+@pytest.mark.registry
+def test_round_trip_through_every_transport_keeps_the_digest(registry, busybox_layout, tmp_path):
+    digest = layout_digest(busybox_layout)
+    hops = [f"oci:{busybox_layout}:latest", f"oci-archive:{tmp_path}/a.tar:x", f"dir:{tmp_path}/d",
+            registry.url("roundtrip/all"), f"oci:{tmp_path}/l:y"]
+    for src, dst in zip(hops, hops[1:]):
+        out = tmp_path / "digest"
+        run_ketch("image", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--digestfile", str(out),
+                  src, dst)
+        assert out.read_text() == digest, (src, dst)

@@ -1,0 +1,129 @@
+"""The store's metadata database (SQLite in WAL mode).
+
+Rules, from DESIGN.md's pitfalls: ``isolation_level=None`` and every write
+starts with ``BEGIN IMMEDIATE`` (a deferred transaction that later wants to
+write fails at once under WAL); transactions stay short and never span
+network or tar I/O; a connection is never shared across ``fork``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Unpacked layer content. For overlay it is the layer's own diff, shared by
+-- every chain that contains it; for vfs it is a full root file system.
+CREATE TABLE IF NOT EXISTS contents (
+    key TEXT PRIMARY KEY,             -- directory name under contents/
+    diff_id TEXT NOT NULL,            -- digest of the uncompressed tar
+    size INTEGER NOT NULL,            -- bytes of the uncompressed tar
+    link TEXT NOT NULL,               -- short name under l/ (overlay)
+    complete INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+-- The compressed blobs a layer was pulled as, so a second pull reuses it.
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,          -- compressed (or as-pulled) digest
+    diff_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL
+);
+-- A layer is a content in a position: its id is the OCI chain id.
+CREATE TABLE IF NOT EXISTS layers (
+    id TEXT PRIMARY KEY,
+    parent TEXT REFERENCES layers(id),
+    diff_id TEXT NOT NULL,
+    content TEXT NOT NULL REFERENCES contents(key),
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,              -- config digest, hex
+    top_layer TEXT REFERENCES layers(id),
+    manifest BLOB NOT NULL,
+    manifest_type TEXT NOT NULL,
+    config BLOB NOT NULL,
+    digest TEXT NOT NULL,             -- manifest digest
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,            -- normalized, e.g. docker.io/library/busybox:latest
+    image TEXT NOT NULL REFERENCES images(id)
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    image TEXT REFERENCES images(id),
+    kind TEXT NOT NULL,               -- 'container' or 'builder'
+    created REAL NOT NULL,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS mounts (
+    target TEXT PRIMARY KEY,          -- 'image:ID' or 'container:ID'
+    path TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    boot_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS names_by_image ON names(image);
+CREATE INDEX IF NOT EXISTS layers_by_parent ON layers(parent);
+"""
+
+
+class Database:
+    """One connection per process (opened lazily, reopened after a fork)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.row_factory = sqlite3.Row
+            self._conn, self._pid = conn, os.getpid()
+            self._migrate()
+        return self._conn
+
+    def _migrate(self) -> None:
+        with self.write() as conn:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction: everything in it happens, or none of it."""
+        conn = self._conn if self._conn is not None and self._pid == os.getpid() else None
+        conn = conn or self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None

@@ -182,7 +182,55 @@ def make_big(root: Path) -> None:
     writer.finish()
 
 
-MAKERS = {"busybox": make_busybox, "multiarch": make_multiarch, "big": make_big}
+def make_whiteouts(root: Path) -> None:
+    """Two layers: the second deletes a file and makes a directory opaque."""
+    writer = LayoutWriter(root)
+
+    def lower(tar):
+        for d in ("a", "b", "c"):
+            tar.addfile(_info(d, tarfile.DIRTYPE, 0o755))
+        for name in ("a/x", "a/y", "b/z", "b/old", "c/keep"):
+            data = f"{name}\n".encode()
+            tar.addfile(_info(name, size=len(data)), io.BytesIO(data))
+
+    def upper(tar):
+        tar.addfile(_info("a/.wh.x"))
+        tar.addfile(_info("b/.wh..wh..opq"))
+        data = b"new\n"
+        tar.addfile(_info("b/new", size=len(data)), io.BytesIO(data))
+
+    writer.add(writer.image([_gzip_layer(writer, lower), _gzip_layer(writer, upper)], {"config": {}}), "latest")
+    writer.finish()
+
+
+def make_deep(root: Path, count: int = 120) -> None:
+    """An image of ``count`` tiny layers (overlay must still mount it)."""
+    writer = LayoutWriter(root)
+    layers = []
+    for n in range(count):
+        def tree(tar, n=n):
+            data = f"layer {n}\n".encode()
+            tar.addfile(_info(f"layer{n:03d}", size=len(data)), io.BytesIO(data))
+        layers.append(_gzip_layer(writer, tree))
+    writer.add(writer.image(layers, {"config": {}}), "latest")
+    writer.finish()
+
+
+def make_derived(root: Path) -> None:
+    """busybox's layer plus one more: shares its first layer with ``busybox``."""
+    writer = LayoutWriter(root)
+
+    def extra(tar):
+        data = b"hello from the derived image\n"
+        tar.addfile(_info("etc/derived", size=len(data)), io.BytesIO(data))
+
+    writer.add(writer.image([_gzip_layer(writer, _busybox_tree), _gzip_layer(writer, extra)], BUSYBOX_CONFIG),
+               "latest")
+    writer.finish()
+
+
+MAKERS = {"busybox": make_busybox, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
+          "deep": make_deep, "derived": make_derived}
 
 
 def ensure(name: str) -> Path:

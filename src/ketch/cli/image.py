@@ -19,15 +19,17 @@ def _add_common_registry_flags(parser: argparse.ArgumentParser) -> None:
     add_platform_overrides(parser)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     image = subparsers.add_parser("image", help="inspect and move images between transports",
                                   description="Inspect and copy images (transports: docker://, oci:, dir:).")
     verbs = image.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
     inspect = verbs.add_parser(
-        "inspect", help="inspect an image without pulling it",
-        description="Print an image's manifest and config details without downloading its layers.")
-    inspect.add_argument("image", metavar="TRANSPORT:IMAGE")
+        "inspect", help="inspect a local image, or a remote one without pulling it",
+        description="With a transport (docker://, oci:, ...): print a remote image's manifest and config details "
+                    "without downloading its layers, as skopeo does. Without one: inspect an image of the local "
+                    "store, as podman does.")
+    inspect.add_argument("image", metavar="[TRANSPORT:]IMAGE")
     inspect.add_argument("--raw", action="store_true", help="print the raw manifest (or config with --config)")
     inspect.add_argument("--config", action="store_true", help="print the image config instead")
     inspect.add_argument("-n", "--no-tags", action="store_true", help="do not list the repository's tags")
@@ -83,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_bool(delete, "--tls-verify", help="require HTTPS and verify certificates (default true)")
     _add_common_registry_flags(delete)
     delete.set_defaults(func=cmd_delete)
+    return verbs
 
 
 def _write(text: str) -> None:
@@ -91,8 +94,11 @@ def _write(text: str) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from ketch.cli.storage import is_transport_name, local_inspect
     from ketch.image import inspect as inspection
 
+    if not is_transport_name(args.image):
+        return local_inspect(args)
     ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
                        cert_dir=args.cert_dir)
     if args.format and (args.raw or args.config):

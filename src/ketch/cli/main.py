@@ -12,7 +12,7 @@ import logging
 import sys
 
 from ketch import __version__
-from ketch.cli import image, login
+from ketch.cli import image, login, storage
 from ketch.errors import KetchError
 
 EXIT_USAGE = 2
@@ -30,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="logging level (default warning)")
+    parser.add_argument("--root", metavar="DIR",
+                        help="store root (default $KETCH_ROOT or /var/lib/ketch)")
+    parser.add_argument("--runroot", metavar="DIR", help="store run directory (default /run/ketch)")
+    parser.add_argument("--storage-driver", metavar="DRIVER", choices=["overlay", "vfs"],
+                        help="overlay (default) or vfs")
     parser.add_argument("--registries-conf", metavar="PATH",
                         help="registries.conf to read instead of /etc/containers/registries.conf")
     parser.add_argument("--policy", metavar="PATH", help="trust policy (default /etc/containers/policy.json)")
@@ -45,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
     version.set_defaults(func=cmd_version)
-    image.register(commands)
+    image_verbs = image.register(commands)
     login.register(commands)
+    storage.register(commands, image_verbs)
     return parser
 
 

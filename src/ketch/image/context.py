@@ -33,6 +33,10 @@ class SystemContext:
     registries_conf: str | None = None
     # Upload blobs in PATCH chunks of this many bytes; None streams one PATCH.
     upload_chunk_size: int | None = None
+    # The local store (ketch-storage:): root, run directory, driver; None = defaults.
+    storage_root: str | None = None
+    storage_runroot: str | None = None
+    storage_driver: str | None = None
     # Connect and read time-outs, in seconds.
     timeout: float = 60.0
     user_agent: str = "ketch/0.1"

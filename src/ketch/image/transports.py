@@ -14,10 +14,11 @@ _TRANSPORTS = {
     "dir": ("ketch.image.directory", "DirectoryReference"),
     "oci-archive": ("ketch.image.oci_archive", "OCIArchiveReference"),
     "docker-archive": ("ketch.image.docker_archive", "DockerArchiveReference"),
+    "ketch-storage": ("ketch.image.storage_transport", "StorageReference"),
 }
 
 # Transports skopeo knows that ketch does not handle yet, so the error says so.
-_PLANNED = {"containers-storage", "docker-daemon", "ketch-storage"}
+_PLANNED = {"containers-storage", "docker-daemon"}
 
 
 def transport_names() -> list[str]:

@@ -98,7 +98,8 @@ class Database:
 
     def _migrate(self) -> None:
         with self.write() as conn:
-            for statement in SCHEMA.split(";"):
+            code = "\n".join(line.split("--", 1)[0] for line in SCHEMA.splitlines())
+            for statement in code.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))

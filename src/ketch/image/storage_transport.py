@@ -1,0 +1,145 @@
+"""The ``ketch-storage:NAME`` transport: images in ketch's local store.
+
+As containers/image's storage transport is to containers/storage: pulling is
+a copy to ``ketch-storage:``, pushing and saving are copies from it. Layers
+are unpacked as they arrive (in parallel, overlay driver) and the compressed
+blobs are kept, so a push of an unchanged image serves the very blobs it was
+pulled as (and the registry, which has them, is sent no layer bytes).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import BinaryIO
+
+from ketch.errors import InvalidReferenceError, NotFoundError
+from ketch.image import compression
+from ketch.image.context import SystemContext
+from ketch.image.conversion import is_layer
+from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
+from ketch.oci import Descriptor, Digest, VerifyingReader, parse_manifest
+
+TRANSPORT = "ketch-storage"
+
+
+def open_store(ctx: SystemContext):
+    from ketch.storage.store import Store
+
+    store = getattr(ctx, "store", None)
+    if store is None:
+        store = Store(ctx.storage_root, ctx.storage_runroot, ctx.storage_driver)
+        ctx.store = store  # type: ignore[attr-defined]
+    return store
+
+
+class StorageReference(ImageReference):
+    transport = TRANSPORT
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # empty: an unnamed destination (a loaded image without tags)
+
+    @classmethod
+    def parse(cls, text: str) -> "StorageReference":
+        if not text:
+            raise InvalidReferenceError("ketch-storage: needs an image name or id")
+        return cls(text)
+
+    def string_within_transport(self) -> str:
+        return self.name
+
+    def new_source(self, ctx: SystemContext) -> "StorageSource":
+        return StorageSource(self, open_store(ctx))
+
+    def new_destination(self, ctx: SystemContext) -> "StorageDestination":
+        return StorageDestination(self, open_store(ctx))
+
+
+class StorageSource(ImageSource):
+    def __init__(self, reference: StorageReference, store) -> None:
+        if not reference.name:
+            raise InvalidReferenceError("ketch-storage: needs an image name or id")
+        self.reference = reference
+        self.store = store
+        self.image = store.lookup(reference.name)
+
+    def get_manifest(self, instance: Digest | None = None) -> tuple[bytes, str]:
+        if instance is not None:
+            raise NotFoundError("the store keeps single images, not indexes")
+        return self.image.manifest, self.image.manifest_type
+
+    def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
+        if Digest.of(self.image.config, descriptor.digest.algorithm) == descriptor.digest:
+            return io.BytesIO(self.image.config), len(self.image.config)
+        path = self.store.blob_path(str(descriptor.digest))
+        try:
+            stream = open(path, "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"blob {descriptor.digest} of image {self.image.id[:12]} is not in the store "
+                                f"(run 'ketch storage check')") from None
+        return stream, path.stat().st_size
+
+
+class StorageDestination(ImageDestination):
+    supported_manifest_types = None
+    desired_layer_compression = "preserve"
+
+    def __init__(self, reference: StorageReference, store) -> None:
+        self.reference = reference
+        self.store = store
+        self.name = store.normalize_name(reference.name) if reference.name else None
+        self._config: bytes | None = None
+        self._manifest: tuple[bytes, str] | None = None
+
+    def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
+        return is_layer(descriptor.media_type) and self.store.blob_info(str(descriptor.digest)) is not None
+
+    def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
+        counted = _Counting(stream, on_progress)
+        if not is_layer(info.media_type):
+            data = b""
+            while chunk := counted.read(1 << 20):
+                data += chunk
+            self._config = data
+            return Descriptor(info.media_type, info.digest or Digest.of(data), len(data))
+
+        def decompressor(raw):
+            peek = compression.PeekableReader(raw)
+            kind = compression.detect(peek.peek(4))
+            return compression.DecompressingReader(peek, kind) if kind else peek
+
+        digest, _, _ = self.store.add_layer_blob(counted, str(info.digest) if info.digest else None,
+                                                 info.media_type, decompressor)
+        size = self.store.blob_path(digest).stat().st_size
+        return Descriptor(info.media_type, Digest.parse(digest), size)
+
+    def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
+        if instance is None:
+            self._manifest = (raw, media_type)
+
+    def commit(self) -> None:
+        if self._manifest is None:
+            raise NotFoundError("commit before the manifest was written")
+        raw, media_type = self._manifest
+        manifest = parse_manifest(raw, media_type)
+        if not hasattr(manifest, "layers"):
+            raise InvalidReferenceError("the store keeps single images; pull one platform, not --all")
+        config = self._config
+        if config is None:  # the config was already there (a reused image): read it back
+            row = self.store.db.one("SELECT config FROM images WHERE id = ?", (manifest.config.digest.encoded,))
+            if row is None:
+                raise NotFoundError("the image config never arrived")
+            config = row["config"]
+        self.image_id = self.store.create_image(raw, media_type, config,
+                                                [str(layer.digest) for layer in manifest.layers],
+                                                [self.name] if self.name else [])
+
+
+class _Counting:
+    def __init__(self, stream, on_progress) -> None:
+        self._stream, self._on_progress = stream, on_progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data and self._on_progress is not None:
+            self._on_progress(len(data))
+        return data

@@ -1,0 +1,120 @@
+"""Storage drivers: how layer contents are laid out and mounted.
+
+overlay: every layer's content is only its own diff (whiteouts in overlay
+form); an image or container is an overlay mount of the chain, O(1) whatever
+the image size. Lower directories are named by short links (``l/XXXX``,
+26 characters) so the mount options of a 100+ layer image stay under the
+page-size limit; the mount is made from a child process that changed into the
+driver's directory, because the link names are relative.
+
+vfs: every layer's content is a full root file system (the parent's copied,
+then the diff applied); a mount is a bind mount. Slow and large, but it works
+where overlayfs does not.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+import subprocess
+from pathlib import Path
+
+from ketch.errors import UnsupportedError
+from ketch.storage import mounts
+
+LINK_CHARS = string.ascii_uppercase + string.digits
+LINK_LENGTH = 26
+
+
+def new_link_name() -> str:
+    return "".join(secrets.choice(LINK_CHARS) for _ in range(LINK_LENGTH))
+
+
+def overlay_supported() -> bool:
+    try:
+        return "overlay" in Path("/proc/filesystems").read_text()
+    except OSError:
+        return False
+
+
+class Driver:
+    name = ""
+    whiteouts = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / self.name
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def content_dir(self, key: str) -> Path:
+        return self.root / key / "diff"
+
+
+class OverlayDriver(Driver):
+    name = "overlay"
+    whiteouts = "overlay"
+
+    def __init__(self, root: Path) -> None:
+        if not overlay_supported():
+            raise UnsupportedError("overlayfs is not available here; use --storage-driver vfs")
+        super().__init__(root)
+        (self.root / "l").mkdir(exist_ok=True)
+
+    def publish(self, key: str, link: str) -> None:
+        """Create the short link for a content directory (idempotent)."""
+        path = self.root / "l" / link
+        if not path.is_symlink():
+            tmp = self.root / "l" / f".tmp-{link}"
+            if tmp.is_symlink():
+                tmp.unlink()
+            os.symlink(f"../{key}/diff", tmp)
+            os.replace(tmp, path)
+        (self.root / key / "link").write_text(link)
+
+    def remove_link(self, link: str) -> None:
+        try:
+            (self.root / "l" / link).unlink()
+        except FileNotFoundError:
+            pass
+
+    def mount(self, links: list[str], target: Path, *, upper: Path | None = None, work: Path | None = None,
+              readonly: bool = True) -> None:
+        """Mount the chain (``links`` top first) on ``target``."""
+        flags = mounts.MS_NOSUID | mounts.MS_NODEV | (mounts.MS_RDONLY if readonly and upper is None else 0)
+        lowers = ":".join(f"l/{link}" for link in links)
+        if upper is None and len(links) == 1:
+            # overlayfs needs two lower directories without an upper one: a single layer is bound.
+            mounts.mount(str(self.root / "l" / links[0]), str(target), None, mounts.MS_BIND)
+            mounts.mount("none", str(target), None,
+                         mounts.MS_BIND | mounts.MS_REMOUNT | mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
+            return
+        options = f"lowerdir={lowers},redirect_dir=off,index=off,metacopy=off"
+        if upper is not None:
+            options += f",upperdir={upper},workdir={work}"
+        if len(options) >= 4000:
+            raise UnsupportedError(f"{len(links)} layers are too many to mount (options over one page)")
+        mounts.mount_in_child(str(self.root), "overlay", str(target), "overlay", flags, options)
+
+
+class VfsDriver(Driver):
+    name = "vfs"
+    whiteouts = "vfs"
+
+    def mount(self, rootfs: Path, target: Path, *, readonly: bool = True) -> None:
+        mounts.mount(str(rootfs), str(target), None, mounts.MS_BIND)
+        flags = mounts.MS_BIND | mounts.MS_REMOUNT | mounts.MS_NOSUID | mounts.MS_NODEV
+        mounts.mount("none", str(target), None, flags | (mounts.MS_RDONLY if readonly else 0))
+
+
+def make_driver(name: str, root: Path) -> Driver:
+    if name == "overlay":
+        return OverlayDriver(root)
+    if name == "vfs":
+        return VfsDriver(root)
+    raise UnsupportedError(f"unknown storage driver {name!r} (use overlay or vfs)")
+
+
+def remove_dir(path: Path) -> None:
+    """Remove a directory tree, including overlay whiteout devices and immutable-free files."""
+    if path.exists() or path.is_symlink():
+        subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)

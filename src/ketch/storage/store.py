@@ -1,0 +1,813 @@
+"""The store: layer contents, layers, images, names, working containers, mounts.
+
+Layout under the root (default ``/var/lib/ketch``, ``--root``, ``KETCH_ROOT``)::
+
+    ketch.db                 metadata (SQLite, WAL)
+    blobs/sha256/HEX         compressed layer blobs as pulled (served again by push and save)
+    overlay/KEY/diff         a layer's unpacked content (vfs/KEY/diff for the vfs driver)
+    overlay/l/LINK           short links to contents (overlay)
+    containers/ID/{diff,work} working containers' upper directories
+    mounts/                  mount points (a private mount, so nothing leaks into namespaces)
+    staging/                 work in progress, removed by recovery
+
+and under the run directory (default ``/run/ketch``): lock files.
+
+Crash safety: content is written under ``staging/`` and renamed into place,
+then recorded complete; layers, images and names are recorded in one
+transaction per logical change, after their content is complete. Whatever a
+killed process leaves is either unreferenced (``check`` reports it,
+``--repair`` and the next ``prune`` remove it) or reused by the next attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.oci import Digest, ImageConfig, parse_manifest
+from ketch.oci.reference import parse_reference
+from ketch.storage import mounts
+from ketch.storage.apply import apply_layer, copy_tree
+from ketch.storage.db import Database
+from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
+from ketch.storage.locks import file_lock
+
+DEFAULT_ROOT = "/var/lib/ketch"
+DEFAULT_RUNROOT = "/run/ketch"
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI ChainIDs: the identity of each layer in its position."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        if not out:
+            out.append(diff_id)
+        else:
+            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+    return out
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1] if ":" in digest else digest
+
+
+@dataclass
+class ImageRecord:
+    id: str
+    names: list[str]
+    digest: str
+    manifest: bytes
+    manifest_type: str
+    config: bytes
+    top_layer: str | None
+    created: float
+    size: int = 0
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def parsed_config(self) -> ImageConfig:
+        return ImageConfig.parse(self.config)
+
+
+@dataclass
+class Problem:
+    kind: str
+    what: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.what}: {self.detail}"
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike | None = None, runroot: str | os.PathLike | None = None,
+                 driver: str | None = None) -> None:
+        self.root = Path(root or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT)
+        self.runroot = Path(runroot or os.environ.get("KETCH_RUNROOT") or DEFAULT_RUNROOT)
+        try:
+            for sub in ("blobs/sha256", "staging", "containers", "mounts"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            (self.runroot / "locks").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KetchError(f"cannot use store {self.root}: {exc.strerror}", errno=exc.errno) from None
+        self.db = Database(self.root / "ketch.db")
+        self.driver_name = self._choose_driver(driver)
+        self.driver: Driver = make_driver(self.driver_name, self.root)
+        self._recover()
+
+    # -- set-up ------------------------------------------------------------
+
+    def _choose_driver(self, wanted: str | None) -> str:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
+            if row is not None:
+                if wanted and wanted != row["value"]:
+                    raise InvalidInputError(
+                        f"store {self.root} uses the {row['value']} driver, not {wanted} "
+                        f"(reset it or use another --root)")
+                return row["value"]
+            from ketch.storage.drivers import overlay_supported
+
+            chosen = wanted or ("overlay" if overlay_supported() else "vfs")
+            conn.execute("INSERT INTO meta VALUES ('driver', ?)", (chosen,))
+            return chosen
+
+    def lock(self, name: str, *, shared: bool = False):
+        return file_lock(self.runroot / "locks" / f"{name}.lock", shared=shared)
+
+    def gc_lock(self, *, shared: bool):
+        """Writers that add content hold it shared; removal of unreferenced content holds it exclusively."""
+        return self.lock("gc", shared=shared)
+
+    def _recover(self) -> None:
+        """Remove what interrupted processes left in staging/ (their locks are free)."""
+        staging = self.root / "staging"
+        for entry in list(staging.iterdir()):
+            if entry.suffix == ".lock":
+                continue
+            lock_path = staging / f"{entry.name}.lock"
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # still being written by a live process
+            try:
+                remove_dir(entry)
+                with contextlib.suppress(FileNotFoundError):
+                    lock_path.unlink()
+            finally:
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def staging_dir(self, purpose: str) -> Iterator[Path]:
+        """A private directory under staging/, locked while alive, removed on exit."""
+        name = f"{purpose}-{os.getpid()}-{secrets.token_hex(6)}"
+        path = self.root / "staging" / name
+        lock_path = self.root / "staging" / f"{name}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            path.mkdir()
+            yield path
+        finally:
+            remove_dir(path)
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            os.close(fd)
+
+    # -- blobs and contents ----------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / "sha256" / _hex(digest)
+
+    def blob_info(self, digest: str) -> dict | None:
+        row = self.db.one("SELECT b.diff_id, b.size, b.media_type FROM blobs b JOIN contents c "
+                          "ON c.diff_id = b.diff_id AND c.complete = 1 WHERE b.digest = ?", (digest,))
+        if row is None or not self.blob_path(digest).exists():
+            return None
+        return dict(row)
+
+    def add_layer_blob(self, stream: BinaryIO, digest: str | None, media_type: str, decompressor) -> tuple[str, str, int]:
+        """Store a compressed layer blob and unpack it (overlay); returns (digest, diff_id, size).
+
+        ``stream`` yields the blob as it is pulled (verified by the caller's
+        stream at EOF); ``decompressor(stream)`` gives the tar. Two processes
+        storing the same blob: the second waits and reuses the first's work.
+        """
+        lock_name = f"blob-{_hex(digest)}" if digest else f"blob-anon-{secrets.token_hex(8)}"
+        with self.gc_lock(shared=True), self.lock(lock_name):
+            if digest:
+                known = self.blob_info(digest)
+                if known is not None:
+                    return digest, known["diff_id"], known["size"]
+            with self.staging_dir("layer") as work:
+                blob_tmp = work / "blob"
+                content = work / "diff"
+                content.mkdir()
+                tee = _TeeHash(stream, blob_tmp)
+                try:
+                    if isinstance(self.driver, OverlayDriver):
+                        diff_id, size = apply_layer(decompressor(tee), str(content), whiteouts="overlay")
+                    else:
+                        diff_id, size = _hash_tar(decompressor(tee))
+                    tee.finish()
+                finally:
+                    tee.close()
+                blob_digest = digest or f"sha256:{tee.hasher.hexdigest()}"
+                if isinstance(self.driver, OverlayDriver):
+                    self._publish_content(_hex(diff_id), diff_id, size, content)
+                os.replace(blob_tmp, self.blob_path(blob_digest))
+                with self.db.write() as conn:
+                    conn.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)",
+                                 (blob_digest, diff_id, size, media_type))
+                    if not isinstance(self.driver, OverlayDriver):
+                        # vfs contents are per chain; record the diff for lookups only.
+                        conn.execute("INSERT OR IGNORE INTO contents VALUES (?, ?, ?, '', 1, ?)",
+                                     (f"diff-{_hex(diff_id)}", diff_id, size, time.time()))
+                return blob_digest, diff_id, size
+
+    def _publish_content(self, key: str, diff_id: str, size: int, unpacked: Path) -> None:
+        """Move an unpacked diff into place under ``key`` and record it complete."""
+        row = self.db.one("SELECT complete FROM contents WHERE key = ?", (key,))
+        if row is not None and row["complete"]:
+            return
+        final = self.driver.root / key
+        if final.exists():
+            remove_dir(final)  # an earlier attempt that never completed
+        final.mkdir()
+        os.replace(unpacked, final / "diff")
+        link = new_link_name()
+        with self.db.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO contents VALUES (?, ?, ?, ?, 0, ?)",
+                         (key, diff_id, size, link, time.time()))
+        if isinstance(self.driver, OverlayDriver):
+            self.driver.publish(key, link)
+        with self.db.write() as conn:
+            conn.execute("UPDATE contents SET complete = 1 WHERE key = ?", (key,))
+
+    def _ensure_vfs_chain(self, diff_ids: list[str], blobs: list[str]) -> None:
+        """Build full-copy contents for each chain position that lacks one (vfs)."""
+        chains = chain_ids(diff_ids)
+        for i, (chain, blob) in enumerate(zip(chains, blobs)):
+            key = _hex(chain)
+            with self.lock(f"content-{key}"):
+                row = self.db.one("SELECT complete FROM contents WHERE key = ?", (key,))
+                if row is not None and row["complete"]:
+                    continue
+                with self.staging_dir("vfs") as work:
+                    rootfs = work / "diff"
+                    rootfs.mkdir()
+                    if i > 0:
+                        copy_tree(str(self.driver.content_dir(_hex(chains[i - 1]))), str(rootfs))
+                    from ketch.image.compression import DecompressingReader, PeekableReader, detect
+
+                    with open(self.blob_path(blob), "rb") as f:
+                        peek = PeekableReader(f)
+                        kind = detect(peek.peek(4))
+                        tar = DecompressingReader(peek, kind) if kind else peek
+                        diff_id, size = apply_layer(tar, str(rootfs), whiteouts="vfs")
+                    if diff_id != diff_ids[i]:
+                        raise KetchError(f"layer {i}: content {diff_id} does not match diff_id {diff_ids[i]}")
+                    self._publish_content(key, diff_ids[i], size, rootfs)
+
+    def content_key(self, chain: str, diff_id: str) -> str:
+        return _hex(diff_id) if isinstance(self.driver, OverlayDriver) else _hex(chain)
+
+    # -- images -------------------------------------------------------------
+
+    def create_image(self, manifest: bytes, manifest_type: str, config: bytes, layer_blobs: list[str],
+                     names: list[str]) -> str:
+        """Record an image whose layer blobs are stored; returns its id (the config digest)."""
+        parsed = parse_manifest(manifest, manifest_type)
+        image_config = ImageConfig.parse(config)
+        diff_ids = image_config.diff_ids
+        if len(diff_ids) != len(layer_blobs):
+            raise KetchError(f"the config lists {len(diff_ids)} layers, the manifest {len(layer_blobs)}")
+        for i, (blob, diff_id) in enumerate(zip(layer_blobs, diff_ids)):
+            info = self.blob_info(blob)
+            if info is None:
+                raise KetchError(f"layer {i} ({blob}) is not in the store")
+            if info["diff_id"] != diff_id:
+                raise KetchError(f"layer {i}: its uncompressed digest {info['diff_id']} does not match the "
+                                 f"config's diff_id {diff_id}")
+        image_id = Digest.of(config).encoded
+        chains = chain_ids(diff_ids)
+        with self.gc_lock(shared=True):
+            if isinstance(self.driver, VfsDriver):
+                self._ensure_vfs_chain(diff_ids, layer_blobs)
+            now = time.time()
+            with self.db.write() as conn:
+                parent = None
+                for chain, diff_id in zip(chains, diff_ids):
+                    conn.execute("INSERT OR IGNORE INTO layers VALUES (?, ?, ?, ?, ?)",
+                                 (chain, parent, diff_id, self.content_key(chain, diff_id), now))
+                    parent = chain
+                conn.execute("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (image_id, chains[-1] if chains else None, manifest, parsed.media_type, config,
+                              str(Digest.of(manifest)), now))
+                for name in names:
+                    conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, image_id))
+        return image_id
+
+    def _record(self, row) -> ImageRecord:
+        names = [r["name"] for r in self.db.query("SELECT name FROM names WHERE image = ? ORDER BY name",
+                                                  (row["id"],))]
+        layers = self.image_layers(row["top_layer"])
+        size = sum(r["size"] for r in self.db.query(
+            f"SELECT c.size FROM layers l JOIN contents c ON c.key = l.content WHERE l.id IN "
+            f"({','.join('?' * len(layers))})", tuple(layers))) if layers else 0
+        return ImageRecord(row["id"], names, row["digest"], row["manifest"], row["manifest_type"], row["config"],
+                           row["top_layer"], row["created"], size, layers)
+
+    def image_layers(self, top: str | None) -> list[str]:
+        """Layer ids from the bottom to ``top``."""
+        out = []
+        seen = set()
+        while top is not None:
+            if top in seen:
+                raise KetchError(f"layer chain loops at {top}")
+            seen.add(top)
+            out.append(top)
+            row = self.db.one("SELECT parent FROM layers WHERE id = ?", (top,))
+            if row is None:
+                raise KetchError(f"layer {top} is missing (run 'ketch storage check --repair')")
+            top = row["parent"]
+        return list(reversed(out))
+
+    def images(self) -> list[ImageRecord]:
+        return [self._record(row) for row in self.db.query("SELECT * FROM images ORDER BY created DESC")]
+
+    def candidates(self, name: str) -> list[str]:
+        """Names to try for what a user typed, as podman finds local images."""
+        out = [name]
+        try:
+            ref = parse_reference(name)
+        except InvalidInputError:
+            return out
+        full = str(ref.with_default_tag())
+        out.append(full)
+        first = name.split("/", 1)[0]
+        qualified = "/" in name and ("." in first or ":" in first or first == "localhost")
+        if not qualified:
+            tagged = name if ref.tag or ref.digest else f"{name}:latest"
+            out.append(f"localhost/{tagged}")
+        return list(dict.fromkeys(out))
+
+    def lookup(self, name: str) -> ImageRecord:
+        """Find an image by name, short name, id or id prefix (podman's rules)."""
+        for candidate in self.candidates(name):
+            row = self.db.one("SELECT i.* FROM names n JOIN images i ON i.id = n.image WHERE n.name = ?",
+                              (candidate,))
+            if row is not None:
+                return self._record(row)
+        hex_id = _hex(name)
+        if len(hex_id) >= 3 and all(c in "0123456789abcdef" for c in hex_id):
+            rows = self.db.query("SELECT * FROM images WHERE id LIKE ?", (hex_id + "%",))
+            if len(rows) == 1:
+                return self._record(rows[0])
+            if len(rows) > 1:
+                raise InvalidInputError(f"{name!r} matches {len(rows)} images; give more of the id")
+        # Short names match any registry's image of that name (docker.io/x/app and quay.io/app for "app").
+        if "/" not in name or not ("." in name.split("/", 1)[0] or ":" in name.split("/", 1)[0]):
+            base, _, tag = name.partition(":")
+            tag = tag or "latest"
+            if "@" not in name:
+                rows = self.db.query("SELECT i.*, n.name AS matched FROM names n JOIN images i ON i.id = n.image "
+                                     "WHERE n.name LIKE ? OR n.name LIKE ?", (f"%/{base}:{tag}", f"%/library/{base}:{tag}"))
+                ids = {r["id"] for r in rows}
+                if len(ids) == 1:
+                    return self._record(rows[0])
+                if len(ids) > 1:
+                    raise InvalidInputError(f"{name!r} is ambiguous: {', '.join(sorted(r['matched'] for r in rows))}")
+        raise NotFoundError(f"{name}: image not known")
+
+    def normalize_name(self, name: str) -> str:
+        """How a new name is stored: ``app`` is ``localhost/app:latest`` (as buildah/podman tag)."""
+        first = name.split("/", 1)[0]
+        qualified = "/" in name and ("." in first or ":" in first or first == "localhost")
+        ref = parse_reference(name if qualified else f"localhost/{name}")
+        if ref.digest is not None:
+            raise InvalidInputError(f"cannot tag with a digest: {name}")
+        return str(ref.with_default_tag())
+
+    def tag(self, image: str, *names: str) -> None:
+        record = self.lookup(image)
+        normalized = [self.normalize_name(n) for n in names]
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM images WHERE id = ?", (record.id,)).fetchone() is None:
+                raise NotFoundError(f"{image}: image not known")
+            for name in normalized:
+                conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, record.id))
+
+    def untag(self, image: str, *names: str) -> None:
+        record = self.lookup(image)
+        with self.db.write() as conn:
+            targets = [self.normalize_name(n) for n in names] if names else record.names
+            for name in targets:
+                deleted = conn.execute("DELETE FROM names WHERE name = ? AND image = ?", (name, record.id)).rowcount
+                if names and not deleted:
+                    raise NotFoundError(f"{name}: not a name of image {record.id[:12]}")
+
+    # -- users of images ----------------------------------------------------
+
+    def image_users(self, image_id: str) -> list[str]:
+        users = [f"container {r['name']} ({r['id'][:12]})" for r in
+                 self.db.query("SELECT id, name FROM containers WHERE image = ?", (image_id,))]
+        if self._mount_count(f"image:{image_id}") > 0:
+            users.append("a mount of the image (ketch image unmount)")
+        return users
+
+    def remove_image(self, name: str, *, force: bool = False) -> list[str]:
+        """``rmi``: untag NAME, or remove the image when no name is left (or an id was given).
+
+        Refuses with :class:`InUseError` naming the users when the image is
+        mounted or used by a container; ``force`` removes those users first.
+        Returns what was untagged/deleted, as podman prints it.
+        """
+        record = self.lookup(name)
+        by_id = _hex(name) and record.id.startswith(_hex(name)) and not any(
+            c in record.names for c in self.candidates(name))
+        result = []
+        if not by_id and len(record.names) > 1:
+            matched = next(c for c in self.candidates(name) if c in record.names) \
+                if any(c in record.names for c in self.candidates(name)) else None
+            if matched:
+                with self.db.write() as conn:
+                    conn.execute("DELETE FROM names WHERE name = ?", (matched,))
+                return [f"Untagged: {matched}"]
+        users = self.image_users(record.id)
+        if users and not force:
+            raise InUseError(f"image {record.names[0] if record.names else record.id[:12]} is in use by "
+                             f"{', '.join(users)}; remove them first or use --force")
+        if force:
+            for row in self.db.query("SELECT id FROM containers WHERE image = ?", (record.id,)):
+                self.remove_container(row["id"], force=True)
+            self.unmount_image(record.id, force=True)
+        with self.db.write() as conn:
+            if self.image_users(record.id):
+                raise InUseError(f"image {record.id[:12]} became in use while being removed")
+            conn.execute("DELETE FROM names WHERE image = ?", (record.id,))
+            conn.execute("DELETE FROM images WHERE id = ?", (record.id,))
+        result += [f"Untagged: {n}" for n in record.names] + [f"Deleted: {record.id}"]
+        self.collect_garbage()
+        return result
+
+    def prune_images(self, *, all_images: bool = False) -> list[str]:
+        removed = []
+        for record in self.images():
+            if (not record.names or all_images) and not self.image_users(record.id):
+                with self.db.write() as conn:
+                    conn.execute("DELETE FROM names WHERE image = ?", (record.id,))
+                    conn.execute("DELETE FROM images WHERE id = ?", (record.id,))
+                removed.append(record.id)
+        self.collect_garbage()
+        return removed
+
+    def collect_garbage(self) -> dict[str, int]:
+        """Remove layers no image or container uses, then unused contents and blobs."""
+        counts = {"layers": 0, "contents": 0, "blobs": 0}
+        with self.gc_lock(shared=False):
+            used: set[str] = set()
+            for row in self.db.query("SELECT top_layer FROM images WHERE top_layer IS NOT NULL"):
+                with contextlib.suppress(KetchError):
+                    used.update(self.image_layers(row["top_layer"]))
+            for row in self.db.query("SELECT metadata FROM containers"):
+                top = json.loads(row["metadata"]).get("top_layer")
+                if top:
+                    with contextlib.suppress(KetchError):
+                        used.update(self.image_layers(top))
+            with self.db.write() as conn:
+                # Children before parents, so the parent references stay valid.
+                while True:
+                    rows = conn.execute("SELECT id FROM layers l WHERE NOT EXISTS "
+                                        "(SELECT 1 FROM layers c WHERE c.parent = l.id)").fetchall()
+                    doomed = [r["id"] for r in rows if r["id"] not in used]
+                    if not doomed:
+                        break
+                    conn.executemany("DELETE FROM layers WHERE id = ?", [(d,) for d in doomed])
+                    counts["layers"] += len(doomed)
+                used_contents = {r["content"] for r in conn.execute("SELECT content FROM layers")}
+                used_diffs = {r["diff_id"] for r in conn.execute("SELECT diff_id FROM layers")}
+                contents = conn.execute("SELECT key, link FROM contents").fetchall()
+                doomed_contents = [r for r in contents if r["key"] not in used_contents and
+                                   not (r["key"].startswith("diff-") and
+                                        "sha256:" + r["key"][5:] in used_diffs)]
+                conn.executemany("DELETE FROM contents WHERE key = ?", [(r["key"],) for r in doomed_contents])
+                blobs = conn.execute("SELECT digest, diff_id FROM blobs").fetchall()
+                doomed_blobs = [r["digest"] for r in blobs if r["diff_id"] not in used_diffs]
+                conn.executemany("DELETE FROM blobs WHERE digest = ?", [(d,) for d in doomed_blobs])
+            for row in doomed_contents:
+                if isinstance(self.driver, OverlayDriver) and row["link"]:
+                    self.driver.remove_link(row["link"])
+                remove_dir(self.driver.root / row["key"])
+            for digest in doomed_blobs:
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+            counts["contents"], counts["blobs"] = len(doomed_contents), len(doomed_blobs)
+        return counts
+
+    # -- mounts -------------------------------------------------------------
+
+    def _mount_count(self, target: str) -> int:
+        row = self.db.one("SELECT path, count, boot_id FROM mounts WHERE target = ?", (target,))
+        if row is None or row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
+            return 0
+        return row["count"]
+
+    def _private_mounts_dir(self) -> Path:
+        """Make mounts/ a private mount once, so mounts below never propagate."""
+        path = self.root / "mounts"
+        if not mounts.is_mountpoint(str(path)):
+            with self.lock("mounts-dir"):
+                if not mounts.is_mountpoint(str(path)):
+                    mounts.mount(str(path), str(path), None, mounts.MS_BIND)
+                    mounts.mount("none", str(path), None, mounts.MS_PRIVATE)
+        return path
+
+    def _chain_links(self, top: str) -> list[str]:
+        links = []
+        for layer in reversed(self.image_layers(top)):
+            row = self.db.one("SELECT c.link, c.key FROM layers l JOIN contents c ON c.key = l.content "
+                              "WHERE l.id = ?", (layer,))
+            links.append(row["link"])
+        return links
+
+    def mount_image(self, name: str) -> Path:
+        """Mount an image read-only (nosuid, nodev); counted, so each mount needs an unmount."""
+        record = self.lookup(name)
+        target = f"image:{record.id}"
+        with self.lock(f"mount-{record.id}"):
+            path = self._private_mounts_dir() / f"image-{record.id[:32]}"
+            count = self._mount_count(target)
+            if count == 0:
+                path.mkdir(exist_ok=True)
+                if mounts.is_mountpoint(str(path)):
+                    mounts.umount(str(path), mounts.MNT_DETACH)
+                if record.top_layer is None:
+                    mounts.mount("tmpfs", str(path), "tmpfs", mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
+                elif isinstance(self.driver, OverlayDriver):
+                    self.driver.mount(self._chain_links(record.top_layer), path)
+                else:
+                    key = self.db.one("SELECT content FROM layers WHERE id = ?", (record.top_layer,))["content"]
+                    self.driver.mount(self.driver.content_dir(key), path)  # type: ignore[call-arg]
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
+                             (target, str(path), count + 1, mounts.boot_id()))
+        return path
+
+    def unmount_image(self, name: str, *, force: bool = False) -> bool:
+        """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
+        record = self.lookup(name)
+        target = f"image:{record.id}"
+        with self.lock(f"mount-{record.id}"):
+            count = self._mount_count(target)
+            row = self.db.one("SELECT path FROM mounts WHERE target = ?", (target,))
+            if count == 0:
+                with self.db.write() as conn:
+                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+                return False
+            count = 0 if force else count - 1
+            if count == 0:
+                mounts.umount(row["path"])
+                with contextlib.suppress(OSError):
+                    os.rmdir(row["path"])
+            with self.db.write() as conn:
+                if count == 0:
+                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+                else:
+                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (count, target))
+        return True
+
+    def mounted_images(self) -> list[tuple[ImageRecord, Path]]:
+        out = []
+        for row in self.db.query("SELECT target, path FROM mounts WHERE target LIKE 'image:%'"):
+            if self._mount_count(row["target"]) > 0:
+                with contextlib.suppress(NotFoundError):
+                    out.append((self.lookup(row["target"][6:]), Path(row["path"])))
+        return out
+
+    # -- working containers -------------------------------------------------
+
+    def create_container(self, image: str | None, name: str | None = None, kind: str = "container") -> str:
+        """A working file system on top of an image (or empty, for ``scratch``)."""
+        record = self.lookup(image) if image else None
+        container_id = secrets.token_hex(32)
+        name = name or f"{kind}-{container_id[:12]}"
+        base = self.root / "containers" / container_id
+        (base / "diff").mkdir(parents=True)
+        (base / "work").mkdir()
+        metadata = {"top_layer": record.top_layer if record else None}
+        try:
+            with self.db.write() as conn:
+                if record and conn.execute("SELECT 1 FROM images WHERE id = ?", (record.id,)).fetchone() is None:
+                    raise NotFoundError(f"{image}: image was removed")
+                conn.execute("INSERT INTO containers VALUES (?, ?, ?, ?, ?, ?)",
+                             (container_id, name, record.id if record else None, kind, time.time(),
+                              json.dumps(metadata)))
+        except Exception as exc:
+            remove_dir(base)
+            if "UNIQUE constraint failed: containers.name" in str(exc):
+                raise InvalidInputError(f"the name {name!r} is already in use") from None
+            raise
+        return container_id
+
+    def container(self, name_or_id: str) -> dict:
+        row = self.db.one("SELECT * FROM containers WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+        if row is None and len(name_or_id) >= 3:
+            rows = self.db.query("SELECT * FROM containers WHERE id LIKE ?", (name_or_id + "%",))
+            row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise NotFoundError(f"{name_or_id}: no such container")
+        return dict(row)
+
+    def mount_container(self, name_or_id: str) -> Path:
+        info = self.container(name_or_id)
+        target = f"container:{info['id']}"
+        base = self.root / "containers" / info["id"]
+        with self.lock(f"mount-{info['id']}"):
+            path = self._private_mounts_dir() / f"container-{info['id'][:32]}"
+            count = self._mount_count(target)
+            if count == 0:
+                path.mkdir(exist_ok=True)
+                top = json.loads(info["metadata"]).get("top_layer")
+                if isinstance(self.driver, OverlayDriver):
+                    links = self._chain_links(top) if top else []
+                    if links:
+                        self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
+                    else:
+                        mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+                else:
+                    if top and not any((base / "diff").iterdir()):
+                        key = self.db.one("SELECT content FROM layers WHERE id = ?", (top,))["content"]
+                        copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
+                    mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
+                             (target, str(path), count + 1, mounts.boot_id()))
+        return path
+
+    def unmount_container(self, name_or_id: str, *, force: bool = False) -> None:
+        info = self.container(name_or_id)
+        target = f"container:{info['id']}"
+        with self.lock(f"mount-{info['id']}"):
+            count = self._mount_count(target)
+            row = self.db.one("SELECT path FROM mounts WHERE target = ?", (target,))
+            new = 0 if force else max(count - 1, 0)
+            if count and new == 0:
+                mounts.umount(row["path"])
+                with contextlib.suppress(OSError):
+                    os.rmdir(row["path"])
+            with self.db.write() as conn:
+                if new == 0:
+                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+                else:
+                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
+
+    def remove_container(self, name_or_id: str, *, force: bool = False) -> None:
+        info = self.container(name_or_id)
+        if self._mount_count(f"container:{info['id']}") > 0:
+            if not force:
+                raise InUseError(f"container {info['name']} is mounted; unmount it first or use --force")
+            self.unmount_container(info["id"], force=True)
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM containers WHERE id = ?", (info["id"],))
+        remove_dir(self.root / "containers" / info["id"])
+
+    def containers(self) -> list[dict]:
+        return [dict(r) for r in self.db.query("SELECT * FROM containers ORDER BY created")]
+
+    def container_upper(self, name_or_id: str) -> Path:
+        return self.root / "containers" / self.container(name_or_id)["id"] / "diff"
+
+    # -- check, repair, df, reset -----------------------------------------------
+
+    def check(self) -> list[Problem]:
+        problems: list[Problem] = []
+        for row in self.db.query("SELECT key FROM contents WHERE complete = 0"):
+            problems.append(Problem("incomplete content", row["key"], "half-written layer content"))
+        known = {r["key"] for r in self.db.query("SELECT key FROM contents")}
+        for entry in self.driver.root.iterdir():
+            if entry.name != "l" and entry.name not in known:
+                problems.append(Problem("unrecorded content", entry.name, "a directory no record describes"))
+        for row in self.db.query("SELECT key FROM contents WHERE complete = 1 AND key NOT LIKE 'diff-%'"):
+            if not self.driver.content_dir(row["key"]).is_dir():
+                problems.append(Problem("missing content", row["key"], "recorded but not on disk"))
+        for row in self.db.query("SELECT id, parent FROM layers WHERE parent IS NOT NULL AND parent NOT IN "
+                                 "(SELECT id FROM layers)"):
+            problems.append(Problem("broken parent chain", row["id"], f"parent {row['parent']} is missing"))
+        for row in self.db.query("SELECT id FROM layers WHERE content NOT IN (SELECT key FROM contents)"):
+            problems.append(Problem("layer without content", row["id"], "its content record is missing"))
+        for row in self.db.query("SELECT id, top_layer FROM images WHERE top_layer IS NOT NULL AND top_layer "
+                                 "NOT IN (SELECT id FROM layers)"):
+            problems.append(Problem("image without layers", row["id"], f"top layer {row['top_layer']} is missing"))
+        used = set()
+        for row in self.db.query("SELECT top_layer FROM images WHERE top_layer IS NOT NULL"):
+            with contextlib.suppress(KetchError):
+                used.update(self.image_layers(row["top_layer"]))
+        for row in self.db.query("SELECT metadata FROM containers"):
+            top = json.loads(row["metadata"]).get("top_layer")
+            if top:
+                with contextlib.suppress(KetchError):
+                    used.update(self.image_layers(top))
+        for row in self.db.query("SELECT id FROM layers"):
+            if row["id"] not in used:
+                problems.append(Problem("dangling layer", row["id"], "no image or container uses it"))
+        for row in self.db.query("SELECT target, path, boot_id FROM mounts"):
+            if row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
+                problems.append(Problem("stale mount", row["target"], f"recorded at {row['path']} but not mounted"))
+        for entry in (self.root / "staging").iterdir():
+            if entry.suffix != ".lock":
+                problems.append(Problem("staging leftover", entry.name, "work of an interrupted process"))
+        for entry in (self.root / "blobs" / "sha256").iterdir():
+            if entry.name.startswith(".") or self.db.one("SELECT 1 FROM blobs WHERE digest = ?",
+                                                         (f"sha256:{entry.name}",)) is None:
+                problems.append(Problem("unrecorded blob", entry.name, "a blob file no record describes"))
+        return problems
+
+    def repair(self) -> list[Problem]:
+        """Fix what :meth:`check` finds; returns what was fixed."""
+        problems = self.check()
+        with self.gc_lock(shared=False):
+            self._recover()
+            with self.db.write() as conn:
+                for p in problems:
+                    if p.kind in ("incomplete content", "missing content"):
+                        conn.execute("DELETE FROM contents WHERE key = ?", (p.what,))
+                    elif p.kind == "stale mount":
+                        conn.execute("DELETE FROM mounts WHERE target = ?", (p.what,))
+                # Images whose chain is broken cannot be used: drop them (their names go too).
+                broken = set()
+                for row in conn.execute("SELECT id, top_layer FROM images").fetchall():
+                    try:
+                        for layer in self.image_layers(row["top_layer"]):
+                            content = conn.execute("SELECT c.complete FROM layers l JOIN contents c ON "
+                                                   "c.key = l.content WHERE l.id = ?", (layer,)).fetchone()
+                            if content is None or not content["complete"]:
+                                raise KetchError("incomplete")
+                    except KetchError:
+                        broken.add(row["id"])
+                for image_id in broken:
+                    conn.execute("DELETE FROM names WHERE image = ?", (image_id,))
+                    conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+                conn.execute("DELETE FROM layers WHERE content NOT IN (SELECT key FROM contents)")
+                # Orphaned children of removed layers: drop until stable.
+                while conn.execute("DELETE FROM layers WHERE parent IS NOT NULL AND parent NOT IN "
+                                   "(SELECT id FROM layers)").rowcount:
+                    pass
+            for p in problems:
+                if p.kind in ("unrecorded content", "incomplete content", "missing content"):
+                    remove_dir(self.driver.root / p.what)
+                elif p.kind == "unrecorded blob":
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.root / "blobs" / "sha256" / p.what).unlink()
+        self.collect_garbage()
+        return problems
+
+    def df(self) -> dict:
+        images = self.images()
+        contents = self.db.query("SELECT size FROM contents WHERE key NOT LIKE 'diff-%'")
+        return {"images": len(images), "active_images": sum(1 for i in images if self.image_users(i.id)),
+                "layers_size": sum(r["size"] for r in contents),
+                "containers": len(self.containers()),
+                "blobs_size": sum(f.stat().st_size for f in (self.root / "blobs" / "sha256").iterdir())}
+
+    def reset(self) -> None:
+        """Remove everything: unmount, then delete the root's content."""
+        for row in self.db.query("SELECT path FROM mounts"):
+            with contextlib.suppress(OSError):
+                mounts.umount(row["path"], mounts.MNT_DETACH)
+        mounts_dir = self.root / "mounts"
+        for entry in mounts_dir.iterdir() if mounts_dir.exists() else []:
+            with contextlib.suppress(OSError):
+                mounts.umount(str(entry), mounts.MNT_DETACH)
+        with contextlib.suppress(OSError):
+            mounts.umount(str(mounts_dir), mounts.MNT_DETACH)
+        self.db.close()
+        for entry in self.root.iterdir():
+            remove_dir(entry)
+
+
+class _TeeHash:
+    """Reads a stream, hashing it and copying it to a file."""
+
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self._stream = stream
+        self._file = open(path, "wb")
+        self.hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        if data:
+            self.hasher.update(data)
+            self._file.write(data)
+        return data
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _hash_tar(stream) -> tuple[str, int]:
+    hasher = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1 << 20):
+        hasher.update(chunk)
+        size += len(chunk)
+    return f"sha256:{hasher.hexdigest()}", size

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -76,25 +77,28 @@ CREATE INDEX IF NOT EXISTS layers_by_parent ON layers(parent);
 
 
 class Database:
-    """One connection per process (opened lazily, reopened after a fork)."""
+    """One connection per thread and process (opened lazily, never inherited across fork)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
+        self._local = threading.local()
+        self._migrated = False
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
+        local = self._local
+        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.row_factory = sqlite3.Row
-            self._conn, self._pid = conn, os.getpid()
-            self._migrate()
-        return self._conn
+            local.conn, local.pid = conn, os.getpid()
+            if not self._migrated:
+                self._migrate()
+                self._migrated = True
+        return local.conn
 
     def _migrate(self) -> None:
         with self.write() as conn:
@@ -107,8 +111,7 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction: everything in it happens, or none of it."""
-        conn = self._conn if self._conn is not None and self._pid == os.getpid() else None
-        conn = conn or self.conn
+        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -125,6 +128,7 @@ class Database:
         return self.conn.execute(sql, params).fetchone()
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-        self._conn = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None

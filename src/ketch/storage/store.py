@@ -723,31 +723,37 @@ class Store:
         problems = self.check()
         with self.gc_lock(shared=False):
             self._recover()
+            doomed = {p.what for p in problems if p.kind in ("incomplete content", "missing content")}
             with self.db.write() as conn:
                 for p in problems:
-                    if p.kind in ("incomplete content", "missing content"):
-                        conn.execute("DELETE FROM contents WHERE key = ?", (p.what,))
-                    elif p.kind == "stale mount":
+                    if p.kind == "stale mount":
                         conn.execute("DELETE FROM mounts WHERE target = ?", (p.what,))
-                # Images whose chain is broken cannot be used: drop them (their names go too).
-                broken = set()
+                # Layers on doomed or missing content, and everything above them, go.
+                rows = conn.execute("SELECT l.id, l.parent, l.content, c.key AS known FROM layers l "
+                                    "LEFT JOIN contents c ON c.key = l.content").fetchall()
+                parent_of = {r["id"]: r["parent"] for r in rows}
+                bad = {r["id"] for r in rows if r["content"] in doomed or r["known"] is None}
+                changed = True
+                while changed:
+                    changed = False
+                    for layer, parent in parent_of.items():
+                        if layer not in bad and parent is not None and (parent in bad or parent not in parent_of):
+                            bad.add(layer)
+                            changed = True
+                # Images and containers standing on them cannot work: drop them (names too).
                 for row in conn.execute("SELECT id, top_layer FROM images").fetchall():
-                    try:
-                        for layer in self.image_layers(row["top_layer"]):
-                            content = conn.execute("SELECT c.complete FROM layers l JOIN contents c ON "
-                                                   "c.key = l.content WHERE l.id = ?", (layer,)).fetchone()
-                            if content is None or not content["complete"]:
-                                raise KetchError("incomplete")
-                    except KetchError:
-                        broken.add(row["id"])
-                for image_id in broken:
-                    conn.execute("DELETE FROM names WHERE image = ?", (image_id,))
-                    conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
-                conn.execute("DELETE FROM layers WHERE content NOT IN (SELECT key FROM contents)")
-                # Orphaned children of removed layers: drop until stable.
-                while conn.execute("DELETE FROM layers WHERE parent IS NOT NULL AND parent NOT IN "
-                                   "(SELECT id FROM layers)").rowcount:
-                    pass
+                    if row["top_layer"] in bad or (row["top_layer"] is not None and row["top_layer"] not in parent_of):
+                        for container in conn.execute("SELECT id FROM containers WHERE image = ?",
+                                                      (row["id"],)).fetchall():
+                            conn.execute("DELETE FROM containers WHERE id = ?", (container["id"],))
+                            remove_dir(self.root / "containers" / container["id"])
+                        conn.execute("DELETE FROM names WHERE image = ?", (row["id"],))
+                        conn.execute("DELETE FROM images WHERE id = ?", (row["id"],))
+                while bad:
+                    leaves = [layer for layer in bad if not any(parent_of.get(o) == layer for o in bad)]
+                    conn.executemany("DELETE FROM layers WHERE id = ?", [(layer,) for layer in leaves])
+                    bad -= set(leaves)
+                conn.executemany("DELETE FROM contents WHERE key = ?", [(key,) for key in doomed])
             for p in problems:
                 if p.kind in ("unrecorded content", "incomplete content", "missing content"):
                     remove_dir(self.driver.root / p.what)

@@ -7,14 +7,31 @@ import subprocess
 from pathlib import Path
 
 
+# podman 4.3's default ulimits exceed this machine's hard limits; a containers.conf
+# replaces the distribution's whole file, so the capabilities are restated
+# (see shared/MACHINE.md).
+CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE",
+                        "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"]
+"""
+
+
 class Podman:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.conf = root / "containers.conf"
+        self.conf.write_text(CONTAINERS_CONF)
+        # runc: crun refuses this machine's hybrid cgroup layout unless the host is changed.
         self.base = ["podman", "--root", str(root / "root"), "--runroot", str(root / "run"),
-                     "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+                     "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                     "--runtime", "runc"]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=300)
+        import os
+
+        env = dict(os.environ, CONTAINERS_CONF=str(self.conf))
+        result = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=300, env=env)
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed: {result.stderr}")
         return result
@@ -23,4 +40,7 @@ class Podman:
         return json.loads(self.run("images", "--format", "json").stdout)
 
     def reset(self) -> None:
-        subprocess.run([*self.base, "system", "reset", "--force"], capture_output=True, timeout=120)
+        import os
+
+        env = dict(os.environ, CONTAINERS_CONF=str(self.conf))
+        subprocess.run([*self.base, "system", "reset", "--force"], capture_output=True, timeout=120, env=env)

@@ -277,3 +277,17 @@ def test_diff_id_must_match_config(store_env, tmp_path):
                        check=False)
     assert result.returncode == 1 and "does not match the config's diff_id" in result.stderr
     assert run_ketch("images", "-q").stdout == ""
+
+
+@pytest.mark.registry
+def test_push_cli_default_and_explicit_destination(registry, store_env, tmp_path):
+    run_ketch("pull", "-q", "--tls-verify=false", f"{registry.host}/library/busybox")
+    run_ketch("tag", f"{registry.host}/library/busybox", f"{registry.host}/pushed/bycli:1")
+    run_ketch("push", "--tls-verify=false", f"{registry.host}/pushed/bycli:1")
+    run_ketch("push", "--tls-verify=false", "--digestfile", str(tmp_path / "d"), "busybox",
+              f"docker://{registry.host}/pushed/other:2")
+    out = run_ketch("image", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                    f"docker://{registry.host}/pushed/other:2").stdout.strip()
+    assert out == (tmp_path / "d").read_text()
+    run_ketch("push", f"{registry.host}/pushed/bycli:1", f"oci:{tmp_path}/layout:x")
+    assert (tmp_path / "layout" / "index.json").exists()

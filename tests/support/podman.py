@@ -20,6 +20,7 @@ default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NE
 class Podman:
     def __init__(self, root: Path) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
         # runc: crun refuses this machine's hybrid cgroup layout unless the host is changed.

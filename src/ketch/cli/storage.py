@@ -228,15 +228,15 @@ def cmd_push(args) -> int:
 
     store = open_store(args)
     record = store.lookup(args.image)
-    target = args.destination or (args.image if "/" in args.image else None) or record.names[0] \
-        if record.names else None
-    if target is None:
+    if args.destination:
+        target = args.destination
+    elif record.names:
+        # The name the user typed, as stored (``busybox`` -> docker.io/library/busybox:latest).
+        target = next((n for n in store.candidates(args.image) if n in record.names), record.names[0])
+    else:
         raise InvalidInputError("the image has no name; give a destination")
     if not is_transport_name(target):
-        first = target.split("/", 1)[0]
-        if not ("/" in target and ("." in first or ":" in first or first == "localhost")):
-            target = store.normalize_name(target) if not args.destination else target
-        target = f"docker://{target}"
+        target = f"docker://{target}"  # normalized as docker references are (busybox: docker.io/library/...)
     ctx = storage_context(args, store, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
                           cert_dir=args.cert_dir)
     with contextlib.ExitStack() as stack:

@@ -291,3 +291,57 @@ def test_push_cli_default_and_explicit_destination(registry, store_env, tmp_path
     assert out == (tmp_path / "d").read_text()
     run_ketch("push", f"{registry.host}/pushed/bycli:1", f"oci:{tmp_path}/layout:x")
     assert (tmp_path / "layout" / "index.json").exists()
+
+
+def test_images_filters_prune_and_reset(store_env):
+    busybox = store_env.add("busybox", "docker.io/library/busybox:latest")
+    derived = store_env.add("derived", "localhost/derived:1")
+    assert run_ketch("images", "-q", "--no-trunc", "--filter", "reference=derived*").stdout.split() == [derived]
+    labelled = run_ketch("images", "-q", "--no-trunc", "--filter",
+                         "label=org.opencontainers.image.title=busybox").stdout.split()
+    assert sorted(labelled) == sorted([busybox, derived])  # derived inherits busybox's config
+    assert run_ketch("images", "-q", "--filter", "dangling=true").stdout == ""
+    bad = run_ketch("images", "--filter", "colour=blue", check=False)
+    assert bad.returncode == 1 and "unknown filter" in bad.stderr
+    run_ketch("untag", "derived:1")
+    assert run_ketch("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split() == [derived]
+    assert run_ketch("image", "prune").stdout.split() == [derived]
+    assert run_ketch("images", "-q", "--no-trunc").stdout.split() == [busybox]
+    digests = run_ketch("images", "--digests").stdout
+    assert "DIGEST" in digests and "sha256:" in digests
+    refused = run_ketch("system", "reset", check=False)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    path = run_ketch("image", "mount", "busybox").stdout.strip()
+    run_ketch("system", "reset", "--force")
+    assert not mounts.is_mountpoint(path)
+    assert run_ketch("images", "-q").stdout == ""
+
+
+@pytest.mark.registry
+def test_vfs_driver_from_the_cli(registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("KETCH_ROOT", str(tmp_path / "vfs-root"))
+    monkeypatch.setenv("KETCH_RUNROOT", str(tmp_path / "vfs-run"))
+    try:
+        run_ketch("--storage-driver", "vfs", "pull", "-q", "--tls-verify=false", f"{registry.host}/library/busybox")
+        path = run_ketch("image", "mount", "busybox").stdout.strip()
+        assert os.path.exists(os.path.join(path, "bin", "busybox"))
+        run_ketch("image", "unmount", "busybox")
+        assert run_ketch("storage", "check").stdout == ""
+        mismatch = run_ketch("--storage-driver", "overlay", "images", check=False)
+        assert mismatch.returncode == 1 and "uses the vfs driver" in mismatch.stderr
+    finally:
+        run_ketch("system", "reset", "--force")
+
+
+@pytest.mark.registry
+def test_pull_all_tags_and_platform(registry, store_env):
+    out = run_ketch("pull", "-q", "--all-tags", "--tls-verify=false", f"{registry.host}/library/busybox").stdout
+    assert len(out.split()) == 1  # latest and v1 are the same image
+    names = json.loads(run_ketch("images", "--format", "json").stdout)[0]["Names"]
+    # every tag of the repository (other tests may have pushed more of the same image)
+    assert {f"{registry.host}/library/busybox:latest", f"{registry.host}/library/busybox:v1"} <= set(names)
+    run_ketch("pull", "-q", "--platform", "linux/arm64", "--tls-verify=false", f"{registry.host}/multi")
+    arch = json.loads(run_ketch("image", "inspect", f"{registry.host}/multi").stdout)[0]["Architecture"]
+    assert arch == "arm64"
+    bad = run_ketch("pull", "--platform", "arm64", "--tls-verify=false", f"{registry.host}/multi", check=False)
+    assert bad.returncode == 1 and "OS/ARCH" in bad.stderr

@@ -345,3 +345,12 @@ def test_pull_all_tags_and_platform(registry, store_env):
     assert arch == "arm64"
     bad = run_ketch("pull", "--platform", "arm64", "--tls-verify=false", f"{registry.host}/multi", check=False)
     assert bad.returncode == 1 and "OS/ARCH" in bad.stderr
+
+
+def test_history(store_env):
+    store_env.add("busybox", "busybox")
+    table = run_ketch("image", "history", "busybox").stdout.splitlines()
+    assert table[0].split() == ["CREATED", "CREATED", "BY", "SIZE", "COMMENT"]
+    assert "ketch test fixture" in table[1]
+    entries = json.loads(run_ketch("image", "history", "--format", "json", "busybox").stdout)
+    assert entries == [{"created": "2023-11-14T22:13:20Z", "created_by": "ketch test fixture: busybox-static"}]

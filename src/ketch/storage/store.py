@@ -526,51 +526,57 @@ class Store:
             links.append(row["link"])
         return links
 
-    def mount_image(self, name: str) -> Path:
-        """Mount an image read-only (nosuid, nodev); counted, so each mount needs an unmount."""
-        record = self.lookup(name)
-        target = f"image:{record.id}"
-        with self.lock(f"mount-{record.id}"):
-            path = self._private_mounts_dir() / f"image-{record.id[:32]}"
+    def _counted_mount(self, target: str, object_id: str, prefix: str, do_mount) -> Path:
+        """Mount once per target (``do_mount(path)``), counting every caller."""
+        with self.lock(f"mount-{object_id}"):
+            path = self._private_mounts_dir() / f"{prefix}-{object_id[:32]}"
             count = self._mount_count(target)
             if count == 0:
                 path.mkdir(exist_ok=True)
                 if mounts.is_mountpoint(str(path)):
-                    mounts.umount(str(path), mounts.MNT_DETACH)
-                if record.top_layer is None:
-                    mounts.mount("tmpfs", str(path), "tmpfs", mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
-                elif isinstance(self.driver, OverlayDriver):
-                    self.driver.mount(self._chain_links(record.top_layer), path)
-                else:
-                    key = self.db.one("SELECT content FROM layers WHERE id = ?", (record.top_layer,))["content"]
-                    self.driver.mount(self.driver.content_dir(key), path)  # type: ignore[call-arg]
+                    mounts.umount(str(path), mounts.MNT_DETACH)  # left from a previous boot's count
+                do_mount(path)
             with self.db.write() as conn:
                 conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
                              (target, str(path), count + 1, mounts.boot_id()))
         return path
 
-    def unmount_image(self, name: str, *, force: bool = False) -> bool:
-        """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
-        record = self.lookup(name)
-        target = f"image:{record.id}"
-        with self.lock(f"mount-{record.id}"):
+    def _counted_unmount(self, target: str, object_id: str, force: bool) -> bool:
+        """Drop one count (all with ``force``); unmount at zero. False if it was not mounted."""
+        with self.lock(f"mount-{object_id}"):
             count = self._mount_count(target)
             row = self.db.one("SELECT path FROM mounts WHERE target = ?", (target,))
-            if count == 0:
-                with self.db.write() as conn:
-                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
-                return False
-            count = 0 if force else count - 1
-            if count == 0:
+            new = 0 if force else max(count - 1, 0)
+            if count and new == 0:
                 mounts.umount(row["path"])
                 with contextlib.suppress(OSError):
                     os.rmdir(row["path"])
             with self.db.write() as conn:
-                if count == 0:
+                if new == 0:
                     conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
                 else:
-                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (count, target))
-        return True
+                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
+        return count > 0
+
+    def mount_image(self, name: str) -> Path:
+        """Mount an image read-only (nosuid, nodev); counted, so each mount needs an unmount."""
+        record = self.lookup(name)
+
+        def do_mount(path: Path) -> None:
+            if record.top_layer is None:
+                mounts.mount("tmpfs", str(path), "tmpfs", mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
+            elif isinstance(self.driver, OverlayDriver):
+                self.driver.mount(self._chain_links(record.top_layer), path)
+            else:
+                key = self.db.one("SELECT content FROM layers WHERE id = ?", (record.top_layer,))["content"]
+                self.driver.mount(self.driver.content_dir(key), path)  # type: ignore[call-arg]
+
+        return self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
+
+    def unmount_image(self, name: str, *, force: bool = False) -> bool:
+        """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
+        record = self.lookup(name)
+        return self._counted_unmount(f"image:{record.id}", record.id, force)
 
     def mounted_images(self) -> list[tuple[ImageRecord, Path]]:
         out = []
@@ -615,47 +621,29 @@ class Store:
         return dict(row)
 
     def mount_container(self, name_or_id: str) -> Path:
+        """Mount a working container read-write; counted like image mounts."""
         info = self.container(name_or_id)
-        target = f"container:{info['id']}"
         base = self.root / "containers" / info["id"]
-        with self.lock(f"mount-{info['id']}"):
-            path = self._private_mounts_dir() / f"container-{info['id'][:32]}"
-            count = self._mount_count(target)
-            if count == 0:
-                path.mkdir(exist_ok=True)
-                top = json.loads(info["metadata"]).get("top_layer")
-                if isinstance(self.driver, OverlayDriver):
-                    links = self._chain_links(top) if top else []
-                    if links:
-                        self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
-                    else:
-                        mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
-                else:
-                    if top and not any((base / "diff").iterdir()):
-                        key = self.db.one("SELECT content FROM layers WHERE id = ?", (top,))["content"]
-                        copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
-                    mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
-            with self.db.write() as conn:
-                conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
-                             (target, str(path), count + 1, mounts.boot_id()))
-        return path
+        top = json.loads(info["metadata"]).get("top_layer")
 
-    def unmount_container(self, name_or_id: str, *, force: bool = False) -> None:
-        info = self.container(name_or_id)
-        target = f"container:{info['id']}"
-        with self.lock(f"mount-{info['id']}"):
-            count = self._mount_count(target)
-            row = self.db.one("SELECT path FROM mounts WHERE target = ?", (target,))
-            new = 0 if force else max(count - 1, 0)
-            if count and new == 0:
-                mounts.umount(row["path"])
-                with contextlib.suppress(OSError):
-                    os.rmdir(row["path"])
-            with self.db.write() as conn:
-                if new == 0:
-                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+        def do_mount(path: Path) -> None:
+            if isinstance(self.driver, OverlayDriver):
+                links = self._chain_links(top) if top else []
+                if links:
+                    self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
                 else:
-                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
+                    mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+            else:
+                if top and not any((base / "diff").iterdir()):
+                    key = self.db.one("SELECT content FROM layers WHERE id = ?", (top,))["content"]
+                    copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
+                mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+
+        return self._counted_mount(f"container:{info['id']}", info["id"], "container", do_mount)
+
+    def unmount_container(self, name_or_id: str, *, force: bool = False) -> bool:
+        info = self.container(name_or_id)
+        return self._counted_unmount(f"container:{info['id']}", info["id"], force)
 
     def remove_container(self, name_or_id: str, *, force: bool = False) -> None:
         info = self.container(name_or_id)

@@ -342,3 +342,31 @@ def test_docker_manifest_list_platform_choice(fake, tmp_path):
         instance = (tmp_path / "l" / "blobs" / "sha256" / entry["digest"][7:]).read_bytes()
         assert hashlib.sha256(instance).hexdigest() == entry["digest"][7:] and len(instance) == entry["size"]
         assert json.loads(instance)["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+
+
+def test_identity_token_is_exchanged_with_a_post(fake, tmp_path, isolated_auth):
+    """An auth.json entry with an identitytoken (docker's OAuth2 refresh token) is sent as a POST grant."""
+    import base64
+    import urllib.parse
+
+    grants = []
+
+    def oauth(handler, info):
+        if info["path"].startswith("/token") and handler.command == "POST":
+            form = urllib.parse.parse_qs(handler.body().decode())
+            grants.append(form)
+            handler.send(200, json.dumps({"access_token": "from-refresh"}).encode())
+            return True
+        if info["path"].startswith("/v2/") and handler.headers.get("Authorization") != "Bearer from-refresh":
+            handler.send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="http://{fake.host}/token",service="svc"'})
+            return True
+        return False
+
+    fake.behaviours.append(oauth)
+    authfile = tmp_path / "auth.json"
+    authfile.write_text(json.dumps({"auths": {fake.host: {"auth": base64.b64encode(b"<token>:").decode(),
+                                                          "identitytoken": "refresh-me"}}}))
+    copy_image(f"docker://{fake.host}/app:latest", f"oci:{tmp_path}/l",
+               CopyOptions(src_ctx=SystemContext(tls_verify=False, authfile=str(authfile))))
+    assert grants and grants[0]["grant_type"] == ["refresh_token"] and grants[0]["refresh_token"] == ["refresh-me"]
+    assert grants[0]["scope"] == ["repository:app:pull"] and grants[0]["service"] == ["svc"]

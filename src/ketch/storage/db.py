@@ -101,6 +101,13 @@ class Database:
         return local.conn
 
     def _migrate(self) -> None:
+        conn = self._local.conn
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is not None and int(row[0]) >= SCHEMA_VERSION:
+                return  # created already: no write transaction at every start
+        except sqlite3.OperationalError:
+            pass  # no meta table yet
         with self.write() as conn:
             code = "\n".join(line.split("--", 1)[0] for line in SCHEMA.splitlines())
             for statement in code.split(";"):

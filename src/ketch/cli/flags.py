@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ketch.image.context import SystemContext
 
 _TRUE = {"true", "1", "t", "yes", "y"}
 _FALSE = {"false", "0", "f", "no", "n"}
@@ -43,7 +42,9 @@ def add_platform_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def make_context(args: argparse.Namespace, *, creds: str | None, tls_verify: bool | None,
-                 authfile: str | None, cert_dir: str | None = None) -> SystemContext:
+                 authfile: str | None, cert_dir: str | None = None):
+    from ketch.image.context import SystemContext
+
     ctx = SystemContext.with_creds(creds)
     ctx.authfile = authfile or getattr(args, "authfile", None)
     ctx.tls_verify = tls_verify

@@ -8,11 +8,9 @@ and the error's exit status; no traceback for anything a user can cause.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from ketch import __version__
-from ketch.cli import image, login, storage
 from ketch.errors import KetchError
 
 EXIT_USAGE = 2
@@ -24,7 +22,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"Error: {message}\nSee '{self.prog} --help'.\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Which command words need which modules' parsers: building every subcommand costs tens of
+# milliseconds, so a command builds only its own (``--help`` without a command builds all).
+_GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",)}
+_STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
+_OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
+                        "--override-arch", "--override-os", "--override-variant"}
+
+
+def _command_word(argv: list[str]) -> str | None:
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word.startswith("-"):
+            skip = word in _OPTIONS_WITH_VALUES
+            continue
+        return word
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="ketch", description="ketch: a daemonless container toolkit.")
     parser.add_argument("--version", action="version", version=f"ketch version {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
@@ -50,9 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
     version.set_defaults(func=cmd_version)
-    image_verbs = image.register(commands)
-    login.register(commands)
-    storage.register(commands, image_verbs)
+    word = _command_word(argv) if argv is not None else None
+    groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else ("image", "login", "storage"))
+    if "image" in groups or "storage" in groups:
+        from ketch.cli import image, storage
+
+        image_verbs = image.register(commands)
+        storage.register(commands, image_verbs)
+    if "login" in groups:
+        from ketch.cli import login
+
+        login.register(commands)
     return parser
 
 
@@ -63,14 +90,20 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug or args.log_level != "warning":
+        import logging
+
+        level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
     except KetchError as exc:
         if args.debug:
+            import logging
+
             logging.exception("command failed")
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -81,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         if args.debug:
+            import logging
+
             logging.exception("command failed")
         target = f" ({exc.filename})" if exc.filename else ""
         print(f"Error: {exc.strerror or exc}{target}", file=sys.stderr)

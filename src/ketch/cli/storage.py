@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 
 from ketch.cli.flags import add_bool, make_context, non_negative_int, policy_from
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
@@ -446,6 +445,8 @@ def cmd_unmount(args) -> int:
 
 
 def cmd_save(args) -> int:
+    import tempfile
+
     from ketch.image.copy import CopyOptions, copy_image
     from ketch.image.docker_archive import DockerArchiveWriter
     from ketch.image.policy import Policy
@@ -495,6 +496,8 @@ def cmd_save(args) -> int:
 
 
 def cmd_load(args) -> int:
+    import tempfile
+
     from ketch.storage.load import load_archive
 
     store = open_store(args)

@@ -1,5 +1,6 @@
-"""mount(2) and umount2(2) through libc (Python has neither), and the boot id
-that mount counts are tied to.
+"""Mounts for the store: the syscalls (from :mod:`ketch.syscalls`), mount-point
+detection, the boot id that mount counts are tied to, and mounting from a
+forked child.
 
 Overlay mounts with relative lower-directory names need a ``chdir``, which is
 process-wide: they are made in a forked child, never in a threaded process.
@@ -7,39 +8,21 @@ process-wide: they are made in a forked child, never in a threaded process.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from pathlib import Path
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_BIND = 0x1000
-MS_REMOUNT = 0x20
-MS_PRIVATE = 1 << 18
-MS_REC = 0x4000
-MNT_DETACH = 0x2
-
-# The soname directly: ctypes.util.find_library runs ldconfig, which costs a process start.
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-
-
-def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                   data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or 'bind'} on {target}: {os.strerror(err)}")
+from ketch.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,  # noqa: F401
+                            MS_REMOUNT, mount)
+from ketch.syscalls import umount as _umount
 
 
 def umount(target: str, flags: int = 0) -> None:
-    if _libc.umount2(target.encode(), flags) != 0:
-        err = ctypes.get_errno()
-        if err == errno.EINVAL:  # not a mount point (any more)
-            return
-        raise OSError(err, f"unmount {target}: {os.strerror(err)}")
+    try:
+        _umount(target, flags)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: not a mount point (any more)
+            raise
 
 
 def _unescape(field: str) -> str:

@@ -1,0 +1,181 @@
+"""``ketch-runtime``: a runc-compatible command line over :mod:`ketch.runtime`.
+
+Spelled as runc spells it, because conmon, podman and CRI-O drive it the way
+they drive runc: global ``--root``, ``--log``, ``--log-format``, ``--debug``,
+``--systemd-cgroup``; then ``create``, ``start``, ``run``, ``state``,
+``kill``, ``delete``, ``list``, ``ps``, ``spec``, ``features``. Errors go to
+stderr and, when ``--log`` is given, to the log file (JSON lines with
+``--log-format json``), where conmon looks for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ketch import __version__
+from ketch.errors import KetchError
+
+OCI_VERSION = "1.0.2"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"ketch-runtime: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ketch-runtime", description="ketch's OCI runtime (runc-compatible command line).")
+    parser.add_argument("--version", "-v", action="version",
+                        version=f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
+    parser.add_argument("--root", default="/run/ketch-runtime", help="state directory (default /run/ketch-runtime)")
+    parser.add_argument("--log", metavar="PATH", help="also write errors to this file")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--systemd-cgroup", action="store_true",
+                        help="read cgroupsPath as slice:prefix:name (cgroups come with the next release)")
+    parser.add_argument("--rootless", default="auto", help="accepted for runc compatibility")
+    parser.add_argument("--criu", help="accepted for runc compatibility")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    def creating(p):
+        p.add_argument("id", metavar="CONTAINER-ID")
+        p.add_argument("--bundle", "-b", default=".", help="the bundle directory (default: .)")
+        p.add_argument("--pid-file", metavar="PATH", help="write the container's pid here")
+        p.add_argument("--console-socket", metavar="PATH", help="send the pty master to this unix socket")
+        p.add_argument("--no-pivot", action="store_true", help="chroot instead of pivot_root")
+        p.add_argument("--no-new-keyring", action="store_true", help="accepted; no session keyring is made")
+        p.add_argument("--preserve-fds", type=int, default=0, metavar="N", help="pass fds 3..3+N-1 on")
+
+    create = commands.add_parser("create", help="create a container", description="Create a container.")
+    creating(create)
+    run = commands.add_parser("run", help="create and start a container", description="Create and start.")
+    creating(run)
+    run.add_argument("--detach", "-d", action="store_true", help="return once the container started")
+    for name, text in (("start", "start a created container"), ("state", "print a container's state")):
+        sub = commands.add_parser(name, help=text, description=text.capitalize() + ".")
+        sub.add_argument("id", metavar="CONTAINER-ID")
+    kill = commands.add_parser("kill", help="send a signal to a container", description="Send a signal.")
+    kill.add_argument("id", metavar="CONTAINER-ID")
+    kill.add_argument("signal", nargs="?", default="SIGTERM")
+    kill.add_argument("--all", "-a", action="store_true", help="to every process of the container")
+    delete = commands.add_parser("delete", help="delete a container", description="Delete a stopped container.")
+    delete.add_argument("id", metavar="CONTAINER-ID")
+    delete.add_argument("--force", "-f", action="store_true", help="kill it first if it runs")
+    listing = commands.add_parser("list", help="list containers", description="List containers.")
+    listing.add_argument("--format", "-f", default="table", choices=["table", "json"])
+    listing.add_argument("--quiet", "-q", action="store_true")
+    ps = commands.add_parser("ps", help="list a container's processes", description="List processes.")
+    ps.add_argument("id", metavar="CONTAINER-ID")
+    ps.add_argument("--format", "-f", default="table", choices=["table", "json"])
+    spec = commands.add_parser("spec", help="write a default config.json", description="Write config.json.")
+    spec.add_argument("--bundle", "-b", default=".")
+    spec.add_argument("--rootless", action="store_true")
+    commands.add_parser("features", help="print what this runtime supports", description="Print features.")
+    return parser
+
+
+def features() -> dict:
+    from ketch.runtime import capabilities
+    from ketch.runtime.init import MOUNT_FLAGS, PROPAGATION
+
+    return {
+        "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
+        "hooks": [],
+        "mountOptions": sorted(set(MOUNT_FLAGS) | set(PROPAGATION)),
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": capabilities.NAMES[: capabilities.last_cap() + 1],
+            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            "seccomp": {"enabled": False},
+            "apparmor": {"enabled": False}, "selinux": {"enabled": False},
+        },
+        "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false"},
+    }
+
+
+def _log(args, level: str, message: str) -> None:
+    if not args.log:
+        return
+    try:
+        with open(args.log, "a") as f:
+            if args.log_format == "json":
+                f.write(json.dumps({"level": level, "msg": message,
+                                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+            else:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {level}: {message}\n")
+    except OSError:
+        pass
+
+
+def dispatch(args) -> int:
+    from ketch.runtime.container import Runtime, parse_signal
+
+    runtime = Runtime(args.root)
+    command = args.command
+    if command == "create":
+        runtime.create(args.id, args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
+                       no_pivot=args.no_pivot, preserve_fds=args.preserve_fds)
+    elif command == "run":
+        return runtime.run(args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
+                           console_socket=args.console_socket, no_pivot=args.no_pivot,
+                           preserve_fds=args.preserve_fds)
+    elif command == "start":
+        runtime.start(args.id)
+    elif command == "state":
+        print(json.dumps(runtime.state(args.id), indent=2))
+    elif command == "kill":
+        runtime.kill(args.id, parse_signal(args.signal), all_processes=args.all)
+    elif command == "delete":
+        runtime.delete(args.id, force=args.force)
+    elif command == "list":
+        states = runtime.list()
+        if args.quiet:
+            for s in states:
+                print(s["id"])
+        elif args.format == "json":
+            print(json.dumps(states))
+        else:
+            print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
+            for s in states:
+                print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<32} root")
+    elif command == "ps":
+        pids = runtime.pids(args.id)
+        print(json.dumps(pids) if args.format == "json" else "PID\n" + "".join(f"{p}\n" for p in pids), end="\n"
+              if args.format == "json" else "")
+    elif command == "spec":
+        import os
+
+        from ketch.runtime.spec import default_spec
+
+        path = os.path.join(args.bundle, "config.json")
+        if os.path.exists(path):
+            raise KetchError(f"File {path} exists. Remove it first.")
+        with open(path, "w") as f:
+            json.dump(default_spec(rootless=args.rootless), f, indent="\t")
+    elif command == "features":
+        print(json.dumps(features(), indent=4))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except KetchError as exc:
+        _log(args, "error", str(exc))
+        print(f"ketch-runtime: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        _log(args, "error", message)
+        print(f"ketch-runtime: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

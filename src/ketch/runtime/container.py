@@ -1,0 +1,285 @@
+"""Container lifecycle: create, start, state, kill, delete, run (runtime-spec).
+
+``create`` forks; the child joins or creates the namespaces and forks the
+container's init (pid 1 of a new pid namespace), then exits, so once
+``create`` returns the init's parent is the nearest subreaper (conmon, or the
+``run`` command itself) and no runtime process stays between them. The init
+prepares everything, reports ``ready``, and blocks opening the exec FIFO
+until ``start`` opens it from the other end; only then does it exec the
+user's program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.runtime import spec as specs
+from ketch.runtime.state import FIFO, State, StateDir, now_rfc3339, process_start_time
+
+DEFAULT_ROOT = "/run/ketch-runtime"
+
+
+class RuntimeError_(KetchError):
+    """The container could not be set up or managed."""
+
+
+def parse_signal(text: str) -> int:
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number < signal.NSIG:
+            raise InvalidInputError(f"invalid signal {text}")
+        return number
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(getattr(signal.Signals, name))
+    except AttributeError:
+        raise InvalidInputError(f"unknown signal {text!r}") from None
+
+
+def _write_atomically(path: str, data: str) -> None:
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    tmp.write_text(data)
+    os.replace(tmp, target)
+
+
+def _id_maps(pid: int, linux: dict[str, Any]) -> None:
+    def render(entries):
+        return "".join(f"{e['containerID']} {e['hostID']} {e['size']}\n" for e in entries or [])
+
+    uid_map = render(linux.get("uidMappings"))
+    gid_map = render(linux.get("gidMappings"))
+    if not uid_map or not gid_map:
+        raise RuntimeError_("a user namespace needs linux.uidMappings and linux.gidMappings")
+    try:
+        Path(f"/proc/{pid}/uid_map").write_text(uid_map)
+        Path(f"/proc/{pid}/gid_map").write_text(gid_map)
+    except OSError as exc:
+        raise RuntimeError_(f"writing the id mappings: {exc.strerror}") from None
+
+
+class Runtime:
+    def __init__(self, root: str | None = None) -> None:
+        self.states = StateDir(root or DEFAULT_ROOT)
+
+    # -- create / start ---------------------------------------------------------
+
+    def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
+               console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0) -> State:
+        specs.check_id(container_id)
+        bundle = os.path.abspath(bundle)
+        config = specs.load(bundle)
+        if config.get("process") is None:
+            raise InvalidInputError("config.json has no process to run")
+        if (config["process"].get("terminal")) and not console_socket:
+            raise InvalidInputError("process.terminal is true: --console-socket is required")
+        root_path = config["root"]["path"]
+        rootfs = root_path if os.path.isabs(root_path) else os.path.join(bundle, root_path)
+        directory = self.states.create(container_id)
+        state = State(id=container_id, bundle=bundle, rootfs=rootfs, created=now_rfc3339(),
+                      annotations=dict(config.get("annotations") or {}), status_override="creating")
+        try:
+            self.states.save(state)
+            os.mkfifo(directory / FIFO, 0o600)
+            console_fd = None
+            if console_socket:
+                console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    console.connect(console_socket)
+                except OSError as exc:
+                    raise InvalidInputError(f"connecting to the console socket {console_socket}: "
+                                            f"{exc.strerror}") from None
+                console_fd = console.detach()
+            pid = self._spawn(config, bundle, rootfs, str(directory / FIFO), console_fd, no_pivot, preserve_fds)
+            if console_fd is not None:
+                os.close(console_fd)
+            state.pid, state.pid_start, state.status_override = pid, process_start_time(pid) or "", ""
+            self.states.save(state)
+            if pid_file:
+                _write_atomically(pid_file, str(pid))
+        except BaseException:
+            if state.pid:
+                with contextlib.suppress(OSError):
+                    os.kill(state.pid, signal.SIGKILL)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return state
+
+    def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds) -> int:
+        from ketch.runtime import init
+
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        keep = [] if console_fd is None else [console_fd]
+        pid = os.fork()
+        if pid == 0:
+            parent_end.close()
+            init.intermediate(config, child_end, dict(bundle=bundle, rootfs=rootfs, fifo=fifo, console_fd=console_fd,
+                                                      no_pivot=no_pivot, preserve_fds=preserve_fds, keep_fds=keep))
+            os._exit(1)  # not reached
+        child_end.close()
+        init_pid = 0
+        error = None
+        try:
+            while True:
+                ready, _, _ = select.select([parent_end], [], [], 60)
+                if not ready:
+                    error = "the container's set-up timed out"
+                    break
+                message = parent_end.recv(65536).decode(errors="replace")
+                if not message:
+                    error = error or "the container's set-up ended without a word"
+                    break
+                if message == "idmap":
+                    _id_maps(pid, config.get("linux") or {})
+                    parent_end.send(b"idmap-ok")
+                elif message.startswith("pid "):
+                    init_pid = int(message[4:])
+                elif message == "ready":
+                    break
+                elif message.startswith("error "):
+                    error = message[6:]
+                    break
+        finally:
+            parent_end.close()
+            os.waitpid(pid, 0)
+        if error is not None or not init_pid:
+            if init_pid:
+                with contextlib.suppress(OSError):
+                    os.kill(init_pid, signal.SIGKILL)
+            raise RuntimeError_(error or "the container's init never reported")
+        return init_pid
+
+    def start(self, container_id: str) -> None:
+        state, directory = self.states.load(container_id)
+        status = state.status(directory)
+        if status != "created":
+            raise InvalidInputError(f"cannot start container {container_id} in status {status}")
+        fifo = directory / FIFO
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([fd], [], [], 0.05)
+                if ready and os.read(fd, 1) == b"0":
+                    break
+                if not state.alive():
+                    raise RuntimeError_(f"container {container_id} died before it was started")
+            else:
+                raise RuntimeError_(f"container {container_id} did not start")
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            fifo.unlink()
+
+    # -- queries ----------------------------------------------------------------
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        state, directory = self.states.load(container_id)
+        return state.spec_json(directory)
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for container_id in self.states.ids():
+            with contextlib.suppress(NotFoundError):
+                out.append(self.state(container_id))
+        return out
+
+    def pids(self, container_id: str) -> list[int]:
+        """Every process of the container: those in its init's pid namespace."""
+        state, directory = self.states.load(container_id)
+        if not state.alive():
+            return []
+        try:
+            target = os.stat(f"/proc/{state.pid}/ns/pid").st_ino
+            host = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            return []
+        if target == host:
+            return [state.pid]
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.stat(f"/proc/{entry}/ns/pid").st_ino == target:
+                        pids.append(int(entry))
+        return sorted(pids)
+
+    # -- kill / delete ------------------------------------------------------------
+
+    def kill(self, container_id: str, sig: int = signal.SIGTERM, *, all_processes: bool = False) -> None:
+        state, directory = self.states.load(container_id)
+        status = state.status(directory)
+        if status not in ("created", "running", "paused"):
+            raise InvalidInputError(f"container {container_id} is not running (status {status})")
+        targets = self.pids(container_id) if all_processes else [state.pid]
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        state, directory = self.states.load(container_id)
+        status = state.status(directory)
+        if status in ("created", "running", "paused"):
+            if not force:
+                raise InvalidInputError(f"cannot delete container {container_id} that is {status} "
+                                        f"(stop it first, or use --force)")
+            for pid in self.pids(container_id) or [state.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while state.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    # -- run ----------------------------------------------------------------------
+
+    def run(self, container_id: str, bundle: str, *, detach: bool = False, pid_file: str | None = None,
+            console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0) -> int:
+        """create + start; in the foreground wait for the container and return its exit status."""
+        from ketch import syscalls
+
+        if not detach:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init becomes our child again
+        state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                            no_pivot=no_pivot, preserve_fds=preserve_fds)
+        if detach:
+            self.start(container_id)
+            return 0
+        forwarded = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+        previous = {}
+        for sig in forwarded:
+            with contextlib.suppress(OSError, ValueError):
+                previous[sig] = signal.signal(sig, lambda number, frame: _forward(state.pid, number))
+        try:
+            self.start(container_id)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    return 0
+                except InterruptedError:
+                    continue
+                if pid == state.pid:
+                    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+                        128 + os.WTERMSIG(status)
+        finally:
+            for sig, handler in previous.items():
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    signal.signal(sig, handler)
+            self.delete(container_id, force=True)
+
+
+def _forward(pid: int, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, number)

@@ -1,0 +1,505 @@
+"""What runs inside the new container, from fork to exec.
+
+Only this process and the short-lived intermediate child run this code; both
+are single-threaded (forked from the single-threaded runtime). Any failure is
+reported to the runtime over the sync socket as ``error MESSAGE`` and the
+process exits; nothing here returns to the caller.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import signal
+import socket
+import stat
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ketch import syscalls as sc
+from ketch.runtime import capabilities
+
+NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
+            "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER, "cgroup": sc.CLONE_NEWCGROUP,
+            "time": sc.CLONE_NEWTIME}
+NS_FILES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts", "user": "user",
+            "cgroup": "cgroup", "time": "time"}
+
+MOUNT_FLAGS = {
+    "ro": (sc.MS_RDONLY, True), "rw": (sc.MS_RDONLY, False), "nosuid": (sc.MS_NOSUID, True),
+    "suid": (sc.MS_NOSUID, False), "nodev": (sc.MS_NODEV, True), "dev": (sc.MS_NODEV, False),
+    "noexec": (sc.MS_NOEXEC, True), "exec": (sc.MS_NOEXEC, False), "sync": (sc.MS_SYNCHRONOUS, True),
+    "async": (sc.MS_SYNCHRONOUS, False), "dirsync": (sc.MS_DIRSYNC, True), "remount": (sc.MS_REMOUNT, True),
+    "mand": (sc.MS_MANDLOCK, True), "nomand": (sc.MS_MANDLOCK, False), "atime": (sc.MS_NOATIME, False),
+    "noatime": (sc.MS_NOATIME, True), "diratime": (sc.MS_NODIRATIME, False),
+    "nodiratime": (sc.MS_NODIRATIME, True), "bind": (sc.MS_BIND, True), "rbind": (sc.MS_BIND | sc.MS_REC, True),
+    "relatime": (sc.MS_RELATIME, True), "norelatime": (sc.MS_RELATIME, False),
+    "strictatime": (sc.MS_STRICTATIME, True), "nostrictatime": (sc.MS_STRICTATIME, False),
+    "lazytime": (sc.MS_LAZYTIME, True), "nolazytime": (sc.MS_LAZYTIME, False),
+    "nosymfollow": (sc.MS_NOSYMFOLLOW, True), "symfollow": (sc.MS_NOSYMFOLLOW, False),
+}
+PROPAGATION = {"private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC, "shared": sc.MS_SHARED,
+               "rshared": sc.MS_SHARED | sc.MS_REC, "slave": sc.MS_SLAVE, "rslave": sc.MS_SLAVE | sc.MS_REC,
+               "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC}
+DEFAULT_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+                   ("tty", 5, 0)]
+RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+class SetupError(Exception):
+    pass
+
+
+def send(sock: socket.socket, message: str) -> None:
+    sock.send(message.encode()[:65000])
+
+
+def fail(sock: socket.socket, message: str) -> None:
+    try:
+        send(sock, "error " + message)
+    finally:
+        os._exit(1)
+
+
+# -- the intermediate child --------------------------------------------------------
+
+
+def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[str, Any]) -> None:
+    """Join and create namespaces, then fork the container's init and exit."""
+    try:
+        linux = config.get("linux") or {}
+        namespaces = linux.get("namespaces") or []
+        # Joining by path: the user namespace first (it owns the others).
+        for ns in sorted((n for n in namespaces if n.get("path")), key=lambda n: n["type"] != "user"):
+            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                sc.setns(fd, NS_FLAGS[ns["type"]])
+            except OSError as exc:
+                raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+        new = [n["type"] for n in namespaces if not n.get("path")]
+        if "user" in new:
+            sc.unshare(sc.CLONE_NEWUSER)
+            send(sync, "idmap")
+            if sync.recv(64) != b"idmap-ok":
+                raise SetupError("the runtime did not write the id mappings")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        flags = 0
+        for kind in new:
+            if kind != "user":
+                flags |= NS_FLAGS[kind]
+        if flags:
+            try:
+                sc.unshare(flags)
+            except OSError as exc:
+                raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
+                                 f"{exc.strerror}") from None
+        pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
+        if pid == 0:
+            container_init(config, sync, **init_args)
+        send(sync, f"pid {pid}")
+        os._exit(0)
+    except SetupError as exc:
+        fail(sync, str(exc))
+    except OSError as exc:
+        fail(sync, f"{exc.strerror or exc}")
+    except BaseException:
+        fail(sync, "internal error: " + traceback.format_exc().strip().splitlines()[-1])
+
+
+# -- the container's init ----------------------------------------------------------
+
+
+def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, rootfs: str, fifo: str,
+                   console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int]) -> None:
+    try:
+        _setup_and_exec(config, sync, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, keep_fds)
+    except SetupError as exc:
+        fail(sync, str(exc))
+    except OSError as exc:
+        fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    except BaseException:
+        fail(sync, "internal error: " + traceback.format_exc().strip().splitlines()[-1])
+
+
+def _setup_and_exec(config, sync, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, keep_fds) -> None:
+    linux = config.get("linux") or {}
+    process = config.get("process") or {}
+    namespaces = {n["type"] for n in linux.get("namespaces") or []}
+    new_namespaces = {n["type"] for n in linux.get("namespaces") or [] if not n.get("path")}
+    os.setsid()
+    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+    if "mount" in namespaces:
+        _setup_rootfs(config, bundle, rootfs, no_pivot, new_namespaces)
+    else:
+        os.chroot(rootfs)
+        os.chdir("/")
+    if "uts" in namespaces:
+        if config.get("hostname"):
+            sc.sethostname(config["hostname"])
+        if config.get("domainname"):
+            sc.setdomainname(config["domainname"])
+    elif config.get("hostname") or config.get("domainname"):
+        raise SetupError("hostname and domainname need a uts namespace")
+    for key, value in (linux.get("sysctl") or {}).items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            Path(path).write_text(str(value))
+        except OSError as exc:
+            raise SetupError(f"sysctl {key}={value}: {exc.strerror}") from None
+    for limit in process.get("rlimits") or []:
+        kind = RLIMITS.get(limit.get("type", ""))
+        if kind is None:
+            raise SetupError(f"unknown rlimit {limit.get('type')!r}")
+        try:
+            resource.setrlimit(kind, (limit["soft"], limit["hard"]))
+        except (ValueError, OSError) as exc:
+            hard = resource.getrlimit(kind)[1]
+            raise SetupError(f"setting {limit['type']} to {limit['soft']}:{limit['hard']} (the hard limit here is "
+                             f"{'unlimited' if hard == resource.RLIM_INFINITY else hard}; raising it needs "
+                             f"CAP_SYS_RESOURCE): {exc}") from None
+    if "oomScoreAdj" in process:
+        try:
+            Path("/proc/self/oom_score_adj").write_text(str(process["oomScoreAdj"]))
+        except OSError as exc:
+            raise SetupError(f"oomScoreAdj {process['oomScoreAdj']}: {exc.strerror}") from None
+    if linux.get("personality"):
+        domain = linux["personality"].get("domain")
+        personas = {"LINUX": 0x0000, "LINUX32": 0x0008}
+        if domain not in personas:
+            raise SetupError(f"unknown personality domain {domain!r}")
+        sc.personality(personas[domain])
+    if process.get("terminal"):
+        _setup_console(console_fd)
+    # The user's program, found now so that a missing one fails create, not start.
+    env = list(process.get("env") or [])
+    path = _lookup(process["args"][0], env)
+    user = process.get("user") or {}
+    caps = process.get("capabilities")
+    if caps is not None:
+        bounding = capabilities.mask(caps.get("bounding"), "bounding")
+        effective = capabilities.mask(caps.get("effective"), "effective")
+        permitted = capabilities.mask(caps.get("permitted"), "permitted")
+        inheritable = capabilities.mask(caps.get("inheritable"), "inheritable")
+        ambient = capabilities.mask(caps.get("ambient"), "ambient")
+        for cap in range(capabilities.last_cap() + 1):
+            if not bounding & (1 << cap):
+                try:
+                    sc.prctl(sc.PR_CAPBSET_DROP, cap)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+        sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    os.setgroups(list(user.get("additionalGids") or []))
+    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
+    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
+    if "umask" in user:
+        os.umask(user["umask"])
+    if caps is not None:
+        sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+        try:
+            sc.capset(effective, permitted, inheritable)
+        except OSError as exc:
+            missing = [capabilities.NAMES[i] for i in range(len(capabilities.NAMES))
+                       if (permitted | effective) & (1 << i) and not capabilities.held() & (1 << i)]
+            raise SetupError(f"setting capabilities: {exc.strerror}"
+                             + (f" (not available to the runtime here: {', '.join(missing)})" if missing else "")) \
+                from None
+        # The kernel allows an ambient capability only when it is permitted and inheritable; like
+        # runc, ketch raises those and leaves the rest (runc's own default spec lists ambient
+        # capabilities without inheritable ones).
+        for cap in range(capabilities.last_cap() + 1):
+            if ambient & permitted & inheritable & (1 << cap):
+                sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
+    if process.get("noNewPrivileges"):
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        os.chdir(process.get("cwd", "/"))
+    except OSError as exc:
+        raise SetupError(f"changing to the working directory {process.get('cwd')}: {exc.strerror}") from None
+    # Before exec: default signal dispositions, nothing blocked, only the intended fds.
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
+    send(sync, "ready")
+    sync.close()
+    _close_fds(keep | {fifo_fd})
+    # Wait for start: opening the FIFO for writing blocks until ``start`` opens it for reading.
+    try:
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        os._exit(1)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    try:
+        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as exc:
+        os.write(2, f"ketch-runtime: exec {process['args'][0]}: {exc.strerror}\n".encode())
+        os._exit(126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127)
+
+
+def _close_fds(keep: set[int]) -> None:
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    for fd in keep:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, True)
+            except OSError:
+                pass
+
+
+def _lookup(program: str, env: list[str]) -> str:
+    if "/" in program:
+        candidates = [program]
+    else:
+        path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/bin:/usr/bin:/bin")
+        candidates = [os.path.join(d or ".", program) for d in path.split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            if not os.access(candidate, os.X_OK):
+                raise SetupError(f"exec {program}: permission denied")
+            return candidate
+    raise SetupError(f"exec {program}: executable file not found in $PATH")
+
+
+# -- the root file system ---------------------------------------------------------
+
+
+def _parse_options(options: list[str]) -> tuple[int, int, list[str]]:
+    flags, propagation, data = 0, 0, []
+    for option in options:
+        if option in MOUNT_FLAGS:
+            bit, on = MOUNT_FLAGS[option]
+            flags = flags | bit if on else flags & ~bit
+        elif option in PROPAGATION:
+            propagation |= PROPAGATION[option]
+        else:
+            data.append(option)
+    return flags, propagation, data
+
+
+def _secure_join(root: str, path: str) -> str:
+    """``path`` inside ``root``, following symlinks as if ``root`` were ``/``."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise SetupError(f"too many symlinks under {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _make_target(target: str, source_is_dir: bool) -> None:
+    if os.path.lexists(target):
+        return
+    if source_is_dir:
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "a"):
+            pass
+
+
+def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
+    kind = mount.get("type") or ""
+    options = list(mount.get("options") or [])
+    source = mount.get("source") or kind or "none"
+    flags, propagation, data = _parse_options(options)
+    is_bind = bool(flags & sc.MS_BIND) or kind == "bind"
+    if is_bind:
+        flags |= sc.MS_BIND
+        if not os.path.isabs(source):
+            source = os.path.join(bundle_dir, source)
+        if not os.path.exists(source):
+            raise SetupError(f"bind mount source {source} does not exist")
+    target = _secure_join(rootfs, mount["destination"])
+    if not os.path.realpath(target).startswith(os.path.realpath(rootfs)):
+        raise SetupError(f"mount destination {mount['destination']} resolves outside the root file system")
+    _make_target(target, os.path.isdir(source) if is_bind else True)
+    if kind == "cgroup":
+        _mount_cgroups(target, flags)
+    else:
+        try:
+            if is_bind:
+                sc.mount(source, target, None, flags & (sc.MS_BIND | sc.MS_REC))
+                if flags & ~(sc.MS_BIND | sc.MS_REC):
+                    sc.mount(None, target, None, flags | sc.MS_REMOUNT | sc.MS_BIND)
+            else:
+                sc.mount(source, target, kind or None, flags, ",".join(data) or None)
+        except OSError as exc:
+            if kind == "sysfs" and exc.errno == errno.EPERM:
+                # sysfs needs a network namespace of our own: bind the host's read-only, as runc does.
+                sc.mount("/sys", target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID
+                         | sc.MS_NODEV | sc.MS_NOEXEC)
+            elif kind == "mqueue" and exc.errno == errno.EPERM:
+                sc.mount("/dev/mqueue", target, None, sc.MS_BIND | sc.MS_REC)
+            else:
+                raise SetupError(f"mounting {kind or 'bind'} {source} on {mount['destination']}: "
+                                 f"{exc.strerror}") from None
+    if propagation:
+        sc.mount(None, target, None, propagation)
+
+
+def _mount_cgroups(target: str, flags: int) -> None:
+    """A read-only view of the host's cgroup hierarchy (cgroup namespaces come with the cgroup issue)."""
+    sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
+    for entry in sorted(os.listdir("/sys/fs/cgroup")):
+        source = os.path.join("/sys/fs/cgroup", entry)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), os.path.join(target, entry))
+        elif os.path.isdir(source):
+            os.makedirs(os.path.join(target, entry), exist_ok=True)
+            sc.mount(source, os.path.join(target, entry), None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, os.path.join(target, entry), None,
+                     sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    if flags & sc.MS_RDONLY:
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+
+def _setup_devices(rootfs: str, linux: dict[str, Any], dev_is_tmpfs: bool) -> None:
+    dev = os.path.join(rootfs, "dev")
+    os.makedirs(dev, exist_ok=True)
+    devices = [{"path": f"/dev/{n}", "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+               for n, ma, mi in DEFAULT_DEVICES] if dev_is_tmpfs else []
+    devices += list(linux.get("devices") or [])
+    for device in devices:
+        target = _secure_join(rootfs, device["path"])
+        kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+        if device.get("type") not in kinds:
+            raise SetupError(f"device {device.get('path')}: unknown type {device.get('type')!r}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if os.path.lexists(target):
+            os.unlink(target)
+        mode = device.get("fileMode", 0o666)
+        try:
+            os.mknod(target, mode | kinds[device["type"]], os.makedev(device.get("major", 0), device.get("minor", 0)))
+        except PermissionError:
+            # in a user namespace devices cannot be made: bind the host's, as runc does
+            _make_target(target, False)
+            sc.mount(device["path"], target, None, sc.MS_BIND)
+            continue
+        os.chmod(target, mode)
+        os.chown(target, device.get("uid", 0), device.get("gid", 0))
+    if dev_is_tmpfs:
+        for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")):
+            path = os.path.join(dev, link)
+            if not os.path.lexists(path):
+                os.symlink(to, path)
+    ptmx = os.path.join(dev, "ptmx")
+    if os.path.isdir(os.path.join(dev, "pts")) and not os.path.exists(ptmx) or \
+            (os.path.lexists(ptmx) and not os.path.islink(ptmx) and dev_is_tmpfs):
+        if os.path.lexists(ptmx):
+            os.unlink(ptmx)
+        os.symlink("pts/ptmx", ptmx)
+
+
+def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot: bool,
+                  new_namespaces: set[str]) -> None:
+    linux = config.get("linux") or {}
+    # Keep our mounts from propagating back to the host (rootfsPropagation may share them later).
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    dev_is_tmpfs = False
+    for mount in config.get("mounts") or []:
+        _mount_one(rootfs, mount, bundle_dir)
+        if mount.get("destination", "").rstrip("/") == "/dev" and mount.get("type") in ("tmpfs", "devtmpfs"):
+            dev_is_tmpfs = True
+    _setup_devices(rootfs, linux, dev_is_tmpfs)
+    propagation = linux.get("rootfsPropagation")
+    os.chdir(rootfs)
+    if no_pivot:
+        sc.mount(rootfs, "/", None, sc.MS_MOVE)
+        os.chroot(".")
+    else:
+        # pivot_root(".", ".") stacks the old root under the new one; detach it at once.
+        old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY)
+        new_root = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY)
+        try:
+            sc.pivot_root(".", ".")
+            os.fchdir(old_root)
+            sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+            sc.umount(".", sc.MNT_DETACH)
+            os.fchdir(new_root)
+        finally:
+            os.close(old_root)
+            os.close(new_root)
+    os.chdir("/")
+    if propagation:
+        if propagation not in PROPAGATION:
+            raise SetupError(f"unknown rootfsPropagation {propagation!r}")
+        sc.mount(None, "/", None, PROPAGATION[propagation])
+    for path in linux.get("maskedPaths") or []:
+        if not os.path.lexists(path):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            sc.mount("tmpfs", path, "tmpfs", sc.MS_RDONLY, None)
+        else:
+            sc.mount("/dev/null", path, None, sc.MS_BIND)
+    for path in linux.get("readonlyPaths") or []:
+        if not os.path.lexists(path):
+            continue
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+        sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                 | sc.MS_NOEXEC)
+    if (config.get("root") or {}).get("readonly"):
+        sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+
+
+def _setup_console(console_fd: int | None) -> None:
+    """Make a pty in the container's devpts, send its master to the console socket
+    (connected by the runtime before the root changed), and take the slave as stdio."""
+    import fcntl
+    import termios
+
+    if console_fd is None:
+        raise SetupError("process.terminal is true: a --console-socket is needed")
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, termios.TIOCSPTLCK, b"\0\0\0\0")  # unlockpt
+    number = int.from_bytes(fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"), "little")
+    slave_path = f"/dev/pts/{number}"
+    slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    with socket.socket(fileno=console_fd) as sock:
+        socket.send_fds(sock, [slave_path.encode()], [master])
+    os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if slave > 2:
+        os.close(slave)

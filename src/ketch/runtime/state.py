@@ -1,0 +1,129 @@
+"""Container state under the runtime root: ``ROOT/ID/state.json`` and the exec FIFO.
+
+The status is derived, never trusted from the file alone: a recorded pid whose
+process is gone (or was reused, checked by its start time) is ``stopped``; a
+live init that still holds the exec FIFO is ``created``; otherwise ``running``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ketch.errors import InvalidInputError, KetchError, NotFoundError
+
+FIFO = "exec.fifo"
+
+
+class ContainerNotFound(NotFoundError):
+    pass
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return data.rsplit(")", 1)[1].split()[19]
+
+
+def process_state(pid: int) -> str | None:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return data.rsplit(")", 1)[1].split()[0]
+
+
+@dataclass
+class State:
+    id: str
+    bundle: str
+    rootfs: str
+    pid: int = 0
+    pid_start: str = ""
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    status_override: str = ""  # "creating" while create runs
+
+    def alive(self) -> bool:
+        if self.pid <= 0:
+            return False
+        state = process_state(self.pid)
+        return state not in (None, "Z", "X") and process_start_time(self.pid) == self.pid_start
+
+    def status(self, directory: Path) -> str:
+        if self.status_override:
+            return self.status_override
+        if not self.alive():
+            return "stopped"
+        if (directory / FIFO).exists():
+            return "created"
+        if process_state(self.pid) == "T":
+            return "paused"
+        return "running"
+
+    def spec_json(self, directory: Path) -> dict[str, Any]:
+        status = self.status(directory)
+        out: dict[str, Any] = {"ociVersion": "1.0.2", "id": self.id, "status": status,
+                               "pid": self.pid if status in ("created", "running", "paused") else 0,
+                               "bundle": self.bundle, "rootfs": self.rootfs, "created": self.created,
+                               "owner": ""}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+class StateDir:
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def path(self, container_id: str) -> Path:
+        from ketch.runtime.spec import check_id
+
+        return self.root / check_id(container_id)
+
+    def create(self, container_id: str) -> Path:
+        directory = self.path(container_id)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            raise InvalidInputError(f"container with id {container_id} already exists") from None
+        except OSError as exc:
+            raise KetchError(f"creating state for {container_id}: {exc.strerror}") from None
+        return directory
+
+    def save(self, state: State) -> None:
+        directory = self.path(state.id)
+        data = json.dumps(state.__dict__).encode()
+        tmp = directory / f".state-{secrets.token_hex(4)}"
+        tmp.write_bytes(data)
+        os.replace(tmp, directory / "state.json")
+
+    def load(self, container_id: str) -> tuple[State, Path]:
+        directory = self.path(container_id)
+        try:
+            data = json.loads((directory / "state.json").read_bytes())
+        except (FileNotFoundError, NotADirectoryError):
+            raise ContainerNotFound(f"container {container_id} does not exist") from None
+        except ValueError:
+            # a create killed before it wrote its state: shown as stopped, removable with delete --force
+            return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
+        return State(**data), directory
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e9) % 10**9:09d}Z"

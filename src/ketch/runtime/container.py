@@ -69,6 +69,19 @@ def _id_maps(pid: int, linux: dict[str, Any]) -> None:
         raise RuntimeError_(f"writing the id mappings: {exc.strerror}") from None
 
 
+def _container_root(linux: dict[str, Any]) -> tuple[int, int]:
+    """The host uid and gid that are root inside the container."""
+    def host(mappings):
+        for m in mappings or []:
+            if m.get("containerID", 0) <= 0 < m.get("containerID", 0) + m.get("size", 0):
+                return m.get("hostID", 0) - m.get("containerID", 0)
+        return 0
+
+    if not any(n.get("type") == "user" for n in linux.get("namespaces") or []):
+        return 0, 0
+    return host(linux.get("uidMappings")), host(linux.get("gidMappings"))
+
+
 class Runtime:
     def __init__(self, root: str | None = None) -> None:
         self.states = StateDir(root or DEFAULT_ROOT)
@@ -88,10 +101,16 @@ class Runtime:
         rootfs = root_path if os.path.isabs(root_path) else os.path.join(bundle, root_path)
         directory = self.states.create(container_id)
         state = State(id=container_id, bundle=bundle, rootfs=rootfs, created=now_rfc3339(),
-                      annotations=dict(config.get("annotations") or {}), status_override="creating")
+                      annotations=dict(config.get("annotations") or {}), status_override="creating",
+                      creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "")
         try:
             self.states.save(state)
             os.mkfifo(directory / FIFO, 0o600)
+            # Writable by all, as runc makes it: the init opens it after taking the container's user.
+            os.chmod(directory / FIFO, 0o622)
+            root_uid, root_gid = _container_root(config.get("linux") or {})
+            # The init reopens the FIFO as the container's root: in a user namespace that is another host uid.
+            os.chown(directory / FIFO, root_uid, root_gid)
             console_fd = None
             if console_socket:
                 console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -101,13 +120,16 @@ class Runtime:
                     raise InvalidInputError(f"connecting to the console socket {console_socket}: "
                                             f"{exc.strerror}") from None
                 console_fd = console.detach()
-            pid = self._spawn(config, bundle, rootfs, str(directory / FIFO), console_fd, no_pivot, preserve_fds)
+            def recorded(pid: int) -> None:
+                state.pid, state.pid_start, state.status_override = pid, process_start_time(pid) or "", ""
+                self.states.save(state)
+                if pid_file:
+                    _write_atomically(pid_file, str(pid))
+
+            self._spawn(config, bundle, rootfs, str(directory / FIFO), console_fd, no_pivot, preserve_fds,
+                        recorded)
             if console_fd is not None:
                 os.close(console_fd)
-            state.pid, state.pid_start, state.status_override = pid, process_start_time(pid) or "", ""
-            self.states.save(state)
-            if pid_file:
-                _write_atomically(pid_file, str(pid))
         except BaseException:
             if state.pid:
                 with contextlib.suppress(OSError):
@@ -116,7 +138,7 @@ class Runtime:
             raise
         return state
 
-    def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds) -> int:
+    def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded) -> int:
         from ketch.runtime import init
 
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -146,6 +168,11 @@ class Runtime:
                 elif message.startswith("pid "):
                     init_pid = int(message[4:])
                 elif message == "ready":
+                    if not init_pid:
+                        error = "the container's init was not reported"
+                        break
+                    recorded(init_pid)
+                    parent_end.send(b"ok")
                     break
                 elif message.startswith("error "):
                     error = message[6:]

@@ -4,16 +4,23 @@ Only this process and the short-lived intermediate child run this code; both
 are single-threaded (forked from the single-threaded runtime). Any failure is
 reported to the runtime over the sync socket as ``error MESSAGE`` and the
 process exits; nothing here returns to the caller.
+
+Everything this code needs is imported at the top: after ``pivot_root`` the
+host's Python library is out of reach, so a lazy import would fail.
 """
 
 from __future__ import annotations
 
+import array  # noqa: F401  (socket.send_fds needs it after the root changed)
 import errno
+import fcntl
 import os
 import resource
 import signal
 import socket
 import stat
+import subprocess
+import termios
 import traceback
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,9 @@ PROPAGATION = {"private": sc.MS_PRIVATE, "rprivate": sc.MS_PRIVATE | sc.MS_REC, 
                "unbindable": sc.MS_UNBINDABLE, "runbindable": sc.MS_UNBINDABLE | sc.MS_REC}
 DEFAULT_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
                    ("tty", 5, 0)]
+# asm-generic/ioctls.h (termios does not export them): unlock a pty, get its number.
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
@@ -69,6 +79,9 @@ def fail(sock: socket.socket, message: str) -> None:
 def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[str, Any]) -> None:
     """Join and create namespaces, then fork the container's init and exit."""
     try:
+        # The FIFO is opened (O_PATH) while the state directory is still reachable: in a user
+        # namespace the init's root is another host uid, which may not search it.
+        init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
         linux = config.get("linux") or {}
         namespaces = linux.get("namespaces") or []
         # Joining by path: the user namespace first (it owns the others).
@@ -98,9 +111,15 @@ def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[st
             except OSError as exc:
                 raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
                                  f"{exc.strerror}") from None
+        # The init waits until its pid was reported (messages of two senders are not ordered).
+        gate_read, gate_write = os.pipe()
         pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
         if pid == 0:
+            os.close(gate_write)
+            os.read(gate_read, 1)
+            os.close(gate_read)
             container_init(config, sync, **init_args)
+        os.close(gate_read)
         send(sync, f"pid {pid}")
         os._exit(0)
     except SetupError as exc:
@@ -114,10 +133,10 @@ def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[st
 # -- the container's init ----------------------------------------------------------
 
 
-def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, rootfs: str, fifo: str,
+def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int]) -> None:
     try:
-        _setup_and_exec(config, sync, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, keep_fds)
+        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds)
     except SetupError as exc:
         fail(sync, str(exc))
     except OSError as exc:
@@ -126,13 +145,12 @@ def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, 
         fail(sync, "internal error: " + traceback.format_exc().strip().splitlines()[-1])
 
 
-def _setup_and_exec(config, sync, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, keep_fds) -> None:
+def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds) -> None:
     linux = config.get("linux") or {}
     process = config.get("process") or {}
     namespaces = {n["type"] for n in linux.get("namespaces") or []}
     new_namespaces = {n["type"] for n in linux.get("namespaces") or [] if not n.get("path")}
     os.setsid()
-    fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
     if "mount" in namespaces:
         _setup_rootfs(config, bundle, rootfs, no_pivot, new_namespaces)
     else:
@@ -232,6 +250,10 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo, console_fd, no_pivot, pr
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
     send(sync, "ready")
+    # Go on only once the runtime recorded us: if it was killed first, nobody could ever
+    # start or delete this container, so it must not outlive the failed create.
+    if sync.recv(16) != b"ok":
+        os._exit(1)
     sync.close()
     _close_fds(keep | {fifo_fd})
     # Wait for start: opening the FIFO for writing blocks until ``start`` opens it for reading.
@@ -286,9 +308,15 @@ def _lookup(program: str, env: list[str]) -> str:
 # -- the root file system ---------------------------------------------------------
 
 
+# Options of podman's and the runtimes' own that are not mount(2) data.
+EXTENSION_OPTIONS = {"tmpcopyup", "notmpcopyup", "copy", "nocopy", "z", "Z", "U", "idmap", "private-shared"}
+
+
 def _parse_options(options: list[str]) -> tuple[int, int, list[str]]:
     flags, propagation, data = 0, 0, []
     for option in options:
+        if option in EXTENSION_OPTIONS:
+            continue
         if option in MOUNT_FLAGS:
             bit, on = MOUNT_FLAGS[option]
             flags = flags | bit if on else flags & ~bit
@@ -359,6 +387,8 @@ def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
                 sc.mount(source, target, None, flags & (sc.MS_BIND | sc.MS_REC))
                 if flags & ~(sc.MS_BIND | sc.MS_REC):
                     sc.mount(None, target, None, flags | sc.MS_REMOUNT | sc.MS_BIND)
+            elif kind == "tmpfs" and "tmpcopyup" in options and os.listdir(target):
+                _tmpfs_copy_up(target, flags, ",".join(data) or None)
             else:
                 sc.mount(source, target, kind or None, flags, ",".join(data) or None)
         except OSError as exc:
@@ -374,6 +404,18 @@ def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
                                  f"{exc.strerror}") from None
     if propagation:
         sc.mount(None, target, None, propagation)
+
+
+def _tmpfs_copy_up(target: str, flags: int, data: str | None) -> None:
+    """A tmpfs that starts with the image's content of ``target`` (podman's tmpcopyup, as runc does it)."""
+    staging = target + ".ketch-tmpcopyup"
+    os.mkdir(staging)
+    try:
+        sc.mount("tmpfs", staging, "tmpfs", flags, data)
+        subprocess.run(["cp", "-a", f"{target}/.", staging], check=True, capture_output=True)
+        sc.mount(staging, target, None, sc.MS_MOVE)
+    finally:
+        os.rmdir(staging)
 
 
 def _mount_cgroups(target: str, flags: int) -> None:
@@ -485,14 +527,11 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
 def _setup_console(console_fd: int | None) -> None:
     """Make a pty in the container's devpts, send its master to the console socket
     (connected by the runtime before the root changed), and take the slave as stdio."""
-    import fcntl
-    import termios
-
     if console_fd is None:
         raise SetupError("process.terminal is true: a --console-socket is needed")
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, termios.TIOCSPTLCK, b"\0\0\0\0")  # unlockpt
-    number = int.from_bytes(fcntl.ioctl(master, termios.TIOCGPTN, b"\0\0\0\0"), "little")
+    fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")  # unlockpt
+    number = int.from_bytes(fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"), "little")
     slave_path = f"/dev/pts/{number}"
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
     with socket.socket(fileno=console_fd) as sock:

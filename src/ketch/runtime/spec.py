@@ -82,7 +82,7 @@ def validate(config: Any, bundle: str) -> None:
         if kind in seen:
             raise InvalidInputError(f"config.json: namespace {kind} listed twice")
         seen.add(kind)
-        if "path" in ns and not os.path.exists(ns["path"]):
+        if "path" in ns and not os.path.lexists(ns["path"]):  # /proc/PID/ns/* are magic links
             raise NotFoundError(f"namespace path {ns['path']} does not exist")
 
 

@@ -52,6 +52,8 @@ class State:
     annotations: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     status_override: str = ""  # "creating" while create runs
+    creator: int = 0  # the pid of the create command, and its start time
+    creator_start: str = ""
 
     def alive(self) -> bool:
         if self.pid <= 0:
@@ -60,6 +62,9 @@ class State:
         return state not in (None, "Z", "X") and process_start_time(self.pid) == self.pid_start
 
     def status(self, directory: Path) -> str:
+        if self.status_override == "creating":
+            creator_alive = self.creator and process_start_time(self.creator) == self.creator_start
+            return "creating" if creator_alive else "stopped"  # a create that was killed
         if self.status_override:
             return self.status_override
         if not self.alive():

@@ -18,7 +18,7 @@ default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NE
 
 
 class Podman:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, runtime: str = "runc") -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "containers.conf"
@@ -26,7 +26,7 @@ class Podman:
         # runc: crun refuses this machine's hybrid cgroup layout unless the host is changed.
         self.base = ["podman", "--root", str(root / "root"), "--runroot", str(root / "run"),
                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-                     "--runtime", "runc"]
+                     "--runtime", runtime]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         import os

@@ -10,7 +10,6 @@ stderr and, when ``--log`` is given, to the log file (JSON lines with
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,12 +20,13 @@ from ketch.errors import KetchError
 OCI_VERSION = "1.0.2"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"ketch-runtime: {message}\n")
+def build_parser():
+    import argparse
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            self.exit(2, f"ketch-runtime: {message}\n")
 
-def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ketch-runtime", description="ketch's OCI runtime (runc-compatible command line).")
     parser.add_argument("--version", "-v", action="version",
                         version=f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
@@ -160,8 +160,81 @@ def dispatch(args) -> int:
     return 0
 
 
+# The commands conmon and podman run for every container take a fast path: argparse alone
+# (import and building the parser) costs about as much as runc's whole run. Anything the fast
+# parser does not know -- --help, a typo, another command -- goes to the full argparse parser.
+_GLOBAL_VALUES = {"--root": "root", "--log": "log", "--log-format": "log_format", "--rootless": "rootless",
+                  "--criu": "criu"}
+_GLOBAL_FLAGS = {"--debug": "debug", "--systemd-cgroup": "systemd_cgroup"}
+_VALUES = {"--bundle": "bundle", "-b": "bundle", "--pid-file": "pid_file", "--console-socket": "console_socket",
+           "--preserve-fds": "preserve_fds"}
+_FLAGS = {"--no-pivot": "no_pivot", "--no-new-keyring": "no_new_keyring", "-d": "detach", "--detach": "detach",
+          "--all": "all", "-a": "all", "--force": "force", "-f": "force"}
+_ALLOWED = {"create": {"bundle", "pid_file", "console_socket", "preserve_fds", "no_pivot", "no_new_keyring"},
+            "run": {"bundle", "pid_file", "console_socket", "preserve_fds", "no_pivot", "no_new_keyring", "detach"},
+            "start": set(), "state": set(), "kill": {"all"}, "delete": {"force"}}
+
+
+class _Args:
+    def __init__(self, **values) -> None:
+        self.__dict__.update(values)
+
+
+def _fast_parse(argv: list[str]) -> _Args | None:
+    values: dict = {"root": "/run/ketch-runtime", "log": None, "log_format": "text", "debug": False,
+                    "systemd_cgroup": False, "rootless": "auto", "criu": None}
+    words = list(argv)
+    while words and words[0].startswith("-"):
+        option, eq, value = words.pop(0).partition("=")
+        if option in _GLOBAL_FLAGS and not eq:
+            values[_GLOBAL_FLAGS[option]] = True
+        elif option in _GLOBAL_VALUES:
+            if not eq:
+                if not words:
+                    return None
+                value = words.pop(0)
+            values[_GLOBAL_VALUES[option]] = value
+        else:
+            return None
+    if not words or words[0] not in _ALLOWED or values["log_format"] not in ("text", "json"):
+        return None
+    command = values["command"] = words.pop(0)
+    allowed = _ALLOWED[command]
+    values.update(bundle=".", pid_file=None, console_socket=None, preserve_fds=0, no_pivot=False,
+                  no_new_keyring=False, detach=False, all=False, force=False)
+    positional = []
+    while words:
+        word = words.pop(0)
+        if word.startswith("-") and len(word) > 1 and not word.lstrip("-").isdigit():
+            option, eq, value = word.partition("=")
+            if option in _FLAGS and _FLAGS[option] in allowed and not eq:
+                values[_FLAGS[option]] = True
+            elif option in _VALUES and _VALUES[option] in allowed:
+                if not eq:
+                    if not words:
+                        return None
+                    value = words.pop(0)
+                values[_VALUES[option]] = value
+            else:
+                return None
+        else:
+            positional.append(word)
+    if command == "kill" and len(positional) in (1, 2):
+        values["id"], values["signal"] = positional[0], positional[1] if len(positional) == 2 else "SIGTERM"
+    elif len(positional) == 1:
+        values["id"] = positional[0]
+    else:
+        return None
+    try:
+        values["preserve_fds"] = int(values["preserve_fds"])
+    except ValueError:
+        return None
+    return _Args(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _fast_parse(argv) or build_parser().parse_args(argv)
     try:
         return dispatch(args)
     except KetchError as exc:

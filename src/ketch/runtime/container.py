@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import signal
 import socket
 import time
@@ -134,7 +133,7 @@ class Runtime:
             if state.pid:
                 with contextlib.suppress(OSError):
                     os.kill(state.pid, signal.SIGKILL)
-            shutil.rmtree(directory, ignore_errors=True)
+            _remove_tree(directory)
             raise
         return state
 
@@ -267,7 +266,7 @@ class Runtime:
             deadline = time.monotonic() + 10
             while state.alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
-        shutil.rmtree(directory, ignore_errors=True)
+        _remove_tree(directory)
 
     # -- run ----------------------------------------------------------------------
 
@@ -305,6 +304,15 @@ class Runtime:
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     signal.signal(sig, handler)
             self.delete(container_id, force=True)
+
+
+def _remove_tree(directory: Path) -> None:
+    """The state directory holds only files (shutil would cost an import)."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / entry)
+        os.rmdir(directory)
 
 
 def _forward(pid: int, number: int) -> None:

@@ -19,7 +19,6 @@ import resource
 import signal
 import socket
 import stat
-import subprocess
 import termios
 import traceback
 from pathlib import Path
@@ -408,6 +407,8 @@ def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
 
 def _tmpfs_copy_up(target: str, flags: int, data: str | None) -> None:
     """A tmpfs that starts with the image's content of ``target`` (podman's tmpcopyup, as runc does it)."""
+    import subprocess  # still before pivot_root: the host's library is reachable
+
     staging = target + ".ketch-tmpcopyup"
     os.mkdir(staging)
     try:

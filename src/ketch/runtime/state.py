@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,18 @@ def process_state(pid: int) -> str | None:
     return data.rsplit(")", 1)[1].split()[0]
 
 
-@dataclass
 class State:
-    id: str
-    bundle: str
-    rootfs: str
-    pid: int = 0
-    pid_start: str = ""
-    created: str = ""
-    annotations: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    status_override: str = ""  # "creating" while create runs
-    creator: int = 0  # the pid of the create command, and its start time
-    creator_start: str = ""
+    """What the runtime records of a container. (A plain class, not a dataclass: importing
+    dataclasses costs more than a runc start takes.)"""
+
+    def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0, pid_start: str = "", created: str = "",
+                 annotations: dict[str, str] | None = None, status_override: str = "", creator: int = 0,
+                 creator_start: str = "", **_ignored: Any) -> None:
+        self.id, self.bundle, self.rootfs = id, bundle, rootfs
+        self.pid, self.pid_start, self.created = pid, pid_start, created
+        self.annotations = dict(annotations or {})
+        self.status_override = status_override  # "creating" while create runs
+        self.creator, self.creator_start = creator, creator_start  # the create command's pid and start time
 
     def alive(self) -> bool:
         if self.pid <= 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ class StateDir:
     def save(self, state: State) -> None:
         directory = self.path(state.id)
         data = json.dumps(state.__dict__).encode()
-        tmp = directory / f".state-{secrets.token_hex(4)}"
+        tmp = directory / f".state-{os.getpid()}"
         tmp.write_bytes(data)
         os.replace(tmp, directory / "state.json")
 

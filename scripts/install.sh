@@ -15,7 +15,7 @@ PACKAGES=(
   docker-registry   # distribution v2, the real registry the tests start on 127.0.0.1
   skopeo            # the peer ketch must interoperate with
   busybox-static    # the offline busybox test image is made from it
-  podman runc       # load, save and run what ketch makes in the interoperability tests
+  podman runc crun  # load, save and run what ketch makes; the runtime's peers in tests and benchmarks
   hyperfine
 )
 

@@ -180,3 +180,20 @@ def test_bad_configs_leave_nothing(bundle, change, message):
     (bundle.path / "config.json").write_text("{not json")
     result = bundle.runtime("create", "--bundle", str(bundle.path), "bad")
     assert result.returncode == 1 and "not valid JSON" in result.stderr
+
+
+def test_cgroup_and_time_namespaces_and_sysctl(bundle):
+    bundle.config["linux"]["namespaces"] += [{"type": "cgroup"}, {"type": "time"}]
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    # sysctls are written before /proc/sys becomes read-only (the default spec lists it)
+    text = out(bundle, "readlink /proc/self/ns/cgroup; readlink /proc/self/ns/time; cat /proc/sys/net/ipv4/ip_forward")
+    cgroup, time_ns, forward = text.split()
+    assert cgroup != os.readlink("/proc/self/ns/cgroup") and time_ns != os.readlink("/proc/self/ns/time")
+    assert forward == "1"
+
+
+def test_hostname_needs_a_uts_namespace(bundle):
+    bundle.config["linux"]["namespaces"] = [n for n in bundle.config["linux"]["namespaces"] if n["type"] != "uts"]
+    bundle.config["hostname"] = "nope"
+    result = bundle.run("true")
+    assert result.returncode == 1 and "uts namespace" in result.stderr

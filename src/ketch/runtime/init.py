@@ -168,6 +168,8 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
             Path(path).write_text(str(value))
         except OSError as exc:
             raise SetupError(f"sysctl {key}={value}: {exc.strerror}") from None
+    if "mount" in namespaces:
+        _finalize_rootfs(config)
     for limit in process.get("rlimits") or []:
         kind = RLIMITS.get(limit.get("type", ""))
         if kind is None:
@@ -508,6 +510,11 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
         if propagation not in PROPAGATION:
             raise SetupError(f"unknown rootfsPropagation {propagation!r}")
         sc.mount(None, "/", None, PROPAGATION[propagation])
+
+
+def _finalize_rootfs(config: dict[str, Any]) -> None:
+    """Masked and read-only paths, a read-only root: after sysctls are written, as runc orders it."""
+    linux = config.get("linux") or {}
     for path in linux.get("maskedPaths") or []:
         if not os.path.lexists(path):
             continue

@@ -354,3 +354,26 @@ def test_history(store_env):
     assert "ketch test fixture" in table[1]
     entries = json.loads(run_ketch("image", "history", "--format", "json", "busybox").stdout)
     assert entries == [{"created": "2023-11-14T22:13:20Z", "created_by": "ketch test fixture: busybox-static"}]
+
+
+def test_zstd_and_uncompressed_layers(store_env, tmp_path):
+    """Layers of every compression unpack to the same tree (and the diff_ids still match)."""
+    layout = images.ensure("whiteouts")
+    run_ketch("--insecure-policy", "image", "copy", "--dest-compress-format", "zstd", f"oci:{layout}:latest",
+              f"oci:{tmp_path}/zstd:x")
+    run_ketch("--insecure-policy", "image", "copy", f"oci:{layout}:latest", f"docker-archive:{tmp_path}/plain.tar")
+    store = store_env.store()
+
+    def check(name):
+        path = store.mount_image(name)
+        try:
+            assert sorted(os.listdir(path / "a")) == ["y"] and sorted(os.listdir(path / "b")) == ["new"]
+        finally:
+            store.unmount_image(name)
+
+    run_ketch("--insecure-policy", "image", "copy", f"oci:{tmp_path}/zstd:x", "ketch-storage:zstd")
+    check("zstd")
+    image_id = store.lookup("zstd").id
+    run_ketch("rmi", "zstd")
+    run_ketch("load", "-i", str(tmp_path / "plain.tar"))  # uncompressed layers, no name
+    check(image_id)  # the same image: compression does not change the config, so not its id either

@@ -197,3 +197,43 @@ def test_hostname_needs_a_uts_namespace(bundle):
     bundle.config["hostname"] = "nope"
     result = bundle.run("true")
     assert result.returncode == 1 and "uts namespace" in result.stderr
+
+
+@pytest.mark.parametrize("systemd, path, ok", [
+    (True, "machine.slice:libpod:abc", True), (True, ":ketch:abc", True), (True, "bad", False),
+    (True, "notaslice:x:y", False), (False, "/ketch/abc", True), (False, "../escape", False),
+])
+def test_cgroups_path_is_read(bundle, systemd, path, ok):
+    bundle.config["linux"]["cgroupsPath"] = path
+    bundle.args("true")
+    flags = ["--systemd-cgroup"] if systemd else []
+    result = bundle.runtime(*flags, "create", "--bundle", str(bundle.path), "cg")
+    assert (result.returncode == 0) == ok, result.stderr
+    if ok:
+        bundle.runtime("delete", "--force", "cg", check=True)
+    else:
+        assert "cgroupsPath" in result.stderr
+
+
+def test_foreground_run_with_a_terminal(bundle):
+    """No console socket: the runtime proxies the container's pty to its own terminal, as runc does."""
+    import pty
+
+    bundle.config["process"]["terminal"] = True
+    bundle.args("sh", "-c", "tty; stty size; echo done")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(RUNTIME, [RUNTIME, "--root", str(bundle.root), "run", "--bundle", str(bundle.path), "fg"])
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    assert b"/dev/pts/0" in data and b"done" in data

@@ -113,7 +113,7 @@ def _log(args, level: str, message: str) -> None:
 def dispatch(args) -> int:
     from ketch.runtime.container import Runtime, parse_signal
 
-    runtime = Runtime(args.root)
+    runtime = Runtime(args.root, systemd_cgroup=args.systemd_cgroup)
     command = args.command
     if command == "create":
         runtime.create(args.id, args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,

@@ -81,9 +81,32 @@ def _container_root(linux: dict[str, Any]) -> tuple[int, int]:
     return host(linux.get("uidMappings")), host(linux.get("gidMappings"))
 
 
+def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
+    """``linux.cgroupsPath``: with --systemd-cgroup ``slice:prefix:name``, else a path.
+
+    The runtime records it; creating and limiting the cgroup comes with cgroup support.
+    """
+    if not path:
+        return {}
+    if systemd:
+        parts = path.split(":")
+        if len(parts) != 3 or not parts[2]:
+            raise InvalidInputError(f"cgroupsPath {path!r}: with --systemd-cgroup it must be slice:prefix:name")
+        slice_name = parts[0] or "system.slice"
+        if not slice_name.endswith(".slice"):
+            raise InvalidInputError(f"cgroupsPath {path!r}: {slice_name!r} is not a slice")
+        unit = parts[2] if parts[2].endswith(".slice") else f"{parts[1]}-{parts[2]}.scope" if parts[1] else \
+            f"{parts[2]}.scope"
+        return {"manager": "systemd", "slice": slice_name, "unit": unit}
+    if ".." in path.split("/"):
+        raise InvalidInputError(f"cgroupsPath {path!r} must not contain '..'")
+    return {"manager": "cgroupfs", "path": path if path.startswith("/") else "/" + path}
+
+
 class Runtime:
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, *, systemd_cgroup: bool = False) -> None:
         self.states = StateDir(root or DEFAULT_ROOT)
+        self.systemd_cgroup = systemd_cgroup
 
     # -- create / start ---------------------------------------------------------
 
@@ -96,12 +119,13 @@ class Runtime:
             raise InvalidInputError("config.json has no process to run")
         if (config["process"].get("terminal")) and not console_socket:
             raise InvalidInputError("process.terminal is true: --console-socket is required")
+        cgroup = parse_cgroups_path((config.get("linux") or {}).get("cgroupsPath", ""), self.systemd_cgroup)
         root_path = config["root"]["path"]
         rootfs = root_path if os.path.isabs(root_path) else os.path.join(bundle, root_path)
         directory = self.states.create(container_id)
         state = State(id=container_id, bundle=bundle, rootfs=rootfs, created=now_rfc3339(),
                       annotations=dict(config.get("annotations") or {}), status_override="creating",
-                      creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "")
+                      creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "", cgroup=cgroup)
         try:
             self.states.save(state)
             os.mkfifo(directory / FIFO, 0o600)
@@ -272,13 +296,38 @@ class Runtime:
 
     def run(self, container_id: str, bundle: str, *, detach: bool = False, pid_file: str | None = None,
             console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0) -> int:
-        """create + start; in the foreground wait for the container and return its exit status."""
+        """create + start; in the foreground wait for the container and return its exit status.
+
+        A foreground container with ``process.terminal`` and no console socket gets its pty
+        proxied to the runtime's own stdin and stdout, as runc does.
+        """
         from ketch import syscalls
 
         if not detach:
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init becomes our child again
-        state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                            no_pivot=no_pivot, preserve_fds=preserve_fds)
+        listener = None
+        if not detach and not console_socket and ((specs.load(bundle).get("process") or {}).get("terminal")):
+            self.states.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            console_socket = str(self.states.root / f".console-{os.getpid()}.sock")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(console_socket)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(console_socket)
+            listener.listen(1)
+        master = None
+        try:
+            state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                                no_pivot=no_pivot, preserve_fds=preserve_fds)
+            if listener is not None:
+                conn, _ = listener.accept()
+                with conn:
+                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+                master = fds[0]
+        finally:
+            if listener is not None:
+                listener.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(console_socket)  # type: ignore[arg-type]
         if detach:
             self.start(container_id)
             return 0
@@ -287,23 +336,100 @@ class Runtime:
         for sig in forwarded:
             with contextlib.suppress(OSError, ValueError):
                 previous[sig] = signal.signal(sig, lambda number, frame: _forward(state.pid, number))
+        proxy = _TerminalProxy(master) if master is not None else None
         try:
             self.start(container_id)
             while True:
-                try:
-                    pid, status = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    return 0
-                except InterruptedError:
-                    continue
+                if proxy is not None:
+                    proxy.pump(0.05)
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    if pid == 0:
+                        continue
+                else:
+                    try:
+                        pid, status = os.waitpid(-1, 0)
+                    except InterruptedError:
+                        continue
                 if pid == state.pid:
+                    if proxy is not None:
+                        proxy.drain()
                     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
                         128 + os.WTERMSIG(status)
+        except ChildProcessError:
+            return 0
         finally:
+            if proxy is not None:
+                proxy.close()
             for sig, handler in previous.items():
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     signal.signal(sig, handler)
             self.delete(container_id, force=True)
+
+
+class _TerminalProxy:
+    """Copies between our stdin/stdout and a container's pty master; our terminal goes raw
+    meanwhile, and its size follows ours (SIGWINCH)."""
+
+    def __init__(self, master: int) -> None:
+        import termios
+        import tty
+
+        self.master = master
+        self.saved = None
+        if os.isatty(0):
+            self.saved = termios.tcgetattr(0)
+            tty.setraw(0)
+            self._resize()
+            signal.signal(signal.SIGWINCH, lambda *_: self._resize())
+        self.stdin_open = True
+
+    def _resize(self) -> None:
+        import fcntl
+        import termios
+
+        with contextlib.suppress(OSError):
+            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+
+    def pump(self, timeout: float) -> None:
+        sources = [self.master] + ([0] if self.stdin_open else [])
+        try:
+            ready, _, _ = select.select(sources, [], [], timeout)
+        except InterruptedError:
+            return
+        if self.master in ready:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                data = b""
+            if data:
+                os.write(1, data)
+        if 0 in ready:
+            data = os.read(0, 65536)
+            if data:
+                os.write(self.master, data)
+            else:
+                self.stdin_open = False
+
+    def drain(self) -> None:
+        while True:
+            ready, _, _ = select.select([self.master], [], [], 0)
+            if not ready:
+                return
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            os.write(1, data)
+
+    def close(self) -> None:
+        import termios
+
+        if self.saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+        os.close(self.master)
 
 
 def _remove_tree(directory: Path) -> None:

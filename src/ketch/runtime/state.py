@@ -45,12 +45,13 @@ class State:
 
     def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0, pid_start: str = "", created: str = "",
                  annotations: dict[str, str] | None = None, status_override: str = "", creator: int = 0,
-                 creator_start: str = "", **_ignored: Any) -> None:
+                 creator_start: str = "", cgroup: dict[str, str] | None = None, **_ignored: Any) -> None:
         self.id, self.bundle, self.rootfs = id, bundle, rootfs
         self.pid, self.pid_start, self.created = pid, pid_start, created
         self.annotations = dict(annotations or {})
         self.status_override = status_override  # "creating" while create runs
         self.creator, self.creator_start = creator, creator_start  # the create command's pid and start time
+        self.cgroup = dict(cgroup or {})  # linux.cgroupsPath as read (see container.parse_cgroups_path)
 
     def alive(self) -> bool:
         if self.pid <= 0:

@@ -237,3 +237,53 @@ def test_foreground_run_with_a_terminal(bundle):
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, data
     assert b"/dev/pts/0" in data and b"done" in data
+
+
+def test_no_pivot_devices_personality_and_console_size(bundle, tmp_path):
+    bundle.config["linux"]["devices"] = [{"path": "/dev/kmsg-like", "type": "c", "major": 1, "minor": 11,
+                                          "fileMode": 0o600, "uid": 0, "gid": 0}]
+    bundle.config["linux"]["personality"] = {"domain": "LINUX32"}
+    bundle.args("sh", "-c", "ls -l /dev/kmsg-like | cut -c1-10; uname -m")
+    result = bundle.runtime("run", "--no-pivot", "--bundle", str(bundle.path), "np")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["crw-------", "i686"]
+    # consoleSize reaches the pty
+    import socket
+    import threading
+
+    path = str(tmp_path / "c.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    got = {}
+    thread = threading.Thread(target=lambda: got.update(fd=socket.recv_fds(server.accept()[0], 64, 1)[1][0]))
+    thread.start()
+    bundle.config["process"].update(terminal=True, consoleSize={"height": 33, "width": 111})
+    bundle.config["linux"].pop("personality")
+    bundle.args("sh", "-c", "stty size")
+    bundle.runtime("run", "-d", "--console-socket", path, "--bundle", str(bundle.path), "size", check=True)
+    thread.join(10)
+    import select
+    data = b""
+    while b"111" not in data:
+        if not select.select([got["fd"]], [], [], 10)[0]:
+            break
+        try:
+            chunk = os.read(got["fd"], 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    os.close(got["fd"])
+    server.close()
+    assert b"33 111" in data
+
+
+def test_rootfs_propagation(bundle):
+    bundle.config["linux"]["rootfsPropagation"] = "rprivate"
+    root_line = [line for line in out(bundle, "cat /proc/self/mountinfo").splitlines() if line.split()[4] == "/"]
+    assert root_line and "shared:" not in root_line[0]
+    bundle.config["linux"]["rootfsPropagation"] = "bogus"
+    result = bundle.run("true")
+    assert result.returncode == 1 and "rootfsPropagation" in result.stderr

@@ -19,6 +19,7 @@ import resource
 import signal
 import socket
 import stat
+import struct  # noqa: F401  (console size, after the root changed)
 import termios
 import traceback
 from pathlib import Path
@@ -193,7 +194,7 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
             raise SetupError(f"unknown personality domain {domain!r}")
         sc.personality(personas[domain])
     if process.get("terminal"):
-        _setup_console(console_fd)
+        _setup_console(console_fd, process.get("consoleSize"))
     # The user's program, found now so that a missing one fails create, not start.
     env = list(process.get("env") or [])
     path = _lookup(process["args"][0], env)
@@ -532,7 +533,7 @@ def _finalize_rootfs(config: dict[str, Any]) -> None:
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def _setup_console(console_fd: int | None) -> None:
+def _setup_console(console_fd: int | None, size: dict[str, int] | None = None) -> None:
     """Make a pty in the container's devpts, send its master to the console socket
     (connected by the runtime before the root changed), and take the slave as stdio."""
     if console_fd is None:
@@ -542,6 +543,10 @@ def _setup_console(console_fd: int | None) -> None:
     number = int.from_bytes(fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"), "little")
     slave_path = f"/dev/pts/{number}"
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    if size:
+        import struct
+
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
     with socket.socket(fileno=console_fd) as sock:
         socket.send_fds(sock, [slave_path.encode()], [master])
     os.close(master)

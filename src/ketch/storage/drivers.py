@@ -2,7 +2,7 @@
 
 overlay: every layer's content is only its own diff (whiteouts in overlay
 form); an image or container is an overlay mount of the chain, O(1) whatever
-the image size. Lower directories are named by short links (``l/XXXX``,
+the image size. Lower directories are named by short links (``l/<26 random characters>``,
 26 characters) so the mount options of a 100+ layer image stay under the
 page-size limit; the mount is made from a child process that changed into the
 driver's directory, because the link names are relative.

@@ -457,19 +457,22 @@ class Store:
         self.collect_garbage()
         return removed
 
+    def _layers_in_use(self) -> set[str]:
+        """Every layer in the chain of an image or of a working container."""
+        used: set[str] = set()
+        tops = [row["top_layer"] for row in self.db.query("SELECT top_layer FROM images WHERE top_layer IS NOT NULL")]
+        tops += [json.loads(row["metadata"]).get("top_layer") for row in self.db.query("SELECT metadata FROM containers")]
+        for top in tops:
+            if top:
+                with contextlib.suppress(KetchError):
+                    used.update(self.image_layers(top))
+        return used
+
     def collect_garbage(self) -> dict[str, int]:
         """Remove layers no image or container uses, then unused contents and blobs."""
         counts = {"layers": 0, "contents": 0, "blobs": 0}
         with self.gc_lock(shared=False):
-            used: set[str] = set()
-            for row in self.db.query("SELECT top_layer FROM images WHERE top_layer IS NOT NULL"):
-                with contextlib.suppress(KetchError):
-                    used.update(self.image_layers(row["top_layer"]))
-            for row in self.db.query("SELECT metadata FROM containers"):
-                top = json.loads(row["metadata"]).get("top_layer")
-                if top:
-                    with contextlib.suppress(KetchError):
-                        used.update(self.image_layers(top))
+            used = self._layers_in_use()
             with self.db.write() as conn:
                 # Children before parents, so the parent references stay valid.
                 while True:
@@ -682,15 +685,7 @@ class Store:
         for row in self.db.query("SELECT id, top_layer FROM images WHERE top_layer IS NOT NULL AND top_layer "
                                  "NOT IN (SELECT id FROM layers)"):
             problems.append(Problem("image without layers", row["id"], f"top layer {row['top_layer']} is missing"))
-        used = set()
-        for row in self.db.query("SELECT top_layer FROM images WHERE top_layer IS NOT NULL"):
-            with contextlib.suppress(KetchError):
-                used.update(self.image_layers(row["top_layer"]))
-        for row in self.db.query("SELECT metadata FROM containers"):
-            top = json.loads(row["metadata"]).get("top_layer")
-            if top:
-                with contextlib.suppress(KetchError):
-                    used.update(self.image_layers(top))
+        used = self._layers_in_use()
         for row in self.db.query("SELECT id FROM layers"):
             if row["id"] not in used:
                 problems.append(Problem("dangling layer", row["id"], "no image or container uses it"))

@@ -12,6 +12,7 @@ old one or the complete new one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import posixpath
 import secrets
@@ -114,13 +115,66 @@ class TarReader:
         return member
 
 
+_held_locks: dict[str, int] = {}  # working path -> the fd whose flock marks it as in use
+# A working directory's owner holds a flock on this file inside it (not on the directory itself,
+# which the OCI layout code locks on its own while it commits).
+OWNER_FILE = ".ketch-owner"
+
+
+def _owner_path(path: Path | str) -> str:
+    return os.path.join(path, OWNER_FILE) if os.path.isdir(path) else str(path)
+
+
+def _lock(path: Path) -> None:
+    fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _held_locks[str(path)] = fd
+
+
+def _unlock(path: Path) -> None:
+    fd = _held_locks.pop(str(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Remove what killed writers left beside archives: entries whose flock is free."""
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(TEMP_PREFIX)]
+    except OSError:
+        return
+    for entry in entries:
+        if entry.path in _held_locks:
+            continue
+        try:
+            fd = os.open(_owner_path(entry.path), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # its writer is alive
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def temp_dir_beside(path: Path) -> Path:
-    """A private working directory on the archive's file system."""
+    """A private working directory on the archive's file system, flock-ed while in use."""
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(parent)
         work = parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}.d"
         work.mkdir()
+        _lock(work)
     except OSError as exc:
         raise DestinationError(f"cannot write archive {path}: {exc.strerror}", errno=exc.errno) from None
     return work
@@ -136,9 +190,12 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
             dirs.sort()
             rel_root = os.path.relpath(root, directory)
             for name in sorted(dirs) + sorted(files):
+                if rel_root == "." and name == OWNER_FILE:
+                    continue
                 members.append(os.path.normpath(os.path.join(rel_root, name)))
     try:
         with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            fcntl.flock(raw.fileno(), fcntl.LOCK_EX)  # in use: not a stale temporary
             tar.copybufsize = 1 << 20
             for name in members:
                 source = directory / name
@@ -163,3 +220,4 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+    _unlock(path)

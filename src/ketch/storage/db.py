@@ -12,8 +12,11 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
+
+from ketch.errors import KetchError
 
 SCHEMA_VERSION = 1
 
@@ -88,8 +91,11 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         local = self._local
         if getattr(local, "conn", None) is None or local.pid != os.getpid():
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+            except sqlite3.Error as exc:
+                raise KetchError(f"opening the store database {self.path}: {exc}") from None
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
@@ -99,6 +105,20 @@ class Database:
                 self._migrate()
                 self._migrated = True
         return local.conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new database to WAL. Two processes doing it at once can get SQLITE_BUSY
+        without the busy handler being asked (SQLite needs an exclusive lock for it), so retry."""
+        for _ in range(400):
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise KetchError(f"store database {self.path}: {exc}") from None
+                time.sleep(0.025)
+        raise KetchError(f"store database {self.path} stayed locked")
 
     def _migrate(self) -> None:
         conn = self._local.conn
@@ -119,14 +139,20 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction: everything in it happens, or none of it."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise KetchError(f"store database {self.path}: {exc}") from None
         try:
             yield conn
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         else:
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise KetchError(f"store database {self.path}: {exc}") from None
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()

@@ -122,18 +122,21 @@ def test_kill_9_of_create_leaves_nothing_healthy(bundle):
             bundle.runtime("delete", "--force", "kc", check=True)
         assert bundle.runtime("list", "-q").stdout == ""
     time.sleep(0.2)
-    assert _sleepers() == [], "a container init outlived its killed create"
+    assert _leftovers(str(bundle.path)) == [], "a container init outlived its killed create"
 
 
-def _sleepers():
+def _leftovers(bundle_path):
+    """Inits that exec'd (``sleep 30``) or still wait before exec (they carry the runtime's command line)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if open(f"/proc/{entry}/cmdline", "rb").read() == b"sleep\x0030\x00":
-                    found.append(int(entry))
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+                status = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[0]
             except OSError:
-                pass
+                continue
+            if status != "Z" and (cmdline == b"sleep\x0030\x00" or bundle_path.encode() in cmdline):
+                found.append(int(entry))
     return found
 
 

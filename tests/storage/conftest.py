@@ -46,23 +46,21 @@ def _teardown(env: StoreEnv) -> None:
         shutil.rmtree(env.root.parent, ignore_errors=True)
 
 
-@pytest.fixture
-def store_env(tmp_path, monkeypatch):
-    env = StoreEnv(tmp_path / "store", "overlay")
+def _env(base, driver, monkeypatch):
+    env = StoreEnv(base, driver)
     monkeypatch.setenv("KETCH_ROOT", str(env.root))
     monkeypatch.setenv("KETCH_RUNROOT", str(env.runroot))
     try:
         yield env
     finally:
         _teardown(env)
+
+
+@pytest.fixture
+def store_env(tmp_path, monkeypatch):
+    yield from _env(tmp_path / "store", "overlay", monkeypatch)
 
 
 @pytest.fixture(params=["overlay", "vfs"])
 def any_driver_env(request, tmp_path, monkeypatch):
-    env = StoreEnv(tmp_path / f"store-{request.param}", request.param)
-    monkeypatch.setenv("KETCH_ROOT", str(env.root))
-    monkeypatch.setenv("KETCH_RUNROOT", str(env.runroot))
-    try:
-        yield env
-    finally:
-        _teardown(env)
+    yield from _env(tmp_path / f"store-{request.param}", request.param, monkeypatch)

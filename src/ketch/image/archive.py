@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ketch.errors import DestinationError, ImageFormatError, NotFoundError, from_oserror
+from ketch.filelocks import if_abandoned
 
 TEMP_PREFIX = ".ketch-tmp-"
 
@@ -146,24 +147,14 @@ def remove_stale_temporaries(directory: Path) -> None:
     for entry in entries:
         if entry.path in _held_locks:
             continue
-        try:
-            fd = os.open(_owner_path(entry.path), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue  # its writer is alive
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        with if_abandoned(_owner_path(entry.path)) as abandoned:
+            if not abandoned:
+                continue  # its writer is alive
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
 
 
 def temp_dir_beside(path: Path) -> Path:

@@ -40,7 +40,7 @@ from ketch.storage import mounts
 from ketch.storage.apply import apply_layer, copy_tree
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
-from ketch.storage.locks import file_lock
+from ketch.filelocks import file_lock, if_abandoned
 
 DEFAULT_ROOT = "/var/lib/ketch"
 DEFAULT_RUNROOT = "/run/ketch"
@@ -136,21 +136,11 @@ class Store:
             if entry.suffix == ".lock":
                 continue
             lock_path = staging / f"{entry.name}.lock"
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # still being written by a live process
-            try:
-                remove_dir(entry)
-                with contextlib.suppress(FileNotFoundError):
-                    lock_path.unlink()
-            finally:
-                os.close(fd)
+            with if_abandoned(lock_path, create=True) as abandoned:
+                if abandoned:  # its writer is gone
+                    remove_dir(entry)
+                    with contextlib.suppress(FileNotFoundError):
+                        lock_path.unlink()
 
     @contextlib.contextmanager
     def staging_dir(self, purpose: str) -> Iterator[Path]:

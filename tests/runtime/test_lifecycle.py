@@ -153,7 +153,8 @@ def test_spec_and_features(tmp_path):
     assert {"type": "user"} in json.loads((rootless / "config.json").read_text())["linux"]["namespaces"]
     features = json.loads(subprocess.run([RUNTIME, "features"], capture_output=True, text=True).stdout)
     assert "user" in features["linux"]["namespaces"] and "CAP_CHOWN" in features["linux"]["capabilities"]
-    assert subprocess.run([RUNTIME, "--version"], capture_output=True, text=True).stdout.startswith("ketch-runtime")
+    version = subprocess.run([RUNTIME, "--version"], capture_output=True, text=True).stdout.splitlines()
+    assert version[0].startswith("ketch-runtime version ") and version[1] == "spec: 1.0.2"
 
 
 def test_json_log_file(bundle, tmp_path):

@@ -10,7 +10,6 @@ stderr and, when ``--log`` is given, to the log file (JSON lines with
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -28,8 +27,7 @@ def build_parser():
             self.exit(2, f"ketch-runtime: {message}\n")
 
     parser = _Parser(prog="ketch-runtime", description="ketch's OCI runtime (runc-compatible command line).")
-    parser.add_argument("--version", "-v", action="version",
-                        version=f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
+    parser.add_argument("--version", "-v", action="store_true", help="print the version (handled in main)")
     parser.add_argument("--root", default="/run/ketch-runtime", help="state directory (default /run/ketch-runtime)")
     parser.add_argument("--log", metavar="PATH", help="also write errors to this file")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -102,7 +100,9 @@ def _log(args, level: str, message: str) -> None:
     try:
         with open(args.log, "a") as f:
             if args.log_format == "json":
-                f.write(json.dumps({"level": level, "msg": message,
+                from ketch.runtime import leanjson
+
+                f.write(leanjson.dumps({"level": level, "msg": message,
                                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
             else:
                 f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {level}: {message}\n")
@@ -110,7 +110,14 @@ def _log(args, level: str, message: str) -> None:
         pass
 
 
+def _pretty(value, indent) -> str:
+    import json  # only for indented output: json costs milliseconds to import
+
+    return json.dumps(value, indent=indent)
+
+
 def dispatch(args) -> int:
+    from ketch.runtime import leanjson
     from ketch.runtime.container import Runtime, parse_signal
 
     runtime = Runtime(args.root, systemd_cgroup=args.systemd_cgroup)
@@ -125,7 +132,7 @@ def dispatch(args) -> int:
     elif command == "start":
         runtime.start(args.id)
     elif command == "state":
-        print(json.dumps(runtime.state(args.id), indent=2))
+        print(_pretty(runtime.state(args.id), 2))
     elif command == "kill":
         runtime.kill(args.id, parse_signal(args.signal), all_processes=args.all)
     elif command == "delete":
@@ -136,14 +143,14 @@ def dispatch(args) -> int:
             for s in states:
                 print(s["id"])
         elif args.format == "json":
-            print(json.dumps(states))
+            print(leanjson.dumps(states))
         else:
             print(f"{'ID':<20} {'PID':<8} {'STATUS':<10} {'BUNDLE':<40} {'CREATED':<32} OWNER")
             for s in states:
                 print(f"{s['id']:<20} {s['pid']:<8} {s['status']:<10} {s['bundle']:<40} {s['created']:<32} root")
     elif command == "ps":
         pids = runtime.pids(args.id)
-        print(json.dumps(pids) if args.format == "json" else "PID\n" + "".join(f"{p}\n" for p in pids), end="\n"
+        print(leanjson.dumps(pids) if args.format == "json" else "PID\n" + "".join(f"{p}\n" for p in pids), end="\n"
               if args.format == "json" else "")
     elif command == "spec":
         import os
@@ -154,9 +161,9 @@ def dispatch(args) -> int:
         if os.path.exists(path):
             raise KetchError(f"File {path} exists. Remove it first.")
         with open(path, "w") as f:
-            json.dump(default_spec(rootless=args.rootless), f, indent="\t")
+            f.write(_pretty(default_spec(rootless=args.rootless), "\t"))
     elif command == "features":
-        print(json.dumps(features(), indent=4))
+        print(_pretty(features(), 4))
     return 0
 
 
@@ -234,6 +241,10 @@ def _fast_parse(argv: list[str]) -> _Args | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("--version", "-v"):
+        # As runc prints it, one fact per line (argparse's version action folds the lines).
+        print(f"ketch-runtime version {__version__}\nspec: {OCI_VERSION}")
+        return 0
     args = _fast_parse(argv) or build_parser().parse_args(argv)
     try:
         return dispatch(args)

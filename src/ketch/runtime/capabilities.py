@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ketch.errors import InvalidInputError
 
 NAMES = [
@@ -20,7 +18,8 @@ NUMBERS = {name: i for i, name in enumerate(NAMES)}
 
 def last_cap() -> int:
     try:
-        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
     except (OSError, ValueError):
         return len(NAMES) - 1
 
@@ -38,7 +37,9 @@ def mask(names: list[str] | None, what: str) -> int:
 
 def held() -> int:
     """The runtime's own permitted set."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+    with open("/proc/self/status") as f:
+        lines = f.read().splitlines()
+    for line in lines:
         if line.startswith("CapPrm:"):
             return int(line.split()[1], 16)
     return 0

@@ -11,20 +11,24 @@ user's program.
 
 from __future__ import annotations
 
-import contextlib
+import _signal  # signal and socket without their enum wrappers: enum alone costs milliseconds to import,
+import _socket  # and this module is on the path of every container start
 import os
 import select
-import signal
-import socket
+import sys
 import time
-from pathlib import Path
-from typing import Any
 
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
 from ketch.runtime import spec as specs
 from ketch.runtime.state import FIFO, State, StateDir, now_rfc3339, process_start_time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_ROOT = "/run/ketch-runtime"
+SIGNALS = {name: getattr(_signal, name) for name in dir(_signal)
+           if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
 
 
 class RuntimeError_(KetchError):
@@ -34,23 +38,31 @@ class RuntimeError_(KetchError):
 def parse_signal(text: str) -> int:
     if text.isdigit():
         number = int(text)
-        if not 0 < number < signal.NSIG:
+        if not 0 < number < _signal.NSIG:
             raise InvalidInputError(f"invalid signal {text}")
         return number
     name = text.upper()
     if not name.startswith("SIG"):
         name = "SIG" + name
-    try:
-        return int(getattr(signal.Signals, name))
-    except AttributeError:
-        raise InvalidInputError(f"unknown signal {text!r}") from None
+    if name.startswith(("SIGRTMIN+", "SIGRTMAX-")) and name[9:].isdigit():
+        number = SIGNALS[name[:8]] + (int(name[9:]) if name[7] == "N" else -int(name[9:]))
+        if SIGNALS["SIGRTMIN"] <= number <= SIGNALS["SIGRTMAX"]:
+            return number
+    if name not in SIGNALS:
+        raise InvalidInputError(f"unknown signal {text!r}")
+    return SIGNALS[name]
 
 
 def _write_atomically(path: str, data: str) -> None:
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    tmp.write_text(data)
-    os.replace(tmp, target)
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.tmp{os.getpid()}")
+    _write(tmp, data)
+    os.replace(tmp, path)
+
+
+def _write(path: str, data: str) -> None:
+    with open(path, "w") as f:
+        f.write(data)
 
 
 def _id_maps(pid: int, linux: dict[str, Any]) -> None:
@@ -62,8 +74,8 @@ def _id_maps(pid: int, linux: dict[str, Any]) -> None:
     if not uid_map or not gid_map:
         raise RuntimeError_("a user namespace needs linux.uidMappings and linux.gidMappings")
     try:
-        Path(f"/proc/{pid}/uid_map").write_text(uid_map)
-        Path(f"/proc/{pid}/gid_map").write_text(gid_map)
+        _write(f"/proc/{pid}/uid_map", uid_map)
+        _write(f"/proc/{pid}/gid_map", gid_map)
     except OSError as exc:
         raise RuntimeError_(f"writing the id mappings: {exc.strerror}") from None
 
@@ -128,18 +140,20 @@ class Runtime:
                       creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "", cgroup=cgroup)
         try:
             self.states.save(state)
-            os.mkfifo(directory / FIFO, 0o600)
+            fifo = os.path.join(directory, FIFO)
+            os.mkfifo(fifo, 0o600)
             # Writable by all, as runc makes it: the init opens it after taking the container's user.
-            os.chmod(directory / FIFO, 0o622)
+            os.chmod(fifo, 0o622)
             root_uid, root_gid = _container_root(config.get("linux") or {})
             # The init reopens the FIFO as the container's root: in a user namespace that is another host uid.
-            os.chown(directory / FIFO, root_uid, root_gid)
+            os.chown(fifo, root_uid, root_gid)
             console_fd = None
             if console_socket:
-                console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 try:
                     console.connect(console_socket)
                 except OSError as exc:
+                    console.close()
                     raise InvalidInputError(f"connecting to the console socket {console_socket}: "
                                             f"{exc.strerror}") from None
                 console_fd = console.detach()
@@ -149,14 +163,13 @@ class Runtime:
                 if pid_file:
                     _write_atomically(pid_file, str(pid))
 
-            self._spawn(config, bundle, rootfs, str(directory / FIFO), console_fd, no_pivot, preserve_fds,
+            self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds,
                         recorded)
             if console_fd is not None:
                 os.close(console_fd)
         except BaseException:
             if state.pid:
-                with contextlib.suppress(OSError):
-                    os.kill(state.pid, signal.SIGKILL)
+                _kill(state.pid, _signal.SIGKILL)
             _remove_tree(directory)
             raise
         return state
@@ -164,7 +177,7 @@ class Runtime:
     def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded) -> int:
         from ketch.runtime import init
 
-        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         keep = [] if console_fd is None else [console_fd]
         pid = os.fork()
         if pid == 0:
@@ -205,8 +218,7 @@ class Runtime:
             os.waitpid(pid, 0)
         if error is not None or not init_pid:
             if init_pid:
-                with contextlib.suppress(OSError):
-                    os.kill(init_pid, signal.SIGKILL)
+                _kill(init_pid, _signal.SIGKILL)
             raise RuntimeError_(error or "the container's init never reported")
         return init_pid
 
@@ -215,7 +227,7 @@ class Runtime:
         status = state.status(directory)
         if status != "created":
             raise InvalidInputError(f"cannot start container {container_id} in status {status}")
-        fifo = directory / FIFO
+        fifo = os.path.join(directory, FIFO)
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + 30
@@ -229,8 +241,10 @@ class Runtime:
                 raise RuntimeError_(f"container {container_id} did not start")
         finally:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            fifo.unlink()
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
 
     # -- queries ----------------------------------------------------------------
 
@@ -241,8 +255,10 @@ class Runtime:
     def list(self) -> list[dict[str, Any]]:
         out = []
         for container_id in self.states.ids():
-            with contextlib.suppress(NotFoundError):
+            try:
                 out.append(self.state(container_id))
+            except NotFoundError:
+                pass
         return out
 
     def pids(self, container_id: str) -> list[int]:
@@ -260,22 +276,23 @@ class Runtime:
         pids = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
-                with contextlib.suppress(OSError):
+                try:
                     if os.stat(f"/proc/{entry}/ns/pid").st_ino == target:
                         pids.append(int(entry))
+                except OSError:
+                    pass
         return sorted(pids)
 
     # -- kill / delete ------------------------------------------------------------
 
-    def kill(self, container_id: str, sig: int = signal.SIGTERM, *, all_processes: bool = False) -> None:
+    def kill(self, container_id: str, sig: int = _signal.SIGTERM, *, all_processes: bool = False) -> None:
         state, directory = self.states.load(container_id)
         status = state.status(directory)
         if status not in ("created", "running", "paused"):
             raise InvalidInputError(f"container {container_id} is not running (status {status})")
         targets = self.pids(container_id) if all_processes else [state.pid]
         for pid in targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            _kill(pid, sig)
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         state, directory = self.states.load(container_id)
@@ -285,8 +302,7 @@ class Runtime:
                 raise InvalidInputError(f"cannot delete container {container_id} that is {status} "
                                         f"(stop it first, or use --force)")
             for pid in self.pids(container_id) or [state.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                _kill(pid, _signal.SIGKILL)
             deadline = time.monotonic() + 10
             while state.alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -307,11 +323,10 @@ class Runtime:
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init becomes our child again
         listener = None
         if not detach and not console_socket and ((specs.load(bundle).get("process") or {}).get("terminal")):
-            self.states.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            console_socket = str(self.states.root / f".console-{os.getpid()}.sock")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(console_socket)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            os.makedirs(self.states.root, mode=0o700, exist_ok=True)
+            console_socket = os.path.join(self.states.root, f".console-{os.getpid()}.sock")
+            _unlink(console_socket)
+            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             listener.bind(console_socket)
             listener.listen(1)
         master = None
@@ -319,23 +334,21 @@ class Runtime:
             state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
                                 no_pivot=no_pivot, preserve_fds=preserve_fds)
             if listener is not None:
-                conn, _ = listener.accept()
-                with conn:
-                    _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
-                master = fds[0]
+                master = _receive_fd(listener)
         finally:
             if listener is not None:
                 listener.close()
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(console_socket)  # type: ignore[arg-type]
+                _unlink(console_socket)  # type: ignore[arg-type]
         if detach:
             self.start(container_id)
             return 0
-        forwarded = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
         previous = {}
-        for sig in forwarded:
-            with contextlib.suppress(OSError, ValueError):
-                previous[sig] = signal.signal(sig, lambda number, frame: _forward(state.pid, number))
+        for sig in range(1, _signal.NSIG):
+            if sig not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
+                try:
+                    previous[sig] = _signal.signal(sig, lambda number, frame: _kill(state.pid, number))
+                except (OSError, ValueError):
+                    pass  # the C library's own real-time signals
         proxy = _TerminalProxy(master) if master is not None else None
         try:
             self.start(container_id)
@@ -361,8 +374,10 @@ class Runtime:
             if proxy is not None:
                 proxy.close()
             for sig, handler in previous.items():
-                with contextlib.suppress(OSError, ValueError, TypeError):
-                    signal.signal(sig, handler)
+                try:
+                    _signal.signal(sig, handler)
+                except (OSError, ValueError, TypeError):
+                    pass
             self.delete(container_id, force=True)
 
 
@@ -380,16 +395,18 @@ class _TerminalProxy:
             self.saved = termios.tcgetattr(0)
             tty.setraw(0)
             self._resize()
-            signal.signal(signal.SIGWINCH, lambda *_: self._resize())
+            _signal.signal(_signal.SIGWINCH, lambda *_: self._resize())
         self.stdin_open = True
 
     def _resize(self) -> None:
         import fcntl
         import termios
 
-        with contextlib.suppress(OSError):
+        try:
             size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
 
     def pump(self, timeout: float) -> None:
         sources = [self.master] + ([0] if self.stdin_open else [])
@@ -432,15 +449,39 @@ class _TerminalProxy:
         os.close(self.master)
 
 
-def _remove_tree(directory: Path) -> None:
+def _remove_tree(directory: str) -> None:
     """The state directory holds only files (shutil would cost an import)."""
-    with contextlib.suppress(FileNotFoundError):
+    try:
         for entry in os.listdir(directory):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(directory / entry)
+            _unlink(os.path.join(directory, entry))
         os.rmdir(directory)
+    except FileNotFoundError:
+        pass
 
 
-def _forward(pid: int, number: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _kill(pid: int, number: int) -> None:
+    try:
         os.kill(pid, number)
+    except ProcessLookupError:
+        pass
+
+
+def _receive_fd(listener: _socket.socket) -> int:
+    """Accept one connection on a console socket and take the pty master it sends (SCM_RIGHTS)."""
+    fd, _ = listener._accept()
+    conn = _socket.socket(fileno=fd)
+    try:
+        _, ancillary, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))
+    finally:
+        conn.close()
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
+            return int.from_bytes(data[:4], sys.byteorder, signed=True)
+    raise RuntimeError_("the container's init sent no terminal")

@@ -11,19 +11,19 @@ host's Python library is out of reach, so a lazy import would fail.
 
 from __future__ import annotations
 
-import array  # noqa: F401  (socket.send_fds needs it after the root changed)
+import _signal  # signal and socket without their enum wrappers (enum costs milliseconds to import)
+import _socket
 import errno
 import fcntl
 import os
 import resource
-import signal
-import socket
 import stat
-import struct  # noqa: F401  (console size, after the root changed)
+import sys
 import termios
-import traceback
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from ketch import syscalls as sc
 from ketch.runtime import capabilities
@@ -62,11 +62,16 @@ class SetupError(Exception):
     pass
 
 
-def send(sock: socket.socket, message: str) -> None:
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def send(sock: _socket.socket, message: str) -> None:
     sock.send(message.encode()[:65000])
 
 
-def fail(sock: socket.socket, message: str) -> None:
+def fail(sock: _socket.socket, message: str) -> None:
     try:
         send(sock, "error " + message)
     finally:
@@ -76,7 +81,12 @@ def fail(sock: socket.socket, message: str) -> None:
 # -- the intermediate child --------------------------------------------------------
 
 
-def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[str, Any]) -> None:
+def _internal_error() -> str:
+    exc = sys.exc_info()[1]
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any]) -> None:
     """Join and create namespaces, then fork the container's init and exit."""
     try:
         # The FIFO is opened (O_PATH) while the state directory is still reachable: in a user
@@ -127,13 +137,13 @@ def intermediate(config: dict[str, Any], sync: socket.socket, init_args: dict[st
     except OSError as exc:
         fail(sync, f"{exc.strerror or exc}")
     except BaseException:
-        fail(sync, "internal error: " + traceback.format_exc().strip().splitlines()[-1])
+        fail(sync, _internal_error())
 
 
 # -- the container's init ----------------------------------------------------------
 
 
-def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
+def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int]) -> None:
     try:
         _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds)
@@ -142,7 +152,7 @@ def container_init(config: dict[str, Any], sync: socket.socket, *, bundle: str, 
     except OSError as exc:
         fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except BaseException:
-        fail(sync, "internal error: " + traceback.format_exc().strip().splitlines()[-1])
+        fail(sync, _internal_error())
 
 
 def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds) -> None:
@@ -166,9 +176,12 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
     for key, value in (linux.get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
-            Path(path).write_text(str(value))
+            _write(path, str(value))
         except OSError as exc:
             raise SetupError(f"sysctl {key}={value}: {exc.strerror}") from None
+    if process.get("terminal"):
+        # Before the root turns read-only: the pty's slave is bound onto /dev/console.
+        _setup_console(console_fd, process.get("consoleSize"), bind_console="mount" in new_namespaces)
     if "mount" in namespaces:
         _finalize_rootfs(config)
     for limit in process.get("rlimits") or []:
@@ -184,7 +197,7 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
                              f"CAP_SYS_RESOURCE): {exc}") from None
     if "oomScoreAdj" in process:
         try:
-            Path("/proc/self/oom_score_adj").write_text(str(process["oomScoreAdj"]))
+            _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))
         except OSError as exc:
             raise SetupError(f"oomScoreAdj {process['oomScoreAdj']}: {exc.strerror}") from None
     if linux.get("personality"):
@@ -193,8 +206,6 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         if domain not in personas:
             raise SetupError(f"unknown personality domain {domain!r}")
         sc.personality(personas[domain])
-    if process.get("terminal"):
-        _setup_console(console_fd, process.get("consoleSize"))
     # The user's program, found now so that a missing one fails create, not start.
     env = list(process.get("env") or [])
     path = _lookup(process["args"][0], env)
@@ -242,14 +253,14 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
     except OSError as exc:
         raise SetupError(f"changing to the working directory {process.get('cwd')}: {exc.strerror}") from None
     # Before exec: default signal dispositions, nothing blocked, only the intended fds.
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, _signal.NSIG):
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
     send(sync, "ready")
     # Go on only once the runtime recorded us: if it was killed first, nobody could ever
@@ -533,9 +544,10 @@ def _finalize_rootfs(config: dict[str, Any]) -> None:
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
 
 
-def _setup_console(console_fd: int | None, size: dict[str, int] | None = None) -> None:
+def _setup_console(console_fd: int | None, size: dict[str, int] | None = None, *, bind_console: bool) -> None:
     """Make a pty in the container's devpts, send its master to the console socket
-    (connected by the runtime before the root changed), and take the slave as stdio."""
+    (connected by the runtime before the root changed), and take the slave as stdio.
+    In a mount namespace of its own the slave is also /dev/console, as runc makes it."""
     if console_fd is None:
         raise SetupError("process.terminal is true: a --console-socket is needed")
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
@@ -543,12 +555,23 @@ def _setup_console(console_fd: int | None, size: dict[str, int] | None = None) -
     number = int.from_bytes(fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"), "little")
     slave_path = f"/dev/pts/{number}"
     slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY)
+    if bind_console:
+        try:
+            if not os.path.lexists("/dev/console"):
+                os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
+        except OSError as exc:
+            raise SetupError(f"binding the terminal onto /dev/console: {exc.strerror}") from None
     if size:
-        import struct
-
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
-    with socket.socket(fileno=console_fd) as sock:
-        socket.send_fds(sock, [slave_path.encode()], [master])
+        winsize = b"".join(n.to_bytes(2, sys.byteorder) for n in (size.get("height", 0), size.get("width", 0), 0, 0))
+        fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)
+    # runc's console-socket protocol: the pty's path as data, its master as SCM_RIGHTS.
+    sock = _socket.socket(fileno=console_fd)
+    try:
+        sock.sendmsg([slave_path.encode()],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, master.to_bytes(4, sys.byteorder, signed=True))])
+    finally:
+        sock.close()
     os.close(master)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)

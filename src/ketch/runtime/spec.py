@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from pathlib import Path
-from typing import Any
 
 from ketch.errors import InvalidInputError, NotFoundError
+from ketch.runtime import leanjson
+
+TYPE_CHECKING = False  # neither typing nor re is imported on the runtime's start path: each costs milliseconds
+if TYPE_CHECKING:
+    from typing import Any
 
 OCI_VERSION = "1.0.2"
 NAMESPACES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,1023}$")
+_ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_ID_REST = _ID_FIRST | frozenset("_.+-")
 
 
 def check_id(container_id: str) -> str:
-    if not ID_RE.match(container_id):
+    if not (0 < len(container_id) <= 1024 and container_id[0] in _ID_FIRST
+            and _ID_REST.issuperset(container_id)):
         raise InvalidInputError(f"invalid container id {container_id!r}: letters, digits and _.+- only")
     return container_id
 
 
 def load(bundle: str) -> dict[str, Any]:
-    path = Path(bundle) / "config.json"
+    path = os.path.join(bundle, "config.json")
     try:
-        data = json.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            data = leanjson.loads(f.read())
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file (is {bundle} a bundle?)") from None
     except ValueError as exc:
@@ -35,6 +39,24 @@ def load(bundle: str) -> dict[str, Any]:
     return data
 
 
+_SEMVER_EXTRA = _ID_REST - frozenset("_+")
+
+
+def semver_major(version: str) -> str | None:
+    """The major number of a SemVer 2.0 version (MAJOR.MINOR.PATCH[-pre][+build]), or None."""
+    core, _, build = version.partition("+")
+    core, _, pre = core.partition("-")
+    numbers = core.split(".")
+    if len(numbers) != 3 or not all(n.isdigit() and n.isascii() and (n == "0" or n[0] != "0") for n in numbers):
+        return None
+    for extra in (pre, build):
+        if extra and not _SEMVER_EXTRA.issuperset(extra):
+            return None
+    if ("-" in version.partition("+")[0] and not pre) or ("+" in version and not build):
+        return None
+    return numbers[0]
+
+
 def _type(value: Any, kind, what: str) -> None:
     if not isinstance(value, kind):
         raise InvalidInputError(f"config.json: {what} must be {getattr(kind, '__name__', kind)}")
@@ -42,14 +64,20 @@ def _type(value: Any, kind, what: str) -> None:
 
 def validate(config: Any, bundle: str) -> None:
     _type(config, dict, "the document")
-    if not isinstance(config.get("ociVersion"), str):
+    version = config.get("ociVersion")
+    if not isinstance(version, str):
         raise InvalidInputError("config.json: ociVersion is missing")
+    major = semver_major(version)
+    if major is None:
+        raise InvalidInputError(f"config.json: ociVersion {version!r} is not a SemVer version")
+    if major != "1":
+        raise InvalidInputError(f"config.json: ociVersion {version} is not supported (1.x is)")
     root = config.get("root")
     _type(root, dict, "root")
     if not isinstance(root.get("path"), str) or not root["path"]:
         raise InvalidInputError("config.json: root.path is missing")
-    rootfs = Path(bundle) / root["path"] if not os.path.isabs(root["path"]) else Path(root["path"])
-    if not rootfs.is_dir():
+    rootfs = os.path.join(bundle, root["path"])  # an absolute root.path stays itself
+    if not os.path.isdir(rootfs):
         raise NotFoundError(f"root file system {rootfs} does not exist")
     process = config.get("process")
     if process is not None:
@@ -67,6 +95,9 @@ def validate(config: Any, bundle: str) -> None:
         env = process.get("env", [])
         if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
             raise InvalidInputError("config.json: process.env must be a list of strings")
+        kinds = [limit.get("type") for limit in process.get("rlimits") or [] if isinstance(limit, dict)]
+        for kind in sorted({k for k in kinds if kinds.count(k) > 1}):
+            raise InvalidInputError(f"config.json: rlimit {kind} is listed twice")
     for i, mount in enumerate(config.get("mounts") or []):
         _type(mount, dict, f"mounts[{i}]")
         if not isinstance(mount.get("destination"), str) or not mount["destination"].startswith("/"):

@@ -7,13 +7,15 @@ live init that still holds the exec FIFO is ``created``; otherwise ``running``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.runtime import leanjson
+
+TYPE_CHECKING = False  # typing is not imported on the runtime's start path (it costs milliseconds)
+if TYPE_CHECKING:
+    from typing import Any
 
 FIFO = "exec.fifo"
 
@@ -22,21 +24,30 @@ class ContainerNotFound(NotFoundError):
     pass
 
 
-def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces and parentheses)."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
     except OSError:
         return None
-    return data.rsplit(")", 1)[1].split()[19]
+    return data.rsplit(b")", 1)[1].decode().split()
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def process_state(pid: int) -> str | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return data.rsplit(")", 1)[1].split()[0]
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class State:
@@ -59,7 +70,7 @@ class State:
         state = process_state(self.pid)
         return state not in (None, "Z", "X") and process_start_time(self.pid) == self.pid_start
 
-    def status(self, directory: Path) -> str:
+    def status(self, directory: str) -> str:
         if self.status_override == "creating":
             creator_alive = self.creator and process_start_time(self.creator) == self.creator_start
             return "creating" if creator_alive else "stopped"  # a create that was killed
@@ -67,13 +78,13 @@ class State:
             return self.status_override
         if not self.alive():
             return "stopped"
-        if (directory / FIFO).exists():
+        if os.path.exists(os.path.join(directory, FIFO)):
             return "created"
         if process_state(self.pid) == "T":
             return "paused"
         return "running"
 
-    def spec_json(self, directory: Path) -> dict[str, Any]:
+    def spec_json(self, directory: str) -> dict[str, Any]:
         status = self.status(directory)
         out: dict[str, Any] = {"ociVersion": "1.0.2", "id": self.id, "status": status,
                                "pid": self.pid if status in ("created", "running", "paused") else 0,
@@ -86,18 +97,18 @@ class State:
 
 class StateDir:
     def __init__(self, root: str) -> None:
-        self.root = Path(root)
+        self.root = os.path.abspath(root)
 
-    def path(self, container_id: str) -> Path:
+    def path(self, container_id: str) -> str:
         from ketch.runtime.spec import check_id
 
-        return self.root / check_id(container_id)
+        return os.path.join(self.root, check_id(container_id))
 
-    def create(self, container_id: str) -> Path:
+    def create(self, container_id: str) -> str:
         directory = self.path(container_id)
         try:
-            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            directory.mkdir(mode=0o700)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            os.mkdir(directory, 0o700)
         except FileExistsError:
             raise InvalidInputError(f"container with id {container_id} already exists") from None
         except OSError as exc:
@@ -106,15 +117,16 @@ class StateDir:
 
     def save(self, state: State) -> None:
         directory = self.path(state.id)
-        data = json.dumps(state.__dict__).encode()
-        tmp = directory / f".state-{os.getpid()}"
-        tmp.write_bytes(data)
-        os.replace(tmp, directory / "state.json")
+        data = leanjson.dumps(state.__dict__).encode()
+        tmp = os.path.join(directory, f".state-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, os.path.join(directory, "state.json"))
 
-    def load(self, container_id: str) -> tuple[State, Path]:
+    def load(self, container_id: str) -> tuple[State, str]:
         directory = self.path(container_id)
         try:
-            data = json.loads((directory / "state.json").read_bytes())
+            data = leanjson.loads(read_file(os.path.join(directory, "state.json")))
         except (FileNotFoundError, NotADirectoryError):
             raise ContainerNotFound(f"container {container_id} does not exist") from None
         except ValueError:
@@ -123,9 +135,9 @@ class StateDir:
         return State(**data), directory
 
     def ids(self) -> list[str]:
-        if not self.root.is_dir():
+        if not os.path.isdir(self.root):
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        return sorted(e.name for e in os.scandir(self.root) if e.is_dir())
 
 
 def now_rfc3339() -> str:

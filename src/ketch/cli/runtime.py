@@ -72,7 +72,91 @@ def build_parser():
     spec.add_argument("--bundle", "-b", default=".")
     spec.add_argument("--rootless", action="store_true")
     commands.add_parser("features", help="print what this runtime supports", description="Print features.")
+    for name, text in (("pause", "freeze every process of a container"), ("resume", "thaw a paused container")):
+        sub = commands.add_parser(name, help=text, description=text.capitalize() + ".")
+        sub.add_argument("id", metavar="CONTAINER-ID")
+    events = commands.add_parser("events", help="print a container's resource usage",
+                                 description="Print resource usage as JSON events (runc's stats event).")
+    events.add_argument("id", metavar="CONTAINER-ID")
+    events.add_argument("--stats", action="store_true", help="print one stats event and exit")
+    events.add_argument("--interval", default="5s", help="time between stats events (default 5s)")
+    update = commands.add_parser("update", help="change a running container's resources",
+                                 description="Change a container's cgroup resources.")
+    update.add_argument("id", metavar="CONTAINER-ID")
+    update.add_argument("--resources", "-r", metavar="FILE", help="linux.resources JSON ('-' for stdin)")
+    for flag, help_text in (("--memory", "memory limit (bytes, or with k/m/g)"),
+                            ("--memory-reservation", "memory soft limit"), ("--memory-swap", "memory plus swap limit"),
+                            ("--kernel-memory", "accepted, ignored (deprecated by the kernel)"),
+                            ("--cpu-share", "CPU shares"), ("--cpu-period", "CFS period (us)"),
+                            ("--cpu-quota", "CFS quota (us)"), ("--cpu-rt-period", "realtime period (us)"),
+                            ("--cpu-rt-runtime", "realtime runtime (us)"), ("--cpuset-cpus", "CPUs, as 0-3,5"),
+                            ("--cpuset-mems", "memory nodes"), ("--pids-limit", "maximum number of processes"),
+                            ("--blkio-weight", "block IO weight")):
+        update.add_argument(flag, help=help_text)
     return parser
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """docker/runc memory sizes: 1024, 512k, 64m, 1g; -1 is unlimited."""
+    from ketch.errors import InvalidInputError
+
+    stripped = text.strip().lower()
+    if stripped == "-1":
+        return -1
+    number = stripped.rstrip("kmgb")
+    unit = stripped[len(number):]
+    try:
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, KeyError):
+        raise InvalidInputError(f"invalid size {text!r}") from None
+
+
+def update_resources(args) -> dict:
+    """linux.resources from update's flags (or its -r file)."""
+    from ketch.errors import InvalidInputError
+
+    if args.resources:
+        import json
+
+        try:
+            text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
+            resources = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"reading resources from {args.resources}: {exc}") from None
+        if not isinstance(resources, dict):
+            raise InvalidInputError("the resources must be a JSON object (linux.resources)")
+        return resources
+
+    def number(flag, text):
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidInputError(f"{flag}: {text!r} is not a number") from None
+
+    resources: dict = {}
+    memory = {k: parse_size(v) for k, v in (("limit", args.memory), ("reservation", args.memory_reservation),
+                                               ("swap", args.memory_swap)) if v is not None}
+    cpu = {k: number(f, v) for k, f, v in (("shares", "--cpu-share", args.cpu_share),
+                                            ("period", "--cpu-period", args.cpu_period),
+                                            ("quota", "--cpu-quota", args.cpu_quota),
+                                            ("realtimePeriod", "--cpu-rt-period", args.cpu_rt_period),
+                                            ("realtimeRuntime", "--cpu-rt-runtime", args.cpu_rt_runtime))
+           if v is not None}
+    cpu.update({k: v for k, v in (("cpus", args.cpuset_cpus), ("mems", args.cpuset_mems)) if v})
+    if memory:
+        resources["memory"] = memory
+    if cpu:
+        resources["cpu"] = cpu
+    if args.pids_limit is not None:
+        resources["pids"] = {"limit": number("--pids-limit", args.pids_limit)}
+    if args.blkio_weight is not None:
+        resources["blockIO"] = {"weight": number("--blkio-weight", args.blkio_weight)}
+    if not resources:
+        raise InvalidInputError("update: nothing to change (give a flag or -r FILE)")
+    return resources
 
 
 def features() -> dict:
@@ -81,12 +165,13 @@ def features() -> dict:
 
     return {
         "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": sorted(set(MOUNT_FLAGS) | set(PROPAGATION)),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": capabilities.NAMES[: capabilities.last_cap() + 1],
-            "cgroup": {"v1": False, "v2": False, "systemd": False, "systemdUser": False},
+            # systemd: the slice:prefix:name form is laid out directly, without asking systemd
+            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
             "seccomp": {"enabled": False},
             "apparmor": {"enabled": False}, "selinux": {"enabled": False},
         },
@@ -164,7 +249,33 @@ def dispatch(args) -> int:
             f.write(_pretty(default_spec(rootless=args.rootless), "\t"))
     elif command == "features":
         print(_pretty(features(), 4))
+    elif command == "pause":
+        runtime.pause(args.id)
+    elif command == "resume":
+        runtime.resume(args.id)
+    elif command == "update":
+        runtime.update(args.id, update_resources(args))
+    elif command == "events":
+        interval = _seconds(args.interval)
+        while True:
+            print(leanjson.dumps(runtime.stats(args.id)), flush=True)
+            if args.stats:
+                break
+            time.sleep(interval)
     return 0
+
+
+def _seconds(text: str) -> float:
+    """Go-style durations as runc takes them: 5s, 500ms, 1m."""
+    from ketch.errors import InvalidInputError
+
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * factor
+            except ValueError:
+                break
+    raise InvalidInputError(f"invalid interval {text!r} (like 5s or 500ms)")
 
 
 # The commands conmon and podman run for every container take a fast path: argparse alone

@@ -89,6 +89,15 @@ class StorageDestination(ImageDestination):
         self.name = store.normalize_name(reference.name) if reference.name else None
         self._config: bytes | None = None
         self._manifest: tuple[bytes, str] | None = None
+        # Blobs stored here belong to no image until commit: a concurrent gc must not take them
+        # meanwhile, so the destination holds the gc lock shared from its first blob to close().
+        self._gc_hold = store.gc_lock(shared=True)
+        self._gc_hold.__enter__()
+
+    def close(self) -> None:
+        if self._gc_hold is not None:
+            hold, self._gc_hold = self._gc_hold, None
+            hold.__exit__(None, None, None)
 
     def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
         return is_layer(descriptor.media_type) and self.store.blob_info(str(descriptor.digest)) is not None

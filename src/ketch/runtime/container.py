@@ -19,6 +19,7 @@ import sys
 import time
 
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.runtime import cgroups, hooks, leanjson
 from ketch.runtime import spec as specs
 from ketch.runtime.state import FIFO, State, StateDir, now_rfc3339, process_start_time
 
@@ -96,7 +97,7 @@ def _container_root(linux: dict[str, Any]) -> tuple[int, int]:
 def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
     """``linux.cgroupsPath``: with --systemd-cgroup ``slice:prefix:name``, else a path.
 
-    The runtime records it; creating and limiting the cgroup comes with cgroup support.
+    The systemd form is laid out as systemd would (see :mod:`ketch.runtime.cgroups`).
     """
     if not path:
         return {}
@@ -131,14 +132,33 @@ class Runtime:
             raise InvalidInputError("config.json has no process to run")
         if (config["process"].get("terminal")) and not console_socket:
             raise InvalidInputError("process.terminal is true: --console-socket is required")
-        cgroup = parse_cgroups_path((config.get("linux") or {}).get("cgroupsPath", ""), self.systemd_cgroup)
+        linux = config.get("linux") or {}
+        cgroup = parse_cgroups_path(linux.get("cgroupsPath", ""), self.systemd_cgroup)
+        config_hooks = hooks.check(config.get("hooks"))
+        config["hooks"] = config_hooks
+        resources = linux.get("resources") or {}
+        if resources and not isinstance(resources, dict):
+            raise InvalidInputError("config.json: linux.resources must be an object")
         root_path = config["root"]["path"]
         rootfs = root_path if os.path.isabs(root_path) else os.path.join(bundle, root_path)
         directory = self.states.create(container_id)
         state = State(id=container_id, bundle=bundle, rootfs=rootfs, created=now_rfc3339(),
                       annotations=dict(config.get("annotations") or {}), status_override="creating",
-                      creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "", cgroup=cgroup)
+                      creator=os.getpid(), creator_start=process_start_time(os.getpid()) or "", cgroup=cgroup,
+                      hooks={k: v for k, v in config_hooks.items() if k in ("poststart", "poststop")})
+        group = None
         try:
+            group = cgroups.Cgroup(cgroups.relative_path(cgroup, container_id))
+            if group.exists() and group.procs():
+                raise InvalidInputError(f"cgroup {group.path} is in use by other processes")
+            cgroup_procs = group.create(resources)
+            if cgroup_procs:
+                state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = group.path, group.dirs, group.unified
+                group.apply(resources)
+                if "devices" in group.dirs and not group.unified and resources.get("devices"):
+                    cgroups.allow_devices_v1(group.dirs["devices"], linux.get("devices") or [])
+            else:
+                group = None
             self.states.save(state)
             fifo = os.path.join(directory, FIFO)
             os.mkfifo(fifo, 0o600)
@@ -157,24 +177,38 @@ class Runtime:
                     raise InvalidInputError(f"connecting to the console socket {console_socket}: "
                                             f"{exc.strerror}") from None
                 console_fd = console.detach()
-            def recorded(pid: int) -> None:
-                state.pid, state.pid_start, state.status_override = pid, process_start_time(pid) or "", ""
+            def recorded(pid: int, final: bool = True) -> None:
+                state.pid, state.pid_start = pid, process_start_time(pid) or ""
+                if final:
+                    state.status_override = ""
                 self.states.save(state)
                 if pid_file:
                     _write_atomically(pid_file, str(pid))
 
-            self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds,
-                        recorded)
+            def run_hooks() -> None:  # prestart and createRuntime, asked for by the init before its root changes
+                hooks.run("prestart", config_hooks.get("prestart") or [], leanjson.dumps(state.hook_state("created")))
+                hooks.run("createRuntime", config_hooks.get("createRuntime") or [],
+                          leanjson.dumps(state.hook_state("creating")))
+
+            self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
+                        dict(container_id=container_id, cgroup_procs=cgroup_procs, cgroup_path=state.cgroup_path))
             if console_fd is not None:
                 os.close(console_fd)
         except BaseException:
             if state.pid:
                 _kill(state.pid, _signal.SIGKILL)
+            if group is not None:
+                _kill_all(group.procs())
+                try:
+                    group.destroy()
+                except KetchError:
+                    pass
             _remove_tree(directory)
             raise
         return state
 
-    def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded) -> int:
+    def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
+               extra) -> int:
         from ketch.runtime import init
 
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -183,7 +217,8 @@ class Runtime:
         if pid == 0:
             parent_end.close()
             init.intermediate(config, child_end, dict(bundle=bundle, rootfs=rootfs, fifo=fifo, console_fd=console_fd,
-                                                      no_pivot=no_pivot, preserve_fds=preserve_fds, keep_fds=keep))
+                                                      no_pivot=no_pivot, preserve_fds=preserve_fds, keep_fds=keep,
+                                                      **extra))
             os._exit(1)  # not reached
         child_end.close()
         init_pid = 0
@@ -203,6 +238,16 @@ class Runtime:
                     parent_end.send(b"idmap-ok")
                 elif message.startswith("pid "):
                     init_pid = int(message[4:])
+                elif message == "hooks":
+                    recorded_pid = init_pid
+                    try:
+                        recorded(recorded_pid, final=False)
+                        run_hooks()
+                    except KetchError as exc:
+                        error = str(exc)
+                        parent_end.send(b"error " + error.encode()[:60000])
+                        break
+                    parent_end.send(b"hooks-ok")
                 elif message == "ready":
                     if not init_pid:
                         error = "the container's init was not reported"
@@ -245,6 +290,11 @@ class Runtime:
             os.unlink(fifo)
         except FileNotFoundError:
             pass
+        if state.hooks.get("poststart"):
+            try:
+                hooks.run("poststart", state.hooks["poststart"], leanjson.dumps(state.hook_state("running")))
+            except hooks.HookError as exc:
+                _warn(f"{exc} (the container runs on)")
 
     # -- queries ----------------------------------------------------------------
 
@@ -266,6 +316,9 @@ class Runtime:
         state, directory = self.states.load(container_id)
         if not state.alive():
             return []
+        group = state.cgroup_handle()
+        if group is not None:
+            return group.procs()
         try:
             target = os.stat(f"/proc/{state.pid}/ns/pid").st_ino
             host = os.stat("/proc/self/ns/pid").st_ino
@@ -290,9 +343,22 @@ class Runtime:
         status = state.status(directory)
         if status not in ("created", "running", "paused"):
             raise InvalidInputError(f"container {container_id} is not running (status {status})")
-        targets = self.pids(container_id) if all_processes else [state.pid]
-        for pid in targets:
-            _kill(pid, sig)
+        if not all_processes:
+            _kill(state.pid, sig)
+            return
+        group = state.cgroup_handle()
+        if group is None:
+            _kill_all(self.pids(container_id), sig)
+            return
+        # Freeze, signal, thaw: no process can fork a new one the signal would miss (as runc does).
+        paused = status == "paused"
+        if not paused:
+            group.freeze(True)
+        try:
+            _kill_all(group.procs(), sig)
+        finally:
+            if not paused or sig == _signal.SIGKILL:
+                group.freeze(False)
 
     def delete(self, container_id: str, *, force: bool = False) -> None:
         state, directory = self.states.load(container_id)
@@ -301,12 +367,47 @@ class Runtime:
             if not force:
                 raise InvalidInputError(f"cannot delete container {container_id} that is {status} "
                                         f"(stop it first, or use --force)")
-            for pid in self.pids(container_id) or [state.pid]:
-                _kill(pid, _signal.SIGKILL)
+            self.kill(container_id, _signal.SIGKILL, all_processes=True)
             deadline = time.monotonic() + 10
             while state.alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
+        group = state.cgroup_handle()
+        if group is not None:
+            _kill_all(group.procs(), _signal.SIGKILL)  # whatever outlived its init
+            group.destroy()
         _remove_tree(directory)
+        if state.hooks.get("poststop"):
+            try:
+                hooks.run("poststop", state.hooks["poststop"], leanjson.dumps(state.hook_state("stopped")))
+            except hooks.HookError as exc:
+                _warn(f"{exc} (the container is deleted)")
+
+    # -- pause / resume / update / stats -----------------------------------------------
+
+    def _running_cgroup(self, container_id: str, *statuses: str):
+        state, directory = self.states.load(container_id)
+        status = state.status(directory)
+        if status not in statuses:
+            raise InvalidInputError(f"container {container_id} is {status}, not {' or '.join(statuses)}")
+        group = state.cgroup_handle()
+        if group is None:
+            raise RuntimeError_(f"container {container_id} has no cgroup")
+        return state, group
+
+    def pause(self, container_id: str) -> None:
+        self._running_cgroup(container_id, "running", "created")[1].freeze(True)
+
+    def resume(self, container_id: str) -> None:
+        self._running_cgroup(container_id, "paused")[1].freeze(False)
+
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Change a live container's resources (runc update)."""
+        self._running_cgroup(container_id, "created", "running", "paused")[1].apply(resources)
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """``events --stats``: one stats event, as runc prints it."""
+        _, group = self._running_cgroup(container_id, "created", "running", "paused")
+        return {"type": "stats", "id": container_id, "data": group.stats()}
 
     # -- run ----------------------------------------------------------------------
 
@@ -464,6 +565,15 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _warn(message: str) -> None:
+    os.write(2, f"ketch-runtime: warning: {message}\n".encode())
+
+
+def _kill_all(pids: list[int], number: int = _signal.SIGKILL) -> None:
+    for pid in pids:
+        _kill(pid, number)
 
 
 def _kill(pid: int, number: int) -> None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ketch import syscalls as sc
-from ketch.runtime import capabilities
+from ketch.runtime import capabilities, hooks, leanjson
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
             "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER, "cgroup": sc.CLONE_NEWCGROUP,
@@ -56,6 +56,9 @@ DEFAULT_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
 RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
+
+
+_CGROUP_PATH = ""  # the container's cgroup, relative to each hierarchy (set in the init)
 
 
 class SetupError(Exception):
@@ -92,6 +95,12 @@ def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[s
         # The FIFO is opened (O_PATH) while the state directory is still reachable: in a user
         # namespace the init's root is another host uid, which may not search it.
         init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
+        # Into the container's cgroups before anything else: all it runs is accounted and limited.
+        for procs in init_args.pop("cgroup_procs"):
+            try:
+                _write(procs, str(os.getpid()))
+            except OSError as exc:
+                raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
         linux = config.get("linux") or {}
         namespaces = linux.get("namespaces") or []
         # Joining by path: the user namespace first (it owns the others).
@@ -126,11 +135,12 @@ def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[s
         pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
         if pid == 0:
             os.close(gate_write)
-            os.read(gate_read, 1)
+            host_pid = int(os.read(gate_read, 32) or b"0")  # our pid as the runtime sees it
             os.close(gate_read)
-            container_init(config, sync, **init_args)
+            container_init(config, sync, host_pid=host_pid, **init_args)
         os.close(gate_read)
         send(sync, f"pid {pid}")
+        os.write(gate_write, str(pid).encode())
         os._exit(0)
     except SetupError as exc:
         fail(sync, str(exc))
@@ -144,9 +154,14 @@ def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[s
 
 
 def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
-                   console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int]) -> None:
+                   console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int],
+                   container_id: str, host_pid: int, cgroup_path: str) -> None:
+    global _CGROUP_PATH
+    _CGROUP_PATH = cgroup_path
+    state = {"ociVersion": "1.0.2", "id": container_id, "status": "creating", "pid": host_pid, "bundle": bundle,
+             "annotations": dict(config.get("annotations") or {})}
     try:
-        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds)
+        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds, state)
     except SetupError as exc:
         fail(sync, str(exc))
     except OSError as exc:
@@ -155,15 +170,31 @@ def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str,
         fail(sync, _internal_error())
 
 
-def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds) -> None:
+def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds,
+                    state) -> None:
     linux = config.get("linux") or {}
     process = config.get("process") or {}
     namespaces = {n["type"] for n in linux.get("namespaces") or []}
     new_namespaces = {n["type"] for n in linux.get("namespaces") or [] if not n.get("path")}
+    config_hooks = config.get("hooks") or {}
     os.setsid()
+
+    def before_root_change() -> None:
+        if config_hooks.get("prestart") or config_hooks.get("createRuntime"):
+            send(sync, "hooks")  # the runtime runs these, in its own namespaces
+            answer = sync.recv(65536).decode(errors="replace")
+            if answer != "hooks-ok":
+                raise SetupError(answer[6:] if answer.startswith("error ") else "the runtime's hooks failed")
+        if config_hooks.get("createContainer"):
+            try:
+                hooks.run("createContainer", config_hooks["createContainer"], leanjson.dumps(state))
+            except hooks.HookError as exc:
+                raise SetupError(str(exc)) from None
+
     if "mount" in namespaces:
-        _setup_rootfs(config, bundle, rootfs, no_pivot, new_namespaces)
+        _setup_rootfs(config, bundle, rootfs, no_pivot, new_namespaces, before_root_change)
     else:
+        before_root_change()
         os.chroot(rootfs)
         os.chdir("/")
     if "uts" in namespaces:
@@ -277,6 +308,12 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
+    if config_hooks.get("startContainer"):
+        try:
+            hooks.run("startContainer", config_hooks["startContainer"], leanjson.dumps({**state, "status": "created"}))
+        except hooks.HookError as exc:
+            os.write(2, f"ketch-runtime: {exc}\n".encode())
+            os._exit(1)
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
     except OSError as exc:
@@ -434,10 +471,22 @@ def _tmpfs_copy_up(target: str, flags: int, data: str | None) -> None:
 
 
 def _mount_cgroups(target: str, flags: int) -> None:
-    """A read-only view of the host's cgroup hierarchy (cgroup namespaces come with the cgroup issue)."""
+    """The container's own cgroup of each hierarchy, read-only, as runc lays out v1 (a tmpfs of
+    per-controller mounts); on a unified host, cgroup2 itself (in the cgroup namespace, if any)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        try:
+            sc.mount("cgroup2", target, "cgroup2", flags)
+        except OSError:
+            sc.mount("/sys/fs/cgroup", target, None, sc.MS_BIND | sc.MS_REC)  # outside a cgroup namespace
+            sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC)
+        return
     sc.mount("tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=755")
     for entry in sorted(os.listdir("/sys/fs/cgroup")):
         source = os.path.join("/sys/fs/cgroup", entry)
+        own = source + _CGROUP_PATH if _CGROUP_PATH and _CGROUP_PATH != "/" else source
+        if os.path.isdir(own) and not os.path.islink(source):
+            source = own
         if os.path.islink(source):
             os.symlink(os.readlink(source), os.path.join(target, entry))
         elif os.path.isdir(source):
@@ -488,7 +537,7 @@ def _setup_devices(rootfs: str, linux: dict[str, Any], dev_is_tmpfs: bool) -> No
 
 
 def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot: bool,
-                  new_namespaces: set[str]) -> None:
+                  new_namespaces: set[str], before_root_change) -> None:
     linux = config.get("linux") or {}
     # Keep our mounts from propagating back to the host (rootfsPropagation may share them later).
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
@@ -500,6 +549,7 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
             dev_is_tmpfs = True
     _setup_devices(rootfs, linux, dev_is_tmpfs)
     propagation = linux.get("rootfsPropagation")
+    before_root_change()
     os.chdir(rootfs)
     if no_pivot:
         sc.mount(rootfs, "/", None, sc.MS_MOVE)

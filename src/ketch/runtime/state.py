@@ -56,13 +56,33 @@ class State:
 
     def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0, pid_start: str = "", created: str = "",
                  annotations: dict[str, str] | None = None, status_override: str = "", creator: int = 0,
-                 creator_start: str = "", cgroup: dict[str, str] | None = None, **_ignored: Any) -> None:
+                 creator_start: str = "", cgroup: dict[str, str] | None = None, cgroup_path: str = "",
+                 cgroup_dirs: dict[str, str] | None = None, cgroup_unified: bool = False,
+                 hooks: dict[str, list] | None = None, **_ignored: Any) -> None:
         self.id, self.bundle, self.rootfs = id, bundle, rootfs
         self.pid, self.pid_start, self.created = pid, pid_start, created
         self.annotations = dict(annotations or {})
         self.status_override = status_override  # "creating" while create runs
         self.creator, self.creator_start = creator, creator_start  # the create command's pid and start time
         self.cgroup = dict(cgroup or {})  # linux.cgroupsPath as read (see container.parse_cgroups_path)
+        self.cgroup_path = cgroup_path  # the cgroup made for it ("" when none was made)
+        self.cgroup_dirs = dict(cgroup_dirs or {})  # hierarchy -> its directory
+        self.cgroup_unified = cgroup_unified
+        self.hooks = dict(hooks or {})  # poststart and poststop, as the config had them at create
+
+    def cgroup_handle(self):
+        """The container's cgroup, or None."""
+        if not self.cgroup_path:
+            return None
+        from ketch.runtime.cgroups import Cgroup
+
+        return Cgroup.recorded(self.cgroup_path, self.cgroup_dirs, self.cgroup_unified)
+
+    def hook_state(self, status: str) -> dict[str, Any]:
+        out = {"ociVersion": "1.0.2", "id": self.id, "status": status, "pid": self.pid, "bundle": self.bundle}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
 
     def alive(self) -> bool:
         if self.pid <= 0:
@@ -80,7 +100,8 @@ class State:
             return "stopped"
         if os.path.exists(os.path.join(directory, FIFO)):
             return "created"
-        if process_state(self.pid) == "T":
+        cgroup = self.cgroup_handle()
+        if cgroup is not None and cgroup.is_frozen():
             return "paused"
         return "running"
 

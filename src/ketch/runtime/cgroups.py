@@ -1,0 +1,469 @@
+"""Control groups of containers: cgroup v1 (a hierarchy per controller) and v2 (one unified tree).
+
+A container's cgroup is a path relative to each hierarchy's root (``/ketch-runtime/ID`` unless the
+config's ``linux.cgroupsPath`` names one). The runtime makes the directories and writes the
+resources before the container's first process exists; that process writes its own pid into every
+``cgroup.procs`` before it makes namespaces, so everything the container ever runs is inside.
+
+On a hybrid host (v1 controllers plus a v2 tree at ``/sys/fs/cgroup/unified``, as here) the
+container also gets a directory in the v2 tree, as runc does; resources go to the v1 controllers.
+With ``--systemd-cgroup`` the ``slice:prefix:name`` form is read as systemd would lay it out
+(``/system.slice/prefix-name.scope``) and made directly: there is no systemd to ask on these hosts.
+
+Only ``os`` is imported: this module is on every container's start path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from ketch.errors import InvalidInputError, KetchError
+
+ROOT = "/sys/fs/cgroup"
+DEFAULT_PARENT = "/ketch-runtime"
+
+
+class CgroupError(KetchError):
+    """A cgroup could not be made, written or removed."""
+
+
+def is_unified() -> bool:
+    """True when /sys/fs/cgroup itself is cgroup v2 (no v1 controllers)."""
+    return os.path.exists(os.path.join(ROOT, "cgroup.controllers"))
+
+
+def expand_slice(name: str) -> str:
+    """systemd's slice nesting: ``a-b.slice`` lives in ``a.slice``; ``-.slice`` is the root."""
+    if name == "-.slice":
+        return ""
+    if not name.endswith(".slice") or "/" in name:
+        raise InvalidInputError(f"{name!r} is not a systemd slice")
+    stem = name[: -len(".slice")]
+    parts = stem.split("-")
+    if "" in parts:
+        raise InvalidInputError(f"{name!r} is not a valid systemd slice name")
+    return "".join("/" + "-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def relative_path(recorded: dict[str, str], container_id: str) -> str:
+    """The container's cgroup, relative to each hierarchy's root."""
+    if recorded.get("manager") == "systemd":
+        return expand_slice(recorded["slice"]) + "/" + recorded["unit"]
+    return recorded.get("path") or f"{DEFAULT_PARENT}/{container_id}"
+
+
+_NOT_CONTROLLERS = {"rw", "ro", "noprefix", "xattr", "clone_children", "cpuset_v2_mode", "all", "none"}
+
+
+def hierarchies() -> dict[str, str]:
+    """Mounted hierarchies of this mount namespace: a name (a v1 controller list such as
+    ``cpu,cpuacct``, ``name=systemd``, or ``""`` for v2) → mount point."""
+    found: dict[str, str] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            dash = fields.index("-")
+            fstype, options = fields[dash + 1], fields[dash + 3]
+            mountpoint = fields[4].replace("\\040", " ")
+            if fstype == "cgroup2":
+                found.setdefault("", mountpoint)
+            elif fstype == "cgroup":
+                names = [o for o in options.split(",")
+                         if o.startswith("name=") or ("=" not in o and o not in _NOT_CONTROLLERS)]
+                found.setdefault(",".join(sorted(names)), mountpoint)
+    return found
+
+
+class Cgroup:
+    """One container's cgroup in every hierarchy."""
+
+    def __init__(self, path: str) -> None:
+        if not path.startswith("/") or ".." in path.split("/"):
+            raise InvalidInputError(f"cgroup path {path!r} must be absolute and without '..'")
+        self.path = path.rstrip("/") or "/"
+        mounted = hierarchies()
+        self.unified = "" in mounted and mounted[""] == ROOT
+        self.dirs: dict[str, str] = {}  # controller (or "" for v2) -> the container's directory
+        for names, mountpoint in mounted.items():
+            if self.unified and names:
+                continue
+            for controller in names.split(",") if names else [""]:
+                self.dirs[controller] = mountpoint + (self.path if self.path != "/" else "")
+
+    @classmethod
+    def recorded(cls, path: str, dirs: dict[str, str], unified: bool) -> "Cgroup":
+        """The cgroup as create recorded it (no need to read mountinfo again)."""
+        cgroup = cls.__new__(cls)
+        cgroup.path, cgroup.dirs, cgroup.unified = path, dict(dirs), unified
+        return cgroup
+
+    # -- making and removing ------------------------------------------------------------
+
+    def create(self, resources: dict | None) -> list[str]:
+        """Make the directories; return the ``cgroup.procs`` files the first process joins.
+        Without write access (a rootless runtime) and without resources, no cgroup is made."""
+        made = []
+        for controller, directory in sorted(self.dirs.items()):
+            if directory in made:
+                continue
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and not resources:
+                    return []
+                raise CgroupError(f"making cgroup {directory}: {exc.strerror}") from None
+            if controller == "cpuset":
+                _inherit_cpuset(directory)
+            made.append(directory)
+        if self.unified and resources:
+            _enable_controllers(self.dirs[""])
+        return [os.path.join(d, "cgroup.procs") for d in made]
+
+    def destroy(self) -> None:
+        """Remove the container's directories (their processes must be gone)."""
+        for directory in sorted(set(self.dirs.values()), key=len, reverse=True):
+            for attempt in range(100):
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or attempt == 99:
+                        raise CgroupError(f"removing cgroup {directory}: {exc.strerror}") from None
+                    time.sleep(0.01)  # its last processes are still exiting
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self.dirs.values())
+
+    # -- resources ------------------------------------------------------------------------
+
+    def apply(self, resources: dict | None) -> None:
+        if not resources:
+            return
+        if self.unified:
+            _apply_v2(self.dirs[""], resources)
+        else:
+            _apply_v1(self.dirs, resources)
+
+    # -- processes --------------------------------------------------------------------------
+
+    def procs(self) -> list[int]:
+        """Every process of the cgroup."""
+        for controller in ("", "pids", "memory", "freezer", "cpu", "name=systemd"):
+            directory = self.dirs.get(controller)
+            if directory and os.path.exists(os.path.join(directory, "cgroup.procs")):
+                try:
+                    return sorted(int(p) for p in _read(directory, "cgroup.procs").split())
+                except OSError:
+                    continue
+        return []
+
+    def freeze(self, frozen: bool) -> None:
+        """pause / resume: the freezer (v1) or cgroup.freeze (v2); waits until it took effect."""
+        if self.unified:
+            directory = self.dirs[""]
+            _write(directory, "cgroup.freeze", "1" if frozen else "0")
+            wanted = "frozen 1" if frozen else "frozen 0"
+            check = lambda: wanted in _read(directory, "cgroup.events").splitlines()  # noqa: E731
+        else:
+            directory = self.dirs.get("freezer")
+            if directory is None:
+                raise CgroupError("the freezer controller is not mounted")
+            wanted = "FROZEN" if frozen else "THAWED"
+            _write(directory, "freezer.state", wanted)
+            check = lambda: _read(directory, "freezer.state").strip() == wanted  # noqa: E731
+        deadline = time.monotonic() + 10
+        while not check():
+            if time.monotonic() > deadline:
+                raise CgroupError(f"the cgroup did not become {'frozen' if frozen else 'thawed'}")
+            time.sleep(0.001)
+
+    def is_frozen(self) -> bool:
+        try:
+            if self.unified:
+                return "frozen 1" in _read(self.dirs[""], "cgroup.events").splitlines()
+            directory = self.dirs.get("freezer")
+            return directory is not None and _read(directory, "freezer.state").strip() == "FROZEN"
+        except OSError:
+            return False
+
+    def stats(self) -> dict:
+        """runc's ``events --stats`` data: cpu, memory, pids (what this hierarchy offers)."""
+        out: dict = {}
+        if self.unified:
+            d = self.dirs[""]
+            cpu = _keyed(_try_read(d, "cpu.stat"))
+            out["cpu"] = {"usage": {"total": cpu.get("usage_usec", 0) * 1000, "user": cpu.get("user_usec", 0) * 1000,
+                                    "kernel": cpu.get("system_usec", 0) * 1000}}
+            out["memory"] = {"usage": {"usage": _int(_try_read(d, "memory.current")),
+                                       "limit": _int(_try_read(d, "memory.max"))},
+                             "raw": _keyed(_try_read(d, "memory.stat"))}
+            out["pids"] = {"current": _int(_try_read(d, "pids.current")), "limit": _int(_try_read(d, "pids.max"))}
+            return out
+        cpuacct = self.dirs.get("cpuacct")
+        if cpuacct:
+            percpu = [int(v) for v in _try_read(cpuacct, "cpuacct.usage_percpu").split()]
+            out["cpu"] = {"usage": {"total": _int(_try_read(cpuacct, "cpuacct.usage")), "percpu": percpu}}
+            cpu_dir = self.dirs.get("cpu")
+            if cpu_dir:
+                throttling = _keyed(_try_read(cpu_dir, "cpu.stat"))
+                out["cpu"]["throttling"] = {"periods": throttling.get("nr_periods", 0),
+                                            "throttledPeriods": throttling.get("nr_throttled", 0),
+                                            "throttledTime": throttling.get("throttled_time", 0)}
+        memory = self.dirs.get("memory")
+        if memory:
+            out["memory"] = {
+                "usage": {"usage": _int(_try_read(memory, "memory.usage_in_bytes")),
+                          "max": _int(_try_read(memory, "memory.max_usage_in_bytes")),
+                          "limit": _int(_try_read(memory, "memory.limit_in_bytes")),
+                          "failcnt": _int(_try_read(memory, "memory.failcnt"))},
+                "raw": _keyed(_try_read(memory, "memory.stat")),
+            }
+        pids = self.dirs.get("pids")
+        if pids:
+            out["pids"] = {"current": _int(_try_read(pids, "pids.current")), "limit": _int(_try_read(pids, "pids.max"))}
+        return out
+
+
+# -- v1 ---------------------------------------------------------------------------------------
+
+
+def _apply_v1(dirs: dict[str, str], resources: dict) -> None:
+    def need(controller: str) -> str:
+        if controller not in dirs:
+            raise CgroupError(f"the {controller} cgroup controller is not available here")
+        return dirs[controller]
+
+    memory = resources.get("memory") or {}
+    if memory:
+        d = need("memory")
+        limit, swap = memory.get("limit"), memory.get("swap")
+        if limit is not None and swap is not None:
+            # memsw must stay >= the limit at every moment: raise first what grows
+            current = _int(_try_read(d, "memory.limit_in_bytes"))
+            order = [("memory.memsw.limit_in_bytes", swap), ("memory.limit_in_bytes", limit)] \
+                if (limit == -1 or (current not in (None, -1) and limit > current)) else \
+                [("memory.limit_in_bytes", limit), ("memory.memsw.limit_in_bytes", swap)]
+            for name, value in order:
+                _write_checked(d, name, value)
+        elif limit is not None:
+            _write_checked(d, "memory.limit_in_bytes", limit)
+        elif swap is not None:
+            _write_checked(d, "memory.memsw.limit_in_bytes", swap)
+        if memory.get("reservation") is not None:
+            _write_checked(d, "memory.soft_limit_in_bytes", memory["reservation"])
+        if memory.get("kernelTCP") is not None:
+            _write_checked(d, "memory.kmem.tcp.limit_in_bytes", memory["kernelTCP"])
+        if memory.get("swappiness") is not None:
+            if not 0 <= memory["swappiness"] <= 100:
+                raise InvalidInputError(f"memory.swappiness {memory['swappiness']} is not within 0-100")
+            _write_checked(d, "memory.swappiness", memory["swappiness"])
+        if memory.get("disableOOMKiller"):
+            _write_checked(d, "memory.oom_control", 1)
+    cpu = resources.get("cpu") or {}
+    if cpu:
+        for key, name in (("shares", "cpu.shares"), ("period", "cpu.cfs_period_us"), ("quota", "cpu.cfs_quota_us"),
+                          ("realtimePeriod", "cpu.rt_period_us"), ("realtimeRuntime", "cpu.rt_runtime_us")):
+            if cpu.get(key) is not None:
+                _write_checked(need("cpu"), name, cpu[key])
+        for key in ("cpus", "mems"):
+            if cpu.get(key):
+                _write_checked(need("cpuset"), f"cpuset.{key}", cpu[key])
+    pids = resources.get("pids") or {}
+    if pids.get("limit") is not None:
+        _write_checked(need("pids"), "pids.max", "max" if pids["limit"] <= 0 else pids["limit"])
+    blkio = resources.get("blockIO") or {}
+    if blkio:
+        d = need("blkio")
+        for key, name in (("weight", "blkio.weight"), ("leafWeight", "blkio.leaf_weight")):
+            if blkio.get(key) is not None:
+                _write_checked(d, name, blkio[key])
+        for entry in blkio.get("weightDevice") or []:
+            if entry.get("weight") is not None:
+                _write_checked(d, "blkio.weight_device", f"{entry['major']}:{entry['minor']} {entry['weight']}")
+        for key, name in (("throttleReadBpsDevice", "blkio.throttle.read_bps_device"),
+                          ("throttleWriteBpsDevice", "blkio.throttle.write_bps_device"),
+                          ("throttleReadIOPSDevice", "blkio.throttle.read_iops_device"),
+                          ("throttleWriteIOPSDevice", "blkio.throttle.write_iops_device")):
+            for entry in blkio.get(key) or []:
+                _write_checked(d, name, f"{entry['major']}:{entry['minor']} {entry['rate']}")
+    for entry in resources.get("hugepageLimits") or []:
+        _write_checked(need("hugetlb"), f"hugetlb.{entry['pageSize']}.limit_in_bytes", entry["limit"])
+    network = resources.get("network") or {}
+    if network.get("classID") is not None:
+        _write_checked(need("net_cls"), "net_cls.classid", network["classID"])
+    for entry in network.get("priorities") or []:
+        _write_checked(need("net_prio"), "net_prio.ifpriomap", f"{entry['name']} {entry['priority']}")
+    if "devices" in resources and "devices" in dirs:
+        _apply_devices_v1(dirs["devices"], resources.get("devices") or [])
+    if resources.get("unified"):
+        raise InvalidInputError("linux.resources.unified needs cgroup v2; this host runs cgroup v1")
+
+
+# Devices every container may use whatever its rules say (runc's list): the default nodes,
+# the console and pseudo-terminals.
+ALWAYS_ALLOWED_DEVICES = ["c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm",
+                          "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm"]
+
+
+def device_rule(rule: dict) -> str:
+    kind = rule.get("type", "a") or "a"
+    if kind not in ("a", "b", "c"):
+        raise InvalidInputError(f"device rule type {kind!r} is not one of a, b, c")
+    access = rule.get("access", "rwm") or "rwm"
+    if not set(access) <= set("rwm"):
+        raise InvalidInputError(f"device rule access {access!r} is not made of r, w, m")
+    if kind == "a":
+        return "a *:* rwm" if access == "rwm" else f"a *:* {access}"
+    major = "*" if rule.get("major") in (None, -1) else rule["major"]
+    minor = "*" if rule.get("minor") in (None, -1) else rule["minor"]
+    return f"{kind} {major}:{minor} {access}"
+
+
+def _apply_devices_v1(directory: str, rules: list[dict]) -> None:
+    for rule in rules:
+        _write(directory, "devices.allow" if rule.get("allow") else "devices.deny", device_rule(rule))
+    for text in ALWAYS_ALLOWED_DEVICES:
+        _write(directory, "devices.allow", text)
+
+
+def allow_devices_v1(directory: str, devices: list[dict]) -> None:
+    """The config's linux.devices are usable whatever the rules say (runc does the same)."""
+    for device in devices:
+        if device.get("type") in ("c", "b", "u"):
+            kind = "c" if device["type"] == "u" else device["type"]
+            _write(directory, "devices.allow", f"{kind} {device['major']}:{device['minor']} rwm")
+
+
+# -- v2 ---------------------------------------------------------------------------------------
+
+
+def _enable_controllers(directory: str) -> None:
+    """Every controller the root offers is enabled down to the container's parent."""
+    available = _read(ROOT, "cgroup.controllers").split()
+    parts = [p for p in os.path.relpath(directory, ROOT).split("/") if p and p != "."]
+    current = ROOT
+    for part in parts:
+        for controller in available:
+            try:
+                _write(current, "cgroup.subtree_control", "+" + controller)
+            except CgroupError:
+                pass  # a controller the kernel will not delegate here: its files will be missing
+        current = os.path.join(current, part)
+
+
+def _apply_v2(directory: str, resources: dict) -> None:
+    memory = resources.get("memory") or {}
+    if memory.get("limit") is not None:
+        _write_checked(directory, "memory.max", "max" if memory["limit"] == -1 else memory["limit"])
+    if memory.get("reservation") is not None:
+        _write_checked(directory, "memory.low", "max" if memory["reservation"] == -1 else memory["reservation"])
+    if memory.get("swap") is not None:
+        swap = memory["swap"]
+        # v1's swap is memory+swap; v2's memory.swap.max is swap alone
+        value = "max" if swap == -1 else max(swap - (memory.get("limit") or 0), 0)
+        _write_checked(directory, "memory.swap.max", value)
+    cpu = resources.get("cpu") or {}
+    if cpu.get("shares"):
+        # runc's conversion of v1 shares (2-262144) to v2 weight (1-10000)
+        _write_checked(directory, "cpu.weight", 1 + ((cpu["shares"] - 2) * 9999) // 262142)
+    if cpu.get("quota") is not None or cpu.get("period") is not None:
+        quota = cpu.get("quota")
+        _write_checked(directory, "cpu.max", f"{'max' if quota in (None, -1) else quota} {cpu.get('period') or 100000}")
+    for key in ("cpus", "mems"):
+        if cpu.get(key):
+            _write_checked(directory, f"cpuset.{key}", cpu[key])
+    pids = resources.get("pids") or {}
+    if pids.get("limit") is not None:
+        _write_checked(directory, "pids.max", "max" if pids["limit"] <= 0 else pids["limit"])
+    blkio = resources.get("blockIO") or {}
+    if blkio.get("weight") is not None:
+        _write_checked(directory, "io.weight", blkio["weight"])
+    for key, io_key in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
+                        ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
+        for entry in blkio.get(key) or []:
+            _write_checked(directory, "io.max", f"{entry['major']}:{entry['minor']} {io_key}={entry['rate']}")
+    for entry in resources.get("hugepageLimits") or []:
+        _write_checked(directory, f"hugetlb.{entry['pageSize']}.max", entry["limit"])
+    for name, value in (resources.get("unified") or {}).items():
+        if "/" in name or name.startswith("."):
+            raise InvalidInputError(f"linux.resources.unified: {name!r} is not a cgroup file name")
+        _write_checked(directory, name, value, unified_file=True)
+    if any(not r.get("allow") for r in resources.get("devices") or []):
+        # v2 filters devices with an eBPF program attached to the cgroup; ketch does not load one
+        # yet, so the device nodes the runtime creates are the container's only device access.
+        pass
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _inherit_cpuset(directory: str) -> None:
+    """A new v1 cpuset starts empty, and a process cannot join an empty one: copy the parent's,
+    from the top down."""
+    chain = []
+    current = directory
+    while os.path.basename(current) and os.path.exists(os.path.join(os.path.dirname(current), "cpuset.cpus")):
+        chain.append(current)
+        current = os.path.dirname(current)
+    for path in reversed(chain):
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if not _read(path, name).strip():
+                _write(path, name, _read(os.path.dirname(path), name).strip())
+
+
+def _read(directory: str, name: str) -> str:
+    with open(os.path.join(directory, name)) as f:
+        return f.read()
+
+
+def _try_read(directory: str, name: str) -> str:
+    try:
+        return _read(directory, name)
+    except OSError:
+        return ""
+
+
+def _int(text: str) -> int | None:
+    text = text.strip()
+    if text == "max":
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _write(directory: str, name: str, value: object) -> None:
+    try:
+        with open(os.path.join(directory, name), "w") as f:
+            f.write(str(value))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise CgroupError(f"{name} is not supported by this kernel's cgroups ({directory})") from None
+        raise CgroupError(f"setting {name} to {value}: {exc.strerror}") from None
+
+
+_TEXT_VALUES = ("cpuset.", "blkio.weight_device", "blkio.throttle.", "io.", "net_prio.", "cpu.max")
+
+
+def _write_checked(directory: str, name: str, value: object, *, unified_file: bool = False) -> None:
+    """Write a resource from the config: numbers (or "max", which ketch writes itself), except for
+    the files whose values are text (cpu lists, device rules, linux.resources.unified)."""
+    text_ok = unified_file or name.startswith(_TEXT_VALUES)
+    if isinstance(value, bool) or not (isinstance(value, int) or value == "max"
+                                       or (text_ok and isinstance(value, str))):
+        raise InvalidInputError(f"cgroup value for {name} must be a number, not {value!r}")
+    _write(directory, name, value)

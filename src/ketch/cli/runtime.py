@@ -72,6 +72,25 @@ def build_parser():
     spec.add_argument("--bundle", "-b", default=".")
     spec.add_argument("--rootless", action="store_true")
     commands.add_parser("features", help="print what this runtime supports", description="Print features.")
+    execute = commands.add_parser("exec", help="run a process in a running container",
+                                  description="Run a process in a container's namespaces and cgroup.")
+    execute.add_argument("id", metavar="CONTAINER-ID")
+    execute.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARG...]",
+                         help="the process (or --process); everything after the id is its command line")
+    execute.add_argument("--process", "-p", metavar="FILE", help="a runtime-spec process object as JSON")
+    execute.add_argument("--detach", "-d", action="store_true", help="return once the process runs")
+    execute.add_argument("--tty", "-t", action="store_true", help="give the process a terminal")
+    execute.add_argument("--pid-file", metavar="PATH")
+    execute.add_argument("--console-socket", metavar="PATH")
+    execute.add_argument("--cwd", metavar="DIR")
+    execute.add_argument("--env", "-e", action="append", default=[], metavar="NAME=VALUE")
+    execute.add_argument("--user", "-u", metavar="UID[:GID]")
+    execute.add_argument("--additional-gids", "-g", action="append", default=[], metavar="GID")
+    execute.add_argument("--cap", "-c", action="append", default=[], metavar="CAP", help="add a capability")
+    execute.add_argument("--no-new-privs", action="store_true")
+    execute.add_argument("--preserve-fds", type=int, default=0, metavar="N")
+    execute.add_argument("--apparmor", help="accepted; this host has no AppArmor")
+    execute.add_argument("--process-label", help="accepted; this host has no SELinux")
     for name, text in (("pause", "freeze every process of a container"), ("resume", "thaw a paused container")):
         sub = commands.add_parser(name, help=text, description=text.capitalize() + ".")
         sub.add_argument("id", metavar="CONTAINER-ID")
@@ -112,6 +131,51 @@ def parse_size(text: str) -> int:
         return int(float(number) * _SIZE_UNITS[unit])
     except (ValueError, KeyError):
         raise InvalidInputError(f"invalid size {text!r}") from None
+
+
+def exec_process(args, runtime) -> dict:
+    """exec's process: --process FILE, or the container's own process with exec's flags applied."""
+    import json
+
+    from ketch.errors import InvalidInputError
+    from ketch.runtime import spec as specs
+
+    if args.process:
+        try:
+            with open(args.process) as f:
+                process = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"reading the process from {args.process}: {exc}") from None
+        if not isinstance(process, dict):
+            raise InvalidInputError(f"{args.process}: a process must be a JSON object")
+        return process
+    if not args.argv:
+        raise InvalidInputError("exec: give a command, or --process FILE")
+    state = runtime.state(args.id)
+    try:
+        base = dict(specs.load(state["bundle"]).get("process") or {})
+    except KetchError:
+        base = {}
+    process = {"args": list(args.argv), "env": list(base.get("env") or []) + list(args.env),
+               "cwd": args.cwd or base.get("cwd") or "/", "terminal": args.tty,
+               "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
+               "capabilities": dict(base.get("capabilities") or {}),
+               "noNewPrivileges": bool(base.get("noNewPrivileges")) or args.no_new_privs,
+               "rlimits": list(base.get("rlimits") or [])}
+    if args.user:
+        uid, _, gid = args.user.partition(":")
+        try:
+            process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        except ValueError:
+            raise InvalidInputError(f"--user {args.user!r}: give numeric UID[:GID]") from None
+    if args.additional_gids:
+        process["user"]["additionalGids"] = [int(g) for g in args.additional_gids]
+    for cap in args.cap:
+        for kind in ("bounding", "effective", "permitted", "ambient", "inheritable"):
+            process["capabilities"].setdefault(kind, [])
+            if cap not in process["capabilities"][kind] and kind != "inheritable":
+                process["capabilities"][kind].append(cap)
+    return process
 
 
 def update_resources(args) -> dict:
@@ -249,6 +313,9 @@ def dispatch(args) -> int:
             f.write(_pretty(default_spec(rootless=args.rootless), "\t"))
     elif command == "features":
         print(_pretty(features(), 4))
+    elif command == "exec":
+        return runtime.exec(args.id, exec_process(args, runtime), detach=args.detach, pid_file=args.pid_file,
+                            console_socket=args.console_socket, preserve_fds=args.preserve_fds)
     elif command == "pause":
         runtime.pause(args.id)
     elif command == "resume":

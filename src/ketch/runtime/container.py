@@ -422,14 +422,8 @@ class Runtime:
 
         if not detach:
             syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init becomes our child again
-        listener = None
-        if not detach and not console_socket and ((specs.load(bundle).get("process") or {}).get("terminal")):
-            os.makedirs(self.states.root, mode=0o700, exist_ok=True)
-            console_socket = os.path.join(self.states.root, f".console-{os.getpid()}.sock")
-            _unlink(console_socket)
-            listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            listener.bind(console_socket)
-            listener.listen(1)
+        terminal = (specs.load(bundle).get("process") or {}).get("terminal")
+        listener, console_socket = self._own_console(not detach and not console_socket and terminal, console_socket)
         master = None
         try:
             state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
@@ -437,49 +431,158 @@ class Runtime:
             if listener is not None:
                 master = _receive_fd(listener)
         finally:
-            if listener is not None:
-                listener.close()
-                _unlink(console_socket)  # type: ignore[arg-type]
+            _close_listener(listener, console_socket)
         if detach:
             self.start(container_id)
             return 0
-        previous = {}
-        for sig in range(1, _signal.NSIG):
-            if sig not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
-                try:
-                    previous[sig] = _signal.signal(sig, lambda number, frame: _kill(state.pid, number))
-                except (OSError, ValueError):
-                    pass  # the C library's own real-time signals
-        proxy = _TerminalProxy(master) if master is not None else None
         try:
-            self.start(container_id)
-            while True:
-                if proxy is not None:
-                    proxy.pump(0.05)
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                    if pid == 0:
-                        continue
-                else:
-                    try:
-                        pid, status = os.waitpid(-1, 0)
-                    except InterruptedError:
-                        continue
-                if pid == state.pid:
-                    if proxy is not None:
-                        proxy.drain()
-                    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
-                        128 + os.WTERMSIG(status)
-        except ChildProcessError:
-            return 0
+            return _wait_foreground(lambda: state.pid, master, lambda: self.start(container_id))
         finally:
-            if proxy is not None:
-                proxy.close()
-            for sig, handler in previous.items():
-                try:
-                    _signal.signal(sig, handler)
-                except (OSError, ValueError, TypeError):
-                    pass
             self.delete(container_id, force=True)
+
+    def _own_console(self, wanted, console_socket):
+        """A console socket of our own, for a foreground terminal without one given."""
+        if not wanted:
+            return None, console_socket
+        os.makedirs(self.states.root, mode=0o700, exist_ok=True)
+        console_socket = os.path.join(self.states.root, f".console-{os.getpid()}.sock")
+        _unlink(console_socket)
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        listener.bind(console_socket)
+        listener.listen(1)
+        return listener, console_socket
+
+    # -- exec ---------------------------------------------------------------------
+
+    def exec(self, container_id: str, process: dict[str, Any], *, detach: bool = False,
+             pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0) -> int:
+        """Run another process in a running container: its namespaces, its cgroup, ``process``'s
+        user, capabilities and environment. In the foreground, return its exit status; detached,
+        return once it runs (it is then a child of the nearest subreaper, as create's init is)."""
+        from ketch import syscalls
+
+        state, directory = self.states.load(container_id)
+        status = state.status(directory)
+        if status not in ("created", "running"):
+            raise InvalidInputError(f"cannot exec in container {container_id}: it is {status}")
+        specs.validate_process(process)
+        if process.get("terminal") and not console_socket and detach:
+            raise InvalidInputError("a detached exec with a terminal needs --console-socket")
+        try:
+            linux = specs.load(state.bundle).get("linux") or {}
+        except KetchError:
+            linux = {}  # the bundle is gone: the process's own settings still apply
+        if not detach:
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        listener, console_socket = self._own_console(process.get("terminal") and not console_socket and not detach,
+                                                     console_socket)
+        group = state.cgroup_handle()
+        cgroup_procs = [os.path.join(d, "cgroup.procs") for d in sorted(set(group.dirs.values()))] if group else []
+        master = None
+        try:
+            console_fd = _connect_console(console_socket) if process.get("terminal") else None
+            pid = self._spawn_exec(state.pid, process, linux, cgroup_procs, console_fd, preserve_fds)
+            if console_fd is not None:
+                os.close(console_fd)
+            if listener is not None:
+                master = _receive_fd(listener)
+        finally:
+            _close_listener(listener, console_socket)
+        if pid_file:
+            _write_atomically(pid_file, str(pid))
+        if detach:
+            return 0
+        return _wait_foreground(lambda: pid, master, None)
+
+    def _spawn_exec(self, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds) -> int:
+        from ketch.runtime import init
+
+        parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        keep = [] if console_fd is None else [console_fd]
+        child = os.fork()
+        if child == 0:
+            parent_end.close()
+            init.exec_child(child_end, target_pid=target_pid, process=process, linux=linux,
+                            cgroup_procs=cgroup_procs, console_fd=console_fd, preserve_fds=preserve_fds,
+                            keep_fds=keep)
+            os._exit(1)  # not reached
+        child_end.close()
+        pid, error = 0, None
+        try:
+            while True:
+                message = parent_end.recv(65536).decode(errors="replace")
+                if not message:
+                    break  # every copy closed: the process exec'd
+                if message.startswith("pid "):
+                    pid = int(message[4:])
+                elif message.startswith("error "):
+                    error = message[6:]
+                    break
+        finally:
+            parent_end.close()
+            os.waitpid(child, 0)
+        if error is not None or not pid:
+            raise RuntimeError_(error or "the exec'd process never reported")
+        return pid
+
+
+def _connect_console(console_socket: str | None) -> int:
+    if not console_socket:
+        raise InvalidInputError("process.terminal is true: --console-socket is required")
+    console = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        console.connect(console_socket)
+    except OSError as exc:
+        console.close()
+        raise InvalidInputError(f"connecting to the console socket {console_socket}: {exc.strerror}") from None
+    return console.detach()
+
+
+def _close_listener(listener, console_socket) -> None:
+    if listener is not None:
+        listener.close()
+        _unlink(console_socket)
+
+
+def _wait_foreground(target, master: int | None, start) -> int:
+    """Forward every catchable signal to the process, copy its terminal, and return its exit
+    status (128+N for a signal), as a shell reports it. ``start`` runs once the handlers are set."""
+    previous = {}
+    for sig in range(1, _signal.NSIG):
+        if sig not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
+            try:
+                previous[sig] = _signal.signal(sig, lambda number, frame: _kill(target(), number))
+            except (OSError, ValueError):
+                pass  # the C library's own real-time signals
+    proxy = _TerminalProxy(master) if master is not None else None
+    try:
+        if start is not None:
+            start()
+        while True:
+            if proxy is not None:
+                proxy.pump(0.05)
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    continue
+            else:
+                try:
+                    pid, status = os.waitpid(-1, 0)
+                except InterruptedError:
+                    continue
+            if pid == target():
+                if proxy is not None:
+                    proxy.drain()
+                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    except ChildProcessError:
+        return 0
+    finally:
+        if proxy is not None:
+            proxy.close()
+        for sig, handler in previous.items():
+            try:
+                _signal.signal(sig, handler)
+            except (OSError, ValueError, TypeError):
+                pass
 
 
 class _TerminalProxy:

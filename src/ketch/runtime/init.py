@@ -215,6 +215,40 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         _setup_console(console_fd, process.get("consoleSize"), bind_console="mount" in new_namespaces)
     if "mount" in namespaces:
         _finalize_rootfs(config)
+    path, env = prepare_process(process, linux)
+    keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
+    send(sync, "ready")
+    # Go on only once the runtime recorded us: if it was killed first, nobody could ever
+    # start or delete this container, so it must not outlive the failed create.
+    if sync.recv(16) != b"ok":
+        os._exit(1)
+    sync.close()
+    _close_fds(keep | {fifo_fd})
+    # Wait for start: opening the FIFO for writing blocks until ``start`` opens it for reading.
+    try:
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        os._exit(1)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    if config_hooks.get("startContainer"):
+        try:
+            hooks.run("startContainer", config_hooks["startContainer"], leanjson.dumps({**state, "status": "created"}))
+        except hooks.HookError as exc:
+            os.write(2, f"ketch-runtime: {exc}\n".encode())
+            os._exit(1)
+    try:
+        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+    except OSError as exc:
+        os.write(2, f"ketch-runtime: exec {process['args'][0]}: {exc.strerror}\n".encode())
+        os._exit(126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127)
+
+
+def prepare_process(process: dict[str, Any], linux: dict[str, Any]) -> tuple[str, list[str]]:
+    """Everything of ``process`` but the exec: rlimits, oom score, personality, the program's
+    path, capabilities, user and groups, no_new_privs, working directory, clean signals.
+    Shared by the container's init and ``exec``; returns the program's path and environment."""
     for limit in process.get("rlimits") or []:
         kind = RLIMITS.get(limit.get("type", ""))
         if kind is None:
@@ -292,39 +326,75 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         except (OSError, ValueError):
             pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-    keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
-    send(sync, "ready")
-    # Go on only once the runtime recorded us: if it was killed first, nobody could ever
-    # start or delete this container, so it must not outlive the failed create.
-    if sync.recv(16) != b"ok":
-        os._exit(1)
-    sync.close()
-    _close_fds(keep | {fifo_fd})
-    # Wait for start: opening the FIFO for writing blocks until ``start`` opens it for reading.
+    return path, env
+
+
+def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any], linux: dict[str, Any],
+               cgroup_procs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int]) -> None:
+    """``exec``'s intermediate: join the container's cgroup and namespaces, fork the process.
+
+    The process execs with the sync socket still open (close-on-exec): the runtime reads
+    end-of-file as success, or an ``error`` line from a process that could not be started."""
     try:
-        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        os._exit(1)
-    os.write(fd, b"0")
-    os.close(fd)
-    os.close(fifo_fd)
-    if config_hooks.get("startContainer"):
-        try:
-            hooks.run("startContainer", config_hooks["startContainer"], leanjson.dumps({**state, "status": "created"}))
-        except hooks.HookError as exc:
-            os.write(2, f"ketch-runtime: {exc}\n".encode())
-            os._exit(1)
-    try:
-        os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+        for procs in cgroup_procs:
+            try:
+                _write(procs, str(os.getpid()))
+            except OSError as exc:
+                raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
+        # All opened first: once in the container's mount namespace, /proc is the container's.
+        joined = []
+        for name, kind in (("user", "user"), ("cgroup", "cgroup"), ("ipc", "ipc"), ("uts", "uts"),
+                           ("net", "network"), ("pid", "pid"), ("time", "time"), ("mnt", "mount")):
+            path = f"/proc/{target_pid}/ns/{name}"
+            try:
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue
+                joined.append((kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+            except FileNotFoundError:
+                continue  # a namespace kind this kernel lacks
+        for kind, fd in joined:
+            try:
+                sc.setns(fd, NS_FLAGS[kind])
+            except OSError as exc:
+                raise SetupError(f"joining the container's {kind} namespace: {exc.strerror}") from None
+            finally:
+                os.close(fd)
+        gate_read, gate_write = os.pipe()
+        pid = os.fork()  # a joined pid namespace applies to children
+        if pid == 0:
+            try:
+                os.close(gate_write)
+                os.read(gate_read, 1)
+                os.close(gate_read)
+                os.setsid()
+                if process.get("terminal"):
+                    _setup_console(console_fd, process.get("consoleSize"), bind_console=False)
+                path, env = prepare_process(process, linux)
+                _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
+                os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+            except SetupError as exc:
+                fail(sync, str(exc))
+            except OSError as exc:
+                fail(sync, f"exec {process['args'][0]}: {exc.strerror or exc}")
+            except BaseException:
+                fail(sync, _internal_error())
+        os.close(gate_read)
+        send(sync, f"pid {pid}")
+        os.close(gate_write)
+        os._exit(0)
+    except SetupError as exc:
+        fail(sync, str(exc))
     except OSError as exc:
-        os.write(2, f"ketch-runtime: exec {process['args'][0]}: {exc.strerror}\n".encode())
-        os._exit(126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127)
+        fail(sync, f"{exc.strerror or exc}")
+    except BaseException:
+        fail(sync, _internal_error())
 
 
-def _close_fds(keep: set[int]) -> None:
+def _close_fds(keep: set[int], spare: set[int] = frozenset()) -> None:
+    """Close every fd but 0-2, ``keep`` (made inheritable) and ``spare`` (left as they are)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
-        if fd > 2 and fd not in keep:
+        if fd > 2 and fd not in keep and fd not in spare:
             try:
                 os.close(fd)
             except OSError:

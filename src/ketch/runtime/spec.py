@@ -81,27 +81,36 @@ def validate(config: Any, bundle: str) -> None:
         raise NotFoundError(f"root file system {rootfs} does not exist")
     process = config.get("process")
     if process is not None:
-        _type(process, dict, "process")
-        args = process.get("args")
-        if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
-            raise InvalidInputError("config.json: process.args must be a non-empty list of strings")
-        if not isinstance(process.get("cwd"), str) or not process["cwd"].startswith("/"):
-            raise InvalidInputError("config.json: process.cwd must be an absolute path")
-        user = process.get("user", {})
-        _type(user, dict, "process.user")
-        for key in ("uid", "gid"):
-            if key in user and (not isinstance(user[key], int) or user[key] < 0):
-                raise InvalidInputError(f"config.json: process.user.{key} must be a non-negative integer")
-        env = process.get("env", [])
-        if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
-            raise InvalidInputError("config.json: process.env must be a list of strings")
-        kinds = [limit.get("type") for limit in process.get("rlimits") or [] if isinstance(limit, dict)]
-        for kind in sorted({k for k in kinds if kinds.count(k) > 1}):
-            raise InvalidInputError(f"config.json: rlimit {kind} is listed twice")
+        validate_process(process)
     for i, mount in enumerate(config.get("mounts") or []):
         _type(mount, dict, f"mounts[{i}]")
         if not isinstance(mount.get("destination"), str) or not mount["destination"].startswith("/"):
             raise InvalidInputError(f"config.json: mounts[{i}].destination must be an absolute path")
+    _validate_linux(config)
+
+
+def validate_process(process: Any) -> None:
+    """A runtime-spec process object (config.json's, or exec's --process)."""
+    _type(process, dict, "process")
+    args = process.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(a, str) for a in args):
+        raise InvalidInputError("config.json: process.args must be a non-empty list of strings")
+    if not isinstance(process.get("cwd"), str) or not process["cwd"].startswith("/"):
+        raise InvalidInputError("config.json: process.cwd must be an absolute path")
+    user = process.get("user", {})
+    _type(user, dict, "process.user")
+    for key in ("uid", "gid"):
+        if key in user and (not isinstance(user[key], int) or user[key] < 0):
+            raise InvalidInputError(f"config.json: process.user.{key} must be a non-negative integer")
+    env = process.get("env", [])
+    if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
+        raise InvalidInputError("config.json: process.env must be a list of strings")
+    kinds = [limit.get("type") for limit in process.get("rlimits") or [] if isinstance(limit, dict)]
+    for kind in sorted({k for k in kinds if kinds.count(k) > 1}):
+        raise InvalidInputError(f"config.json: rlimit {kind} is listed twice")
+
+
+def _validate_linux(config: dict[str, Any]) -> None:
     linux = config.get("linux", {})
     _type(linux, dict, "linux")
     seen = set()

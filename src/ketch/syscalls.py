@@ -70,6 +70,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
+_SYS_SECCOMP = 317
 
 
 def _check(result: int, what: str) -> None:
@@ -97,6 +98,11 @@ def setns(fd: int, nstype: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def seccomp(operation: int, flags: int, args) -> None:
+    """seccomp(2); glibc has no wrapper. ``args`` is a ctypes pointer (a sock_fprog for filters)."""
+    _check(_libc.syscall(_SYS_SECCOMP, operation, flags, args), "seccomp")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:

@@ -191,7 +191,8 @@ class Runtime:
                           leanjson.dumps(state.hook_state("creating")))
 
             self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
-                        dict(container_id=container_id, cgroup_procs=cgroup_procs, cgroup_path=state.cgroup_path))
+                        dict(container_id=container_id, cgroup_procs=cgroup_procs, cgroup_path=state.cgroup_path,
+                             seccomp_program=self._seccomp_program(linux)))
             if console_fd is not None:
                 os.close(console_fd)
         except BaseException:
@@ -206,6 +207,13 @@ class Runtime:
             _remove_tree(directory)
             raise
         return state
+
+    def _seccomp_program(self, linux: dict[str, Any]) -> bytes | None:
+        if not linux.get("seccomp"):
+            return None
+        from ketch.runtime import seccomp
+
+        return seccomp.program_for(linux["seccomp"], os.path.join(self.states.root, ".seccomp-cache"))
 
     def _spawn(self, config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
                extra) -> int:
@@ -481,7 +489,8 @@ class Runtime:
         master = None
         try:
             console_fd = _connect_console(console_socket) if process.get("terminal") else None
-            pid = self._spawn_exec(state.pid, process, linux, cgroup_procs, console_fd, preserve_fds)
+            pid = self._spawn_exec(state.pid, process, linux, cgroup_procs, console_fd, preserve_fds,
+                                   self._seccomp_program(linux))
             if console_fd is not None:
                 os.close(console_fd)
             if listener is not None:
@@ -494,7 +503,7 @@ class Runtime:
             return 0
         return _wait_foreground(lambda: pid, master, None)
 
-    def _spawn_exec(self, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds) -> int:
+    def _spawn_exec(self, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds, program) -> int:
         from ketch.runtime import init
 
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -504,7 +513,7 @@ class Runtime:
             parent_end.close()
             init.exec_child(child_end, target_pid=target_pid, process=process, linux=linux,
                             cgroup_procs=cgroup_procs, console_fd=console_fd, preserve_fds=preserve_fds,
-                            keep_fds=keep)
+                            keep_fds=keep, seccomp_program=program)
             os._exit(1)  # not reached
         child_end.close()
         pid, error = 0, None

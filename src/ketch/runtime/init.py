@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ketch import syscalls as sc
-from ketch.runtime import capabilities, hooks, leanjson
+from ketch.runtime import capabilities, hooks, leanjson, seccomp
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
             "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER, "cgroup": sc.CLONE_NEWCGROUP,
@@ -155,13 +155,14 @@ def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[s
 
 def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int],
-                   container_id: str, host_pid: int, cgroup_path: str) -> None:
+                   container_id: str, host_pid: int, cgroup_path: str, seccomp_program: bytes | None) -> None:
     global _CGROUP_PATH
     _CGROUP_PATH = cgroup_path
     state = {"ociVersion": "1.0.2", "id": container_id, "status": "creating", "pid": host_pid, "bundle": bundle,
              "annotations": dict(config.get("annotations") or {})}
     try:
-        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds, state)
+        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds, state,
+                        seccomp_program)
     except SetupError as exc:
         fail(sync, str(exc))
     except OSError as exc:
@@ -171,7 +172,7 @@ def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str,
 
 
 def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds,
-                    state) -> None:
+                    state, seccomp_program) -> None:
     linux = config.get("linux") or {}
     process = config.get("process") or {}
     namespaces = {n["type"] for n in linux.get("namespaces") or []}
@@ -215,7 +216,7 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         _setup_console(console_fd, process.get("consoleSize"), bind_console="mount" in new_namespaces)
     if "mount" in namespaces:
         _finalize_rootfs(config)
-    path, env = prepare_process(process, linux)
+    path, env = prepare_process(process, linux, seccomp_program)
     keep = set(range(3, 3 + preserve_fds)) | set(keep_fds)
     send(sync, "ready")
     # Go on only once the runtime recorded us: if it was killed first, nobody could ever
@@ -238,6 +239,8 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         except hooks.HookError as exc:
             os.write(2, f"ketch-runtime: {exc}\n".encode())
             os._exit(1)
+    if process.get("noNewPrivileges"):
+        _load_seccomp(seccomp_program, linux)  # as close to exec as it can be
     try:
         os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
     except OSError as exc:
@@ -245,7 +248,8 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         os._exit(126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127)
 
 
-def prepare_process(process: dict[str, Any], linux: dict[str, Any]) -> tuple[str, list[str]]:
+def prepare_process(process: dict[str, Any], linux: dict[str, Any],
+                    seccomp_program: bytes | None = None) -> tuple[str, list[str]]:
     """Everything of ``process`` but the exec: rlimits, oom score, personality, the program's
     path, capabilities, user and groups, no_new_privs, working directory, clean signals.
     Shared by the container's init and ``exec``; returns the program's path and environment."""
@@ -275,6 +279,10 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any]) -> tuple[str
     env = list(process.get("env") or [])
     path = _lookup(process["args"][0], env)
     user = process.get("user") or {}
+    if seccomp_program is not None and not process.get("noNewPrivileges"):
+        # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we still have
+        # it, as runc does; the profile must then allow what the rest of the set-up calls.
+        _load_seccomp(seccomp_program, linux)
     caps = process.get("capabilities")
     if caps is not None:
         bounding = capabilities.mask(caps.get("bounding"), "bounding")
@@ -330,7 +338,8 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any]) -> tuple[str
 
 
 def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any], linux: dict[str, Any],
-               cgroup_procs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int]) -> None:
+               cgroup_procs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int],
+               seccomp_program: bytes | None) -> None:
     """``exec``'s intermediate: join the container's cgroup and namespaces, fork the process.
 
     The process execs with the sync socket still open (close-on-exec): the runtime reads
@@ -369,8 +378,10 @@ def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any]
                 os.setsid()
                 if process.get("terminal"):
                     _setup_console(console_fd, process.get("consoleSize"), bind_console=False)
-                path, env = prepare_process(process, linux)
+                path, env = prepare_process(process, linux, seccomp_program)
                 _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
+                if seccomp_program is not None and process.get("noNewPrivileges"):
+                    seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
                 os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
             except SetupError as exc:
                 fail(sync, str(exc))
@@ -388,6 +399,17 @@ def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any]
         fail(sync, f"{exc.strerror or exc}")
     except BaseException:
         fail(sync, _internal_error())
+
+
+def _load_seccomp(program: bytes | None, linux: dict[str, Any]) -> None:
+    """The filter goes on last, as close to exec as possible (as runc does with noNewPrivileges)."""
+    if program is None:
+        return
+    try:
+        seccomp.load(program, seccomp.flags_of(linux.get("seccomp") or {}))
+    except OSError as exc:
+        os.write(2, f"ketch-runtime: loading the seccomp filter: {exc.strerror}\n".encode())
+        os._exit(1)
 
 
 def _close_fds(keep: set[int], spare: set[int] = frozenset()) -> None:

@@ -5,6 +5,9 @@ crun refuses this machine's hybrid cgroup layout until the hugetlb
 controller is mounted as v1 (see shared/MACHINE.md); this script mounts it
 when it is missing and says so.
 
+Two scenarios: the bundle as ``spec`` writes it, and the same with podman's default seccomp
+profile (in the form podman passes it to a runtime).
+
 Run:  .venv/bin/python -m benchmarks.bench_runtime [--rounds N]
 """
 
@@ -35,6 +38,37 @@ def ensure_hugetlb_v1() -> None:
         print("(mounted the hugetlb cgroup controller as v1 so that crun runs here)")
 
 
+# podman's default capabilities on these machines (see shared/MACHINE.md)
+PODMAN_CAPS = {"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE",
+               "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"}
+
+
+def podman_default_seccomp() -> dict:
+    """containers/common's default profile (/usr/share/containers/seccomp.json) in the runtime-spec
+    form podman hands a runtime: rules kept or dropped by their capability and architecture
+    conditions, as podman does for a container with the default capabilities on x86_64."""
+    profile = json.loads(Path("/usr/share/containers/seccomp.json").read_text())
+    out = {"defaultAction": profile["defaultAction"], "architectures": [], "syscalls": []}
+    if "defaultErrnoRet" in profile:
+        out["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    for entry in profile.get("archMap") or []:
+        if entry["architecture"] == "SCMP_ARCH_X86_64":
+            out["architectures"] = [entry["architecture"], *entry.get("subArchitectures", [])]
+    for rule in profile["syscalls"]:
+        includes, excludes = rule.get("includes") or {}, rule.get("excludes") or {}
+        if includes.get("caps") and not set(includes["caps"]) <= PODMAN_CAPS:
+            continue
+        if includes.get("arches") and "amd64" not in includes["arches"]:
+            continue
+        if excludes.get("caps") and set(excludes["caps"]) & PODMAN_CAPS:
+            continue
+        if excludes.get("arches") and "amd64" in excludes["arches"]:
+            continue
+        kept = {k: rule[k] for k in ("names", "action", "args", "errnoRet") if k in rule}
+        out["syscalls"].append(kept)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=30)
@@ -44,27 +78,32 @@ def main() -> int:
         bundle = Path(tmp) / "bundle"
         (bundle / "rootfs").mkdir(parents=True)
         busybox_rootfs(bundle / "rootfs")
-        config = default_spec()
-        config["process"].update(terminal=False, args=["true"])
-        (bundle / "config.json").write_text(json.dumps(config))
         tools = {"ketch-runtime": [KETCH_RUNTIME, "--root", f"{tmp}/ketch"], "runc": ["runc", "--root", f"{tmp}/runc"],
                  "crun": ["crun", "--root", f"{tmp}/crun"]}
-        times: dict[str, list[float]] = {name: [] for name in tools}
-        for n in range(args.rounds + 2):
-            for name, base in tools.items():
-                start = time.perf_counter()
-                result = subprocess.run([*base, "run", "--bundle", str(bundle), f"b{n}"], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                elapsed = time.perf_counter() - start
-                if result.returncode != 0:
-                    raise SystemExit(f"{name} failed: {result.stderr}")
-                if n >= 2:  # two warm-up rounds
-                    times[name].append(elapsed)
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        for name, value in medians.items():
-            print(f"{name:14} median {value * 1000:.1f} ms")
-        print(f"ratio ketch-runtime/runc {medians['ketch-runtime'] / medians['runc']:.2f}, "
-              f"ketch-runtime/crun {medians['ketch-runtime'] / medians['crun']:.2f}")
+        for scenario in ("plain", "podman-seccomp"):
+            config = default_spec()
+            config["process"].update(terminal=False, args=["true"])
+            if scenario == "podman-seccomp":
+                config["linux"]["seccomp"] = podman_default_seccomp()
+            (bundle / "config.json").write_text(json.dumps(config))
+            times: dict[str, list[float]] = {name: [] for name in tools}
+            for n in range(args.rounds + 2):
+                for name, base in tools.items():
+                    start = time.perf_counter()
+                    result = subprocess.run([*base, "run", "--bundle", str(bundle), f"{scenario}{n}"],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.PIPE, text=True)
+                    elapsed = time.perf_counter() - start
+                    if result.returncode != 0:
+                        raise SystemExit(f"{name} failed: {result.stderr}")
+                    if n >= 2:  # two warm-up rounds (ketch-runtime's first one compiles the profile)
+                        times[name].append(elapsed)
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            print(f"-- {scenario}")
+            for name, value in medians.items():
+                print(f"{name:14} median {value * 1000:.1f} ms")
+            print(f"ratio ketch-runtime/runc {medians['ketch-runtime'] / medians['runc']:.2f}, "
+                  f"ketch-runtime/crun {medians['ketch-runtime'] / medians['crun']:.2f}")
     return 0
 
 

@@ -287,3 +287,17 @@ def test_rootfs_propagation(bundle):
     bundle.config["linux"]["rootfsPropagation"] = "bogus"
     result = bundle.run("true")
     assert result.returncode == 1 and "rootfsPropagation" in result.stderr
+
+
+def test_time_namespace_offsets(bundle):
+    bundle.config["linux"]["namespaces"].append({"type": "time"})
+    bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": 86400 * 365, "nanosecs": 0},
+                                             "monotonic": {"secs": 1000, "nanosecs": 0}}
+    result = bundle.run("cat", "/proc/uptime")
+    with open("/proc/uptime") as f:
+        host = float(f.read().split()[0])
+    assert float(result.stdout.split()[0]) - host > 86400 * 364
+    bundle.config["linux"]["namespaces"].pop()
+    bundle.write()
+    refused = bundle.runtime("run", "--bundle", str(bundle.path), "c2")
+    assert refused.returncode == 1 and "new time namespace" in refused.stderr

@@ -224,7 +224,7 @@ def update_resources(args) -> dict:
 
 
 def features() -> dict:
-    from ketch.runtime import capabilities
+    from ketch.runtime import capabilities, seccomp
     from ketch.runtime.init import MOUNT_FLAGS, PROPAGATION
 
     return {
@@ -236,7 +236,9 @@ def features() -> dict:
             "capabilities": capabilities.NAMES[: capabilities.last_cap() + 1],
             # systemd: the slice:prefix:name form is laid out directly, without asking systemd
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": False},
+            "seccomp": {"enabled": True, "actions": sorted(seccomp.ACTIONS), "operators": sorted(seccomp.OPERATORS),
+                        "archs": sorted(seccomp.ARCHITECTURES), "knownFlags": sorted(seccomp.FILTER_FLAGS),
+                        "supportedFlags": sorted(seccomp.FILTER_FLAGS)},
             "apparmor": {"enabled": False}, "selinux": {"enabled": False},
         },
         "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false"},

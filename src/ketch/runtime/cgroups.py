@@ -124,16 +124,16 @@ class Cgroup:
     def destroy(self) -> None:
         """Remove the container's directories (their processes must be gone)."""
         for directory in sorted(set(self.dirs.values()), key=len, reverse=True):
-            for attempt in range(100):
+            for attempt in range(4000):
                 try:
                     os.rmdir(directory)
                     break
                 except FileNotFoundError:
                     break
                 except OSError as exc:
-                    if exc.errno != errno.EBUSY or attempt == 99:
+                    if exc.errno != errno.EBUSY or attempt == 3999:
                         raise CgroupError(f"removing cgroup {directory}: {exc.strerror}") from None
-                    time.sleep(0.01)  # its last processes are still exiting
+                    time.sleep(0.0005)  # its last processes are still exiting (the kernel lags a little)
 
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.dirs.values())

@@ -130,6 +130,23 @@ def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[s
             except OSError as exc:
                 raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
                                  f"{exc.strerror}") from None
+        offsets = linux.get("timeOffsets") or {}
+        if offsets:
+            if "time" not in new:
+                raise SetupError("linux.timeOffsets need a new time namespace")
+            # Only before the namespace's first process exists: the init, forked next.
+            lines = []
+            for clock in ("monotonic", "boottime"):
+                if clock in offsets:
+                    value = offsets[clock]
+                    lines.append(f"{clock} {int(value.get('secs', 0))} {int(value.get('nanosecs', 0))}\n")
+            unknown = set(offsets) - {"monotonic", "boottime"}
+            if unknown:
+                raise SetupError(f"unknown clock in linux.timeOffsets: {', '.join(sorted(unknown))}")
+            try:
+                _write("/proc/self/timens_offsets", "".join(lines))
+            except OSError as exc:
+                raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from None
         # The init waits until its pid was reported (messages of two senders are not ordered).
         gate_read, gate_write = os.pipe()
         pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1

@@ -17,6 +17,7 @@ PACKAGES=(
   busybox-static    # the offline busybox test image is made from it
   podman runc crun  # load, save and run what ketch makes; the runtime's peers in tests and benchmarks
   hyperfine
+  libseccomp2       # what pyseccomp loads: the runtime's seccomp filters
 )
 
 missing=()

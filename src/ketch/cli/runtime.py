@@ -33,7 +33,7 @@ def build_parser():
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--debug", action="store_true")
     parser.add_argument("--systemd-cgroup", action="store_true",
-                        help="read cgroupsPath as slice:prefix:name (cgroups come with the next release)")
+                        help="read cgroupsPath as slice:prefix:name (laid out as systemd would)")
     parser.add_argument("--rootless", default="auto", help="accepted for runc compatibility")
     parser.add_argument("--criu", help="accepted for runc compatibility")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)

@@ -167,16 +167,7 @@ class Runtime:
             root_uid, root_gid = _container_root(config.get("linux") or {})
             # The init reopens the FIFO as the container's root: in a user namespace that is another host uid.
             os.chown(fifo, root_uid, root_gid)
-            console_fd = None
-            if console_socket:
-                console = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-                try:
-                    console.connect(console_socket)
-                except OSError as exc:
-                    console.close()
-                    raise InvalidInputError(f"connecting to the console socket {console_socket}: "
-                                            f"{exc.strerror}") from None
-                console_fd = console.detach()
+            console_fd = _connect_console(console_socket) if console_socket else None
             def recorded(pid: int, final: bool = True) -> None:
                 state.pid, state.pid_start = pid, process_start_time(pid) or ""
                 if final:
@@ -247,9 +238,8 @@ class Runtime:
                 elif message.startswith("pid "):
                     init_pid = int(message[4:])
                 elif message == "hooks":
-                    recorded_pid = init_pid
                     try:
-                        recorded(recorded_pid, final=False)
+                        recorded(init_pid, final=False)
                         run_hooks()
                     except KetchError as exc:
                         error = str(exc)

@@ -89,82 +89,96 @@ def _internal_error() -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any]) -> None:
-    """Join and create namespaces, then fork the container's init and exit."""
+def _report_and_exit(sync: _socket.socket, body) -> None:
+    """Run ``body``; any failure goes to the runtime as one ``error`` line and the process exits."""
     try:
-        # The FIFO is opened (O_PATH) while the state directory is still reachable: in a user
-        # namespace the init's root is another host uid, which may not search it.
-        init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
-        # Into the container's cgroups before anything else: all it runs is accounted and limited.
-        for procs in init_args.pop("cgroup_procs"):
-            try:
-                _write(procs, str(os.getpid()))
-            except OSError as exc:
-                raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
-        linux = config.get("linux") or {}
-        namespaces = linux.get("namespaces") or []
-        # Joining by path: the user namespace first (it owns the others).
-        for ns in sorted((n for n in namespaces if n.get("path")), key=lambda n: n["type"] != "user"):
-            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                sc.setns(fd, NS_FLAGS[ns["type"]])
-            except OSError as exc:
-                raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
-            finally:
-                os.close(fd)
-        new = [n["type"] for n in namespaces if not n.get("path")]
-        if "user" in new:
-            sc.unshare(sc.CLONE_NEWUSER)
-            send(sync, "idmap")
-            if sync.recv(64) != b"idmap-ok":
-                raise SetupError("the runtime did not write the id mappings")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
-        flags = 0
-        for kind in new:
-            if kind != "user":
-                flags |= NS_FLAGS[kind]
-        if flags:
-            try:
-                sc.unshare(flags)
-            except OSError as exc:
-                raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
-                                 f"{exc.strerror}") from None
-        offsets = linux.get("timeOffsets") or {}
-        if offsets:
-            if "time" not in new:
-                raise SetupError("linux.timeOffsets need a new time namespace")
-            # Only before the namespace's first process exists: the init, forked next.
-            lines = []
-            for clock in ("monotonic", "boottime"):
-                if clock in offsets:
-                    value = offsets[clock]
-                    lines.append(f"{clock} {int(value.get('secs', 0))} {int(value.get('nanosecs', 0))}\n")
-            unknown = set(offsets) - {"monotonic", "boottime"}
-            if unknown:
-                raise SetupError(f"unknown clock in linux.timeOffsets: {', '.join(sorted(unknown))}")
-            try:
-                _write("/proc/self/timens_offsets", "".join(lines))
-            except OSError as exc:
-                raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from None
-        # The init waits until its pid was reported (messages of two senders are not ordered).
-        gate_read, gate_write = os.pipe()
-        pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
-        if pid == 0:
-            os.close(gate_write)
-            host_pid = int(os.read(gate_read, 32) or b"0")  # our pid as the runtime sees it
-            os.close(gate_read)
-            container_init(config, sync, host_pid=host_pid, **init_args)
-        os.close(gate_read)
-        send(sync, f"pid {pid}")
-        os.write(gate_write, str(pid).encode())
-        os._exit(0)
+        body()
     except SetupError as exc:
         fail(sync, str(exc))
     except OSError as exc:
-        fail(sync, f"{exc.strerror or exc}")
+        fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except BaseException:
         fail(sync, _internal_error())
+
+
+def _join_cgroups(cgroup_procs: list[str]) -> None:
+    """Write our pid into each ``cgroup.procs``: what we and our children run is then inside."""
+    for procs in cgroup_procs:
+        try:
+            _write(procs, str(os.getpid()))
+        except OSError as exc:
+            raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
+
+
+def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any]) -> None:
+    """Join and create namespaces, then fork the container's init and exit."""
+    _report_and_exit(sync, lambda: _intermediate(config, sync, init_args))
+
+
+def _intermediate(config, sync, init_args) -> None:
+    # The FIFO is opened (O_PATH) while the state directory is still reachable: in a user
+    # namespace the init's root is another host uid, which may not search it.
+    init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
+    # Into the container's cgroups before anything else: all it runs is accounted and limited.
+    _join_cgroups(init_args.pop("cgroup_procs"))
+    linux = config.get("linux") or {}
+    namespaces = linux.get("namespaces") or []
+    # Joining by path: the user namespace first (it owns the others).
+    for ns in sorted((n for n in namespaces if n.get("path")), key=lambda n: n["type"] != "user"):
+        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, NS_FLAGS[ns["type"]])
+        except OSError as exc:
+            raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+    new = [n["type"] for n in namespaces if not n.get("path")]
+    if "user" in new:
+        sc.unshare(sc.CLONE_NEWUSER)
+        send(sync, "idmap")
+        if sync.recv(64) != b"idmap-ok":
+            raise SetupError("the runtime did not write the id mappings")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    flags = 0
+    for kind in new:
+        if kind != "user":
+            flags |= NS_FLAGS[kind]
+    if flags:
+        try:
+            sc.unshare(flags)
+        except OSError as exc:
+            raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
+                             f"{exc.strerror}") from None
+    offsets = linux.get("timeOffsets") or {}
+    if offsets:
+        if "time" not in new:
+            raise SetupError("linux.timeOffsets need a new time namespace")
+        # Only before the namespace's first process exists: the init, forked next.
+        lines = []
+        for clock in ("monotonic", "boottime"):
+            if clock in offsets:
+                value = offsets[clock]
+                lines.append(f"{clock} {int(value.get('secs', 0))} {int(value.get('nanosecs', 0))}\n")
+        unknown = set(offsets) - {"monotonic", "boottime"}
+        if unknown:
+            raise SetupError(f"unknown clock in linux.timeOffsets: {', '.join(sorted(unknown))}")
+        try:
+            _write("/proc/self/timens_offsets", "".join(lines))
+        except OSError as exc:
+            raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from None
+    # The init waits until its pid was reported (messages of two senders are not ordered).
+    gate_read, gate_write = os.pipe()
+    pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
+    if pid == 0:
+        os.close(gate_write)
+        host_pid = int(os.read(gate_read, 32) or b"0")  # our pid as the runtime sees it
+        os.close(gate_read)
+        container_init(config, sync, host_pid=host_pid, **init_args)
+    os.close(gate_read)
+    send(sync, f"pid {pid}")
+    os.write(gate_write, str(pid).encode())
+    os._exit(0)
 
 
 # -- the container's init ----------------------------------------------------------
@@ -177,15 +191,8 @@ def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str,
     _CGROUP_PATH = cgroup_path
     state = {"ociVersion": "1.0.2", "id": container_id, "status": "creating", "pid": host_pid, "bundle": bundle,
              "annotations": dict(config.get("annotations") or {})}
-    try:
-        _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds, state,
-                        seccomp_program)
-    except SetupError as exc:
-        fail(sync, str(exc))
-    except OSError as exc:
-        fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-    except BaseException:
-        fail(sync, _internal_error())
+    _report_and_exit(sync, lambda: _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
+                                                   preserve_fds, keep_fds, state, seccomp_program))
 
 
 def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds,
@@ -361,61 +368,56 @@ def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any]
 
     The process execs with the sync socket still open (close-on-exec): the runtime reads
     end-of-file as success, or an ``error`` line from a process that could not be started."""
-    try:
-        for procs in cgroup_procs:
-            try:
-                _write(procs, str(os.getpid()))
-            except OSError as exc:
-                raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
-        # All opened first: once in the container's mount namespace, /proc is the container's.
-        joined = []
-        for name, kind in (("user", "user"), ("cgroup", "cgroup"), ("ipc", "ipc"), ("uts", "uts"),
-                           ("net", "network"), ("pid", "pid"), ("time", "time"), ("mnt", "mount")):
-            path = f"/proc/{target_pid}/ns/{name}"
-            try:
-                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
-                    continue
-                joined.append((kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
-            except FileNotFoundError:
-                continue  # a namespace kind this kernel lacks
-        for kind, fd in joined:
-            try:
-                sc.setns(fd, NS_FLAGS[kind])
-            except OSError as exc:
-                raise SetupError(f"joining the container's {kind} namespace: {exc.strerror}") from None
-            finally:
-                os.close(fd)
-        gate_read, gate_write = os.pipe()
-        pid = os.fork()  # a joined pid namespace applies to children
-        if pid == 0:
-            try:
-                os.close(gate_write)
-                os.read(gate_read, 1)
-                os.close(gate_read)
-                os.setsid()
-                if process.get("terminal"):
-                    _setup_console(console_fd, process.get("consoleSize"), bind_console=False)
-                path, env = prepare_process(process, linux, seccomp_program)
-                _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
-                if seccomp_program is not None and process.get("noNewPrivileges"):
-                    seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
-                os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
-            except SetupError as exc:
-                fail(sync, str(exc))
-            except OSError as exc:
-                fail(sync, f"exec {process['args'][0]}: {exc.strerror or exc}")
-            except BaseException:
-                fail(sync, _internal_error())
-        os.close(gate_read)
-        send(sync, f"pid {pid}")
-        os.close(gate_write)
-        os._exit(0)
-    except SetupError as exc:
-        fail(sync, str(exc))
-    except OSError as exc:
-        fail(sync, f"{exc.strerror or exc}")
-    except BaseException:
-        fail(sync, _internal_error())
+    _report_and_exit(sync, lambda: _exec_child(sync, target_pid, process, linux, cgroup_procs, console_fd,
+                                               preserve_fds, keep_fds, seccomp_program))
+
+
+def _exec_child(sync, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds, keep_fds,
+                seccomp_program) -> None:
+    _join_cgroups(cgroup_procs)
+    # All opened first: once in the container's mount namespace, /proc is the container's.
+    joined = []
+    for name, kind in (("user", "user"), ("cgroup", "cgroup"), ("ipc", "ipc"), ("uts", "uts"),
+                       ("net", "network"), ("pid", "pid"), ("time", "time"), ("mnt", "mount")):
+        path = f"/proc/{target_pid}/ns/{name}"
+        try:
+            if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+            joined.append((kind, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            continue  # a namespace kind this kernel lacks
+    for kind, fd in joined:
+        try:
+            sc.setns(fd, NS_FLAGS[kind])
+        except OSError as exc:
+            raise SetupError(f"joining the container's {kind} namespace: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+    gate_read, gate_write = os.pipe()
+    pid = os.fork()  # a joined pid namespace applies to children
+    if pid == 0:
+        try:
+            os.close(gate_write)
+            os.read(gate_read, 1)
+            os.close(gate_read)
+            os.setsid()
+            if process.get("terminal"):
+                _setup_console(console_fd, process.get("consoleSize"), bind_console=False)
+            path, env = prepare_process(process, linux, seccomp_program)
+            _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
+            if seccomp_program is not None and process.get("noNewPrivileges"):
+                seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
+            os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
+        except SetupError as exc:
+            fail(sync, str(exc))
+        except OSError as exc:
+            fail(sync, f"exec {process['args'][0]}: {exc.strerror or exc}")
+        except BaseException:
+            fail(sync, _internal_error())
+    os.close(gate_read)
+    send(sync, f"pid {pid}")
+    os.close(gate_write)
+    os._exit(0)
 
 
 def _load_seccomp(program: bytes | None, linux: dict[str, Any]) -> None:

@@ -86,3 +86,17 @@ def bundle(tmp_path, rootfs_template):
         b.runtime("delete", "--force", state["id"])
     shutil.rmtree(b.root, ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_parent_cgroups():
+    """Containers' cgroups go with them; the empty parents the tests made (the runtime's default
+    /ketch-runtime and the tests' /ketch-test) are removed once every test ran."""
+    yield
+    root = Path("/sys/fs/cgroup")
+    for hierarchy in root.iterdir() if root.is_dir() else []:
+        for parent in ("ketch-test", "ketch-runtime"):
+            try:
+                (hierarchy / parent).rmdir()
+            except OSError:
+                pass  # absent, or still in use by something that is not ours to remove

@@ -74,11 +74,13 @@ def test_the_container_sees_its_own_cgroup_and_limits_hold(bundle, cgroup_path):
     bundle.config["linux"]["namespaces"].append({"type": "cgroup"})
     bundle.config["linux"]["resources"] = {"pids": {"limit": 8}}
     result = bundle.run("sh", "-c", "cat /sys/fs/cgroup/pids/pids.max; grep pids /proc/self/cgroup; "
+                                    "grep '^0::' /proc/self/cgroup; "
                                     "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done; wait; "
                                     "echo done")
     lines = result.stdout.splitlines()
     assert lines[0] == "8"
     assert lines[1].endswith(":pids:/")  # the cgroup namespace's root is the container's cgroup
+    assert lines[2] == "0::/"  # in the v2 tree too (the init is born there; it makes the namespace)
     assert "fork" in result.stderr.lower()  # a process beyond the limit was refused
 
 

@@ -36,6 +36,9 @@ def test_exec_gets_the_filter_too(bundle):
     bundle.runtime("start", "c1", check=True)
     result = bundle.runtime("exec", "c1", "sh", "-c", "mkdir /x 2>&1; echo $?")
     assert "Permission denied" in result.stdout
+    # The profile cache lives under --root; list shows containers only.
+    listed = json.loads(bundle.runtime("list", "--format", "json", check=True).stdout)
+    assert [c["id"] for c in listed] == ["c1"]
     bundle.runtime("delete", "--force", "c1", check=True)
 
 

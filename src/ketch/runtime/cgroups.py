@@ -2,8 +2,9 @@
 
 A container's cgroup is a path relative to each hierarchy's root (``/ketch-runtime/ID`` unless the
 config's ``linux.cgroupsPath`` names one). The runtime makes the directories and writes the
-resources before the container's first process exists; that process writes its own pid into every
-``cgroup.procs`` before it makes namespaces, so everything the container ever runs is inside.
+resources before the container's first process exists; that process joins them before it makes
+namespaces (v1 through ``tasks``, v2 by forking the init into it), so everything the container
+ever runs is inside.
 
 On a hybrid host (v1 controllers plus a v2 tree at ``/sys/fs/cgroup/unified``, as here) the
 container also gets a directory in the v2 tree, as runc does; resources go to the v1 controllers.
@@ -102,7 +103,7 @@ class Cgroup:
     # -- making and removing ------------------------------------------------------------
 
     def create(self, resources: dict | None) -> list[str]:
-        """Make the directories; return the ``cgroup.procs`` files the first process joins.
+        """Make the directories; return those the first process joins.
         Without write access (a rootless runtime) and without resources, no cgroup is made."""
         made = []
         for controller, directory in sorted(self.dirs.items()):
@@ -119,7 +120,7 @@ class Cgroup:
             made.append(directory)
         if self.unified and resources:
             _enable_controllers(self.dirs[""])
-        return [os.path.join(d, "cgroup.procs") for d in made]
+        return made
 
     def destroy(self) -> None:
         """Remove the container's directories (their processes must be gone)."""

@@ -151,8 +151,8 @@ class Runtime:
             group = cgroups.Cgroup(cgroups.relative_path(cgroup, container_id))
             if group.exists() and group.procs():
                 raise InvalidInputError(f"cgroup {group.path} is in use by other processes")
-            cgroup_procs = group.create(resources)
-            if cgroup_procs:
+            cgroup_dirs = group.create(resources)
+            if cgroup_dirs:
                 state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = group.path, group.dirs, group.unified
                 group.apply(resources)
                 if "devices" in group.dirs and not group.unified and resources.get("devices"):
@@ -182,7 +182,7 @@ class Runtime:
                           leanjson.dumps(state.hook_state("creating")))
 
             self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
-                        dict(container_id=container_id, cgroup_procs=cgroup_procs, cgroup_path=state.cgroup_path,
+                        dict(container_id=container_id, cgroup_dirs=cgroup_dirs, cgroup_path=state.cgroup_path,
                              seccomp_program=self._seccomp_program(linux)))
             if console_fd is not None:
                 os.close(console_fd)
@@ -475,11 +475,11 @@ class Runtime:
         listener, console_socket = self._own_console(process.get("terminal") and not console_socket and not detach,
                                                      console_socket)
         group = state.cgroup_handle()
-        cgroup_procs = [os.path.join(d, "cgroup.procs") for d in sorted(set(group.dirs.values()))] if group else []
+        cgroup_dirs = sorted(set(group.dirs.values())) if group else []
         master = None
         try:
             console_fd = _connect_console(console_socket) if process.get("terminal") else None
-            pid = self._spawn_exec(state.pid, process, linux, cgroup_procs, console_fd, preserve_fds,
+            pid = self._spawn_exec(state.pid, process, linux, cgroup_dirs, console_fd, preserve_fds,
                                    self._seccomp_program(linux))
             if console_fd is not None:
                 os.close(console_fd)
@@ -493,7 +493,7 @@ class Runtime:
             return 0
         return _wait_foreground(lambda: pid, master, None)
 
-    def _spawn_exec(self, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds, program) -> int:
+    def _spawn_exec(self, target_pid, process, linux, cgroup_dirs, console_fd, preserve_fds, program) -> int:
         from ketch.runtime import init
 
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -502,7 +502,7 @@ class Runtime:
         if child == 0:
             parent_end.close()
             init.exec_child(child_end, target_pid=target_pid, process=process, linux=linux,
-                            cgroup_procs=cgroup_procs, console_fd=console_fd, preserve_fds=preserve_fds,
+                            cgroup_dirs=cgroup_dirs, console_fd=console_fd, preserve_fds=preserve_fds,
                             keep_fds=keep, seccomp_program=program)
             os._exit(1)  # not reached
         child_end.close()

@@ -101,13 +101,40 @@ def _report_and_exit(sync: _socket.socket, body) -> None:
         fail(sync, _internal_error())
 
 
-def _join_cgroups(cgroup_procs: list[str]) -> None:
-    """Write our pid into each ``cgroup.procs``: what we and our children run is then inside."""
-    for procs in cgroup_procs:
+def _join_cgroups(directories: list[str], *, user_namespace_next: bool) -> int | None:
+    """Join the container's cgroups; the children we fork next are born inside.
+
+    Writing a pid into ``cgroup.procs`` takes the kernel's global threadgroup lock, and its first
+    taking waits for an RCU grace period (5-20 ms here, most of a container's start). So, as we
+    are single-threaded: in a v1 hierarchy we move our one thread through ``tasks``, which skips
+    that lock; the v2 directory is returned opened, for the fork to be born in (clone3). That fork
+    comes after a user namespace is entered, where the host's cgroup is not ours to write: then the
+    v2 cgroup is joined now, the slow way."""
+    single = len(os.listdir("/proc/self/task")) == 1
+    v2_fd = None
+    for directory in directories:
         try:
-            _write(procs, str(os.getpid()))
+            if os.path.exists(os.path.join(directory, "tasks")):
+                _write(os.path.join(directory, "tasks" if single else "cgroup.procs"), "0")
+            elif single and not user_namespace_next:
+                v2_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            else:
+                _write(os.path.join(directory, "cgroup.procs"), "0")
         except OSError as exc:
-            raise SetupError(f"joining the cgroup {os.path.dirname(procs)}: {exc.strerror}") from None
+            raise SetupError(f"joining the cgroup {directory}: {exc.strerror}") from None
+    return v2_fd
+
+
+def _fork(v2_cgroup_fd: int | None) -> int:
+    if v2_cgroup_fd is None:
+        return os.fork()
+    try:
+        pid = sc.fork_into_cgroup(v2_cgroup_fd)
+    except OSError as exc:
+        raise SetupError(f"starting a process in the cgroup: {exc.strerror}") from None
+    if pid:
+        os.close(v2_cgroup_fd)
+    return pid
 
 
 def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any]) -> None:
@@ -120,9 +147,10 @@ def _intermediate(config, sync, init_args) -> None:
     # namespace the init's root is another host uid, which may not search it.
     init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
     # Into the container's cgroups before anything else: all it runs is accounted and limited.
-    _join_cgroups(init_args.pop("cgroup_procs"))
     linux = config.get("linux") or {}
     namespaces = linux.get("namespaces") or []
+    v2_cgroup_fd = _join_cgroups(init_args.pop("cgroup_dirs"),
+                                 user_namespace_next=any(n.get("type") == "user" for n in namespaces))
     # Joining by path: the user namespace first (it owns the others).
     for ns in sorted((n for n in namespaces if n.get("path")), key=lambda n: n["type"] != "user"):
         fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
@@ -140,6 +168,10 @@ def _intermediate(config, sync, init_args) -> None:
             raise SetupError("the runtime did not write the id mappings")
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    if v2_cgroup_fd is not None and "cgroup" in new:
+        # A cgroup namespace is rooted where its maker is: the init, born in the v2 cgroup, makes it.
+        new.remove("cgroup")
+        init_args["make_cgroupns"] = True
     flags = 0
     for kind in new:
         if kind != "user":
@@ -169,8 +201,10 @@ def _intermediate(config, sync, init_args) -> None:
             raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from None
     # The init waits until its pid was reported (messages of two senders are not ordered).
     gate_read, gate_write = os.pipe()
-    pid = os.fork()  # a new pid namespace applies to children: the init is its pid 1
+    pid = _fork(v2_cgroup_fd)  # a new pid namespace applies to children: the init is its pid 1
     if pid == 0:
+        if v2_cgroup_fd is not None:
+            os.close(v2_cgroup_fd)
         os.close(gate_write)
         host_pid = int(os.read(gate_read, 32) or b"0")  # our pid as the runtime sees it
         os.close(gate_read)
@@ -186,9 +220,15 @@ def _intermediate(config, sync, init_args) -> None:
 
 def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int],
-                   container_id: str, host_pid: int, cgroup_path: str, seccomp_program: bytes | None) -> None:
+                   container_id: str, host_pid: int, cgroup_path: str, seccomp_program: bytes | None,
+                   make_cgroupns: bool = False) -> None:
     global _CGROUP_PATH
     _CGROUP_PATH = cgroup_path
+    if make_cgroupns:
+        try:
+            sc.unshare(sc.CLONE_NEWCGROUP)
+        except OSError as exc:
+            fail(sync, f"creating the cgroup namespace: {exc.strerror}")
     state = {"ociVersion": "1.0.2", "id": container_id, "status": "creating", "pid": host_pid, "bundle": bundle,
              "annotations": dict(config.get("annotations") or {})}
     _report_and_exit(sync, lambda: _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
@@ -362,19 +402,23 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
 
 
 def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any], linux: dict[str, Any],
-               cgroup_procs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int],
+               cgroup_dirs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int],
                seccomp_program: bytes | None) -> None:
     """``exec``'s intermediate: join the container's cgroup and namespaces, fork the process.
 
     The process execs with the sync socket still open (close-on-exec): the runtime reads
     end-of-file as success, or an ``error`` line from a process that could not be started."""
-    _report_and_exit(sync, lambda: _exec_child(sync, target_pid, process, linux, cgroup_procs, console_fd,
+    _report_and_exit(sync, lambda: _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd,
                                                preserve_fds, keep_fds, seccomp_program))
 
 
-def _exec_child(sync, target_pid, process, linux, cgroup_procs, console_fd, preserve_fds, keep_fds,
+def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, preserve_fds, keep_fds,
                 seccomp_program) -> None:
-    _join_cgroups(cgroup_procs)
+    try:
+        other_user_ns = os.stat(f"/proc/{target_pid}/ns/user").st_ino != os.stat("/proc/self/ns/user").st_ino
+    except OSError:
+        other_user_ns = True
+    v2_cgroup_fd = _join_cgroups(cgroup_dirs, user_namespace_next=other_user_ns)
     # All opened first: once in the container's mount namespace, /proc is the container's.
     joined = []
     for name, kind in (("user", "user"), ("cgroup", "cgroup"), ("ipc", "ipc"), ("uts", "uts"),
@@ -394,7 +438,7 @@ def _exec_child(sync, target_pid, process, linux, cgroup_procs, console_fd, pres
         finally:
             os.close(fd)
     gate_read, gate_write = os.pipe()
-    pid = os.fork()  # a joined pid namespace applies to children
+    pid = _fork(v2_cgroup_fd)  # a joined pid namespace applies to children
     if pid == 0:
         try:
             os.close(gate_write)

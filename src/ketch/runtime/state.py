@@ -158,7 +158,8 @@ class StateDir:
     def ids(self) -> list[str]:
         if not os.path.isdir(self.root):
             return []
-        return sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+        # Names starting with "." are ours (the seccomp cache); no container id starts so.
+        return sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
 
 
 def now_rfc3339() -> str:

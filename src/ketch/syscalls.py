@@ -134,6 +134,11 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return pid
 
 
+def raw_syscall(number: int, *args) -> int:
+    """A system call glibc has no wrapper for; -1 with ctypes' errno set on failure."""
+    return _libc.syscall(number, *args)
+
+
 def seccomp(operation: int, flags: int, args) -> None:
     """seccomp(2); glibc has no wrapper. ``args`` is a ctypes pointer (a sock_fprog for filters)."""
     _check(_libc.syscall(_SYS_SECCOMP, operation, flags, args), "seccomp")

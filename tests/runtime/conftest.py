@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ class Bundle:
         self.root = root  # the runtime's state root
         self.config = default_spec()
         self.config["process"]["terminal"] = False
+        self.wrapper: list[str] = []  # a command the runtime runs under (e.g. another mount namespace)
 
     def write(self) -> "Bundle":
         (self.path / "config.json").write_text(json.dumps(self.config))
@@ -46,7 +49,7 @@ class Bundle:
         import tempfile
 
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.run([RUNTIME, "--root", str(self.root), *args], stdout=out, stderr=err,
+            proc = subprocess.run([*self.wrapper, RUNTIME, "--root", str(self.root), *args], stdout=out, stderr=err,
                                   timeout=timeout, **kwargs)
             out.seek(0)
             err.seek(0)
@@ -86,6 +89,21 @@ def bundle(tmp_path, rootfs_template):
         b.runtime("delete", "--force", state["id"])
     shutil.rmtree(b.root, ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cgroup_path(bundle):
+    path = f"/ketch-test/{os.getpid()}-{time.monotonic_ns()}"
+    bundle.config["linux"]["cgroupsPath"] = path
+    bundle.config["root"]["readonly"] = False
+    yield path
+    for controller in os.listdir("/sys/fs/cgroup"):
+        for leftover in (f"/sys/fs/cgroup/{controller}{path}", f"/sys/fs/cgroup/{controller}/ketch-test"):
+            if os.path.isdir(leftover):
+                try:
+                    os.rmdir(leftover)
+                except OSError:
+                    pass
 
 
 @pytest.fixture(scope="session", autouse=True)

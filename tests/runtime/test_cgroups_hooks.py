@@ -28,21 +28,6 @@ def read(controller, path, name):
     return Path(f"{CGROUP}/{controller}{path}/{name}").read_text().strip()
 
 
-@pytest.fixture
-def cgroup_path(bundle):
-    path = f"/ketch-test/{os.getpid()}-{time.monotonic_ns()}"
-    bundle.config["linux"]["cgroupsPath"] = path
-    bundle.config["root"]["readonly"] = False
-    yield path
-    for controller in os.listdir(CGROUP):
-        for leftover in (f"{CGROUP}/{controller}{path}", f"{CGROUP}/{controller}/ketch-test"):
-            if os.path.isdir(leftover):
-                try:
-                    os.rmdir(leftover)
-                except OSError:
-                    pass
-
-
 def test_resources_are_written_and_the_cgroup_removed(bundle, cgroup_path):
     bundle.config["linux"]["resources"] = {
         "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10},

@@ -393,10 +393,24 @@ def _apply_v2(directory: str, resources: dict) -> None:
         if "/" in name or name.startswith("."):
             raise InvalidInputError(f"linux.resources.unified: {name!r} is not a cgroup file name")
         _write_checked(directory, name, value, unified_file=True)
-    if any(not r.get("allow") for r in resources.get("devices") or []):
-        # v2 filters devices with an eBPF program attached to the cgroup; ketch does not load one
-        # yet, so the device nodes the runtime creates are the container's only device access.
-        pass
+
+
+def filter_devices_v2(directory: str, rules: list[dict], devices: list[dict]) -> None:
+    """v2 device rules: an eBPF program on the cgroup (ketch.runtime.devicefilter), made from the
+    config's rules, then the devices every container may use and the config's own devices."""
+    from ketch.runtime import devicefilter  # ctypes and struct: only for v2 hosts with rules
+
+    allowed = []
+    for text in ALWAYS_ALLOWED_DEVICES:
+        kind, numbers, access = text.split()
+        major, minor = numbers.split(":")
+        allowed.append({"allow": True, "type": kind, "major": -1 if major == "*" else int(major),
+                        "minor": -1 if minor == "*" else int(minor), "access": access})
+    for device in devices:
+        if device.get("type") in ("c", "b", "u"):
+            allowed.append({"allow": True, "type": "c" if device["type"] == "u" else device["type"],
+                            "major": device["major"], "minor": device["minor"], "access": "rwm"})
+    devicefilter.attach(directory, list(rules) + allowed)
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -157,6 +157,8 @@ class Runtime:
                 group.apply(resources)
                 if "devices" in group.dirs and not group.unified and resources.get("devices"):
                     cgroups.allow_devices_v1(group.dirs["devices"], linux.get("devices") or [])
+                elif group.unified and resources.get("devices"):
+                    cgroups.filter_devices_v2(group.dirs[""], resources["devices"], linux.get("devices") or [])
             else:
                 group = None
             self.states.save(state)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.runtime.conftest import RUNTIME
 
 CGROUP = "/sys/fs/cgroup"
 
@@ -196,3 +199,34 @@ def test_bad_hooks_are_refused(bundle, hooks, message):
     result = bundle.runtime("create", "--bundle", str(bundle.path), "c1")
     assert result.returncode == 1 and message in result.stderr
     assert bundle.runtime("list", "-q").stdout == ""
+
+
+def test_events_streams_stats_and_oom_kills(bundle, cgroup_path, tmp_path):
+    bundle.config["linux"]["resources"] = {"memory": {"limit": 16 << 20, "swap": 16 << 20}}
+    # sleeps until told, then asks for far more than the limit: the OOM killer ends dd
+    bundle.args("sh", "-c", "while [ ! -e /go ]; do sleep 0.05; done; "
+                            "dd if=/dev/zero of=/dev/null bs=64M count=1; sleep 60")
+    bundle.runtime("create", "--bundle", str(bundle.path), "c1", check=True)
+    bundle.runtime("start", "c1", check=True)
+    out = tmp_path / "events.out"
+    with open(out, "w") as sink:
+        events = subprocess.Popen([*bundle.wrapper, RUNTIME, "--root", str(bundle.root), "events", "--interval",
+                                   "200ms", "c1"], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while out.read_text().count('"stats"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # a stats event every 200 ms; the OOM watch is registered before the first
+        (bundle.path / "rootfs/go").touch()
+        while '"oom"' not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bundle.runtime("kill", "c1", "KILL", check=True)
+        assert events.wait(timeout=10) == 0  # events ends when the container stops
+    finally:
+        if events.poll() is None:
+            events.kill()
+            events.wait()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [e["type"] for e in lines]
+    assert kinds[:2] == ["stats", "stats"] and "oom" in kinds, kinds
+    assert {"type": "oom", "id": "c1"} in lines
+    assert read("memory", cgroup_path, "memory.oom_control").splitlines()[-1].split()[-1] == "1"  # oom_kill 1

@@ -94,8 +94,9 @@ def build_parser():
     for name, text in (("pause", "freeze every process of a container"), ("resume", "thaw a paused container")):
         sub = commands.add_parser(name, help=text, description=text.capitalize() + ".")
         sub.add_argument("id", metavar="CONTAINER-ID")
-    events = commands.add_parser("events", help="print a container's resource usage",
-                                 description="Print resource usage as JSON events (runc's stats event).")
+    events = commands.add_parser("events", help="print a container's resource usage and OOM kills",
+                                 description="Print JSON events as runc does: stats every --interval, and "
+                                             "an oom event at each OOM kill, until the container stops.")
     events.add_argument("id", metavar="CONTAINER-ID")
     events.add_argument("--stats", action="store_true", help="print one stats event and exit")
     events.add_argument("--interval", default="5s", help="time between stats events (default 5s)")
@@ -325,12 +326,11 @@ def dispatch(args) -> int:
     elif command == "update":
         runtime.update(args.id, update_resources(args))
     elif command == "events":
-        interval = _seconds(args.interval)
-        while True:
+        if args.stats:
             print(leanjson.dumps(runtime.stats(args.id)), flush=True)
-            if args.stats:
-                break
-            time.sleep(interval)
+        else:
+            for event in runtime.events(args.id, _seconds(args.interval)):
+                print(leanjson.dumps(event), flush=True)
     return 0
 
 

@@ -191,6 +191,16 @@ class Cgroup:
         except OSError:
             return False
 
+    def oom_watch(self) -> "OomWatch | None":
+        """Something to wait on for the container's OOM kills (None when memory is not limited here)."""
+        if self.unified:
+            return OomWatch(v2_events=os.path.join(self.dirs[""], "memory.events")) \
+                if os.path.exists(os.path.join(self.dirs[""], "memory.events")) else None
+        memory = self.dirs.get("memory")
+        if not memory or not os.path.exists(os.path.join(memory, "memory.oom_control")):
+            return None
+        return OomWatch(v1_dir=memory)
+
     def stats(self) -> dict:
         """runc's ``events --stats`` data: cpu, memory, pids (what this hierarchy offers)."""
         out: dict = {}
@@ -227,6 +237,48 @@ class Cgroup:
         if pids:
             out["pids"] = {"current": _int(_try_read(pids, "pids.current")), "limit": _int(_try_read(pids, "pids.max"))}
         return out
+
+
+class OomWatch:
+    """OOM kills in a cgroup. v1: an eventfd registered on ``memory.oom_control`` through
+    ``cgroup.event_control`` (readable once per OOM). v2: the ``oom_kill`` count of
+    ``memory.events``, which the kernel signals as a modified file (poll's POLLPRI)."""
+
+    def __init__(self, *, v1_dir: str | None = None, v2_events: str | None = None) -> None:
+        self.v2_events = v2_events
+        self._seen = 0
+        if v1_dir is not None:
+            self.fd = os.eventfd(0, os.EFD_CLOEXEC)
+            control = os.open(os.path.join(v1_dir, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _write(v1_dir, "cgroup.event_control", f"{self.fd} {control}")
+            finally:
+                os.close(control)
+        else:
+            self.fd = os.open(v2_events, os.O_RDONLY | os.O_CLOEXEC)
+            self._seen = self._v2_count()
+
+    def _v2_count(self) -> int:
+        return _keyed(os.pread(self.fd, 4096, 0).decode()).get("oom_kill", 0)
+
+    def wait(self, timeout: float) -> bool:
+        """Whether an OOM happened within ``timeout`` seconds (one report for each wake-up, as
+        runc sends one event per read: the kernel may signal one OOM more than once)."""
+        import select
+
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN if self.v2_events is None else select.POLLPRI)
+        if not poller.poll(max(0, int(timeout * 1000))):
+            return False
+        if self.v2_events is None:
+            os.read(self.fd, 8)
+            return True
+        count = self._v2_count()
+        new, self._seen = count > self._seen, count
+        return new
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 # -- v1 ---------------------------------------------------------------------------------------

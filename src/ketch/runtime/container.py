@@ -409,6 +409,33 @@ class Runtime:
         _, group = self._running_cgroup(container_id, "created", "running", "paused")
         return {"type": "stats", "id": container_id, "data": group.stats()}
 
+    def events(self, container_id: str, interval: float):
+        """``events``: a stats event every ``interval`` seconds and an ``oom`` event at each OOM
+        kill, as runc streams them, until the container stops."""
+        state, group = self._running_cgroup(container_id, "created", "running", "paused")
+        watch = group.oom_watch()
+        try:
+            next_stats = 0.0
+            while True:
+                now = time.monotonic()
+                if now >= next_stats:
+                    try:
+                        yield self.stats(container_id)
+                    except (NotFoundError, InvalidInputError):
+                        return  # deleted or stopped
+                    next_stats = now + interval
+                wait = max(0.0, next_stats - time.monotonic())
+                if watch is not None:
+                    if watch.wait(min(wait, 1.0)):
+                        yield {"type": "oom", "id": container_id}
+                else:
+                    time.sleep(min(wait, 1.0))
+                if not state.alive():
+                    return
+        finally:
+            if watch is not None:
+                watch.close()
+
     # -- run ----------------------------------------------------------------------
 
     def run(self, container_id: str, bundle: str, *, detach: bool = False, pid_file: str | None = None,

@@ -36,6 +36,22 @@ class RuntimeError_(KetchError):
     """The container could not be set up or managed."""
 
 
+class CannotExecuteError(RuntimeError_):
+    """The container's program was not found (``exit_status`` 127) or cannot be executed (126)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def _setup_failure(message: str) -> RuntimeError_:
+    """The error for a set-up failure the init reported (``[127] text`` marks a program that
+    cannot be run)."""
+    if message.startswith("[12") and message[4:6] == "] " and message[1:4] in ("126", "127"):
+        return CannotExecuteError(message[6:], int(message[1:4]))
+    return RuntimeError_(message)
+
+
 def parse_signal(text: str) -> int:
     if text.isdigit():
         number = int(text)
@@ -124,7 +140,10 @@ class Runtime:
     # -- create / start ---------------------------------------------------------
 
     def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
-               console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0) -> State:
+               console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
+               stdio: tuple[int, int, int] | None = None) -> State:
+        """Create the container; its init waits for ``start``. Its stdin, stdout and stderr are
+        ours, or the three fds of ``stdio``."""
         specs.check_id(container_id)
         bundle = os.path.abspath(bundle)
         config = specs.load(bundle)
@@ -184,7 +203,7 @@ class Runtime:
                           leanjson.dumps(state.hook_state("creating")))
 
             self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
-                        dict(container_id=container_id, cgroup_dirs=cgroup_dirs, cgroup_path=state.cgroup_path,
+                        dict(container_id=container_id, cgroup_dirs=cgroup_dirs, cgroup_path=state.cgroup_path, stdio=stdio,
                              seccomp_program=self._seccomp_program(linux)))
             if console_fd is not None:
                 os.close(console_fd)
@@ -264,7 +283,7 @@ class Runtime:
         if error is not None or not init_pid:
             if init_pid:
                 _kill(init_pid, _signal.SIGKILL)
-            raise RuntimeError_(error or "the container's init never reported")
+            raise _setup_failure(error or "the container's init never reported")
         return init_pid
 
     def start(self, container_id: str) -> None:
@@ -467,6 +486,28 @@ class Runtime:
         finally:
             self.delete(container_id, force=True)
 
+    def create_attached(self, container_id: str, bundle: str, *, terminal: bool,
+                        stdio: tuple[int, int, int] | None = None, preserve_fds: int = 0) -> tuple[State, int | None]:
+        """``create`` for a caller that stays the container's parent: with ``terminal``, the
+        pty's master comes back to the caller (through a console socket of our own)."""
+        listener, console_socket = self._own_console(terminal, None)
+        master = None
+        try:
+            state = self.create(container_id, bundle, console_socket=console_socket, preserve_fds=preserve_fds,
+                                stdio=stdio)
+            if listener is not None:
+                master = _receive_fd(listener)
+        finally:
+            _close_listener(listener, console_socket)
+        return state, master
+
+    @staticmethod
+    def wait(pid: int, master: int | None = None, start=None, *, forward_signals: bool = True) -> int:
+        """Wait for our child ``pid`` (the init of a container we created), forwarding signals to it
+        and copying its terminal; its exit status (128+N for a signal). ``start`` is called once
+        the signal handlers are in place."""
+        return _wait_foreground(lambda: pid, master, start, forward_signals)
+
     def _own_console(self, wanted, console_socket):
         """A console socket of our own, for a foreground terminal without one given."""
         if not wanted:
@@ -482,7 +523,8 @@ class Runtime:
     # -- exec ---------------------------------------------------------------------
 
     def exec(self, container_id: str, process: dict[str, Any], *, detach: bool = False,
-             pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0) -> int:
+             pid_file: str | None = None, console_socket: str | None = None, preserve_fds: int = 0,
+             stdio: tuple[int, int, int] | None = None, forward_signals: bool = True) -> int:
         """Run another process in a running container: its namespaces, its cgroup, ``process``'s
         user, capabilities and environment. In the foreground, return its exit status; detached,
         return once it runs (it is then a child of the nearest subreaper, as create's init is)."""
@@ -508,7 +550,7 @@ class Runtime:
         master = None
         try:
             console_fd = _connect_console(console_socket) if process.get("terminal") else None
-            pid = self._spawn_exec(state.pid, process, linux, cgroup_dirs, console_fd, preserve_fds,
+            pid = self._spawn_exec(state.pid, process, linux, cgroup_dirs, console_fd, preserve_fds, stdio,
                                    self._seccomp_program(linux))
             if console_fd is not None:
                 os.close(console_fd)
@@ -520,9 +562,9 @@ class Runtime:
             _write_atomically(pid_file, str(pid))
         if detach:
             return 0
-        return _wait_foreground(lambda: pid, master, None)
+        return _wait_foreground(lambda: pid, master, None, forward_signals)
 
-    def _spawn_exec(self, target_pid, process, linux, cgroup_dirs, console_fd, preserve_fds, program) -> int:
+    def _spawn_exec(self, target_pid, process, linux, cgroup_dirs, console_fd, preserve_fds, stdio, program) -> int:
         from ketch.runtime import init
 
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
@@ -531,7 +573,7 @@ class Runtime:
         if child == 0:
             parent_end.close()
             init.exec_child(child_end, target_pid=target_pid, process=process, linux=linux,
-                            cgroup_dirs=cgroup_dirs, console_fd=console_fd, preserve_fds=preserve_fds,
+                            cgroup_dirs=cgroup_dirs, console_fd=console_fd, preserve_fds=preserve_fds, stdio=stdio,
                             keep_fds=keep, seccomp_program=program)
             os._exit(1)  # not reached
         child_end.close()
@@ -550,7 +592,7 @@ class Runtime:
             parent_end.close()
             os.waitpid(child, 0)
         if error is not None or not pid:
-            raise RuntimeError_(error or "the exec'd process never reported")
+            raise _setup_failure(error or "the exec'd process never reported")
         return pid
 
 
@@ -572,11 +614,11 @@ def _close_listener(listener, console_socket) -> None:
         _unlink(console_socket)
 
 
-def _wait_foreground(target, master: int | None, start) -> int:
+def _wait_foreground(target, master: int | None, start, forward_signals: bool = True) -> int:
     """Forward every catchable signal to the process, copy its terminal, and return its exit
     status (128+N for a signal), as a shell reports it. ``start`` runs once the handlers are set."""
     previous = {}
-    for sig in range(1, _signal.NSIG):
+    for sig in range(1, _signal.NSIG) if forward_signals else ():
         if sig not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
             try:
                 previous[sig] = _signal.signal(sig, lambda number, frame: _kill(target(), number))

@@ -62,7 +62,12 @@ _CGROUP_PATH = ""  # the container's cgroup, relative to each hierarchy (set in 
 
 
 class SetupError(Exception):
-    pass
+    """A set-up step failed. ``exit_status`` is set when the program itself cannot be run:
+    127 when it is not found, 126 when it cannot be executed (as a shell and podman report it)."""
+
+    def __init__(self, message: str, exit_status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def _write(path: str, text: str) -> None:
@@ -94,7 +99,7 @@ def _report_and_exit(sync: _socket.socket, body) -> None:
     try:
         body()
     except SetupError as exc:
-        fail(sync, str(exc))
+        fail(sync, f"[{exc.exit_status}] {exc}" if exc.exit_status else str(exc))
     except OSError as exc:
         fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     except BaseException:
@@ -221,9 +226,10 @@ def _intermediate(config, sync, init_args) -> None:
 def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int],
                    container_id: str, host_pid: int, cgroup_path: str, seccomp_program: bytes | None,
-                   make_cgroupns: bool = False) -> None:
+                   make_cgroupns: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
     global _CGROUP_PATH
     _CGROUP_PATH = cgroup_path
+    _install_stdio(stdio)
     if make_cgroupns:
         try:
             sc.unshare(sc.CLONE_NEWCGROUP)
@@ -310,6 +316,16 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
     except OSError as exc:
         os.write(2, f"ketch-runtime: exec {process['args'][0]}: {exc.strerror}\n".encode())
         os._exit(126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127)
+
+
+def _install_stdio(stdio: tuple[int, int, int] | None) -> None:
+    """Make ``stdio`` the process's fds 0-2 (a library caller's own streams for the container)."""
+    if stdio is None:
+        return
+    copies = [os.dup(fd) for fd in stdio]  # first: a target may be another's source
+    for target, fd in enumerate(copies):
+        os.dup2(fd, target)
+        os.close(fd)
 
 
 def prepare_process(process: dict[str, Any], linux: dict[str, Any],
@@ -403,11 +419,12 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
 
 def exec_child(sync: _socket.socket, *, target_pid: int, process: dict[str, Any], linux: dict[str, Any],
                cgroup_dirs: list[str], console_fd: int | None, preserve_fds: int, keep_fds: list[int],
-               seccomp_program: bytes | None) -> None:
+               seccomp_program: bytes | None, stdio: tuple[int, int, int] | None = None) -> None:
     """``exec``'s intermediate: join the container's cgroup and namespaces, fork the process.
 
     The process execs with the sync socket still open (close-on-exec): the runtime reads
     end-of-file as success, or an ``error`` line from a process that could not be started."""
+    _install_stdio(stdio)
     _report_and_exit(sync, lambda: _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd,
                                                preserve_fds, keep_fds, seccomp_program))
 
@@ -505,9 +522,9 @@ def _lookup(program: str, env: list[str]) -> str:
             continue
         if stat.S_ISREG(st.st_mode):
             if not os.access(candidate, os.X_OK):
-                raise SetupError(f"exec {program}: permission denied")
+                raise SetupError(f"exec {program}: permission denied", 126)
             return candidate
-    raise SetupError(f"exec {program}: executable file not found in $PATH")
+    raise SetupError(f"exec {program}: executable file not found in $PATH", 127)
 
 
 # -- the root file system ---------------------------------------------------------

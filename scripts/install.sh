@@ -18,6 +18,9 @@ PACKAGES=(
   podman runc crun  # load, save and run what ketch makes; the runtime's peers in tests and benchmarks
   hyperfine
   libseccomp2       # what pyseccomp loads: the runtime's seccomp filters
+  catatonit         # ketch run --init (podman's init_path)
+  systemd           # systemd-socket-activate, for the socket-activation tests
+  gcc libc6-dev     # builds the tests' small static helper (socket activation, sd_notify)
 )
 
 missing=()

@@ -1,8 +1,10 @@
 """ketch: a daemonless container toolkit.
 
 The public Python API. Everything the command line does is reachable from
-here; the modules behind it are ``ketch.oci`` (the OCI data model) and
-``ketch.image`` (transports and the copy engine).
+here; the modules behind it are ``ketch.oci`` (the OCI data model),
+``ketch.image`` (transports and the copy engine), ``ketch.storage`` (the store),
+``ketch.runtime`` (the OCI runtime) and ``ketch.containers`` (``run`` and the
+container commands).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ _LAZY = {
     "DockerArchiveWriter": "ketch.image.docker_archive",
     "Policy": "ketch.image.policy",
     "RegistriesConf": "ketch.image.registries",
+    "Engine": "ketch.containers.engine",
+    "CreateOptions": "ketch.containers.options",
+    "RunResult": "ketch.containers.engine",
+    "ContainerError": "ketch.containers.engine",
+    "run": "ketch.containers.engine",
 }
 
 
@@ -64,6 +71,11 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AuthenticationError",
+    "ContainerError",
+    "CreateOptions",
+    "Engine",
+    "RunResult",
+    "run",
     "BlobUnknownError",
     "CopyOptions",
     "DockerArchiveWriter",

@@ -18,14 +18,18 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
+    usage_status = EXIT_USAGE  # container commands use podman's 125
+
     def error(self, message: str) -> None:  # one line, as every other error
-        self.exit(EXIT_USAGE, f"Error: {message}\nSee '{self.prog} --help'.\n")
+        self.exit(_Parser.usage_status, f"Error: {message}\nSee '{self.prog} --help'.\n")
 
 
 # Which command words need which modules' parsers: building every subcommand costs tens of
 # milliseconds, so a command builds only its own (``--help`` without a command builds all).
 _GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",)}
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
+_CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
+                       "wait", "info", "container")
 _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
                         "--override-arch", "--override-os", "--override-variant"}
 
@@ -70,7 +74,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
     version.set_defaults(func=cmd_version)
     word = _command_word(argv) if argv is not None else None
-    groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else ("image", "login", "storage"))
+    if word in _CONTAINER_COMMANDS:
+        groups: tuple[str, ...] = ("containers",)
+        _Parser.usage_status = 125
+    else:
+        groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else
+                             ("image", "login", "storage", "containers"))
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -80,6 +89,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import login
 
         login.register(commands)
+    if "containers" in groups:
+        from ketch.cli import containers
+
+        containers.register(commands)
     return parser
 
 

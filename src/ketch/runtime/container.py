@@ -502,11 +502,13 @@ class Runtime:
         return state, master
 
     @staticmethod
-    def wait(pid: int, master: int | None = None, start=None, *, forward_signals: bool = True) -> int:
+    def wait(pid: int, master: int | None = None, start=None, *, forward_signals: bool = True, pump=None,
+             on_output=None) -> int:
         """Wait for our child ``pid`` (the init of a container we created), forwarding signals to it
-        and copying its terminal; its exit status (128+N for a signal). ``start`` is called once
-        the signal handlers are in place."""
-        return _wait_foreground(lambda: pid, master, start, forward_signals)
+        and copying its terminal (``master``, closed when done); its exit status (128+N for a
+        signal). ``start`` is called once
+        the signal handlers are in place; ``pump`` and ``on_output`` as for a terminal's copy."""
+        return _wait_foreground(lambda: pid, master, start, forward_signals, pump, on_output)
 
     def _own_console(self, wanted, console_socket):
         """A console socket of our own, for a foreground terminal without one given."""
@@ -614,9 +616,12 @@ def _close_listener(listener, console_socket) -> None:
         _unlink(console_socket)
 
 
-def _wait_foreground(target, master: int | None, start, forward_signals: bool = True) -> int:
+def _wait_foreground(target, master: int | None, start, forward_signals: bool = True, pump=None,
+                     on_output=None) -> int:
     """Forward every catchable signal to the process, copy its terminal, and return its exit
-    status (128+N for a signal), as a shell reports it. ``start`` runs once the handlers are set."""
+    status (128+N for a signal), as a shell reports it. ``start`` runs once the handlers are set.
+    ``pump`` (``pump(timeout)`` and ``drain()``) is more copying to do while waiting;
+    ``on_output(bytes)`` also gets what the terminal printed."""
     previous = {}
     for sig in range(1, _signal.NSIG) if forward_signals else ():
         if sig not in (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD):
@@ -624,13 +629,14 @@ def _wait_foreground(target, master: int | None, start, forward_signals: bool = 
                 previous[sig] = _signal.signal(sig, lambda number, frame: _kill(target(), number))
             except (OSError, ValueError):
                 pass  # the C library's own real-time signals
-    proxy = _TerminalProxy(master) if master is not None else None
+    proxy = _TerminalProxy(master, on_output) if master is not None else None
+    copier = proxy or pump
     try:
         if start is not None:
             start()
         while True:
-            if proxy is not None:
-                proxy.pump(0.05)
+            if copier is not None:
+                copier.pump(0.05)
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
                     continue
@@ -640,8 +646,8 @@ def _wait_foreground(target, master: int | None, start, forward_signals: bool = 
                 except InterruptedError:
                     continue
             if pid == target():
-                if proxy is not None:
-                    proxy.drain()
+                if copier is not None:
+                    copier.drain()
                 return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     except ChildProcessError:
         return 0
@@ -659,11 +665,12 @@ class _TerminalProxy:
     """Copies between our stdin/stdout and a container's pty master; our terminal goes raw
     meanwhile, and its size follows ours (SIGWINCH)."""
 
-    def __init__(self, master: int) -> None:
+    def __init__(self, master: int, on_output=None) -> None:
         import termios
         import tty
 
         self.master = master
+        self.on_output = on_output
         self.saved = None
         if os.isatty(0):
             self.saved = termios.tcgetattr(0)
@@ -695,6 +702,8 @@ class _TerminalProxy:
                 data = b""
             if data:
                 os.write(1, data)
+                if self.on_output is not None:
+                    self.on_output(data)
         if 0 in ready:
             data = os.read(0, 65536)
             if data:
@@ -714,6 +723,8 @@ class _TerminalProxy:
             if not data:
                 return
             os.write(1, data)
+            if self.on_output is not None:
+                self.on_output(data)
 
     def close(self) -> None:
         import termios

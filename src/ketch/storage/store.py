@@ -581,15 +581,17 @@ class Store:
 
     # -- working containers -------------------------------------------------
 
-    def create_container(self, image: str | None, name: str | None = None, kind: str = "container") -> str:
-        """A working file system on top of an image (or empty, for ``scratch``)."""
+    def create_container(self, image: str | None, name: str | None = None, kind: str = "container",
+                         metadata: dict | None = None) -> str:
+        """A working file system on top of an image (or empty, for ``scratch``). ``metadata`` is
+        kept with the record (written in the same transaction)."""
         record = self.lookup(image) if image else None
         container_id = secrets.token_hex(32)
         name = name or f"{kind}-{container_id[:12]}"
         base = self.root / "containers" / container_id
         (base / "diff").mkdir(parents=True)
         (base / "work").mkdir()
-        metadata = {"top_layer": record.top_layer if record else None}
+        metadata = {**(metadata or {}), "top_layer": record.top_layer if record else None}
         try:
             with self.db.write() as conn:
                 if record and conn.execute("SELECT 1 FROM images WHERE id = ?", (record.id,)).fetchone() is None:

@@ -1,0 +1,454 @@
+"""Container commands, as podman spells them: run, create, start, stop, kill, restart, rm, ps,
+logs, exec, inspect, wait, info (and the same under ``ketch container``).
+
+Exit statuses follow podman: a container's own status from ``run``/``start -a``/``exec``;
+125 when ketch itself fails; 126 when the command cannot be invoked; 127 when it is not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ketch.cli.flags import add_bool, non_negative_int
+from ketch.errors import InvalidInputError, KetchError
+
+EXIT_ENGINE = 125
+
+
+def _engine(args):
+    from ketch.containers import Engine
+
+    return Engine(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
+
+
+def _engine_failure(exc: KetchError) -> KetchError:
+    """podman's statuses for run/create/start/exec: 125 unless the command itself could not run."""
+    if getattr(exc, "exit_code", 1) not in (126, 127):
+        exc.exit_code = EXIT_ENGINE
+    return exc
+
+
+def _comma_list(values: list[str]) -> list[str]:
+    return [part for value in values for part in value.split(",") if part]
+
+
+def _add_create_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--help", action="help", help="show this help")
+    parser.add_argument("--name", help="the container's name")
+    parser.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    parser.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
+    parser.add_argument("--env-file", action="append", default=[], metavar="FILE")
+    parser.add_argument("-w", "--workdir", metavar="DIR")
+    parser.add_argument("-u", "--user", metavar="USER[:GROUP]")
+    parser.add_argument("--group-add", action="append", default=[], metavar="GROUP")
+    parser.add_argument("--entrypoint", metavar="CMD", help='a command, or a JSON array; "" clears it')
+    parser.add_argument("--read-only", action="store_true", help="a read-only root file system")
+    add_bool(parser, "--read-only-tmpfs", default=True, help="with --read-only, tmpfs on /tmp, /run, /var/tmp")
+    parser.add_argument("--tmpfs", action="append", default=[], metavar="DEST[:OPTIONS]")
+    parser.add_argument("-h", "--hostname", metavar="NAME")
+    parser.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    parser.add_argument("--cap-drop", action="append", default=[], metavar="CAP")
+    parser.add_argument("--privileged", action="store_true", help="every capability, no confinement")
+    parser.add_argument("--security-opt", action="append", default=[], metavar="OPT",
+                        help="seccomp=PROFILE|unconfined, no-new-privileges, label=disable, unmask=PATHS|ALL")
+    parser.add_argument("-m", "--memory", metavar="SIZE")
+    parser.add_argument("--cpus", type=float, metavar="N")
+    parser.add_argument("--pids-limit", type=int, metavar="N")
+    parser.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
+    parser.add_argument("--network", "--net", default="none", metavar="MODE", help="none (default) or host")
+    parser.add_argument("--preserve-fds", type=non_negative_int, default=0, metavar="N")
+    parser.add_argument("--sdnotify", default="container", choices=["container", "conmon", "ignore"])
+    parser.add_argument("--stop-signal", metavar="SIGNAL")
+    parser.add_argument("--stop-timeout", type=non_negative_int, default=10, metavar="SECONDS")
+    parser.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--log-driver", default=None, choices=["k8s-file", "none", "passthrough"])
+    parser.add_argument("--init", action="store_true", help="run an init (catatonit) as the container's pid 1")
+    parser.add_argument("--pull", default="missing", choices=["always", "missing", "never", "newer"])
+    parser.add_argument("--runtime", metavar="PATH", help="a runc-compatible runtime instead of ketch's own")
+    add_bool(parser, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def _options(args):
+    from ketch.containers import CreateOptions
+    from ketch.containers.options import parse_key_values, parse_memory, read_env_file
+
+    env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
+    entrypoint = None
+    if args.entrypoint is not None:
+        text = args.entrypoint.strip()
+        if text.startswith("["):
+            try:
+                entrypoint = json.loads(text)
+            except ValueError:
+                raise InvalidInputError(f"--entrypoint {args.entrypoint!r} is not a JSON array") from None
+        else:
+            entrypoint = [args.entrypoint] if args.entrypoint else []
+    seccomp = None
+    no_new_privileges = False
+    unmask: list[str] = []
+    for opt in args.security_opt:
+        key, _, value = opt.partition("=")
+        if key == "seccomp":
+            seccomp = value
+        elif key in ("no-new-privileges", "no_new_privileges") and value in ("", "true"):
+            no_new_privileges = True
+        elif key == "label" and value in ("disable", "type:unconfined_t") or key == "apparmor" \
+                and value == "unconfined":
+            continue  # this host has neither SELinux nor AppArmor
+        elif key == "unmask":
+            unmask += value.split(":")
+        else:
+            raise InvalidInputError(f"unsupported --security-opt {opt!r}")
+    log_driver = args.log_driver or "k8s-file"
+    return CreateOptions(
+        command=list(args.command) or None, entrypoint=entrypoint, name=args.name, env=env, workdir=args.workdir,
+        user=args.user, group_add=_comma_list(args.group_add), hostname=args.hostname,
+        interactive=args.interactive, tty=args.tty, read_only=args.read_only, read_only_tmpfs=args.read_only_tmpfs,
+        tmpfs=list(args.tmpfs), cap_add=_comma_list(args.cap_add), cap_drop=_comma_list(args.cap_drop),
+        privileged=args.privileged, seccomp_profile=seccomp, no_new_privileges=no_new_privileges, unmask=unmask,
+        memory=parse_memory(args.memory) if args.memory else None, cpus=args.cpus, pids_limit=args.pids_limit,
+        ulimits=list(args.ulimit), network=args.network, preserve_fds=args.preserve_fds, sdnotify=args.sdnotify,
+        stop_signal=args.stop_signal, stop_timeout=args.stop_timeout,
+        labels=parse_key_values(args.label, "label"), annotations=parse_key_values(args.annotation, "annotation"),
+        log_driver=log_driver, init=args.init, remove=args.rm, runtime=args.runtime,
+        create_command=["ketch", *sys.argv[1:]],
+    )
+
+
+def _pull_context(args):
+    from ketch.image.context import SystemContext
+
+    ctx = SystemContext()
+    ctx.tls_verify = args.tls_verify
+    ctx.registries_conf = getattr(args, "registries_conf", None)
+    return ctx
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    for owner in (commands, _container_group(commands)):
+        _register_verbs(owner)
+
+
+def _container_group(commands):
+    group = commands.add_parser("container", help="manage containers", description="Manage containers.")
+    return group.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+
+
+def _register_verbs(commands) -> None:
+    run = commands.add_parser("run", help="run a command in a new container", add_help=False,
+                              description="Run a command in a new container; its exit status is ours.")
+    _add_create_flags(run)
+    run.add_argument("-d", "--detach", action="store_true", help="run in the background; print the id")
+    add_bool(run, "--sig-proxy", default=True, help="forward every signal we get to the container")
+    run.set_defaults(func=cmd_run)
+
+    create = commands.add_parser("create", help="create a container", add_help=False,
+                                 description="Create a container (started later with start).")
+    _add_create_flags(create)
+    create.set_defaults(func=cmd_create)
+
+    start = commands.add_parser("start", help="start containers", description="Start one or more containers.")
+    start.add_argument("-a", "--attach", action="store_true", help="attach: wait and pass its output through")
+    start.add_argument("-i", "--interactive", action="store_true", help="with --attach, pass our stdin in")
+    add_bool(start, "--sig-proxy", default=True, help="with --attach, forward signals")
+    start.add_argument("names", nargs="+", metavar="CONTAINER")
+    start.set_defaults(func=cmd_start)
+
+    stop = commands.add_parser("stop", help="stop containers", description="Stop one or more containers.")
+    stop.add_argument("-t", "--time", type=non_negative_int, metavar="SECONDS",
+                      help="seconds to wait before SIGKILL (default the container's stop timeout)")
+    stop.add_argument("-a", "--all", action="store_true")
+    stop.add_argument("-i", "--ignore", action="store_true", help="no error for a missing container")
+    stop.add_argument("names", nargs="*", metavar="CONTAINER")
+    stop.set_defaults(func=cmd_stop)
+
+    kill = commands.add_parser("kill", help="signal containers", description="Send a signal to containers.")
+    kill.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL")
+    kill.add_argument("-a", "--all", action="store_true")
+    kill.add_argument("names", nargs="*", metavar="CONTAINER")
+    kill.set_defaults(func=cmd_kill)
+
+    restart = commands.add_parser("restart", help="restart containers", description="Restart containers.")
+    restart.add_argument("-t", "--time", type=non_negative_int, metavar="SECONDS")
+    restart.add_argument("names", nargs="+", metavar="CONTAINER")
+    restart.set_defaults(func=cmd_restart)
+
+    rm = commands.add_parser("rm", help="remove containers", description="Remove containers.")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    rm.add_argument("-a", "--all", action="store_true")
+    rm.add_argument("-i", "--ignore", action="store_true", help="no error for a missing container")
+    rm.add_argument("names", nargs="*", metavar="CONTAINER")
+    rm.set_defaults(func=cmd_rm)
+
+    ps = commands.add_parser("ps", aliases=["ls", "list"],
+                             help="list containers", description="List containers (running ones, or all).")
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.add_argument("-q", "--quiet", action="store_true", help="ids only")
+    ps.add_argument("--no-trunc", action="store_true")
+    ps.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    ps.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
+    ps.set_defaults(func=cmd_ps)
+
+    logs = commands.add_parser("logs", help="show a container's output", description="Show a container's logs.")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int, metavar="N")
+    logs.add_argument("--since", metavar="TIME", help="RFC 3339 time, Unix seconds, or a duration (10m)")
+    logs.add_argument("-t", "--timestamps", action="store_true")
+    logs.add_argument("names", nargs="+", metavar="CONTAINER")
+    logs.set_defaults(func=cmd_logs)
+
+    exec_ = commands.add_parser("exec", help="run a process in a running container",
+                                description="Run a process in a running container.")
+    exec_.add_argument("-i", "--interactive", action="store_true")
+    exec_.add_argument("-t", "--tty", action="store_true")
+    exec_.add_argument("-u", "--user", metavar="USER[:GROUP]")
+    exec_.add_argument("-w", "--workdir", metavar="DIR")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="KEY[=VALUE]")
+    exec_.add_argument("-d", "--detach", action="store_true")
+    exec_.add_argument("--privileged", action="store_true")
+    exec_.add_argument("name", metavar="CONTAINER")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    exec_.set_defaults(func=cmd_exec)
+
+    inspect = commands.add_parser("inspect", help="show containers in detail",
+                                  description="Show containers in detail (podman's JSON).")
+    inspect.add_argument("-f", "--format", metavar="FORMAT", help="json, or a Go template")
+    inspect.add_argument("names", nargs="+", metavar="CONTAINER")
+    inspect.set_defaults(func=cmd_inspect)
+
+    wait = commands.add_parser("wait", help="wait for containers to stop",
+                               description="Wait until containers stop; print their exit codes.")
+    wait.add_argument("names", nargs="+", metavar="CONTAINER")
+    wait.set_defaults(func=cmd_wait)
+
+    info = commands.add_parser("info", help="show ketch's view of the host and store",
+                               description="Show the host, the store and the engine's settings.")
+    info.add_argument("-f", "--format", metavar="FORMAT", help="json (default), or a Go template")
+    info.set_defaults(func=cmd_info)
+
+
+def cmd_run(args) -> int:
+    try:
+        options = _options(args)
+        if args.detach and options.log_driver == "passthrough":
+            raise InvalidInputError("--log-driver passthrough needs a foreground run")
+        engine = _engine(args)
+        result = engine.run(args.image, options, detach=args.detach, pull=args.pull, context=_pull_context(args),
+                            sig_proxy=args.sig_proxy)
+    except KetchError as exc:
+        raise _engine_failure(exc) from None
+    if args.detach:
+        print(result)
+        return 0
+    return result.exit_code
+
+
+def cmd_create(args) -> int:
+    try:
+        options = _options(args)
+        container_id = _engine(args).create(args.image, options, pull=args.pull, context=_pull_context(args))
+    except KetchError as exc:
+        raise _engine_failure(exc) from None
+    print(container_id)
+    return 0
+
+
+def cmd_start(args) -> int:
+    engine = _engine(args)
+    if args.attach and len(args.names) > 1:
+        raise InvalidInputError("start --attach takes one container")
+    for name in args.names:
+        try:
+            if args.attach:
+                null = None if args.interactive else os.open("/dev/null", os.O_RDONLY)
+                try:
+                    return engine.start(name, attach=True, stdio=None if null is None else (null, 1, 2),
+                                        sig_proxy=args.sig_proxy)
+                finally:
+                    if null is not None:
+                        os.close(null)
+            engine.start(name)
+        except KetchError as exc:
+            raise _engine_failure(exc) from None
+        print(name)
+    return 0
+
+
+def _targets(engine, args, *, running_only: bool = False) -> list[str]:
+    if getattr(args, "all", False):
+        return [entry["Id"] for entry in engine.list(all=not running_only)]
+    if not args.names:
+        raise InvalidInputError("give at least one container, or --all")
+    return list(args.names)
+
+
+def _each(args, action) -> int:
+    """Do ``action`` on each named container; errors are reported one line each, and the last
+    error's status is ours (podman's behaviour for several containers)."""
+    from ketch.errors import NotFoundError
+
+    status = 0
+    for name in args.targets:
+        try:
+            print(action(name))
+        except NotFoundError as exc:
+            if getattr(args, "ignore", False):
+                continue
+            print(f"Error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+        except KetchError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = exc.exit_code if exc.exit_code != 1 else EXIT_ENGINE
+    return status
+
+
+def cmd_stop(args) -> int:
+    engine = _engine(args)
+    args.targets = _targets(engine, args, running_only=True)
+
+    def stop(name: str) -> str:
+        engine.stop(name, args.time)
+        return name
+
+    return _each(args, stop)
+
+
+def cmd_kill(args) -> int:
+    engine = _engine(args)
+    args.targets = _targets(engine, args, running_only=True)
+
+    def kill(name: str) -> str:
+        engine.kill(name, args.signal)
+        return name
+
+    return _each(args, kill)
+
+
+def cmd_restart(args) -> int:
+    engine = _engine(args)
+    args.targets = list(args.names)
+
+    def restart(name: str) -> str:
+        engine.restart(name, args.time)
+        return name
+
+    return _each(args, restart)
+
+
+def cmd_rm(args) -> int:
+    engine = _engine(args)
+    args.targets = _targets(engine, args)
+
+    def remove(name: str) -> str:
+        engine.remove(name, force=args.force)
+        return name
+
+    return _each(args, remove)
+
+
+def cmd_ps(args) -> int:
+    from ketch.cli import template
+
+    entries = _engine(args).list(all=args.all, filters=args.filter)
+    if args.quiet:
+        for entry in entries:
+            print(entry["Id"] if args.no_trunc else entry["Id"][:12])
+        return 0
+    if args.format == "json":
+        print(json.dumps(entries, indent=4))
+        return 0
+    if args.format:
+        for entry in entries:
+            print(template.render(args.format, entry))
+        return 0
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]]
+    for entry in entries:
+        command = " ".join(entry["Command"])
+        rows.append([entry["Id"] if args.no_trunc else entry["Id"][:12], entry["Image"],
+                     command if args.no_trunc or len(command) <= 20 else command[:17] + "...",
+                     entry["CreatedAt"], entry["Status"], ",".join(entry["Names"])])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _since(text: str) -> float:
+    import datetime
+    import time
+
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise InvalidInputError(f"invalid --since {text!r}: use RFC 3339, Unix seconds or a duration") from None
+
+
+def cmd_logs(args) -> int:
+    engine = _engine(args)
+    since = _since(args.since) if args.since else None
+    out = sys.stdout.buffer
+    for name in args.names:
+        for chunk in engine.logs(name, follow=args.follow, tail=args.tail, since=since, timestamps=args.timestamps):
+            out.write(chunk)
+            out.flush()
+    return 0
+
+
+def cmd_exec(args) -> int:
+    if not args.command:
+        raise InvalidInputError("exec needs a command")
+    try:
+        return _engine(args).exec(args.name, args.command, interactive=args.interactive, tty=args.tty,
+                                  user=args.user, workdir=args.workdir, env=args.env, detach=args.detach,
+                                  privileged=args.privileged)
+    except KetchError as exc:
+        raise _engine_failure(exc) from None
+
+
+def cmd_inspect(args) -> int:
+    from ketch.cli import template
+
+    engine = _engine(args)
+    found, status = [], 0
+    for name in args.names:
+        try:
+            found.append(engine.inspect(name))
+        except KetchError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+    if args.format and args.format != "json":
+        for item in found:
+            print(template.render(args.format, item))
+    else:
+        print(json.dumps(found, indent=4))
+    return status
+
+
+def cmd_wait(args) -> int:
+    engine = _engine(args)
+    for name in args.names:
+        print(engine.wait(name))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ketch.cli import template
+
+    data = _engine(args).info()
+    print(template.render(args.format, data) if args.format and args.format != "json" else json.dumps(data, indent=4))
+    return 0

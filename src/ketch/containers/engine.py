@@ -1,0 +1,675 @@
+"""The container engine: podman's everyday container commands over the store and the runtime.
+
+There is no daemon. A container is a record in the store (its options, in the same transaction
+that makes its writable layer) plus ``userdata/`` beside it (config.json, the /etc files it gets,
+``state.json``, the log). ``run`` and ``start --attach`` create the container from this process
+through the runtime library, so its init is this process's child: exit status, signals, inherited
+fds (socket activation) and sd_notify work as for any program. A detached container gets a
+monitor (ketch.containers.monitor), one per container. Any ketch process sees and manages every
+container of the store: state lives in files, and is checked against the process table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal as signals
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ketch.containers import logs as logfiles
+from ketch.containers import state as states
+from ketch.containers.config import EngineConfig
+from ketch.containers.options import CreateOptions
+from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+
+KIND = "container"
+EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
+
+
+class ContainerError(KetchError):
+    """A container operation failed; ``exit_code`` is 125, as podman's."""
+
+    exit_code = EXIT_ENGINE_FAILED
+
+
+@dataclass
+class RunResult:
+    """What ``Engine.run`` returns when it waits for the container."""
+
+    exit_code: int
+    container_id: str
+    stdout: bytes | None = None
+    stderr: bytes | None = None
+
+
+class _OutputTee:
+    """A foreground container's stdout and stderr through pipes: each copied to where it would
+    have gone (ours, or the caller's ``stdio``) and into the log."""
+
+    def __init__(self, stdio: tuple[int, int, int] | None, log) -> None:
+        self.log = log
+        targets = stdio or (0, 1, 2)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.container_stdio = (targets[0], out_w, err_w)
+        self.sources = {out_r: (targets[1], "stdout"), err_r: (targets[2], "stderr")}
+        self._write_ends = [out_w, err_w]
+
+    def created(self) -> None:
+        for fd in self._write_ends:  # the container holds them now
+            os.close(fd)
+        self._write_ends = []
+
+    def pump(self, timeout: float) -> None:
+        import select
+
+        if not self.sources:
+            time.sleep(timeout)
+            return
+        try:
+            ready = select.select(list(self.sources), [], [], timeout)[0]
+        except InterruptedError:
+            return
+        for fd in ready:
+            data = os.read(fd, 65536)
+            target, stream = self.sources[fd]
+            if not data:
+                del self.sources[fd]
+                os.close(fd)
+                continue
+            try:
+                os.write(target, data)
+            except OSError:
+                pass  # our reader went away: the log still gets it
+            self.log.write(stream, data)
+
+    def drain(self) -> None:
+        deadline = time.monotonic() + 2
+        while self.sources and time.monotonic() < deadline:
+            self.pump(0.1)
+
+    def close(self) -> None:
+        for fd in list(self.sources) + self._write_ends:
+            os.close(fd)
+        self.sources, self._write_ends = {}, []
+
+
+def _signal_number(name: str | int) -> int:
+    from ketch.runtime.container import parse_signal
+
+    return parse_signal(str(name))
+
+
+class Engine:
+    def __init__(self, store=None, *, root: str | None = None, runroot: str | None = None,
+                 storage_driver: str | None = None, conf: EngineConfig | None = None) -> None:
+        if store is None:
+            from ketch.storage.store import Store
+
+            store = Store(root, runroot, storage_driver)
+        self.store = store
+        self._conf = conf
+
+    @property
+    def conf(self) -> EngineConfig:
+        if self._conf is None:
+            self._conf = EngineConfig.load()
+        return self._conf
+
+    # -- records ------------------------------------------------------------------------
+
+    def _record(self, name_or_id: str) -> dict:
+        row = self.store.container(name_or_id)
+        if row["kind"] != KIND:
+            raise NotFoundError(f"{name_or_id}: no such container (it is a {row['kind']} container)")
+        row["meta"] = json.loads(row["metadata"])
+        row["options"] = CreateOptions.from_dict(row["meta"].get("options") or {})
+        return row
+
+    def _userdata(self, container_id: str) -> str:
+        return str(self.store.root / "containers" / container_id / "userdata")
+
+    def _driver(self, options: CreateOptions):
+        from ketch.containers import driver
+
+        return driver.for_container(options.runtime, str(self.store.runroot))
+
+    def status(self, name_or_id: str) -> dict:
+        """The container's state, checked against the process table."""
+        record = self._record(name_or_id)
+        return self._status(record)
+
+    def _status(self, record: dict) -> dict:
+        current = states.read(self._userdata(record["id"]))
+        if current.get("status") == "running":
+            if states.alive(current.get("pid"), current.get("pid_start")):
+                if self._driver(record["options"]).status(record["id"]) == "paused":
+                    current["status"] = "paused"
+            else:  # gone without anyone recording how: the monitor or ``run`` was killed
+                current.update(status="exited", exit_code=current.get("exit_code"), pid=0, stale=True)
+        return current
+
+    # -- create ---------------------------------------------------------------------------
+
+    def create(self, image: str, options: CreateOptions | None = None, *, pull: str = "missing",
+               context=None) -> str:
+        """A new container of ``image`` (pulled as ``pull`` says); its id."""
+        options = (options or CreateOptions()).check()
+        from ketch.containers import names
+        from ketch.containers.images import find_or_pull
+
+        record = find_or_pull(self.store, image, pull, context)
+        if options.init:
+            self.conf.init_binary()  # fails now, not at start
+        meta = {"options": options.to_dict(), "image_name": image}
+        name = options.name or names.generate()
+        for _ in range(5):
+            try:
+                container_id = self.store.create_container(record.id, name, kind=KIND, metadata=meta)
+                break
+            except InvalidInputError:
+                if options.name:
+                    raise InvalidInputError(f"the container name {name!r} is already in use; remove that "
+                                            "container or choose another name") from None
+                name = names.generate()
+        else:
+            raise ContainerError("could not find a free container name")
+        os.makedirs(self._userdata(container_id), exist_ok=True)
+        return container_id
+
+    # -- start, attached or detached ---------------------------------------------------
+
+    def _prepare(self, record: dict, *, listen_fds: int = 0) -> tuple[str, dict]:
+        """Mount the root file system and write the bundle; the bundle directory."""
+        from ketch.containers import spec as specs
+
+        options: CreateOptions = record["options"]
+        container_id = record["id"]
+        userdata = self._userdata(container_id)
+        os.makedirs(userdata, exist_ok=True)
+        image = self.store.lookup(record["image"]).parsed_config if record["image"] else None
+        rootfs = str(self.store.mount_container(container_id))
+        try:
+            states.update(userdata, mounted=True)
+            hostname = options.hostname or container_id[:12]
+            specs.etc_files(userdata, hostname, options, record["meta"].get("image_name", ""), record["image"] or "",
+                            container_id, record["name"])
+            notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
+            config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
+                                 options=options, conf=self.conf, listen_fds=listen_fds,
+                                 notify_socket=notify if notify and not notify.startswith("@") else None)
+            with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
+                json.dump(config, f)
+            os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
+        except BaseException:
+            self._release(record)
+            raise
+        return userdata, config
+
+    def _release(self, record: dict) -> None:
+        """Runtime state and the root file system mount of a container that is not running."""
+        container_id = record["id"]
+        userdata = self._userdata(container_id)
+        try:
+            self._driver(record["options"]).delete(container_id)
+        except KetchError:
+            pass
+        if states.read(userdata).get("mounted"):
+            self.store.unmount_container(container_id, force=True)
+            states.update(userdata, mounted=False)
+
+    def _check_startable(self, record: dict) -> None:
+        current = self._status(record)
+        if current["status"] in ("running", "paused"):
+            raise InvalidInputError(f"container {record['name']} is already running")
+        if current.get("mounted"):
+            self._release(record)  # what a killed run or monitor left
+
+    def start(self, name_or_id: str, *, attach: bool = False, stdio: tuple[int, int, int] | None = None,
+              sig_proxy: bool = True) -> int | None:
+        """Start a created or exited container. ``attach``: in this process, returning its exit
+        status; otherwise under a monitor, returning once it runs."""
+        record = self._record(name_or_id)
+        if attach:
+            return self._run_attached(record, stdio=stdio, sig_proxy=sig_proxy)
+        self._start_detached(record)
+        return None
+
+    def _listen_fds(self, options: CreateOptions) -> int:
+        """Socket activation: fds systemd passed us, when they are for us (LISTEN_PID)."""
+        try:
+            count = int(os.environ.get("LISTEN_FDS", "0"))
+            pid = int(os.environ.get("LISTEN_PID", "0"))
+        except ValueError:
+            return 0
+        return count if count > 0 and pid == os.getpid() else 0
+
+    def _run_attached(self, record: dict, *, stdio=None, sig_proxy: bool = True) -> int:
+        from ketch import syscalls
+
+        options: CreateOptions = record["options"]
+        container_id = record["id"]
+        with self.store.lock(f"container-{container_id}"):
+            self._check_startable(record)
+            listen_fds = self._listen_fds(options)
+            userdata, _ = self._prepare(record, listen_fds=listen_fds)
+            preserve = max(options.preserve_fds, listen_fds)
+            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is reparented to us
+            driver = self._driver(options)
+            log = tee = None
+            if options.log_driver == "k8s-file":
+                log = logfiles.LogWriter(os.path.join(userdata, states.LOG_FILE))
+                if not options.tty:  # a terminal's copy is logged as it is made
+                    tee = _OutputTee(stdio, log)
+            try:
+                pid, master = driver.create(container_id, userdata, terminal=options.tty,
+                                            stdio=tee.container_stdio if tee else stdio, preserve_fds=preserve)
+            except BaseException as exc:
+                if tee is not None:
+                    tee.close()
+                if log is not None:
+                    log.close()
+                self._release(record)
+                states.update(userdata, status="created")
+                raise self._start_error(exc) from None
+            if tee is not None:
+                tee.created()
+            states.update(userdata, status="running", pid=pid, pid_start=states.start_time(pid),
+                          started_at=time.time(), monitor_pid=os.getpid(),
+                          monitor_start=states.start_time(os.getpid()), exit_code=None, finished_at=None)
+
+        def start() -> None:
+            driver.start(container_id)
+            if options.sdnotify == "conmon" and os.environ.get("NOTIFY_SOCKET"):
+                from ketch.containers.monitor import _notify_ready
+
+                _notify_ready(os.environ["NOTIFY_SOCKET"], os.getpid())
+
+        from ketch.runtime.container import Runtime
+
+        try:
+            status = Runtime.wait(pid, master, start, forward_signals=sig_proxy, pump=tee,
+                                  on_output=(lambda data: log.write("stdout", data)) if log and master else None)
+        except BaseException:
+            if states.alive(pid, states.start_time(pid)):
+                driver.kill(container_id, signals.SIGKILL)
+            raise
+        finally:  # the terminal's master is closed by the copy that used it
+            if tee is not None:
+                tee.close()
+            if log is not None:
+                log.close()
+        states.exited(userdata, status)
+        self.cleanup(container_id, remove=options.remove)
+        return status
+
+    @staticmethod
+    def _start_error(exc: BaseException) -> BaseException:
+        from ketch.runtime.container import CannotExecuteError
+
+        if isinstance(exc, CannotExecuteError):
+            error = ContainerError(str(exc))
+            error.exit_code = exc.exit_status
+            return error
+        if isinstance(exc, KetchError) and not isinstance(exc, ContainerError):
+            error = ContainerError(str(exc))
+            return error
+        return exc
+
+    def _start_detached(self, record: dict) -> None:
+        import subprocess
+
+        import ketch
+
+        options: CreateOptions = record["options"]
+        container_id = record["id"]
+        with self.store.lock(f"container-{container_id}"):
+            self._check_startable(record)
+            listen_fds = self._listen_fds(options)
+            userdata, config = self._prepare(record, listen_fds=listen_fds)
+            preserve = max(options.preserve_fds, listen_fds)
+            if config["linux"].get("seccomp") and not options.runtime:
+                # compiled (and cached) now: the monitor runs without site-packages' pyseccomp
+                from ketch.runtime.container import Runtime
+
+                Runtime(str(self.store.runroot / "runtime"))._seccomp_program(config["linux"])
+            report_r, report_w = os.pipe()
+            high = max(report_w, 3 + preserve + 1)
+            moved = os.dup2(report_w, high + 10) if report_w < 3 + preserve else report_w
+            if moved != report_w:
+                os.close(report_w)
+            notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "conmon" else None
+            args = {
+                "id": container_id, "userdata": userdata, "bundle": userdata, "tty": options.tty,
+                "log_driver": "none" if options.log_driver == "none" else "k8s-file",
+                "log_path": os.path.join(userdata, states.LOG_FILE), "preserve_fds": preserve,
+                "runtime": options.runtime, "run_dir": str(self.store.runroot), "report_fd": moved,
+                "sys_path": [p for p in sys.path if p], "root": str(self.store.root),
+                "runroot": str(self.store.runroot), "driver": self.store.driver_name, "remove": options.remove,
+                "notify_ready": notify,
+            }
+            package_parent = str(Path(ketch.__file__).resolve().parent.parent)
+            boot = ("import sys; sys.path.insert(0, sys.argv[2]); "
+                    "from ketch.containers.monitor import main; main()")
+            try:
+                subprocess.Popen([sys.executable, "-S", "-c", boot, json.dumps(args), package_parent],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 pass_fds=(moved, *range(3, 3 + preserve)), start_new_session=True,
+                                 close_fds=True)
+            finally:
+                os.close(moved)
+            with os.fdopen(report_r, "rb") as f:
+                answer = f.read().decode(errors="replace")
+            if not answer.startswith("ok "):
+                states.update(userdata, status="created")
+                text = answer[6:] if answer.startswith("error ") else "the container's monitor died before it " \
+                                                                       "started the container"
+                error = ContainerError(text)
+                if "executable file not found" in text:
+                    error.exit_code = 127
+                elif "permission denied" in text and text.startswith("exec "):
+                    error.exit_code = 126
+                raise error
+
+    def cleanup(self, name_or_id: str, *, remove: bool = False) -> None:
+        """After the container exited: its runtime state and mount go; with ``remove``, itself."""
+        try:
+            record = self._record(name_or_id)
+        except NotFoundError:
+            return
+        with self.store.lock(f"container-{record['id']}"):
+            current = self._status(record)
+            if current["status"] in ("running", "paused"):
+                return  # started again meanwhile
+            self._release(record)
+        if remove:
+            self.remove(record["id"], force=True)
+
+    # -- run --------------------------------------------------------------------------------
+
+    def run(self, image: str, options: CreateOptions | None = None, *, detach: bool = False,
+            pull: str = "missing", context=None, stdio: tuple[int, int, int] | None = None,
+            capture_output: bool = False, sig_proxy: bool = True) -> RunResult | str:
+        """create + start. In the foreground (the default) the container's exit status (and, with
+        ``capture_output``, its output) comes back; with ``detach`` its id, once it runs."""
+        container_id = self.create(image, options, pull=pull, context=context)
+        options = self._record(container_id)["options"]
+        try:
+            if detach:
+                self._start_detached(self._record(container_id))
+                return container_id
+            if capture_output:
+                import tempfile
+
+                with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        status = self._run_attached(self._record(container_id), stdio=(null, out.fileno(),
+                                                                                       err.fileno()),
+                                                    sig_proxy=sig_proxy)
+                    finally:
+                        os.close(null)
+                    out.seek(0)
+                    err.seek(0)
+                    return RunResult(status, container_id, out.read(), err.read())
+            status = self._run_attached(self._record(container_id), stdio=stdio, sig_proxy=sig_proxy)
+            return RunResult(status, container_id)
+        except BaseException:
+            if options.remove:
+                try:
+                    self.remove(container_id, force=True)
+                except KetchError:
+                    pass
+            raise
+
+    # -- signals, stop, wait ----------------------------------------------------------
+
+    def kill(self, name_or_id: str, signal: str | int = "KILL") -> str:
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] not in ("running", "paused"):
+            raise InvalidInputError(f"can only kill running containers: {record['name']} is {current['status']}")
+        number = _signal_number(signal)
+        os.kill(current["pid"], number)
+        return record["id"]
+
+    def stop(self, name_or_id: str, timeout: int | None = None) -> str:
+        """The stop signal, then SIGKILL to every process after ``timeout`` seconds (podman's)."""
+        record = self._record(name_or_id)
+        options: CreateOptions = record["options"]
+        current = self._status(record)
+        if current["status"] not in ("running", "paused"):
+            self.cleanup(record["id"])  # nothing runs; what a killed run left goes
+            return record["id"]
+        driver = self._driver(options)
+        timeout = options.stop_timeout if timeout is None else timeout
+        pid, started = current["pid"], current.get("pid_start")
+        if current["status"] == "paused":
+            driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+        elif timeout > 0:
+            try:
+                os.kill(pid, _signal_number(options.stop_signal or self._image_stop_signal(record) or "TERM"))
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while states.alive(pid, started) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if states.alive(pid, started):
+            try:
+                driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+            except KetchError:
+                os.kill(pid, signals.SIGKILL)
+        self._wait_recorded(record, pid, started)
+        return record["id"]
+
+    def _image_stop_signal(self, record: dict) -> str | None:
+        try:
+            return self.store.lookup(record["image"]).parsed_config.container_config.get("StopSignal")
+        except KetchError:
+            return None
+
+    def _wait_recorded(self, record: dict, pid: int, started: str | None, timeout: float = 10) -> None:
+        """Until the process is gone and whoever watched it has recorded the exit (or is gone too)."""
+        userdata = self._userdata(record["id"])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = states.read(userdata)
+            if states.alive(pid, started):
+                time.sleep(0.02)
+                continue
+            if current.get("status") != "running":
+                break
+            if not states.alive(current.get("monitor_pid"), current.get("monitor_start")):
+                states.exited(userdata, current.get("exit_code") if current.get("exit_code") is not None else 137)
+                self.cleanup(record["id"], remove=record["options"].remove)
+                break
+            time.sleep(0.02)
+
+    def wait(self, name_or_id: str, *, interval: float = 0.05) -> int:
+        """Until the container is not running; its exit code (podman's ``wait``)."""
+        record = self._record(name_or_id)
+        while True:
+            try:
+                current = self._status(record)
+            except NotFoundError:
+                raise
+            if current["status"] not in ("running", "paused"):
+                if current.get("stale") and current.get("exit_code") is None:
+                    return -1
+                code = current.get("exit_code")
+                return -1 if code is None else code
+            time.sleep(interval)
+
+    def restart(self, name_or_id: str, timeout: int | None = None) -> str:
+        record = self._record(name_or_id)
+        self.stop(record["id"], timeout)
+        self._wait_recorded(record, 0, None)
+        self._start_detached(self._record(record["id"]))
+        return record["id"]
+
+    # -- remove --------------------------------------------------------------------------
+
+    def remove(self, name_or_id: str, *, force: bool = False) -> str:
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] in ("running", "paused"):
+            if not force:
+                raise InUseError(f"cannot remove container {record['name']}: it is {current['status']} "
+                                 "(stop it first, or use --force)")
+            driver = self._driver(record["options"])
+            try:
+                driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+            except KetchError:
+                os.kill(current["pid"], signals.SIGKILL)
+            deadline = time.monotonic() + 10
+            while states.alive(current["pid"], current.get("pid_start")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        with self.store.lock(f"container-{record['id']}"):
+            self._release(record)
+            try:
+                self.store.remove_container(record["id"], force=True)
+            except NotFoundError:
+                pass
+        return record["id"]
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def list(self, *, all: bool = False, filters: list[str] | None = None) -> list[dict[str, Any]]:
+        """podman's ``ps --format json`` entries."""
+        from ketch.containers import views
+
+        out = []
+        for row in self.store.containers():
+            if row["kind"] != KIND:
+                continue
+            try:
+                record = self._record(row["id"])
+            except NotFoundError:
+                continue
+            entry = views.ps_entry(self, record, self._status(record))
+            if not all and entry["State"] not in ("running", "paused"):
+                continue
+            if filters and not views.matches(entry, record, filters):
+                continue
+            out.append(entry)
+        return out
+
+    def inspect(self, name_or_id: str) -> dict[str, Any]:
+        from ketch.containers import views
+
+        record = self._record(name_or_id)
+        return views.inspect(self, record, self._status(record))
+
+    def logs(self, name_or_id: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
+             timestamps: bool = False) -> Iterator[bytes]:
+        """The container's output as recorded (k8s-file); with ``follow``, until it stops."""
+        record = self._record(name_or_id)
+        if record["options"].log_driver == "none":
+            raise InvalidInputError(f"container {record['name']} was created with --log-driver none: no logs")
+        if record["options"].log_driver == "passthrough":
+            raise InvalidInputError(f"container {record['name']}'s output went to its caller (passthrough): "
+                                    "no logs")
+        path = os.path.join(self._userdata(record["id"]), states.LOG_FILE)
+        records = logfiles.read_records(path, since=since, tail=tail)
+        for entry in records:
+            yield logfiles.render(entry, timestamps)
+        if not follow:
+            return
+        offset = os.path.getsize(path) if os.path.exists(path) else 0
+        pending = b""
+        while True:
+            running = self._status(record)["status"] in ("running", "paused", "created")
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                parsed = logfiles.parse_line(line)
+                if parsed is not None:
+                    yield logfiles.render(parsed, timestamps)
+            if not running and not chunk:
+                return
+            time.sleep(0.1)
+
+    def exec(self, name_or_id: str, command: list[str], *, interactive: bool = False, tty: bool = False,
+             user: str | None = None, workdir: str | None = None, env: list[str] | None = None,
+             detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None) -> int:
+        """Run another process in a running container; its exit status (0 when detached)."""
+        from ketch.containers import users
+        from ketch.runtime.container import CannotExecuteError, Runtime
+
+        record = self._record(name_or_id)
+        options: CreateOptions = record["options"]
+        current = self._status(record)
+        if current["status"] != "running":
+            raise InvalidInputError(f"can only exec in running containers: {record['name']} is {current['status']}")
+        if options.runtime:
+            raise InvalidInputError("exec into a container of another --runtime is not supported; use that "
+                                    "runtime's exec")
+        userdata = self._userdata(record["id"])
+        with open(os.path.join(userdata, "config.json")) as f:
+            config = json.load(f)
+        process = dict(config["process"])
+        rootfs = config["root"]["path"]
+        if user is not None:
+            exec_user = users.resolve(rootfs, user)
+            process["user"] = {"uid": exec_user.uid, "gid": exec_user.gid,
+                               **({"additionalGids": exec_user.additional_gids} if exec_user.additional_gids
+                                  else {})}
+        process["args"] = list(command)
+        process["terminal"] = tty
+        if workdir:
+            process["cwd"] = workdir
+        environment = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
+        if tty:
+            environment.setdefault("TERM", "xterm")
+        for entry in env or []:
+            key, sep, value = entry.partition("=")
+            if sep:
+                environment[key] = value
+            elif key in os.environ:
+                environment[key] = os.environ[key]
+        for key in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):  # the container's init's, not ours
+            environment.pop(key, None)
+        process["env"] = [f"{k}={v}" for k, v in environment.items()]
+        if privileged:
+            from ketch.containers.config import bounding_set
+
+            caps = sorted("CAP_" + c for c in bounding_set())
+            process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+        if not interactive and stdio is None and not tty:
+            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            stdio = (null, 1, 2)
+        runtime = Runtime(str(self.store.runroot / "runtime"))
+        try:
+            return runtime.exec(record["id"], process, detach=detach, stdio=stdio)
+        except CannotExecuteError as exc:
+            error = ContainerError(str(exc))
+            error.exit_code = exc.exit_status
+            raise error from None
+
+    def info(self) -> dict[str, Any]:
+        from ketch.containers import views
+
+        return views.info(self)
+
+
+def run(image: str, command: list[str] | None = None, *, detach: bool = False, pull: str = "missing",
+        capture_output: bool = False, root: str | None = None, runroot: str | None = None,
+        **options: Any) -> RunResult | str:
+    """``ketch run`` from Python: ``ketch.run("busybox", ["echo", "hi"], capture_output=True)``
+    returns a RunResult (exit code, and the output when captured); ``detach=True`` returns the
+    container's id once it runs. ``options`` are CreateOptions fields (``remove=True`` is ``--rm``,
+    ``env=[...]``, ``memory=...``)."""
+    engine = Engine(root=root, runroot=runroot)
+    return engine.run(image, CreateOptions(command=command, **options), detach=detach, pull=pull,
+                      capture_output=capture_output)

@@ -1,0 +1,53 @@
+"""The image a container is made from: found in the store, or pulled as ``--pull`` says."""
+
+from __future__ import annotations
+
+from ketch.errors import InvalidInputError, KetchError, NotFoundError
+
+
+def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_policy=None):
+    """The store's image record for ``name``. ``policy``: ``never`` (the store only), ``missing``
+    (pull when the store lacks it), ``always``/``newer`` (pull first; ``newer`` falls back to the
+    store's copy when the registry cannot be reached)."""
+    if policy not in ("always", "missing", "never", "newer"):
+        raise InvalidInputError(f"invalid pull policy {policy!r}: must be always, missing, never or newer")
+    if policy in ("missing", "never"):
+        try:
+            return store.lookup(name)
+        except NotFoundError:
+            if policy == "never":
+                raise NotFoundError(f"{name}: image not known (and --pull never)") from None
+    try:
+        return store.lookup(pull(store, name, context, trust_policy))
+    except KetchError:
+        if policy == "newer":
+            return store.lookup(name)
+        raise
+
+
+def pull(store, name: str, context=None, trust_policy=None, progress=None) -> str:
+    """Pull ``name`` (short names through registries.conf) into the store; the image id."""
+    from ketch.image.context import SystemContext
+    from ketch.image.copy import CopyOptions, copy_image
+    from ketch.image.docker.transport import DockerReference
+    from ketch.image.policy import Policy
+    from ketch.image.storage_transport import StorageReference
+
+    ctx = context or SystemContext()
+    ctx.store = store
+    if name.startswith("docker://"):
+        name = name[len("docker://"):]
+    candidates = ctx.registries().resolve_short_name(name)
+    errors = []
+    for ref in candidates:
+        full = ref.with_default_tag()
+        options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=trust_policy or Policy.load_default(),
+                              **({"progress": progress} if progress is not None else {}))
+        try:
+            copy_image(DockerReference(full, str(full)), StorageReference(str(full)), options)
+            return store.lookup(str(full)).id
+        except KetchError as exc:
+            if len(candidates) == 1:
+                raise
+            errors.append(f"{full}: {exc}")
+    raise NotFoundError(f"pulling {name}: no candidate worked ({'; '.join(errors)})")

@@ -1,0 +1,31 @@
+"""Paths inside a container's root file system, resolved as the container would see them."""
+
+from __future__ import annotations
+
+import os
+
+
+def resolve_in_root(root: str, path: str, *, max_links: int = 40) -> str:
+    """The host path of ``path`` inside ``root``: symbolic links are followed as if ``root`` were
+    ``/``, so a link in an image can never lead out of it. The result may not exist."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > max_links:
+                raise OSError(40, "too many levels of symbolic links", path)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)

@@ -1,0 +1,65 @@
+"""A container's run state, kept beside it in the store: ``userdata/state.json``, written whole
+(to a temporary name, then renamed) by whichever process starts, watches or cleans up the
+container. Its truth is checked against the process table: a recorded pid that is gone (or is
+another process now) means the container exited, whoever was supposed to notice.
+
+This module imports only ``os``, ``json`` and ``time``: the detached monitor uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+STATE_FILE = "state.json"
+LOG_FILE = "ctr.log"
+
+
+def now_rfc3339(ts: float | None = None) -> str:
+    ts = time.time() if ts is None else ts
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e9) % 10**9:09d}Z"
+
+
+def read(userdata: str) -> dict:
+    try:
+        with open(os.path.join(userdata, STATE_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"status": "created"}
+
+
+def write(userdata: str, state: dict) -> None:
+    path = os.path.join(userdata, STATE_FILE)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
+
+def update(userdata: str, **changes) -> dict:
+    state = read(userdata)
+    state.update(changes)
+    write(userdata, state)
+    return state
+
+
+def start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None  # a zombie has exited
+    return fields[19]
+
+
+def alive(pid: int | None, started: str | None) -> bool:
+    return bool(pid) and start_time(pid) == started
+
+
+def exited(userdata: str, exit_code: int, *, oom_killed: bool = False) -> dict:
+    return update(userdata, status="exited", exit_code=exit_code, finished_at=time.time(), pid=0,
+                  oom_killed=oom_killed)

@@ -1,0 +1,100 @@
+"""A store with the busybox image, the ``ketch`` command on it, and cleanup after every test:
+no container, mount, monitor or cgroup of ours may be left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import images
+
+KETCH = str(Path(sys.executable).parent / "ketch")
+IMAGE = "docker.io/library/busybox:latest"
+
+
+class KetchEnv:
+    def __init__(self, base: Path) -> None:
+        self.root = base / "root"
+        self.runroot = base / "run"
+        self.env = dict(os.environ)
+
+    def args(self, *args: str) -> list[str]:
+        return [KETCH, "--root", str(self.root), "--runroot", str(self.runroot), *args]
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60, input: bytes | None = None,
+            env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+        """Run ``ketch``; output through files (a detached container's monitor must not hold a pipe
+        the test reads to its end)."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(self.args(*args), stdout=out, stderr=err, timeout=timeout,
+                                  input=input, env=env or self.env, **kwargs)
+            out.seek(0)
+            err.seek(0)
+            result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read().decode(errors="replace"),
+                                                 err.read().decode(errors="replace"))
+        if check and result.returncode != 0:
+            raise AssertionError(f"ketch {' '.join(args)}: {result.returncode}: {result.stderr}")
+        return result
+
+    def engine(self):
+        from ketch.containers import Engine
+
+        return Engine(root=str(self.root), runroot=str(self.runroot))
+
+    def ps(self) -> list[dict]:
+        return json.loads(self.cli("ps", "-a", "--format", "json", check=True).stdout)
+
+    def status(self, name: str) -> str:
+        return json.loads(self.cli("inspect", name, check=True).stdout)[0]["State"]["Status"]
+
+    def wait_status(self, name: str, wanted: str, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status(name) != wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.status(name) == wanted
+
+    def mounts(self) -> list[str]:
+        with open("/proc/self/mountinfo") as f:
+            return [line.split()[4] for line in f if line.split()[4].startswith(str(self.root / "mounts") + "/")]
+
+
+@pytest.fixture(scope="session")
+def ketch_session(tmp_path_factory):
+    from ketch import CopyOptions, SystemContext, copy_image
+    from ketch.image.policy import Policy
+
+    base = Path(tempfile.mkdtemp(prefix="ketch-ctr-"))
+    base.chmod(0o755)
+    env = KetchEnv(base)
+    ctx = SystemContext(storage_root=str(env.root), storage_runroot=str(env.runroot))
+    copy_image(f"oci:{images.ensure('busybox')}:latest", f"ketch-storage:{IMAGE}",
+               CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
+    yield env
+    env.cli("rm", "-f", "-a")
+    subprocess.run(["umount", "-R", "-l", str(env.root / "mounts")], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+    for controller in os.listdir("/sys/fs/cgroup"):
+        try:
+            os.rmdir(f"/sys/fs/cgroup/{controller}/ketch")
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def ketch_env(ketch_session):
+    yield ketch_session
+    # every test leaves nothing: containers, their mounts, monitors and runtime state
+    ketch_session.cli("rm", "-f", "-a")
+    assert ketch_session.mounts() == [], "mounts left behind"
+    runtime_states = [p for p in (ketch_session.runroot / "runtime").glob("*") if not p.name.startswith(".")] \
+        if (ketch_session.runroot / "runtime").exists() else []
+    assert runtime_states == [], f"runtime state left: {runtime_states}"
+    ketch_session.env = dict(os.environ)

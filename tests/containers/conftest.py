@@ -18,6 +18,7 @@ from tests.support import images
 
 KETCH = str(Path(sys.executable).parent / "ketch")
 IMAGE = "docker.io/library/busybox:latest"
+KTEST_IMAGE = "localhost/ktest:latest"  # busybox plus tests/support/ktest.c
 
 
 class KetchEnv:
@@ -75,8 +76,9 @@ def ketch_session(tmp_path_factory):
     base.chmod(0o755)
     env = KetchEnv(base)
     ctx = SystemContext(storage_root=str(env.root), storage_runroot=str(env.runroot))
-    copy_image(f"oci:{images.ensure('busybox')}:latest", f"ketch-storage:{IMAGE}",
-               CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
+    for fixture, name in (("busybox", IMAGE), ("busybox-ktest", KTEST_IMAGE)):
+        copy_image(f"oci:{images.ensure(fixture)}:latest", f"ketch-storage:{name}",
+                   CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
     yield env
     env.cli("rm", "-f", "-a")
     subprocess.run(["umount", "-R", "-l", str(env.root / "mounts")], capture_output=True)

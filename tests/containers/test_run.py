@@ -231,3 +231,13 @@ def test_python_api(ketch_env):
     engine.stop("api-d", timeout=0)
     assert engine.wait("api-d") == 137
     engine.remove("api-d")
+
+
+def test_pull_policies_with_a_registry(ketch_env, registry):
+    image = registry.url("library/busybox").replace("docker://", "")
+    never = ketch_env.cli("run", "--rm", "--pull", "never", image, "true")
+    assert never.returncode == 125 and "not known" in never.stderr
+    pulled = ketch_env.cli("run", "--rm", "--pull", "missing", "--tls-verify=false", image, "echo", "pulled")
+    assert pulled.returncode == 0 and pulled.stdout == "pulled\n", pulled.stderr
+    again = ketch_env.cli("run", "--rm", "--pull", "always", "--tls-verify=false", image, "echo", "again")
+    assert again.stdout == "again\n", again.stderr

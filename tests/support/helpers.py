@@ -16,7 +16,7 @@ def ktest_binary() -> Path:
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     target = base / "ktest"
-    with open(base / ".lock", "w") as lock:
+    with open(base / ".ktest.lock", "w") as lock:  # not images' lock: a fixture maker calls this under it
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists() or target.stat().st_mtime < SOURCE.stat().st_mtime:
             subprocess.run(["gcc", "-static", "-O2", "-o", str(target) + ".tmp", str(SOURCE)], check=True)

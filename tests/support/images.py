@@ -229,7 +229,23 @@ def make_derived(root: Path) -> None:
     writer.finish()
 
 
-MAKERS = {"busybox": make_busybox, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
+def make_busybox_ktest(root: Path) -> None:
+    """busybox plus /usr/bin/ktest (tests/support/ktest.c): a server for socket activation and an
+    sd_notify client, which busybox lacks."""
+    from tests.support.helpers import ktest_binary
+
+    writer = LayoutWriter(root)
+    data = ktest_binary().read_bytes()
+
+    def extra(tar):
+        tar.addfile(_info("usr/bin/ktest", mode=0o755, size=len(data)), io.BytesIO(data))
+
+    writer.add(writer.image([_gzip_layer(writer, _busybox_tree), _gzip_layer(writer, extra)], BUSYBOX_CONFIG),
+               "latest")
+    writer.finish()
+
+
+MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
           "deep": make_deep, "derived": make_derived}
 
 

@@ -46,6 +46,7 @@ def main() -> None:
         runtime.start(container_id)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to ``ketch run -d`` as one line
         os.write(report, f"error {exc}".encode()[:4000])
+        os.close(report)  # ``ketch run -d`` holds the container's lock until it has read this
         _cleanup(args, None)
         os._exit(1)
     if args.get("notify_ready"):

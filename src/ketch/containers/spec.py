@@ -72,7 +72,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         if os.environ.get("LISTEN_FDNAMES"):
             extra_env.append(f"LISTEN_FDNAMES={os.environ['LISTEN_FDNAMES']}")
     if notify_socket and options.sdnotify == "container":
-        extra_env.append(f"NOTIFY_SOCKET={NOTIFY_DIR_IN_CONTAINER}/notify.sock")
+        extra_env.append(f"NOTIFY_SOCKET={NOTIFY_DIR_IN_CONTAINER}/{os.path.basename(notify_socket)}")
     env = _environment(image, options, conf, hostname, exec_user.home, extra_env)
     caps = engine_config.capabilities(conf.default_capabilities, options.cap_add, options.cap_drop, options.privileged)
     rlimits = [engine_config.parse_ulimit(u) for u in conf.default_ulimits] or engine_config.default_rlimits()

@@ -470,9 +470,11 @@ def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, prese
                 seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
             os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
         except SetupError as exc:
-            fail(sync, str(exc))
+            fail(sync, f"[{exc.exit_status}] {exc}" if exc.exit_status else str(exc))
         except OSError as exc:
-            fail(sync, f"exec {process['args'][0]}: {exc.strerror or exc}")
+            cannot = "[126] " if exc.errno in (errno.EACCES, errno.ENOEXEC) else "[127] " \
+                if exc.errno == errno.ENOENT else ""
+            fail(sync, f"{cannot}exec {process['args'][0]}: {exc.strerror or exc}")
         except BaseException:
             fail(sync, _internal_error())
     os.close(gate_read)

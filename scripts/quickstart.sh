@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end and offline: make the busybox test image, serve it
 # from a local registry (Debian's docker-registry on 127.0.0.1), inspect it
-# remotely with ketch, copy it into an OCI layout with ketch, and check the
-# layout with skopeo.
+# remotely with ketch, copy it into an OCI layout with ketch, check the layout
+# with skopeo, then run a container of it with ketch (pulled from the registry
+# into a store of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -13,6 +14,10 @@ work=$(mktemp -d /tmp/ketch-quickstart.XXXXXX)
 registry_pid=
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
+  if [ -d "$work/store" ]; then
+    "$KETCH" --root "$work/store" --runroot "$work/run" rm -f -a >/dev/null 2>&1 || true
+    umount -R -l "$work/store/mounts" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -48,4 +53,13 @@ echo "   manifest digest: $(cat "$work/digest")"
 echo "== skopeo reads what ketch wrote"
 skopeo inspect --format '   {{.Digest}} {{.Architecture}} {{.Os}} layers={{len .Layers}}' "oci:$work/layout:busybox"
 test "$(skopeo inspect --format '{{.Digest}}' "oci:$work/layout:busybox")" = "$(cat "$work/digest")"
-echo "== done: the digests match"
+echo "   the digests match"
+
+echo "== ketch run: a container of the image, pulled from the registry into a fresh store"
+out=$("$KETCH" --root "$work/store" --runroot "$work/run" run --rm --tls-verify=false \
+  "127.0.0.1:$port/library/busybox:latest" sh -c 'echo "hello from $(hostname), pid $$"; exit 7') && status=0 || status=$?
+echo "   $out"
+test "$status" = 7 || { echo "quickstart: the container's exit status was $status, not 7" >&2; exit 1; }
+echo "   exit status $status, as the container's"
+test -z "$("$KETCH" --root "$work/store" --runroot "$work/run" ps -a -q)"
+echo "== done"

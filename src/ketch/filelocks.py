@@ -13,7 +13,10 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator
 
 
 @contextlib.contextmanager

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 
 def _inspect(ketch_env, name):
     return json.loads(ketch_env.cli("inspect", name, check=True).stdout)[0]
@@ -21,7 +23,10 @@ def _wait_for(predicate, timeout=10):
     assert predicate()
 
 
-def test_run_detached_logs_follow_stop_and_remove(ketch_env, tmp_path):
+@pytest.mark.parametrize("monitor", ["native", "python"])
+def test_run_detached_logs_follow_stop_and_remove(ketch_env, tmp_path, monitor):
+    if monitor == "python":
+        ketch_env.env = {**os.environ, "KETCH_MONITOR": "python"}
     started = ketch_env.cli("run", "-d", "--name", "ticker", "--label", "app=tick", "busybox", "sh", "-c",
                             "trap 'echo bye; exit 3' TERM; i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done")
     assert started.returncode == 0, started.stderr
@@ -29,6 +34,8 @@ def test_run_detached_logs_follow_stop_and_remove(ketch_env, tmp_path):
     assert len(container_id) == 64
     info = _inspect(ketch_env, "ticker")
     assert info["State"]["Running"] and info["State"]["ConmonPid"] > 0 and info["Config"]["Labels"] == {"app": "tick"}
+    with open(f"/proc/{info['State']['ConmonPid']}/comm") as f:
+        assert (f.read().strip() == "ketch-monitor") == (monitor == "native")
     with open(f"/proc/{info['State']['Pid']}/stat") as f:
         parent = int(f.read().rsplit(")", 1)[1].split()[1])
     assert parent == info["State"]["ConmonPid"]  # the monitor is the container's parent

@@ -124,17 +124,35 @@ def _options(args):
 
 
 def _pull_context(args):
-    from ketch.image.context import SystemContext
+    """The registry settings for a pull, made only if one happens (the image code is heavy)."""
 
-    ctx = SystemContext()
-    ctx.tls_verify = args.tls_verify
-    ctx.registries_conf = getattr(args, "registries_conf", None)
-    return ctx
+    def make():
+        from ketch.image.context import SystemContext
+
+        ctx = SystemContext()
+        ctx.tls_verify = args.tls_verify
+        ctx.registries_conf = getattr(args, "registries_conf", None)
+        return ctx
+
+    return make
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    for owner in (commands, _container_group(commands)):
-        _register_verbs(owner)
+VERBS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect", "wait",
+         "info")
+
+
+def register(commands: argparse._SubParsersAction, word: str | None = None, verb: str | None = None) -> None:
+    """The container verbs, top-level and under ``ketch container``. For a command ``word`` (and,
+    after ``container``, its ``verb``) only that parser is built: argparse's parsers cost
+    milliseconds each, and ``run`` must start fast."""
+    if word in VERBS:
+        _register_verbs(commands, {word})
+        return
+    verb = "ps" if verb in ("ls", "list") else verb
+    wanted = {verb} if word == "container" and verb in VERBS else set(VERBS)
+    if word != "container":
+        _register_verbs(commands, set(VERBS))
+    _register_verbs(_container_group(commands), wanted)
 
 
 def _container_group(commands):
@@ -142,7 +160,20 @@ def _container_group(commands):
     return group.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
 
 
-def _register_verbs(commands) -> None:
+def _register_verbs(commands, wanted: set[str]) -> None:
+    if "run" in wanted:
+        _register_run(commands)
+    if "create" in wanted:
+        create = commands.add_parser("create", help="create a container", add_help=False,
+                                     description="Create a container (started later with start).")
+        _add_create_flags(create)
+        create.set_defaults(func=cmd_create)
+    for verb, registrar in _REGISTRARS.items():
+        if verb in wanted:
+            registrar(commands)
+
+
+def _register_run(commands) -> None:
     run = commands.add_parser("run", help="run a command in a new container", add_help=False,
                               description="Run a command in a new container; its exit status is ours.")
     _add_create_flags(run)
@@ -150,11 +181,8 @@ def _register_verbs(commands) -> None:
     add_bool(run, "--sig-proxy", default=True, help="forward every signal we get to the container")
     run.set_defaults(func=cmd_run)
 
-    create = commands.add_parser("create", help="create a container", add_help=False,
-                                 description="Create a container (started later with start).")
-    _add_create_flags(create)
-    create.set_defaults(func=cmd_create)
 
+def _register_start(commands) -> None:
     start = commands.add_parser("start", help="start containers", description="Start one or more containers.")
     start.add_argument("-a", "--attach", action="store_true", help="attach: wait and pass its output through")
     start.add_argument("-i", "--interactive", action="store_true", help="with --attach, pass our stdin in")
@@ -162,6 +190,8 @@ def _register_verbs(commands) -> None:
     start.add_argument("names", nargs="+", metavar="CONTAINER")
     start.set_defaults(func=cmd_start)
 
+
+def _register_stop(commands) -> None:
     stop = commands.add_parser("stop", help="stop containers", description="Stop one or more containers.")
     stop.add_argument("-t", "--time", type=non_negative_int, metavar="SECONDS",
                       help="seconds to wait before SIGKILL (default the container's stop timeout)")
@@ -170,17 +200,23 @@ def _register_verbs(commands) -> None:
     stop.add_argument("names", nargs="*", metavar="CONTAINER")
     stop.set_defaults(func=cmd_stop)
 
+
+def _register_kill(commands) -> None:
     kill = commands.add_parser("kill", help="signal containers", description="Send a signal to containers.")
     kill.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL")
     kill.add_argument("-a", "--all", action="store_true")
     kill.add_argument("names", nargs="*", metavar="CONTAINER")
     kill.set_defaults(func=cmd_kill)
 
+
+def _register_restart(commands) -> None:
     restart = commands.add_parser("restart", help="restart containers", description="Restart containers.")
     restart.add_argument("-t", "--time", type=non_negative_int, metavar="SECONDS")
     restart.add_argument("names", nargs="+", metavar="CONTAINER")
     restart.set_defaults(func=cmd_restart)
 
+
+def _register_rm(commands) -> None:
     rm = commands.add_parser("rm", help="remove containers", description="Remove containers.")
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     rm.add_argument("-a", "--all", action="store_true")
@@ -188,6 +224,8 @@ def _register_verbs(commands) -> None:
     rm.add_argument("names", nargs="*", metavar="CONTAINER")
     rm.set_defaults(func=cmd_rm)
 
+
+def _register_ps(commands) -> None:
     ps = commands.add_parser("ps", aliases=["ls", "list"],
                              help="list containers", description="List containers (running ones, or all).")
     ps.add_argument("-a", "--all", action="store_true")
@@ -197,6 +235,8 @@ def _register_verbs(commands) -> None:
     ps.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE")
     ps.set_defaults(func=cmd_ps)
 
+
+def _register_logs(commands) -> None:
     logs = commands.add_parser("logs", help="show a container's output", description="Show a container's logs.")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--tail", type=int, metavar="N")
@@ -205,6 +245,8 @@ def _register_verbs(commands) -> None:
     logs.add_argument("names", nargs="+", metavar="CONTAINER")
     logs.set_defaults(func=cmd_logs)
 
+
+def _register_exec(commands) -> None:
     exec_ = commands.add_parser("exec", help="run a process in a running container",
                                 description="Run a process in a running container.")
     exec_.add_argument("-i", "--interactive", action="store_true")
@@ -218,17 +260,23 @@ def _register_verbs(commands) -> None:
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
     exec_.set_defaults(func=cmd_exec)
 
+
+def _register_inspect(commands) -> None:
     inspect = commands.add_parser("inspect", help="show containers in detail",
                                   description="Show containers in detail (podman's JSON).")
     inspect.add_argument("-f", "--format", metavar="FORMAT", help="json, or a Go template")
     inspect.add_argument("names", nargs="+", metavar="CONTAINER")
     inspect.set_defaults(func=cmd_inspect)
 
+
+def _register_wait(commands) -> None:
     wait = commands.add_parser("wait", help="wait for containers to stop",
                                description="Wait until containers stop; print their exit codes.")
     wait.add_argument("names", nargs="+", metavar="CONTAINER")
     wait.set_defaults(func=cmd_wait)
 
+
+def _register_info(commands) -> None:
     info = commands.add_parser("info", help="show ketch's view of the host and store",
                                description="Show the host, the store and the engine's settings.")
     info.add_argument("-f", "--format", metavar="FORMAT", help="json (default), or a Go template")
@@ -452,3 +500,8 @@ def cmd_info(args) -> int:
     data = _engine(args).info()
     print(template.render(args.format, data) if args.format and args.format != "json" else json.dumps(data, indent=4))
     return 0
+
+
+_REGISTRARS = {"start": _register_start, "stop": _register_stop, "kill": _register_kill, "restart": _register_restart,
+               "rm": _register_rm, "ps": _register_ps, "logs": _register_logs, "exec": _register_exec,
+               "inspect": _register_inspect, "wait": _register_wait, "info": _register_info}

@@ -92,7 +92,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if "containers" in groups:
         from ketch.cli import containers
 
-        containers.register(commands)
+        verb = None
+        if word == "container" and argv is not None:
+            rest = argv[argv.index("container") + 1:]
+            verb = _command_word(rest)
+        containers.register(commands, word, verb)
     return parser
 
 

@@ -18,13 +18,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
 from ketch.containers import logs as logfiles
 from ketch.containers import state as states
 from ketch.containers.config import EngineConfig
 from ketch.containers.options import CreateOptions
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 KIND = "container"
 EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
@@ -64,11 +67,15 @@ class _OutputTee:
             os.close(fd)
         self._write_ends = []
 
+    @property
+    def active(self) -> bool:
+        """False once both pipes are at their end: the waiter may then block on the exit."""
+        return bool(self.sources)
+
     def pump(self, timeout: float) -> None:
         import select
 
         if not self.sources:
-            time.sleep(timeout)
             return
         try:
             ready = select.select(list(self.sources), [], [], timeout)[0]
@@ -278,9 +285,8 @@ class Engine:
                 raise self._start_error(exc) from None
             if tee is not None:
                 tee.created()
-            states.update(userdata, status="running", pid=pid, pid_start=states.start_time(pid),
-                          started_at=time.time(), monitor_pid=os.getpid(),
-                          monitor_start=states.start_time(os.getpid()), exit_code=None, finished_at=None)
+            states.started(userdata, pid=pid, pid_start=states.start_time(pid), started_at=time.time(),
+                           monitor_pid=os.getpid(), monitor_start=states.start_time(os.getpid()))
 
         def start() -> None:
             driver.start(container_id)

@@ -6,7 +6,8 @@ from ketch.errors import InvalidInputError, KetchError, NotFoundError
 
 
 def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_policy=None):
-    """The store's image record for ``name``. ``policy``: ``never`` (the store only), ``missing``
+    """The store's image record for ``name`` (``context``: a SystemContext, or a function making
+    one when a pull needs it). ``policy``: ``never`` (the store only), ``missing``
     (pull when the store lacks it), ``always``/``newer`` (pull first; ``newer`` falls back to the
     store's copy when the registry cannot be reached)."""
     if policy not in ("always", "missing", "never", "newer"):
@@ -33,7 +34,7 @@ def pull(store, name: str, context=None, trust_policy=None, progress=None) -> st
     from ketch.image.policy import Policy
     from ketch.image.storage_transport import StorageReference
 
-    ctx = context or SystemContext()
+    ctx = (context() if callable(context) else context) or SystemContext()
     ctx.store = store
     if name.startswith("docker://"):
         name = name[len("docker://"):]

@@ -1,13 +1,16 @@
 """The per-container monitor of a detached container: what conmon is to podman.
 
 ``ketch run -d`` and ``ketch start`` prepare the container (root file system, config.json), then
-start this as a new session with ``python -S`` (no site, a few modules: it lives as long as the
-container, so its memory counts). It makes itself a child subreaper, creates and starts the
-container through the runtime (so the container's init is its child), reports ``ok PID`` or
-``error TEXT`` on the report fd, then copies the container's output into the k8s-file log until
-the init exits, records the exit status in ``state.json`` and cleans up: runtime state, root file
-system mount, and the container itself with ``--rm``. It is not a daemon: one per container,
-gone with it.
+start this as a new session with ``python -S``. It makes itself a child subreaper, creates and
+starts the container through the runtime (so the container's init is its child) and reports
+``ok PID`` or ``error TEXT`` on the report fd. Then it execs ``ketch-monitor`` (monitor.c, built
+at install time): same process, same children, a fraction of Python's memory, for as long as the
+container runs. That copies the output into the k8s-file log, writes the exit status to
+``userdata/exit-code`` when the init exits, and execs this module again to finish: the status
+goes into ``state.json``, then the runtime state, the root file system mount and, with
+``--rm``, the container go. Without the C program (no compiler at install time) this process
+does the copying itself (``KETCH_MONITOR=python`` asks for that, for tests and debugging). Not a
+daemon: one per container, gone with it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ import select
 import sys
 
 
+EXIT_FILE = "exit-code"
+NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ketch-monitor")
+
+
 def main() -> None:
     args = json.loads(sys.argv[1])
     sys.path[:0] = [p for p in args["sys_path"] if p not in sys.path]
+    if args.get("mode") == "finish":
+        _finish(args)
+        return
     from ketch import syscalls
     from ketch.containers import driver as drivers
     from ketch.containers import logs, state
@@ -40,9 +50,8 @@ def main() -> None:
             os.close(fd)  # the container has them now
         os.close(out_w)
         os.close(err_w)
-        state.update(userdata, status="running", pid=pid, pid_start=state.start_time(pid),
-                     started_at=__import__("time").time(), monitor_pid=os.getpid(),
-                     monitor_start=state.start_time(os.getpid()), exit_code=None, finished_at=None)
+        state.started(userdata, pid=pid, pid_start=state.start_time(pid), started_at=__import__("time").time(),
+                      monitor_pid=os.getpid(), monitor_start=state.start_time(os.getpid()))
         runtime.start(container_id)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to ``ketch run -d`` as one line
         os.write(report, f"error {exc}".encode()[:4000])
@@ -53,10 +62,36 @@ def main() -> None:
         _notify_ready(args["notify_ready"], os.getpid())
     os.write(report, f"ok {pid}".encode())
     os.close(report)
+    os.close(devnull)
+    exit_file = os.path.join(userdata, EXIT_FILE)
+    finish = [sys.executable, "-S", "-c", sys.argv[0] if sys.argv[0] != "-c" else _BOOT,
+              json.dumps({**args, "mode": "finish"}), *sys.argv[2:]]
+    if os.access(NATIVE, os.X_OK) and os.environ.get("KETCH_MONITOR") != "python":
+        if log is not None:
+            log.close()
+        fds = [out_r, err_r] + ([master] if master is not None else [])
+        for fd in fds:
+            os.set_inheritable(fd, True)
+        os.execv(NATIVE, [NATIVE, args["log_path"] if log is not None else "-", exit_file, str(pid), str(out_r),
+                          str(err_r), str(master if master is not None else -1), "--", *finish])
     status = _copy_until_exit(pid, master, out_r, err_r, log)
     if log is not None:
         log.close()
-    state.exited(userdata, status)
+    state.write_exit_file(exit_file, status)
+    _finish(args)
+
+
+_BOOT = "import sys; sys.path.insert(0, sys.argv[2]); from ketch.containers.monitor import main; main()"
+
+
+def _finish(args: dict) -> None:
+    """The container has exited: its status into state.json, then the cleanup."""
+    from ketch.containers import state
+
+    status = state.read_exit_file(os.path.join(args["userdata"], EXIT_FILE))
+    current = state.read(args["userdata"])
+    if current.get("status") == "running" or current.get("exit_code") is None:
+        state.exited(args["userdata"], status if status is not None else -1)
     _cleanup(args, status)
 
 

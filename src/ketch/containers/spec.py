@@ -4,13 +4,18 @@ default security profile, laid out as podman lays them out (see docs/containers.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from ketch.containers import config as engine_config
 from ketch.containers import users
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError
-from ketch.oci.config import ImageConfig
+
+if TYPE_CHECKING:
+    from ketch.oci.config import ImageConfig
 
 INIT_IN_CONTAINER = "/run/ketch-init"
 NOTIFY_DIR_IN_CONTAINER = "/run/notify"

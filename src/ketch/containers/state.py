@@ -21,12 +21,36 @@ def now_rfc3339(ts: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e9) % 10**9:09d}Z"
 
 
+EXIT_FILE = "exit-code"  # written by the monitor when the init exits, before state.json is
+
+
 def read(userdata: str) -> dict:
     try:
         with open(os.path.join(userdata, STATE_FILE)) as f:
-            return json.load(f)
+            state = json.load(f)
     except (OSError, ValueError):
         return {"status": "created"}
+    if state.get("status") == "running":
+        exit_file = os.path.join(userdata, EXIT_FILE)
+        code = read_exit_file(exit_file)
+        if code is not None:  # exited; the monitor's finish has not recorded it yet
+            state.update(status="exited", exit_code=code, pid=0, finished_at=os.path.getmtime(exit_file))
+    return state
+
+
+def read_exit_file(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_exit_file(path: str, status: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{status}\n")
+    os.replace(tmp, path)
 
 
 def write(userdata: str, state: dict) -> None:
@@ -61,5 +85,19 @@ def alive(pid: int | None, started: str | None) -> bool:
 
 
 def exited(userdata: str, exit_code: int, *, oom_killed: bool = False) -> dict:
-    return update(userdata, status="exited", exit_code=exit_code, finished_at=time.time(), pid=0,
-                  oom_killed=oom_killed)
+    state = update(userdata, status="exited", exit_code=exit_code, finished_at=time.time(), pid=0,
+                   oom_killed=oom_killed)
+    try:
+        os.unlink(os.path.join(userdata, EXIT_FILE))  # recorded now; a next start begins clean
+    except FileNotFoundError:
+        pass
+    return state
+
+
+def started(userdata: str, **fields) -> dict:
+    """Record a start: the exit status of an earlier run (if a killed monitor left one) goes."""
+    try:
+        os.unlink(os.path.join(userdata, EXIT_FILE))
+    except FileNotFoundError:
+        pass
+    return update(userdata, status="running", exit_code=None, finished_at=None, **fields)

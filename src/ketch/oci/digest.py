@@ -7,10 +7,16 @@ size while it is read, so content is never trusted before it has been checked.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and hashlib (OpenSSL) cost milliseconds; the runtime path parses references only
+    import hashlib
+    from typing import BinaryIO, Protocol
+
+    class Readable(Protocol):
+        def read(self, size: int = -1, /) -> bytes: ...
 
 from ketch.errors import DigestMismatchError, InvalidInputError
 
@@ -42,17 +48,17 @@ class Digest:
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+        import hashlib
+
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     def hasher(self) -> "hashlib._Hash":
+        import hashlib
+
         return hashlib.new(self.algorithm)
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.encoded}"
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class VerifyingReader:

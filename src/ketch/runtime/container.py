@@ -635,7 +635,7 @@ def _wait_foreground(target, master: int | None, start, forward_signals: bool = 
         if start is not None:
             start()
         while True:
-            if copier is not None:
+            if copier is not None and getattr(copier, "active", True):
                 copier.pump(0.05)
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:

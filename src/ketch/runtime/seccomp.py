@@ -121,9 +121,12 @@ def _known_anywhere(pyseccomp, name: str) -> bool:
 
 def program_for(profile: dict[str, Any], cache_dir: str) -> bytes:
     """The compiled program, from the cache when this profile was compiled before."""
-    import hashlib
+    try:
+        from _sha256 import sha256  # CPython's own: hashlib would load OpenSSL (~3 ms) at every start
+    except ImportError:
+        from hashlib import sha256
 
-    key = hashlib.sha256(leanjson.dumps([profile, os.uname().machine, _libseccomp_version()]).encode()).hexdigest()
+    key = sha256(leanjson.dumps([profile, os.uname().machine, _libseccomp_version()]).encode()).hexdigest()
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
         with open(path, "rb") as f:

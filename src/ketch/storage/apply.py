@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import posixpath
 import stat
 import tarfile
 from typing import BinaryIO

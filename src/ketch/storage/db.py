@@ -14,7 +14,10 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator
 
 from ketch.errors import KetchError
 

@@ -23,24 +23,27 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import secrets
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
-from ketch.oci import Digest, ImageConfig, parse_manifest
+from ketch.oci.config import ImageConfig
+from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
 from ketch.storage import mounts
-from ketch.storage.apply import apply_layer, copy_tree
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
 from ketch.filelocks import file_lock, if_abandoned
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO, Iterator
+
+# Imported where used: hashlib (OpenSSL), tarfile (layers), the manifest parser. ``ketch run``
+# opens the store on every start and needs none of them.
 
 DEFAULT_ROOT = "/var/lib/ketch"
 DEFAULT_RUNROOT = "/run/ketch"
@@ -53,6 +56,8 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
         if not out:
             out.append(diff_id)
         else:
+            import hashlib
+
             out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
     return out
 
@@ -145,7 +150,7 @@ class Store:
     @contextlib.contextmanager
     def staging_dir(self, purpose: str) -> Iterator[Path]:
         """A private directory under staging/, locked while alive, removed on exit."""
-        name = f"{purpose}-{os.getpid()}-{secrets.token_hex(6)}"
+        name = f"{purpose}-{os.getpid()}-{os.urandom(6).hex()}"
         path = self.root / "staging" / name
         lock_path = self.root / "staging" / f"{name}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -178,7 +183,7 @@ class Store:
         stream at EOF); ``decompressor(stream)`` gives the tar. Two processes
         storing the same blob: the second waits and reuses the first's work.
         """
-        lock_name = f"blob-{_hex(digest)}" if digest else f"blob-anon-{secrets.token_hex(8)}"
+        lock_name = f"blob-{_hex(digest)}" if digest else f"blob-anon-{os.urandom(8).hex()}"
         with self.gc_lock(shared=True), self.lock(lock_name):
             if digest:
                 known = self.blob_info(digest)
@@ -191,6 +196,8 @@ class Store:
                 tee = _TeeHash(stream, blob_tmp)
                 try:
                     if isinstance(self.driver, OverlayDriver):
+                        from ketch.storage.apply import apply_layer
+
                         diff_id, size = apply_layer(decompressor(tee), str(content), whiteouts="overlay")
                     else:
                         diff_id, size = _hash_tar(decompressor(tee))
@@ -242,6 +249,8 @@ class Store:
                     rootfs = work / "diff"
                     rootfs.mkdir()
                     if i > 0:
+                        from ketch.storage.apply import copy_tree
+
                         copy_tree(str(self.driver.content_dir(_hex(chains[i - 1]))), str(rootfs))
                     from ketch.image.compression import DecompressingReader, PeekableReader, detect
 
@@ -249,6 +258,8 @@ class Store:
                         peek = PeekableReader(f)
                         kind = detect(peek.peek(4))
                         tar = DecompressingReader(peek, kind) if kind else peek
+                        from ketch.storage.apply import apply_layer
+
                         diff_id, size = apply_layer(tar, str(rootfs), whiteouts="vfs")
                     if diff_id != diff_ids[i]:
                         raise KetchError(f"layer {i}: content {diff_id} does not match diff_id {diff_ids[i]}")
@@ -262,6 +273,8 @@ class Store:
     def create_image(self, manifest: bytes, manifest_type: str, config: bytes, layer_blobs: list[str],
                      names: list[str]) -> str:
         """Record an image whose layer blobs are stored; returns its id (the config digest)."""
+        from ketch.oci.manifest import parse_manifest
+
         parsed = parse_manifest(manifest, manifest_type)
         image_config = ImageConfig.parse(config)
         diff_ids = image_config.diff_ids
@@ -586,7 +599,7 @@ class Store:
         """A working file system on top of an image (or empty, for ``scratch``). ``metadata`` is
         kept with the record (written in the same transaction)."""
         record = self.lookup(image) if image else None
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()
         name = name or f"{kind}-{container_id[:12]}"
         base = self.root / "containers" / container_id
         (base / "diff").mkdir(parents=True)
@@ -631,6 +644,8 @@ class Store:
             else:
                 if top and not any((base / "diff").iterdir()):
                     key = self.db.one("SELECT content FROM layers WHERE id = ?", (top,))["content"]
+                    from ketch.storage.apply import copy_tree
+
                     copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
                 mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
 
@@ -768,6 +783,8 @@ class _TeeHash:
     def __init__(self, stream: BinaryIO, path: Path) -> None:
         self._stream = stream
         self._file = open(path, "wb")
+        import hashlib
+
         self.hasher = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
@@ -786,6 +803,8 @@ class _TeeHash:
 
 
 def _hash_tar(stream) -> tuple[str, int]:
+    import hashlib
+
     hasher = hashlib.sha256()
     size = 0
     while chunk := stream.read(1 << 20):

@@ -16,7 +16,6 @@ import os
 import signal as signals
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ketch.containers import logs as logfiles
@@ -24,6 +23,7 @@ from ketch.containers import state as states
 from ketch.containers.config import EngineConfig
 from ketch.containers.options import CreateOptions
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,14 +39,15 @@ class ContainerError(KetchError):
     exit_code = EXIT_ENGINE_FAILED
 
 
-@dataclass
-class RunResult:
+class RunResult(Record):
     """What ``Engine.run`` returns when it waits for the container."""
 
+    __slots__ = ("exit_code", "container_id", "stdout", "stderr")
+    _defaults = {"stdout": None, "stderr": None}
     exit_code: int
     container_id: str
-    stdout: bytes | None = None
-    stderr: bytes | None = None
+    stdout: bytes | None
+    stderr: bytes | None
 
 
 class _OutputTee:
@@ -124,7 +125,7 @@ class Engine:
     @property
     def conf(self) -> EngineConfig:
         if self._conf is None:
-            self._conf = EngineConfig.load()
+            self._conf = EngineConfig.load(cache_dir=str(self.store.runroot))
         return self._conf
 
     # -- records ------------------------------------------------------------------------
@@ -210,7 +211,7 @@ class Engine:
                                  options=options, conf=self.conf, listen_fds=listen_fds,
                                  notify_socket=notify if notify and not notify.startswith("@") else None)
             with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
-                json.dump(config, f)
+                f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
             os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
         except BaseException:
             self._release(record)

@@ -6,57 +6,73 @@ that creates it), so any ketch process can start, inspect or restart it later.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 from ketch.errors import InvalidInputError
+from ketch.records import Record
 
 SDNOTIFY_MODES = ("container", "conmon", "ignore")
 LOG_DRIVERS = ("k8s-file", "none", "passthrough")
 PULL_POLICIES = ("always", "missing", "never", "newer")
 
 
-@dataclass
-class CreateOptions:
-    command: list[str] | None = None  # None: the image's Cmd
-    entrypoint: list[str] | None = None  # None: the image's Entrypoint; [] clears it
-    name: str | None = None
-    env: list[str] = field(default_factory=list)  # KEY=VALUE, or KEY to take ours
-    workdir: str | None = None
-    user: str | None = None
-    group_add: list[str] = field(default_factory=list)
-    hostname: str | None = None
-    interactive: bool = False
-    tty: bool = False
-    read_only: bool = False
-    read_only_tmpfs: bool = True
-    tmpfs: list[str] = field(default_factory=list)  # DEST[:OPTIONS]
-    cap_add: list[str] = field(default_factory=list)
-    cap_drop: list[str] = field(default_factory=list)
-    privileged: bool = False
-    seccomp_profile: str | None = None  # a path, or "unconfined"
-    no_new_privileges: bool = False
-    unmask: list[str] = field(default_factory=list)  # paths, or ALL
-    memory: int | None = None  # bytes
-    cpus: float | None = None
-    pids_limit: int | None = None
-    ulimits: list[str] = field(default_factory=list)
-    network: str = "none"  # none or host here; bridge networks come with networking
-    preserve_fds: int = 0
-    sdnotify: str = "container"
-    stop_signal: str | None = None
-    stop_timeout: int = 10
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    log_driver: str = "k8s-file"
-    init: bool = False
-    remove: bool = False  # --rm
-    runtime: str | None = None  # a runc-compatible runtime binary instead of ketch's own
-    create_command: list[str] = field(default_factory=list)
+class CreateOptions(Record):
+    """The options of ``ketch create``/``run``, stored with the container."""
+
+    __slots__ = (
+        "command", "entrypoint", "name", "env", "workdir", "user", "group_add", "hostname", "interactive", "tty",
+        "read_only", "read_only_tmpfs", "tmpfs", "cap_add", "cap_drop", "privileged", "seccomp_profile",
+        "no_new_privileges", "unmask", "memory", "cpus", "pids_limit", "ulimits", "network", "preserve_fds",
+        "sdnotify", "stop_signal", "stop_timeout", "labels", "annotations", "log_driver", "init", "remove",
+        "runtime", "create_command"
+    )
+    _defaults = {
+        "command": None, "entrypoint": None, "name": None, "env": list, "workdir": None, "user": None, "group_add":
+        list, "hostname": None, "interactive": False, "tty": False, "read_only": False, "read_only_tmpfs": True,
+        "tmpfs": list, "cap_add": list, "cap_drop": list, "privileged": False, "seccomp_profile": None,
+        "no_new_privileges": False, "unmask": list, "memory": None, "cpus": None, "pids_limit": None, "ulimits":
+        list, "network": "none", "preserve_fds": 0, "sdnotify": "container", "stop_signal": None, "stop_timeout":
+        10, "labels": dict, "annotations": dict, "log_driver": "k8s-file", "init": False, "remove": False,
+        "runtime": None, "create_command": list
+    }
+    command: list[str] | None  # None: the image's Cmd
+    entrypoint: list[str] | None  # None: the image's Entrypoint; [] clears it
+    name: str | None
+    env: list[str]  # KEY=VALUE, or KEY to take ours
+    workdir: str | None
+    user: str | None
+    group_add: list[str]
+    hostname: str | None
+    interactive: bool
+    tty: bool
+    read_only: bool
+    read_only_tmpfs: bool
+    tmpfs: list[str]  # DEST[:OPTIONS]
+    cap_add: list[str]
+    cap_drop: list[str]
+    privileged: bool
+    seccomp_profile: str | None  # a path, or "unconfined"
+    no_new_privileges: bool
+    unmask: list[str]  # paths, or ALL
+    memory: int | None  # bytes
+    cpus: float | None
+    pids_limit: int | None
+    ulimits: list[str]
+    network: str  # none or host here; bridge networks come with networking
+    preserve_fds: int
+    sdnotify: str
+    stop_signal: str | None
+    stop_timeout: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    log_driver: str
+    init: bool
+    remove: bool  # --rm
+    runtime: str | None  # a runc-compatible runtime binary instead of ketch's own
+    create_command: list[str]
 
     def check(self) -> "CreateOptions":
         if self.sdnotify not in SDNOTIFY_MODES:
@@ -88,12 +104,12 @@ class CreateOptions:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.as_dict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CreateOptions":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Options as stored; keys of other versions are left out, missing ones take defaults."""
+        return cls(**{k: v for k, v in data.items() if k in cls._fields})
 
 
 def parse_memory(text: str) -> int:

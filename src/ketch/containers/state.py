@@ -57,7 +57,7 @@ def write(userdata: str, state: dict) -> None:
     path = os.path.join(userdata, STATE_FILE)
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(state, f)
+        f.write(json.dumps(state))
     os.replace(tmp, path)
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ketch.errors import InvalidInputError
+from ketch.records import Record
 
 
-@dataclass
-class ExecUser:
+class ExecUser(Record):
+    __slots__ = ("uid", "gid", "home", "additional_gids")
+    _defaults = {"home": "/", "additional_gids": list}
     uid: int
     gid: int
-    home: str = "/"
-    additional_gids: list[int] = field(default_factory=list)
+    home: str
+    additional_gids: list[int]
 
 
 def _entries(rootfs: str, name: str) -> list[list[str]]:

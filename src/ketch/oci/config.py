@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 from ketch.errors import ImageFormatError
+from ketch.records import Record
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(Record, frozen=True):
     """A parsed image config. ``data`` is the whole document; accessors read it."""
 
+    __slots__ = ("data", "raw")
     data: dict[str, Any]
     raw: bytes
 

@@ -8,7 +8,8 @@ size while it is read, so content is never trusted before it has been checked.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from ketch.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and hashlib (OpenSSL) cost milliseconds; the runtime path parses references only
@@ -24,10 +25,10 @@ _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
+class Digest(Record, frozen=True, order=True):
     """A validated content digest, e.g. ``sha256:e3b0...``."""
 
+    __slots__ = ("algorithm", "encoded")
     algorithm: str
     encoded: str
 

@@ -8,10 +8,10 @@ podman and skopeo all use, so a name means the same thing to ketch as to them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ketch.errors import InvalidInputError, InvalidReferenceError
 from ketch.oci.digest import Digest
+from ketch.records import Record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -33,14 +33,15 @@ _TAG_RE = re.compile(rf"^{_TAG}$")
 _DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Record, frozen=True):
     """A normalized image reference. ``tag`` and ``digest`` may both be set."""
 
+    __slots__ = ("domain", "path", "tag", "digest")
+    _defaults = {"tag": None, "digest": None}
     domain: str
     path: str
-    tag: str | None = None
-    digest: Digest | None = None
+    tag: str | None
+    digest: Digest | None
 
     @property
     def name(self) -> str:

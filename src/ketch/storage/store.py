@@ -26,13 +26,13 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
 from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
+from ketch.records import Record
 from ketch.storage import mounts
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
@@ -66,8 +66,10 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[1] if ":" in digest else digest
 
 
-@dataclass
-class ImageRecord:
+class ImageRecord(Record):
+    __slots__ = ("id", "names", "digest", "manifest", "manifest_type", "config", "top_layer", "created", "size",
+                 "layers")
+    _defaults = {"size": 0, "layers": list}
     id: str
     names: list[str]
     digest: str
@@ -76,16 +78,16 @@ class ImageRecord:
     config: bytes
     top_layer: str | None
     created: float
-    size: int = 0
-    layers: list[str] = field(default_factory=list)
+    size: int
+    layers: list[str]
 
     @property
     def parsed_config(self) -> ImageConfig:
         return ImageConfig.parse(self.config)
 
 
-@dataclass
-class Problem:
+class Problem(Record):
+    __slots__ = ("kind", "what", "detail")
     kind: str
     what: str
     detail: str

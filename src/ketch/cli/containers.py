@@ -505,3 +505,8 @@ def cmd_info(args) -> int:
 _REGISTRARS = {"start": _register_start, "stop": _register_stop, "kill": _register_kill, "restart": _register_restart,
                "rm": _register_rm, "ps": _register_ps, "logs": _register_logs, "exec": _register_exec,
                "inspect": _register_inspect, "wait": _register_wait, "info": _register_info}
+
+
+for _command in (cmd_run, cmd_create, cmd_start, cmd_stop, cmd_kill, cmd_restart, cmd_rm, cmd_ps, cmd_logs, cmd_exec,
+                 cmd_inspect, cmd_wait, cmd_info):
+    _command.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main

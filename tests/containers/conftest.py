@@ -99,4 +99,7 @@ def ketch_env(ketch_session):
     runtime_states = [p for p in (ketch_session.runroot / "runtime").glob("*") if not p.name.startswith(".")] \
         if (ketch_session.runroot / "runtime").exists() else []
     assert runtime_states == [], f"runtime state left: {runtime_states}"
+    cgroups = [f"{c}/ketch/{d}" for c in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch")
+               for d in os.listdir(f"/sys/fs/cgroup/{c}/ketch") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch/{d}")]
+    assert cgroups == [], f"cgroups left: {cgroups}"
     ketch_session.env = dict(os.environ)

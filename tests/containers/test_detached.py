@@ -155,3 +155,38 @@ def test_a_failed_detached_start_leaves_nothing(ketch_env):
     assert ketch_env.ps() == [] and ketch_env.mounts() == []
     monitors = subprocess.run(["pgrep", "-f", "ketch.containers.monitor.*broken"], capture_output=True)
     assert monitors.stdout == b""
+
+
+def test_stop_signal_logs_since_and_exec_with_a_terminal(ketch_env):
+    ketch_env.cli("run", "-d", "--name", "polite", "--stop-signal", "USR1", "busybox", "sh", "-c",
+                  "trap 'echo stopping; exit 0' USR1; echo early; while :; do sleep 0.05; done", check=True)
+    _wait_for(lambda: "early" in ketch_env.cli("logs", "polite").stdout)
+    assert ketch_env.cli("logs", "--since", "1h", "polite", check=True).stdout == "early\n"
+    future = str(time.time() + 3600)
+    assert ketch_env.cli("logs", "--since", future, "polite", check=True).stdout == ""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(ketch_env.args("exec", "-it", "polite", "sh", "-c", "tty; exit 3"), stdin=slave,
+                            stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(timeout=10) == 3
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"/dev/pts/" in output
+    ketch_env.cli("stop", "polite", check=True)
+    assert _inspect(ketch_env, "polite")["State"]["ExitCode"] == 0  # it took USR1 as the stop signal
+    assert ketch_env.cli("logs", "polite", check=True).stdout == "early\nstopping\n"

@@ -241,3 +241,35 @@ def test_pull_policies_with_a_registry(ketch_env, registry):
     assert pulled.returncode == 0 and pulled.stdout == "pulled\n", pulled.stderr
     again = ketch_env.cli("run", "--rm", "--pull", "always", "--tls-verify=false", image, "echo", "again")
     assert again.stdout == "again\n", again.stderr
+
+
+def test_stdin_only_with_interactive(ketch_env):
+    assert ketch_env.cli("run", "--rm", "busybox", "cat", input=b"data\n").stdout == ""
+    assert ketch_env.cli("run", "--rm", "-i", "busybox", "cat", input=b"data\n").stdout == "data\n"
+
+
+def test_info_describes_host_and_store(ketch_env):
+    info = json.loads(ketch_env.cli("info", check=True).stdout)
+    assert info["host"]["cgroupVersion"] in ("v1", "v2") and info["host"]["os"] == "linux"
+    assert info["store"]["graphRoot"] == str(ketch_env.root) and info["store"]["imageStore"]["number"] >= 2
+    assert ketch_env.cli("info", "--format", "{{.store.graphDriverName}}", check=True).stdout.strip() in (
+        "overlay", "vfs")
+
+
+def test_kill_9_of_run_at_any_moment_leaves_a_removable_truth(ketch_env):
+    """ketch run is killed at moments from before the record exists to after the container
+    started; whatever it left, ps -a tells and rm -f removes (the fixture checks that nothing
+    at all remains afterwards: mounts, runtime state, cgroups)."""
+    for delay in (0.03, 0.06, 0.09, 0.12, 0.2, 0.4):
+        proc = subprocess.Popen(ketch_env.args("run", "busybox", "sleep", "30"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        for entry in ketch_env.ps():
+            assert entry["State"] in ("created", "running", "exited"), entry
+            if entry["State"] == "running":
+                assert os.path.exists(f"/proc/{entry['Pid']}")
+        removed = ketch_env.cli("rm", "-f", "-a")
+        assert removed.returncode == 0, removed.stderr
+        assert ketch_env.ps() == [] and ketch_env.mounts() == []

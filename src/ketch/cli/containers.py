@@ -318,7 +318,7 @@ def cmd_start(args) -> int:
             if args.attach:
                 null = None if args.interactive else os.open("/dev/null", os.O_RDONLY)
                 try:
-                    return engine.start(name, attach=True, stdio=None if null is None else (null, 1, 2),
+                    return engine.start(name, attach=True, stdio=(0, 1, 2) if null is None else (null, 1, 2),
                                         sig_proxy=args.sig_proxy)
                 finally:
                     if null is not None:

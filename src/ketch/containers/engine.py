@@ -257,10 +257,22 @@ class Engine:
         return count if count > 0 and pid == os.getpid() else 0
 
     def _run_attached(self, record: dict, *, stdio=None, sig_proxy: bool = True) -> int:
-        from ketch import syscalls
-
         options: CreateOptions = record["options"]
         container_id = record["id"]
+        null_stdin = None
+        if stdio is None and not options.interactive:
+            # podman's: without -i the container's stdin is not ours
+            null_stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            stdio = (null_stdin, 1, 2)
+        try:
+            return self._run_attached_with(record, options, container_id, stdio, sig_proxy)
+        finally:
+            if null_stdin is not None:
+                os.close(null_stdin)
+
+    def _run_attached_with(self, record, options, container_id, stdio, sig_proxy) -> int:
+        from ketch import syscalls
+
         with self.store.lock(f"container-{container_id}"):
             self._check_startable(record)
             listen_fds = self._listen_fds(options)
@@ -300,7 +312,8 @@ class Engine:
 
         try:
             status = Runtime.wait(pid, master, start, forward_signals=sig_proxy, pump=tee,
-                                  on_output=(lambda data: log.write("stdout", data)) if log and master else None)
+                                  on_output=(lambda data: log.write("stdout", data)) if log and master else None,
+                                  forward_stdin=options.interactive)
         except BaseException:
             if states.alive(pid, states.start_time(pid)):
                 driver.kill(container_id, signals.SIGKILL)

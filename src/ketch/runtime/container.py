@@ -503,12 +503,12 @@ class Runtime:
 
     @staticmethod
     def wait(pid: int, master: int | None = None, start=None, *, forward_signals: bool = True, pump=None,
-             on_output=None) -> int:
+             on_output=None, forward_stdin: bool = True) -> int:
         """Wait for our child ``pid`` (the init of a container we created), forwarding signals to it
         and copying its terminal (``master``, closed when done); its exit status (128+N for a
         signal). ``start`` is called once
         the signal handlers are in place; ``pump`` and ``on_output`` as for a terminal's copy."""
-        return _wait_foreground(lambda: pid, master, start, forward_signals, pump, on_output)
+        return _wait_foreground(lambda: pid, master, start, forward_signals, pump, on_output, forward_stdin)
 
     def _own_console(self, wanted, console_socket):
         """A console socket of our own, for a foreground terminal without one given."""
@@ -617,7 +617,7 @@ def _close_listener(listener, console_socket) -> None:
 
 
 def _wait_foreground(target, master: int | None, start, forward_signals: bool = True, pump=None,
-                     on_output=None) -> int:
+                     on_output=None, forward_stdin: bool = True) -> int:
     """Forward every catchable signal to the process, copy its terminal, and return its exit
     status (128+N for a signal), as a shell reports it. ``start`` runs once the handlers are set.
     ``pump`` (``pump(timeout)`` and ``drain()``) is more copying to do while waiting;
@@ -629,7 +629,7 @@ def _wait_foreground(target, master: int | None, start, forward_signals: bool = 
                 previous[sig] = _signal.signal(sig, lambda number, frame: _kill(target(), number))
             except (OSError, ValueError):
                 pass  # the C library's own real-time signals
-    proxy = _TerminalProxy(master, on_output) if master is not None else None
+    proxy = _TerminalProxy(master, on_output, forward_stdin) if master is not None else None
     copier = proxy or pump
     try:
         if start is not None:
@@ -665,7 +665,7 @@ class _TerminalProxy:
     """Copies between our stdin/stdout and a container's pty master; our terminal goes raw
     meanwhile, and its size follows ours (SIGWINCH)."""
 
-    def __init__(self, master: int, on_output=None) -> None:
+    def __init__(self, master: int, on_output=None, forward_stdin: bool = True) -> None:
         import termios
         import tty
 
@@ -677,7 +677,7 @@ class _TerminalProxy:
             tty.setraw(0)
             self._resize()
             _signal.signal(_signal.SIGWINCH, lambda *_: self._resize())
-        self.stdin_open = True
+        self.stdin_open = forward_stdin
 
     def _resize(self) -> None:
         import fcntl

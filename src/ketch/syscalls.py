@@ -62,6 +62,7 @@ PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
@@ -150,6 +151,16 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")
     return result
+
+
+def set_child_subreaper(on: bool) -> bool:
+    """Make orphaned descendants ours (or stop); returns whether we were a subreaper before, so a
+    library call that needs it for a while can put it back."""
+    before = ctypes.c_int(0)
+    _check(_libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(before), 0, 0, 0), "prctl(PR_GET_CHILD_SUBREAPER)")
+    if bool(before.value) != on:
+        prctl(PR_SET_CHILD_SUBREAPER, 1 if on else 0)
+    return bool(before.value)
 
 
 def sethostname(name: str) -> None:

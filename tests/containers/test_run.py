@@ -273,3 +273,20 @@ def test_kill_9_of_run_at_any_moment_leaves_a_removable_truth(ketch_env):
         removed = ketch_env.cli("rm", "-f", "-a")
         assert removed.returncode == 0, removed.stderr
         assert ketch_env.ps() == [] and ketch_env.mounts() == []
+
+
+def test_the_library_leaves_the_caller_as_it_was(ketch_env):
+    """A foreground run makes the caller a child subreaper only while it waits: a library user's
+    process must not go on adopting (and never reaping) other programs' orphans."""
+    import ctypes
+
+    def subreaper() -> int:
+        value = ctypes.c_int(-1)
+        ctypes.CDLL(None).prctl(37, ctypes.byref(value), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+        return value.value
+
+    before = subreaper()
+    engine = ketch_env.engine()
+    assert engine.run(IMAGE, __import__("ketch").CreateOptions(command=["true"], remove=True),
+                      capture_output=True).exit_code == 0
+    assert subreaper() == before

@@ -264,21 +264,22 @@ class Engine:
             # podman's: without -i the container's stdin is not ours
             null_stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (null_stdin, 1, 2)
+        from ketch import syscalls
+
+        was_subreaper = syscalls.set_child_subreaper(True)  # the init is reparented to us
         try:
             return self._run_attached_with(record, options, container_id, stdio, sig_proxy)
         finally:
+            syscalls.set_child_subreaper(was_subreaper)  # a library caller is not left adopting orphans
             if null_stdin is not None:
                 os.close(null_stdin)
 
     def _run_attached_with(self, record, options, container_id, stdio, sig_proxy) -> int:
-        from ketch import syscalls
-
         with self.store.lock(f"container-{container_id}"):
             self._check_startable(record)
             listen_fds = self._listen_fds(options)
             userdata, _ = self._prepare(record, listen_fds=listen_fds)
             preserve = max(options.preserve_fds, listen_fds)
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init is reparented to us
             driver = self._driver(options)
             log = tee = None
             if options.log_driver == "k8s-file":

@@ -466,25 +466,29 @@ class Runtime:
         """
         from ketch import syscalls
 
-        if not detach:
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)  # the init becomes our child again
-        terminal = (specs.load(bundle).get("process") or {}).get("terminal")
-        listener, console_socket = self._own_console(not detach and not console_socket and terminal, console_socket)
-        master = None
-        try:
-            state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                                no_pivot=no_pivot, preserve_fds=preserve_fds)
-            if listener is not None:
-                master = _receive_fd(listener)
-        finally:
-            _close_listener(listener, console_socket)
         if detach:
+            self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
+                        preserve_fds=preserve_fds)
             self.start(container_id)
             return 0
+        was_subreaper = syscalls.set_child_subreaper(True)  # the init becomes our child again
         try:
-            return _wait_foreground(lambda: state.pid, master, lambda: self.start(container_id))
+            terminal = (specs.load(bundle).get("process") or {}).get("terminal")
+            listener, console_socket = self._own_console(not console_socket and terminal, console_socket)
+            master = None
+            try:
+                state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                                    no_pivot=no_pivot, preserve_fds=preserve_fds)
+                if listener is not None:
+                    master = _receive_fd(listener)
+            finally:
+                _close_listener(listener, console_socket)
+            try:
+                return _wait_foreground(lambda: state.pid, master, lambda: self.start(container_id))
+            finally:
+                self.delete(container_id, force=True)
         finally:
-            self.delete(container_id, force=True)
+            syscalls.set_child_subreaper(was_subreaper)  # a library caller is not left adopting orphans
 
     def create_attached(self, container_id: str, bundle: str, *, terminal: bool,
                         stdio: tuple[int, int, int] | None = None, preserve_fds: int = 0) -> tuple[State, int | None]:
@@ -543,8 +547,16 @@ class Runtime:
             linux = specs.load(state.bundle).get("linux") or {}
         except KetchError:
             linux = {}  # the bundle is gone: the process's own settings still apply
-        if not detach:
-            syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+        was_subreaper = syscalls.set_child_subreaper(True) if not detach else None
+        try:
+            return self._exec(state, container_id, process, linux, detach, pid_file, console_socket, preserve_fds,
+                              stdio, forward_signals)
+        finally:
+            if was_subreaper is not None:
+                syscalls.set_child_subreaper(was_subreaper)
+
+    def _exec(self, state, container_id, process, linux, detach, pid_file, console_socket, preserve_fds, stdio,
+              forward_signals) -> int:
         listener, console_socket = self._own_console(process.get("terminal") and not console_socket and not detach,
                                                      console_socket)
         group = state.cgroup_handle()

@@ -290,3 +290,29 @@ def test_the_library_leaves_the_caller_as_it_was(ketch_env):
     assert engine.run(IMAGE, __import__("ketch").CreateOptions(command=["true"], remove=True),
                       capture_output=True).exit_code == 0
     assert subreaper() == before
+
+
+def test_more_create_flags(ketch_env, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# settings\nFROM_FILE=1\nOVERRIDDEN=file\n")
+    result = ketch_env.cli("run", "--rm", "--env-file", str(env_file), "-e", "OVERRIDDEN=flag",
+                           "--tmpfs", "/scratch:size=1m", "--network", "host", "--annotation", "team=blue",
+                           "--security-opt", "label=disable", "--entrypoint", '["sh", "-c"]', "busybox",
+                           "echo $FROM_FILE $OVERRIDDEN; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; "
+                           "readlink /proc/self/ns/net")
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, result.stderr
+    assert lines[0] == "1 flag" and lines[1] == "tmpfs"
+    assert lines[2] == os.readlink("/proc/self/ns/net")  # --network host: our network namespace
+    ketch_env.cli("create", "--name", "quiet", "--log-driver", "none", "--stop-timeout", "1",
+                  "--annotation", "team=blue", "busybox", "sh", "-c", "echo hidden; sleep 30", check=True)
+    info = json.loads(ketch_env.cli("inspect", "quiet", check=True).stdout)[0]
+    assert info["Config"]["Annotations"] == {"team": "blue"} and info["Config"]["StopTimeout"] == 1
+    assert info["HostConfig"]["LogConfig"]["Type"] == "none"
+    ketch_env.cli("start", "quiet", check=True)
+    start = time.monotonic()
+    ketch_env.cli("stop", "quiet", check=True)  # sh ignores TERM as pid 1: killed after the 1 s timeout
+    assert 0.9 < time.monotonic() - start < 8
+    assert "no logs" in ketch_env.cli("logs", "quiet").stderr
+    cleared = ketch_env.cli("run", "--rm", "--entrypoint", "", "busybox", "echo", "plain")
+    assert cleared.stdout == "plain\n"

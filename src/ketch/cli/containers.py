@@ -60,7 +60,16 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=float, metavar="N")
     parser.add_argument("--pids-limit", type=int, metavar="N")
     parser.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]")
-    parser.add_argument("--network", "--net", default="none", metavar="MODE", help="none (default) or host")
+    parser.add_argument("--network", "--net", default="bridge", metavar="MODE",
+                        help="bridge (the default network), none, host, or network names (comma-separated)")
+    parser.add_argument("--ip", metavar="ADDRESS", help="the container's address on its (first) network")
+    parser.add_argument("--dns", action="append", default=[], metavar="ADDRESS")
+    parser.add_argument("--add-host", action="append", default=[], metavar="NAME:IP")
+    parser.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOSTPORT:]PORT[/PROTO]")
+    parser.add_argument("-P", "--publish-all", action="store_true", help="publish every exposed port")
+    parser.add_argument("-v", "--volume", action="append", default=[], metavar="SOURCE:DEST[:OPTIONS]")
+    parser.add_argument("--mount", action="append", default=[], metavar="type=...,source=...,target=...")
+    parser.add_argument("--volumes-from", action="append", default=[], metavar="CONTAINER[:ro|rw]")
     parser.add_argument("--preserve-fds", type=non_negative_int, default=0, metavar="N")
     parser.add_argument("--sdnotify", default="container", choices=["container", "conmon", "ignore"])
     parser.add_argument("--stop-signal", metavar="SIGNAL")
@@ -79,6 +88,7 @@ def _add_create_flags(parser: argparse.ArgumentParser) -> None:
 def _options(args):
     from ketch.containers import CreateOptions
     from ketch.containers.options import parse_key_values, parse_memory, read_env_file
+    from ketch.containers.volumes import parse_mount, parse_volume
 
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
     entrypoint = None
@@ -119,7 +129,10 @@ def _options(args):
         stop_signal=args.stop_signal, stop_timeout=args.stop_timeout,
         labels=parse_key_values(args.label, "label"), annotations=parse_key_values(args.annotation, "annotation"),
         log_driver=log_driver, init=args.init, remove=args.rm, runtime=args.runtime,
-        create_command=["ketch", *sys.argv[1:]],
+        create_command=["ketch", *sys.argv[1:]], ip=args.ip, dns=list(args.dns), add_host=list(args.add_host),
+        publish=list(args.publish), publish_all=args.publish_all,
+        mounts=[m.as_dict() for m in ([parse_volume(v) for v in args.volume] + [parse_mount(m) for m in args.mount])],
+        volumes_from=list(args.volumes_from),
     )
 
 

@@ -170,6 +170,10 @@ class Engine:
         from ketch.containers import names
         from ketch.containers.images import find_or_pull
 
+        for name in self._network_names(options):
+            self.networks().get(name)  # an unknown network fails now, not at start
+        if options.volumes_from:
+            options.mounts = list(options.mounts) + self._mounts_from(options.volumes_from)
         record = find_or_pull(self.store, image, pull, context)
         if options.init:
             self.conf.init_binary()  # fails now, not at start
@@ -189,10 +193,27 @@ class Engine:
         os.makedirs(self._userdata(container_id), exist_ok=True)
         return container_id
 
+    def _mounts_from(self, sources: list[str]) -> list[dict]:
+        """--volumes-from CTR[:ro|rw]: that container's volumes and binds (podman's)."""
+        out = []
+        for entry in sources:
+            name, _, mode = entry.partition(":")
+            if mode not in ("", "ro", "rw"):
+                raise InvalidInputError(f"invalid --volumes-from {entry!r}: the mode is ro or rw")
+            for mount in self._record(name)["options"].mounts:
+                if mount["kind"] == "tmpfs":
+                    continue
+                options = [o for o in mount["options"] if o not in ("ro", "rw")] + ([mode] if mode else
+                                                                                    [o for o in mount["options"]
+                                                                                     if o in ("ro", "rw")])
+                out.append({**mount, "options": options})
+        return out
+
     # -- start, attached or detached ---------------------------------------------------
 
     def _prepare(self, record: dict, *, listen_fds: int = 0) -> tuple[str, dict]:
-        """Mount the root file system and write the bundle; the bundle directory."""
+        """Mount the root file system, set up the network and volumes, write the bundle; the
+        bundle directory and the config."""
         from ketch.containers import spec as specs
 
         options: CreateOptions = record["options"]
@@ -204,12 +225,26 @@ class Engine:
         try:
             states.update(userdata, mounted=True)
             hostname = options.hostname or container_id[:12]
+            netns_path, addresses = self._setup_network(record, image)
+            base = specs.hosts_base(hostname, record["name"], options, addresses)
+            states.update(userdata, hosts_base=base)
             specs.etc_files(userdata, hostname, options, record["meta"].get("image_name", ""), record["image"] or "",
-                            container_id, record["name"])
+                            container_id, record["name"], base + self._peer_hosts(container_id))
+            extra_mounts = []
+            if options.mounts:
+                from ketch.containers import users, volumes
+
+                from ketch.containers.volumes import MountSpec
+
+                user = users.resolve(rootfs, options.user if options.user is not None else
+                                     (image.container_config.get("User") if image else None) or "0")
+                extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
+                                              (user.uid, user.gid))
             notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
             config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
                                  options=options, conf=self.conf, listen_fds=listen_fds,
-                                 notify_socket=notify if notify and not notify.startswith("@") else None)
+                                 notify_socket=notify if notify and not notify.startswith("@") else None,
+                                 netns_path=netns_path, extra_mounts=extra_mounts)
             with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
                 f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
             os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
@@ -218,15 +253,103 @@ class Engine:
             raise
         return userdata, config
 
+    def _network_names(self, options: CreateOptions) -> list[str]:
+        from ketch.containers.network import DEFAULT_NETWORK
+
+        if options.network in ("none", "host"):
+            return []
+        return [DEFAULT_NETWORK if n == "bridge" else n for n in options.network.split(",") if n]
+
+    def networks(self):
+        from ketch.containers.network import Networks
+
+        return Networks(self.store)
+
+    def _setup_network(self, record: dict, image) -> tuple[str | None, list[str]]:
+        """For bridge networks: a namespace of ours, addresses, veths, published ports."""
+        options: CreateOptions = record["options"]
+        names = self._network_names(options)
+        if not names:
+            return None, []
+        from ketch.containers import network
+
+        container_id = record["id"]
+        userdata = self._userdata(container_id)
+        nets = self.networks()
+        netns_path = str(self.store.runroot / "netns" / f"ketch-{container_id[:32]}")
+        states.update(userdata, netns=netns_path, attachments=len(names))
+        network.make_namespace(netns_path)
+        attachments = [(name, nets.allocate(container_id, name, options.ip if n == 0 else None))
+                       for n, name in enumerate(names)]
+        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
+        if options.publish_all and image is not None:
+            for exposed in (image.container_config.get("ExposedPorts") or {}):
+                port, _, protocol = exposed.partition("/")
+                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
+                    wanted.append(network.PortMapping("0.0.0.0", 0, int(port), protocol or "tcp"))
+        ports = nets.reserve_ports(container_id, wanted) if wanted else []
+        states.update(userdata, ports=[p.as_dict() for p in ports])
+        nets.setup(container_id, netns_path, attachments, ports)
+        self._refresh_peer_hosts(names, container_id)
+        return netns_path, [address for _, address in attachments]
+
+    def _peer_hosts(self, container_id: str) -> str:
+        from ketch.containers.network import hosts_entries
+
+        names = list(self.networks().addresses_of(container_id)) if self._uses_networks(container_id) else []
+        return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
+
+    def _uses_networks(self, container_id: str) -> bool:
+        return bool(self.store.db.one("SELECT 1 FROM network_addresses WHERE container = ?", (container_id,)))
+
+    def _refresh_peer_hosts(self, network_names: list[str], changed: str) -> None:
+        """Every other running container of these networks learns who is there now (its
+        /etc/hosts is rewritten in place: it is bind-mounted by inode)."""
+        from ketch.containers.network import hosts_entries
+
+        seen = set()
+        for _, peer_name in hosts_entries(self.store, network_names, exclude=changed):
+            if peer_name in seen:
+                continue
+            seen.add(peer_name)
+            try:
+                peer = self._record(peer_name)
+            except NotFoundError:
+                continue
+            userdata = self._userdata(peer["id"])
+            base = states.read(userdata).get("hosts_base")
+            if base is None:
+                continue
+            try:
+                with open(os.path.join(userdata, "hosts"), "r+") as f:
+                    f.seek(0)
+                    f.write(base + self._peer_hosts(peer["id"]))
+                    f.truncate()
+            except OSError:
+                pass
+
     def _release(self, record: dict) -> None:
-        """Runtime state and the root file system mount of a container that is not running."""
+        """Runtime state, network and root file system mount of a container that is not running."""
         container_id = record["id"]
         userdata = self._userdata(container_id)
         try:
             self._driver(record["options"]).delete(container_id)
         except KetchError:
             pass
-        if states.read(userdata).get("mounted"):
+        current = states.read(userdata)
+        if current.get("netns") or self._uses_networks(container_id):
+            from ketch.containers import network
+
+            nets = self.networks()
+            names = list(nets.addresses_of(container_id))
+            ports = [network.PortMapping.from_dict(p) for p in current.get("ports") or []]
+            nets.teardown(container_id, current.get("attachments") or 0, ports)
+            if current.get("netns"):
+                network.remove_namespace(current["netns"])
+            nets.release(container_id)
+            states.update(userdata, netns=None, ports=[], attachments=0)
+            self._refresh_peer_hosts(names, container_id)
+        if current.get("mounted"):
             self.store.unmount_container(container_id, force=True)
             states.update(userdata, mounted=False)
 

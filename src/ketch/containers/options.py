@@ -27,16 +27,18 @@ class CreateOptions(Record):
         "read_only", "read_only_tmpfs", "tmpfs", "cap_add", "cap_drop", "privileged", "seccomp_profile",
         "no_new_privileges", "unmask", "memory", "cpus", "pids_limit", "ulimits", "network", "preserve_fds",
         "sdnotify", "stop_signal", "stop_timeout", "labels", "annotations", "log_driver", "init", "remove",
-        "runtime", "create_command"
+        "runtime", "create_command",
+        "ip", "dns", "add_host", "publish", "publish_all", "mounts", "volumes_from"
     )
     _defaults = {
         "command": None, "entrypoint": None, "name": None, "env": list, "workdir": None, "user": None, "group_add":
         list, "hostname": None, "interactive": False, "tty": False, "read_only": False, "read_only_tmpfs": True,
         "tmpfs": list, "cap_add": list, "cap_drop": list, "privileged": False, "seccomp_profile": None,
         "no_new_privileges": False, "unmask": list, "memory": None, "cpus": None, "pids_limit": None, "ulimits":
-        list, "network": "none", "preserve_fds": 0, "sdnotify": "container", "stop_signal": None, "stop_timeout":
+        list, "network": "bridge", "preserve_fds": 0, "sdnotify": "container", "stop_signal": None, "stop_timeout":
         10, "labels": dict, "annotations": dict, "log_driver": "k8s-file", "init": False, "remove": False,
-        "runtime": None, "create_command": list
+        "runtime": None, "create_command": list, "ip": None, "dns": list, "add_host": list, "publish": list, "publish_all": False,
+        "mounts": list, "volumes_from": list
     }
     command: list[str] | None  # None: the image's Cmd
     entrypoint: list[str] | None  # None: the image's Entrypoint; [] clears it
@@ -61,7 +63,7 @@ class CreateOptions(Record):
     cpus: float | None
     pids_limit: int | None
     ulimits: list[str]
-    network: str  # none or host here; bridge networks come with networking
+    network: str  # none, host, bridge (the default network) or network names, comma-separated
     preserve_fds: int
     sdnotify: str
     stop_signal: str | None
@@ -73,6 +75,13 @@ class CreateOptions(Record):
     remove: bool  # --rm
     runtime: str | None  # a runc-compatible runtime binary instead of ketch's own
     create_command: list[str]
+    ip: str | None  # --ip on the first network
+    dns: list[str]
+    add_host: list[str]  # NAME:IP
+    publish: list[str]  # -p specs
+    publish_all: bool  # -P
+    mounts: list[dict]  # MountSpec fields, from -v, --mount and --volumes-from
+    volumes_from: list[str]
 
     def check(self) -> "CreateOptions":
         if self.sdnotify not in SDNOTIFY_MODES:
@@ -80,9 +89,30 @@ class CreateOptions(Record):
                                     f"{', '.join(SDNOTIFY_MODES)}")
         if self.log_driver not in LOG_DRIVERS:
             raise InvalidInputError(f"invalid log driver {self.log_driver!r}: must be {', '.join(LOG_DRIVERS)}")
-        if self.network not in ("none", "host"):
-            raise InvalidInputError(f"network {self.network!r} is not available: ketch runs containers with "
-                                    "--network none or host")
+        networks = [n for n in self.network.split(",") if n]
+        if not networks:
+            raise InvalidInputError("--network needs a value")
+        if len(networks) > 1 and ({"none", "host"} & set(networks)):
+            raise InvalidInputError(f"--network {self.network}: none and host cannot be combined with networks")
+        if (self.publish or self.publish_all or self.ip) and self.network in ("none", "host"):
+            raise InvalidInputError(f"-p, -P and --ip need a bridge network, not --network {self.network}")
+        if self.network == "host" and self.dns:
+            raise InvalidInputError("--dns cannot be used with --network host")
+        from ketch.containers.network import parse_publish
+
+        for spec in self.publish:
+            parse_publish(spec)
+        for entry in self.add_host:
+            name, sep, address = entry.partition(":")
+            if not sep or not name or not address:
+                raise InvalidInputError(f"invalid --add-host {entry!r}: want NAME:IP")
+        import ipaddress
+
+        for server in self.dns:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidInputError(f"invalid --dns {server!r}: not an IP address") from None
         if self.memory is not None and self.memory <= 0:
             raise InvalidInputError("--memory must be positive")
         if self.cpus is not None and self.cpus <= 0:

@@ -63,7 +63,8 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
 
 
 def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, options: CreateOptions,
-          conf: engine_config.EngineConfig, listen_fds: int = 0, notify_socket: str | None = None) -> dict[str, Any]:
+          conf: engine_config.EngineConfig, listen_fds: int = 0, notify_socket: str | None = None,
+          netns_path: str | None = None, extra_mounts: list[dict] | None = None) -> dict[str, Any]:
     """The config.json for one start of the container."""
     user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
     exec_user = users.resolve(rootfs, user_spec, options.group_add)
@@ -131,8 +132,12 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     if notify_socket and options.sdnotify == "container":
         mounts.append({"destination": NOTIFY_DIR_IN_CONTAINER, "type": "bind",
                        "source": os.path.dirname(notify_socket), "options": ["bind", "rprivate"]})
+    for mount in extra_mounts or []:  # volumes and binds last: they cover what is beneath
+        mounts = [m for m in mounts if m["destination"] != mount["destination"]] + [mount]
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if options.network != "host":
+    if netns_path:
+        namespaces.append({"type": "network", "path": netns_path})  # made and configured by ketch
+    elif options.network != "host":
         namespaces.append({"type": "network"})
     linux: dict[str, Any] = {
         "namespaces": namespaces,
@@ -199,18 +204,42 @@ def _host_devices() -> list[dict[str, Any]]:
     return out
 
 
-def etc_files(userdata: str, hostname: str, options: CreateOptions, image_name: str, image_id: str,
-              container_id: str, name: str) -> None:
-    """/etc/hosts, /etc/resolv.conf, /etc/hostname and /run/.containerenv, as podman writes them."""
+def hosts_base(hostname: str, name: str, options: CreateOptions, addresses: list[str]) -> str:
+    """/etc/hosts without the other containers of the networks (added by the engine)."""
     if options.network == "host":
-        hosts = _read("/etc/hosts")
-        resolv = _read("/etc/resolv.conf")
+        text = _read("/etc/hosts")
+        text += "" if text.endswith("\n") or not text else "\n"
     else:
-        hosts = "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost localhost.localdomain\n"
-        resolv = ""  # no network: nothing to resolve with, but tools expect the file
-    hosts = hosts + ("" if hosts.endswith("\n") or not hosts else "\n") + f"127.0.1.1\t{hostname} {name}\n"
+        text = "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost localhost.localdomain\n"
+    own = addresses or ["127.0.1.1"]
+    for address in own:
+        text += f"{address}\t{hostname} {name}\n"
+    for entry in options.add_host:
+        host, _, address = entry.partition(":")
+        text += f"{address}\t{host}\n"
+    return text
+
+
+def resolv_conf(options: CreateOptions) -> str:
+    """--dns servers; else the host's file (without loopback servers, which a container's own
+    network cannot reach); nothing without a network."""
+    if options.dns:
+        return "".join(f"nameserver {server}\n" for server in options.dns)
+    if options.network == "none":
+        return ""
+    text = _read("/etc/resolv.conf")
+    if options.network == "host":
+        return text
+    return "".join(line + "\n" for line in text.splitlines()
+                   if not (line.startswith("nameserver") and line.split()[1:2] and
+                           (line.split()[1].startswith("127.") or line.split()[1] == "::1")))
+
+
+def etc_files(userdata: str, hostname: str, options: CreateOptions, image_name: str, image_id: str,
+              container_id: str, name: str, hosts: str) -> None:
+    """/etc/hosts, /etc/resolv.conf, /etc/hostname and /run/.containerenv, as podman writes them."""
     _write(os.path.join(userdata, "hosts"), hosts)
-    _write(os.path.join(userdata, "resolv.conf"), resolv)
+    _write(os.path.join(userdata, "resolv.conf"), resolv_conf(options))
     _write(os.path.join(userdata, "hostname"), hostname + "\n")
     _write(os.path.join(userdata, ".containerenv"),
            f'engine="ketch"\nname="{name}"\nid="{container_id}"\nimage="{image_name}"\n'

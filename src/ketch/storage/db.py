@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from ketch.errors import KetchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: networks, addresses, published ports, volumes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +76,39 @@ CREATE TABLE IF NOT EXISTS mounts (
     path TEXT NOT NULL,
     count INTEGER NOT NULL,
     boot_id TEXT NOT NULL
+);
+-- Container networks (ketch.containers.network) and what containers hold of them.
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    subnet TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    bridge TEXT NOT NULL,
+    internal INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS network_addresses (
+    network TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    container TEXT NOT NULL,
+    PRIMARY KEY (network, ip)
+);
+CREATE TABLE IF NOT EXISTS published_ports (
+    host_ip TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    protocol TEXT NOT NULL,
+    container TEXT NOT NULL,
+    container_port INTEGER NOT NULL,
+    PRIMARY KEY (host_ip, host_port, protocol)
+);
+-- Named volumes (ketch.containers.volumes).
+CREATE TABLE IF NOT EXISTS volumes (
+    name TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    options TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS names_by_image ON names(image);
 CREATE INDEX IF NOT EXISTS layers_by_parent ON layers(parent);
@@ -136,7 +169,7 @@ class Database:
             for statement in code.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,571 @@
+"""Bridge networks, as podman (netavark) has them: a Linux bridge per network with the gateway's
+address, a veth pair per container and network, addresses handed out from the store's database
+(so two processes never give one address twice), masquerading and published ports in one
+nftables table (``ip ketch``), and /etc/hosts naming every container of the network.
+
+The netlink work goes through pyroute2, imported only here, only when a bridge is set up: it
+costs ~100 ms to import, which ``--network none`` and ``host`` must not pay. nftables is driven
+through the ``nft`` command with scripts (its Python binding is not on PyPI).
+
+A container's network namespace is made by ketch before the runtime runs (a bind-mounted nsfs
+file under the run directory, as ``ip netns add`` makes them) and given to the runtime by path,
+so it is configured fully before the container's first process starts, and removed after its
+last one is gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import time
+
+from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+
+DEFAULT_NETWORK = "ketch"
+DEFAULT_BRIDGE = "ketch0"
+DEFAULT_SUBNET = "10.123.0.0/24"
+AUTO_SUBNETS = "10.123.{}.0/24"  # network create without --subnet takes the next free one
+TABLE = "ketch"
+
+
+class NetworkError(KetchError):
+    """A network could not be set up or removed."""
+
+
+TABLE_SCRIPT = f"""
+table ip {TABLE} {{
+  set masquerade_subnets {{ type ipv4_addr; flags interval; }}
+  set bridges {{ type ifname; }}
+  map ports_ip {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}
+  map ports_any {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}
+  chain publish {{
+    dnat ip to ip daddr . meta l4proto . th dport map @ports_ip
+    fib daddr type local dnat ip to meta l4proto . th dport map @ports_any
+  }}
+  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump publish; }}
+  chain output {{ type nat hook output priority -100; policy accept; fib daddr type local jump publish; }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr @masquerade_subnets ip daddr != @masquerade_subnets masquerade
+    oifname @bridges ip saddr 127.0.0.0/8 masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname @bridges accept
+    oifname @bridges ct state established,related accept
+  }}
+}}
+"""
+
+
+def _nft(script: str) -> None:
+    import subprocess
+
+    result = subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        raise NetworkError(f"nftables: {message[0] if message else 'nft failed'}")
+
+
+def _write_sysctl(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+class PortMapping:
+    """One published port: ``-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]``."""
+
+    __slots__ = ("host_ip", "host_port", "container_port", "protocol")
+
+    def __init__(self, host_ip: str, host_port: int, container_port: int, protocol: str) -> None:
+        self.host_ip, self.host_port, self.container_port, self.protocol = host_ip, host_port, container_port, protocol
+
+    def as_dict(self) -> dict:
+        return {"host_ip": self.host_ip, "host_port": self.host_port, "container_port": self.container_port,
+                "protocol": self.protocol}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PortMapping":
+        return cls(data["host_ip"], data["host_port"], data["container_port"], data["protocol"])
+
+
+def parse_publish(spec: str) -> list[PortMapping]:
+    """podman's ``-p``: ``[IP:][HOSTPORT:]CONTAINERPORT[/PROTO]``, ports or ranges (``8000-8009``);
+    a host port of 0 or none is chosen when the container starts."""
+    text, _, protocol = spec.partition("/")
+    protocol = protocol or "tcp"
+    if protocol not in ("tcp", "udp"):
+        raise InvalidInputError(f"invalid -p {spec!r}: the protocol must be tcp or udp")
+    host_ip = ""
+    if text.startswith("["):
+        raise InvalidInputError(f"invalid -p {spec!r}: IPv6 host addresses are not supported")
+    parts = text.split(":")
+    if len(parts) == 3:
+        host_ip, host, container = parts
+    elif len(parts) == 2:
+        host, container = parts
+    elif len(parts) == 1:
+        host, container = "", parts[0]
+    else:
+        raise InvalidInputError(f"invalid -p {spec!r}: want [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]")
+    if host_ip:
+        try:
+            ipaddress.IPv4Address(host_ip)
+        except ValueError:
+            raise InvalidInputError(f"invalid -p {spec!r}: {host_ip!r} is not an IPv4 address") from None
+
+    def port_range(value: str) -> list[int]:
+        first, _, last = value.partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise InvalidInputError(f"invalid -p {spec!r}: {value!r} is not a port or a range") from None
+        if not (0 <= low <= high <= 65535):
+            raise InvalidInputError(f"invalid -p {spec!r}: ports are 1-65535")
+        return list(range(low, high + 1))
+
+    containers = port_range(container)
+    if 0 in containers:
+        raise InvalidInputError(f"invalid -p {spec!r}: the container port must not be 0")
+    hosts = port_range(host) if host else [0] * len(containers)
+    if len(hosts) == 1 and len(containers) > 1 and hosts[0] == 0:
+        hosts = [0] * len(containers)
+    if len(hosts) != len(containers):
+        raise InvalidInputError(f"invalid -p {spec!r}: the host and container ranges differ in size")
+    return [PortMapping(host_ip or "0.0.0.0", h, c, protocol) for h, c in zip(hosts, containers)]
+
+
+class Networks:
+    """Networks and the containers attached to them, in the store's database."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.db = store.db
+
+    # -- records -----------------------------------------------------------------------
+
+    def get(self, name: str) -> dict:
+        row = self.db.one("SELECT * FROM networks WHERE name = ? OR id = ?", (name, name))
+        if row is None:
+            if name == DEFAULT_NETWORK:
+                return self.ensure_default()
+            raise NotFoundError(f"network {name} not found")
+        return dict(row)
+
+    def ensure_default(self) -> dict:
+        row = self.db.one("SELECT * FROM networks WHERE name = ?", (DEFAULT_NETWORK,))
+        if row is not None:
+            return dict(row)
+        try:
+            return self.create(DEFAULT_NETWORK, subnet=DEFAULT_SUBNET, bridge=DEFAULT_BRIDGE)
+        except InUseError:
+            return dict(self.db.one("SELECT * FROM networks WHERE name = ?", (DEFAULT_NETWORK,)))
+
+    def list(self) -> list[dict]:
+        self.ensure_default()
+        return [dict(r) for r in self.db.query("SELECT * FROM networks ORDER BY created")]
+
+    def create(self, name: str, *, subnet: str | None = None, gateway: str | None = None, internal: bool = False,
+               labels: dict | None = None, bridge: str | None = None, driver: str = "bridge") -> dict:
+        from ketch.containers.names import check_name
+
+        check_name(name)
+        if driver != "bridge":
+            raise InvalidInputError(f"network driver {driver!r} is not supported: ketch makes bridge networks")
+        network = None
+        if subnet:
+            try:
+                network = ipaddress.IPv4Network(subnet, strict=True)
+            except ValueError as exc:
+                raise InvalidInputError(f"invalid subnet {subnet!r}: {exc}") from None
+            if network.prefixlen > 30:
+                raise InvalidInputError(f"subnet {subnet} is too small: /30 at most")
+        network_id = os.urandom(32).hex()
+        with self.db.write() as conn:
+            taken = [ipaddress.IPv4Network(r["subnet"]) for r in conn.execute("SELECT subnet FROM networks")]
+            if conn.execute("SELECT 1 FROM networks WHERE name = ?", (name,)).fetchone():
+                raise InUseError(f"network {name} already exists")
+            host_routes = _host_routes()
+            if network is None:
+                for n in range(1, 255):
+                    candidate = ipaddress.IPv4Network(AUTO_SUBNETS.format(n))
+                    if not any(candidate.overlaps(t) for t in taken + host_routes):
+                        network = candidate
+                        break
+                else:
+                    raise NetworkError("no free subnet left in 10.123.0.0/16: give --subnet")
+            else:
+                for other in taken + host_routes:
+                    if network.overlaps(other):
+                        raise InvalidInputError(f"subnet {network} overlaps {other}, which is in use")
+            if gateway:
+                try:
+                    gateway_ip = ipaddress.IPv4Address(gateway)
+                except ValueError:
+                    raise InvalidInputError(f"invalid gateway {gateway!r}") from None
+                if gateway_ip not in network or gateway_ip in (network.network_address, network.broadcast_address):
+                    raise InvalidInputError(f"gateway {gateway} is not a host address of {network}")
+            else:
+                gateway_ip = next(network.hosts())
+            if bridge is None:
+                used = {r["bridge"] for r in conn.execute("SELECT bridge FROM networks")}
+                bridge = next(f"ketch{n}" for n in range(1, 10000) if f"ketch{n}" not in used)
+            conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (name, network_id, driver, str(network), str(gateway_ip), bridge, int(internal), time.time(),
+                          json.dumps(labels or {})))
+        return dict(self.db.one("SELECT * FROM networks WHERE name = ?", (name,)))
+
+    def users(self, name: str) -> list[str]:
+        return [r["container"] for r in self.db.query("SELECT DISTINCT container FROM network_addresses "
+                                                       "WHERE network = ?", (name,))]
+
+    def remove(self, name: str, *, force: bool = False, engine=None) -> None:
+        network = self.get(name)
+        users = self.users(network["name"])
+        if users:
+            if not force or engine is None:
+                raise InUseError(f"network {network['name']} is in use by {len(users)} container(s); remove them "
+                                 "first, or use --force")
+            for container in users:
+                engine.remove(container, force=True)
+        self._teardown_bridge(network)
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM networks WHERE name = ?", (network["name"],))
+
+    def prune(self, engine=None) -> list[str]:
+        removed = []
+        for network in self.list():
+            if network["name"] != DEFAULT_NETWORK and not self.users(network["name"]):
+                self.remove(network["name"])
+                removed.append(network["name"])
+        return removed
+
+    def inspect(self, name: str) -> dict:
+        """netavark's shape, as ``podman network inspect`` prints it."""
+        network = self.get(name)
+        return {
+            "name": network["name"], "id": network["id"], "driver": network["driver"],
+            "network_interface": network["bridge"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(network["created"])) + "Z",
+            "subnets": [{"subnet": network["subnet"], "gateway": network["gateway"]}],
+            "ipv6_enabled": False, "internal": bool(network["internal"]), "dns_enabled": False,
+            "labels": json.loads(network["labels"]), "ipam_options": {"driver": "host-local"},
+            "containers": {r["container"]: {"ip": r["ip"]} for r in self.db.query(
+                "SELECT container, ip FROM network_addresses WHERE network = ?", (network["name"],))},
+        }
+
+    # -- a container's addresses and ports ------------------------------------------
+
+    def allocate(self, container_id: str, name: str, requested_ip: str | None = None) -> str:
+        """An address of network ``name`` for the container, unique even against other processes
+        allocating at the same moment (one write transaction)."""
+        network = self.get(name)
+        subnet = ipaddress.IPv4Network(network["subnet"])
+        with self.db.write() as conn:
+            row = conn.execute("SELECT ip FROM network_addresses WHERE network = ? AND container = ?",
+                               (network["name"], container_id)).fetchone()
+            if row is not None:
+                return row["ip"]
+            used = {r["ip"] for r in conn.execute("SELECT ip FROM network_addresses WHERE network = ?",
+                                                   (network["name"],))} | {network["gateway"]}
+            if requested_ip:
+                try:
+                    address = ipaddress.IPv4Address(requested_ip)
+                except ValueError:
+                    raise InvalidInputError(f"invalid --ip {requested_ip!r}") from None
+                if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+                    raise InvalidInputError(f"--ip {requested_ip} is not a host address of {subnet}")
+                if str(address) in used:
+                    raise InUseError(f"address {requested_ip} is already in use on network {network['name']}")
+                chosen = str(address)
+            else:
+                chosen = next((str(h) for h in subnet.hosts() if str(h) not in used), None)
+                if chosen is None:
+                    raise NetworkError(f"network {network['name']} has no free address left")
+            conn.execute("INSERT INTO network_addresses VALUES (?, ?, ?)", (network["name"], chosen, container_id))
+        return chosen
+
+    def reserve_ports(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
+        """Host ports for the container: free ones chosen where 0 was asked, each checked against
+        other containers (in the database) and against listening sockets (by binding it)."""
+        out = []
+        with self.db.write() as conn:
+            taken = {(r["host_ip"], r["host_port"], r["protocol"]) for r in conn.execute(
+                "SELECT host_ip, host_port, protocol FROM published_ports WHERE container != ?", (container_id,))}
+            conn.execute("DELETE FROM published_ports WHERE container = ?", (container_id,))
+            for port in ports:
+                host_port = port.host_port or _free_port(port.host_ip, port.protocol, taken)
+                clash = [t for t in taken if t[1] == host_port and t[2] == port.protocol
+                         and (t[0] == port.host_ip or "0.0.0.0" in (t[0], port.host_ip))]
+                if clash:
+                    raise InUseError(f"host port {host_port}/{port.protocol} is already published by another "
+                                     "container")
+                _check_bindable(port.host_ip, host_port, port.protocol)
+                mapping = PortMapping(port.host_ip, host_port, port.container_port, port.protocol)
+                taken.add((mapping.host_ip, host_port, port.protocol))
+                conn.execute("INSERT INTO published_ports VALUES (?, ?, ?, ?, ?)",
+                             (mapping.host_ip, host_port, port.protocol, container_id, port.container_port))
+                out.append(mapping)
+        return out
+
+    def ports_of(self, container_id: str) -> list[PortMapping]:
+        return [PortMapping(r["host_ip"], r["host_port"], r["container_port"], r["protocol"]) for r in self.db.query(
+            "SELECT * FROM published_ports WHERE container = ? ORDER BY host_port", (container_id,))]
+
+    def addresses_of(self, container_id: str) -> dict[str, str]:
+        return {r["network"]: r["ip"] for r in self.db.query(
+            "SELECT network, ip FROM network_addresses WHERE container = ?", (container_id,))}
+
+    def release(self, container_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM network_addresses WHERE container = ?", (container_id,))
+            conn.execute("DELETE FROM published_ports WHERE container = ?", (container_id,))
+
+    # -- the kernel side --------------------------------------------------------------
+
+    def _ensure_bridge(self, ipr, network: dict) -> int:
+        """The network's bridge with its gateway address, forwarding on, and its nftables part."""
+        with self.store.lock("network-setup"):
+            found = ipr.link_lookup(ifname=network["bridge"])
+            if found:
+                index = found[0]
+            else:
+                ipr.link("add", ifname=network["bridge"], kind="bridge")
+                index = ipr.link_lookup(ifname=network["bridge"])[0]
+                prefix = ipaddress.IPv4Network(network["subnet"]).prefixlen
+                ipr.addr("add", index=index, address=network["gateway"], prefixlen=prefix)
+                ipr.link("set", index=index, state="up")
+            _write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+            _write_sysctl(f"/proc/sys/net/ipv4/conf/{network['bridge']}/route_localnet", "1")
+            import subprocess
+
+            if subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True).returncode != 0:
+                _nft(TABLE_SCRIPT)
+            script = f"add element ip {TABLE} bridges {{ {network['bridge']} }}\n"
+            if not network["internal"]:
+                script += f"add element ip {TABLE} masquerade_subnets {{ {network['subnet']} }}\n"
+            _nft(script)
+        return index
+
+    def _teardown_bridge(self, network: dict) -> None:
+        from pyroute2 import IPRoute
+
+        with self.store.lock("network-setup"):
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=network["bridge"])
+                if found:
+                    ipr.link("del", index=found[0])
+            script = f"delete element ip {TABLE} bridges {{ {network['bridge']} }}\n"
+            if not network["internal"]:
+                script += f"delete element ip {TABLE} masquerade_subnets {{ {network['subnet']} }}\n"
+            try:
+                _nft(script)
+            except NetworkError:
+                pass  # never set up
+
+    def setup(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
+              ports: list[PortMapping]) -> None:
+        """Veth pairs from each network's bridge into the namespace at ``netns_path`` (eth0, eth1,
+        ...), addresses and a default route inside, and the published ports' DNAT entries."""
+        from pyroute2 import IPRoute
+
+        inside = []
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with IPRoute() as ipr:
+                for n, (name, address) in enumerate(attachments):
+                    network = self.get(name)
+                    bridge = self._ensure_bridge(ipr, network)
+                    host_name = _veth_name(container_id, n)
+                    for stale in ipr.link_lookup(ifname=host_name):
+                        ipr.link("del", index=stale)
+                    ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": f"eth{n}", "net_ns_fd": fd})
+                    index = ipr.link_lookup(ifname=host_name)[0]
+                    ipr.link("set", index=index, master=bridge, state="up")
+                    inside.append((f"eth{n}", address, ipaddress.IPv4Network(network["subnet"]).prefixlen,
+                                   network["gateway"] if n == 0 else None))
+            _in_namespace(fd, lambda: _configure_inside(inside))
+        finally:
+            os.close(fd)
+        if ports:
+            address = attachments[0][1]
+            lines = []
+            for port in ports:
+                if port.host_ip == "0.0.0.0":
+                    lines.append(f"add element ip {TABLE} ports_any {{ {port.protocol} . {port.host_port} : "
+                                 f"{address} . {port.container_port} }}")
+                else:
+                    lines.append(f"add element ip {TABLE} ports_ip {{ {port.host_ip} . {port.protocol} . "
+                                 f"{port.host_port} : {address} . {port.container_port} }}")
+            _nft("\n".join(lines) + "\n")
+
+    def teardown(self, container_id: str, attachments: int, ports: list[PortMapping]) -> None:
+        """Undo ``setup``: DNAT entries, veths (what is already gone is fine)."""
+        lines = []
+        for port in ports:
+            if port.host_ip == "0.0.0.0":
+                lines.append(f"delete element ip {TABLE} ports_any {{ {port.protocol} . {port.host_port} }}")
+            else:
+                lines.append(f"delete element ip {TABLE} ports_ip {{ {port.host_ip} . {port.protocol} . "
+                             f"{port.host_port} }}")
+        for line in lines:
+            try:
+                _nft(line + "\n")
+            except NetworkError:
+                pass
+        if attachments:
+            from pyroute2 import IPRoute
+
+            with IPRoute() as ipr:
+                for n in range(attachments):
+                    for index in ipr.link_lookup(ifname=_veth_name(container_id, n)):
+                        try:
+                            ipr.link("del", index=index)
+                        except Exception:  # noqa: BLE001 - gone with its namespace meanwhile
+                            pass
+
+
+def _veth_name(container_id: str, n: int) -> str:
+    return f"veth{container_id[:8]}{n}"  # 13 characters: IFNAMSIZ allows 15
+
+
+def _configure_inside(interfaces: list[tuple[str, str, int, str | None]]) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        for name, address, prefix, gateway in interfaces:
+            index = ipr.link_lookup(ifname=name)[0]
+            ipr.addr("add", index=index, address=address, prefixlen=prefix)
+            ipr.link("set", index=index, state="up")
+            if gateway:
+                ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
+
+
+def _in_namespace(netns_fd: int, work) -> None:
+    """Run ``work`` in a forked child that entered the network namespace: setns changes the
+    calling thread for good, and this process must stay where it is."""
+    from ketch import syscalls
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
+            work()
+            os.write(write_end, b"ok")
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
+            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:2000])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode(errors="replace")
+    os.waitpid(pid, 0)
+    if answer != "ok":
+        raise NetworkError(f"configuring the container's network: {answer or 'the helper died'}")
+
+
+def make_namespace(path: str) -> None:
+    """A new network namespace kept alive by a bind mount on ``path`` (as ``ip netns add``)."""
+    from ketch import syscalls
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w"):
+        pass
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise NetworkError("making a network namespace failed")
+        syscalls.mount(f"/proc/{pid}/ns/net", path, None, syscalls.MS_BIND)
+    except BaseException:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(ready_r)
+        os.write(done_w, b"1")
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def remove_namespace(path: str) -> None:
+    from ketch import syscalls
+
+    try:
+        syscalls.umount(path, syscalls.MNT_DETACH)
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _host_routes() -> list[ipaddress.IPv4Network]:
+    """The host's own IPv4 routes (not ours): a new subnet must not overlap them."""
+    out = []
+    try:
+        with open("/proc/net/route") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[0].startswith("ketch") or fields[1] == "00000000":
+                    continue
+                dest = socket.inet_ntoa(int(fields[1], 16).to_bytes(4, "little"))
+                mask = socket.inet_ntoa(int(fields[7], 16).to_bytes(4, "little"))
+                out.append(ipaddress.IPv4Network(f"{dest}/{mask}", strict=False))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return out
+
+
+def _check_bindable(host_ip: str, port: int, protocol: str) -> None:
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host_ip, port))
+        except OSError as exc:
+            raise InUseError(f"host port {host_ip}:{port}/{protocol} is already in use: {exc.strerror}") from None
+
+
+def _free_port(host_ip: str, protocol: str, taken: set) -> int:
+    kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind((host_ip, 0))
+            port = probe.getsockname()[1]
+        if not any(t[1] == port and t[2] == protocol for t in taken):
+            return port
+    raise NetworkError("no free host port found")
+
+
+def hosts_entries(store, network_names: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
+    """(address, name) of every container on these networks, for /etc/hosts."""
+    out = []
+    for name in network_names:
+        for row in store.db.query(
+                "SELECT a.ip, c.name, c.id FROM network_addresses a JOIN containers c ON c.id = a.container "
+                "WHERE a.network = ?", (name,)):
+            if row["id"] != exclude:
+                out.append((row["ip"], row["name"]))
+    return out

@@ -151,20 +151,26 @@ def _pull_context(args):
 
 
 VERBS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect", "wait",
-         "info")
+         "info", "port", "pause", "unpause", "top", "rename", "diff", "cp", "export", "commit", "prune")
+GROUPS = ("network", "volume")
 
 
 def register(commands: argparse._SubParsersAction, word: str | None = None, verb: str | None = None) -> None:
     """The container verbs, top-level and under ``ketch container``. For a command ``word`` (and,
     after ``container``, its ``verb``) only that parser is built: argparse's parsers cost
     milliseconds each, and ``run`` must start fast."""
-    if word in VERBS:
+    if word in GROUPS:
+        (_register_network if word == "network" else _register_volume)(commands)
+        return
+    if word in VERBS and word != "prune":
         _register_verbs(commands, {word})
         return
     verb = "ps" if verb in ("ls", "list") else verb
     wanted = {verb} if word == "container" and verb in VERBS else set(VERBS)
     if word != "container":
-        _register_verbs(commands, set(VERBS))
+        _register_verbs(commands, set(VERBS) - {"prune"})
+        _register_network(commands)
+        _register_volume(commands)
     _register_verbs(_container_group(commands), wanted)
 
 
@@ -515,7 +521,131 @@ def cmd_info(args) -> int:
     return 0
 
 
-_REGISTRARS = {"start": _register_start, "stop": _register_stop, "kill": _register_kill, "restart": _register_restart,
+def _simple(commands, verb: str, help_text: str, func, *, many: bool = True) -> argparse.ArgumentParser:
+    parser = commands.add_parser(verb, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+    parser.add_argument("names", nargs="+" if many else None, metavar="CONTAINER")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _register_port(commands) -> None:
+    parser = _simple(commands, "port", "list a container's published ports", cmd_port, many=False)
+    parser.add_argument("private", nargs="?", metavar="PORT[/PROTO]")
+
+
+def _register_pause(commands) -> None:
+    _simple(commands, "pause", "freeze every process of containers", cmd_pause)
+
+
+def _register_unpause(commands) -> None:
+    _simple(commands, "unpause", "thaw paused containers", cmd_unpause)
+
+
+def _register_top(commands) -> None:
+    _simple(commands, "top", "show a container's processes", cmd_top, many=False)
+
+
+def _register_rename(commands) -> None:
+    parser = commands.add_parser("rename", help="rename a container", description="Rename a container.")
+    parser.add_argument("name", metavar="CONTAINER")
+    parser.add_argument("new_name", metavar="NEW-NAME")
+    parser.set_defaults(func=cmd_rename)
+
+
+def _register_diff(commands) -> None:
+    parser = _simple(commands, "diff", "show a container's changes to its image", cmd_diff, many=False)
+    parser.add_argument("--format", metavar="FORMAT", help="json")
+
+
+def _register_cp(commands) -> None:
+    parser = commands.add_parser("cp", help="copy files between a container and the host",
+                                 description="Copy CONTAINER:PATH to a host path, or a host path to CONTAINER:PATH.")
+    parser.add_argument("source", metavar="SOURCE")
+    parser.add_argument("destination", metavar="DESTINATION")
+    parser.set_defaults(func=cmd_cp)
+
+
+def _register_export(commands) -> None:
+    parser = _simple(commands, "export", "write a container's file system as a tar archive", cmd_export, many=False)
+    parser.add_argument("-o", "--output", metavar="FILE")
+
+
+def _register_commit(commands) -> None:
+    parser = commands.add_parser("commit", help="make an image of a container's changes",
+                                 description="Make an image of a container's changes.")
+    parser.add_argument("name", metavar="CONTAINER")
+    parser.add_argument("image", nargs="?", metavar="IMAGE")
+    parser.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION")
+    parser.add_argument("-m", "--message", default="")
+    parser.add_argument("-a", "--author", default="")
+    parser.add_argument("-f", "--format", default="oci", choices=["oci", "docker"])
+    add_bool(parser, "-p", "--pause", default=True, help="pause the container while committing (default true)")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.set_defaults(func=cmd_commit)
+
+
+def _register_prune(commands) -> None:
+    parser = commands.add_parser("prune", help="remove every stopped container",
+                                 description="Remove every container that is not running.")
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask (ketch never asks)")
+    parser.set_defaults(func=cmd_prune)
+
+
+def _register_network(commands) -> None:
+    group = commands.add_parser("network", help="manage networks", description="Manage bridge networks.")
+    verbs = group.add_subparsers(dest="network_command", metavar="COMMAND", required=True)
+    create = verbs.add_parser("create", help="create a network", description="Create a bridge network.")
+    create.add_argument("name", metavar="NAME", nargs="?")
+    create.add_argument("--subnet", metavar="CIDR")
+    create.add_argument("--gateway", metavar="ADDRESS")
+    create.add_argument("--internal", action="store_true", help="no masquerading to the outside")
+    create.add_argument("-d", "--driver", default="bridge")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.set_defaults(func=cmd_network_create)
+    ls = verbs.add_parser("ls", aliases=["list"], help="list networks", description="List networks.")
+    ls.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.set_defaults(func=cmd_network_ls)
+    inspect = verbs.add_parser("inspect", help="show networks", description="Show networks (podman's JSON).")
+    inspect.add_argument("names", nargs="+", metavar="NETWORK")
+    inspect.add_argument("-f", "--format", metavar="FORMAT")
+    inspect.set_defaults(func=cmd_network_inspect)
+    rm = verbs.add_parser("rm", help="remove networks", description="Remove networks.")
+    rm.add_argument("names", nargs="+", metavar="NETWORK")
+    rm.add_argument("-f", "--force", action="store_true", help="remove their containers too")
+    rm.set_defaults(func=cmd_network_rm)
+    prune = verbs.add_parser("prune", help="remove unused networks", description="Remove unused networks.")
+    prune.add_argument("-f", "--force", action="store_true")
+    prune.set_defaults(func=cmd_network_prune)
+
+
+def _register_volume(commands) -> None:
+    group = commands.add_parser("volume", help="manage volumes", description="Manage named volumes.")
+    verbs = group.add_subparsers(dest="volume_command", metavar="COMMAND", required=True)
+    create = verbs.add_parser("create", help="create a volume", description="Create a named volume.")
+    create.add_argument("name", metavar="NAME", nargs="?")
+    create.add_argument("--label", "-l", action="append", default=[], metavar="KEY=VALUE")
+    create.set_defaults(func=cmd_volume_create)
+    ls = verbs.add_parser("ls", aliases=["list"], help="list volumes", description="List volumes.")
+    ls.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.set_defaults(func=cmd_volume_ls)
+    inspect = verbs.add_parser("inspect", help="show volumes", description="Show volumes (podman's JSON).")
+    inspect.add_argument("names", nargs="+", metavar="VOLUME")
+    inspect.set_defaults(func=cmd_volume_inspect)
+    rm = verbs.add_parser("rm", help="remove volumes", description="Remove volumes.")
+    rm.add_argument("names", nargs="+", metavar="VOLUME")
+    rm.add_argument("-f", "--force", action="store_true", help="remove the containers using them too")
+    rm.set_defaults(func=cmd_volume_rm)
+    prune = verbs.add_parser("prune", help="remove unused volumes", description="Remove unused volumes.")
+    prune.add_argument("-f", "--force", action="store_true")
+    prune.set_defaults(func=cmd_volume_prune)
+
+
+_REGISTRARS = {"port": _register_port, "pause": _register_pause, "unpause": _register_unpause, "top": _register_top,
+               "rename": _register_rename, "diff": _register_diff, "cp": _register_cp, "export": _register_export,
+               "commit": _register_commit, "prune": _register_prune,
+               "start": _register_start, "stop": _register_stop, "kill": _register_kill, "restart": _register_restart,
                "rm": _register_rm, "ps": _register_ps, "logs": _register_logs, "exec": _register_exec,
                "inspect": _register_inspect, "wait": _register_wait, "info": _register_info}
 
@@ -523,3 +653,212 @@ _REGISTRARS = {"start": _register_start, "stop": _register_stop, "kill": _regist
 for _command in (cmd_run, cmd_create, cmd_start, cmd_stop, cmd_kill, cmd_restart, cmd_rm, cmd_ps, cmd_logs, cmd_exec,
                  cmd_inspect, cmd_wait, cmd_info):
     _command.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
+
+
+def cmd_port(args) -> int:
+    ports = _engine(args).ports(args.names)
+    for p in ports:
+        key = f"{p['container_port']}/{p['protocol']}"
+        if args.private and args.private not in (key, str(p["container_port"])):
+            continue
+        print(f"{key} -> {p['host_ip']}:{p['host_port']}")
+    return 0
+
+
+def _each_simple(args, action) -> int:
+    args.targets = list(args.names)
+
+    def one(name: str) -> str:
+        action(name)
+        return name
+
+    return _each(args, one)
+
+
+def cmd_pause(args) -> int:
+    return _each_simple(args, _engine(args).pause)
+
+
+def cmd_unpause(args) -> int:
+    return _each_simple(args, _engine(args).unpause)
+
+
+def cmd_top(args) -> int:
+    rows = _engine(args).top(args.names)
+    columns = ["USER", "PID", "PPID", "%CPU", "ELAPSED", "TTY", "TIME", "COMMAND"]
+    table = [columns] + [[row[c] for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return 0
+
+
+def cmd_rename(args) -> int:
+    _engine(args).rename(args.name, args.new_name)
+    return 0
+
+
+def cmd_diff(args) -> int:
+    changes = _engine(args).diff(args.names)
+    if args.format == "json":
+        out: dict[str, list[str]] = {}
+        for kind, path in changes:
+            out.setdefault({"A": "added", "C": "changed", "D": "deleted"}[kind], []).append(path)
+        print(json.dumps(out, indent=4))
+    else:
+        for kind, path in changes:
+            print(f"{kind} {path}")
+    return 0
+
+
+def cmd_cp(args) -> int:
+    _engine(args).copy(args.source, args.destination)
+    return 0
+
+
+def cmd_export(args) -> int:
+    engine = _engine(args)
+    if args.output:
+        with open(args.output, "wb") as f:
+            engine.export(args.names, f)
+    else:
+        if sys.stdout.isatty():
+            raise InvalidInputError("refusing to write a tar archive to a terminal: use -o FILE or a redirect")
+        sys.stdout.flush()
+        engine.export(args.names, sys.stdout.buffer)
+    return 0
+
+
+def cmd_commit(args) -> int:
+    image_id = _engine(args).commit(args.name, args.image, changes=args.change, message=args.message,
+                                    author=args.author, fmt=args.format, pause=args.pause)
+    print(image_id)
+    return 0
+
+
+def cmd_prune(args) -> int:
+    for container_id in _engine(args).prune():
+        print(container_id)
+    return 0
+
+
+def cmd_network_create(args) -> int:
+    from ketch.containers.options import parse_key_values
+
+    engine = _engine(args)
+    nets = engine.networks()
+    name = args.name
+    if name is None:
+        existing = {n["name"] for n in nets.list()}
+        name = next(f"ketch{n}" for n in range(1, 10000) if f"ketch{n}" not in existing)
+    nets.create(name, subnet=args.subnet, gateway=args.gateway, internal=args.internal,
+                labels=parse_key_values(args.label, "label"), driver=args.driver)
+    print(name)
+    return 0
+
+
+def cmd_network_ls(args) -> int:
+    from ketch.cli import template
+
+    nets = _engine(args).networks()
+    entries = [nets.inspect(n["name"]) for n in nets.list()]
+    if args.quiet:
+        print("\n".join(e["name"] for e in entries))
+    elif args.format == "json":
+        print(json.dumps(entries, indent=4))
+    elif args.format:
+        for entry in entries:
+            print(template.render(args.format, entry))
+    else:
+        print(f"{'NETWORK ID':14}{'NAME':20}DRIVER")
+        for entry in entries:
+            print(f"{entry['id'][:12]:14}{entry['name']:20}{entry['driver']}")
+    return 0
+
+
+def cmd_network_inspect(args) -> int:
+    from ketch.cli import template
+
+    nets = _engine(args).networks()
+    entries = [nets.inspect(name) for name in args.names]
+    if args.format and args.format != "json":
+        for entry in entries:
+            print(template.render(args.format, entry))
+    else:
+        print(json.dumps(entries, indent=4))
+    return 0
+
+
+def cmd_network_rm(args) -> int:
+    engine = _engine(args)
+    args.targets = list(args.names)
+
+    def remove(name: str) -> str:
+        engine.networks().remove(name, force=args.force, engine=engine)
+        return name
+
+    return _each(args, remove)
+
+
+def cmd_network_prune(args) -> int:
+    for name in _engine(args).networks().prune():
+        print(name)
+    return 0
+
+
+def cmd_volume_create(args) -> int:
+    from ketch.containers.options import parse_key_values
+
+    volumes = _engine(args).volumes()
+    name = args.name or os.urandom(32).hex()
+    volumes.create(name, parse_key_values(args.label, "label"))
+    print(name)
+    return 0
+
+
+def cmd_volume_ls(args) -> int:
+    from ketch.cli import template
+
+    volumes = _engine(args).volumes()
+    entries = [volumes.inspect(v["name"]) for v in volumes.list()]
+    if args.quiet:
+        print("\n".join(e["Name"] for e in entries))
+    elif args.format == "json":
+        print(json.dumps(entries, indent=4))
+    elif args.format:
+        for entry in entries:
+            print(template.render(args.format, entry))
+    else:
+        print(f"{'DRIVER':10}VOLUME NAME")
+        for entry in entries:
+            print(f"{entry['Driver']:10}{entry['Name']}")
+    return 0
+
+
+def cmd_volume_inspect(args) -> int:
+    volumes = _engine(args).volumes()
+    print(json.dumps([volumes.inspect(name) for name in args.names], indent=4))
+    return 0
+
+
+def cmd_volume_rm(args) -> int:
+    engine = _engine(args)
+    args.targets = list(args.names)
+
+    def remove(name: str) -> str:
+        engine.volumes().remove(name, force=args.force, engine=engine)
+        return name
+
+    return _each(args, remove)
+
+
+def cmd_volume_prune(args) -> int:
+    for name in _engine(args).volumes().prune():
+        print(name)
+    return 0
+
+
+for _command in (cmd_port, cmd_pause, cmd_unpause, cmd_top, cmd_rename, cmd_diff, cmd_cp, cmd_export, cmd_commit,
+                 cmd_prune, cmd_network_create, cmd_network_ls, cmd_network_inspect, cmd_network_rm, cmd_network_prune,
+                 cmd_volume_create, cmd_volume_ls, cmd_volume_inspect, cmd_volume_rm, cmd_volume_prune):
+    _command.fast_exit = True  # type: ignore[attr-defined]

@@ -30,7 +30,8 @@ class _Parser(argparse.ArgumentParser):
 _GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",)}
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
-                       "wait", "info", "container")
+                       "wait", "info", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
+                       "export", "commit", "network", "volume")
 _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
                         "--override-arch", "--override-os", "--override-variant"}
 

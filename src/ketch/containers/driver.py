@@ -46,6 +46,15 @@ class OwnRuntime:
         except Exception:
             return None
 
+    def pause(self, container_id: str) -> None:
+        self.runtime.pause(container_id)
+
+    def resume(self, container_id: str) -> None:
+        self.runtime.resume(container_id)
+
+    def pids(self, container_id: str) -> list[int]:
+        return self.runtime.pids(container_id)
+
 
 class ExternalRuntime:
     """A runc-compatible binary (runc, crun), with its state under our run directory."""
@@ -127,6 +136,20 @@ class ExternalRuntime:
         except RuntimeError_ as exc:
             if "does not exist" not in str(exc) and "not exist" not in str(exc):
                 raise
+
+    def pause(self, container_id: str) -> None:
+        self._run("pause", container_id)
+
+    def resume(self, container_id: str) -> None:
+        self._run("resume", container_id)
+
+    def pids(self, container_id: str) -> list[int]:
+        import json
+        import subprocess
+
+        proc = subprocess.run([self.binary, "--root", self.root, "ps", "--format", "json", container_id],
+                              capture_output=True)
+        return json.loads(proc.stdout or b"[]") if proc.returncode == 0 else []
 
     def status(self, container_id: str) -> str | None:
         import json

@@ -265,6 +265,11 @@ class Engine:
 
         return Networks(self.store)
 
+    def volumes(self):
+        from ketch.containers.volumes import Volumes
+
+        return Volumes(self.store)
+
     def _setup_network(self, record: dict, image) -> tuple[str | None, list[str]]:
         """For bridge networks: a namespace of ours, addresses, veths, published ports."""
         options: CreateOptions = record["options"]
@@ -801,6 +806,131 @@ class Engine:
             error.exit_code = exc.exit_status
             raise error from None
 
+    # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
+
+    def pause(self, name_or_id: str) -> str:
+        record = self._record(name_or_id)
+        if self._status(record)["status"] != "running":
+            raise InvalidInputError(f"container {record['name']} is not running")
+        self._driver(record["options"]).pause(record["id"])
+        return record["id"]
+
+    def unpause(self, name_or_id: str) -> str:
+        record = self._record(name_or_id)
+        if self._status(record)["status"] != "paused":
+            raise InvalidInputError(f"container {record['name']} is not paused")
+        self._driver(record["options"]).resume(record["id"])
+        return record["id"]
+
+    def top(self, name_or_id: str) -> list[dict[str, Any]]:
+        """The container's processes, as ``podman top`` shows them by default."""
+        record = self._record(name_or_id)
+        if self._status(record)["status"] not in ("running", "paused"):
+            raise InvalidInputError(f"container {record['name']} is not running")
+        from ketch.containers import views
+
+        return [views.process_row(pid) for pid in self._driver(record["options"]).pids(record["id"])]
+
+    def rename(self, name_or_id: str, new_name: str) -> str:
+        from ketch.containers.names import check_name
+
+        record = self._record(name_or_id)
+        check_name(new_name)
+        try:
+            with self.store.db.write() as conn:
+                conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, record["id"]))
+        except Exception as exc:
+            if "UNIQUE" in str(exc):
+                raise InUseError(f"the name {new_name!r} is already in use") from None
+            raise
+        return record["id"]
+
+    def prune(self) -> list[str]:
+        """Remove every container that is not running (``container prune``)."""
+        removed = []
+        for entry in self.list(all=True):
+            if entry["State"] not in ("running", "paused"):
+                try:
+                    self.remove(entry["Id"])
+                    removed.append(entry["Id"])
+                except NotFoundError:
+                    pass
+        return removed
+
+    def ports(self, name_or_id: str) -> list[dict[str, Any]]:
+        record = self._record(name_or_id)
+        if not self._uses_networks(record["id"]):
+            return []
+        return [p.as_dict() for p in self.networks().ports_of(record["id"])]
+
+    def diff(self, name_or_id: str) -> list[tuple[str, str]]:
+        """(kind, path) of the container's changes against its image: A added, C changed, D deleted."""
+        from ketch.containers import changes
+
+        record = self._record(name_or_id)
+        return changes.diff(self.store, record["id"], record["image"])
+
+    def _with_rootfs(self, record: dict):
+        """The container's root file system, mounted for the caller (counted: a running
+        container's mount is shared)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def mounted():
+            path = self.store.mount_container(record["id"])
+            try:
+                yield str(path)
+            finally:
+                self.store.unmount_container(record["id"])
+
+        return mounted()
+
+    def copy(self, source: str, destination: str) -> None:
+        """``cp``: CONTAINER:PATH to a host path, or a host path to CONTAINER:PATH, with owners and
+        modes; a container path never leads out of the container (links resolve inside it)."""
+        from ketch.containers import changes
+
+        src_ctr, src_path = _split_container_path(source)
+        dst_ctr, dst_path = _split_container_path(destination)
+        if bool(src_ctr) == bool(dst_ctr):
+            raise InvalidInputError("cp copies between a container and the host: one of the two must be "
+                                    "CONTAINER:PATH")
+        record = self._record(src_ctr or dst_ctr)
+        with self._with_rootfs(record) as rootfs:
+            if src_ctr:
+                changes.copy_out(rootfs, src_path, dst_path)
+            else:
+                changes.copy_in(src_path, rootfs, dst_path)
+
+    def export(self, name_or_id: str, output) -> None:
+        """The container's file system as a tar stream written to ``output`` (a binary file)."""
+        import subprocess
+
+        record = self._record(name_or_id)
+        with self._with_rootfs(record) as rootfs:
+            proc = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", rootfs, "-cf", "-", "."],
+                                  stdout=output, stderr=subprocess.PIPE)
+            if proc.returncode != 0:
+                raise ContainerError(f"export: {proc.stderr.decode(errors='replace').strip()}")
+
+    def commit(self, name_or_id: str, image: str | None = None, *, changes: list[str] | None = None,
+               message: str = "", author: str = "", fmt: str = "oci", pause: bool = True) -> str:
+        """A new image from the container's changes; its id."""
+        from ketch.containers import commit as committer
+
+        record = self._record(name_or_id)
+        paused = False
+        if pause and self._status(record)["status"] == "running" and not record["options"].runtime:
+            self._driver(record["options"]).pause(record["id"])
+            paused = True
+        try:
+            return committer.commit(self.store, record["id"], record["image"], name=image, changes=changes,
+                                    message=message, author=author, fmt=fmt,
+                                    created_by=" ".join(record["options"].create_command))
+        finally:
+            if paused:
+                self._driver(record["options"]).resume(record["id"])
+
     def info(self) -> dict[str, Any]:
         from ketch.containers import views
 
@@ -817,3 +947,11 @@ def run(image: str, command: list[str] | None = None, *, detach: bool = False, p
     engine = Engine(root=root, runroot=runroot)
     return engine.run(image, CreateOptions(command=command, **options), detach=detach, pull=pull,
                       capture_output=capture_output)
+
+
+def _split_container_path(text: str) -> tuple[str | None, str]:
+    """``CONTAINER:PATH`` or a host path (a path with a slash before any colon is the host's)."""
+    head, sep, rest = text.partition(":")
+    if sep and head and "/" not in head and not head.startswith("."):
+        return head, rest or "/"
+    return None, text

@@ -63,6 +63,18 @@ def _image_name(engine, record: dict) -> str:
     return names[0] if names else wanted
 
 
+def _ports(engine, record: dict) -> list[dict] | None:
+    ports = engine.ports(record["id"])
+    return [{"host_ip": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "container_port": p["container_port"],
+             "host_port": p["host_port"], "range": 1, "protocol": p["protocol"]} for p in ports] or None
+
+
+def _networks(engine, record: dict) -> dict[str, str]:
+    if record["options"].network in ("none", "host"):
+        return {}
+    return engine.networks().addresses_of(record["id"])
+
+
 def ps_entry(engine, record: dict, current: dict) -> dict[str, Any]:
     options: CreateOptions = record["options"]
     status = current["status"]
@@ -83,11 +95,11 @@ def ps_entry(engine, record: dict, current: dict) -> dict[str, Any]:
         "Mounts": [],
         "Names": [record["name"]],
         "Namespaces": {},
-        "Networks": [],
+        "Networks": sorted(_networks(engine, record)) if status in ("running", "paused") else [],
         "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
         "Pod": "",
         "PodName": "",
-        "Ports": None,
+        "Ports": _ports(engine, record),
         "Size": None,
         "StartedAt": int(current["started_at"]) if current.get("started_at") else ZERO_EPOCH,
         "State": status,
@@ -202,9 +214,12 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         "ExecIDs": [],
         "GraphDriver": {"Name": engine.store.driver_name,
                         "Data": {"UpperDir": str(engine.store.container_upper(record["id"]))}},
-        "Mounts": [],
+        "Mounts": [{"Type": m["kind"], "Name": m["source"] if m["kind"] == "volume" else "",
+                    "Source": engine.volumes().path(m["source"]) if m["kind"] == "volume" else m["source"],
+                    "Destination": m["destination"], "RW": "ro" not in m["options"], "Options": m["options"]}
+                   for m in options.mounts if m["kind"] != "tmpfs"],
         "Dependencies": [],
-        "NetworkSettings": {"Ports": {}, "SandboxKey": ""},
+        "NetworkSettings": _network_settings(engine, record, current),
         "Namespace": "",
         "IsInfra": False,
         "Config": {
@@ -259,6 +274,61 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Init": options.init,
         },
     }
+
+
+def _network_settings(engine, record: dict, current: dict) -> dict[str, Any]:
+    ports: dict[str, list | None] = {}
+    for p in engine.ports(record["id"]):
+        ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
+            {"HostIp": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "HostPort": str(p["host_port"])})
+    networks = {}
+    for name, address in _networks(engine, record).items():
+        network = engine.networks().get(name)
+        prefix = network["subnet"].split("/")[1]
+        networks[name] = {"IPAddress": address, "IPPrefixLen": int(prefix), "Gateway": network["gateway"],
+                          "NetworkID": network["id"]}
+    first = next(iter(networks.values()), {})
+    return {"Ports": ports, "SandboxKey": current.get("netns") or "", "Networks": networks,
+            "IPAddress": first.get("IPAddress", ""), "Gateway": first.get("Gateway", ""),
+            "IPPrefixLen": first.get("IPPrefixLen", 0)}
+
+
+def process_row(pid: int) -> dict[str, Any]:
+    """One process as ``podman top`` shows it: USER PID PPID %CPU ELAPSED TTY TIME COMMAND."""
+    import pwd
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        uid = os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return {"USER": "?", "PID": str(pid), "PPID": "?", "%CPU": "0.000", "ELAPSED": "0s", "TTY": "?",
+                "TIME": "0s", "COMMAND": "?"}
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    cpu_seconds = (int(fields[11]) + int(fields[12])) / ticks
+    elapsed = max(uptime - int(fields[19]) / ticks, 0.001)
+    tty = int(fields[4])
+    return {"USER": user, "PID": str(pid), "PPID": fields[1], "%CPU": f"{100 * cpu_seconds / elapsed:.3f}",
+            "ELAPSED": _duration(elapsed), "TTY": f"pts/{os.minor(tty)}" if tty else "?",
+            "TIME": _duration(cpu_seconds), "COMMAND": command or stat[stat.index("(") + 1:stat.rindex(")")]}
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m{seconds % 60}s"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60}s"
+    return f"{seconds}s"
 
 
 def info(engine) -> dict[str, Any]:

@@ -1,0 +1,157 @@
+"""A container's changes as a new image in the store (``ketch commit``).
+
+The writable layer (overlay's upper directory) is written as an OCI layer tar (whiteouts for
+deletions, opaque markers), compressed and stored like a pulled layer; the image is the base
+image's layers plus that one, its config the base's with the ``--change`` instructions applied
+and a history entry added. Everything goes through the store's crash-safe paths (staging,
+then the records in one transaction), so a killed commit leaves no half-made image.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+from ketch.errors import InvalidInputError, UnsupportedError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "STOPSIGNAL", "USER", "VOLUME",
+                       "WORKDIR")
+
+
+def apply_change(config: dict, change: str) -> None:
+    """One ``--change`` instruction (Dockerfile syntax) applied to an image's ``config``."""
+    instruction, _, rest = change.strip().partition(" ")
+    instruction = instruction.upper()
+    rest = rest.strip()
+    if instruction not in CHANGE_INSTRUCTIONS:
+        raise InvalidInputError(f"invalid --change {change!r}: {instruction or 'nothing'} is not one of "
+                                f"{', '.join(CHANGE_INSTRUCTIONS)}")
+
+    def json_or_shell(text: str) -> list[str]:
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise InvalidInputError(f"invalid --change {change!r}: not a JSON array") from None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidInputError(f"invalid --change {change!r}: a JSON array of strings")
+            return value
+        return ["/bin/sh", "-c", text]
+
+    if instruction in ("CMD", "ENTRYPOINT"):
+        config["Cmd" if instruction == "CMD" else "Entrypoint"] = json_or_shell(rest)
+    elif instruction == "ENV":
+        pairs = _key_values(rest, change)
+        env = [e for e in config.get("Env") or [] if e.split("=", 1)[0] not in pairs]
+        config["Env"] = env + [f"{k}={v}" for k, v in pairs.items()]
+    elif instruction == "LABEL":
+        config["Labels"] = {**(config.get("Labels") or {}), **_key_values(rest, change)}
+    elif instruction == "EXPOSE":
+        ports = config.get("ExposedPorts") or {}
+        for port in rest.split():
+            ports[port if "/" in port else f"{port}/tcp"] = {}
+        config["ExposedPorts"] = ports
+    elif instruction == "VOLUME":
+        volumes = config.get("Volumes") or {}
+        for path in json_or_shell(rest) if rest.startswith("[") else rest.split():
+            volumes[path] = {}
+        config["Volumes"] = volumes
+    elif instruction == "USER":
+        config["User"] = rest
+    elif instruction == "WORKDIR":
+        config["WorkingDir"] = rest
+    elif instruction == "STOPSIGNAL":
+        config["StopSignal"] = rest
+    elif instruction == "ONBUILD":
+        config["OnBuild"] = (config.get("OnBuild") or []) + [rest]
+
+
+def _key_values(text: str, change: str) -> dict[str, str]:
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid --change {change!r}: {exc}") from None
+    if len(words) == 2 and "=" not in words[0]:
+        return {words[0]: words[1]}  # the old ENV KEY VALUE form
+    out = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"invalid --change {change!r}: want KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def commit(store, container_id: str, base_image_id: str | None, *, name: str | None = None,
+           changes: list[str] | None = None, message: str = "", author: str = "", fmt: str = "oci",
+           created_by: str = "") -> str:
+    """The container's changes as a new image; returns its id."""
+    from ketch.image.compression import GZIP, CompressingReader, DecompressingReader, PeekableReader, detect
+    from ketch.storage.diff import write_diff
+    from ketch.storage.drivers import OverlayDriver
+
+    if fmt not in ("oci", "docker"):
+        raise InvalidInputError(f"invalid format {fmt!r}: oci or docker")
+    if not isinstance(store.driver, OverlayDriver):
+        raise UnsupportedError("commit needs the overlay storage driver (vfs keeps no diff of a container)")
+    base = store.lookup(base_image_id) if base_image_id else None
+    base_config = json.loads(base.config) if base else {"architecture": "amd64", "os": "linux",
+                                                          "rootfs": {"type": "layers", "diff_ids": []}}
+    base_manifest = json.loads(base.manifest) if base else {"layers": []}
+    layer_media = OCI_LAYER if fmt == "oci" else DOCKER_LAYER
+    with store.staging_dir("commit") as work:
+        tar_path = work / "layer.tar"
+        diff_id, _ = write_diff(store.container_upper(container_id), tar_path)
+        with open(tar_path, "rb") as raw:
+            def decompressor(stream):
+                peek = PeekableReader(stream)
+                kind = detect(peek.peek(4))
+                return DecompressingReader(peek, kind) if kind else peek
+
+            blob_digest, stored_diff_id, _ = store.add_layer_blob(CompressingReader(raw, GZIP), None, layer_media,
+                                                                   decompressor)
+        if stored_diff_id != diff_id:
+            raise InvalidInputError("the committed layer changed while it was written")
+    blob_size = store.blob_path(blob_digest).stat().st_size
+    settings = dict(base_config.get("config") or {})
+    for change in changes or []:
+        apply_change(settings, change)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
+    config.update(created=now, config=settings)
+    if author:
+        config["author"] = author
+    config["rootfs"] = {"type": "layers", "diff_ids": list((base_config.get("rootfs") or {}).get("diff_ids") or [])
+                        + [diff_id]}
+    history_entry = {"created": now, "created_by": created_by or "ketch commit"}
+    if message:
+        history_entry["comment"] = message
+    if author:
+        history_entry["author"] = author
+    config["history"] = list(base_config.get("history") or []) + [history_entry]
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    from ketch.oci.digest import Digest
+
+    base_layers = [layer for layer in base_manifest.get("layers") or []]
+    if fmt == "docker":
+        base_layers = [{**layer, "mediaType": layer["mediaType"].replace("application/vnd.oci.image.layer.v1.tar+gzip",
+                                                                         DOCKER_LAYER)} for layer in base_layers]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG,
+                   "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
+        "layers": base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
+    }
+    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    names = [store.normalize_name(name)] if name else []
+    return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
+                              [layer["digest"] for layer in manifest["layers"]], names)

@@ -4,7 +4,9 @@ Scenarios (each on the same busybox image, in private temporary stores):
 
 1. start to exit of ``run --rm --network none busybox true``: ketch, podman (runc), podman --runtime crun;
 2. 50 detached ``run -d ... sleep`` then one ``ps``: ketch against podman (runc);
-3. the memory (PSS, /proc/PID/smaps_rollup) of one detached container's monitor against conmon's.
+3. ``run --rm -p 127.0.0.1:P:80 busybox true`` (a bridge network and a published port), and the
+   request rate through such a port to busybox httpd, ketch against podman;
+4. the memory (PSS, /proc/PID/smaps_rollup) of one detached container's monitor against conmon's.
 
 crun refuses this machine's hybrid cgroups until hugetlb is mounted as v1; this script mounts it
 for the crun rounds and unmounts it again (see shared/MACHINE.md).
@@ -53,6 +55,71 @@ def pss_kib(pid: int) -> int:
 def hugetlb_mounted() -> bool:
     path = Path("/sys/fs/cgroup/hugetlb")
     return path.is_dir() and any(path.iterdir())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request_rate(port: int, seconds: float) -> float:
+    """Sequential HTTP GETs to 127.0.0.1:PORT (busybox httpd, a new connection each): per second."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 10
+    while True:  # until it answers
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing answers on {url}")
+            time.sleep(0.05)
+    count, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            response.read()
+        count += 1
+    return count / seconds
+
+
+HTTPD = ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def network_scenarios(ketch, podman, podman_image, penv, rounds: int) -> None:
+    print("-- run --rm -p 127.0.0.1:P:80 busybox true (a bridge network and a published port)")
+    times: dict[str, list[float]] = {"ketch": [], "podman (runc)": []}
+    for n in range(rounds + 1):
+        port = free_port()
+        for name, base in (("ketch", ketch), ("podman (runc)", podman.base)):
+            image = "busybox" if name == "ketch" else podman_image
+            elapsed = timed([*base, "run", "--rm", "-p", f"127.0.0.1:{port}:80", image, "true"], env=penv)
+            if n:
+                times[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:14} {value * 1000:7.1f} ms")
+    print(f"ratio ketch/podman {medians['ketch'] / medians['podman (runc)']:.2f}")
+    print("-- request rate through a port published on 127.0.0.1 (sequential GETs, 3 x 2 s each)")
+    rates: dict[str, list[float]] = {"ketch": [], "podman (runc)": []}
+    ports = {"ketch": free_port(), "podman (runc)": free_port()}
+    timed([*ketch, "run", "-d", "--name", "bench-web", "-p", f"127.0.0.1:{ports['ketch']}:80", "busybox", *HTTPD])
+    timed([*podman.base, "run", "-d", "--name", "bench-web", "-p", f"127.0.0.1:{ports['podman (runc)']}:80",
+           podman_image, *HTTPD], env=penv)
+    try:
+        for _ in range(3):
+            for name in rates:
+                rates[name].append(request_rate(ports[name], 2.0))
+    finally:
+        subprocess.run([*ketch, "rm", "-f", "bench-web"], capture_output=True)
+        subprocess.run([*podman.base, "rm", "-f", "-t", "0", "bench-web"], capture_output=True, env=penv)
+    for name, values in rates.items():
+        print(f"{name:14} {statistics.median(values):7.0f} requests/s")
+    print(f"ratio ketch/podman {statistics.median(rates['ketch']) / statistics.median(rates['podman (runc)']):.2f}")
 
 
 def main() -> int:
@@ -116,6 +183,8 @@ def main() -> int:
                   f"ps {ps_time * 1000:.0f} ms")
         print(f"ratio ketch/podman: starts {results['ketch'][0] / results['podman (runc)'][0]:.2f}, "
               f"ps {results['ketch'][1] / results['podman (runc)'][1]:.2f}")
+
+        network_scenarios(ketch, podman, podman_image, penv, args.rounds)
 
         ketch_ps = json.loads(subprocess.run([*ketch, "ps", "--format", "json"], capture_output=True,
                                              check=True).stdout)

@@ -52,6 +52,9 @@ def network_env(ketch_env):
     for line in ketch_env.cli("network", "ls", "-q").stdout.split():
         if line != "ketch":
             ketch_env.cli("network", "rm", "-f", line)
+    deadline = time.monotonic() + 10  # a veth goes with its namespace, which the kernel frees a moment later
+    while not set(_veths()) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert set(_veths()) <= before, "veths left behind"
     assert "10.123.0." not in _nft_elements().split("ports_any")[-1].split("chain")[0]
     netns = ketch_env.runroot / "netns"
@@ -162,3 +165,14 @@ def test_none_and_host_do_not_load_the_netlink_library(network_env):
     out = subprocess.run([_sys.executable, "-c", code, str(network_env.root), str(network_env.runroot)],
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().endswith("False"), out.stderr
+
+
+def test_pyroute2_still_whole_for_other_users_in_the_process():
+    """ketch enters pyroute2 without its package __init__; a later user of pyroute2 in the same
+    process must still find all of it."""
+    import sys as _sys
+
+    code = ("from ketch.containers.network import _iproute; IPRoute = _iproute(); "
+            "from pyroute2 import NDB, IPRoute as Again; print(Again is IPRoute, NDB.__name__)")
+    out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "NDB"], out.stderr

@@ -60,6 +60,39 @@ table ip {TABLE} {{
 """
 
 
+def _iproute():
+    """pyroute2's IPRoute class. pyroute2's package ``__init__`` imports every part of the library,
+    ~40 ms more than IPRoute needs, on each container start with a bridge. So when pyroute2 is not
+    loaded yet, the package is entered without running its ``__init__``; the first name looked up
+    on the package that is not there yet runs it then (``from pyroute2 import NDB`` in the same
+    process still works). Any trouble: the plain import."""
+    import sys
+
+    if "pyroute2" not in sys.modules:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec("pyroute2")
+            package = importlib.util.module_from_spec(spec)
+
+            def load_the_rest(name: str):
+                del package.__getattr__
+                spec.loader.exec_module(package)
+                return getattr(package, name)
+
+            package.__getattr__ = load_the_rest
+            sys.modules["pyroute2"] = package
+            from pyroute2.iproute.linux import IPRoute
+
+            return IPRoute
+        except Exception:  # noqa: BLE001 - another layout of pyroute2: import it the usual way
+            for name in [n for n in sys.modules if n == "pyroute2" or n.startswith("pyroute2.")]:
+                del sys.modules[name]
+    from pyroute2 import IPRoute
+
+    return IPRoute
+
+
 def _nft(script: str) -> None:
     import subprocess
 
@@ -326,7 +359,13 @@ class Networks:
     # -- the kernel side --------------------------------------------------------------
 
     def _ensure_bridge(self, ipr, network: dict) -> int:
-        """The network's bridge with its gateway address, forwarding on, and its nftables part."""
+        """The network's bridge with its gateway address, forwarding on, and its nftables part
+        (set up with the bridge: a bridge that exists had all of it done)."""
+        found = ipr.link_lookup(ifname=network["bridge"])
+        if found and os.path.exists(f"/proc/sys/net/ipv4/conf/{network['bridge']}/route_localnet"):
+            with open(f"/proc/sys/net/ipv4/conf/{network['bridge']}/route_localnet") as f:
+                if f.read().strip() == "1":
+                    return found[0]
         with self.store.lock("network-setup"):
             found = ipr.link_lookup(ifname=network["bridge"])
             if found:
@@ -350,7 +389,7 @@ class Networks:
         return index
 
     def _teardown_bridge(self, network: dict) -> None:
-        from pyroute2 import IPRoute
+        IPRoute = _iproute()
 
         with self.store.lock("network-setup"):
             with IPRoute() as ipr:
@@ -369,7 +408,7 @@ class Networks:
               ports: list[PortMapping]) -> None:
         """Veth pairs from each network's bridge into the namespace at ``netns_path`` (eth0, eth1,
         ...), addresses and a default route inside, and the published ports' DNAT entries."""
-        from pyroute2 import IPRoute
+        IPRoute = _iproute()
 
         inside = []
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -402,7 +441,9 @@ class Networks:
             _nft("\n".join(lines) + "\n")
 
     def teardown(self, container_id: str, attachments: int, ports: list[PortMapping]) -> None:
-        """Undo ``setup``: DNAT entries, veths (what is already gone is fine)."""
+        """Undo ``setup``'s DNAT entries. The veths go with the namespace (the kernel destroys a
+        veth pair when one end's namespace dies), so no netlink is needed here: a detached
+        container's clean-up does not import pyroute2."""
         lines = []
         for port in ports:
             if port.host_ip == "0.0.0.0":
@@ -410,21 +451,15 @@ class Networks:
             else:
                 lines.append(f"delete element ip {TABLE} ports_ip {{ {port.host_ip} . {port.protocol} . "
                              f"{port.host_port} }}")
-        for line in lines:
+        if lines:
             try:
-                _nft(line + "\n")
+                _nft("\n".join(lines) + "\n")
             except NetworkError:
-                pass
-        if attachments:
-            from pyroute2 import IPRoute
-
-            with IPRoute() as ipr:
-                for n in range(attachments):
-                    for index in ipr.link_lookup(ifname=_veth_name(container_id, n)):
-                        try:
-                            ipr.link("del", index=index)
-                        except Exception:  # noqa: BLE001 - gone with its namespace meanwhile
-                            pass
+                for line in lines:  # one was gone already: the others one by one
+                    try:
+                        _nft(line + "\n")
+                    except NetworkError:
+                        pass
 
 
 def _veth_name(container_id: str, n: int) -> str:
@@ -432,7 +467,7 @@ def _veth_name(container_id: str, n: int) -> str:
 
 
 def _configure_inside(interfaces: list[tuple[str, str, int, str | None]]) -> None:
-    from pyroute2 import IPRoute
+    IPRoute = _iproute()
 
     with IPRoute() as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")

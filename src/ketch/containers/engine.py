@@ -249,6 +249,10 @@ class Engine:
                 f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
             os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
         except BaseException:
+            try:
+                self._network_ready()
+            except KetchError:
+                pass
             self._release(record)
             raise
         return userdata, config
@@ -294,9 +298,33 @@ class Engine:
                     wanted.append(network.PortMapping("0.0.0.0", 0, int(port), protocol or "tcp"))
         ports = nets.reserve_ports(container_id, wanted) if wanted else []
         states.update(userdata, ports=[p.as_dict() for p in ports])
-        nets.setup(container_id, netns_path, attachments, ports)
+        # The kernel side runs in a child while this process goes on; start() waits for it.
+        helper, self._network_helper = getattr(self, "_network_helper", None), None
+        self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, ports, helper)
         self._refresh_peer_hosts(names, container_id)
         return netns_path, [address for _, address in attachments]
+
+    def _network_ready_quietly(self) -> None:
+        try:
+            self._network_ready()
+        except KetchError:
+            pass
+
+    def _network_ready(self) -> None:
+        """Wait for the network set-up started by ``_prepare`` (before the container starts)."""
+        pending, self._pending_network = getattr(self, "_pending_network", None), None
+        if pending is not None:
+            pending.wait()
+        unused, self._network_helper = getattr(self, "_network_helper", None), None
+        if unused is not None:
+            unused.wait()  # started early, but no set-up came: it just goes
+
+    def _start_network_helper(self, options: CreateOptions) -> None:
+        """A bridge will be set up: load the netlink library in a child from now on."""
+        if self._network_names(options) and getattr(self, "_network_helper", None) is None:
+            from ketch.containers.network import Helper
+
+            self._network_helper = Helper.start(self.store)
 
     def _peer_hosts(self, container_id: str) -> str:
         from ketch.containers.network import hosts_entries
@@ -417,11 +445,16 @@ class Engine:
             try:
                 pid, master = driver.create(container_id, userdata, terminal=options.tty,
                                             stdio=tee.container_stdio if tee else stdio, preserve_fds=preserve)
+                self._network_ready()  # set up meanwhile; the container starts only after it
             except BaseException as exc:
                 if tee is not None:
                     tee.close()
                 if log is not None:
                     log.close()
+                try:
+                    self._network_ready()
+                except KetchError:
+                    pass
                 self._release(record)
                 states.update(userdata, status="created")
                 raise self._start_error(exc) from None
@@ -480,6 +513,11 @@ class Engine:
             self._check_startable(record)
             listen_fds = self._listen_fds(options)
             userdata, config = self._prepare(record, listen_fds=listen_fds)
+            try:
+                self._network_ready()
+            except BaseException:
+                self._release(record)
+                raise
             preserve = max(options.preserve_fds, listen_fds)
             if config["linux"].get("seccomp") and not options.runtime:
                 # compiled (and cached) now: the monitor runs without site-packages' pyseccomp
@@ -545,7 +583,13 @@ class Engine:
             capture_output: bool = False, sig_proxy: bool = True) -> RunResult | str:
         """create + start. In the foreground (the default) the container's exit status (and, with
         ``capture_output``, its output) comes back; with ``detach`` its id, once it runs."""
-        container_id = self.create(image, options, pull=pull, context=context)
+        if options is not None:
+            self._start_network_helper(options)  # overlaps create and the preparation
+        try:
+            container_id = self.create(image, options, pull=pull, context=context)
+        except BaseException:
+            self._network_ready_quietly()
+            raise
         options = self._record(container_id)["options"]
         try:
             if detach:

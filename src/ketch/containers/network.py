@@ -69,6 +69,7 @@ def _iproute():
     import sys
 
     if "pyroute2" not in sys.modules:
+        import importlib
         import importlib.util
 
         try:
@@ -76,6 +77,14 @@ def _iproute():
             package = importlib.util.module_from_spec(spec)
 
             def load_the_rest(name: str):
+                if name.startswith("__"):
+                    raise AttributeError(name)
+                try:  # ``from pyroute2 import config`` inside pyroute2: a submodule, not the rest
+                    submodule = importlib.util.find_spec(f"pyroute2.{name}")
+                except (ImportError, ValueError):
+                    submodule = None
+                if submodule is not None:
+                    return importlib.import_module(f"pyroute2.{name}")
                 del package.__getattr__
                 spec.loader.exec_module(package)
                 return getattr(package, name)
@@ -404,18 +413,38 @@ class Networks:
             except NetworkError:
                 pass  # never set up
 
+    def setup_in_background(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
+                            ports: list[PortMapping], helper: "Helper | None" = None) -> "Helper":
+        """``setup`` in a child process (``helper``, started early, or one started now), so that
+        loading the netlink library (~100 ms) overlaps the caller's own work until it
+        ``wait()``s. The child uses no database connection of ours (the network records are read
+        here and sent along)."""
+        records = [(self.get(name), address) for name, address in attachments]
+        helper = helper or Helper.start(self.store)
+        helper.submit({"container_id": container_id, "netns_path": netns_path, "records": records,
+                       "ports": [p.as_dict() for p in ports]})
+        return helper
+
     def setup(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
               ports: list[PortMapping]) -> None:
+        self.setup_in_background(container_id, netns_path, attachments, ports).wait()
+
+    def _setup_job(self, store, job: dict) -> None:
+        self.store, self.db = store, None  # the helper child: file locks yes, the database no
+        self._setup(job["container_id"], job["netns_path"], [tuple(r) for r in job["records"]],
+                    [PortMapping.from_dict(p) for p in job["ports"]])
+
+    def _setup(self, container_id: str, netns_path: str, records: list[tuple[dict, str]],
+               ports: list[PortMapping]) -> None:
         """Veth pairs from each network's bridge into the namespace at ``netns_path`` (eth0, eth1,
         ...), addresses and a default route inside, and the published ports' DNAT entries."""
         IPRoute = _iproute()
-
+        attachments = [(network["name"], address) for network, address in records]
         inside = []
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             with IPRoute() as ipr:
-                for n, (name, address) in enumerate(attachments):
-                    network = self.get(name)
+                for n, (network, address) in enumerate(records):
                     bridge = self._ensure_bridge(ipr, network)
                     host_name = _veth_name(container_id, n)
                     for stale in ipr.link_lookup(ifname=host_name):
@@ -460,6 +489,59 @@ class Networks:
                         _nft(line + "\n")
                     except NetworkError:
                         pass
+
+
+class Helper:
+    """A child process that loads the netlink library at once and then does one network set-up
+    sent to it: started as soon as a command knows it will need a bridge, it has the library
+    loaded by the time the addresses are chosen."""
+
+    def __init__(self, pid: int, jobs: int, answers: int) -> None:
+        self.pid, self.jobs, self.answers = pid, jobs, answers
+
+    @classmethod
+    def start(cls, store) -> "Helper":
+        job_r, job_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(job_w)
+                os.close(answer_r)
+                _iproute()
+                with os.fdopen(job_r, "rb") as pipe:
+                    data = pipe.read()
+                if not data:
+                    os._exit(0)  # no set-up after all
+                job = json.loads(data)
+                Networks.__new__(Networks)._setup_job(store, job)
+                os.write(answer_w, b"ok")
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
+                try:
+                    os.write(answer_w, str(exc).encode()[:2000] or type(exc).__name__.encode())
+                except OSError:
+                    pass
+            finally:
+                os._exit(0)
+        os.close(job_r)
+        os.close(answer_w)
+        return cls(pid, job_w, answer_r)
+
+    def submit(self, job: dict) -> None:
+        with os.fdopen(self.jobs, "wb") as pipe:
+            pipe.write(json.dumps(job).encode())
+        self.jobs = -1
+
+    def wait(self) -> None:
+        """The set-up's end (an error if it failed); with no job sent, the helper just goes."""
+        if self.jobs >= 0:
+            os.close(self.jobs)
+            self.jobs = -1
+        with os.fdopen(self.answers, "rb") as pipe:
+            answer = pipe.read().decode(errors="replace")
+        os.waitpid(self.pid, 0)
+        if answer and answer != "ok":
+            raise NetworkError(answer)
 
 
 def _veth_name(container_id: str, n: int) -> str:

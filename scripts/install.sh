@@ -19,6 +19,7 @@ PACKAGES=(
   hyperfine
   libseccomp2       # what pyseccomp loads: the runtime's seccomp filters
   catatonit         # ketch run --init (podman's init_path)
+  nftables          # nft: masquerading and published ports of bridge networks
   systemd           # systemd-socket-activate, for the socket-activation tests
   gcc libc6-dev     # builds the tests' small static helper (socket activation, sd_notify)
 )

@@ -102,4 +102,11 @@ def ketch_env(ketch_session):
     cgroups = [f"{c}/ketch/{d}" for c in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch")
                for d in os.listdir(f"/sys/fs/cgroup/{c}/ketch") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch/{d}")]
     assert cgroups == [], f"cgroups left: {cgroups}"
+    netns = ketch_session.runroot / "netns"
+    assert not netns.exists() or os.listdir(netns) == [], "network namespaces left"
+    from ketch.storage.store import Store
+
+    store = Store(str(ketch_session.root), str(ketch_session.runroot))
+    assert store.db.query("SELECT * FROM network_addresses") == [], "addresses left"
+    assert store.db.query("SELECT * FROM published_ports") == [], "published ports left"
     ketch_session.env = dict(os.environ)

@@ -170,9 +170,12 @@ class Runtime:
             group = cgroups.Cgroup(cgroups.relative_path(cgroup, container_id))
             if group.exists() and group.procs():
                 raise InvalidInputError(f"cgroup {group.path} is in use by other processes")
+            # Recorded before the directories exist: a create killed from here on leaves a state
+            # that delete finds, with the cgroup to remove.
+            state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = group.path, group.dirs, group.unified
+            self.states.save(state)
             cgroup_dirs = group.create(resources)
             if cgroup_dirs:
-                state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = group.path, group.dirs, group.unified
                 group.apply(resources)
                 if "devices" in group.dirs and not group.unified and resources.get("devices"):
                     cgroups.allow_devices_v1(group.dirs["devices"], linux.get("devices") or [])
@@ -180,6 +183,7 @@ class Runtime:
                     cgroups.filter_devices_v2(group.dirs[""], resources["devices"], linux.get("devices") or [])
             else:
                 group = None
+                state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = "", {}, False
             self.states.save(state)
             fifo = os.path.join(directory, FIFO)
             os.mkfifo(fifo, 0o600)

@@ -149,6 +149,8 @@ class StateDir:
         try:
             data = leanjson.loads(read_file(os.path.join(directory, "state.json")))
         except (FileNotFoundError, NotADirectoryError):
+            if os.path.isdir(directory):  # a create killed before its first state: removable
+                return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
             raise ContainerNotFound(f"container {container_id} does not exist") from None
         except ValueError:
             # a create killed before it wrote its state: shown as stopped, removable with delete --force

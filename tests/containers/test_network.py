@@ -176,3 +176,26 @@ def test_pyroute2_still_whole_for_other_users_in_the_process():
             "from pyroute2 import NDB, IPRoute as Again; print(Again is IPRoute, NDB.__name__)")
     out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "NDB"], out.stderr
+
+
+def test_port_ranges_publish_all_and_a_docker_format_commit(network_env):
+    from ketch.containers.network import parse_publish
+
+    mappings = parse_publish("127.0.0.1:18200-18202:80-82/udp")
+    assert [(m.host_ip, m.host_port, m.container_port, m.protocol) for m in mappings] == [
+        ("127.0.0.1", 18200, 80, "udp"), ("127.0.0.1", 18201, 81, "udp"), ("127.0.0.1", 18202, 82, "udp")]
+    assert [m.host_port for m in parse_publish("8080")] == [0]  # a free one when the container starts
+    for bad in ("1-3:80-81", "0", "x:80", "127.0.0.1:80:80/sctp", "1.2.3:80:80"):
+        with pytest.raises(Exception):
+            parse_publish(bad)
+    network_env.cli("create", "--name", "base", "busybox", "true", check=True)
+    image = network_env.cli("commit", "-f", "docker", "-c", "EXPOSE 80", "-c", f"CMD {json.dumps(list(HTTPD))}",
+                            "base", "localhost/exposed")
+    assert image.returncode == 0, image.stderr
+    network_env.cli("run", "-d", "--name", "all", "-P", "localhost/exposed", check=True)
+    ports = network_env.cli("port", "all", check=True).stdout.split()
+    assert ports[0] == "80/tcp" and ports[2].startswith("0.0.0.0:")
+    host_port = int(ports[2].split(":")[1])
+    assert _get(f"http://127.0.0.1:{host_port}/").startswith("hello-from-")
+    network_env.cli("rm", "-f", "all", "base", check=True)
+    network_env.cli("rmi", "localhost/exposed", check=True)

@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 # Which command words need which modules' parsers: building every subcommand costs tens of
 # milliseconds, so a command builds only its own (``--help`` without a command builds all).
-_GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",)}
+_GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",),
+           "builder": ("builder",)}
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
                        "wait", "info", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
@@ -81,7 +82,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         _Parser.usage_status = 125
     else:
         groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else
-                             ("image", "login", "storage", "containers"))
+                             ("image", "login", "storage", "containers", "builder"))
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -91,6 +92,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import login
 
         login.register(commands)
+    if "builder" in groups:
+        from ketch.cli import builder
+
+        builder.register(commands)
     if "containers" in groups:
         from ketch.cli import containers
 

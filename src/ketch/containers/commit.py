@@ -92,58 +92,83 @@ def _key_values(text: str, change: str) -> dict[str, str]:
 
 def commit(store, container_id: str, base_image_id: str | None, *, name: str | None = None,
            changes: list[str] | None = None, message: str = "", author: str = "", fmt: str = "oci",
-           created_by: str = "") -> str:
-    """The container's changes as a new image; returns its id."""
-    from ketch.image.compression import GZIP, CompressingReader, DecompressingReader, PeekableReader, detect
+           created_by: str = "", settings: dict | None = None, pending_history: list[dict] | None = None,
+           squash: bool = False, compression: str = "gzip", omit_history: bool = False,
+           top_level: dict | None = None) -> str:
+    """The container's changes as a new image; returns its id.
+
+    ``settings`` replaces the base image's ``config`` (the builder's accumulated ``config``);
+    ``pending_history`` are entries for steps that made no layer (``empty_layer``), added before
+    this commit's own; ``squash`` makes one layer of the whole file system; ``top_level`` sets
+    config keys such as ``architecture``, ``os`` or ``author``."""
+    from ketch.image.compression import GZIP, ZSTD, CompressingReader, DecompressingReader, PeekableReader, detect
     from ketch.storage.diff import write_diff
     from ketch.storage.drivers import OverlayDriver
 
     if fmt not in ("oci", "docker"):
         raise InvalidInputError(f"invalid format {fmt!r}: oci or docker")
-    if not isinstance(store.driver, OverlayDriver):
+    if compression not in ("gzip", "zstd"):
+        raise InvalidInputError(f"invalid compression {compression!r}: gzip or zstd")
+    if compression == "zstd" and fmt == "docker":
+        raise InvalidInputError("zstd layers need --format oci (docker's format knows only gzip)")
+    if not isinstance(store.driver, OverlayDriver) and not squash:
         raise UnsupportedError("commit needs the overlay storage driver (vfs keeps no diff of a container)")
     base = store.lookup(base_image_id) if base_image_id else None
     base_config = json.loads(base.config) if base else {"architecture": "amd64", "os": "linux",
                                                           "rootfs": {"type": "layers", "diff_ids": []}}
     base_manifest = json.loads(base.manifest) if base else {"layers": []}
-    layer_media = OCI_LAYER if fmt == "oci" else DOCKER_LAYER
+    if compression == "zstd":
+        layer_media = "application/vnd.oci.image.layer.v1.tar+zstd"
+    else:
+        layer_media = OCI_LAYER if fmt == "oci" else DOCKER_LAYER
     with store.staging_dir("commit") as work:
         tar_path = work / "layer.tar"
-        diff_id, _ = write_diff(store.container_upper(container_id), tar_path)
+        if squash:
+            diff_id = _tar_whole(store, container_id, tar_path)
+        else:
+            diff_id, _ = write_diff(store.container_upper(container_id), tar_path)
         with open(tar_path, "rb") as raw:
             def decompressor(stream):
                 peek = PeekableReader(stream)
                 kind = detect(peek.peek(4))
                 return DecompressingReader(peek, kind) if kind else peek
 
-            blob_digest, stored_diff_id, _ = store.add_layer_blob(CompressingReader(raw, GZIP), None, layer_media,
-                                                                   decompressor)
+            blob_digest, stored_diff_id, _ = store.add_layer_blob(
+                CompressingReader(raw, ZSTD if compression == "zstd" else GZIP), None, layer_media, decompressor)
         if stored_diff_id != diff_id:
             raise InvalidInputError("the committed layer changed while it was written")
     blob_size = store.blob_path(blob_digest).stat().st_size
-    settings = dict(base_config.get("config") or {})
+    config_settings = dict(settings if settings is not None else (base_config.get("config") or {}))
     for change in changes or []:
-        apply_change(settings, change)
+        apply_change(config_settings, change)
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
     config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
-    config.update(created=now, config=settings)
+    config.update(created=now, config=config_settings)
+    config.update(top_level or {})
     if author:
         config["author"] = author
-    config["rootfs"] = {"type": "layers", "diff_ids": list((base_config.get("rootfs") or {}).get("diff_ids") or [])
-                        + [diff_id]}
+    base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])
+    config["rootfs"] = {"type": "layers", "diff_ids": base_diff_ids + [diff_id]}
     history_entry = {"created": now, "created_by": created_by or "ketch commit"}
     if message:
         history_entry["comment"] = message
     if author:
         history_entry["author"] = author
-    config["history"] = list(base_config.get("history") or []) + [history_entry]
+    base_history = [] if squash else list(base_config.get("history") or [])
+    if omit_history:
+        config.pop("history", None)
+    else:
+        config["history"] = base_history + list(pending_history or []) + [history_entry]
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     from ketch.oci.digest import Digest
 
-    base_layers = [layer for layer in base_manifest.get("layers") or []]
+    base_layers = [] if squash else [layer for layer in base_manifest.get("layers") or []]
     if fmt == "docker":
-        base_layers = [{**layer, "mediaType": layer["mediaType"].replace("application/vnd.oci.image.layer.v1.tar+gzip",
-                                                                         DOCKER_LAYER)} for layer in base_layers]
+        base_layers = [{**layer, "mediaType": layer["mediaType"].replace(OCI_LAYER, DOCKER_LAYER)}
+                       for layer in base_layers]
+    else:
+        base_layers = [{**layer, "mediaType": layer["mediaType"].replace(DOCKER_LAYER, OCI_LAYER)}
+                       for layer in base_layers]
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST,
@@ -155,3 +180,24 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
     names = [store.normalize_name(name)] if name else []
     return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
                               [layer["digest"] for layer in manifest["layers"]], names)
+
+
+def _tar_whole(store, container_id: str, output) -> str:
+    """--squash: the container's whole file system as one layer tar; its diff_id."""
+    import hashlib
+    import subprocess
+
+    root = store.mount_container(container_id)
+    try:
+        with open(output, "wb") as f:
+            result = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--sort=name", "-C", str(root), "-cf", "-",
+                                     "."], stdout=f, stderr=subprocess.PIPE)
+        if result.returncode != 0:
+            raise InvalidInputError(f"squashing the file system: {result.stderr.decode(errors='replace').strip()}")
+    finally:
+        store.unmount_container(container_id)
+    digest = hashlib.sha256()
+    with open(output, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"

@@ -410,8 +410,9 @@ class Store:
     # -- users of images ----------------------------------------------------
 
     def image_users(self, image_id: str) -> list[str]:
-        users = [f"container {r['name']} ({r['id'][:12]})" for r in
-                 self.db.query("SELECT id, name FROM containers WHERE image = ?", (image_id,))]
+        users = [f"working container {r['name']} ({r['id'][:12]}; see ketch builder containers)"
+                 if r["kind"] == "builder" else f"container {r['name']} ({r['id'][:12]})" for r in
+                 self.db.query("SELECT id, name, kind FROM containers WHERE image = ?", (image_id,))]
         if self._mount_count(f"image:{image_id}") > 0:
             users.append("a mount of the image (ketch image unmount)")
         return users
@@ -666,6 +667,17 @@ class Store:
         with self.db.write() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (info["id"],))
         remove_dir(self.root / "containers" / info["id"])
+
+    def update_container_metadata(self, name_or_id: str, changes: dict) -> dict:
+        """Merge ``changes`` into a container's metadata, in one transaction; the new metadata."""
+        info = self.container(name_or_id)
+        with self.db.write() as conn:
+            row = conn.execute("SELECT metadata FROM containers WHERE id = ?", (info["id"],)).fetchone()
+            if row is None:
+                raise NotFoundError(f"{name_or_id}: no such container")
+            metadata = {**json.loads(row["metadata"]), **changes}
+            conn.execute("UPDATE containers SET metadata = ? WHERE id = ?", (json.dumps(metadata), info["id"]))
+        return metadata
 
     def containers(self) -> list[dict]:
         return [dict(r) for r in self.db.query("SELECT * FROM containers ORDER BY created")]

@@ -1,0 +1,284 @@
+"""``ketch builder``: buildah's primitives (from, mount, umount, run, copy, add, config, commit,
+containers, rm, inspect, images). Failures of the builder itself exit 125, as buildah's; ``run``
+exits with the command's status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ketch.cli.flags import add_bool
+from ketch.errors import InvalidInputError, KetchError
+
+
+def _builder(args):
+    from ketch.build import Builder
+
+    return Builder(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("builder", help="build images step by step (buildah's primitives)",
+                                description="Working containers filled by any script, committed into images.")
+    verbs = group.add_subparsers(dest="builder_command", metavar="COMMAND", required=True)
+
+    from_ = verbs.add_parser("from", help="a working container on an image (or scratch)",
+                             description="Make a working container; print its name.")
+    from_.add_argument("image", metavar="IMAGE|scratch")
+    from_.add_argument("--name")
+    from_.add_argument("--pull", default="missing", choices=["always", "missing", "never", "newer"])
+    add_bool(from_, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
+    from_.add_argument("-q", "--quiet", action="store_true")
+    from_.set_defaults(func=cmd_from)
+
+    mount = verbs.add_parser("mount", help="mount a working container; print the mount point",
+                             description="Mount working containers read-write.")
+    mount.add_argument("names", nargs="*", metavar="CONTAINER")
+    mount.set_defaults(func=cmd_mount)
+    umount = verbs.add_parser("umount", aliases=["unmount"], help="unmount working containers",
+                              description="Unmount working containers.")
+    umount.add_argument("names", nargs="*", metavar="CONTAINER")
+    umount.add_argument("-a", "--all", action="store_true")
+    umount.set_defaults(func=cmd_umount)
+
+    run = verbs.add_parser("run", help="run a command in a working container",
+                           description="Run a command in a working container (build profile: + MKNOD, writable root).")
+    run.add_argument("-v", "--volume", action="append", default=[], metavar="SOURCE:DEST[:OPTIONS]")
+    run.add_argument("--mount", action="append", default=[], metavar="type=...,source=...,target=...")
+    run.add_argument("--user", metavar="USER[:GROUP]")
+    run.add_argument("--workingdir", metavar="DIR")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("--network", "--net", default="host", choices=["host", "none"])
+    run.add_argument("-t", "--tty", action="store_true")
+    run.add_argument("name", metavar="CONTAINER")
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    run.set_defaults(func=cmd_run)
+
+    for verb, helptext in (("copy", "copy files into a working container"),
+                           ("add", "copy files into a working container, unpacking local tar archives")):
+        parser = verbs.add_parser(verb, help=helptext, description=helptext[0].upper() + helptext[1:] + ".")
+        parser.add_argument("--chown", metavar="USER[:GROUP]")
+        parser.add_argument("--chmod", metavar="MODE")
+        parser.add_argument("--from", dest="from_", metavar="IMAGE|CONTAINER")
+        parser.add_argument("-q", "--quiet", action="store_true")
+        parser.add_argument("name", metavar="CONTAINER")
+        parser.add_argument("paths", nargs="+", metavar="SOURCE... DESTINATION")
+        parser.set_defaults(func=cmd_copy, add=verb == "add")
+
+    config = verbs.add_parser("config", help="change the image config being made",
+                              description="Change the config of the image a working container will make.")
+    for flag, dest, many in (("--env", "env", True), ("--label", "label", True), ("--annotation", "annotation", True),
+                             ("--port", "port", True), ("--volume", "volume", True), ("--onbuild", "onbuild", True),
+                             ("--entrypoint", "entrypoint", False), ("--cmd", "cmd", False),
+                             ("--shell", "shell", False), ("--user", "user", False),
+                             ("--workingdir", "workingdir", False), ("--stop-signal", "stop_signal", False),
+                             ("--author", "author", False), ("--created-by", "created_by", False),
+                             ("--history-comment", "history_comment", False), ("--healthcheck", "healthcheck", False),
+                             ("--healthcheck-interval", "healthcheck_interval", False),
+                             ("--healthcheck-timeout", "healthcheck_timeout", False),
+                             ("--healthcheck-start-period", "healthcheck_start_period", False),
+                             ("--healthcheck-retries", "healthcheck_retries", False), ("--arch", "arch", False),
+                             ("--os", "os", False)):
+        short = {"--env": ["-e"], "--label": ["-l"], "--port": ["-p"], "--volume": ["-v"], "--user": ["-u"]}.get(flag, [])
+        if many:
+            config.add_argument(*short, flag, dest=dest, action="append", default=[])
+        else:
+            config.add_argument(*short, flag, dest=dest)
+    config.add_argument("name", metavar="CONTAINER")
+    config.set_defaults(func=cmd_config)
+
+    commit = verbs.add_parser("commit", help="make an image of a working container",
+                              description="Make an image: the base image's layers plus one of the changes.")
+    commit.add_argument("name", metavar="CONTAINER")
+    commit.add_argument("image", nargs="?", metavar="IMAGE")
+    commit.add_argument("-f", "--format", default="oci", choices=["oci", "docker"])
+    commit.add_argument("--squash", action="store_true", help="one layer of the whole file system")
+    commit.add_argument("--rm", action="store_true", help="remove the working container afterwards")
+    commit.add_argument("--compression", default="gzip", choices=["gzip", "zstd"])
+    commit.add_argument("--iidfile", metavar="FILE")
+    commit.add_argument("--omit-history", action="store_true")
+    commit.add_argument("-q", "--quiet", action="store_true")
+    commit.set_defaults(func=cmd_commit)
+
+    containers = verbs.add_parser("containers", help="list working containers", description="List working containers.")
+    containers.add_argument("--format", metavar="FORMAT", help="json")
+    containers.add_argument("-q", "--quiet", action="store_true")
+    containers.add_argument("--notruncate", action="store_true")
+    containers.set_defaults(func=cmd_containers)
+
+    rm = verbs.add_parser("rm", help="remove working containers", description="Remove working containers.")
+    rm.add_argument("names", nargs="*", metavar="CONTAINER")
+    rm.add_argument("-a", "--all", action="store_true")
+    rm.set_defaults(func=cmd_rm)
+
+    inspect = verbs.add_parser("inspect", help="show a working container", description="Show a working container.")
+    inspect.add_argument("name", metavar="CONTAINER")
+    inspect.add_argument("-f", "--format", metavar="TEMPLATE")
+    inspect.set_defaults(func=cmd_inspect)
+
+    images = verbs.add_parser("images", help="list images", description="List the store's images.")
+    images.add_argument("--format", metavar="FORMAT", help="json")
+    images.add_argument("-q", "--quiet", action="store_true")
+    images.set_defaults(func=cmd_images)
+
+
+def _fail(exc: KetchError) -> KetchError:
+    if getattr(exc, "exit_code", 1) == 1:
+        exc.exit_code = 125
+    return exc
+
+
+def cmd_from(args) -> int:
+    def context():
+        from ketch.image.context import SystemContext
+
+        ctx = SystemContext()
+        ctx.tls_verify = args.tls_verify
+        ctx.registries_conf = getattr(args, "registries_conf", None)
+        return ctx
+
+    try:
+        print(_builder(args).from_image(args.image, name=args.name, pull=args.pull, context=context))
+    except KetchError as exc:
+        raise _fail(exc) from None
+    return 0
+
+
+def cmd_mount(args) -> int:
+    builder = _builder(args)
+    if not args.names:
+        for entry in builder.containers():
+            point = builder.inspect(entry["id"])["MountPoint"]
+            if point:
+                print(f"{entry['containername']} {point}")
+        return 0
+    for name in args.names:
+        path = builder.mount(name)
+        print(path if len(args.names) == 1 else f"{name} {path}")
+    return 0
+
+
+def cmd_umount(args) -> int:
+    builder = _builder(args)
+    names = [c["id"] for c in builder.containers()] if args.all else args.names
+    if not names:
+        raise InvalidInputError("give a working container, or --all")
+    for name in names:
+        try:
+            builder.unmount(name)
+        except InvalidInputError:
+            if not args.all:
+                raise
+    return 0
+
+
+def cmd_run(args) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    try:
+        return _builder(args).run(args.name, command, volumes=args.volume, mounts=args.mount, user=args.user,
+                                  workingdir=args.workingdir, env=args.env, network=args.network, tty=args.tty)
+    except KetchError as exc:
+        raise _fail(exc) from None
+
+
+def cmd_copy(args) -> int:
+    if len(args.paths) < 2:
+        raise InvalidInputError(f"builder {'add' if args.add else 'copy'} needs SOURCE... DESTINATION")
+    try:
+        _builder(args).copy(args.name, args.paths[:-1], args.paths[-1], chown=args.chown, chmod=args.chmod,
+                            from_=args.from_, add=args.add)
+    except KetchError as exc:
+        raise _fail(exc) from None
+    return 0
+
+
+def cmd_config(args) -> int:
+    settings = {k: getattr(args, k) for k in (
+        "env", "label", "annotation", "port", "volume", "onbuild", "entrypoint", "cmd", "shell", "user",
+        "workingdir", "stop_signal", "author", "created_by", "history_comment", "healthcheck",
+        "healthcheck_interval", "healthcheck_timeout", "healthcheck_start_period", "healthcheck_retries", "arch",
+        "os")}
+    try:
+        _builder(args).configure(args.name, **settings)
+    except KetchError as exc:
+        raise _fail(exc) from None
+    return 0
+
+
+def cmd_commit(args) -> int:
+    try:
+        image_id = _builder(args).commit(args.name, args.image, fmt=args.format, squash=args.squash, remove=args.rm,
+                                         compression=args.compression, omit_history=args.omit_history,
+                                         iidfile=args.iidfile)
+    except KetchError as exc:
+        raise _fail(exc) from None
+    print(image_id)
+    return 0
+
+
+def cmd_containers(args) -> int:
+    entries = _builder(args).containers()
+    if args.quiet:
+        for entry in entries:
+            print(entry["id"] if args.notruncate else entry["id"][:12])
+    elif args.format == "json":
+        print(json.dumps(entries, indent=4))
+    else:
+        print(f"{'CONTAINER ID':14}{'BUILDER':9}{'IMAGE ID':14}{'IMAGE NAME':34}CONTAINER NAME")
+        for e in entries:
+            print(f"{e['id'][:12]:14}{'*':9}{e['imageid'][:12]:14}{e['imagename'][:33]:34}{e['containername']}")
+    return 0
+
+
+def cmd_rm(args) -> int:
+    builder = _builder(args)
+    names = [c["id"] for c in builder.containers()] if args.all else args.names
+    if not names:
+        raise InvalidInputError("give a working container, or --all")
+    status = 0
+    for name in names:
+        try:
+            print(builder.remove(name))
+        except KetchError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = 125
+    return status
+
+
+def cmd_inspect(args) -> int:
+    from ketch.cli import template
+
+    data = _builder(args).inspect(args.name)
+    print(template.render(args.format, data) if args.format else json.dumps(data, indent=4))
+    return 0
+
+
+def cmd_images(args) -> int:
+    from ketch.cli.storage import cmd_images as images
+
+    return images(argparse.Namespace(**{**vars(args), "all": False, "noheading": False, "no_trunc": False,
+                                        "digests": False, "filter": [], "filter_name": None,
+                                        "format": args.format, "quiet": args.quiet}))
+
+
+def _buildah_statuses(func):
+    """buildah's exit status for its own failures: 125 (a command's own status stays as it is)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(args) -> int:
+        try:
+            return func(args)
+        except KetchError as exc:
+            raise _fail(exc) from None
+
+    wrapper.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
+    return wrapper
+
+
+for _name in ("cmd_from", "cmd_mount", "cmd_umount", "cmd_run", "cmd_copy", "cmd_config", "cmd_commit",
+              "cmd_containers", "cmd_rm", "cmd_inspect", "cmd_images"):
+    globals()[_name] = _buildah_statuses(globals()[_name])

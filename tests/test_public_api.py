@@ -11,7 +11,7 @@ EXPECTED = {
     "InvalidReferenceError", "KetchError", "ManifestUnknownError", "NotFoundError", "Policy", "PolicyDeniedError",
     "RegistriesConf", "RegistryError", "RegistryUnreachableError", "SystemContext", "UnsupportedError",
     "__version__", "copy_image", "delete_image", "inspect_config", "inspect_image", "list_tags", "login", "logout",
-    "parse_image_name", "parse_reference", "Engine", "CreateOptions", "RunResult", "ContainerError", "run",
+    "parse_image_name", "parse_reference", "Engine", "CreateOptions", "RunResult", "ContainerError", "run", "Builder",
 }
 
 

@@ -52,6 +52,7 @@ _LAZY = {
     "RunResult": "ketch.containers.engine",
     "ContainerError": "ketch.containers.engine",
     "run": "ketch.containers.engine",
+    "Builder": "ketch.build.builder",
 }
 
 
@@ -71,6 +72,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AuthenticationError",
+    "Builder",
     "ContainerError",
     "CreateOptions",
     "Engine",

@@ -74,6 +74,17 @@ def test_from_run_copy_config_commit(builders, tmp_path):
     assert all(h["created_by"] == "custom step" for h in history[1:-1])
     assert len([h for h in history if not h.get("empty_layer")]) == len(config["rootfs"]["diff_ids"]) == 2
     assert not any("ketch" in key.lower() for key in settings["Labels"])  # no tool-identity label
+    placeholders = env.cli("run", "--rm", "--network", "none", "--entrypoint", "", "app", "sh", "-c",
+                           "test -s /etc/hosts && echo hosts-is-ours; test -e /run/.containerenv && echo env-is-ours")
+    assert placeholders.stdout == "hosts-is-ours\nenv-is-ours\n"  # the run's, not the layer's empty files
+    from ketch.storage.store import Store
+
+    store = Store(str(env.root), str(env.runroot))
+    layer = json.loads(store.lookup("localhost/app").manifest)["layers"][-1]["digest"]
+    with tarfile.open(store.blob_path(layer)) as tar:
+        names = tar.getnames()
+    assert "built.txt" in names and not [n for n in names if n in ("etc/hosts", "etc/hostname", "etc/resolv.conf",
+                                                                   "run/.containerenv")]
     listed = json.loads(env.cli("builder", "containers", "--format", "json", check=True).stdout)
     assert {c["containername"] for c in listed} == {ctr, "busybox-working-container-1"}
     inspect = json.loads(env.cli("builder", "inspect", ctr, check=True).stdout)

@@ -364,23 +364,27 @@ class Builder:
                                                       "access": "m"},
                                                      {"allow": True, "type": "b", "major": -1, "minor": -1,
                                                       "access": "m"}]  # mknod of nodes, not their use
+            placeholders = _missing_tops(rootfs, [m["destination"] for m in spec["mounts"]])
             bundle = os.path.join(userdata, "build-run")
             os.makedirs(bundle, exist_ok=True)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json.dumps(spec))
             try:
-                state, master = runtime.create_attached(run_id, bundle, terminal=tty, stdio=stdio)
-            except CannotExecuteError as exc:
-                error = BuilderError(str(exc))
-                error.exit_code = exc.exit_status
-                raise error from None
-            try:
-                return Runtime.wait(state.pid, master, lambda: runtime.start(run_id))
-            finally:
                 try:
-                    runtime.delete(run_id, force=True)
-                except KetchError:
-                    pass
+                    state, master = runtime.create_attached(run_id, bundle, terminal=tty, stdio=stdio)
+                except CannotExecuteError as exc:
+                    error = BuilderError(str(exc))
+                    error.exit_code = exc.exit_status
+                    raise error from None
+                try:
+                    return Runtime.wait(state.pid, master, lambda: runtime.start(run_id))
+                finally:
+                    try:
+                        runtime.delete(run_id, force=True)
+                    except KetchError:
+                        pass
+            finally:
+                _remove_placeholders(placeholders)
         finally:
             syscalls.set_child_subreaper(was_subreaper)
             self.store.unmount_container(record["id"])
@@ -531,3 +535,39 @@ def _alive(pid: int, started: str | None) -> bool:
     from ketch.containers.state import alive
 
     return alive(pid, started)
+
+
+def _missing_tops(rootfs: str, destinations: list[str]) -> list[str]:
+    """For each mount destination missing in the root, the topmost path the runtime will create
+    for it (a mount point: not part of what the build made)."""
+    from ketch.containers.paths import resolve_in_root
+
+    tops = []
+    for destination in destinations:
+        parts = [p for p in destination.split("/") if p]
+        for n in range(1, len(parts) + 1):
+            path = resolve_in_root(rootfs, "/" + "/".join(parts[:n]))
+            if not os.path.lexists(path):
+                tops.append(path)
+                break
+    return sorted(set(tops))
+
+
+def _remove_placeholders(paths: list[str]) -> None:
+    """Remove mount points the runtime made, when they are still empty placeholders (empty files,
+    directories holding nothing else); what a RUN step put there stays."""
+    def empty(path: str) -> bool:
+        if os.path.islink(path):
+            return False
+        if os.path.isdir(path):
+            return all(empty(os.path.join(path, entry)) for entry in os.listdir(path))
+        return os.path.isfile(path) and os.path.getsize(path) == 0
+
+    for path in sorted(paths, key=len, reverse=True):
+        if os.path.lexists(path) and empty(path):
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)

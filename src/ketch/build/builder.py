@@ -313,7 +313,8 @@ class Builder:
     def run(self, name_or_id: str, command: list[str], *, volumes: list[str] | None = None,
             mounts: list[str] | None = None, user: str | None = None, workingdir: str | None = None,
             env: list[str] | None = None, network: str = "host", tty: bool = False,
-            stdio: tuple[int, int, int] | None = None) -> int:
+            stdio: tuple[int, int, int] | None = None, oci_mounts: list[dict] | None = None,
+            cap_add: list[str] | None = None) -> int:
         """The command in the working container (its file system, the image config's environment,
         user and working directory), through ketch's runtime with the build profile; its exit
         status. Nothing is committed: the changes stay in the working container."""
@@ -334,7 +335,7 @@ class Builder:
         options = CreateOptions(command=list(command), entrypoint=[], user=user if user is not None else
                                 config.get("User") or None, workdir=workingdir or config.get("WorkingDir") or None,
                                 env=list(env or []), tty=tty, interactive=True, network=network,
-                                cap_add=list(EXTRA_BUILD_CAPABILITIES), sdnotify="ignore",
+                                cap_add=list(EXTRA_BUILD_CAPABILITIES) + list(cap_add or []), sdnotify="ignore",
                                 mounts=[m.as_dict() for m in ([volumes_mod.parse_volume(v) for v in volumes or []]
                                                               + [volumes_mod.parse_mount(m) for m in mounts or []])])
         options.check()
@@ -356,6 +357,7 @@ class Builder:
             user_ids = (0, 0)
             extra = volumes_mod.to_oci(self.store, [volumes_mod.MountSpec(**m) for m in options.mounts], rootfs,
                                        user_ids) if options.mounts else []
+            extra += list(oci_mounts or [])
             spec = specs.build(container_id=record["id"], rootfs=rootfs, userdata=userdata, image=image,
                                options=options, conf=conf, extra_mounts=extra)
             spec["root"]["readonly"] = False

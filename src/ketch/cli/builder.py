@@ -18,6 +18,80 @@ def _builder(args):
     return Builder(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
 
 
+def register_build(commands: argparse._SubParsersAction) -> None:
+    build = commands.add_parser("build", aliases=["bud"], help="build an image from a Dockerfile/Containerfile",
+                                description="Build an image from a Containerfile or Dockerfile, without a daemon.")
+    build.add_argument("context", nargs="?", default=".", metavar="CONTEXT", help="a directory, a tar file, or -")
+    build.add_argument("-f", "--file", metavar="FILE")
+    build.add_argument("-t", "--tag", action="append", default=[], metavar="NAME")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--target", metavar="STAGE")
+    add_bool(build, "--layers", default=True, help="cache every step as an image (default true)")
+    build.add_argument("--no-cache", action="store_true")
+    build.add_argument("--squash", action="store_true", help="the new layers as one")
+    build.add_argument("--squash-all", action="store_true", help="one layer of everything")
+    build.add_argument("--format", default="oci", choices=["oci", "docker"])
+    build.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--iidfile", metavar="FILE")
+    build.add_argument("--pull", default="missing", nargs="?", const="always",
+                       choices=["always", "missing", "never", "newer", "true", "false"])
+    build.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
+    build.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:OPTIONS]")
+    build.add_argument("--network", default="host", choices=["host", "none", "default"])
+    build.add_argument("--cap-add", action="append", default=[], metavar="CAP")
+    build.add_argument("-q", "--quiet", action="store_true")
+    add_bool(build, "--rm", default=True, help="remove the build's working containers after a successful build")
+    add_bool(build, "--force-rm", default=False, help="remove them after a failed build too")
+    add_bool(build, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
+    build.set_defaults(func=cmd_build)
+
+
+def cmd_build(args) -> int:
+    from ketch.build.dockerfile_build import BuildOptions, build
+    from ketch.containers.options import parse_key_values
+
+    secrets = {}
+    for spec in args.secret:
+        fields = dict(item.partition("=")[::2] for item in spec.split(","))
+        secret_id, source = fields.get("id"), fields.get("src") or fields.get("source")
+        if not secret_id or not source:
+            raise InvalidInputError(f"invalid --secret {spec!r}: want id=ID,src=PATH")
+        import os
+
+        if not os.path.isfile(source):
+            raise InvalidInputError(f"--secret {secret_id}: {source} is not a file")
+        secrets[secret_id] = os.path.abspath(source)
+    pull = {"true": "always", "false": "missing"}.get(args.pull, args.pull)
+    options = BuildOptions(file=args.file, tags=args.tag, build_args=parse_key_values(args.build_arg, "build arg"),
+                           target=args.target, layers=args.layers and not args.squash, no_cache=args.no_cache,
+                           squash=args.squash, squash_all=args.squash_all, format=args.format,
+                           labels=parse_key_values(args.label, "label"),
+                           annotations=parse_key_values(args.annotation, "annotation"), iidfile=args.iidfile,
+                           pull=pull, secrets=secrets, volumes=list(args.volume), network=args.network,
+                           cap_add=list(args.cap_add), quiet=args.quiet, remove=args.rm or args.force_rm,
+                           force_remove=args.force_rm)
+
+    def context():
+        from ketch.image.context import SystemContext
+
+        ctx = SystemContext()
+        ctx.tls_verify = args.tls_verify
+        ctx.registries_conf = getattr(args, "registries_conf", None)
+        return ctx
+
+    from ketch.storage.store import Store
+
+    store = Store(args.root, args.runroot, args.storage_driver)
+    log = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    image_id = build(store, args.context, options, log=log, pull_context=context)
+    if not args.quiet:
+        for tag in args.tag:
+            print(f"Successfully tagged {store.normalize_name(tag)}")
+    print(image_id)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("builder", help="build images step by step (buildah's primitives)",
                                 description="Working containers filled by any script, committed into images.")
@@ -279,6 +353,6 @@ def _buildah_statuses(func):
     return wrapper
 
 
-for _name in ("cmd_from", "cmd_mount", "cmd_umount", "cmd_run", "cmd_copy", "cmd_config", "cmd_commit",
+for _name in ("cmd_build", "cmd_from", "cmd_mount", "cmd_umount", "cmd_run", "cmd_copy", "cmd_config", "cmd_commit",
               "cmd_containers", "cmd_rm", "cmd_inspect", "cmd_images"):
     globals()[_name] = _buildah_statuses(globals()[_name])

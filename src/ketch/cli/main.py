@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 # Which command words need which modules' parsers: building every subcommand costs tens of
 # milliseconds, so a command builds only its own (``--help`` without a command builds all).
 _GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",),
-           "builder": ("builder",)}
+           "builder": ("builder",), "build": ("build",), "bud": ("build",)}
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
                        "wait", "info", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
@@ -82,7 +82,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         _Parser.usage_status = 125
     else:
         groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else
-                             ("image", "login", "storage", "containers", "builder"))
+                             ("image", "login", "storage", "containers", "builder", "build"))
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -96,6 +96,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import builder
 
         builder.register(commands)
+    if "build" in groups:
+        from ketch.cli import builder
+
+        builder.register_build(commands)
     if "containers" in groups:
         from ketch.cli import containers
 

@@ -94,7 +94,7 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
            changes: list[str] | None = None, message: str = "", author: str = "", fmt: str = "oci",
            created_by: str = "", settings: dict | None = None, pending_history: list[dict] | None = None,
            squash: bool = False, compression: str = "gzip", omit_history: bool = False,
-           top_level: dict | None = None) -> str:
+           top_level: dict | None = None, layer: bool = True) -> str:
     """The container's changes as a new image; returns its id.
 
     ``settings`` replaces the base image's ``config`` (the builder's accumulated ``config``);
@@ -121,6 +121,10 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         layer_media = "application/vnd.oci.image.layer.v1.tar+zstd"
     else:
         layer_media = OCI_LAYER if fmt == "oci" else DOCKER_LAYER
+    if not layer:
+        return _commit_config_only(store, base, base_config, base_manifest, name=name, fmt=fmt, settings=settings,
+                                   changes=changes, pending_history=pending_history, top_level=top_level,
+                                   omit_history=omit_history)
     with store.staging_dir("commit") as work:
         tar_path = work / "layer.tar"
         if squash:
@@ -201,3 +205,39 @@ def _tar_whole(store, container_id: str, output) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def _commit_config_only(store, base, base_config: dict, base_manifest: dict, *, name, fmt, settings, changes,
+                        pending_history, top_level, omit_history) -> str:
+    """An image with the base's layers and a new config (steps that changed no file)."""
+    from ketch.oci.digest import Digest
+
+    config_settings = dict(settings if settings is not None else (base_config.get("config") or {}))
+    for change in changes or []:
+        apply_change(config_settings, change)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
+    config.update(created=now, config=config_settings)
+    config.update(top_level or {})
+    config["rootfs"] = {"type": "layers", "diff_ids": list((base_config.get("rootfs") or {}).get("diff_ids") or [])}
+    if omit_history:
+        config.pop("history", None)
+    else:
+        config["history"] = list(base_config.get("history") or []) + list(pending_history or [])
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    layers = list(base_manifest.get("layers") or [])
+    if fmt == "docker":
+        layers = [{**layer, "mediaType": layer["mediaType"].replace(OCI_LAYER, DOCKER_LAYER)} for layer in layers]
+    else:
+        layers = [{**layer, "mediaType": layer["mediaType"].replace(DOCKER_LAYER, OCI_LAYER)} for layer in layers]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG,
+                   "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
+        "layers": layers,
+    }
+    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+    names = [store.normalize_name(name)] if name else []
+    return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
+                              [layer["digest"] for layer in layers], names)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from ketch.errors import KetchError
 
-SCHEMA_VERSION = 2  # 2: networks, addresses, published ports, volumes
+SCHEMA_VERSION = 3  # 2: networks, addresses, published ports, volumes; 3: build cache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS published_ports (
     container TEXT NOT NULL,
     container_port INTEGER NOT NULL,
     PRIMARY KEY (host_ip, host_port, protocol)
+);
+-- Dockerfile builds' layer cache (ketch.build.dockerfile_build): a step's key -> the image it made.
+CREATE TABLE IF NOT EXISTS build_cache (
+    key TEXT PRIMARY KEY,
+    image TEXT NOT NULL,
+    created REAL NOT NULL
 );
 -- Named volumes (ketch.containers.volumes).
 CREATE TABLE IF NOT EXISTS volumes (

@@ -1,0 +1,885 @@
+"""``ketch build``: Dockerfile builds on the builder primitives, without a daemon.
+
+Each stage is built in working containers. With ``layers`` (the default, as podman build) every
+RUN, COPY and ADD step is committed as an image of its own and recorded in the layer cache under
+a key made of everything the step depends on: its parent image, the config so far, the expanded
+instruction, the build arguments in scope, and for COPY/ADD the content, modes and owners of every
+file it reads. A later build with the same key reuses that image; any difference rebuilds from
+that step on. Secrets (``--secret``, ``RUN --mount=type=secret``) and build volumes (``-v``) are
+bind-mounted for RUN steps only: they are never in a layer, the config or the history; only a
+secret's id is part of a cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+
+from ketch.build import dockerfile as parser
+from ketch.build.builder import Builder, BuilderError
+from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.records import Record
+
+PREDEFINED_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
+                   "no_proxy", "ALL_PROXY", "all_proxy"}
+PLATFORM_ARGS = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "amd64", "TARGETVARIANT": "",
+                 "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": ""}
+
+
+class BuildError(BuilderError):
+    """A build step failed; the message names the step."""
+
+
+class BuildOptions(Record):
+    __slots__ = ("file", "tags", "build_args", "target", "layers", "no_cache", "squash", "squash_all", "format",
+                 "labels", "annotations", "iidfile", "pull", "secrets", "volumes", "network", "cap_add", "quiet",
+                 "remove", "force_remove")
+    _defaults = {"file": None, "tags": list, "build_args": dict, "target": None, "layers": True, "no_cache": False,
+                 "squash": False, "squash_all": False, "format": "oci", "labels": dict, "annotations": dict,
+                 "iidfile": None, "pull": "missing", "secrets": dict, "volumes": list, "network": "host",
+                 "cap_add": list, "quiet": False, "remove": True, "force_remove": False}
+
+
+class _Stage:
+    def __init__(self, index: int, name: str | None, base: str, instructions: list, line: int) -> None:
+        self.index, self.name, self.base, self.instructions, self.line = index, name, base, instructions, line
+        self.image_id: str | None = None
+
+
+class _State:
+    """Where a stage stands: the image so far, and what is not in an image yet."""
+
+    def __init__(self, parent: str | None, config: dict, top: dict) -> None:
+        self.parent = parent
+        self.config = config
+        self.top = top
+        self.history: list[dict] = []
+        self.args: dict[str, str] = {}
+        self.workdir_pending: str | None = None
+
+
+class Build:
+    def __init__(self, store, options: BuildOptions, context_dir: str, dockerfile_text: str,
+                 dockerfile_name: str, log=None, context=None) -> None:
+        self.store = store
+        self.builder = Builder(store)
+        self.options = options
+        self.context_dir = os.path.realpath(context_dir)
+        self.dockerfile_name = dockerfile_name
+        self.instructions = parser.parse(dockerfile_text, dockerfile_name)
+        self.log = log or (lambda text: None)
+        self.pull_context = context
+        self.ignore = IgnoreRules.load(self.context_dir)
+        self.working: list[str] = []  # working containers to remove
+        self.secret_dir: str | None = None
+        self.step = 0
+
+    # -- the build -----------------------------------------------------------------------
+
+    def run(self) -> str:
+        global_args, stages = self._stages()
+        target = self._target(stages)
+        try:
+            for stage in stages[: target.index + 1]:
+                self._build_stage(stage, global_args, stages)
+            image_id = self._finish(target)
+        except BaseException:
+            if self.options.remove or self.options.force_remove:
+                self._remove_working()
+            raise
+        finally:
+            if self.secret_dir:
+                shutil.rmtree(self.secret_dir, ignore_errors=True)
+        self._remove_working()
+        if self.options.iidfile:
+            with open(self.options.iidfile, "w") as f:
+                f.write(f"sha256:{image_id}")
+        return image_id
+
+    def _stages(self):
+        global_args: dict[str, str | None] = {}
+        stages: list[_Stage] = []
+        for ins in self.instructions:
+            if ins.name == "FROM":
+                words = ins.args.split()
+                name = None
+                if len(words) == 3 and words[1].lower() == "as":
+                    name = words[2].lower()
+                elif len(words) != 1:
+                    raise self._error(ins, "want FROM IMAGE [AS NAME]")
+                stages.append(_Stage(len(stages), name, words[0], [], ins.line))
+            elif not stages:
+                if ins.name != "ARG":
+                    raise self._error(ins, "only ARG may come before the first FROM")
+                for key, value in parser.key_values(ins.args, "ARG"):
+                    global_args[key] = self.options.build_args.get(key, value)
+            else:
+                stages[-1].instructions.append(ins)
+        if not stages:
+            raise InvalidInputError(f"{self.dockerfile_name}: no FROM")
+        return global_args, stages
+
+    def _target(self, stages: list[_Stage]) -> _Stage:
+        if not self.options.target:
+            return stages[-1]
+        for stage in stages:
+            if stage.name == self.options.target.lower():
+                return stage
+        raise InvalidInputError(f"--target {self.options.target}: no stage of that name in {self.dockerfile_name}")
+
+    def _error(self, ins, text: str) -> InvalidInputError:
+        return parser.DockerfileError(f"{self.dockerfile_name}:{ins.line}: {ins.name}: {text}")
+
+    def _build_stage(self, stage: _Stage, global_args: dict, stages: list[_Stage]) -> None:
+        variables = {k: v for k, v in global_args.items() if v is not None}
+        base = parser.expand(stage.base, variables, filename=self.dockerfile_name, line=stage.line)
+        self.log(f"[{stage.index + 1}/{len(stages)}] FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
+        earlier = next((s for s in stages[: stage.index] if s.name == base.lower() or str(s.index) == base), None)
+        if earlier is not None:
+            parent = earlier.image_id
+        elif base == "scratch":
+            parent = None
+        else:
+            from ketch.containers.images import find_or_pull
+
+            parent = find_or_pull(self.store, base, self.options.pull, self.pull_context).id
+        config, top = self._config_of(parent)
+        state = _State(parent, config, top)
+        state.global_args = global_args  # type: ignore[attr-defined]
+        onbuild = list(config.pop("OnBuild", None) or [])
+        instructions = list(stage.instructions)
+        if onbuild:
+            triggers = parser.parse("FROM scratch\n" + "\n".join(onbuild), f"{base} (ONBUILD)")[1:]
+            instructions = triggers + instructions
+        container = None if self.options.layers else self._working(state)
+        for ins in instructions:
+            self.step += 1
+            self.log(f"STEP {self.step}: {ins.original}")
+            container = self._apply(ins, state, stages, container)
+        stage.image_id = self._commit_stage(state, container)
+
+    def _config_of(self, image_id: str | None) -> tuple[dict, dict]:
+        if image_id is None:
+            return {}, {"architecture": "amd64", "os": "linux"}
+        parsed = json.loads(self.store.lookup(image_id).config)
+        top = {k: parsed[k] for k in ("architecture", "os", "variant", "author") if k in parsed}
+        return dict(parsed.get("config") or {}), top
+
+    # -- instructions ------------------------------------------------------------------
+
+    def _variables(self, state: _State) -> dict[str, str]:
+        env = dict(e.split("=", 1) for e in state.config.get("Env") or [] if "=" in e)
+        return {**state.args, **env}
+
+    def _apply(self, ins, state: _State, stages, container):
+        expanded = parser.expand(ins.args, self._variables(state), filename=self.dockerfile_name, line=ins.line) \
+            if ins.name in parser.EXPANDED else ins.args
+        name = ins.name
+        config = state.config
+        empty_text = None
+        if name == "ARG":
+            for key, value in parser.key_values(expanded, "ARG"):
+                if key in self.options.build_args:
+                    state.args[key] = self.options.build_args[key]
+                elif value is not None:
+                    state.args[key] = parser.expand(value, self._variables(state))
+                elif key in getattr(state, "global_args", {}) and state.global_args[key] is not None:
+                    state.args[key] = state.global_args[key]
+                elif key in PLATFORM_ARGS:
+                    state.args[key] = PLATFORM_ARGS[key]
+            empty_text = f"ARG {ins.args}"
+        elif name == "ENV":
+            env = [e for e in config.get("Env") or []]
+            for key, value in parser.key_values(expanded, "ENV"):
+                env = [e for e in env if e.split("=", 1)[0] != key] + [f"{key}={value or ''}"]
+            config["Env"] = env
+            empty_text = f"ENV {expanded}"
+        elif name == "LABEL":
+            labels = dict(config.get("Labels") or {})
+            for key, value in parser.key_values(expanded, "LABEL"):
+                labels[key] = value or ""
+            config["Labels"] = labels
+            empty_text = f"LABEL {expanded}"
+        elif name == "MAINTAINER":
+            state.top["author"] = expanded
+            empty_text = f"MAINTAINER {expanded}"
+        elif name == "EXPOSE":
+            ports = dict(config.get("ExposedPorts") or {})
+            for port in parser.split_words(expanded):
+                number, _, proto = port.partition("/")
+                if not number.replace("-", "").isdigit() or proto not in ("", "tcp", "udp", "sctp"):
+                    raise self._error(ins, f"invalid port {port!r}")
+                ports[f"{number}/{proto or 'tcp'}"] = {}
+            config["ExposedPorts"] = ports
+            empty_text = f"EXPOSE {expanded}"
+        elif name == "USER":
+            config["User"] = expanded.strip()
+            empty_text = f"USER {expanded}"
+        elif name == "WORKDIR":
+            path = expanded.strip()
+            if not path.startswith("/"):
+                path = os.path.join(config.get("WorkingDir") or "/", path)
+            config["WorkingDir"] = os.path.normpath(path)
+            state.workdir_pending = config["WorkingDir"]
+            empty_text = f"WORKDIR {config['WorkingDir']}"
+        elif name == "VOLUME":
+            volumes = dict(config.get("Volumes") or {})
+            for path in (ins.json if ins.json is not None else parser.split_words(expanded)):
+                volumes[path] = {}
+            config["Volumes"] = volumes
+            empty_text = f"VOLUME {expanded}"
+        elif name in ("CMD", "ENTRYPOINT"):
+            value = ins.json if ins.json is not None else (config.get("Shell") or ["/bin/sh", "-c"]) + [ins.args]
+            config["Cmd" if name == "CMD" else "Entrypoint"] = value
+            if name == "ENTRYPOINT" and "Cmd" in config and not getattr(state, "cmd_set_here", False):
+                config.pop("Cmd", None)  # an ENTRYPOINT resets an inherited CMD, as Docker does
+            if name == "CMD":
+                state.cmd_set_here = True  # type: ignore[attr-defined]
+            empty_text = f"{name} {json.dumps(value)}"
+        elif name == "SHELL":
+            config["Shell"] = ins.json
+            empty_text = f"SHELL {json.dumps(ins.json)}"
+        elif name == "STOPSIGNAL":
+            from ketch.runtime.container import parse_signal
+
+            try:
+                parse_signal(expanded.strip())
+            except KetchError:
+                raise self._error(ins, f"invalid signal {expanded.strip()!r}") from None
+            config["StopSignal"] = expanded.strip()
+            empty_text = f"STOPSIGNAL {expanded}"
+        elif name == "HEALTHCHECK":
+            config["Healthcheck"] = self._healthcheck(ins)
+            empty_text = f"HEALTHCHECK {ins.args}"
+        elif name == "ONBUILD":
+            trigger = expanded.split(None, 1)[0].upper() if expanded.strip() else ""
+            if trigger in ("ONBUILD", "FROM", "MAINTAINER") or trigger not in parser.INSTRUCTIONS:
+                raise self._error(ins, f"{trigger or 'nothing'} cannot be an ONBUILD trigger")
+            config["OnBuild"] = (config.get("OnBuild") or []) + [ins.args]
+            empty_text = f"ONBUILD {ins.args}"
+        elif name in ("RUN", "COPY", "ADD"):
+            return self._layered(ins, expanded, state, stages, container)
+        else:
+            raise self._error(ins, "not supported")
+        state.history.append({"created": _now(), "created_by": f"/bin/sh -c #(nop) {empty_text}", "empty_layer": True})
+        if container is not None:
+            self.store.update_container_metadata(container, {"config": config, "top": state.top})
+        return container
+
+    def _healthcheck(self, ins) -> dict:
+        words = ins.args.split()
+        if words and words[0].upper() == "NONE":
+            return {"Test": ["NONE"]}
+        check: dict = {}
+        for key, value in (ins.flags or {}).items():
+            if key == "retries":
+                check["Retries"] = int(value)
+            else:
+                check[{"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
+                       "start-interval": "StartInterval"}[key]] = _duration_ns(value, ins, self)
+        if not words or words[0].upper() != "CMD":
+            raise self._error(ins, "want HEALTHCHECK [OPTIONS] CMD command, or HEALTHCHECK NONE")
+        rest = ins.args.split(None, 1)[1] if len(words) > 1 else ""
+        try:
+            parsed = json.loads(rest) if rest.startswith("[") else None
+        except ValueError:
+            parsed = None
+        check["Test"] = ["CMD"] + parsed if isinstance(parsed, list) else ["CMD-SHELL", rest]
+        return check
+
+    # -- layered steps: RUN, COPY, ADD ------------------------------------------------------
+
+    def _layered(self, ins, expanded: str, state: _State, stages, container):
+        inputs = self._inputs(ins, expanded, state, stages)
+        steps = [h.get("created_by") for h in state.history]  # not their times: a rebuild must match
+        key = hashlib.sha256(json.dumps([state.parent, state.config, state.top, steps, ins.name, ins.flags,
+                                         expanded if ins.name != "RUN" else ins.args, ins.heredocs, inputs],
+                                        sort_keys=True).encode()).hexdigest()
+        created_by = (f"/bin/sh -c {ins.args}" if ins.name == "RUN" and ins.json is None else
+                      f"/bin/sh -c #(nop) {ins.name} {expanded}" if ins.name != "RUN" else
+                      f"/bin/sh -c {json.dumps(ins.json)}")
+        if self.options.layers:
+            if not self.options.no_cache:
+                cached = self._cached(key)
+                if cached:
+                    self.log("--> Using cache " + cached[:12])
+                    state.parent = cached
+                    state.config, state.top = self._config_of(cached)
+                    state.history = []
+                    return None
+            container = self._working(state)
+        self._prepare_workdir(container, state)
+        if ins.name == "RUN":
+            self._run(ins, state, stages, container)
+        else:
+            self._copy(ins, expanded, state, stages, container)
+        if not self.options.layers:
+            history = self.store.container(container)
+            meta = json.loads(history["metadata"])
+            meta_history = list(meta.get("history") or [])
+            meta_history.append({"created": _now(), "created_by": created_by, "pending_layer": True})
+            self.store.update_container_metadata(container, {"history": meta_history})
+            return container
+        image_id = self._commit(container, state, created_by)
+        self._remember(key, image_id)
+        self.builder.remove(container)
+        self.working.remove(container)
+        state.parent = image_id
+        state.config, state.top = self._config_of(image_id)
+        state.history = []
+        return None
+
+    def _working(self, state: _State) -> str:
+        name = f"ketch-build-{os.getpid()}-{os.urandom(4).hex()}"
+        self.builder.from_image(state.parent if state.parent else "scratch", name=name, pull="never")
+        container = self.store.container(name)["id"]
+        self.working.append(container)
+        self.store.update_container_metadata(container, {"config": state.config, "top": state.top,
+                                                         "history": list(state.history)})
+        return container
+
+    def _commit(self, container: str, state: _State, created_by: str, *, layer: bool = True, name=None,
+                squash: bool = False) -> str:
+        from ketch.containers.commit import commit
+
+        return commit(self.store, container, state.parent, name=name, fmt=self.options.format, created_by=created_by,
+                      settings=state.config, pending_history=state.history, top_level=state.top, layer=layer,
+                      squash=squash)
+
+    def _cached(self, key: str) -> str | None:
+        row = self.store.db.one("SELECT image FROM build_cache WHERE key = ?", (key,))
+        if row is None:
+            return None
+        try:
+            return self.store.lookup(row["image"]).id
+        except NotFoundError:
+            return None
+
+    def _remember(self, key: str, image_id: str) -> None:
+        with self.store.db.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO build_cache VALUES (?, ?, ?)", (key, image_id, time.time()))
+
+    def _prepare_workdir(self, container: str, state: _State) -> None:
+        if state.workdir_pending:
+            root = self.builder.mount(container)
+            try:
+                from ketch.containers.paths import resolve_in_root
+
+                os.makedirs(resolve_in_root(root, state.workdir_pending), exist_ok=True)
+            finally:
+                self.builder.unmount(container)
+            state.workdir_pending = None
+
+    def _commit_stage(self, state: _State, container) -> str:
+        if container is not None:  # without layers: one commit of the whole stage
+            meta = json.loads(self.store.container(container)["metadata"])
+            pending = [h for h in meta.get("history") or [] if h.get("pending_layer")]
+            return self._commit(container, state, "; ".join(h["created_by"] for h in pending)
+                                or "/bin/sh -c #(nop) build", layer=bool(pending))
+        if state.history or state.parent is None:
+            holder = self._working(state)
+            image_id = self._commit(holder, state, "", layer=False)
+            self.builder.remove(holder)
+            self.working.remove(holder)
+            return image_id
+        return state.parent
+
+    def _finish(self, stage: _Stage) -> str:
+        image_id = stage.image_id
+        config, top = self._config_of(image_id)
+        extra_labels = self.options.labels or {}
+        if extra_labels or self.options.annotations or self.options.squash_all or self.options.squash:
+            state = _State(image_id, config, top)
+            if extra_labels:
+                config["Labels"] = {**(config.get("Labels") or {}), **extra_labels}
+            if self.options.annotations:
+                state.top = {**top, "annotations": {**(top.get("annotations") or {}), **self.options.annotations}}
+            holder = self._working(state)
+            state.parent = image_id
+            if self.options.squash_all:
+                image_id = self._commit(holder, state, "/bin/sh -c #(nop) squashed", squash=True)
+            else:
+                image_id = self._commit(holder, state, "", layer=False)
+            self.builder.remove(holder)
+            self.working.remove(holder)
+        for tag in self.options.tags:
+            self.store.tag(image_id, self.store.normalize_name(tag))
+        return image_id
+
+    def _remove_working(self) -> None:
+        for container in list(self.working):
+            try:
+                self.builder.remove(container)
+            except KetchError:
+                pass
+            self.working.remove(container)
+
+    # -- RUN ----------------------------------------------------------------------------
+
+    def _run(self, ins, state: _State, stages, container: str) -> None:
+        shell = state.config.get("Shell") or ["/bin/sh", "-c"]
+        if ins.heredocs:
+            name, body, expand_body = ins.heredocs[0]
+            if expand_body:
+                body = parser.expand(body, self._variables(state))
+            command_text = ins.args.replace(f"<<-{name}", "").replace(f"<<{name}", "").replace(f"<<\"{name}\"", "") \
+                .replace(f"<<'{name}'", "").strip()
+            command = shell + [body] if not command_text else shell + [f"{command_text} <<'{name}'\n{body}{name}"]
+        elif ins.json is not None:
+            command = ins.json
+        else:
+            command = shell + [ins.args]
+        env = [f"{k}={v}" for k, v in state.args.items()]
+        for key in PREDEFINED_ARGS:
+            if key in self.options.build_args and key not in state.args:
+                env.append(f"{key}={self.options.build_args[key]}")
+        mounts = self._run_mounts(ins, state, stages)
+        volumes = list(self.options.volumes)
+        network = ins.flags.get("network", self.options.network) if isinstance(ins.flags.get("network", ""), str) \
+            else self.options.network
+        if network == "default":
+            network = self.options.network
+        try:
+            status = self.builder.run(container, command, env=env, volumes=volumes, oci_mounts=mounts,
+                                      network="none" if network == "none" else "host", cap_add=self.options.cap_add,
+                                      stdio=(os.open("/dev/null", os.O_RDONLY), 1 if not self.options.quiet else
+                                             os.open("/dev/null", os.O_WRONLY), 2))
+        except KetchError as exc:
+            raise BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: {exc}") from None
+        if status != 0:
+            error = BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: "
+                               f"exit status {status}")
+            raise error
+
+    def _run_mounts(self, ins, state: _State, stages) -> list[dict]:
+        specs = ins.flags.get("mount")
+        if not specs:
+            return []
+        out = []
+        for spec in specs if isinstance(specs, list) else [specs]:
+            fields = {}
+            flags = []
+            for item in spec.split(","):
+                key, sep, value = item.partition("=")
+                if sep:
+                    fields[key] = value
+                else:
+                    flags.append(key)
+            kind = fields.pop("type", "bind")
+            target = fields.pop("target", fields.pop("dst", fields.pop("destination", "")))
+            readonly = "ro" in flags or "readonly" in flags or fields.pop("ro", fields.pop("readonly", "")) == "true"
+            if kind == "secret":
+                secret_id = fields.pop("id", "") or os.path.basename(target)
+                if not secret_id:
+                    raise self._error(ins, "a secret mount needs id= or target=")
+                source = self.options.secrets.get(secret_id)
+                required = fields.pop("required", "false") == "true"
+                if source is None:
+                    if required:
+                        raise self._error(ins, f"secret {secret_id!r} is required and not given with --secret")
+                    continue
+                mode = int(fields.pop("mode", "0400"), 8)
+                uid, gid = int(fields.pop("uid", "0")), int(fields.pop("gid", "0"))
+                private = self._secret_copy(secret_id, source, mode, uid, gid)
+                out.append({"destination": target or f"/run/secrets/{secret_id}", "type": "bind", "source": private,
+                            "options": ["rbind", "ro", "rprivate", "nosuid", "nodev", "noexec"]})
+            elif kind == "cache":
+                cache_id = fields.pop("id", target)
+                if not target:
+                    raise self._error(ins, "a cache mount needs target=")
+                directory = str(self.store.root / "build-cache" / hashlib.sha256(cache_id.encode()).hexdigest()[:32])
+                os.makedirs(directory, exist_ok=True)
+                out.append({"destination": target, "type": "bind", "source": directory,
+                            "options": ["rbind", "ro" if readonly else "rw", "rprivate"]})
+            elif kind == "tmpfs":
+                if not target:
+                    raise self._error(ins, "a tmpfs mount needs target=")
+                size = fields.pop("size", fields.pop("tmpfs-size", ""))
+                out.append({"destination": target, "type": "tmpfs", "source": "tmpfs",
+                            "options": ["nosuid", "nodev"] + ([f"size={size}"] if size else [])})
+            elif kind == "bind":
+                source_rel = fields.pop("source", fields.pop("src", "/"))
+                origin = fields.pop("from", None)
+                if origin:
+                    root = self._root_of(origin, stages, ins)
+                    from ketch.containers.paths import resolve_in_root
+
+                    source = resolve_in_root(root, source_rel)
+                else:
+                    source = self._context_path(source_rel, ins)
+                if not target:
+                    raise self._error(ins, "a bind mount needs target=")
+                out.append({"destination": target, "type": "bind", "source": source,
+                            "options": ["rbind", "ro" if "rw" not in flags and fields.get("rw") != "true" else "rw",
+                                        "rprivate"]})
+            else:
+                raise self._error(ins, f"--mount type={kind} is not one of bind, cache, secret, tmpfs")
+        return out
+
+    def _secret_copy(self, secret_id: str, source: str, mode: int, uid: int, gid: int) -> str:
+        """The secret, copied to a private file with the mode the mount asks for (0400)."""
+        if self.secret_dir is None:
+            self.secret_dir = tempfile.mkdtemp(prefix="ketch-secrets-", dir=str(self.store.runroot))
+            os.chmod(self.secret_dir, 0o700)
+        path = os.path.join(self.secret_dir, hashlib.sha256(secret_id.encode()).hexdigest()[:16])
+        if not os.path.exists(path):
+            with open(source, "rb") as src, open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+        return path
+
+    # -- COPY and ADD ---------------------------------------------------------------------
+
+    def _root_of(self, origin: str, stages, ins) -> str:
+        """The root file system of an earlier stage or an image, mounted until the build ends."""
+        stage = next((s for s in stages if s.name == origin.lower() or str(s.index) == origin), None)
+        if stage is not None:
+            if stage.image_id is None:
+                raise self._error(ins, f"stage {origin} is not built before this step")
+            image_id = stage.image_id
+        else:
+            from ketch.containers.images import find_or_pull
+
+            image_id = find_or_pull(self.store, origin, self.options.pull, self.pull_context).id
+        path = str(self.store.mount_image(image_id))
+        self._mounted_images = getattr(self, "_mounted_images", []) + [image_id]
+        return path
+
+    def _context_path(self, relative: str, ins) -> str:
+        path = os.path.normpath(os.path.join(self.context_dir, relative.lstrip("/")))
+        if path != self.context_dir and not path.startswith(self.context_dir + os.sep):
+            raise self._error(ins, f"{relative} is outside the build context")
+        real = os.path.realpath(path)
+        if real != self.context_dir and not real.startswith(self.context_dir + os.sep):
+            raise self._error(ins, f"{relative} leads outside the build context")
+        return path
+
+    def _sources(self, ins, expanded: str, state: _State, stages):
+        """(host path, relative name) of every source, and the destination."""
+        words = ins.json if ins.json is not None else parser.split_words(expanded)
+        if ins.heredocs:
+            words = [w for w in words if not w.startswith("<<")]
+            return [], (words[-1] if words else ""), words
+        if len(words) < 2:
+            raise self._error(ins, "want SOURCE... DESTINATION")
+        *sources, destination = words
+        origin = ins.flags.get("from")
+        found = []
+        for source in sources:
+            if re.match(r"^[a-z][a-z0-9+.-]*://", source):
+                raise self._error(ins, f"{source}: remote sources cannot be fetched here (offline)")
+            if origin:
+                root = self._root_of(origin, stages, ins)
+                from ketch.containers.paths import resolve_in_root
+
+                pattern = resolve_in_root(root, source)
+                matches = sorted(_glob(pattern)) if any(c in source for c in "*?[") else [pattern]
+                if not matches or not all(os.path.lexists(m) for m in matches):
+                    raise self._error(ins, f"{source}: no such file or directory in {origin}")
+                found += [(m, None) for m in matches]
+            else:
+                pattern = self._context_path(source, ins)
+                matches = sorted(_glob(pattern)) if any(c in source for c in "*?[") else [pattern]
+                matches = [m for m in matches if not self.ignore.ignored(os.path.relpath(m, self.context_dir))]
+                if not matches or not all(os.path.lexists(m) for m in matches):
+                    raise self._error(ins, f"{source}: no such file or directory in the build context")
+                found += [(m, os.path.relpath(m, self.context_dir)) for m in matches]
+        return found, destination, sources
+
+    def _inputs(self, ins, expanded: str, state: _State, stages) -> list:
+        """What a step reads, for its cache key (file contents, modes, owners; secret ids only)."""
+        if ins.name == "RUN":
+            used = sorted(state.args.items())
+            secrets = []
+            specs = ins.flags.get("mount") or []
+            for spec in specs if isinstance(specs, list) else [specs]:
+                if "type=secret" in spec:
+                    secrets.append(spec)  # the id, never the content
+                if "type=bind" in spec or ("type=" not in spec and "from=" not in spec):
+                    source = dict(p.partition("=")[::2] for p in spec.split(",")).get("source", "/")
+                    secrets.append(_tree_digest(self._context_path(source, ins), self.ignore, self.context_dir))
+            return [used, secrets, self.options.volumes]
+        found, destination, _ = self._sources(ins, expanded, state, stages)
+        digests = []
+        for path, relative in found:
+            digests.append([relative or path, _tree_digest(path, self.ignore if relative else None,
+                                                           self.context_dir if relative else None)])
+        return [digests, destination, [h[1][:64] for h in ins.heredocs]]
+
+    def _copy(self, ins, expanded: str, state: _State, stages, container: str) -> None:
+        from ketch.containers.paths import resolve_in_root
+
+        found, destination, _ = self._sources(ins, expanded, state, stages)
+        chown = ins.flags.get("chown")
+        chmod = ins.flags.get("chmod")
+        if chmod is not None and not re.fullmatch(r"[0-7]{3,4}", chmod):
+            raise self._error(ins, f"invalid --chmod {chmod!r}")
+        variables = self._variables(state)
+        root = self.builder.mount(container)
+        try:
+            owner = None
+            if chown:
+                from ketch.containers import users
+
+                resolved = users.resolve(root, parser.expand(chown, variables))
+                owner = (resolved.uid, resolved.gid)
+            workdir = state.config.get("WorkingDir") or "/"
+            dest = destination if destination.startswith("/") else os.path.join(workdir, destination)
+            target = resolve_in_root(root, dest)
+            if ins.heredocs:
+                for name, body, expand_body in ins.heredocs:
+                    text = parser.expand(body, variables) if expand_body else body
+                    path = target if not dest.endswith("/") else os.path.join(target, name)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    with open(path, "w") as f:
+                        f.write(text)
+                    os.chown(path, *(owner or (0, 0)))
+                    os.chmod(path, int(chmod, 8) if chmod else 0o644)
+                return
+            into = dest.endswith("/") or len(found) > 1 or os.path.isdir(target)
+            if len(found) > 1 and not dest.endswith("/"):
+                raise self._error(ins, "with several sources the destination must end in /")
+            for path, relative in found:
+                if ins.name == "ADD" and os.path.isfile(path) and _is_archive(path):
+                    os.makedirs(target, exist_ok=True)
+                    from ketch.build.builder import _unpack
+
+                    _unpack(path, target, owner)
+                    continue
+                if os.path.isdir(path) and not os.path.islink(path):
+                    _copy_tree(path, target, self.ignore if relative else None, relative, owner, chmod,
+                               from_context=relative is not None)
+                else:
+                    to = os.path.join(target, os.path.basename(path)) if into else target
+                    os.makedirs(os.path.dirname(to), exist_ok=True)
+                    _copy_file(path, to, owner, chmod, from_context=relative is not None)
+        finally:
+            self.builder.unmount(container)
+            for image_id in getattr(self, "_mounted_images", []):
+                self.store.unmount_image(image_id)
+            self._mounted_images = []
+
+
+# -- files --------------------------------------------------------------------------------
+
+
+def _copy_file(source: str, target: str, owner, chmod, *, from_context: bool) -> None:
+    if os.path.lexists(target) and (os.path.isdir(target) and not os.path.islink(target)):
+        shutil.rmtree(target)
+    elif os.path.lexists(target):
+        os.unlink(target)
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+    else:
+        shutil.copy2(source, target)
+    st = os.lstat(source)
+    uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
+    os.lchown(target, uid, gid)
+    if chmod and not os.path.islink(target):
+        os.chmod(target, int(chmod, 8))
+
+
+def _copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_context: bool) -> None:
+    """A directory's contents (not the directory itself, as Docker copies) to ``target``."""
+    os.makedirs(target, exist_ok=True)
+    for top, dirs, files in os.walk(source):
+        rel_top = os.path.relpath(top, source)
+        keep = []
+        for d in sorted(dirs):
+            rel = os.path.normpath(os.path.join(relative or "", rel_top, d))
+            if ignore is not None and ignore.ignored(rel) and not ignore.may_include_below(rel):
+                continue
+            keep.append(d)
+        dirs[:] = keep
+        dest_top = os.path.normpath(os.path.join(target, rel_top))
+        os.makedirs(dest_top, exist_ok=True)
+        st = os.stat(top)
+        os.chmod(dest_top, int(chmod, 8) if chmod else st.st_mode & 0o7777)
+        uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
+        os.lchown(dest_top, uid, gid)
+        for name in sorted(files):
+            rel = os.path.normpath(os.path.join(relative or "", rel_top, name))
+            if ignore is not None and ignore.ignored(rel):
+                continue
+            _copy_file(os.path.join(top, name), os.path.join(dest_top, name), owner, chmod, from_context=from_context)
+        for d in dirs:  # links to directories are copied as links
+            if os.path.islink(os.path.join(top, d)):
+                _copy_file(os.path.join(top, d), os.path.join(dest_top, d), owner, chmod, from_context=from_context)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+
+
+def _tree_digest(path: str, ignore, context_dir) -> str:
+    """Paths, types, modes, owners and contents of a file or tree (what a cache key must see)."""
+    digest = hashlib.sha256()
+
+    def add(p: str, rel: str) -> None:
+        st = os.lstat(p)
+        digest.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+        if os.path.islink(p):
+            digest.update(os.readlink(p).encode())
+        elif os.path.isfile(p):
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        for top, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                full = os.path.join(top, name)
+                rel = os.path.relpath(full, path)
+                if ignore is not None and context_dir and ignore.ignored(os.path.relpath(full, context_dir)):
+                    continue
+                add(full, rel)
+    elif os.path.lexists(path):
+        add(path, os.path.basename(path))
+    return digest.hexdigest()
+
+
+def _glob(pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(pattern)
+
+
+def _is_archive(path: str) -> bool:
+    from ketch.build.builder import _is_archive as check
+
+    return check(path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+def _duration_ns(text: str, ins, build) -> int:
+    from ketch.build.builder import _duration_ns as parse
+
+    try:
+        return parse(text, "healthcheck")
+    except InvalidInputError:
+        raise build._error(ins, f"invalid duration {text!r}") from None
+
+
+class IgnoreRules:
+    """.containerignore / .dockerignore: patterns (``**`` for any depth), ``!`` exceptions; the
+    last pattern matching a path decides."""
+
+    def __init__(self, rules: list[tuple[bool, re.Pattern, str]]) -> None:
+        self.rules = rules
+
+    @classmethod
+    def load(cls, context_dir: str) -> "IgnoreRules":
+        for name in (".containerignore", ".dockerignore"):
+            path = os.path.join(context_dir, name)
+            if os.path.exists(path):
+                with open(path) as f:
+                    lines = f.read().splitlines()
+                rules = []
+                for line in lines:
+                    line = line.strip()
+                    if not line or line.startswith("#"):
+                        continue
+                    negate = line.startswith("!")
+                    pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
+                    rules.append((negate, re.compile(_translate(pattern)), pattern))
+                return cls(rules)
+        return cls([])
+
+    def ignored(self, relative: str) -> bool:
+        relative = os.path.normpath(relative)
+        if relative == ".":
+            return False
+        result = False
+        parts = relative.split(os.sep)
+        for negate, regex, _ in self.rules:
+            # a pattern matching a parent directory excludes what is below it
+            for n in range(1, len(parts) + 1):
+                if regex.fullmatch("/".join(parts[:n])):
+                    result = not negate
+                    break
+        return result
+
+    def may_include_below(self, relative: str) -> bool:
+        """Whether an exception may re-include something under an ignored directory."""
+        prefix = os.path.normpath(relative) + "/"
+        return any(negate and (pattern.startswith(prefix) or "*" in pattern) for negate, _, pattern in self.rules)
+
+
+def _translate(pattern: str) -> str:
+    """A Go filepath.Match pattern with ``**`` to a regular expression over /-separated paths."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            if i < len(pattern) and pattern[i] == "/":
+                out[-1] = "(?:.*/)?"
+                i += 1
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                out.append("[" + pattern[i + 1:end].replace("!", "^", 1) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def prepare_context(source: str, staging) -> str:
+    """The build context as a directory: a directory as it is; a tar file or ``-`` (stdin)
+    unpacked into ``staging``."""
+    import subprocess
+    import sys
+
+    if source != "-" and os.path.isdir(source):
+        return source
+    target = os.path.join(str(staging), "context")
+    os.makedirs(target)
+    if source == "-":
+        proc = subprocess.run(["tar", "-xf", "-", "-C", target, "--no-same-owner"], stdin=sys.stdin.buffer,
+                              capture_output=True)
+    elif os.path.isfile(source):
+        proc = subprocess.run(["tar", "-xf", source, "-C", target, "--no-same-owner"], capture_output=True)
+    else:
+        raise InvalidInputError(f"build context {source}: no such directory or archive")
+    if proc.returncode != 0:
+        raise InvalidInputError(f"build context {source}: not a tar archive "
+                                f"({proc.stderr.decode(errors='replace').strip()})")
+    return target
+
+
+def build(store, context: str, options: BuildOptions, *, log=None, pull_context=None) -> str:
+    """``ketch build``: the image id of the target stage."""
+    with store.staging_dir("build-context") as staging:
+        context_dir = prepare_context(context, staging)
+        name = options.file or next((n for n in ("Containerfile", "Dockerfile")
+                                     if os.path.exists(os.path.join(context_dir, n))), "Dockerfile")
+        path = name if os.path.isabs(name) or name == "-" else os.path.join(context_dir, name)
+        if name == "-":
+            import sys
+
+            text = sys.stdin.read()
+        else:
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except OSError as exc:
+                raise InvalidInputError(f"{path}: {exc.strerror}") from None
+        return Build(store, options, context_dir, text, os.path.basename(path), log=log, context=pull_context).run()

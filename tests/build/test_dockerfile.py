@@ -1,0 +1,299 @@
+"""ketch build: Dockerfile syntax, stages, the layer cache, secrets and build volumes that never
+land in a layer, bad input, and buildah 1.28 building the same Dockerfile to the same tree."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from ketch.build import dockerfile as parser
+
+
+def write(directory, files: dict) -> None:
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
+
+def build(env, context, *args, check=True):
+    result = env.cli("build", *args, str(context), timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def store(env):
+    from ketch.storage.store import Store
+
+    return Store(str(env.root), str(env.runroot))
+
+
+def config_of(env, image):
+    return json.loads(store(env).lookup(image).config)
+
+
+@pytest.fixture
+def builds(ketch_env):
+    yield ketch_env
+    ketch_env.cli("rm", "-f", "-a")
+    images = subprocess.run(ketch_env.args("images", "-q", "--no-trunc"), capture_output=True, text=True).stdout.split()
+    keep = {store(ketch_env).lookup("busybox").id, store(ketch_env).lookup("localhost/ktest").id}
+    for image in images:
+        if image.replace("sha256:", "") not in keep:
+            ketch_env.cli("rmi", "-f", image)
+    assert json.loads(ketch_env.cli("builder", "containers", "--format", "json", check=True).stdout) == []
+
+
+def test_parser_syntax():
+    text = ('# escape=`\n# a comment\nFROM busybox AS base\nRUN echo one `\n  # inside\n  two\n'
+            'COPY --chown=1:2 --from=base a b /dst/\nRUN <<EOF\necho heredoc\nEOF\nCMD ["sh"]\n')
+    ins = parser.parse(text, "Containerfile")
+    assert [i.name for i in ins] == ["FROM", "RUN", "COPY", "RUN", "CMD"]
+    assert ins[1].args == "echo one   two" and ins[3].heredocs == [("EOF", "echo heredoc\n", True)]
+    assert ins[2].flags == {"chown": "1:2", "from": "base"} and ins[4].json == ["sh"]
+    assert parser.expand("${A:-dflt} ${B:+alt} ${C:-x} $B \\$B", {"B": "b", "C": ""}) == "dflt alt x b $B"
+    for bad, where in (("FROM x\nFROB y\n", "Dockerfile:2: unknown instruction FROB"),
+                       ("FROM x\nCOPY --bogus=1 a b\n", "Dockerfile:2: COPY: unknown flag --bogus"),
+                       ("RUN x\n", "Dockerfile:1: the first instruction must be FROM"),
+                       ("FROM x\nRUN <<EOF\nnever closed\n", "Dockerfile:2: heredoc EOF is not closed")):
+        with pytest.raises(parser.DockerfileError, match=where):
+            parser.parse(bad)
+
+
+def test_multi_stage_secret_volume_heredoc_ignore_and_config(builds, tmp_path):
+    env = builds
+    ctx = tmp_path / "ctx"
+    secret = tmp_path / "token"
+    secret.write_text("TOP-SECRET-0123456789\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "tool.sh").write_text("echo from the build volume\n")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        data = b"unpacked by ADD\n"
+        info = tarfile.TarInfo("pkg/readme")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    write(ctx, {
+        "Containerfile": """
+ARG BASE=busybox
+FROM ${BASE} AS build
+ARG FLAVOR
+ENV OUT=/out
+WORKDIR $OUT
+COPY src/ ./src/
+RUN --mount=type=secret,id=token test "$(cat /run/secrets/token)" = TOP-SECRET-0123456789 && \\
+    stat -c %a /run/secrets/token > secret-mode && echo ${FLAVOR:-plain} > flavor
+RUN sh /shared/tool.sh > from-volume
+RUN <<EOF
+echo line one > heredoc.txt
+echo line two >> heredoc.txt
+EOF
+
+FROM busybox
+LABEL org.example.stage=final
+ENV GREETING="hello world" PATH=/usr/bin:/bin
+COPY --from=build /out/ /app/
+COPY --chown=nobody:nogroup --chmod=640 data.txt /app/data.txt
+ADD pkg.tar.gz /opt/
+COPY <<EOF /app/generated
+made in ${GREETING}
+EOF
+RUN rm -rf /home && mkdir /home && touch /home/recreated
+EXPOSE 8080/tcp 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+USER nobody
+WORKDIR /app
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/flavor"]
+""",
+        "src/main.txt": "main\n", "src/debug.log": "noise\n", "src/keep.log": "kept\n", "data.txt": "data\n",
+        "pkg.tar.gz": archive.getvalue(),
+        ".dockerignore": "src/*.log\n!src/keep.log\n",
+    })
+    iid = tmp_path / "iid"
+    result = build(builds, ctx, "-t", "final", "-t", "final:v1", "--iidfile", str(iid), "--build-arg", "FLAVOR=spicy",
+                   "--secret", f"id=token,src={secret}", "-v", f"{shared}:/shared:ro", "--label", "extra=1")
+    image_id = result.stdout.strip().splitlines()[-1]
+    assert iid.read_text() == f"sha256:{image_id}"
+    run = env.cli("run", "--rm", "--network", "none", "final")
+    assert run.stdout == "spicy\n", run.stderr
+    look = env.cli("run", "--rm", "--network", "none", "--entrypoint", "", "--user", "0", "final", "sh", "-c",
+                   "cat /app/secret-mode /app/from-volume /app/heredoc.txt /app/generated /opt/pkg/readme; "
+                   "ls /app/src; stat -c '%a %U %G' /app/data.txt; ls /home; echo $GREETING; "
+                   "test -e /run/secrets/token || echo no-secret-file; test -e /shared || echo no-volume")
+    assert look.stdout.splitlines() == ["400", "from the build volume", "line one", "line two",
+                                        "made in hello world", "unpacked by ADD", "keep.log", "main.txt",
+                                        "640 nobody nogroup", "recreated", "hello world", "no-secret-file",
+                                        "no-volume"], look.stderr
+    config = config_of(env, "localhost/final:v1")
+    settings = config["config"]
+    assert settings["Env"] == ["GREETING=hello world", "PATH=/usr/bin:/bin"]
+    assert settings["Entrypoint"] == ["/bin/sh", "-c"] and settings["Cmd"] == ["cat /app/flavor"]
+    assert settings["WorkingDir"] == "/app" and settings["User"] == "nobody" and settings["StopSignal"] == "SIGTERM"
+    assert settings["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}} and settings["Volumes"] == {"/data": {}}
+    assert settings["Labels"]["org.example.stage"] == "final" and settings["Labels"]["extra"] == "1"
+    # the secret's bytes are in no blob, config or history of the store
+    s = store(env)
+    everything = json.dumps(config)
+    for blob in (s.root / "blobs" / "sha256").iterdir():
+        raw = blob.read_bytes()
+        try:
+            raw += gzip.decompress(raw)
+        except OSError:
+            pass
+        everything += raw.decode("latin-1")
+    assert "TOP-SECRET" not in everything and "from the build volume" in everything  # the volume's *output* is
+
+
+def test_layer_cache_reuse_and_invalidation(builds, tmp_path):
+    env = builds
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": "FROM busybox\nARG V=1\nRUN echo step-a-$V > /a\nCOPY one.txt /one.txt\n"
+                              "COPY two.txt /two.txt\nRUN --mount=type=cache,target=/cache echo run >> /cache/runs; "
+                              "cat /cache/runs | wc -l > /runs-seen\n",
+                "one.txt": "1\n", "two.txt": "2\n"})
+    first = build(env, ctx, "-t", "cached")
+    assert "Using cache" not in first.stdout
+    again = build(env, ctx, "-t", "cached")
+    assert again.stdout.count("Using cache") == 4
+    assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]  # the same image
+    (ctx / "two.txt").write_text("2 changed\n")
+    changed = build(env, ctx, "-t", "cached")
+    assert changed.stdout.count("Using cache") == 2  # RUN and COPY one.txt; from COPY two.txt on, rebuilt
+    assert env.cli("run", "--rm", "--network", "none", "cached", "cat", "/two.txt", "/runs-seen").stdout == \
+        "2 changed\n2\n"  # the cache mount kept the first run's line
+    os.chmod(ctx / "one.txt", 0o600)  # a mode is content too
+    assert build(env, ctx, "-t", "cached").stdout.count("Using cache") == 1
+    assert build(env, ctx, "--build-arg", "V=2", "-t", "cached").stdout.count("Using cache") == 0
+    assert build(env, ctx, "--no-cache", "-t", "cached").stdout.count("Using cache") == 0
+    layer_names = []
+    s = store(env)
+    for layer in json.loads(s.lookup("localhost/cached").manifest)["layers"]:
+        with tarfile.open(s.blob_path(layer["digest"])) as tar:
+            layer_names += tar.getnames()
+    assert not [n for n in layer_names if n.startswith("cache")]  # the cache mount is in no layer
+
+
+def test_target_squash_format_and_stdin_context(builds, tmp_path):
+    env = builds
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": "FROM busybox AS one\nRUN echo one > /one\nFROM one AS two\nRUN echo two > /two\n"
+                              "FROM busybox\nRUN echo three > /three\n"})
+    build(env, ctx, "--target", "two", "-t", "two", "--format", "docker")
+    assert env.cli("run", "--rm", "--network", "none", "two", "cat", "/one", "/two").stdout == "one\ntwo\n"
+    assert json.loads(store(env).lookup("localhost/two").manifest)["mediaType"].startswith(
+        "application/vnd.docker")
+    build(env, ctx, "--squash-all", "-t", "flat")
+    assert len(config_of(env, "localhost/flat")["rootfs"]["diff_ids"]) == 1
+    archive = tmp_path / "ctx.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(ctx, arcname=".")
+    result = subprocess.run(env.args("build", "-t", "fromstdin", "-"), stdin=open(archive, "rb"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert env.cli("run", "--rm", "--network", "none", "fromstdin", "cat", "/three").stdout == "three\n"
+
+
+def test_bad_input_names_the_step(builds, tmp_path):
+    env = builds
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": "FROM busybox\nRUN echo fine\nRUN exit 3\n", "Broken": "FROM busybox\nCOPPY a b\n",
+                "Outside": "FROM busybox\nCOPY ../secret /x\n", "Remote": "FROM busybox\nADD https://example.invalid/a /a\n",
+                "Flag": "FROM busybox\nRUN --frobnicate echo\n"})
+    failed = build(env, ctx, check=False)
+    assert failed.returncode != 0
+    assert "Dockerfile:3: step 2: RUN exit 3: exit status 3" in failed.stderr
+    syntax = build(env, ctx, "-f", "Broken", check=False)
+    assert syntax.returncode != 0 and "Broken:2: unknown instruction COPPY" in syntax.stderr
+    outside = build(env, ctx, "-f", "Outside", check=False)
+    assert outside.returncode != 0 and "outside the build context" in outside.stderr
+    remote = build(env, ctx, "-f", "Remote", check=False)
+    assert remote.returncode != 0 and "remote sources" in remote.stderr
+    flag = build(env, ctx, "-f", "Flag", check=False)
+    assert flag.returncode != 0 and "unknown flag --frobnicate" in flag.stderr
+    for result in (failed, syntax, outside, remote, flag):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    # the fixture checks that no working container was left behind
+
+
+def test_buildah_builds_the_same_tree_and_config(builds, tmp_path, podman):
+    """buildah 1.28 and ketch build one Dockerfile (multi-stage, ARG/ENV, owners and modes, a directory
+    deleted and made again, .dockerignore exceptions): the same files and config; podman runs ketch's."""
+    from tests.support import images
+
+    env = builds
+    ctx = tmp_path / "ctx"
+    write(ctx, {
+        "Dockerfile": """
+ARG NAME=app
+FROM busybox AS stage1
+ARG NAME
+ENV DIR=/srv/${NAME}
+RUN mkdir -p $DIR && echo built > $DIR/out && chmod 750 $DIR
+FROM busybox
+ARG NAME
+ENV APP=${NAME:-none} HOME=/root
+COPY --from=stage1 /srv/ /srv/
+COPY --chown=65534:65534 files/ /files/
+COPY --chmod=600 top.txt /top.txt
+RUN rm -rf /etc/network 2>/dev/null; rm -rf /var && mkdir -p /var/again && echo x > /var/again/f && chmod 700 /var/again
+WORKDIR /srv
+USER 65534
+EXPOSE 80
+LABEL a=b
+STOPSIGNAL SIGINT
+CMD ["cat", "/srv/app/out"]
+""",
+        "files/a.txt": "a\n", "files/b.tmp": "b\n", "files/keep.tmp": "keep\n", "top.txt": "top\n",
+        ".dockerignore": "**/*.tmp\n!files/keep.tmp\n",
+    })
+    build(env, ctx, "-t", "interop")
+    layout = images.ensure("busybox")
+    base = podman.base
+    storage = [a for a in base if a.startswith("--root") or a.startswith("--runroot") or a.startswith("--storage-driver")]
+    root = base[base.index("--root") + 1]
+    runroot = base[base.index("--runroot") + 1]
+    buildah_env = {**os.environ, "CONTAINERS_CONF": str(podman.conf)}
+    buildah = ["buildah", "--root", root, "--runroot", runroot, "--storage-driver", "vfs"]
+    subprocess.run([*buildah, "pull", "-q", f"oci:{layout}:latest"], check=True, capture_output=True, env=buildah_env)
+    image_id = json.loads(subprocess.run([*buildah, "images", "--json"], capture_output=True, text=True, check=True,
+                                         env=buildah_env).stdout)[0]["id"]
+    subprocess.run([*buildah, "tag", image_id, "docker.io/library/busybox:latest"], check=True, env=buildah_env)
+    made = subprocess.run([*buildah, "bud", "--layers", "--runtime", "runc", "--isolation", "oci", "-t",
+                           "localhost/interop", str(ctx)], capture_output=True, text=True, env=buildah_env, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    listing = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /etc/hosts -o "
+               "-path /etc/hostname -o -path /etc/resolv.conf \\) -prune -o -print | sort | while read p; do "
+               "stat -c '%n %F %a %u %g' \"$p\"; if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then md5sum \"$p\" | "
+               "cut -d' ' -f1; fi; done")
+    # buildah's image comes into ketch's store through an archive: both trees are listed by the same runtime
+    podman.run("tag", "localhost/interop", "localhost/interop-buildah")
+    theirs_archive = tmp_path / "theirs.tar"
+    podman.run("save", "-o", str(theirs_archive), "localhost/interop-buildah")
+    env.cli("load", "-i", str(theirs_archive), check=True)
+    ours = env.cli("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "", "interop", "sh", "-c", listing)
+    theirs = env.cli("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "", "interop-buildah", "sh",
+                     "-c", listing)
+    assert ours.returncode == 0, ours.stderr
+    ours_lines = [l for l in ours.stdout.splitlines() if not l.startswith("/ ")]
+    theirs_lines = [l for l in theirs.stdout.splitlines() if not l.startswith("/ ")]
+    assert ours_lines == theirs_lines
+    theirs_config = json.loads(podman.run("image", "inspect", "localhost/interop").stdout)[0]["Config"]
+    theirs_config["Labels"].pop("io.buildah.version", None)  # buildah's own label; ketch adds none
+    ours_config = config_of(env, "localhost/interop")["config"]
+    for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes", "StopSignal"):
+        assert ours_config.get(key) == theirs_config.get(key), key
+    archive = tmp_path / "interop.tar"  # and ketch's image runs under podman
+    env.cli("save", "-o", str(archive), "localhost/interop", check=True)
+    podman.run("rmi", "-f", "localhost/interop")
+    podman.run("load", "-i", str(archive))
+    assert podman.run("run", "--rm", "--network", "none", "--user", "0", "localhost/interop").stdout == "built\n"

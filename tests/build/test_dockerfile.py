@@ -259,7 +259,6 @@ CMD ["cat", "/srv/app/out"]
     build(env, ctx, "-t", "interop")
     layout = images.ensure("busybox")
     base = podman.base
-    storage = [a for a in base if a.startswith("--root") or a.startswith("--runroot") or a.startswith("--storage-driver")]
     root = base[base.index("--root") + 1]
     runroot = base[base.index("--runroot") + 1]
     buildah_env = {**os.environ, "CONTAINERS_CONF": str(podman.conf)}

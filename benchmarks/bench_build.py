@@ -1,0 +1,109 @@
+"""Benchmark: ``ketch build`` against ``buildah bud --layers``, side by side in one run, on a
+multi-stage Dockerfile with a 50 MB COPY and several RUN steps: cold (empty cache), warm (nothing
+changed) and after one source file changed.
+
+Run:  .venv/bin/python -m benchmarks.bench_build [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support import images
+from tests.support.podman import Podman
+
+KETCH = str(Path(sys.executable).parent / "ketch")
+DOCKERFILE = """
+FROM busybox AS build
+COPY big/ /big/
+RUN cat /big/* | md5sum > /big.sum
+RUN echo step-two > /two
+COPY src/ /src/
+RUN cat /src/* > /all-src
+
+FROM busybox
+COPY --from=build /big.sum /all-src /out/
+RUN echo final > /final
+CMD ["cat", "/out/big.sum"]
+"""
+
+
+def make_context(path: Path) -> None:
+    (path / "big").mkdir(parents=True)
+    for n in range(5):
+        (path / "big" / f"chunk{n}.bin").write_bytes(os.urandom(10 << 20))
+    (path / "src").mkdir()
+    for n in range(20):
+        (path / "src" / f"file{n}.txt").write_text(f"source {n}\n")
+    (path / "Dockerfile").write_text(DOCKERFILE)
+
+
+def timed(command: list[str], env=None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed: {result.stderr.decode(errors='replace')[-2000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="ketch-bench-build-"))
+    layout = images.ensure("busybox")
+    results: dict[str, dict[str, list[float]]] = {"ketch": {}, "buildah": {}}
+    try:
+        for n in range(args.rounds):
+            ctx = base / f"ctx{n}"
+            make_context(ctx)
+            ketch = [KETCH, "--root", str(base / f"k{n}" / "root"), "--runroot", str(base / f"k{n}" / "run")]
+            from ketch import CopyOptions, SystemContext, copy_image
+            from ketch.image.policy import Policy
+
+            ctx_k = SystemContext(storage_root=str(base / f"k{n}" / "root"), storage_runroot=str(base / f"k{n}" / "run"))
+            copy_image(f"oci:{layout}:latest", "ketch-storage:docker.io/library/busybox:latest",
+                       CopyOptions(src_ctx=ctx_k, dest_ctx=ctx_k, policy=Policy.insecure_accept_anything()))
+            podman = Podman(base / f"p{n}")
+            env = dict(os.environ, CONTAINERS_CONF=str(podman.conf))
+            root, runroot = podman.base[podman.base.index("--root") + 1], podman.base[podman.base.index("--runroot") + 1]
+            # overlay, as ketch uses: vfs would copy the whole tree for every layer
+            buildah = ["buildah", "--root", root, "--runroot", runroot, "--storage-driver", "overlay"]
+            subprocess.run([*buildah, "pull", "-q", f"oci:{layout}:latest"], check=True, capture_output=True, env=env)
+            image_id = json.loads(subprocess.run([*buildah, "images", "--json"], capture_output=True, check=True,
+                                                 env=env).stdout)[0]["id"]
+            subprocess.run([*buildah, "tag", image_id, "docker.io/library/busybox:latest"], check=True, env=env)
+            commands = {"ketch": [*ketch, "build", "-q", "-t", "bench", str(ctx)],
+                        "buildah": [*buildah, "bud", "--layers", "--runtime", "runc", "--isolation", "oci", "-q",
+                                    "-t", "bench", str(ctx)]}
+            for phase in ("cold", "warm", "changed"):
+                if phase == "changed":
+                    (ctx / "src" / "file7.txt").write_text("changed\n")
+                for tool, command in commands.items():
+                    results[tool].setdefault(phase, []).append(timed(command, env=env))
+                if phase == "changed":
+                    (ctx / "src" / "file7.txt").write_text("source 7\n")
+            subprocess.run([*ketch, "rm", "-f", "-a"], capture_output=True)
+            subprocess.run(["umount", "-R", "-l", str(base / f"k{n}" / "root" / "mounts")], capture_output=True)
+            podman.reset()
+            subprocess.run([*buildah, "rm", "-a"], capture_output=True, env=env)
+        print("-- ketch build vs buildah bud --layers (multi-stage, 50 MB COPY, 4 RUN steps; medians)")
+        for phase in ("cold", "warm", "changed"):
+            k, b = statistics.median(results["ketch"][phase]), statistics.median(results["buildah"][phase])
+            print(f"{phase:8} ketch {k:6.2f} s  buildah {b:6.2f} s  ratio {k / b:.2f}")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -296,3 +296,22 @@ CMD ["cat", "/srv/app/out"]
     podman.run("rmi", "-f", "localhost/interop")
     podman.run("load", "-i", str(archive))
     assert podman.run("run", "--rm", "--network", "none", "--user", "0", "localhost/interop").stdout == "built\n"
+
+
+def test_onbuild_healthcheck_shell_and_squash(builds, tmp_path):
+    env = builds
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Base": "FROM busybox\nONBUILD RUN echo triggered > /onbuild\nHEALTHCHECK --interval=30s --retries=2 "
+                        "CMD [\"true\"]\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo base > /base\n",
+                "Child": "FROM localhost/onbase\nRUN echo child > /child\nCMD cat /onbuild /base /child\n"})
+    build(env, ctx, "-f", "Base", "-t", "onbase")
+    base = config_of(env, "localhost/onbase")["config"]
+    assert base["OnBuild"] == ["RUN echo triggered > /onbuild"]
+    assert base["Healthcheck"] == {"Interval": 30_000_000_000, "Retries": 2, "Test": ["CMD", "true"]}
+    assert base["Shell"] == ["/bin/sh", "-ec"]
+    build(env, ctx, "-f", "Child", "--squash", "-t", "child")
+    child = config_of(env, "localhost/child")
+    assert child["config"]["Cmd"] == ["/bin/sh", "-ec", "cat /onbuild /base /child"]  # the inherited SHELL
+    assert "OnBuild" not in child["config"]  # triggers run once, in the child
+    assert len(child["rootfs"]["diff_ids"]) == len(config_of(env, "localhost/onbase")["rootfs"]["diff_ids"]) + 1
+    assert env.cli("run", "--rm", "--network", "none", "child").stdout == "triggered\nbase\nchild\n"

@@ -22,6 +22,7 @@ PACKAGES=(
   nftables          # nft: masquerading and published ports of bridge networks
   systemd           # systemd-socket-activate, for the socket-activation tests
   gcc libc6-dev     # builds the tests' small static helper (socket activation, sd_notify)
+  debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
 )
 
 missing=()

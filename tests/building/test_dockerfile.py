@@ -192,7 +192,8 @@ def test_target_squash_format_and_stdin_context(builds, tmp_path):
     assert env.cli("run", "--rm", "--network", "none", "two", "cat", "/one", "/two").stdout == "one\ntwo\n"
     assert json.loads(store(env).lookup("localhost/two").manifest)["mediaType"].startswith(
         "application/vnd.docker")
-    build(env, ctx, "--squash-all", "-t", "flat")
+    build(env, ctx, "--squash-all", "-t", "flat", "--annotation", "org.example.note=squashed")
+    assert json.loads(store(env).lookup("localhost/flat").manifest)["annotations"] == {"org.example.note": "squashed"}
     assert len(config_of(env, "localhost/flat")["rootfs"]["diff_ids"]) == 1
     archive = tmp_path / "ctx.tar"
     with tarfile.open(archive, "w") as tar:
@@ -315,3 +316,62 @@ def test_onbuild_healthcheck_shell_and_squash(builds, tmp_path):
     assert "OnBuild" not in child["config"]  # triggers run once, in the child
     assert len(child["rootfs"]["diff_ids"]) == len(config_of(env, "localhost/onbase")["rootfs"]["diff_ids"]) + 1
     assert env.cli("run", "--rm", "--network", "none", "child").stdout == "triggered\nbase\nchild\n"
+
+
+def test_a_debian_base_built_by_ketch_and_by_buildah(builds, tmp_path, podman):
+    """A Dockerfile on Debian bookworm (debootstrap minbase, made from the Debian archive): users,
+    owners and modes, a deleted and re-made directory; the same tree and config as buildah's."""
+    from ketch import CopyOptions, SystemContext, copy_image
+    from ketch.image.policy import Policy
+    from tests.support import images
+
+    env = builds
+    layout = images.ensure("debian")
+    ctx_k = SystemContext(storage_root=str(env.root), storage_runroot=str(env.runroot))
+    copy_image(f"oci:{layout}:latest", "ketch-storage:docker.io/library/debian:bookworm",
+               CopyOptions(src_ctx=ctx_k, dest_ctx=ctx_k, policy=Policy.insecure_accept_anything()))
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": """
+FROM debian:bookworm
+RUN useradd -u 1500 -M -d /opt/app -s /bin/bash app && mkdir -p /opt/app && chown app:app /opt/app && chmod 750 /opt/app
+COPY --chown=app:app hello.sh /opt/app/
+RUN rm -rf /var/log/apt && mkdir -p /var/log/apt && echo recreated > /var/log/apt/marker
+USER app
+WORKDIR /opt/app
+ENV LANG=C.UTF-8
+CMD ["bash", "/opt/app/hello.sh"]
+""", "hello.sh": 'echo "hello from $(id -un) on $(. /etc/os-release; echo $ID)"\n'})
+    build(env, ctx, "-t", "debian-app")
+    root, runroot = podman.base[podman.base.index("--root") + 1], podman.base[podman.base.index("--runroot") + 1]
+    buildah_env = {**os.environ, "CONTAINERS_CONF": str(podman.conf)}
+    buildah = ["buildah", "--root", root, "--runroot", runroot, "--storage-driver", "vfs"]
+    subprocess.run([*buildah, "pull", "-q", f"oci:{layout}:latest"], check=True, capture_output=True, env=buildah_env)
+    base_id = json.loads(subprocess.run([*buildah, "images", "--json"], capture_output=True, text=True, check=True,
+                                        env=buildah_env).stdout)[0]["id"]
+    subprocess.run([*buildah, "tag", base_id, "docker.io/library/debian:bookworm"], check=True, env=buildah_env)
+    made = subprocess.run([*buildah, "bud", "--layers", "--runtime", "runc", "--isolation", "oci", "-t",
+                           "localhost/debian-app-buildah", str(ctx)], capture_output=True, text=True, env=buildah_env,
+                          timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    archive = tmp_path / "theirs.tar"
+    podman.run("save", "-o", str(archive), "localhost/debian-app-buildah")
+    env.cli("load", "-i", str(archive), check=True)
+    listing = ("find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /etc/hosts -o "
+               "-path /etc/hostname -o -path /etc/resolv.conf -o -path /etc/mtab \\) -prune -o "
+               "-printf '%p %y %m %U %G\\n' | sort; md5sum /etc/passwd /etc/group /opt/app/hello.sh "
+               "/var/log/apt/marker")
+    ours = env.cli("run", "--rm", "--network", "none", "--user", "0", "debian-app", "bash", "-c", listing)
+    theirs = env.cli("run", "--rm", "--network", "none", "--user", "0", "debian-app-buildah", "bash", "-c", listing)
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout.splitlines() == theirs.stdout.splitlines()
+    ours_config = config_of(env, "localhost/debian-app")["config"]
+    theirs_config = config_of(env, "localhost/debian-app-buildah")["config"]
+    (theirs_config.get("Labels") or {}).pop("io.buildah.version", None)
+    for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Volumes", "StopSignal"):
+        assert ours_config.get(key) == theirs_config.get(key), key
+    assert (ours_config.get("Labels") or {}) == (theirs_config.get("Labels") or {})
+    assert env.cli("run", "--rm", "--network", "none", "debian-app").stdout == "hello from app on debian\n"
+    save = tmp_path / "ours.tar"
+    env.cli("save", "-o", str(save), "localhost/debian-app", check=True)
+    podman.run("load", "-i", str(save))
+    assert podman.run("run", "--rm", "--network", "none", "localhost/debian-app").stdout == "hello from app on debian\n"

@@ -245,7 +245,41 @@ def make_busybox_ktest(root: Path) -> None:
     writer.finish()
 
 
-MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
+DEBIAN_CONFIG = {"config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                            "Cmd": ["bash"]},
+                 "history": [{"created": CREATED, "created_by": "ketch test fixture: debootstrap --variant=minbase"}]}
+
+
+def make_debian(root: Path) -> None:
+    """Debian bookworm minbase, made with debootstrap from the Debian archive apt uses (the only
+    network the tests have: a package registry); one layer."""
+    import shutil
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="ketch-debootstrap-"))
+    try:
+        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(target), "http://deb.debian.org/debian"],
+                       check=True, capture_output=True)
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for entry in (target / cache).glob("*"):
+                if entry.is_file():
+                    entry.unlink()
+        writer = LayoutWriter(root)
+
+        def tree(tar):
+            for path in sorted(target.rglob("*")):
+                rel = str(path.relative_to(target))
+                if rel.startswith(("proc/", "sys/", "dev/")):
+                    continue
+                tar.add(str(path), arcname=rel, recursive=False)
+
+        writer.add(writer.image([_gzip_layer(writer, tree, level=1)], DEBIAN_CONFIG), "latest")
+        writer.finish()
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "debian": make_debian, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
           "deep": make_deep, "derived": make_derived}
 
 

@@ -148,7 +148,9 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
     config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
     config.update(created=now, config=config_settings)
-    config.update(top_level or {})
+    top_level = dict(top_level or {})
+    annotations = top_level.pop("annotations", None)  # image annotations live in the manifest
+    config.update(top_level)
     if author:
         config["author"] = author
     base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])
@@ -180,6 +182,8 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
                    "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
         "layers": base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
     }
+    if annotations and fmt == "oci":
+        manifest["annotations"] = dict(annotations)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     names = [store.normalize_name(name)] if name else []
     return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
@@ -218,7 +222,9 @@ def _commit_config_only(store, base, base_config: dict, base_manifest: dict, *, 
     now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
     config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
     config.update(created=now, config=config_settings)
-    config.update(top_level or {})
+    top_level = dict(top_level or {})
+    annotations = top_level.pop("annotations", None)  # image annotations live in the manifest
+    config.update(top_level)
     config["rootfs"] = {"type": "layers", "diff_ids": list((base_config.get("rootfs") or {}).get("diff_ids") or [])}
     if omit_history:
         config.pop("history", None)
@@ -237,6 +243,8 @@ def _commit_config_only(store, base, base_config: dict, base_manifest: dict, *, 
                    "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
         "layers": layers,
     }
+    if annotations and fmt == "oci":
+        manifest["annotations"] = dict(annotations)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     names = [store.normalize_name(name)] if name else []
     return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,

@@ -164,28 +164,10 @@ def test_stop_signal_logs_since_and_exec_with_a_terminal(ketch_env):
     assert ketch_env.cli("logs", "--since", "1h", "polite", check=True).stdout == "early\n"
     future = str(time.time() + 3600)
     assert ketch_env.cli("logs", "--since", future, "polite", check=True).stdout == ""
-    import pty
+    from tests.support.terminal import run_on_pty
 
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(ketch_env.args("exec", "-it", "polite", "sh", "-c", "tty; exit 3"), stdin=slave,
-                            stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    output = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert proc.wait(timeout=10) == 3
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    status, output = run_on_pty(ketch_env.args("exec", "-it", "polite", "sh", "-c", "tty; exit 3"))
+    assert status == 3
     assert b"/dev/pts/" in output
     ketch_env.cli("stop", "polite", check=True)
     assert _inspect(ketch_env, "polite")["State"]["ExitCode"] == 0  # it took USR1 as the stop signal

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
-import struct
 import subprocess
-import termios
-import fcntl
 import time
 
 from tests.containers.conftest import IMAGE
@@ -93,29 +89,11 @@ def test_sig_proxy_false_keeps_signals_to_ourselves(ketch_env, tmp_path):
 
 
 def test_terminal_with_window_size(ketch_env):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    proc = subprocess.Popen(ketch_env.args("run", "--rm", "-t", "busybox", "sh", "-c",
-                                           "stty size; tty; echo TERM=$TERM; exit 5"),
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    output = b""
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert proc.wait(timeout=10) == 5
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    from tests.support.terminal import run_on_pty
+
+    status, output = run_on_pty(ketch_env.args("run", "--rm", "-t", "busybox", "sh", "-c",
+                                               "stty size; tty; echo TERM=$TERM; exit 5"), rows=33, columns=101)
+    assert status == 5
     text = output.decode(errors="replace").replace("\r", "")
     assert "33 101" in text and "/dev/pts/0" in text and "TERM=xterm" in text
 

@@ -757,22 +757,27 @@ def cmd_network_create(args) -> int:
     return 0
 
 
-def cmd_network_ls(args) -> int:
+def _print_listing(args, entries: list[dict], key: str, header: str, row) -> None:
+    """``ls`` of networks and volumes: names only (-q), JSON, a Go template, or a table."""
     from ketch.cli import template
 
-    nets = _engine(args).networks()
-    entries = [nets.inspect(n["name"]) for n in nets.list()]
     if args.quiet:
-        print("\n".join(e["name"] for e in entries))
+        print("\n".join(e[key] for e in entries))
     elif args.format == "json":
         print(json.dumps(entries, indent=4))
     elif args.format:
         for entry in entries:
             print(template.render(args.format, entry))
     else:
-        print(f"{'NETWORK ID':14}{'NAME':20}DRIVER")
+        print(header)
         for entry in entries:
-            print(f"{entry['id'][:12]:14}{entry['name']:20}{entry['driver']}")
+            print(row(entry))
+
+
+def cmd_network_ls(args) -> int:
+    nets = _engine(args).networks()
+    _print_listing(args, [nets.inspect(n["name"]) for n in nets.list()], "name", f"{'NETWORK ID':14}{'NAME':20}DRIVER",
+                   lambda e: f"{e['id'][:12]:14}{e['name']:20}{e['driver']}")
     return 0
 
 
@@ -817,21 +822,9 @@ def cmd_volume_create(args) -> int:
 
 
 def cmd_volume_ls(args) -> int:
-    from ketch.cli import template
-
     volumes = _engine(args).volumes()
-    entries = [volumes.inspect(v["name"]) for v in volumes.list()]
-    if args.quiet:
-        print("\n".join(e["Name"] for e in entries))
-    elif args.format == "json":
-        print(json.dumps(entries, indent=4))
-    elif args.format:
-        for entry in entries:
-            print(template.render(args.format, entry))
-    else:
-        print(f"{'DRIVER':10}VOLUME NAME")
-        for entry in entries:
-            print(f"{entry['Driver']:10}{entry['Name']}")
+    _print_listing(args, [volumes.inspect(v["name"]) for v in volumes.list()], "Name", f"{'DRIVER':10}VOLUME NAME",
+                   lambda e: f"{e['Driver']:10}{e['Name']}")
     return 0
 
 

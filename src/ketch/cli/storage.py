@@ -12,7 +12,7 @@ import os
 import sys
 
 from ketch.cli.flags import add_bool, make_context, non_negative_int, policy_from
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.errors import InvalidInputError, KetchError
 
 TRANSPORT_PREFIXES = ("docker:", "oci:", "dir:", "oci-archive:", "docker-archive:", "ketch-storage:")
 
@@ -173,30 +173,12 @@ def _platform(args, ctx) -> None:
 
 def pull_image(args, store, name: str, stack) -> str:
     """Pull one name (short names through registries.conf); returns the image id."""
-    from ketch.image.copy import CopyOptions, copy_image
-    from ketch.image.docker.transport import DockerReference
-    from ketch.image.storage_transport import StorageReference
+    from ketch.image.storage_transport import pull
 
     ctx = storage_context(args, store, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
                           cert_dir=args.cert_dir)
     _platform(args, ctx)
-    if name.startswith("docker://"):
-        name = name[len("docker://"):]
-    candidates = ctx.registries().resolve_short_name(name)
-    errors = []
-    for ref in candidates:
-        full = ref.with_default_tag()
-        src = DockerReference(full, str(full))
-        dst = StorageReference(str(full))
-        options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=policy_from(args), progress=_progress(args, stack))
-        try:
-            copy_image(src, dst, options)
-            return store.lookup(str(full)).id
-        except KetchError as exc:
-            if len(candidates) == 1:
-                raise
-            errors.append(f"{full}: {exc}")
-    raise NotFoundError(f"pulling {name}: no candidate worked ({'; '.join(errors)})")
+    return pull(store, name, ctx, policy_from(args), _progress(args, stack))
 
 
 def cmd_pull(args) -> int:

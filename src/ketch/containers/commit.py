@@ -142,52 +142,61 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         if stored_diff_id != diff_id:
             raise InvalidInputError("the committed layer changed while it was written")
     blob_size = store.blob_path(blob_digest).stat().st_size
+    history_entry = {"created": _now(), "created_by": created_by or "ketch commit"}
+    if message:
+        history_entry["comment"] = message
+    if author:
+        history_entry["author"] = author
+    base_layers = [] if squash else list(base_manifest.get("layers") or [])
+    base_history = [] if squash else list(base_config.get("history") or [])
+    base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])
+    return _record_image(store, base_config, name=name, fmt=fmt, settings=settings, changes=changes,
+                         top_level=top_level, author=author, omit_history=omit_history,
+                         layers=base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
+                         diff_ids=base_diff_ids + [diff_id],
+                         history=base_history + list(pending_history or []) + [history_entry])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+def _record_image(store, base_config: dict, *, name, fmt, settings, changes, top_level, author, omit_history,
+                  layers: list[dict], diff_ids: list[str], history: list[dict]) -> str:
+    """Config and manifest for ``layers`` (stored blobs), recorded in the store; the image id."""
+    from ketch.oci.digest import Digest
+
     config_settings = dict(settings if settings is not None else (base_config.get("config") or {}))
     for change in changes or []:
         apply_change(config_settings, change)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
     config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
-    config.update(created=now, config=config_settings)
+    config.update(created=_now(), config=config_settings)
     top_level = dict(top_level or {})
     annotations = top_level.pop("annotations", None)  # image annotations live in the manifest
     config.update(top_level)
     if author:
         config["author"] = author
-    base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])
-    config["rootfs"] = {"type": "layers", "diff_ids": base_diff_ids + [diff_id]}
-    history_entry = {"created": now, "created_by": created_by or "ketch commit"}
-    if message:
-        history_entry["comment"] = message
-    if author:
-        history_entry["author"] = author
-    base_history = [] if squash else list(base_config.get("history") or [])
+    config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     if omit_history:
         config.pop("history", None)
     else:
-        config["history"] = base_history + list(pending_history or []) + [history_entry]
+        config["history"] = history
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    from ketch.oci.digest import Digest
-
-    base_layers = [] if squash else [layer for layer in base_manifest.get("layers") or []]
-    if fmt == "docker":
-        base_layers = [{**layer, "mediaType": layer["mediaType"].replace(OCI_LAYER, DOCKER_LAYER)}
-                       for layer in base_layers]
-    else:
-        base_layers = [{**layer, "mediaType": layer["mediaType"].replace(DOCKER_LAYER, OCI_LAYER)}
-                       for layer in base_layers]
+    old, new = (OCI_LAYER, DOCKER_LAYER) if fmt == "docker" else (DOCKER_LAYER, OCI_LAYER)
+    layers = [{**layer, "mediaType": layer["mediaType"].replace(old, new)} for layer in layers]
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST,
         "config": {"mediaType": OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG,
                    "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
-        "layers": base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
+        "layers": layers,
     }
     if annotations and fmt == "oci":
         manifest["annotations"] = dict(annotations)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     names = [store.normalize_name(name)] if name else []
     return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
-                              [layer["digest"] for layer in manifest["layers"]], names)
+                              [layer["digest"] for layer in layers], names)
 
 
 def _tar_whole(store, container_id: str, output) -> str:
@@ -214,38 +223,8 @@ def _tar_whole(store, container_id: str, output) -> str:
 def _commit_config_only(store, base, base_config: dict, base_manifest: dict, *, name, fmt, settings, changes,
                         pending_history, top_level, omit_history) -> str:
     """An image with the base's layers and a new config (steps that changed no file)."""
-    from ketch.oci.digest import Digest
-
-    config_settings = dict(settings if settings is not None else (base_config.get("config") or {}))
-    for change in changes or []:
-        apply_change(config_settings, change)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
-    config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
-    config.update(created=now, config=config_settings)
-    top_level = dict(top_level or {})
-    annotations = top_level.pop("annotations", None)  # image annotations live in the manifest
-    config.update(top_level)
-    config["rootfs"] = {"type": "layers", "diff_ids": list((base_config.get("rootfs") or {}).get("diff_ids") or [])}
-    if omit_history:
-        config.pop("history", None)
-    else:
-        config["history"] = list(base_config.get("history") or []) + list(pending_history or [])
-    config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    layers = list(base_manifest.get("layers") or [])
-    if fmt == "docker":
-        layers = [{**layer, "mediaType": layer["mediaType"].replace(OCI_LAYER, DOCKER_LAYER)} for layer in layers]
-    else:
-        layers = [{**layer, "mediaType": layer["mediaType"].replace(DOCKER_LAYER, OCI_LAYER)} for layer in layers]
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST if fmt == "oci" else DOCKER_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG if fmt == "oci" else DOCKER_CONFIG,
-                   "digest": str(Digest.of(config_bytes)), "size": len(config_bytes)},
-        "layers": layers,
-    }
-    if annotations and fmt == "oci":
-        manifest["annotations"] = dict(annotations)
-    manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
-    names = [store.normalize_name(name)] if name else []
-    return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
-                              [layer["digest"] for layer in layers], names)
+    return _record_image(store, base_config, name=name, fmt=fmt, settings=settings, changes=changes,
+                         top_level=top_level, author="", omit_history=omit_history,
+                         layers=list(base_manifest.get("layers") or []),
+                         diff_ids=list((base_config.get("rootfs") or {}).get("diff_ids") or []),
+                         history=list(base_config.get("history") or []) + list(pending_history or []))

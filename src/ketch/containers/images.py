@@ -29,26 +29,8 @@ def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_
 def pull(store, name: str, context=None, trust_policy=None, progress=None) -> str:
     """Pull ``name`` (short names through registries.conf) into the store; the image id."""
     from ketch.image.context import SystemContext
-    from ketch.image.copy import CopyOptions, copy_image
-    from ketch.image.docker.transport import DockerReference
     from ketch.image.policy import Policy
-    from ketch.image.storage_transport import StorageReference
+    from ketch.image.storage_transport import pull as pull_into
 
     ctx = (context() if callable(context) else context) or SystemContext()
-    ctx.store = store
-    if name.startswith("docker://"):
-        name = name[len("docker://"):]
-    candidates = ctx.registries().resolve_short_name(name)
-    errors = []
-    for ref in candidates:
-        full = ref.with_default_tag()
-        options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=trust_policy or Policy.load_default(),
-                              **({"progress": progress} if progress is not None else {}))
-        try:
-            copy_image(DockerReference(full, str(full)), StorageReference(str(full)), options)
-            return store.lookup(str(full)).id
-        except KetchError as exc:
-            if len(candidates) == 1:
-                raise
-            errors.append(f"{full}: {exc}")
-    raise NotFoundError(f"pulling {name}: no candidate worked ({'; '.join(errors)})")
+    return pull_into(store, name, ctx, trust_policy or Policy.load_default(), progress)

@@ -152,3 +152,29 @@ class _Counting:
         if data and self._on_progress is not None:
             self._on_progress(len(data))
         return data
+
+
+def pull(store, name: str, ctx, policy, progress=None) -> str:
+    """Pull ``name`` from a registry into ``store`` (a short name tries registries.conf's
+    candidates in order, as podman does); returns the image id."""
+    from ketch.errors import KetchError, NotFoundError
+    from ketch.image.copy import CopyOptions, copy_image
+    from ketch.image.docker.transport import DockerReference
+
+    ctx.store = store
+    if name.startswith("docker://"):
+        name = name[len("docker://"):]
+    candidates = ctx.registries().resolve_short_name(name)
+    errors = []
+    for ref in candidates:
+        full = ref.with_default_tag()
+        options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=policy,
+                              **({"progress": progress} if progress is not None else {}))
+        try:
+            copy_image(DockerReference(full, str(full)), StorageReference(str(full)), options)
+            return store.lookup(str(full)).id
+        except KetchError as exc:
+            if len(candidates) == 1:
+                raise
+            errors.append(f"{full}: {exc}")
+    raise NotFoundError(f"pulling {name}: no candidate worked ({'; '.join(errors)})")

@@ -19,7 +19,7 @@ import os
 import struct
 
 from ketch import syscalls
-from ketch.errors import InvalidInputError, KetchError
+from ketch.errors import KetchError
 
 _SYS_BPF = 321  # x86_64
 _BPF_PROG_LOAD = 5
@@ -53,12 +53,11 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
 def _rule_block(rule: dict) -> tuple[list[bytes], bool]:
     """One rule: tests that jump past the block when they fail, then return allow or deny; and
     whether it matches every access (what follows it could never run)."""
+    from ketch.runtime.cgroups import device_rule
+
+    device_rule(rule)  # the same checks as for v1's devices.allow (one message for a bad rule)
     kind = rule.get("type", "a") or "a"
-    if kind not in ("a", "b", "c"):
-        raise InvalidInputError(f"device rule type {kind!r} is not one of a, b, c")
     access = rule.get("access", "rwm") or "rwm"
-    if not set(access) <= set("rwm"):
-        raise InvalidInputError(f"device rule access {access!r} is not made of r, w, m")
     tests: list[tuple] = []  # (code, dst, src, imm); each jumps to the next rule when it fails
     if kind != "a":
         tests.append((_JMP_JNE_K, 2, 0, _DEVCG_DEV_BLOCK if kind == "b" else _DEVCG_DEV_CHAR))

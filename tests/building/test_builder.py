@@ -40,6 +40,10 @@ def test_from_run_copy_config_commit(builders, tmp_path):
     assert run.returncode == 0 and "mknod-ok" in run.stdout, run.stderr
     assert int(run.stdout.split()[-1], 16) & (1 << 27)  # CAP_MKNOD: the build profile
     assert env.cli("builder", "run", ctr, "--", "sh", "-c", "exit 7").returncode == 7
+    bridged = env.cli("builder", "run", "--network", "bridge", ctr, "--", "sh", "-c", "ip -4 route | grep default")
+    assert bridged.returncode == 0 and "via 10.123.0.1" in bridged.stdout, bridged.stderr
+    assert env.cli("builder", "run", "--network", "none", ctr, "--", "sh", "-c",
+                   "ip -4 route | grep -q default || echo isolated").stdout == "isolated\n"
     assert env.cli("builder", "run", ctr, "--", "no-such-cmd").returncode == 127
     (tmp_path / "a.txt").write_text("A\n")
     (tmp_path / "b.txt").write_text("B\n")

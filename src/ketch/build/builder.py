@@ -327,8 +327,6 @@ class Builder:
 
         if not command:
             raise InvalidInputError("builder run needs a command")
-        if network not in ("host", "none"):
-            raise InvalidInputError("builder run takes --network host or none")
         record = self._record(name_or_id)
         meta = record["meta"]
         config = meta.get("config") or {}
@@ -349,7 +347,10 @@ class Builder:
         run_id = f"builder-{record['id'][:32]}-{os.getpid()}"
         was_subreaper = syscalls.set_child_subreaper(True)
         self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
+        netns = None
         try:
+            if network not in ("host", "none"):
+                netns = self._bridge(run_id, network)
             conf = engine_config.EngineConfig.load(cache_dir=str(self.store.runroot))
             hostname = record["id"][:12]
             specs.etc_files(userdata, hostname, options, meta.get("from_image", ""), meta.get("from_image_id", ""),
@@ -359,7 +360,7 @@ class Builder:
                                        user_ids) if options.mounts else []
             extra += list(oci_mounts or [])
             spec = specs.build(container_id=record["id"], rootfs=rootfs, userdata=userdata, image=image,
-                               options=options, conf=conf, extra_mounts=extra)
+                               options=options, conf=conf, extra_mounts=extra, netns_path=netns)
             spec["root"]["readonly"] = False
             spec["linux"]["cgroupsPath"] = f"/ketch/{run_id}"
             spec["linux"]["resources"]["devices"] = [{"allow": True, "type": "c", "major": -1, "minor": -1,
@@ -389,11 +390,36 @@ class Builder:
                 _remove_placeholders(placeholders)
         finally:
             syscalls.set_child_subreaper(was_subreaper)
+            if netns is not None:
+                self._unbridge(run_id, netns)
             self.store.unmount_container(record["id"])
             try:
                 self._update(record, run_pid=None, run_pid_start=None)
             except NotFoundError:
                 pass
+
+    def _bridge(self, run_id: str, network: str) -> str:
+        """A network namespace on a bridge network for one ``builder run`` (as containers get)."""
+        from ketch.containers import network as net
+
+        nets = net.Networks(self.store)
+        name = net.DEFAULT_NETWORK if network in ("bridge", "private") else network
+        path = str(self.store.runroot / "netns" / f"ketch-{run_id[-40:]}")
+        net.make_namespace(path)
+        try:
+            nets.setup(run_id, path, [(name, nets.allocate(run_id, name))], [])
+        except BaseException:
+            self._unbridge(run_id, path)
+            raise
+        return path
+
+    def _unbridge(self, run_id: str, path: str) -> None:
+        from ketch.containers import network as net
+
+        nets = net.Networks(self.store)
+        nets.teardown(run_id, 1, [])
+        net.remove_namespace(path)
+        nets.release(run_id)
 
     # -- commit ------------------------------------------------------------------------
 

@@ -446,7 +446,7 @@ class Build:
             network = self.options.network
         try:
             status = self.builder.run(container, command, env=env, volumes=volumes, oci_mounts=mounts,
-                                      network="none" if network == "none" else "host", cap_add=self.options.cap_add,
+                                      network=network, cap_add=self.options.cap_add,
                                       stdio=(os.open("/dev/null", os.O_RDONLY), 1 if not self.options.quiet else
                                              os.open("/dev/null", os.O_WRONLY), 2))
         except KetchError as exc:

@@ -38,7 +38,8 @@ def register_build(commands: argparse._SubParsersAction) -> None:
                        choices=["always", "missing", "never", "newer", "true", "false"])
     build.add_argument("--secret", action="append", default=[], metavar="id=ID,src=PATH")
     build.add_argument("-v", "--volume", action="append", default=[], metavar="HOST:CONTAINER[:OPTIONS]")
-    build.add_argument("--network", default="host", choices=["host", "none", "default"])
+    build.add_argument("--network", default="host", metavar="MODE",
+                       help="for RUN steps: host (default), none, bridge, or a network's name")
     build.add_argument("--cap-add", action="append", default=[], metavar="CAP")
     build.add_argument("-q", "--quiet", action="store_true")
     add_bool(build, "--rm", default=True, help="remove the build's working containers after a successful build")
@@ -123,7 +124,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--user", metavar="USER[:GROUP]")
     run.add_argument("--workingdir", metavar="DIR")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("--network", "--net", default="host", choices=["host", "none"])
+    run.add_argument("--network", "--net", default="host", metavar="MODE",
+                     help="host (default), none, bridge, or a network's name")
     run.add_argument("-t", "--tty", action="store_true")
     run.add_argument("name", metavar="CONTAINER")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")

@@ -226,7 +226,7 @@ class Builder:
         """buildah copy/add: host paths (globs), or paths in another image or working container
         (``--from``), to ``destination`` in the working container; ``add`` unpacks local tar
         archives. A path inside a root never leads out of it (links resolve inside)."""
-        from ketch.containers.paths import resolve_in_root
+        from ketch.runtime.paths import resolve_in_root
 
         if not sources:
             raise InvalidInputError("nothing to copy")
@@ -471,20 +471,16 @@ class Builder:
 
 
 def _command_value(value, what: str) -> list[str]:
+    from ketch.containers.commit import json_words
+
     if isinstance(value, list):
         return value
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            raise InvalidInputError(f"invalid --{what} {value!r}: not a JSON array") from None
-        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-            raise InvalidInputError(f"invalid --{what} {value!r}: a JSON array of strings")
-        return parsed
+    words = json_words(value, f"--{what}")
+    if words is not None:
+        return words
     if what == "shell":
         raise InvalidInputError(f"invalid --shell {value!r}: a JSON array")
-    return [text]
+    return [value.strip()]
 
 
 def _duration_ns(text: str, what: str) -> int:
@@ -568,7 +564,7 @@ def _alive(pid: int, started: str | None) -> bool:
 def _missing_tops(rootfs: str, destinations: list[str]) -> list[str]:
     """For each mount destination missing in the root, the topmost path the runtime will create
     for it (a mount point: not part of what the build made)."""
-    from ketch.containers.paths import resolve_in_root
+    from ketch.runtime.paths import resolve_in_root
 
     tops = []
     for destination in destinations:

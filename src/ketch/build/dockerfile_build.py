@@ -54,13 +54,15 @@ class _Stage:
 class _State:
     """Where a stage stands: the image so far, and what is not in an image yet."""
 
-    def __init__(self, parent: str | None, config: dict, top: dict) -> None:
+    def __init__(self, parent: str | None, config: dict, top: dict, global_args: dict | None = None) -> None:
         self.parent = parent
         self.config = config
         self.top = top
         self.history: list[dict] = []
         self.args: dict[str, str] = {}
+        self.global_args: dict[str, str | None] = global_args or {}  # ARGs before the first FROM
         self.workdir_pending: str | None = None
+        self.cmd_set = False  # a CMD of this stage (an ENTRYPOINT then keeps it)
 
 
 class Build:
@@ -77,6 +79,7 @@ class Build:
         self.ignore = IgnoreRules.load(self.context_dir)
         self.working: list[str] = []  # working containers to remove
         self.secret_dir: str | None = None
+        self.mounted_images: list[str] = []  # --from roots of the current step
         self.step = 0
 
     # -- the build -----------------------------------------------------------------------
@@ -149,8 +152,7 @@ class Build:
 
             parent = find_or_pull(self.store, base, self.options.pull, self.pull_context).id
         config, top = self._config_of(parent)
-        state = _State(parent, config, top)
-        state.global_args = global_args  # type: ignore[attr-defined]
+        state = _State(parent, config, top, global_args)
         onbuild = list(config.pop("OnBuild", None) or [])
         instructions = list(stage.instructions)
         if onbuild:
@@ -188,7 +190,7 @@ class Build:
                     state.args[key] = self.options.build_args[key]
                 elif value is not None:
                     state.args[key] = parser.expand(value, self._variables(state))
-                elif key in getattr(state, "global_args", {}) and state.global_args[key] is not None:
+                elif state.global_args.get(key) is not None:
                     state.args[key] = state.global_args[key]
                 elif key in PLATFORM_ARGS:
                     state.args[key] = PLATFORM_ARGS[key]
@@ -236,10 +238,10 @@ class Build:
         elif name in ("CMD", "ENTRYPOINT"):
             value = ins.json if ins.json is not None else (config.get("Shell") or ["/bin/sh", "-c"]) + [ins.args]
             config["Cmd" if name == "CMD" else "Entrypoint"] = value
-            if name == "ENTRYPOINT" and "Cmd" in config and not getattr(state, "cmd_set_here", False):
+            if name == "ENTRYPOINT" and not state.cmd_set:
                 config.pop("Cmd", None)  # an ENTRYPOINT resets an inherited CMD, as Docker does
             if name == "CMD":
-                state.cmd_set_here = True  # type: ignore[attr-defined]
+                state.cmd_set = True
             empty_text = f"{name} {json.dumps(value)}"
         elif name == "SHELL":
             config["Shell"] = ins.json
@@ -295,6 +297,12 @@ class Build:
     # -- layered steps: RUN, COPY, ADD ------------------------------------------------------
 
     def _layered(self, ins, expanded: str, state: _State, stages, container):
+        try:
+            return self._layered_step(ins, expanded, state, stages, container)
+        finally:
+            self._release_images()  # what --from mounted, for the key or the copy
+
+    def _layered_step(self, ins, expanded: str, state: _State, stages, container):
         inputs = self._inputs(ins, expanded, state, stages)
         steps = [h.get("created_by") for h in state.history]  # not their times: a rebuild must match
         key = hashlib.sha256(json.dumps([state.parent, state.config, state.top, steps, ins.name, ins.flags,
@@ -368,7 +376,7 @@ class Build:
         if state.workdir_pending:
             root = self.builder.mount(container)
             try:
-                from ketch.containers.paths import resolve_in_root
+                from ketch.runtime.paths import resolve_in_root
 
                 os.makedirs(resolve_in_root(root, state.workdir_pending), exist_ok=True)
             finally:
@@ -439,18 +447,18 @@ class Build:
             if key in self.options.build_args and key not in state.args:
                 env.append(f"{key}={self.options.build_args[key]}")
         mounts = self._run_mounts(ins, state, stages)
-        volumes = list(self.options.volumes)
-        network = ins.flags.get("network", self.options.network) if isinstance(ins.flags.get("network", ""), str) \
-            else self.options.network
+        network = ins.flags.get("network", "default")
         if network == "default":
             network = self.options.network
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
-            status = self.builder.run(container, command, env=env, volumes=volumes, oci_mounts=mounts,
-                                      network=network, cap_add=self.options.cap_add,
-                                      stdio=(os.open("/dev/null", os.O_RDONLY), 1 if not self.options.quiet else
-                                             os.open("/dev/null", os.O_WRONLY), 2))
+            status = self.builder.run(container, command, env=env, volumes=list(self.options.volumes),
+                                      oci_mounts=mounts, network=network, cap_add=self.options.cap_add,
+                                      stdio=(null, null if self.options.quiet else 1, 2))
         except KetchError as exc:
             raise BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: {exc}") from None
+        finally:
+            os.close(null)
         if status != 0:
             error = BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: "
                                f"exit status {status}")
@@ -507,7 +515,7 @@ class Build:
                 origin = fields.pop("from", None)
                 if origin:
                     root = self._root_of(origin, stages, ins)
-                    from ketch.containers.paths import resolve_in_root
+                    from ketch.runtime.paths import resolve_in_root
 
                     source = resolve_in_root(root, source_rel)
                 else:
@@ -548,7 +556,7 @@ class Build:
 
             image_id = find_or_pull(self.store, origin, self.options.pull, self.pull_context).id
         path = str(self.store.mount_image(image_id))
-        self._mounted_images = getattr(self, "_mounted_images", []) + [image_id]
+        self.mounted_images.append(image_id)
         return path
 
     def _context_path(self, relative: str, ins) -> str:
@@ -576,7 +584,7 @@ class Build:
                 raise self._error(ins, f"{source}: remote sources cannot be fetched here (offline)")
             if origin:
                 root = self._root_of(origin, stages, ins)
-                from ketch.containers.paths import resolve_in_root
+                from ketch.runtime.paths import resolve_in_root
 
                 pattern = resolve_in_root(root, source)
                 matches = sorted(_glob(pattern)) if any(c in source for c in "*?[") else [pattern]
@@ -613,7 +621,7 @@ class Build:
         return [digests, destination, [h[1][:64] for h in ins.heredocs]]
 
     def _copy(self, ins, expanded: str, state: _State, stages, container: str) -> None:
-        from ketch.containers.paths import resolve_in_root
+        from ketch.runtime.paths import resolve_in_root
 
         found, destination, _ = self._sources(ins, expanded, state, stages)
         chown = ins.flags.get("chown")
@@ -661,9 +669,11 @@ class Build:
                     _copy_file(path, to, owner, chmod, from_context=relative is not None)
         finally:
             self.builder.unmount(container)
-            for image_id in getattr(self, "_mounted_images", []):
-                self.store.unmount_image(image_id)
-            self._mounted_images = []
+
+    def _release_images(self) -> None:
+        for image_id in self.mounted_images:
+            self.store.unmount_image(image_id)
+        self.mounted_images = []
 
 
 # -- files --------------------------------------------------------------------------------

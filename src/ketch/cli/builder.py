@@ -18,6 +18,27 @@ def _builder(args):
     return Builder(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
 
 
+def _buildah_statuses(func):
+    """buildah's exit status for its own failures: 125 (a command's own status stays as it is)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(args) -> int:
+        try:
+            return func(args)
+        except KetchError as exc:
+            raise _fail(exc) from None
+
+    wrapper.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
+    return wrapper
+
+
+def _fail(exc: KetchError) -> KetchError:
+    if getattr(exc, "exit_code", 1) == 1:
+        exc.exit_code = 125
+    return exc
+
+
 def register_build(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build", aliases=["bud"], help="build an image from a Dockerfile/Containerfile",
                                 description="Build an image from a Containerfile or Dockerfile, without a daemon.")
@@ -48,6 +69,7 @@ def register_build(commands: argparse._SubParsersAction) -> None:
     build.set_defaults(func=cmd_build)
 
 
+@_buildah_statuses
 def cmd_build(args) -> int:
     from ketch.build.dockerfile_build import BuildOptions, build
     from ketch.containers.options import parse_key_values
@@ -73,19 +95,12 @@ def cmd_build(args) -> int:
                            cap_add=list(args.cap_add), quiet=args.quiet, remove=args.rm or args.force_rm,
                            force_remove=args.force_rm)
 
-    def context():
-        from ketch.image.context import SystemContext
-
-        ctx = SystemContext()
-        ctx.tls_verify = args.tls_verify
-        ctx.registries_conf = getattr(args, "registries_conf", None)
-        return ctx
-
+    from ketch.cli.containers import pull_context
     from ketch.storage.store import Store
 
     store = Store(args.root, args.runroot, args.storage_driver)
     log = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
-    image_id = build(store, args.context, options, log=log, pull_context=context)
+    image_id = build(store, args.context, options, log=log, pull_context=pull_context(args))
     if not args.quiet:
         for tag in args.tag:
             print(f"Successfully tagged {store.normalize_name(tag)}")
@@ -199,28 +214,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     images.set_defaults(func=cmd_images)
 
 
-def _fail(exc: KetchError) -> KetchError:
-    if getattr(exc, "exit_code", 1) == 1:
-        exc.exit_code = 125
-    return exc
-
-
+@_buildah_statuses
 def cmd_from(args) -> int:
-    def context():
-        from ketch.image.context import SystemContext
+    from ketch.cli.containers import pull_context
 
-        ctx = SystemContext()
-        ctx.tls_verify = args.tls_verify
-        ctx.registries_conf = getattr(args, "registries_conf", None)
-        return ctx
-
-    try:
-        print(_builder(args).from_image(args.image, name=args.name, pull=args.pull, context=context))
-    except KetchError as exc:
-        raise _fail(exc) from None
+    print(_builder(args).from_image(args.image, name=args.name, pull=args.pull, context=pull_context(args)))
     return 0
 
 
+@_buildah_statuses
 def cmd_mount(args) -> int:
     builder = _builder(args)
     if not args.names:
@@ -235,6 +237,7 @@ def cmd_mount(args) -> int:
     return 0
 
 
+@_buildah_statuses
 def cmd_umount(args) -> int:
     builder = _builder(args)
     names = [c["id"] for c in builder.containers()] if args.all else args.names
@@ -249,52 +252,45 @@ def cmd_umount(args) -> int:
     return 0
 
 
+@_buildah_statuses
 def cmd_run(args) -> int:
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
-    try:
-        return _builder(args).run(args.name, command, volumes=args.volume, mounts=args.mount, user=args.user,
-                                  workingdir=args.workingdir, env=args.env, network=args.network, tty=args.tty)
-    except KetchError as exc:
-        raise _fail(exc) from None
+    return _builder(args).run(args.name, command, volumes=args.volume, mounts=args.mount, user=args.user,
+                              workingdir=args.workingdir, env=args.env, network=args.network, tty=args.tty)
 
 
+@_buildah_statuses
 def cmd_copy(args) -> int:
     if len(args.paths) < 2:
         raise InvalidInputError(f"builder {'add' if args.add else 'copy'} needs SOURCE... DESTINATION")
-    try:
-        _builder(args).copy(args.name, args.paths[:-1], args.paths[-1], chown=args.chown, chmod=args.chmod,
-                            from_=args.from_, add=args.add)
-    except KetchError as exc:
-        raise _fail(exc) from None
+    _builder(args).copy(args.name, args.paths[:-1], args.paths[-1], chown=args.chown, chmod=args.chmod,
+                        from_=args.from_, add=args.add)
     return 0
 
 
+@_buildah_statuses
 def cmd_config(args) -> int:
     settings = {k: getattr(args, k) for k in (
         "env", "label", "annotation", "port", "volume", "onbuild", "entrypoint", "cmd", "shell", "user",
         "workingdir", "stop_signal", "author", "created_by", "history_comment", "healthcheck",
         "healthcheck_interval", "healthcheck_timeout", "healthcheck_start_period", "healthcheck_retries", "arch",
         "os")}
-    try:
-        _builder(args).configure(args.name, **settings)
-    except KetchError as exc:
-        raise _fail(exc) from None
+    _builder(args).configure(args.name, **settings)
     return 0
 
 
+@_buildah_statuses
 def cmd_commit(args) -> int:
-    try:
-        image_id = _builder(args).commit(args.name, args.image, fmt=args.format, squash=args.squash, remove=args.rm,
-                                         compression=args.compression, omit_history=args.omit_history,
-                                         iidfile=args.iidfile)
-    except KetchError as exc:
-        raise _fail(exc) from None
+    image_id = _builder(args).commit(args.name, args.image, fmt=args.format, squash=args.squash, remove=args.rm,
+                                     compression=args.compression, omit_history=args.omit_history,
+                                     iidfile=args.iidfile)
     print(image_id)
     return 0
 
 
+@_buildah_statuses
 def cmd_containers(args) -> int:
     entries = _builder(args).containers()
     if args.quiet:
@@ -309,6 +305,7 @@ def cmd_containers(args) -> int:
     return 0
 
 
+@_buildah_statuses
 def cmd_rm(args) -> int:
     builder = _builder(args)
     names = [c["id"] for c in builder.containers()] if args.all else args.names
@@ -324,6 +321,7 @@ def cmd_rm(args) -> int:
     return status
 
 
+@_buildah_statuses
 def cmd_inspect(args) -> int:
     from ketch.cli import template
 
@@ -332,29 +330,10 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+@_buildah_statuses
 def cmd_images(args) -> int:
     from ketch.cli.storage import cmd_images as images
 
     return images(argparse.Namespace(**{**vars(args), "all": False, "noheading": False, "no_trunc": False,
                                         "digests": False, "filter": [], "filter_name": None,
                                         "format": args.format, "quiet": args.quiet}))
-
-
-def _buildah_statuses(func):
-    """buildah's exit status for its own failures: 125 (a command's own status stays as it is)."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(args) -> int:
-        try:
-            return func(args)
-        except KetchError as exc:
-            raise _fail(exc) from None
-
-    wrapper.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
-    return wrapper
-
-
-for _name in ("cmd_build", "cmd_from", "cmd_mount", "cmd_umount", "cmd_run", "cmd_copy", "cmd_config", "cmd_commit",
-              "cmd_containers", "cmd_rm", "cmd_inspect", "cmd_images"):
-    globals()[_name] = _buildah_statuses(globals()[_name])

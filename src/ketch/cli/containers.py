@@ -93,13 +93,10 @@ def _options(args):
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
     entrypoint = None
     if args.entrypoint is not None:
-        text = args.entrypoint.strip()
-        if text.startswith("["):
-            try:
-                entrypoint = json.loads(text)
-            except ValueError:
-                raise InvalidInputError(f"--entrypoint {args.entrypoint!r} is not a JSON array") from None
-        else:
+        from ketch.containers.commit import json_words
+
+        entrypoint = json_words(args.entrypoint, "--entrypoint")
+        if entrypoint is None:
             entrypoint = [args.entrypoint] if args.entrypoint else []
     seccomp = None
     no_new_privileges = False
@@ -110,8 +107,7 @@ def _options(args):
             seccomp = value
         elif key in ("no-new-privileges", "no_new_privileges") and value in ("", "true"):
             no_new_privileges = True
-        elif key == "label" and value in ("disable", "type:unconfined_t") or key == "apparmor" \
-                and value == "unconfined":
+        elif (key, value) in (("label", "disable"), ("label", "type:unconfined_t"), ("apparmor", "unconfined")):
             continue  # this host has neither SELinux nor AppArmor
         elif key == "unmask":
             unmask += value.split(":")
@@ -136,7 +132,7 @@ def _options(args):
     )
 
 
-def _pull_context(args):
+def pull_context(args):
     """The registry settings for a pull, made only if one happens (the image code is heavy)."""
 
     def make():
@@ -308,7 +304,7 @@ def cmd_run(args) -> int:
         if args.detach and options.log_driver == "passthrough":
             raise InvalidInputError("--log-driver passthrough needs a foreground run")
         engine = _engine(args)
-        result = engine.run(args.image, options, detach=args.detach, pull=args.pull, context=_pull_context(args),
+        result = engine.run(args.image, options, detach=args.detach, pull=args.pull, context=pull_context(args),
                             sig_proxy=args.sig_proxy)
     except KetchError as exc:
         raise _engine_failure(exc) from None
@@ -321,7 +317,7 @@ def cmd_run(args) -> int:
 def cmd_create(args) -> int:
     try:
         options = _options(args)
-        container_id = _engine(args).create(args.image, options, pull=args.pull, context=_pull_context(args))
+        container_id = _engine(args).create(args.image, options, pull=args.pull, context=pull_context(args))
     except KetchError as exc:
         raise _engine_failure(exc) from None
     print(container_id)
@@ -357,15 +353,16 @@ def _targets(engine, args, *, running_only: bool = False) -> list[str]:
     return list(args.names)
 
 
-def _each(args, action) -> int:
-    """Do ``action`` on each named container; errors are reported one line each, and the last
-    error's status is ours (podman's behaviour for several containers)."""
+def _each(args, targets: list[str], action) -> int:
+    """Do ``action`` on each target and print its name; errors are reported one line each, and the
+    last error's status is ours (podman's behaviour for several containers)."""
     from ketch.errors import NotFoundError
 
     status = 0
-    for name in args.targets:
+    for name in targets:
         try:
-            print(action(name))
+            action(name)
+            print(name)
         except NotFoundError as exc:
             if getattr(args, "ignore", False):
                 continue
@@ -379,46 +376,22 @@ def _each(args, action) -> int:
 
 def cmd_stop(args) -> int:
     engine = _engine(args)
-    args.targets = _targets(engine, args, running_only=True)
-
-    def stop(name: str) -> str:
-        engine.stop(name, args.time)
-        return name
-
-    return _each(args, stop)
+    return _each(args, _targets(engine, args, running_only=True), lambda name: engine.stop(name, args.time))
 
 
 def cmd_kill(args) -> int:
     engine = _engine(args)
-    args.targets = _targets(engine, args, running_only=True)
-
-    def kill(name: str) -> str:
-        engine.kill(name, args.signal)
-        return name
-
-    return _each(args, kill)
+    return _each(args, _targets(engine, args, running_only=True), lambda name: engine.kill(name, args.signal))
 
 
 def cmd_restart(args) -> int:
     engine = _engine(args)
-    args.targets = list(args.names)
-
-    def restart(name: str) -> str:
-        engine.restart(name, args.time)
-        return name
-
-    return _each(args, restart)
+    return _each(args, args.names, lambda name: engine.restart(name, args.time))
 
 
 def cmd_rm(args) -> int:
     engine = _engine(args)
-    args.targets = _targets(engine, args)
-
-    def remove(name: str) -> str:
-        engine.remove(name, force=args.force)
-        return name
-
-    return _each(args, remove)
+    return _each(args, _targets(engine, args), lambda name: engine.remove(name, force=args.force))
 
 
 def cmd_ps(args) -> int:
@@ -488,8 +461,6 @@ def cmd_exec(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from ketch.cli import template
-
     engine = _engine(args)
     found, status = [], 0
     for name in args.names:
@@ -498,11 +469,7 @@ def cmd_inspect(args) -> int:
         except KetchError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             status = exc.exit_code
-    if args.format and args.format != "json":
-        for item in found:
-            print(template.render(args.format, item))
-    else:
-        print(json.dumps(found, indent=4))
+    _print_json_or_template(args.format, found)
     return status
 
 
@@ -665,22 +632,12 @@ def cmd_port(args) -> int:
     return 0
 
 
-def _each_simple(args, action) -> int:
-    args.targets = list(args.names)
-
-    def one(name: str) -> str:
-        action(name)
-        return name
-
-    return _each(args, one)
-
-
 def cmd_pause(args) -> int:
-    return _each_simple(args, _engine(args).pause)
+    return _each(args, args.names, _engine(args).pause)
 
 
 def cmd_unpause(args) -> int:
-    return _each_simple(args, _engine(args).unpause)
+    return _each(args, args.names, _engine(args).unpause)
 
 
 def cmd_top(args) -> int:
@@ -757,6 +714,16 @@ def cmd_network_create(args) -> int:
     return 0
 
 
+def _print_json_or_template(fmt: str | None, entries: list[dict]) -> None:
+    from ketch.cli import template
+
+    if fmt and fmt != "json":
+        for entry in entries:
+            print(template.render(fmt, entry))
+    else:
+        print(json.dumps(entries, indent=4))
+
+
 def _print_listing(args, entries: list[dict], key: str, header: str, row) -> None:
     """``ls`` of networks and volumes: names only (-q), JSON, a Go template, or a table."""
     from ketch.cli import template
@@ -782,27 +749,14 @@ def cmd_network_ls(args) -> int:
 
 
 def cmd_network_inspect(args) -> int:
-    from ketch.cli import template
-
     nets = _engine(args).networks()
-    entries = [nets.inspect(name) for name in args.names]
-    if args.format and args.format != "json":
-        for entry in entries:
-            print(template.render(args.format, entry))
-    else:
-        print(json.dumps(entries, indent=4))
+    _print_json_or_template(args.format, [nets.inspect(name) for name in args.names])
     return 0
 
 
 def cmd_network_rm(args) -> int:
     engine = _engine(args)
-    args.targets = list(args.names)
-
-    def remove(name: str) -> str:
-        engine.networks().remove(name, force=args.force, engine=engine)
-        return name
-
-    return _each(args, remove)
+    return _each(args, args.names, lambda name: engine.networks().remove(name, force=args.force, engine=engine))
 
 
 def cmd_network_prune(args) -> int:
@@ -836,13 +790,7 @@ def cmd_volume_inspect(args) -> int:
 
 def cmd_volume_rm(args) -> int:
     engine = _engine(args)
-    args.targets = list(args.names)
-
-    def remove(name: str) -> str:
-        engine.volumes().remove(name, force=args.force, engine=engine)
-        return name
-
-    return _each(args, remove)
+    return _each(args, args.names, lambda name: engine.volumes().remove(name, force=args.force, engine=engine))
 
 
 def cmd_volume_prune(args) -> int:

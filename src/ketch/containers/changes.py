@@ -1,13 +1,13 @@
 """A container's file system seen from the host: its changes (``diff``) and copies in and out
 (``cp``). Paths inside the container are resolved as the container sees them
-(:func:`ketch.containers.paths.resolve_in_root`): a symbolic link in it never leads out."""
+(:func:`ketch.runtime.paths.resolve_in_root`): a symbolic link in it never leads out."""
 
 from __future__ import annotations
 
 import os
 import stat
 
-from ketch.containers.paths import resolve_in_root
+from ketch.runtime.paths import resolve_in_root
 from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
 
 OPAQUE_XATTR = "trusted.overlay.opaque"

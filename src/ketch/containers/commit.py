@@ -26,6 +26,21 @@ CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD",
                        "WORKDIR")
 
 
+def json_words(text: str, what: str) -> list[str] | None:
+    """A JSON array of strings (an exec form) when ``text`` is one; None when it is not JSON at
+    all; a bad array is an error naming ``what``."""
+    text = text.strip()
+    if not text.startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidInputError(f"invalid {what} {text!r}: not a JSON array") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInputError(f"invalid {what} {text!r}: a JSON array of strings")
+    return value
+
+
 def apply_change(config: dict, change: str) -> None:
     """One ``--change`` instruction (Dockerfile syntax) applied to an image's ``config``."""
     instruction, _, rest = change.strip().partition(" ")
@@ -36,15 +51,8 @@ def apply_change(config: dict, change: str) -> None:
                                 f"{', '.join(CHANGE_INSTRUCTIONS)}")
 
     def json_or_shell(text: str) -> list[str]:
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except ValueError:
-                raise InvalidInputError(f"invalid --change {change!r}: not a JSON array") from None
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InvalidInputError(f"invalid --change {change!r}: a JSON array of strings")
-            return value
-        return ["/bin/sh", "-c", text]
+        words = json_words(text, f"--change {instruction}")
+        return words if words is not None else ["/bin/sh", "-c", text]
 
     if instruction in ("CMD", "ENTRYPOINT"):
         config["Cmd" if instruction == "CMD" else "Entrypoint"] = json_or_shell(rest)

@@ -32,13 +32,12 @@ class OwnRuntime:
         self.runtime.kill(container_id, signal, all_processes=all_processes)
 
     def delete(self, container_id: str) -> None:
+        from ketch.runtime.state import ContainerNotFound
+
         try:
             self.runtime.delete(container_id, force=True)
-        except RuntimeError_:
-            raise
-        except Exception as exc:  # not there any more: nothing to delete
-            if "does not exist" not in str(exc):
-                raise
+        except ContainerNotFound:
+            pass  # not there any more: nothing to delete
 
     def status(self, container_id: str) -> str | None:
         try:

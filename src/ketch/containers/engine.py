@@ -121,6 +121,8 @@ class Engine:
             store = Store(root, runroot, storage_driver)
         self.store = store
         self._conf = conf
+        self._network_helper = None  # a child loading the netlink library (network.Helper)
+        self._pending_network = None  # the network set-up of the container being started
 
     @property
     def conf(self) -> EngineConfig:
@@ -299,7 +301,7 @@ class Engine:
         ports = nets.reserve_ports(container_id, wanted) if wanted else []
         states.update(userdata, ports=[p.as_dict() for p in ports])
         # The kernel side runs in a child while this process goes on; start() waits for it.
-        helper, self._network_helper = getattr(self, "_network_helper", None), None
+        helper, self._network_helper = self._network_helper, None
         self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, ports, helper)
         self._refresh_peer_hosts(names, container_id)
         return netns_path, [address for _, address in attachments]
@@ -312,16 +314,16 @@ class Engine:
 
     def _network_ready(self) -> None:
         """Wait for the network set-up started by ``_prepare`` (before the container starts)."""
-        pending, self._pending_network = getattr(self, "_pending_network", None), None
+        pending, self._pending_network = self._pending_network, None
         if pending is not None:
             pending.wait()
-        unused, self._network_helper = getattr(self, "_network_helper", None), None
+        unused, self._network_helper = self._network_helper, None
         if unused is not None:
             unused.wait()  # started early, but no set-up came: it just goes
 
     def _start_network_helper(self, options: CreateOptions) -> None:
         """A bridge will be set up: load the netlink library in a child from now on."""
-        if self._network_names(options) and getattr(self, "_network_helper", None) is None:
+        if self._network_names(options) and self._network_helper is None:
             from ketch.containers.network import Helper
 
             self._network_helper = Helper.start(self.store)
@@ -525,10 +527,11 @@ class Engine:
 
                 Runtime(str(self.store.runroot / "runtime"))._seccomp_program(config["linux"])
             report_r, report_w = os.pipe()
-            high = max(report_w, 3 + preserve + 1)
-            moved = os.dup2(report_w, high + 10) if report_w < 3 + preserve else report_w
-            if moved != report_w:
-                os.close(report_w)
+            import fcntl
+
+            # above the fds passed on (3 .. 3+preserve-1), which keep their numbers
+            moved = fcntl.fcntl(report_w, fcntl.F_DUPFD_CLOEXEC, 3 + preserve)
+            os.close(report_w)
             notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "conmon" else None
             args = {
                 "id": container_id, "userdata": userdata, "bundle": userdata, "tty": options.tty,

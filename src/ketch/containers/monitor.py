@@ -19,6 +19,7 @@ import json
 import os
 import select
 import sys
+import time
 
 
 EXIT_FILE = "exit-code"
@@ -50,7 +51,7 @@ def main() -> None:
             os.close(fd)  # the container has them now
         os.close(out_w)
         os.close(err_w)
-        state.started(userdata, pid=pid, pid_start=state.start_time(pid), started_at=__import__("time").time(),
+        state.started(userdata, pid=pid, pid_start=state.start_time(pid), started_at=time.time(),
                       monitor_pid=os.getpid(), monitor_start=state.start_time(os.getpid()))
         runtime.start(container_id)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to ``ketch run -d`` as one line

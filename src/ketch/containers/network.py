@@ -116,6 +116,17 @@ def _write_sysctl(path: str, value: str) -> None:
         f.write(value)
 
 
+def _host_address(text: str, subnet: ipaddress.IPv4Network, what: str) -> ipaddress.IPv4Address:
+    """An address of ``subnet`` usable by a host (not its network or broadcast address)."""
+    try:
+        address = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise InvalidInputError(f"invalid {what} {text!r}") from None
+    if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidInputError(f"{what} {text} is not a host address of {subnet}")
+    return address
+
+
 class PortMapping:
     """One published port: ``-p [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]``."""
 
@@ -242,15 +253,7 @@ class Networks:
                 for other in taken + host_routes:
                     if network.overlaps(other):
                         raise InvalidInputError(f"subnet {network} overlaps {other}, which is in use")
-            if gateway:
-                try:
-                    gateway_ip = ipaddress.IPv4Address(gateway)
-                except ValueError:
-                    raise InvalidInputError(f"invalid gateway {gateway!r}") from None
-                if gateway_ip not in network or gateway_ip in (network.network_address, network.broadcast_address):
-                    raise InvalidInputError(f"gateway {gateway} is not a host address of {network}")
-            else:
-                gateway_ip = next(network.hosts())
+            gateway_ip = _host_address(gateway, network, "gateway") if gateway else next(network.hosts())
             if bridge is None:
                 used = {r["bridge"] for r in conn.execute("SELECT bridge FROM networks")}
                 bridge = next(f"ketch{n}" for n in range(1, 10000) if f"ketch{n}" not in used)
@@ -313,12 +316,7 @@ class Networks:
             used = {r["ip"] for r in conn.execute("SELECT ip FROM network_addresses WHERE network = ?",
                                                    (network["name"],))} | {network["gateway"]}
             if requested_ip:
-                try:
-                    address = ipaddress.IPv4Address(requested_ip)
-                except ValueError:
-                    raise InvalidInputError(f"invalid --ip {requested_ip!r}") from None
-                if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
-                    raise InvalidInputError(f"--ip {requested_ip} is not a host address of {subnet}")
+                address = _host_address(requested_ip, subnet, "--ip")
                 if str(address) in used:
                     raise InUseError(f"address {requested_ip} is already in use on network {network['name']}")
                 chosen = str(address)

@@ -17,7 +17,7 @@ class ExecUser(Record):
 
 def _entries(rootfs: str, name: str) -> list[list[str]]:
     """Lines of /etc/passwd or /etc/group, read without following links out of the root."""
-    from ketch.containers.paths import resolve_in_root
+    from ketch.runtime.paths import resolve_in_root
 
     try:
         with open(resolve_in_root(rootfs, f"/etc/{name}"), encoding="utf-8", errors="replace") as f:

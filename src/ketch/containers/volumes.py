@@ -174,7 +174,7 @@ class Volumes:
 
 def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int]) -> list[dict]:
     """The runtime-spec mounts; volumes made (and filled from the image) on first use."""
-    from ketch.containers.paths import resolve_in_root
+    from ketch.runtime.paths import resolve_in_root
 
     volumes = Volumes(store)
     out = []

@@ -17,7 +17,7 @@ from ketch.image import compression
 from ketch.image.context import SystemContext
 from ketch.image.conversion import is_layer
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
-from ketch.oci import Descriptor, Digest, VerifyingReader, parse_manifest
+from ketch.oci import Descriptor, Digest, parse_manifest
 
 TRANSPORT = "ketch-storage"
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson, seccomp
+from ketch.runtime.paths import resolve_in_root
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
             "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER, "cgroup": sc.CLONE_NEWCGROUP,
@@ -553,27 +554,10 @@ def _parse_options(options: list[str]) -> tuple[int, int, list[str]]:
 
 def _secure_join(root: str, path: str) -> str:
     """``path`` inside ``root``, following symlinks as if ``root`` were ``/``."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > 40:
-                raise SetupError(f"too many symlinks under {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    try:
+        return resolve_in_root(root, path)
+    except OSError:
+        raise SetupError(f"too many symlinks under {path}") from None
 
 
 def _make_target(target: str, source_is_dir: bool) -> None:

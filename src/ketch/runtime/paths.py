@@ -1,4 +1,6 @@
-"""Paths inside a container's root file system, resolved as the container would see them."""
+"""Paths inside a container's root file system, resolved as the container would see them: by the
+runtime's init for mount targets and device nodes, and by the engine and the builder for copies.
+Only ``os`` is imported: the init imports this before it changes its root."""
 
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""Builds ketch-monitor (src/ketch/containers/monitor.c) into the package at install time.
+"""The package's two pieces of C, built at install time:
 
-The long-lived part of a detached container's monitor is a small C program, so that each running
-container costs a fraction of a Python interpreter's memory (see ketch/containers/monitor.py).
-Without a C compiler the build goes on without it, and the monitor stays in Python.
+- the extension ``ketch._linux`` (src/ketch/_linux.c): the system calls Python lacks, which the
+  runtime makes on every container start (see its header for why it is not ctypes); required.
+- ``ketch-monitor`` (src/ketch/containers/monitor.c): the long-lived part of a detached container's
+  monitor is a small C program, so that each running container costs a fraction of a Python
+  interpreter's memory (see ketch/containers/monitor.py). Without a C compiler the build goes on
+  without it, and the monitor stays in Python.
+
 Everything else about the package is in pyproject.toml.
 """
 
@@ -11,7 +15,7 @@ import shutil
 import subprocess
 import sysconfig
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 SOURCE = os.path.join("src", "ketch", "containers", "monitor.c")
@@ -30,4 +34,6 @@ class BuildWithMonitor(build_py):
             self.warn(f"ketch-monitor not built ({exc}); detached containers' monitors will run in Python")
 
 
-setup(cmdclass={"build_py": BuildWithMonitor})
+setup(cmdclass={"build_py": BuildWithMonitor},
+      ext_modules=[Extension("ketch._linux", [os.path.join("src", "ketch", "_linux.c")],
+                             extra_compile_args=["-O2", "-Wall"])])

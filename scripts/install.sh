@@ -12,6 +12,7 @@ VENV=${KETCH_VENV:-$PWD/.venv}
 PACKAGES=(
   ca-certificates curl
   python3 python3-venv python3-pip
+  python3-dev gcc libc6-dev  # build ketch._linux (the runtime's system calls) and ketch-monitor at install
   docker-registry   # distribution v2, the real registry the tests start on 127.0.0.1
   skopeo            # the peer ketch must interoperate with
   busybox-static    # the offline busybox test image is made from it
@@ -21,7 +22,7 @@ PACKAGES=(
   catatonit         # ketch run --init (podman's init_path)
   nftables          # nft: masquerading and published ports of bridge networks
   systemd           # systemd-socket-activate, for the socket-activation tests
-  gcc libc6-dev     # builds the tests' small static helper (socket activation, sd_notify)
+  # gcc and libc6-dev (above) also build the tests' small static helper (socket activation, sd_notify)
   debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
 )
 

@@ -18,7 +18,6 @@ import ctypes
 import os
 import struct
 
-from ketch import syscalls
 from ketch.errors import KetchError
 
 _SYS_BPF = 321  # x86_64
@@ -102,7 +101,10 @@ def program(rules: list[dict]) -> bytes:
 
 
 def _bpf(command: int, attr: ctypes.Array) -> int:
-    result = syscalls.raw_syscall(_SYS_BPF, command, attr, len(attr))
+    # bpf(2) through ctypes: its attributes hold the addresses of buffers, which ctypes gives.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    result = libc.syscall(_SYS_BPF, command, attr, len(attr))
     if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -6,7 +6,10 @@ reported to the runtime over the sync socket as ``error MESSAGE`` and the
 process exits; nothing here returns to the caller.
 
 Everything this code needs is imported at the top: after ``pivot_root`` the
-host's Python library is out of reach, so a lazy import would fail.
+host's Python library is out of reach, so a lazy import would fail. The one
+exception is ``ketch.runtime.seccomp``, needed only with a profile: the runtime
+imports it before the fork whenever there is one (``Runtime._seccomp_program``),
+so the local imports here find it in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ketch import syscalls as sc
-from ketch.runtime import capabilities, hooks, leanjson, seccomp
+from ketch.runtime import capabilities, hooks, leanjson
 from ketch.runtime.paths import resolve_in_root
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
@@ -468,6 +471,8 @@ def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, prese
             path, env = prepare_process(process, linux, seccomp_program)
             _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
             if seccomp_program is not None and process.get("noNewPrivileges"):
+                from ketch.runtime import seccomp  # imported before the fork (see the module's header)
+
                 seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
             os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
         except SetupError as exc:
@@ -488,6 +493,8 @@ def _load_seccomp(program: bytes | None, linux: dict[str, Any]) -> None:
     """The filter goes on last, as close to exec as possible (as runc does with noNewPrivileges)."""
     if program is None:
         return
+    from ketch.runtime import seccomp  # imported before the fork (see the module's header)
+
     try:
         seccomp.load(program, seccomp.flags_of(linux.get("seccomp") or {}))
     except OSError as exc:

@@ -4,7 +4,7 @@ and loaded by the container's init just before it execs the program.
 Compiling a profile the size of podman's default takes longer than runc's whole start (crun found
 the same), so the compiled BPF program is kept under the runtime root, keyed by the profile, the
 libseccomp version and the host architecture; later containers with the same profile load it
-without importing pyseccomp at all. Loading is one ``seccomp(2)`` call made through ctypes.
+without importing pyseccomp at all. Loading is one ``seccomp(2)`` call (ketch.syscalls).
 """
 
 from __future__ import annotations
@@ -163,16 +163,8 @@ def flags_of(profile: dict[str, Any]) -> int:
 
 def load(program: bytes, flags: int) -> None:
     """Install the filter on this thread (seccomp(2), SECCOMP_SET_MODE_FILTER)."""
-    import ctypes
-
     from ketch import syscalls
 
     if len(program) % 8 or not program:
         raise SeccompError("the compiled seccomp program is damaged")
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
-    syscalls.seccomp(SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    syscalls.seccomp_set_filter(flags, program)

@@ -329,6 +329,9 @@ def dispatch(args) -> int:
         if args.stats:
             print(leanjson.dumps(runtime.stats(args.id)), flush=True)
         else:
+            import gc
+
+            gc.enable()  # bin/ketch-runtime turns it off for short commands; this one runs on
             for event in runtime.events(args.id, _seconds(args.interval)):
                 print(leanjson.dumps(event), flush=True)
     return 0

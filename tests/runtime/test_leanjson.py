@@ -33,10 +33,12 @@ def test_unserializable_values_are_refused():
 
 def test_the_runtime_start_path_imports_no_heavy_modules():
     """What a container start imports: none of the modules that cost milliseconds each (ctypes
-    among them: the system calls are ketch._linux's), and no seccomp code without a profile."""
+    among them: the system calls are ketch._linux's), and no seccomp or terminal code a plain
+    container does not use."""
     code = ("import sys; import ketch.cli.runtime, ketch.runtime.container, ketch.runtime.init; "
             "print(sorted(m for m in ('re', 'enum', 'json', 'typing', 'pathlib', 'socket', 'signal', "
-            "'contextlib', 'traceback', 'argparse', 'dataclasses', 'ctypes', 'ketch.runtime.seccomp') "
+            "'contextlib', 'traceback', 'argparse', 'dataclasses', 'ctypes', 'ketch.runtime.seccomp', "
+            "'termios', 'fcntl') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

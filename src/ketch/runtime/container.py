@@ -235,6 +235,7 @@ class Runtime:
                extra) -> int:
         from ketch.runtime import init
 
+        init.preload(config.get("process") or {}, config.get("linux") or {})
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         keep = [] if console_fd is None else [console_fd]
         pid = os.fork()
@@ -585,6 +586,7 @@ class Runtime:
     def _spawn_exec(self, target_pid, process, linux, cgroup_dirs, console_fd, preserve_fds, stdio, program) -> int:
         from ketch.runtime import init
 
+        init.preload(process, linux)
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         keep = [] if console_fd is None else [console_fd]
         child = os.fork()

@@ -5,11 +5,11 @@ are single-threaded (forked from the single-threaded runtime). Any failure is
 reported to the runtime over the sync socket as ``error MESSAGE`` and the
 process exits; nothing here returns to the caller.
 
-Everything this code needs is imported at the top: after ``pivot_root`` the
-host's Python library is out of reach, so a lazy import would fail. The one
-exception is ``ketch.runtime.seccomp``, needed only with a profile: the runtime
-imports it before the fork whenever there is one (``Runtime._seccomp_program``),
-so the local imports here find it in ``sys.modules``.
+Everything this code needs is imported before the fork: after ``pivot_root``
+the host's Python library is out of reach, so a lazy import would fail. What
+only some configurations need (seccomp, a terminal's fcntl and termios) is
+imported by ``preload`` for those, which the runtime calls before it forks;
+the local imports here then find it in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from __future__ import annotations
 import _signal  # signal and socket without their enum wrappers (enum costs milliseconds to import)
 import _socket
 import errno
-import fcntl
 import os
 import resource
 import stat
 import sys
-import termios
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +29,16 @@ if TYPE_CHECKING:
 from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson
 from ketch.runtime.paths import resolve_in_root
+
+def preload(process: dict[str, Any], linux: dict[str, Any]) -> None:
+    """Import, before the fork, what this configuration needs beyond the modules above (see the
+    module's header): each costs a fraction of a millisecond at every start that does not."""
+    if linux.get("seccomp"):
+        from ketch.runtime import seccomp  # noqa: F401
+    if process.get("terminal"):
+        import fcntl  # noqa: F401
+        import termios  # noqa: F401
+
 
 NS_FLAGS = {"pid": sc.CLONE_NEWPID, "network": sc.CLONE_NEWNET, "mount": sc.CLONE_NEWNS, "ipc": sc.CLONE_NEWIPC,
             "uts": sc.CLONE_NEWUTS, "user": sc.CLONE_NEWUSER, "cgroup": sc.CLONE_NEWCGROUP,
@@ -471,7 +479,7 @@ def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, prese
             path, env = prepare_process(process, linux, seccomp_program)
             _close_fds(set(range(3, 3 + preserve_fds)) | set(keep_fds), spare={sync.fileno()})
             if seccomp_program is not None and process.get("noNewPrivileges"):
-                from ketch.runtime import seccomp  # imported before the fork (see the module's header)
+                from ketch.runtime import seccomp  # preloaded
 
                 seccomp.load(seccomp_program, seccomp.flags_of(linux.get("seccomp") or {}))
             os.execve(path, process["args"], dict(e.split("=", 1) for e in env if "=" in e))
@@ -493,7 +501,7 @@ def _load_seccomp(program: bytes | None, linux: dict[str, Any]) -> None:
     """The filter goes on last, as close to exec as possible (as runc does with noNewPrivileges)."""
     if program is None:
         return
-    from ketch.runtime import seccomp  # imported before the fork (see the module's header)
+    from ketch.runtime import seccomp  # preloaded
 
     try:
         seccomp.load(program, seccomp.flags_of(linux.get("seccomp") or {}))
@@ -765,6 +773,8 @@ def _setup_console(console_fd: int | None, size: dict[str, int] | None = None, *
     In a mount namespace of its own the slave is also /dev/console, as runc makes it."""
     if console_fd is None:
         raise SetupError("process.terminal is true: a --console-socket is needed")
+    import fcntl  # preloaded
+    import termios
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")  # unlockpt
     number = int.from_bytes(fcntl.ioctl(master, TIOCGPTN, b"\0\0\0\0"), "little")

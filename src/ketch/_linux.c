@@ -195,18 +195,23 @@ static PyObject *linux_seccomp_set_filter(PyObject *self, PyObject *args)
     return out;
 }
 
-/* os.fork's sequence (CPython's fork hooks around the system call), with clone3 so that the child
- * is born in the cgroup v2 directory cgroup_fd. For a single-threaded caller only: a raw clone
- * skips glibc's fork handlers, and the child's cached thread id is its parent's. */
-static PyObject *linux_fork_into_cgroup(PyObject *self, PyObject *args)
+/* os.fork's sequence (CPython's fork hooks around the system call), with clone3: the child is
+ * born in new namespaces (flags) and, when cgroup_fd is not negative, in that cgroup v2
+ * directory. For a single-threaded caller only: a raw clone skips glibc's fork handlers, and the
+ * child's cached thread id is its parent's. */
+static PyObject *linux_clone3(PyObject *self, PyObject *args)
 {
+    unsigned long long flags;
     int cgroup_fd;
-    if (!PyArg_ParseTuple(args, "i", &cgroup_fd))
+    if (!PyArg_ParseTuple(args, "Ki", &flags, &cgroup_fd))
         return NULL;
     struct clone_args clone = {0};
-    clone.flags = CLONE_INTO_CGROUP;
+    clone.flags = flags;
     clone.exit_signal = SIGCHLD;
-    clone.cgroup = (uint64_t)cgroup_fd;
+    if (cgroup_fd >= 0) {
+        clone.flags |= CLONE_INTO_CGROUP;
+        clone.cgroup = (uint64_t)cgroup_fd;
+    }
     PyOS_BeforeFork();
     long pid = syscall(SYS_clone3, &clone, sizeof clone);
     if (pid == 0) {
@@ -232,8 +237,8 @@ static PyMethodDef methods[] = {
     {"capset", linux_capset, METH_VARARGS, "capset(effective, permitted, inheritable) -> 0 or -errno"},
     {"seccomp_set_filter", linux_seccomp_set_filter, METH_VARARGS,
      "seccomp_set_filter(flags, program) -> 0 or -errno; program is struct sock_filter[] as bytes"},
-    {"fork_into_cgroup", linux_fork_into_cgroup, METH_VARARGS,
-     "fork_into_cgroup(cgroup_fd) -> child pid, 0 in the child, or -errno"},
+    {"clone3", linux_clone3, METH_VARARGS,
+     "clone3(flags, cgroup_fd) -> child pid, 0 in the child, or -errno; cgroup_fd -1 for none"},
     {NULL, NULL, 0, NULL},
 };
 

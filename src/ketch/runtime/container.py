@@ -235,18 +235,30 @@ class Runtime:
                extra) -> int:
         from ketch.runtime import init
 
-        init.preload(config.get("process") or {}, config.get("linux") or {})
+        linux = config.get("linux") or {}
+        init.preload(config.get("process") or {}, linux)
         parent_end, child_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         keep = [] if console_fd is None else [console_fd]
-        pid = os.fork()
-        if pid == 0:
-            parent_end.close()
-            init.intermediate(config, child_end, dict(bundle=bundle, rootfs=rootfs, fifo=fifo, console_fd=console_fd,
-                                                      no_pivot=no_pivot, preserve_fds=preserve_fds, keep_fds=keep,
-                                                      **extra))
-            os._exit(1)  # not reached
-        child_end.close()
-        init_pid = 0
+        init_args = dict(bundle=bundle, rootfs=rootfs, fifo=fifo, console_fd=console_fd, no_pivot=no_pivot,
+                         preserve_fds=preserve_fds, keep_fds=keep, **extra)
+        direct_flags = init.direct_clone_flags(linux)
+        if direct_flags is not None:
+            # The init is our child, made in its namespaces at once; no intermediate to reap.
+            try:
+                pid = init_pid = init.clone_init(config, child_end, init_args, direct_flags)
+            except init.SetupError as exc:
+                parent_end.close()
+                child_end.close()
+                raise RuntimeError_(str(exc)) from None
+            child_end.close()
+        else:
+            pid = os.fork()
+            if pid == 0:
+                parent_end.close()
+                init.intermediate(config, child_end, init_args)
+                os._exit(1)  # not reached
+            child_end.close()
+            init_pid = 0
         error = None
         try:
             while True:
@@ -284,10 +296,13 @@ class Runtime:
                     break
         finally:
             parent_end.close()
-            os.waitpid(pid, 0)
+            if direct_flags is None:
+                os.waitpid(pid, 0)  # the intermediate; the init is reaped by whoever waits for it
         if error is not None or not init_pid:
             if init_pid:
                 _kill(init_pid, _signal.SIGKILL)
+                if direct_flags is not None:
+                    os.waitpid(init_pid, 0)  # our own child
             raise _setup_failure(error or "the container's init never reported")
         return init_pid
 

@@ -154,6 +154,75 @@ def _fork(v2_cgroup_fd: int | None) -> int:
     return pid
 
 
+def direct_clone_flags(linux: dict[str, Any]) -> int | None:
+    """The clone flags that create the container's init directly in its new namespaces, or None
+    when the configuration needs the intermediate process: a new user namespace (the cgroups are
+    joined before it is entered), a pid or user namespace joined by path (setns into those applies
+    to children, or comes first), a time namespace (its offsets are written before its first
+    process exists), or a multi-threaded caller (a raw clone is for a single thread).
+
+    The direct way saves a fork and a process's work: about a millisecond of every start."""
+    if linux.get("timeOffsets"):
+        return None  # the intermediate writes them (or refuses them without a time namespace)
+    flags = 0
+    for ns in linux.get("namespaces") or []:
+        kind = ns.get("type")
+        if kind not in NS_FLAGS:
+            return None  # the intermediate reports it
+        if kind in ("user", "time") or (ns.get("path") and kind == "pid"):
+            return None
+        if not ns.get("path") and kind != "cgroup":  # the cgroup namespace: made once the cgroups are joined
+            flags |= NS_FLAGS[kind]
+    if len(os.listdir("/proc/self/task")) != 1:
+        return None
+    return flags
+
+
+def clone_init(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any], flags: int) -> int:
+    """Create the container's init with one clone3, in its new namespaces (``flags``, from
+    ``direct_clone_flags``) and its cgroup v2 directory; its pid. In the child this does not
+    return: the init joins its v1 cgroups and the namespaces given by path, then goes on as
+    ``container_init``."""
+    directories = init_args.pop("cgroup_dirs")
+    v2 = [d for d in directories if not os.path.exists(os.path.join(d, "tasks"))]
+    v2_fd = os.open(v2[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if v2 else None
+    try:
+        pid = sc.clone(flags, v2_fd)
+    except OSError as exc:
+        if v2_fd is not None:
+            os.close(v2_fd)
+        raise SetupError(f"creating the container's init: {exc.strerror}") from None
+    if pid == 0:
+        _report_and_exit(sync, lambda: _cloned_init(config, sync, init_args,
+                                                    [d for d in directories if d not in v2]))
+    if v2_fd is not None:
+        os.close(v2_fd)
+    return pid
+
+
+def _cloned_init(config, sync, init_args, v1_directories) -> None:
+    init_args["fifo_fd"] = os.open(init_args.pop("fifo"), os.O_PATH | os.O_CLOEXEC)
+    _join_cgroups(v1_directories, user_namespace_next=False)
+    namespaces = (config.get("linux") or {}).get("namespaces") or []
+    _join_namespaces([n for n in namespaces if n.get("path")])
+    # The host's /proc is still mounted: /proc/self names us by our pid there.
+    host_pid = int(os.readlink("/proc/self"))
+    make_cgroupns = any(n.get("type") == "cgroup" and not n.get("path") for n in namespaces)
+    container_init(config, sync, host_pid=host_pid, make_cgroupns=make_cgroupns, **init_args)
+
+
+def _join_namespaces(joined: list[dict[str, Any]]) -> None:
+    """setns into the namespaces given by path, the user namespace first (it owns the others)."""
+    for ns in sorted(joined, key=lambda n: n["type"] != "user"):
+        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            sc.setns(fd, NS_FLAGS[ns["type"]])
+        except OSError as exc:
+            raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+
 def intermediate(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any]) -> None:
     """Join and create namespaces, then fork the container's init and exit."""
     _report_and_exit(sync, lambda: _intermediate(config, sync, init_args))
@@ -168,15 +237,7 @@ def _intermediate(config, sync, init_args) -> None:
     namespaces = linux.get("namespaces") or []
     v2_cgroup_fd = _join_cgroups(init_args.pop("cgroup_dirs"),
                                  user_namespace_next=any(n.get("type") == "user" for n in namespaces))
-    # Joining by path: the user namespace first (it owns the others).
-    for ns in sorted((n for n in namespaces if n.get("path")), key=lambda n: n["type"] != "user"):
-        fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            sc.setns(fd, NS_FLAGS[ns["type"]])
-        except OSError as exc:
-            raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
+    _join_namespaces([n for n in namespaces if n.get("path")])
     new = [n["type"] for n in namespaces if not n.get("path")]
     if "user" in new:
         sc.unshare(sc.CLONE_NEWUSER)

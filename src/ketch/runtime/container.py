@@ -241,7 +241,7 @@ class Runtime:
         keep = [] if console_fd is None else [console_fd]
         init_args = dict(bundle=bundle, rootfs=rootfs, fifo=fifo, console_fd=console_fd, no_pivot=no_pivot,
                          preserve_fds=preserve_fds, keep_fds=keep, **extra)
-        direct_flags = init.direct_clone_flags(linux)
+        direct_flags = init.direct_clone_flags(linux) if init.single_threaded() else None
         if direct_flags is not None:
             # The init is our child, made in its namespaces at once; no intermediate to reap.
             try:

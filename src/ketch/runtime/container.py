@@ -302,7 +302,10 @@ class Runtime:
             if init_pid:
                 _kill(init_pid, _signal.SIGKILL)
                 if direct_flags is not None:
-                    os.waitpid(init_pid, 0)  # our own child
+                    try:
+                        os.waitpid(init_pid, 0)  # our own child
+                    except ChildProcessError:  # a caller that ignores SIGCHLD: reaped already
+                        pass
             raise _setup_failure(error or "the container's init never reported")
         return init_pid
 

@@ -125,6 +125,35 @@ def test_kill_9_of_create_leaves_nothing_healthy(bundle):
     assert _leftovers(str(bundle.path)) == [], "a container init outlived its killed create"
 
 
+def test_an_init_whose_create_is_killed_before_recording_it_ends(bundle, tmp_path):
+    """The init waits for the runtime to record it; killed meanwhile, the runtime must leave
+    end-of-file behind, so the init ends instead of waiting forever (the runtime is held in
+    that window by a createRuntime hook)."""
+    mark = tmp_path / "hook-ran"
+    bundle.args("sleep", "30")
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {mark}; sleep 3"]}]}
+    bundle.write()
+    proc = subprocess.Popen([RUNTIME, "--root", str(bundle.root), "create", "--bundle", str(bundle.path), "kh"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert mark.exists(), "the hook never ran"
+        assert _leftovers(str(bundle.path)), "no init was waiting"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while _leftovers(str(bundle.path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert _leftovers(str(bundle.path)) == [], "the init outlived its killed create"
+    finally:
+        bundle.runtime("delete", "--force", "kh")
+    assert bundle.runtime("list", "-q").stdout == ""
+
+
 def _leftovers(bundle_path):
     """Inits that exec'd (``sleep 30``) or still wait before exec (they carry the runtime's command line)."""
     found = []

@@ -245,7 +245,7 @@ class Runtime:
         if direct_flags is not None:
             # The init is our child, made in its namespaces at once; no intermediate to reap.
             try:
-                pid = init_pid = init.clone_init(config, child_end, init_args, direct_flags)
+                pid = init_pid = init.clone_init(config, child_end, parent_end, init_args, direct_flags)
             except init.SetupError as exc:
                 parent_end.close()
                 child_end.close()

@@ -181,11 +181,13 @@ def single_threaded() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
 
-def clone_init(config: dict[str, Any], sync: _socket.socket, init_args: dict[str, Any], flags: int) -> int:
+def clone_init(config: dict[str, Any], sync: _socket.socket, runtime_end: _socket.socket, init_args: dict[str, Any],
+               flags: int) -> int:
     """Create the container's init with one clone3, in its new namespaces (``flags``, from
     ``direct_clone_flags``) and its cgroup v2 directory; its pid. In the child this does not
-    return: the init joins its v1 cgroups and the namespaces given by path, then goes on as
-    ``container_init``."""
+    return: it closes the runtime's end of the sync socket (so that a runtime killed meanwhile
+    is seen as end-of-file), joins its v1 cgroups and the namespaces given by path, then goes on
+    as ``container_init``."""
     directories = init_args.pop("cgroup_dirs")
     v2 = [d for d in directories if not os.path.exists(os.path.join(d, "tasks"))]
     v2_fd = os.open(v2[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if v2 else None
@@ -196,6 +198,7 @@ def clone_init(config: dict[str, Any], sync: _socket.socket, init_args: dict[str
             os.close(v2_fd)
         raise SetupError(f"creating the container's init: {exc.strerror}") from None
     if pid == 0:
+        runtime_end.close()
         _report_and_exit(sync, lambda: _cloned_init(config, sync, init_args,
                                                     [d for d in directories if d not in v2]))
     if v2_fd is not None:

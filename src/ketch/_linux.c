@@ -1,5 +1,5 @@
 /* ketch._linux: the Linux system calls Python 3.11 does not offer (no os.unshare, os.setns,
- * mount, pivot_root, prctl, capset, clone3), for ketch.syscalls.
+ * mount, pivot_root, prctl, capset, clone3; rlimits without the resource module), for ketch.syscalls.
  *
  * Written by hand in C rather than called through ctypes because they sit on the path of every
  * container start: importing ctypes costs about 2 ms there, this module a few microseconds, and
@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -154,6 +155,27 @@ static PyObject *linux_personality(PyObject *self, PyObject *args)
     return result(personality(persona));
 }
 
+static PyObject *linux_setrlimit(PyObject *self, PyObject *args)
+{
+    int resource;
+    unsigned long long soft, hard;
+    if (!PyArg_ParseTuple(args, "iKK", &resource, &soft, &hard))
+        return NULL;
+    struct rlimit limit = {(rlim_t)soft, (rlim_t)hard};
+    return result(setrlimit(resource, &limit));
+}
+
+static PyObject *linux_getrlimit(PyObject *self, PyObject *args)
+{
+    int resource;
+    if (!PyArg_ParseTuple(args, "i", &resource))
+        return NULL;
+    struct rlimit limit;
+    if (getrlimit(resource, &limit) < 0)
+        return PyLong_FromLong(-errno);
+    return Py_BuildValue("KK", (unsigned long long)limit.rlim_cur, (unsigned long long)limit.rlim_max);
+}
+
 /* linux/capability.h's version 3 structures, declared here: that header is not always installed. */
 struct cap_header {
     uint32_t version;
@@ -234,6 +256,8 @@ static PyMethodDef methods[] = {
     {"sethostname", linux_sethostname, METH_VARARGS, "sethostname(name) -> 0 or -errno"},
     {"setdomainname", linux_setdomainname, METH_VARARGS, "setdomainname(name) -> 0 or -errno"},
     {"personality", linux_personality, METH_VARARGS, "personality(persona) -> previous persona or -errno"},
+    {"setrlimit", linux_setrlimit, METH_VARARGS, "setrlimit(resource, soft, hard) -> 0 or -errno"},
+    {"getrlimit", linux_getrlimit, METH_VARARGS, "getrlimit(resource) -> (soft, hard), or -errno"},
     {"capset", linux_capset, METH_VARARGS, "capset(effective, permitted, inheritable) -> 0 or -errno"},
     {"seccomp_set_filter", linux_seccomp_set_filter, METH_VARARGS,
      "seccomp_set_filter(flags, program) -> 0 or -errno; program is struct sock_filter[] as bytes"},

@@ -38,7 +38,7 @@ def test_the_runtime_start_path_imports_no_heavy_modules():
     code = ("import sys; import ketch.cli.runtime, ketch.runtime.container, ketch.runtime.init; "
             "print(sorted(m for m in ('re', 'enum', 'json', 'typing', 'pathlib', 'socket', 'signal', "
             "'contextlib', 'traceback', 'argparse', 'dataclasses', 'ctypes', 'ketch.runtime.seccomp', "
-            "'termios', 'fcntl') "
+            "'termios', 'fcntl', 'select', 'resource') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import _signal  # signal and socket without their enum wrappers: enum alone costs milliseconds to import,
 import _socket  # and this module is on the path of every container start
 import os
-import select
 import sys
 import time
 
@@ -260,13 +259,14 @@ class Runtime:
             child_end.close()
             init_pid = 0
         error = None
+        parent_end.settimeout(60)
         try:
             while True:
-                ready, _, _ = select.select([parent_end], [], [], 60)
-                if not ready:
+                try:
+                    message = parent_end.recv(65536).decode(errors="replace")
+                except TimeoutError:
                     error = "the container's set-up timed out"
                     break
-                message = parent_end.recv(65536).decode(errors="replace")
                 if not message:
                     error = error or "the container's set-up ended without a word"
                     break
@@ -318,14 +318,21 @@ class Runtime:
         fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([fd], [], [], 0.05)
-                if ready and os.read(fd, 1) == b"0":
-                    break
+            pause = 0.00005
+            while True:
+                try:
+                    if os.read(fd, 1) == b"0":
+                        break
+                except BlockingIOError:
+                    pass  # the init has the FIFO open, its byte is on the way
                 if not state.alive():
                     raise RuntimeError_(f"container {container_id} died before it was started")
-            else:
-                raise RuntimeError_(f"container {container_id} did not start")
+                if time.monotonic() > deadline:
+                    raise RuntimeError_(f"container {container_id} did not start")
+                # Polled, not select()ed: importing select costs a start more than these waits, which
+                # end within a fraction of a millisecond (the init is already blocked opening the FIFO).
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
         finally:
             os.close(fd)
         try:
@@ -702,9 +709,11 @@ class _TerminalProxy:
     meanwhile, and its size follows ours (SIGWINCH)."""
 
     def __init__(self, master: int, on_output=None, forward_stdin: bool = True) -> None:
+        import select  # here: only a terminal needs it, and a plain start does without the import
         import termios
         import tty
 
+        self.select = select.select
         self.master = master
         self.on_output = on_output
         self.saved = None
@@ -728,7 +737,7 @@ class _TerminalProxy:
     def pump(self, timeout: float) -> None:
         sources = [self.master] + ([0] if self.stdin_open else [])
         try:
-            ready, _, _ = select.select(sources, [], [], timeout)
+            ready, _, _ = self.select(sources, [], [], timeout)
         except InterruptedError:
             return
         if self.master in ready:
@@ -749,7 +758,7 @@ class _TerminalProxy:
 
     def drain(self) -> None:
         while True:
-            ready, _, _ = select.select([self.master], [], [], 0)
+            ready, _, _ = self.select([self.master], [], [], 0)
             if not ready:
                 return
             try:

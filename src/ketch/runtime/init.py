@@ -18,7 +18,6 @@ import _signal  # signal and socket without their enum wrappers (enum costs mill
 import _socket
 import errno
 import os
-import resource
 import stat
 import sys
 
@@ -67,7 +66,6 @@ DEFAULT_DEVICES = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1,
 # asm-generic/ioctls.h (termios does not export them): unlock a pty, get its number.
 TIOCSPTLCK = 0x40045431
 TIOCGPTN = 0x80045430
-RLIMITS = {name: getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")}
 
 
 _CGROUP_PATH = ""  # the container's cgroup, relative to each hierarchy (set in the init)
@@ -413,16 +411,16 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
     path, capabilities, user and groups, no_new_privs, working directory, clean signals.
     Shared by the container's init and ``exec``; returns the program's path and environment."""
     for limit in process.get("rlimits") or []:
-        kind = RLIMITS.get(limit.get("type", ""))
+        kind = sc.RLIMITS.get(limit.get("type", ""))
         if kind is None:
             raise SetupError(f"unknown rlimit {limit.get('type')!r}")
         try:
-            resource.setrlimit(kind, (limit["soft"], limit["hard"]))
-        except (ValueError, OSError) as exc:
-            hard = resource.getrlimit(kind)[1]
+            sc.setrlimit(kind, limit["soft"], limit["hard"])
+        except (TypeError, OverflowError, OSError) as exc:
+            hard = sc.getrlimit(kind)[1]
             raise SetupError(f"setting {limit['type']} to {limit['soft']}:{limit['hard']} (the hard limit here is "
-                             f"{'unlimited' if hard == resource.RLIM_INFINITY else hard}; raising it needs "
-                             f"CAP_SYS_RESOURCE): {exc}") from None
+                             f"{'unlimited' if hard == sc.RLIM_INFINITY else hard}; raising it needs "
+                             f"CAP_SYS_RESOURCE): {exc.strerror if isinstance(exc, OSError) else exc}") from None
     if "oomScoreAdj" in process:
         try:
             _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))

@@ -1,7 +1,10 @@
-"""The package's two pieces of C, built at install time:
+"""The package's three pieces of C, built at install time:
 
 - the extension ``ketch._linux`` (src/ketch/_linux.c): the system calls Python lacks, which the
   runtime makes on every container start (see its header for why it is not ctypes); required.
+- the ``ketch-runtime`` program (bin/ketch-runtime.c): CPython embedded and run without ``site``, as
+  every container start pays for ``site`` (see its header); without a C compiler or a shared
+  libpython, the Python script bin/ketch-runtime is installed instead.
 - ``ketch-monitor`` (src/ketch/containers/monitor.c): the long-lived part of a detached container's
   monitor is a small C program, so that each running container costs a fraction of a Python
   interpreter's memory (see ketch/containers/monitor.py). Without a C compiler the build goes on
@@ -13,27 +16,55 @@ Everything else about the package is in pyproject.toml.
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
-SOURCE = os.path.join("src", "ketch", "containers", "monitor.c")
+# setuptools has no build_scripts of its own; this is its copy of distutils' (setuptools is imported first).
+from distutils.command.build_scripts import build_scripts  # noqa: E402
+
+MONITOR_SOURCE = os.path.join("src", "ketch", "containers", "monitor.c")
+RUNTIME_SOURCE = os.path.join("bin", "ketch-runtime.c")
+
+
+def _compiler() -> str:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return compiler if shutil.which(compiler) else "cc"
 
 
 class BuildWithMonitor(build_py):
     def run(self):
         super().run()
         target = os.path.join(self.build_lib, "ketch", "containers", "ketch-monitor")
-        compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-        if not shutil.which(compiler):
-            compiler = "cc"
         try:
-            subprocess.run([compiler, "-O2", "-o", target, SOURCE], check=True)
+            subprocess.run([_compiler(), "-O2", "-o", target, MONITOR_SOURCE], check=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             self.warn(f"ketch-monitor not built ({exc}); detached containers' monitors will run in Python")
 
 
-setup(cmdclass={"build_py": BuildWithMonitor},
+class BuildWithEmbeddedRuntime(build_scripts):
+    """bin/ketch-runtime as the C program bin/ketch-runtime.c where it can be built."""
+
+    def run(self):
+        super().run()
+        config = sysconfig.get_config_var
+        if not config("Py_ENABLE_SHARED"):
+            self.warn("no shared libpython here: ketch-runtime is installed as a Python script")
+            return
+        target = os.path.join(self.build_dir, "ketch-runtime")
+        # sys.executable: pip builds a package with the interpreter it installs it for.
+        command = [_compiler(), "-O2", "-Wall", f"-I{config('INCLUDEPY')}", f'-DKETCH_PYTHON="{sys.executable}"',
+                   "-o", target + ".new", RUNTIME_SOURCE, f"-L{config('LIBDIR')}", f"-Wl,-rpath,{config('LIBDIR')}",
+                   f"-lpython{config('LDVERSION')}"]
+        try:
+            subprocess.run(command, check=True)
+            os.replace(target + ".new", target)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            self.warn(f"ketch-runtime not built as a program ({exc}); it is installed as a Python script")
+
+
+setup(cmdclass={"build_py": BuildWithMonitor, "build_scripts": BuildWithEmbeddedRuntime},
       ext_modules=[Extension("ketch._linux", [os.path.join("src", "ketch", "_linux.c")],
                              extra_compile_args=["-O2", "-Wall"])])

@@ -183,7 +183,7 @@ class Runtime:
             else:
                 group = None
                 state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = "", {}, False
-            self.states.save(state)
+                self.states.save(state)  # (with a cgroup, what is saved above stays true)
             fifo = os.path.join(directory, FIFO)
             os.mkfifo(fifo, 0o600)
             # Writable by all, as runc makes it: the init opens it after taking the container's user.

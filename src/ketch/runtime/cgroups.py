@@ -21,6 +21,7 @@ import os
 import time
 
 from ketch.errors import InvalidInputError, KetchError
+from ketch.runtime.paths import read_bytes, write_bytes
 
 ROOT = "/sys/fs/cgroup"
 DEFAULT_PARENT = "/ketch-runtime"
@@ -62,18 +63,17 @@ def hierarchies() -> dict[str, str]:
     """Mounted hierarchies of this mount namespace: a name (a v1 controller list such as
     ``cpu,cpuacct``, ``name=systemd``, or ``""`` for v2) → mount point."""
     found: dict[str, str] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            dash = fields.index("-")
-            fstype, options = fields[dash + 1], fields[dash + 3]
-            mountpoint = fields[4].replace("\\040", " ")
-            if fstype == "cgroup2":
-                found.setdefault("", mountpoint)
-            elif fstype == "cgroup":
-                names = [o for o in options.split(",")
-                         if o.startswith("name=") or ("=" not in o and o not in _NOT_CONTROLLERS)]
-                found.setdefault(",".join(sorted(names)), mountpoint)
+    for line in read_bytes("/proc/self/mountinfo").decode(errors="surrogateescape").splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        fstype, options = fields[dash + 1], fields[dash + 3]
+        mountpoint = fields[4].replace("\\040", " ")
+        if fstype == "cgroup2":
+            found.setdefault("", mountpoint)
+        elif fstype == "cgroup":
+            names = [o for o in options.split(",")
+                     if o.startswith("name=") or ("=" not in o and o not in _NOT_CONTROLLERS)]
+            found.setdefault(",".join(sorted(names)), mountpoint)
     return found
 
 
@@ -483,8 +483,7 @@ def _inherit_cpuset(directory: str) -> None:
 
 
 def _read(directory: str, name: str) -> str:
-    with open(os.path.join(directory, name)) as f:
-        return f.read()
+    return read_bytes(os.path.join(directory, name)).decode()
 
 
 def _try_read(directory: str, name: str) -> str:
@@ -515,8 +514,7 @@ def _keyed(text: str) -> dict[str, int]:
 
 def _write(directory: str, name: str, value: object) -> None:
     try:
-        with open(os.path.join(directory, name), "w") as f:
-            f.write(str(value))
+        write_bytes(os.path.join(directory, name), str(value).encode())
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise CgroupError(f"{name} is not supported by this kernel's cgroups ({directory})") from None

@@ -20,6 +20,7 @@ import time
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
 from ketch.runtime import cgroups, hooks, leanjson
 from ketch.runtime import spec as specs
+from ketch.runtime.paths import write_bytes
 from ketch.runtime.state import FIFO, State, StateDir, now_rfc3339, process_start_time
 
 TYPE_CHECKING = False
@@ -77,8 +78,7 @@ def _write_atomically(path: str, data: str) -> None:
 
 
 def _write(path: str, data: str) -> None:
-    with open(path, "w") as f:
-        f.write(data)
+    write_bytes(path, data.encode())
 
 
 def _id_maps(pid: int, linux: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson
-from ketch.runtime.paths import resolve_in_root
+from ketch.runtime.paths import resolve_in_root, write_bytes
 
 def preload(process: dict[str, Any], linux: dict[str, Any]) -> None:
     """Import, before the fork, what this configuration needs beyond the modules above (see the
@@ -81,8 +81,7 @@ class SetupError(Exception):
 
 
 def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
+    write_bytes(path, text.encode())
 
 
 def send(sock: _socket.socket, message: str) -> None:
@@ -651,7 +650,8 @@ def _make_target(target: str, source_is_dir: bool) -> None:
             pass
 
 
-def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
+def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str, real_root: str) -> None:
+    """One ``mounts`` entry; ``real_root`` is ``rootfs`` with its symbolic links resolved."""
     kind = mount.get("type") or ""
     options = list(mount.get("options") or [])
     source = mount.get("source") or kind or "none"
@@ -664,7 +664,8 @@ def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str) -> None:
         if not os.path.exists(source):
             raise SetupError(f"bind mount source {source} does not exist")
     target = _secure_join(rootfs, mount["destination"])
-    if not os.path.realpath(target).startswith(os.path.realpath(rootfs)):
+    real_target = os.path.realpath(target)
+    if real_target != real_root and not real_target.startswith(real_root.rstrip("/") + "/"):
         raise SetupError(f"mount destination {mount['destination']} resolves outside the root file system")
     _make_target(target, os.path.isdir(source) if is_bind else True)
     if kind == "cgroup":
@@ -781,8 +782,9 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     dev_is_tmpfs = False
+    real_root = os.path.realpath(rootfs)
     for mount in config.get("mounts") or []:
-        _mount_one(rootfs, mount, bundle_dir)
+        _mount_one(rootfs, mount, bundle_dir, real_root)
         if mount.get("destination", "").rstrip("/") == "/dev" and mount.get("type") in ("tmpfs", "devtmpfs"):
             dev_is_tmpfs = True
     _setup_devices(rootfs, linux, dev_is_tmpfs)

@@ -6,6 +6,7 @@ import os
 
 from ketch.errors import InvalidInputError, NotFoundError
 from ketch.runtime import leanjson
+from ketch.runtime.paths import read_bytes
 
 TYPE_CHECKING = False  # neither typing nor re is imported on the runtime's start path: each costs milliseconds
 if TYPE_CHECKING:
@@ -27,8 +28,7 @@ def check_id(container_id: str) -> str:
 def load(bundle: str) -> dict[str, Any]:
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as f:
-            data = leanjson.loads(f.read())
+        data = leanjson.loads(read_bytes(path))
     except FileNotFoundError:
         raise NotFoundError(f"{path}: no such file (is {bundle} a bundle?)") from None
     except ValueError as exc:

@@ -12,6 +12,7 @@ import time
 
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
 from ketch.runtime import leanjson
+from ketch.runtime.paths import read_bytes, write_bytes
 
 TYPE_CHECKING = False  # typing is not imported on the runtime's start path (it costs milliseconds)
 if TYPE_CHECKING:
@@ -27,8 +28,7 @@ class ContainerNotFound(NotFoundError):
 def _stat_fields(pid: int) -> list[str] | None:
     """/proc/PID/stat after the command name (which may hold spaces and parentheses)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = read_bytes(f"/proc/{pid}/stat")
     except OSError:
         return None
     return data.rsplit(b")", 1)[1].decode().split()
@@ -46,8 +46,7 @@ def process_state(pid: int) -> str | None:
 
 
 def read_file(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+    return read_bytes(path)
 
 
 class State:
@@ -140,8 +139,7 @@ class StateDir:
         directory = self.path(state.id)
         data = leanjson.dumps(state.__dict__).encode()
         tmp = os.path.join(directory, f".state-{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
+        write_bytes(tmp, data)
         os.replace(tmp, os.path.join(directory, "state.json"))
 
     def load(self, container_id: str) -> tuple[State, str]:

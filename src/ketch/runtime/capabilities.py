@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ketch.errors import InvalidInputError
+from ketch.runtime.paths import read_bytes
 
 NAMES = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
@@ -16,12 +17,17 @@ NAMES = [
 NUMBERS = {name: i for i, name in enumerate(NAMES)}
 
 
+_LAST_CAP: list[int] = []
+
+
 def last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return len(NAMES) - 1
+    """The highest capability number this kernel knows (read once per process)."""
+    if not _LAST_CAP:
+        try:
+            _LAST_CAP.append(int(read_bytes("/proc/sys/kernel/cap_last_cap")))
+        except (OSError, ValueError):
+            _LAST_CAP.append(len(NAMES) - 1)
+    return _LAST_CAP[0]
 
 
 def mask(names: list[str] | None, what: str) -> int:

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from tests.support import images
+from tests.support.networks import remove_networks
 from tests.support.podman import Podman
 
 KETCH = str(Path(sys.executable).parent / "ketch")
@@ -202,6 +203,7 @@ def main() -> int:
         print(f"ratio ketch/conmon {monitor_pss / conmon_pss:.2f}")
     finally:
         subprocess.run([*ketch, "rm", "-f", "-a"], capture_output=True)
+        remove_networks(str(base / "ketch-root"), str(base / "ketch-run"))  # the bridge and nftables table it made
         subprocess.run([*podman.base, "rm", "-f", "-a", "-t", "0"], capture_output=True, env=penv)
         podman.reset()
         subprocess.run(["umount", "-R", "-l", str(base / "ketch-root" / "mounts")], capture_output=True)

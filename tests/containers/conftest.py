@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import images
+from tests.support.networks import remove_networks
 
 KETCH = str(Path(sys.executable).parent / "ketch")
 IMAGE = "docker.io/library/busybox:latest"
@@ -67,24 +68,6 @@ class KetchEnv:
             return [line.split()[4] for line in f if line.split()[4].startswith(str(self.root / "mounts") + "/")]
 
 
-def remove_networks(env: KetchEnv) -> None:
-    """The bridges (network devices) the tests' networks made, and ketch's nftables table once no
-    bridge of any store is in it any more."""
-    from ketch.containers.network import TABLE, Networks
-    from ketch.storage.store import Store
-
-    store = Store(str(env.root), str(env.runroot))
-    nets = Networks(store)
-    for row in store.db.query("SELECT name FROM networks"):
-        try:
-            nets.remove(row["name"], force=True, engine=env.engine())
-        except Exception:  # noqa: BLE001 - best effort at the end of the session
-            pass
-    listing = subprocess.run(["nft", "-j", "list", "set", "ip", TABLE, "bridges"], capture_output=True, text=True)
-    if listing.returncode == 0 and '"elem"' not in listing.stdout:
-        subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
-
-
 @pytest.fixture(scope="session")
 def ketch_session(tmp_path_factory):
     from ketch import CopyOptions, SystemContext, copy_image
@@ -99,7 +82,7 @@ def ketch_session(tmp_path_factory):
                    CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
     yield env
     env.cli("rm", "-f", "-a")
-    remove_networks(env)
+    remove_networks(str(env.root), str(env.runroot))
     subprocess.run(["umount", "-R", "-l", str(env.root / "mounts")], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
     for controller in os.listdir("/sys/fs/cgroup"):

@@ -58,8 +58,6 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-CLONE_INTO_CGROUP = 0x200000000
-
 # Resource limits (asm-generic/resource.h, which x86-64 and arm64 use), set here rather than
 # through the resource module: one C extension fewer to load at every container start.
 RLIMITS = {name: number for number, name in enumerate((
@@ -95,20 +93,14 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_linux.pivot_root(new_root, put_old), "pivot_root")
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """fork(), with the child born in the cgroup v2 directory ``cgroup_fd`` (clone3 with
-    CLONE_INTO_CGROUP). Writing a pid into ``cgroup.procs`` instead takes the kernel's global
-    threadgroup lock, whose first taking waits for an RCU grace period (5-20 ms here); this does
-    not. See ``clone`` for who may call it."""
-    return clone(0, cgroup_fd)
-
-
 def clone(flags: int, cgroup_fd: int | None = None) -> int:
     """fork(), with the child born in the new namespaces of ``flags`` (CLONE_NEW*) and, given
-    ``cgroup_fd``, in that cgroup v2 directory: clone3 inside os.fork's sequence (CPython's fork
-    hooks around the system call). Only for a single-threaded caller: like any raw clone, it
-    skips glibc's fork handlers, and the child's cached thread id is its parent's (nothing we run
-    uses it)."""
+    ``cgroup_fd``, in that cgroup v2 directory (CLONE_INTO_CGROUP: writing a pid into
+    ``cgroup.procs`` instead takes the kernel's global threadgroup lock, whose first taking waits
+    for an RCU grace period, 5-20 ms here). clone3 inside os.fork's sequence (CPython's fork hooks
+    around the system call); only for a single-threaded caller: like any raw clone, it skips
+    glibc's fork handlers, and the child's cached thread id is its parent's (nothing we run uses
+    it)."""
     what = "clone3 into a cgroup" if cgroup_fd is not None else "clone3"
     return _check(_linux.clone3(flags, -1 if cgroup_fd is None else cgroup_fd), what)
 

@@ -29,6 +29,7 @@ from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson
 from ketch.runtime.paths import resolve_in_root, write_bytes
 
+
 def preload(process: dict[str, Any], linux: dict[str, Any]) -> None:
     """Import, before the fork, what this configuration needs beyond the modules above (see the
     module's header): each costs a fraction of a millisecond at every start that does not."""
@@ -143,7 +144,7 @@ def _fork(v2_cgroup_fd: int | None) -> int:
     if v2_cgroup_fd is None:
         return os.fork()
     try:
-        pid = sc.fork_into_cgroup(v2_cgroup_fd)
+        pid = sc.clone(0, v2_cgroup_fd)
     except OSError as exc:
         raise SetupError(f"starting a process in the cgroup: {exc.strerror}") from None
     if pid:

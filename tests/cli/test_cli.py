@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ketch.cli.main import build_parser
@@ -22,8 +24,13 @@ def test_every_command_has_help():
 
 
 def test_version():
-    assert run_ketch("version").stdout.startswith("ketch version ")
+    """podman's layout, and its --format fields."""
+    from ketch import __version__
+
+    assert run_ketch("version").stdout.startswith(f"Client:          ketch\nVersion:         {__version__}\n")
     assert run_ketch("--version").stdout.startswith("ketch version ")
+    assert run_ketch("version", "--format", "{{.Client.Version}}").stdout == f"{__version__}\n"
+    assert json.loads(run_ketch("version", "--format", "json").stdout)["Client"]["Os"] == "linux"
 
 
 @pytest.mark.parametrize("args, status, message", [
@@ -33,10 +40,15 @@ def test_version():
     (["image", "copy", "docker-archive:/nonexistent.tar", "oci:/tmp/x"], 1, "does not exist"),
     (["image", "copy", "containers-storage:busybox", "oci:/tmp/x"], 1, "not supported yet"),
     (["image", "inspect", "oci:/nonexistent/layout"], 1, "No such file or directory"),
-    (["image", "inspect", "--retry-times", "-1", "docker://busybox"], 2, "must not be negative"),
-    (["image", "inspect", "--tls-verify=maybe", "docker://busybox"], 2, "invalid boolean value"),
-    (["image", "frobnicate"], 2, "invalid choice"),
-    (["image", "copy", "docker://busybox"], 2, "required"),
+    # skopeo inspect (a transport): skopeo's 1; podman's image inspect: 125
+    (["image", "inspect", "--retry-times", "-1", "docker://busybox"], 1, "must not be negative"),
+    (["image", "inspect", "--tls-verify=maybe", "docker://busybox"], 1, "invalid boolean value"),
+    (["image", "inspect", "--bogus", "busybox"], 125, "unknown flag: --bogus"),
+    (["image", "frobnicate"], 125, "invalid choice"),
+    (["image", "copy", "docker://busybox"], 1, "required"),  # skopeo's status for its verbs
+    (["image", "copy", "--dest-compress", "docker://busybox"], 1, "required"),
+    (["ps", "--bogus"], 125, "unknown flag: --bogus"),
+    (["run", "--pids-limi", "1", "busybox"], 125, "unknown flag: --pids-limi"),  # no prefix matching
 ])
 def test_user_errors_are_one_line(args, status, message):
     result = run_ketch(*args, check=False)
@@ -56,10 +68,17 @@ def test_layout_with_several_images_needs_a_name(busybox_layout, tmp_path):
 
 
 def test_digestfile_and_quiet_output(busybox_layout, tmp_path):
-    result = run_ketch("image", "copy", "--digestfile", str(tmp_path / "digest"),
+    result = run_ketch("image", "copy", "-q", "--digestfile", str(tmp_path / "digest"),
                        f"oci:{busybox_layout}:latest", f"dir:{tmp_path}/d")
-    assert result.stdout == "" and result.stderr == ""  # not a terminal: quiet
-    assert (tmp_path / "digest").read_text().startswith("sha256:")
+    assert result.stdout == "" and result.stderr == ""  # -q: nothing at all
+    digest = (tmp_path / "digest").read_text()
+    assert digest.startswith("sha256:")
+    # without -q, skopeo's report, on stdout, in skopeo's words and order
+    result = run_ketch("image", "copy", f"oci:{busybox_layout}:latest", f"dir:{tmp_path}/e")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Getting image source signatures" and lines[1].startswith("Copying blob sha256:")
+    assert lines[-3].startswith("Copying config sha256:") and lines[-2:] == [
+        "Writing manifest to image destination", "Storing signatures"]
 
 
 def test_progress_on_a_terminal(busybox_layout, tmp_path):
@@ -90,6 +109,32 @@ def test_progress_on_a_terminal(busybox_layout, tmp_path):
             os.close(master)
 
     code, text = run_on_pty("image", "copy", f"oci:{busybox_layout}:latest", f"oci:{tmp_path}/a")
-    assert code == 0 and "Copying blob" in text and "Writing manifest" in text
+    assert code == 0 and "Copying blob" in text
     code, text = run_on_pty("image", "copy", "-q", f"oci:{busybox_layout}:latest", f"oci:{tmp_path}/b")
     assert code == 0 and text == ""
+
+
+def test_usage_status_is_not_kept_between_calls(capsys):
+    """One process, two command lines: the second's status is its own."""
+    from ketch.cli.main import main
+
+    assert main(["ps", "--bogus"]) == 125
+    assert main(["image", "copy", "nonsense"]) == 1
+    assert main(["ps", "--bogus"]) == 125
+    capsys.readouterr()
+
+
+def test_go_booleans_take_a_value_or_none(tmp_path):
+    """--flag, --flag=true and --flag=false; a following word is never taken as the value."""
+    from ketch.cli.main import build_parser
+
+    def parse(*words):
+        return build_parser(list(words)).parse_args(list(words))
+
+    assert parse("run", "--rm", "busybox", "true").rm is True
+    assert parse("run", "--rm=false", "busybox").rm is False
+    assert parse("run", "--rm=true", "busybox").image == "busybox"
+    assert parse("run", "-it", "busybox").tty is True
+    assert parse("image", "inspect", "--tls-verify", "docker://x").tls_verify is True
+    assert parse("image", "inspect", "--tls-verify=false", "docker://x").tls_verify is False
+    assert parse("image", "inspect", "docker://x").tls_verify is None

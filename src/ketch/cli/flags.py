@@ -5,24 +5,33 @@ from __future__ import annotations
 import argparse
 
 
-_TRUE = {"true", "1", "t", "yes", "y"}
-_FALSE = {"false", "0", "f", "no", "n"}
+class GoBool(argparse.Action):
+    """A Go boolean flag: ``--rm`` is true, and ``--rm=false`` / ``--rm=true`` say so outright;
+    a following word is never taken as its value (``--rm busybox`` is ``--rm`` then an image).
+    The ``=VALUE`` form is read by :class:`ketch.cli.main.Parser`."""
+
+    def __init__(self, option_strings, dest, default=False, required=False, help=None, const=True,
+                 metavar=None, type=None, nargs=None, choices=None):  # noqa: A002 - argparse's names
+        super().__init__(option_strings, dest, nargs=0, const=const, default=default, required=required,
+                         help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, self.const)
 
 
 def parse_bool(text: str) -> bool:
     lowered = text.lower()
-    if lowered in _TRUE:
+    if lowered in ("true", "1", "t", "yes", "y"):
         return True
-    if lowered in _FALSE:
+    if lowered in ("false", "0", "f", "no", "n"):
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean value {text!r} (use true or false)")
 
 
 def add_bool(parser: argparse.ArgumentParser, *names: str, help: str, default=None, dest=None) -> None:
-    """A Go-style boolean: ``--flag``, ``--flag=true`` and ``--flag=false`` all work."""
+    """A Go-style boolean with a default (None: "not said", for settings that fall back)."""
     kwargs = {"dest": dest} if dest else {}
-    parser.add_argument(*names, nargs="?", const=True, default=default, type=parse_bool,
-                        metavar="BOOL", help=help, **kwargs)
+    parser.add_argument(*names, action=GoBool, default=default, help=help, **kwargs)
 
 
 def non_negative_int(text: str) -> int:

@@ -3,41 +3,109 @@
 Each command parses its flags, calls one library function and renders the
 result. Every :class:`~ketch.errors.KetchError` becomes one line on stderr
 and the error's exit status; no traceback for anything a user can cause.
+
+Flags are parsed as the Go tools parse them: no abbreviations of long flags (``--pid`` is not
+``--pids-limit``), booleans take ``--flag``, ``--flag=true`` or ``--flag=false``, and a usage
+error exits 125 as podman's and buildah's do (1 for skopeo's verbs, as skopeo). Nothing of one
+call of :func:`main` is kept for the next.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 
 from ketch import __version__
+from ketch.cli.flags import GoBool, parse_bool
 from ketch.errors import KetchError
 
-EXIT_USAGE = 2
+EXIT_USAGE = 125  # podman's and buildah's status for a command line they cannot parse
+EXIT_SKOPEO_USAGE = 1
 EXIT_INTERRUPTED = 130
+SKOPEO_VERBS = ("copy", "list-tags", "delete", "sync", "standalone-sign", "standalone-verify",
+                "generate-sigstore-key")
 
 
-class _Parser(argparse.ArgumentParser):
-    usage_status = EXIT_USAGE  # container commands use podman's 125
+class UsageError(Exception):
+    """The command line does not parse; ``prog`` is the (sub)command that said so."""
 
-    def error(self, message: str) -> None:  # one line, as every other error
-        self.exit(_Parser.usage_status, f"Error: {message}\nSee '{self.prog} --help'.\n")
+    def __init__(self, message: str, prog: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the Go tools' rules (see the module's docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("action") == "store_true":
+            kwargs["action"] = GoBool
+            kwargs.setdefault("default", False)
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise UsageError(_go_message(message), self.prog)
+
+    def _parse_optional(self, arg_string):
+        parsed = super()._parse_optional(arg_string)
+        if parsed is None:
+            return parsed
+        if isinstance(parsed, list):  # Python 3.12+: several candidate tuples
+            return [self._go_bool(t) for t in parsed]
+        return self._go_bool(parsed)
+
+    def _go_bool(self, parsed):
+        action, option_string, *rest = parsed
+        explicit = rest[-1]
+        if isinstance(action, GoBool) and explicit is not None and option_string.startswith("--"):
+            try:
+                value = parse_bool(explicit)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"invalid argument {explicit!r} for {option_string!r} flag: {exc}", self.prog)
+            chosen = copy.copy(action)
+            chosen.const = value
+            return (chosen, option_string, *rest[:-1], None)
+        return parsed
+
+
+def _go_message(message: str) -> str:
+    """argparse's words, as the Go tools say them where scripts look for them."""
+    if message.startswith("unrecognized arguments: "):
+        words = message[len("unrecognized arguments: "):].split()
+        flags = [w for w in words if w.startswith("-")]
+        if flags:
+            return f"unknown flag: {flags[0].split('=')[0]}"
+        return f"accepts no further arguments, received {' '.join(words)!r}"
+    return message
 
 
 # Which command words need which modules' parsers: building every subcommand costs tens of
 # milliseconds, so a command builds only its own (``--help`` without a command builds all).
-_GROUPS = {"version": (), "image": ("image", "storage"), "login": ("login",), "logout": ("login",),
-           "builder": ("builder",), "build": ("build",), "bud": ("build",)}
-_STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "system", "storage")
+_ROUTES: dict[str, tuple[str, ...]] = {
+    "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
+    "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
+    "storage": ("storage",),
+}
+_STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "history", "import")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
-                       "wait", "info", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
-                       "export", "commit", "network", "volume")
+                       "wait", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
+                       "export", "commit", "network", "volume", "attach", "init", "mount", "umount", "unmount",
+                       "events", "stats", "secret", "healthcheck")
 _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
-                        "--override-arch", "--override-os", "--override-variant"}
+                        "--override-arch", "--override-os", "--override-variant", "--cgroup-manager",
+                        "--events-backend", "--runtime", "--storage-opt", "--conmon", "--tmpdir", "--registries.d"}
 
 
-def _command_word(argv: list[str]) -> str | None:
+def _command_words(argv: list[str]) -> list[str]:
+    """The words that are not global flags or their values, in order."""
+    words = []
     skip = False
     for word in argv:
         if skip:
@@ -45,22 +113,49 @@ def _command_word(argv: list[str]) -> str | None:
             continue
         if word.startswith("-"):
             skip = word in _OPTIONS_WITH_VALUES
-            continue
-        return word
-    return None
+            if not words:
+                continue
+        words.append(word)
+    return words
+
+
+def _command_word(argv: list[str]) -> str | None:
+    words = _command_words(argv)
+    return words[0] if words else None
+
+
+def usage_status(argv: list[str]) -> int:
+    """What an error of ketch itself exits with for this command line: 1 for skopeo's verbs
+    (``image copy``, ``image inspect TRANSPORT:...``), 125 for podman's and buildah's."""
+    words = _command_words(argv)
+    if len(words) > 1 and words[0] == "image":
+        if words[1] in SKOPEO_VERBS:
+            return EXIT_SKOPEO_USAGE
+        if words[1] == "inspect" and any(w.startswith(_TRANSPORTS) for w in words[2:]):
+            return EXIT_SKOPEO_USAGE
+    if words[:1] == ["storage"]:
+        return 1  # ketch's own: ``storage check`` exits 1 for a damaged store
+    return EXIT_USAGE
+
+
+_TRANSPORTS = ("docker://", "oci:", "dir:", "oci-archive:", "docker-archive:", "containers-storage:",
+               "ketch-storage:")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog="ketch", description="ketch: a daemonless container toolkit.")
+    parser = Parser(prog="ketch", description="ketch: a daemonless container toolkit.")
     parser.add_argument("--version", action="version", version=f"ketch version {__version__}")
     parser.add_argument("--debug", action="store_true", help="log debug messages and show tracebacks")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"], help="logging level (default warning)")
+    parser.add_argument("--log-level", default="warn",
+                        choices=["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"],
+                        help="log messages at this level and above, to stderr (default warn)")
     parser.add_argument("--root", metavar="DIR",
                         help="store root (default $KETCH_ROOT or /var/lib/ketch)")
     parser.add_argument("--runroot", metavar="DIR", help="store run directory (default /run/ketch)")
     parser.add_argument("--storage-driver", metavar="DRIVER", choices=["overlay", "vfs"],
                         help="overlay (default) or vfs")
+    parser.add_argument("--storage-opt", action="append", default=[], metavar="OPTION",
+                        help="accepted for podman's scripts; ketch's drivers take no options")
     parser.add_argument("--registries-conf", metavar="PATH",
                         help="registries.conf to read instead of /etc/containers/registries.conf")
     parser.add_argument("--policy", metavar="PATH", help="trust policy (default /etc/containers/policy.json)")
@@ -72,22 +167,37 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         help="use OS instead of the host's OS when choosing an image")
     parser.add_argument("--override-variant", dest="global_override_variant", metavar="VARIANT",
                         help="use VARIANT instead of the host's variant when choosing an image")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
+    parser.add_argument("--runtime", dest="global_runtime", metavar="PATH",
+                        help="a runc-compatible runtime for containers instead of ketch's own")
+    parser.add_argument("--cgroup-manager", choices=["cgroupfs"], default="cgroupfs",
+                        help="cgroupfs (ketch manages cgroups itself; there is no systemd manager)")
+    parser.add_argument("--events-backend", choices=["file", "none"], default=None,
+                        help="where events go: file (the store's log, the default) or none")
+    parser.add_argument("--noout", action="store_true", help="print nothing on standard output")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, required=True)
 
-    version = commands.add_parser("version", help="print ketch's version", description="Print ketch's version.")
+    version = commands.add_parser("version", help="print ketch's version",
+                                  description="Print ketch's version, as podman version lays it out.")
+    version.add_argument("-f", "--format", metavar="FORMAT", help="json, or a Go template (.Client.Version)")
     version.set_defaults(func=cmd_version)
     word = _command_word(argv) if argv is not None else None
-    if word in _CONTAINER_COMMANDS:
-        groups: tuple[str, ...] = ("containers",)
-        _Parser.usage_status = 125
+    if word in _ROUTES:
+        groups = _ROUTES[word]
+    elif word in _STORAGE_COMMANDS:
+        groups = ("storage",)
+    elif word in _CONTAINER_COMMANDS:
+        groups = ("containers",)
     else:
-        groups = _GROUPS.get(word, ("storage",) if word in _STORAGE_COMMANDS else
-                             ("image", "login", "storage", "containers", "builder", "build"))
+        groups = ("image", "login", "storage", "containers", "builder", "build", "system")
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
-        image_verbs = image.register(commands)
-        storage.register(commands, image_verbs)
+        image_verbs = image.register(commands) if "image" in groups else None
+        storage.register(commands, image_verbs, word)
+    if "system" in groups:
+        from ketch.cli import system
+
+        system.register(commands)
     if "login" in groups:
         from ketch.cli import login
 
@@ -111,10 +221,49 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def version_data() -> dict:
+    """podman version's fields, for ketch (the language runtime in GoVersion's place)."""
+    import platform
+
+    from ketch.image.platform import host_platform
+
+    client = {"APIVersion": __version__, "Version": __version__,
+              "GoVersion": f"python{platform.python_version()}", "GitCommit": "", "BuiltTime": "", "Built": 0,
+              "OsArch": f"linux/{host_platform()[1]}", "Os": "linux"}
+    return {"Client": client}
+
+
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"ketch version {__version__}")
-    print(f"Python {sys.version.split()[0]}")
+    from ketch.cli import report
+    from ketch.cli.gotemplate import GoStruct
+
+    data = version_data()
+    if report.is_json(args.format):
+        import json
+
+        print(json.dumps(data, indent=4))
+        return 0
+    if args.format:
+        structured = GoStruct({"Client": GoStruct(data["Client"])})
+        structured.go_type = "*define.Version"
+        sys.stdout.write(report.Formatter(args.format, name="version", default="").render(structured)
+                         if report.is_table(args.format) else _render_one(args.format, structured, "version"))
+        return 0
+    client = data["Client"]
+    rows = [("Client:", "ketch"), ("Version:", client["Version"]), ("API Version:", client["APIVersion"]),
+            ("Python Version:", client["GoVersion"][len("python"):]), ("OS/Arch:", client["OsArch"])]
+    width = max(len(k) for k, _ in rows) + 2
+    for key, value in rows:
+        print(f"{key:<{width}}{value}".rstrip())
     return 0
+
+
+def _render_one(fmt: str, data, name: str) -> str:
+    """A template run once over one object (podman's version and info)."""
+    from ketch.cli import report
+    from ketch.cli.gotemplate import Template
+
+    return Template(report.normalize(fmt), name).execute(data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,14 +272,23 @@ def main(argv: list[str] | None = None) -> int:
     interpreter's own teardown (modules, the database's final checkpoint) would add ~10 ms to
     every ``ketch run``, after the container has already exited."""
     as_program = argv is None
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    if args.debug or args.log_level != "warning":
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"Error: {exc.message}\nSee '{exc.prog} --help'.", file=sys.stderr)
+        return usage_status(argv)
+    level = "debug" if args.debug else {"warning": "warn", "trace": "debug", "fatal": "error",
+                                         "panic": "error"}.get(args.log_level, args.log_level)
+    if level != "warn":
         import logging
 
-        level = logging.DEBUG if args.debug else getattr(logging, args.log_level.upper())
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=getattr(logging, {"warn": "WARNING"}.get(level, level.upper())),
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.noout:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    args.generic_status = usage_status(argv)
     status = _dispatch(args)
     if as_program and getattr(args.func, "fast_exit", False):
         try:
@@ -145,13 +303,18 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
+    except UsageError as exc:
+        print(f"Error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
     except KetchError as exc:
         if args.debug:
             import logging
 
             logging.exception("command failed")
         print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        # an error of ketch itself: podman's and buildah's 125 (skopeo's 1); an error with a
+        # status of its own (126, 127, 2...) keeps it
+        return exc.exit_code if exc.exit_code != 1 else getattr(args, "generic_status", 1)
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -164,7 +327,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             logging.exception("command failed")
         target = f" ({exc.filename})" if exc.filename else ""
         print(f"Error: {exc.strerror or exc}{target}", file=sys.stderr)
-        return 1
+        return getattr(args, "generic_status", 1)
 
 
 if __name__ == "__main__":

@@ -117,57 +117,71 @@ class TarReader:
 
 
 _held_locks: dict[str, int] = {}  # working path -> the fd whose flock marks it as in use
-# A working directory's owner holds a flock on this file inside it (not on the directory itself,
-# which the OCI layout code locks on its own while it commits).
-OWNER_FILE = ".ketch-owner"
+# A working directory ``X.d`` belongs to whoever holds the flock of its sibling ``X.lock``. The
+# lock file is made and locked before the directory exists and removed after it is gone, so a
+# writer killed at any moment leaves either an unlocked lock file, or a directory whose lock file
+# is unlocked or missing: both are abandoned.
+LOCK_SUFFIX = ".lock"
+DIR_SUFFIX = ".d"
 
 
-def _owner_path(path: Path | str) -> str:
-    return os.path.join(path, OWNER_FILE) if os.path.isdir(path) else str(path)
-
-
-def _lock(path: Path) -> None:
-    fd = os.open(os.path.join(path, OWNER_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def _take_lock(path: str) -> int | None:
+    """flock a new lock file at ``path``; None if a cleaner removed it meanwhile (try again)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    _held_locks[str(path)] = fd
-
-
-def _unlock(path: Path) -> None:
-    fd = _held_locks.pop(str(path), None)
-    if fd is not None:
-        os.close(fd)
+    try:
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
 
 
 def remove_stale_temporaries(directory: Path) -> None:
-    """Remove what killed writers left beside archives: entries whose flock is free."""
+    """Remove what killed writers left beside archives: working directories and files whose
+    owner's flock is free."""
     try:
         entries = [e for e in os.scandir(directory) if e.name.startswith(TEMP_PREFIX)]
     except OSError:
         return
     for entry in entries:
-        if entry.path in _held_locks:
+        if entry.path in _held_locks or entry.path[:-len(DIR_SUFFIX)] + LOCK_SUFFIX in _held_locks:
             continue
-        with if_abandoned(_owner_path(entry.path)) as abandoned:
-            if not abandoned:
-                continue  # its writer is alive
-            with contextlib.suppress(OSError):
-                if entry.is_dir(follow_symlinks=False):
+        if entry.name.endswith(DIR_SUFFIX) and entry.is_dir(follow_symlinks=False):
+            lock = entry.path[:-len(DIR_SUFFIX)] + LOCK_SUFFIX
+            with if_abandoned(lock) as abandoned:
+                if abandoned or not os.path.exists(lock):
                     shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock)
+            continue
+        with if_abandoned(entry.path) as abandoned:
+            if not abandoned:
+                continue  # its writer is alive (a lock file, or a tar being written)
+            work = entry.path[:-len(LOCK_SUFFIX)] + DIR_SUFFIX if entry.name.endswith(LOCK_SUFFIX) else None
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def temp_dir_beside(path: Path) -> Path:
-    """A private working directory on the archive's file system, flock-ed while in use."""
+    """A private working directory on the archive's file system, owned (flock) while in use."""
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(parent)
-        work = parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}.d"
+        while True:
+            base = parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{path.name}"
+            fd = _take_lock(str(base) + LOCK_SUFFIX)
+            if fd is not None:
+                break
+        work = Path(str(base) + DIR_SUFFIX)
+        _held_locks[str(work)] = fd
         work.mkdir()
-        _lock(work)
     except OSError as exc:
-        raise DestinationError(f"cannot write archive {path}: {exc.strerror}", errno=exc.errno) from None
+        raise DestinationError(f"cannot write archive {path}: {exc.strerror}", errno=exc.errno) from exc
     return work
 
 
@@ -181,8 +195,6 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
             dirs.sort()
             rel_root = os.path.relpath(root, directory)
             for name in sorted(dirs) + sorted(files):
-                if rel_root == "." and name == OWNER_FILE:
-                    continue
                 members.append(os.path.normpath(os.path.join(rel_root, name)))
     try:
         with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -210,5 +222,10 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
 
 
 def remove_tree(path: Path) -> None:
+    """Remove a working directory of ``temp_dir_beside``, then its lock file."""
     shutil.rmtree(path, ignore_errors=True)
-    _unlock(path)
+    fd = _held_locks.pop(str(path), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(str(path)[:-len(DIR_SUFFIX)] + LOCK_SUFFIX)
+        os.close(fd)

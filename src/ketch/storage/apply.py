@@ -180,13 +180,16 @@ def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     return out
 
 
-def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay") -> tuple[str, int]:
+def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay",
+                default_root_mode: int | None = None) -> tuple[str, int]:
     """Unpack a layer tar from ``stream`` into ``root``; returns (diff_id, size).
 
     ``stream`` is the *uncompressed* tar. ``whiteouts`` is ``"overlay"``
     (``root`` starts empty and keeps whiteouts as overlayfs markers) or
     ``"vfs"`` (``root`` holds the parent's tree and hidden entries are
-    removed).
+    removed). The tar's own entry for the root (``./``) sets the root's owner
+    and mode; without one, ``default_root_mode`` (when given) does, owned by
+    root, as containers/storage leaves a layer that does not say (0555).
     """
     if whiteouts not in ("overlay", "vfs"):
         raise ValueError(whiteouts)
@@ -194,6 +197,7 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay") -> t
     tree = _Tree(root)
     created: set[tuple[str, ...]] = set()
     directories: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
+    root_entry: list[tarfile.TarInfo] = []
     try:
         try:
             tar = tarfile.open(fileobj=reader, mode="r|", errorlevel=2)  # type: ignore[arg-type]
@@ -201,6 +205,10 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay") -> t
             raise ImageFormatError(f"layer is not a tar archive ({exc})") from None
         try:
             for member in tar:
+                if not _clean_name(member.name):
+                    if member.isdir():
+                        root_entry[:] = [member]
+                    continue
                 _apply_member(tar, member, tree, whiteouts, created, directories)
         except tarfile.TarError as exc:
             raise ImageFormatError(f"corrupt layer tar ({exc})") from None
@@ -210,6 +218,15 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay") -> t
         for parts, member in reversed(directories):
             fd, key = tree.directory(list(parts[:-1]), member.name, create=False)
             _metadata(fd, parts[-1], member, is_link=False)
+        if root_entry:
+            parent_fd = os.open(os.path.dirname(os.path.abspath(root)) or "/", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                _metadata(parent_fd, os.path.basename(os.path.abspath(root)), root_entry[0], is_link=False)
+            finally:
+                os.close(parent_fd)
+        elif default_root_mode is not None:
+            os.chown(root, 0, 0)
+            os.chmod(root, default_root_mode)
         reader.drain()
     finally:
         tree.close()

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -132,6 +133,16 @@ class Store:
     def lock(self, name: str, *, shared: bool = False):
         return file_lock(self.runroot / "locks" / f"{name}.lock", shared=shared)
 
+    @property
+    def events(self):
+        """The store's event log (``ketch events``)."""
+        log = self.__dict__.get("_events")
+        if log is None:
+            from ketch.storage.events import EventLog
+
+            log = self.__dict__["_events"] = EventLog(self.root)
+        return log
+
     def gc_lock(self, *, shared: bool):
         """Writers that add content hold it shared; removal of unreferenced content holds it exclusively."""
         return self.lock("gc", shared=shared)
@@ -200,7 +211,8 @@ class Store:
                     if isinstance(self.driver, OverlayDriver):
                         from ketch.storage.apply import apply_layer
 
-                        diff_id, size = apply_layer(decompressor(tee), str(content), whiteouts="overlay")
+                        diff_id, size = apply_layer(decompressor(tee), str(content), whiteouts="overlay",
+                                                    default_root_mode=0o555)
                     else:
                         diff_id, size = _hash_tar(decompressor(tee))
                     tee.finish()
@@ -262,7 +274,8 @@ class Store:
                         tar = DecompressingReader(peek, kind) if kind else peek
                         from ketch.storage.apply import apply_layer
 
-                        diff_id, size = apply_layer(tar, str(rootfs), whiteouts="vfs")
+                        diff_id, size = apply_layer(tar, str(rootfs), whiteouts="vfs",
+                                                    default_root_mode=None if i > 0 else 0o555)
                     if diff_id != diff_ids[i]:
                         raise KetchError(f"layer {i}: content {diff_id} does not match diff_id {diff_ids[i]}")
                     self._publish_content(key, diff_ids[i], size, rootfs)
@@ -309,7 +322,7 @@ class Store:
         return image_id
 
     def _record(self, row) -> ImageRecord:
-        names = [r["name"] for r in self.db.query("SELECT name FROM names WHERE image = ? ORDER BY name",
+        names = [r["name"] for r in self.db.query("SELECT name FROM names WHERE image = ? ORDER BY rowid",
                                                   (row["id"],))]
         layers = self.image_layers(row["top_layer"])
         size = sum(r["size"] for r in self.db.query(
@@ -317,6 +330,22 @@ class Store:
             f"({','.join('?' * len(layers))})", tuple(layers))) if layers else 0
         return ImageRecord(row["id"], names, row["digest"], row["manifest"], row["manifest_type"], row["config"],
                            row["top_layer"], row["created"], size, layers)
+
+    def layer_contents(self, layers: list[str]) -> list[str]:
+        """The content key of each layer, in the order given."""
+        keys = {}
+        for row in self.db.query(f"SELECT id, content FROM layers WHERE id IN ({','.join('?' * len(layers))})",
+                                 tuple(layers)):
+            keys[row["id"]] = row["content"]
+        return [keys[layer] for layer in layers if layer in keys]
+
+    def layer_sizes(self, layers: list[str]) -> list[int]:
+        """The uncompressed size of each layer (as its tar), in the order given."""
+        sizes = {}
+        for row in self.db.query(f"SELECT l.id, c.size FROM layers l JOIN contents c ON c.key = l.content "
+                                 f"WHERE l.id IN ({','.join('?' * len(layers))})", tuple(layers)):
+            sizes[row["id"]] = row["size"]
+        return [sizes.get(layer, 0) for layer in layers]
 
     def image_layers(self, top: str | None) -> list[str]:
         """Layer ids from the bottom to ``top``."""
@@ -397,6 +426,8 @@ class Store:
                 raise NotFoundError(f"{image}: image not known")
             for name in normalized:
                 conn.execute("INSERT OR REPLACE INTO names VALUES (?, ?)", (name, record.id))
+        for name in normalized:
+            self.events.emit("image", "tag", id=record.id, name=name)
 
     def untag(self, image: str, *names: str) -> None:
         record = self.lookup(image)
@@ -406,6 +437,8 @@ class Store:
                 deleted = conn.execute("DELETE FROM names WHERE name = ? AND image = ?", (name, record.id)).rowcount
                 if names and not deleted:
                     raise NotFoundError(f"{name}: not a name of image {record.id[:12]}")
+        for name in targets:
+            self.events.emit("image", "untag", id=record.id, name=name)
 
     # -- users of images ----------------------------------------------------
 
@@ -434,6 +467,7 @@ class Store:
             if matched:
                 with self.db.write() as conn:
                     conn.execute("DELETE FROM names WHERE name = ?", (matched,))
+                self.events.emit("image", "untag", id=record.id, name=matched)
                 return [f"Untagged: {matched}"]
         users = self.image_users(record.id)
         if users and not force:
@@ -448,6 +482,9 @@ class Store:
                 raise InUseError(f"image {record.id[:12]} became in use while being removed")
             conn.execute("DELETE FROM names WHERE image = ?", (record.id,))
             conn.execute("DELETE FROM images WHERE id = ?", (record.id,))
+        for name in record.names:
+            self.events.emit("image", "untag", id=record.id, name=name)
+        self.events.emit("image", "remove", id=record.id, name=record.id)
         result += [f"Untagged: {n}" for n in record.names] + [f"Deleted: {record.id}"]
         self.collect_garbage()
         return result
@@ -550,16 +587,20 @@ class Store:
                              (target, str(path), count + 1, mounts.boot_id()))
         return path
 
-    def _counted_unmount(self, target: str, object_id: str, force: bool) -> bool:
-        """Drop one count (all with ``force``); unmount at zero. False if it was not mounted."""
+    def _counted_unmount(self, target: str, object_id: str, prefix: str, force: bool) -> bool:
+        """Drop one count (all with ``force``); unmount at zero. False if it was not mounted.
+
+        At zero the mount point is unmounted even when no count was recorded: a process killed
+        between its mount and the record of it left a mount nobody counted (the mount point's
+        name is the object's, and counting happens under the same lock, so nobody else owns it)."""
         with self.lock(f"mount-{object_id}"):
             count = self._mount_count(target)
-            row = self.db.one("SELECT path FROM mounts WHERE target = ?", (target,))
+            path = self.root / "mounts" / f"{prefix}-{object_id[:32]}"
             new = 0 if force else max(count - 1, 0)
-            if count and new == 0:
-                mounts.umount(row["path"])
+            if new == 0 and (count or force) and mounts.is_mountpoint(str(path)):
+                mounts.umount(str(path))
                 with contextlib.suppress(OSError):
-                    os.rmdir(row["path"])
+                    os.rmdir(path)
             with self.db.write() as conn:
                 if new == 0:
                     conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
@@ -580,12 +621,14 @@ class Store:
                 key = self.db.one("SELECT content FROM layers WHERE id = ?", (record.top_layer,))["content"]
                 self.driver.mount(self.driver.content_dir(key), path)  # type: ignore[call-arg]
 
-        return self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
+        path = self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
+        self.events.emit("image", "mount", id=record.id, name=name)
+        return path
 
     def unmount_image(self, name: str, *, force: bool = False) -> bool:
         """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
         record = self.lookup(name)
-        return self._counted_unmount(f"image:{record.id}", record.id, force)
+        return self._counted_unmount(f"image:{record.id}", record.id, "image", force)
 
     def mounted_images(self) -> list[tuple[ImageRecord, Path]]:
         out = []
@@ -607,6 +650,13 @@ class Store:
         base = self.root / "containers" / container_id
         (base / "diff").mkdir(parents=True)
         (base / "work").mkdir()
+        if record is not None and record.top_layer is not None:
+            # the container's root has the image's root's owner and mode (the upper dir decides them)
+            with contextlib.suppress(OSError):
+                top = self.driver.content_dir(self.layer_contents([record.top_layer])[0])
+                st = os.stat(top)
+                os.chown(base / "diff", st.st_uid, st.st_gid)
+                os.chmod(base / "diff", stat.S_IMODE(st.st_mode))
         metadata = {**(metadata or {}), "top_layer": record.top_layer if record else None}
         try:
             with self.db.write() as conn:
@@ -656,14 +706,13 @@ class Store:
 
     def unmount_container(self, name_or_id: str, *, force: bool = False) -> bool:
         info = self.container(name_or_id)
-        return self._counted_unmount(f"container:{info['id']}", info["id"], force)
+        return self._counted_unmount(f"container:{info['id']}", info["id"], "container", force)
 
     def remove_container(self, name_or_id: str, *, force: bool = False) -> None:
         info = self.container(name_or_id)
-        if self._mount_count(f"container:{info['id']}") > 0:
-            if not force:
-                raise InUseError(f"container {info['name']} is mounted; unmount it first or use --force")
-            self.unmount_container(info["id"], force=True)
+        if self._mount_count(f"container:{info['id']}") > 0 and not force:
+            raise InUseError(f"container {info['name']} is mounted; unmount it first or use --force")
+        self.unmount_container(info["id"], force=True)  # also a mount a killed process left uncounted
         with self.db.write() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (info["id"],))
         remove_dir(self.root / "containers" / info["id"])

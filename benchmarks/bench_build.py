@@ -92,7 +92,7 @@ def main() -> int:
                     results[tool].setdefault(phase, []).append(timed(command, env=env))
                 if phase == "changed":
                     (ctx / "src" / "file7.txt").write_text("source 7\n")
-            subprocess.run([*ketch, "rm", "-f", "-a"], capture_output=True)
+            subprocess.run([*ketch, "rm", "-f", "-t", "0", "-a"], capture_output=True)
             subprocess.run(["umount", "-R", "-l", str(base / f"k{n}" / "root" / "mounts")], capture_output=True)
             podman.reset()
             subprocess.run([*buildah, "rm", "-a"], capture_output=True, env=env)

@@ -116,7 +116,7 @@ def network_scenarios(ketch, podman, podman_image, penv, rounds: int) -> None:
             for name in rates:
                 rates[name].append(request_rate(ports[name], 2.0))
     finally:
-        subprocess.run([*ketch, "rm", "-f", "bench-web"], capture_output=True)
+        subprocess.run([*ketch, "rm", "-f", "-t", "0", "bench-web"], capture_output=True)
         subprocess.run([*podman.base, "rm", "-f", "-t", "0", "bench-web"], capture_output=True, env=penv)
     for name, values in rates.items():
         print(f"{name:14} {statistics.median(values):7.0f} requests/s")
@@ -202,7 +202,7 @@ def main() -> int:
         print(f"conmon         {conmon_pss} KiB (pid {conmon_pid})")
         print(f"ratio ketch/conmon {monitor_pss / conmon_pss:.2f}")
     finally:
-        subprocess.run([*ketch, "rm", "-f", "-a"], capture_output=True)
+        subprocess.run([*ketch, "rm", "-f", "-t", "0", "-a"], capture_output=True)
         remove_networks(str(base / "ketch-root"), str(base / "ketch-run"))  # the bridge and nftables table it made
         subprocess.run([*podman.base, "rm", "-f", "-a", "-t", "0"], capture_output=True, env=penv)
         podman.reset()

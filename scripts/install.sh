@@ -16,7 +16,7 @@ PACKAGES=(
   docker-registry   # distribution v2, the real registry the tests start on 127.0.0.1
   skopeo            # the peer ketch must interoperate with
   busybox-static    # the offline busybox test image is made from it
-  podman runc crun  # load, save and run what ketch makes; the runtime's peers in tests and benchmarks
+  podman buildah runc crun  # load, save, run and build what ketch makes; the peers in tests and benchmarks
   hyperfine
   libseccomp2       # what pyseccomp loads: the runtime's seccomp filters
   catatonit         # ketch run --init (podman's init_path)

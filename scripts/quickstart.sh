@@ -15,7 +15,7 @@ registry_pid=
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
   if [ -d "$work/store" ]; then
-    "$KETCH" --root "$work/store" --runroot "$work/run" rm -f -a >/dev/null 2>&1 || true
+    "$KETCH" --root "$work/store" --runroot "$work/run" rm -f -t 0 -a >/dev/null 2>&1 || true
     umount -R -l "$work/store/mounts" 2>/dev/null || true
   fi
   rm -rf "$work"

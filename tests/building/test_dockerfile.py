@@ -42,8 +42,9 @@ def config_of(env, image):
 @pytest.fixture
 def builds(ketch_env):
     yield ketch_env
-    ketch_env.cli("rm", "-f", "-a")
-    images = subprocess.run(ketch_env.args("images", "-q", "--no-trunc"), capture_output=True, text=True).stdout.split()
+    ketch_env.cli("rm", "-f", "-t", "0", "-a")
+    images = subprocess.run(ketch_env.args("images", "-a", "-q", "--no-trunc"), capture_output=True,
+                            text=True).stdout.split()
     keep = {store(ketch_env).lookup("busybox").id, store(ketch_env).lookup("localhost/ktest").id}
     for image in images:
         if image.replace("sha256:", "") not in keep:

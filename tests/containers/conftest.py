@@ -81,7 +81,7 @@ def ketch_session(tmp_path_factory):
         copy_image(f"oci:{images.ensure(fixture)}:latest", f"ketch-storage:{name}",
                    CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
     yield env
-    env.cli("rm", "-f", "-a")
+    env.cli("rm", "-f", "-t", "0", "-a")
     remove_networks(str(env.root), str(env.runroot))
     subprocess.run(["umount", "-R", "-l", str(env.root / "mounts")], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
@@ -96,7 +96,7 @@ def ketch_session(tmp_path_factory):
 def ketch_env(ketch_session):
     yield ketch_session
     # every test leaves nothing: containers, their mounts, monitors and runtime state
-    ketch_session.cli("rm", "-f", "-a")
+    ketch_session.cli("rm", "-f", "-t", "0", "-a")
     assert ketch_session.mounts() == [], "mounts left behind"
     runtime_states = [p for p in (ketch_session.runroot / "runtime").glob("*") if not p.name.startswith(".")] \
         if (ketch_session.runroot / "runtime").exists() else []

@@ -48,7 +48,7 @@ def _nft_elements() -> str:
 def network_env(ketch_env):
     before = set(_veths())
     yield ketch_env
-    ketch_env.cli("rm", "-f", "-a")
+    ketch_env.cli("rm", "-f", "-t", "0", "-a")
     for line in ketch_env.cli("network", "ls", "-q").stdout.split():
         if line != "ketch":
             ketch_env.cli("network", "rm", "-f", line)
@@ -80,7 +80,7 @@ def test_default_bridge_network_address_and_published_port(network_env):
     # the port is ours while the container runs; then free again
     taken = network_env.cli("run", "--rm", "-p", f"127.0.0.1:{port}:80", "busybox", "true")
     assert taken.returncode == 125 and "already" in taken.stderr
-    network_env.cli("rm", "-f", "web", check=True)
+    network_env.cli("rm", "-f", "-t", "0", "web", check=True)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # nothing holds it any more
 
@@ -197,5 +197,5 @@ def test_port_ranges_publish_all_and_a_docker_format_commit(network_env):
     assert ports[0] == "80/tcp" and ports[2].startswith("0.0.0.0:")
     host_port = int(ports[2].split(":")[1])
     assert _get(f"http://127.0.0.1:{host_port}/").startswith("hello-from-")
-    network_env.cli("rm", "-f", "all", "base", check=True)
+    network_env.cli("rm", "-f", "-t", "0", "all", "base", check=True)
     network_env.cli("rmi", "localhost/exposed", check=True)

@@ -227,10 +227,10 @@ def test_stdin_only_with_interactive(ketch_env):
 
 
 def test_info_describes_host_and_store(ketch_env):
-    info = json.loads(ketch_env.cli("info", check=True).stdout)
+    info = json.loads(ketch_env.cli("info", "--format", "json", check=True).stdout)
     assert info["host"]["cgroupVersion"] in ("v1", "v2") and info["host"]["os"] == "linux"
     assert info["store"]["graphRoot"] == str(ketch_env.root) and info["store"]["imageStore"]["number"] >= 2
-    assert ketch_env.cli("info", "--format", "{{.store.graphDriverName}}", check=True).stdout.strip() in (
+    assert ketch_env.cli("info", "--format", "{{.Store.GraphDriverName}}", check=True).stdout.strip() in (
         "overlay", "vfs")
 
 
@@ -248,7 +248,7 @@ def test_kill_9_of_run_at_any_moment_leaves_a_removable_truth(ketch_env):
             assert entry["State"] in ("created", "running", "exited"), entry
             if entry["State"] == "running":
                 assert os.path.exists(f"/proc/{entry['Pid']}")
-        removed = ketch_env.cli("rm", "-f", "-a")
+        removed = ketch_env.cli("rm", "-f", "-t", "0", "-a")
         assert removed.returncode == 0, removed.stderr
         assert ketch_env.ps() == [] and ketch_env.mounts() == []
 

@@ -97,7 +97,7 @@ def test_cp_export_diff_commit(ketch_env, tmp_path):
         assert config["history"][-1].get("comment") == "snapshot"
     bad = ketch_env.cli("commit", "-c", "FROB x", "work", "localhost/bad")
     assert bad.returncode != 0 and "FROB" in bad.stderr
-    ketch_env.cli("rm", "-f", "work", check=True)
+    ketch_env.cli("rm", "-f", "-t", "0", "work", check=True)
     ketch_env.cli("rmi", "localhost/snap", check=True)
 
 

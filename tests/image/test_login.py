@@ -32,12 +32,12 @@ def test_login_then_pull_then_logout(private, isolated_auth, tmp_path):
     run_ketch("logout", private.host)
     assert json.loads(authfile.read_text())["auths"] == {}
     again = run_ketch("logout", private.host, check=False)
-    assert again.returncode == 1 and "not logged into" in again.stderr
+    assert again.returncode == 125 and "not logged into" in again.stderr  # podman's status
 
 
 def test_wrong_password_writes_nothing(private, isolated_auth):
     result = login(private, "wrong")
-    assert result.returncode == 1 and "invalid username/password" in result.stderr
+    assert result.returncode == 125 and "invalid username/password" in result.stderr
     assert not (isolated_auth / "run" / "containers" / "auth.json").exists()
 
 
@@ -53,4 +53,4 @@ def test_authfile_flag_and_logout_all(private, tmp_path):
 def test_login_without_password_on_a_pipe():
     result = subprocess.run([KETCH, "login", "-u", "alice", "127.0.0.1:1"], capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
-    assert result.returncode == 1 and "--password-stdin" in result.stderr
+    assert result.returncode == 125 and "--password-stdin" in result.stderr

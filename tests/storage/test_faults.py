@@ -29,7 +29,7 @@ def assert_store_healthy():
     if check.returncode != 0:
         run_ketch("storage", "check", "--repair")
     assert run_ketch("storage", "check").stdout == ""
-    for image_id in run_ketch("images", "-q", "--no-trunc").stdout.split():
+    for image_id in run_ketch("images", "-a", "-q", "--no-trunc").stdout.split():
         path = run_ketch("image", "mount", image_id).stdout.strip()
         try:
             assert os.path.isdir(path) and os.listdir(path)

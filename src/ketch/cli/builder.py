@@ -323,10 +323,14 @@ def cmd_rm(args) -> int:
 
 @_buildah_statuses
 def cmd_inspect(args) -> int:
-    from ketch.cli import template
+    from ketch.cli.main import _render_one
+    from ketch.cli.reports import go_value
 
     data = _builder(args).inspect(args.name)
-    print(template.render(args.format, data) if args.format else json.dumps(data, indent=4))
+    if args.format:
+        sys.stdout.write(_render_one(args.format, go_value(data), "inspect"))
+    else:
+        print(json.dumps(data, indent=4))
     return 0
 
 
@@ -335,5 +339,5 @@ def cmd_images(args) -> int:
     from ketch.cli.storage import cmd_images as images
 
     return images(argparse.Namespace(**{**vars(args), "all": False, "noheading": False, "no_trunc": False,
-                                        "digests": False, "filter": [], "filter_name": None,
-                                        "format": args.format, "quiet": args.quiet}))
+                                        "digests": False, "filter": [], "filter_name": None, "history": False,
+                                        "sort": "created", "format": args.format, "quiet": args.quiet}))

@@ -1,4 +1,5 @@
-"""``ketch image ...``: skopeo's verbs (inspect, copy, list-tags)."""
+"""``ketch image ...``: skopeo's verbs (inspect, copy, list-tags, delete). ``image inspect``
+without a transport inspects images of the local store, as podman's."""
 
 from __future__ import annotations
 
@@ -6,38 +7,73 @@ import argparse
 import contextlib
 import sys
 
-from ketch.cli import template
 from ketch.cli.flags import add_bool, add_platform_overrides, make_context, non_negative_int, policy_from
 from ketch.errors import InvalidInputError
 
 
-def _add_common_registry_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--authfile", metavar="PATH",
-                        help="auth file to read credentials from (default: as podman, see docs)")
+def _add_registry_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """skopeo's per-side flags: --creds, --username/--password, --no-creds, --registry-token,
+    --cert-dir, --tls-verify, --authfile, --shared-blob-dir (``prefix`` "src-" or "dest-")."""
+    parser.add_argument(f"--{prefix}creds", metavar="USER[:PASS]", help="credentials for the registry")
+    parser.add_argument(f"--{prefix}username", metavar="USER", help="user name for the registry")
+    parser.add_argument(f"--{prefix}password", metavar="PASS", help="password for the registry")
+    parser.add_argument(f"--{prefix}no-creds", action="store_true", help="access the registry anonymously")
+    parser.add_argument(f"--{prefix}registry-token", metavar="TOKEN", help="a bearer token for the registry")
+    parser.add_argument(f"--{prefix}cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
+    add_bool(parser, f"--{prefix}tls-verify", help="require HTTPS and verify certificates (default true)")
+    parser.add_argument(f"--{prefix}authfile", metavar="PATH", help="auth file to read credentials from")
+    parser.add_argument(f"--{prefix}shared-blob-dir", metavar="DIR",
+                        help="oci: layouts keep their blobs in DIR instead of their own blobs/")
+    parser.add_argument(f"--{prefix}daemon-host", metavar="HOST", help="not supported: ketch has no docker daemon")
+
+
+def _context(args: argparse.Namespace, prefix: str = ""):
+    def get(name: str):
+        return getattr(args, f"{prefix}{name}", None)
+
+    if get("daemon_host"):
+        raise InvalidInputError("docker-daemon: is not supported: ketch talks to no docker daemon")
+    creds = get("creds")
+    if get("username") is not None:
+        if creds:
+            raise InvalidInputError(f"--{prefix.replace('_', '-')}creds and --{prefix.replace('_', '-')}username "
+                                    "cannot be used together")
+        creds = f"{get('username')}:{get('password') or ''}"
+    elif get("password") is not None:
+        raise InvalidInputError(f"--{prefix.replace('_', '-')}password needs --{prefix.replace('_', '-')}username")
+    ctx = make_context(args, creds=creds, tls_verify=get("tls_verify"),
+                       authfile=get("authfile") or getattr(args, "authfile", None), cert_dir=get("cert_dir"))
+    ctx.no_creds = bool(get("no_creds"))
+    ctx.registry_token = get("registry_token")
+    ctx.oci_shared_blob_dir = get("shared_blob_dir")
+    return ctx
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-times", type=non_negative_int, default=3, metavar="N",
                         help="times to retry a failed request (429, 5xx, broken connection) (default 3)")
     add_platform_overrides(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    image = subparsers.add_parser("image", help="inspect and move images between transports",
-                                  description="Inspect and copy images (transports: docker://, oci:, dir:).")
+    image = subparsers.add_parser("image", help="manage images, and inspect and move them between transports",
+                                  description="Images: skopeo's inspect, copy, list-tags and delete over any "
+                                              "transport (docker://, oci:, dir:, oci-archive:, docker-archive:, "
+                                              "containers-storage:), and podman's image commands on the store.")
     verbs = image.add_subparsers(dest="verb", metavar="COMMAND", required=True)
 
     inspect = verbs.add_parser(
         "inspect", help="inspect a local image, or a remote one without pulling it",
         description="With a transport (docker://, oci:, ...): print a remote image's manifest and config details "
-                    "without downloading its layers, as skopeo does. Without one: inspect an image of the local "
+                    "without downloading its layers, as skopeo does. Without one: inspect images of the local "
                     "store, as podman does.")
-    inspect.add_argument("image", metavar="[TRANSPORT:]IMAGE")
+    inspect.add_argument("image", nargs="+", metavar="[TRANSPORT:]IMAGE")
     inspect.add_argument("--raw", action="store_true", help="print the raw manifest (or config with --config)")
     inspect.add_argument("--config", action="store_true", help="print the image config instead")
     inspect.add_argument("-n", "--no-tags", action="store_true", help="do not list the repository's tags")
     inspect.add_argument("-f", "--format", metavar="TEMPLATE", help="Go template, e.g. '{{.Digest}}'")
-    inspect.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
-    inspect.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
-    add_bool(inspect, "--tls-verify", help="require HTTPS and verify certificates (default true)")
-    _add_common_registry_flags(inspect)
+    _add_registry_flags(inspect)
+    _add_common_flags(inspect)
     inspect.set_defaults(func=cmd_inspect)
 
     copy = verbs.add_parser("copy", help="copy an image from one location to another",
@@ -45,45 +81,46 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     copy.add_argument("source", metavar="SOURCE-IMAGE")
     copy.add_argument("destination", metavar="DESTINATION-IMAGE")
     copy.add_argument("-a", "--all", action="store_true", help="copy every image of a multi-platform index")
+    copy.add_argument("--multi-arch", choices=["system", "all"], help="system (the default) or all (as --all)")
     copy.add_argument("-q", "--quiet", action="store_true", help="print no progress")
-    copy.add_argument("--src-creds", "--screds", metavar="USER[:PASS]", help="credentials for the source")
-    copy.add_argument("--dest-creds", "--dcreds", metavar="USER[:PASS]", help="credentials for the destination")
-    copy.add_argument("--src-authfile", metavar="PATH", help="auth file for the source")
-    copy.add_argument("--dest-authfile", metavar="PATH", help="auth file for the destination")
-    add_bool(copy, "--src-tls-verify", help="require HTTPS and verify certificates for the source")
-    add_bool(copy, "--dest-tls-verify", help="require HTTPS and verify certificates for the destination")
-    copy.add_argument("--src-cert-dir", metavar="DIR", help="CA certificates and client keys for the source")
-    copy.add_argument("--dest-cert-dir", metavar="DIR", help="CA certificates and client keys for the destination")
+    copy.add_argument("--screds", dest="src_creds", help=argparse.SUPPRESS)
+    copy.add_argument("--dcreds", dest="dest_creds", help=argparse.SUPPRESS)
+    _add_registry_flags(copy, "src-")
+    _add_registry_flags(copy, "dest-")
+    copy.add_argument("--authfile", metavar="PATH", help="auth file for both sides")
     copy.add_argument("--digestfile", metavar="PATH", help="write the destination manifest's digest here")
     copy.add_argument("-f", "--format", metavar="FORMAT", choices=["oci", "v2s2", "v2s1"],
                       help="manifest format to write: oci or v2s2 (default: keep the source's)")
+    copy.add_argument("--dest-compress", action="store_true", help="compress layers (dir: destinations)")
+    copy.add_argument("--dest-decompress", action="store_true", help="store layers uncompressed")
     copy.add_argument("--dest-compress-format", metavar="FORMAT", choices=["gzip", "zstd"],
                       help="recompress layers with gzip or zstd")
     copy.add_argument("--dest-compress-level", metavar="LEVEL", type=int,
                       help="compression level (gzip 1-9, zstd 1-22)")
+    copy.add_argument("--dest-oci-accept-uncompressed-layers", action="store_true",
+                      help="keep uncompressed layers uncompressed in an oci: destination")
+    copy.add_argument("--preserve-digests", action="store_true",
+                      help="fail rather than change the manifest's digest")
     copy.add_argument("--remove-signatures", action="store_true",
                       help="do not copy signatures (ketch copies none yet; accepted for skopeo scripts)")
     copy.add_argument("--additional-tag", action="append", default=[], metavar="NAME:TAG",
                       help="more tags for a docker-archive destination (repeatable)")
-    _add_common_registry_flags(copy)
+    _add_common_flags(copy)
     copy.set_defaults(func=cmd_copy)
 
     tags = verbs.add_parser("list-tags", help="list the tags of a repository",
-                            description="List the tags of a repository in a registry.")
-    tags.add_argument("repository", metavar="docker://REPOSITORY")
-    tags.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
-    tags.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
-    add_bool(tags, "--tls-verify", help="require HTTPS and verify certificates (default true)")
-    _add_common_registry_flags(tags)
+                            description="List the tags of a repository in a registry, or the names in a docker "
+                                        "archive.")
+    tags.add_argument("repository", metavar="docker://REPOSITORY|docker-archive:PATH")
+    _add_registry_flags(tags)
+    _add_common_flags(tags)
     tags.set_defaults(func=cmd_list_tags)
 
     delete = verbs.add_parser("delete", help="delete an image from a registry",
                               description="Delete the manifest a docker:// reference names (tag or digest).")
     delete.add_argument("image", metavar="docker://IMAGE")
-    delete.add_argument("--creds", metavar="USER[:PASS]", help="credentials for the registry")
-    delete.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
-    add_bool(delete, "--tls-verify", help="require HTTPS and verify certificates (default true)")
-    _add_common_registry_flags(delete)
+    _add_registry_flags(delete)
+    _add_common_flags(delete)
     delete.set_defaults(func=cmd_delete)
     return verbs
 
@@ -97,14 +134,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from ketch.cli.storage import is_transport_name, local_inspect
     from ketch.image import inspect as inspection
 
-    if not is_transport_name(args.image):
+    if not any(is_transport_name(name) for name in args.image):
         return local_inspect(args)
-    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
-                       cert_dir=args.cert_dir)
+    if len(args.image) != 1:
+        raise InvalidInputError("exactly one argument expected")
+    image = args.image[0]
+    ctx = _context(args)
     if args.format and (args.raw or args.config):
         raise InvalidInputError("--format cannot be combined with --raw or --config")
     if args.config:
-        config = inspection.inspect_config(args.image, ctx)
+        config = inspection.inspect_config(image, ctx)
         if args.raw:
             sys.stdout.buffer.write(config.raw)
             sys.stdout.flush()
@@ -112,12 +151,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             _write(inspection.to_json(config.data))
         return 0
     if args.raw:
-        sys.stdout.buffer.write(inspection.inspect_raw(args.image, ctx))
+        sys.stdout.buffer.write(inspection.inspect_raw(image, ctx))
         sys.stdout.flush()
         return 0
-    result = inspection.inspect_image(args.image, ctx, tags=not args.no_tags)
+    result = inspection.inspect_image(image, ctx, tags=not args.no_tags)
     data = result.skopeo_json()
-    _write(template.render(args.format, data) if args.format else inspection.to_json(data))
+    if args.format:
+        from ketch.cli import report, reports
+
+        sys.stdout.write(report.Formatter(args.format, name="inspect", default="").render(
+            [reports.go_value(data)]))
+    else:
+        _write(inspection.to_json(data))
     return 0
 
 
@@ -132,48 +177,43 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
         if not isinstance(dst_ref, DockerArchiveReference):
             raise InvalidInputError("--additional-tag is only for docker-archive: destinations")
+    if args.dest_compress and args.dest_decompress:
+        raise InvalidInputError("--dest-compress and --dest-decompress cannot be used together")
+    if args.preserve_digests and (args.format or args.dest_compress_format or args.dest_compress or
+                                  args.dest_decompress):
+        raise InvalidInputError("--preserve-digests cannot be combined with a change of format or compression")
     options = CopyOptions(
-        src_ctx=make_context(args, creds=args.src_creds, tls_verify=args.src_tls_verify,
-                             authfile=args.src_authfile, cert_dir=args.src_cert_dir),
-        dest_ctx=make_context(args, creds=args.dest_creds, tls_verify=args.dest_tls_verify,
-                              authfile=args.dest_authfile, cert_dir=args.dest_cert_dir),
-        all_images=args.all,
+        src_ctx=_context(args, "src_"),
+        dest_ctx=_context(args, "dest_"),
+        all_images=args.all or args.multi_arch == "all",
         manifest_type=manifest_type_for_format(args.format) if args.format else None,
-        compress_format=args.dest_compress_format,
+        compress_format=args.dest_compress_format or ("gzip" if args.dest_compress else None),
         compress_level=args.dest_compress_level,
+        decompress=args.dest_decompress,
         policy=policy_from(args),
         additional_tags=list(args.additional_tag),
     )
-    show_progress = not args.quiet and sys.stderr.isatty()
     with contextlib.ExitStack() as stack:
-        if show_progress:
-            from ketch.cli.progress import TerminalProgress
+        if not args.quiet:
+            from ketch.cli.storage import _progress
 
-            options.progress = stack.enter_context(TerminalProgress())
+            options.progress = _progress(args, stack, sys.stdout)  # skopeo reports on stdout
         result = copy_image(src_ref, dst_ref, options)
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(str(result.manifest_digest))
-    if show_progress:
-        print(f"Writing manifest to image destination: {result.manifest_digest}", file=sys.stderr)
     return 0
 
 
 def cmd_list_tags(args: argparse.Namespace) -> int:
     from ketch.image import inspect as inspection
 
-    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
-                       cert_dir=args.cert_dir)
-    _write(inspection.to_json(inspection.list_tags(args.repository, ctx)))
+    _write(inspection.to_json(inspection.list_tags(args.repository, _context(args))))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     from ketch.image.docker.transport import delete_image
 
-    ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
-                       cert_dir=args.cert_dir)
-    delete_image(args.image, ctx)
+    delete_image(args.image, _context(args))
     return 0
-
-

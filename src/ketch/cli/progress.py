@@ -51,3 +51,33 @@ class TerminalProgress:
 
     def message(self, text: str) -> None:
         self._progress.console.print(text)
+
+
+class LineReport:
+    """skopeo's and podman's report of a copy as lines ("Getting image source signatures",
+    "Copying blob sha256:...", "Writing manifest to image destination"), to ``stream``; with
+    ``bars`` (a TerminalProgress), the blobs' bars are drawn there too."""
+
+    def __init__(self, stream, bars: TerminalProgress | None = None) -> None:
+        self._stream = stream
+        self._bars = bars
+        self._lock = threading.Lock()
+
+    def blob_started(self, descriptor: Descriptor) -> None:
+        if self._bars is not None:
+            self._bars.blob_started(descriptor)
+
+    def blob_advanced(self, descriptor: Descriptor, nbytes: int) -> None:
+        if self._bars is not None:
+            self._bars.blob_advanced(descriptor, nbytes)
+
+    def blob_finished(self, descriptor: Descriptor, *, skipped: bool) -> None:
+        if self._bars is not None:
+            self._bars.blob_finished(descriptor, skipped=skipped)
+
+    def message(self, text: str) -> None:
+        if self._bars is not None and text.startswith("Copying blob "):
+            return  # its bar says it
+        with self._lock:
+            self._stream.write(text + "\n")
+            self._stream.flush()

@@ -1,20 +1,22 @@
-"""Local-store commands, as podman spells them: pull, push, images, rmi, tag,
-untag, image inspect/history/prune/mount/unmount, save, load, system df/reset,
-storage check."""
+"""Local-store commands, as podman spells them: pull, push, images, rmi, tag, untag, history,
+save, load (top level and under ``ketch image``: list/ls, rm, exists, prune, mount, unmount),
+and ``storage check``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import sys
 
 from ketch.cli.flags import add_bool, make_context, non_negative_int, policy_from
-from ketch.errors import InvalidInputError, KetchError
+from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
 
-TRANSPORT_PREFIXES = ("docker:", "oci:", "dir:", "oci-archive:", "docker-archive:", "ketch-storage:")
+TRANSPORT_PREFIXES = ("docker:", "oci:", "dir:", "oci-archive:", "docker-archive:", "ketch-storage:",
+                      "containers-storage:")
+EXIT_IMAGE_MISSING = 1  # podman rmi: one of the images did not exist
+EXIT_IMAGE_IN_USE = 2  # podman rmi: one of the images is used by a container
 
 
 def open_store(args: argparse.Namespace):
@@ -29,96 +31,39 @@ def storage_context(args: argparse.Namespace, store, **kwargs):
     return ctx
 
 
-def _progress(args, stack):
+def _progress(args, stack, stream=None):
+    """podman's report of a pull or push: its lines on stderr (skopeo copy: ``stream`` stdout)
+    unless ``--quiet``; bars as well on a terminal."""
+    from ketch.cli.progress import LineReport
     from ketch.image.progress import NoProgress
 
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+    if getattr(args, "quiet", False):
         return NoProgress()
-    from ketch.cli.progress import TerminalProgress
+    bars = None
+    if sys.stderr.isatty():
+        from ketch.cli.progress import TerminalProgress
 
-    return stack.enter_context(TerminalProgress())
+        bars = stack.enter_context(TerminalProgress())
+    return LineReport(stream or sys.stderr, bars)
 
 
-def register(commands: argparse._SubParsersAction, image_verbs: argparse._SubParsersAction) -> None:
-    pull = commands.add_parser("pull", help="pull an image from a registry into the local store",
-                               description="Pull an image into the local store (short names resolved as podman "
-                                           "does, through registries.conf).")
-    pull.add_argument("image", metavar="IMAGE")
-    pull.add_argument("-q", "--quiet", action="store_true", help="no progress")
-    pull.add_argument("--creds", metavar="USER[:PASS]")
-    pull.add_argument("--authfile", metavar="PATH")
-    pull.add_argument("--cert-dir", metavar="DIR")
-    add_bool(pull, "--tls-verify", help="require HTTPS and verify certificates (default true)")
-    pull.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="pull this platform from an index")
-    pull.add_argument("-a", "--all-tags", action="store_true", help="pull every tag of the repository")
-    pull.add_argument("--retry-times", type=non_negative_int, default=3, metavar="N")
-    pull.set_defaults(func=cmd_pull)
-
-    push = commands.add_parser("push", help="push an image from the local store",
-                               description="Push an image from the local store to a registry (or any transport).")
-    push.add_argument("image", metavar="IMAGE")
-    push.add_argument("destination", metavar="DESTINATION", nargs="?")
-    push.add_argument("-q", "--quiet", action="store_true")
-    push.add_argument("--creds", metavar="USER[:PASS]")
-    push.add_argument("--authfile", metavar="PATH")
-    push.add_argument("--cert-dir", metavar="DIR")
-    add_bool(push, "--tls-verify", help="require HTTPS and verify certificates (default true)")
-    push.add_argument("-f", "--format", choices=["oci", "v2s2"], help="manifest format")
-    push.add_argument("--compression-format", choices=["gzip", "zstd"], help="recompress layers")
-    push.add_argument("--digestfile", metavar="PATH")
-    push.add_argument("--retry-times", type=non_negative_int, default=3, metavar="N")
-    push.set_defaults(func=cmd_push)
-
-    images = commands.add_parser("images", help="list images in the local store", description="List images.")
-    images.add_argument("filter_name", nargs="?", metavar="NAME")
-    images.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
-    images.add_argument("--digests", action="store_true", help="show digests")
-    images.add_argument("--no-trunc", action="store_true", help="do not shorten ids")
-    images.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
-    images.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="reference=, dangling=true|false, label=KEY[=VALUE], id=")
-    images.set_defaults(func=cmd_images)
-
-    rmi = commands.add_parser("rmi", help="remove images", description="Remove images from the local store.")
-    rmi.add_argument("images", nargs="*", metavar="IMAGE")
-    rmi.add_argument("-f", "--force", action="store_true", help="remove users (containers, mounts) first")
-    rmi.add_argument("-a", "--all", action="store_true", help="remove every image")
-    rmi.set_defaults(func=cmd_rmi)
-
-    tag = commands.add_parser("tag", help="add names to an image", description="Add names to an image.")
-    tag.add_argument("image", metavar="IMAGE")
-    tag.add_argument("names", nargs="+", metavar="NAME")
-    tag.set_defaults(func=cmd_tag)
-
-    untag = commands.add_parser("untag", help="remove names from an image",
-                                description="Remove names from an image (all of them when none are given).")
-    untag.add_argument("image", metavar="IMAGE")
-    untag.add_argument("names", nargs="*", metavar="NAME")
-    untag.set_defaults(func=cmd_untag)
-
-    save = commands.add_parser("save", help="save images to an archive", description="Save images to an archive.")
-    save.add_argument("images", nargs="+", metavar="IMAGE")
-    save.add_argument("-o", "--output", metavar="PATH", help="write here (default: standard output)")
-    save.add_argument("--format", default="docker-archive", choices=["docker-archive", "oci-archive", "oci-dir"])
-    save.add_argument("-m", "--multi-image-archive", action="store_true", help="several images in one docker archive")
-    save.add_argument("-q", "--quiet", action="store_true")
-    save.set_defaults(func=cmd_save)
-
-    load = commands.add_parser("load", help="load images from an archive", description="Load images from an archive.")
-    load.add_argument("-i", "--input", metavar="PATH", help="read here (default: standard input)")
-    load.add_argument("-q", "--quiet", action="store_true")
-    load.set_defaults(func=cmd_load)
-
-    system = commands.add_parser("system", help="manage the store", description="Store-wide commands.")
-    system_verbs = system.add_subparsers(dest="system_verb", metavar="COMMAND", required=True)
-    df = system_verbs.add_parser("df", help="show disk usage", description="Show how much the store uses.")
-    df.add_argument("--format", metavar="FORMAT", help="json")
-    df.set_defaults(func=cmd_df)
-    reset = system_verbs.add_parser("reset", help="remove everything from the store",
-                                    description="Unmount and remove every image, layer and container.")
-    reset.add_argument("-f", "--force", action="store_true", help="do not ask")
-    reset.set_defaults(func=cmd_reset)
-
+def register(commands: argparse._SubParsersAction, image_verbs: argparse._SubParsersAction | None,
+             word: str | None = None) -> None:
+    """The top-level verbs, and (when ``image_verbs`` is given) the same under ``ketch image``."""
+    for verbs, under_image in ((commands, False), (image_verbs, True)):
+        if verbs is None:
+            continue
+        _add_pull(verbs)
+        _add_push(verbs)
+        _add_images(verbs, "list" if under_image else "images", ["ls"] if under_image else [])
+        _add_rmi(verbs, "rm" if under_image else "rmi")
+        _add_tag(verbs)
+        _add_untag(verbs)
+        _add_save(verbs)
+        _add_load(verbs)
+        _add_history(verbs)
+    if image_verbs is not None:
+        _add_image_only(image_verbs)
     storage = commands.add_parser("storage", help="check the store", description="Check and repair the store.")
     storage_verbs = storage.add_subparsers(dest="storage_verb", metavar="COMMAND", required=True)
     check = storage_verbs.add_parser("check", help="find problems in the store",
@@ -127,23 +72,134 @@ def register(commands: argparse._SubParsersAction, image_verbs: argparse._SubPar
     check.add_argument("--repair", action="store_true", help="fix what is found")
     check.set_defaults(func=cmd_check)
 
-    history = image_verbs.add_parser("history", help="show an image's history",
-                                     description="Show the history of a stored image.")
+
+def _add_pull(verbs) -> None:
+    pull = verbs.add_parser("pull", help="pull an image into the local store",
+                            description="Pull an image into the local store (short names resolved as podman "
+                                        "does, through registries.conf; any transport: docker://, oci:, dir:, "
+                                        "oci-archive:, docker-archive:).")
+    pull.add_argument("images", nargs="+", metavar="IMAGE")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    pull.add_argument("--creds", metavar="USER[:PASS]")
+    pull.add_argument("--authfile", metavar="PATH")
+    pull.add_argument("--cert-dir", metavar="DIR")
+    add_bool(pull, "--tls-verify", help="require HTTPS and verify certificates (default true)")
+    pull.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="pull this platform from an index")
+    pull.add_argument("--arch", metavar="ARCH", help="pull this architecture from an index")
+    pull.add_argument("--os", metavar="OS", help="pull this OS from an index")
+    pull.add_argument("--variant", metavar="VARIANT", help="pull this variant from an index")
+    pull.add_argument("-a", "--all-tags", action="store_true", help="pull every tag of the repository")
+    pull.add_argument("--retry-times", "--retry", type=non_negative_int, default=3, metavar="N")
+    pull.set_defaults(func=cmd_pull)
+
+
+def _add_push(verbs) -> None:
+    push = verbs.add_parser("push", help="push an image from the local store",
+                            description="Push an image from the local store to a registry (or any transport).")
+    push.add_argument("image", metavar="IMAGE")
+    push.add_argument("destination", metavar="DESTINATION", nargs="?")
+    push.add_argument("-q", "--quiet", action="store_true")
+    push.add_argument("--creds", metavar="USER[:PASS]")
+    push.add_argument("--authfile", metavar="PATH")
+    push.add_argument("--cert-dir", metavar="DIR")
+    add_bool(push, "--tls-verify", help="require HTTPS and verify certificates (default true)")
+    push.add_argument("-f", "--format", choices=["oci", "v2s2", "docker"], help="manifest format")
+    push.add_argument("--compression-format", choices=["gzip", "zstd"], help="recompress layers")
+    push.add_argument("--compress", action="store_true", help="compress layers when pushing to dir:")
+    push.add_argument("--remove-signatures", action="store_true", help="copy no signatures (ketch copies none)")
+    push.add_argument("--digestfile", metavar="PATH")
+    push.add_argument("--retry-times", "--retry", type=non_negative_int, default=3, metavar="N")
+    push.set_defaults(func=cmd_push)
+
+
+def _add_images(verbs, name: str, aliases: list[str]) -> None:
+    images = verbs.add_parser(name, aliases=aliases, help="list images in the local store",
+                              description="List images (intermediate build images only with --all).")
+    images.add_argument("filter_name", nargs="?", metavar="IMAGE")
+    images.add_argument("-a", "--all", action="store_true", help="also intermediate images")
+    images.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
+    images.add_argument("--digests", action="store_true", help="show digests")
+    images.add_argument("--history", action="store_true", help="show the names the image had")
+    images.add_argument("--no-trunc", action="store_true", help="do not shorten ids")
+    images.add_argument("-n", "--noheading", action="store_true", help="no header row")
+    images.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    images.add_argument("--sort", default="created", choices=["created", "id", "repository", "size", "tag"])
+    images.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="reference=, before=, since=, dangling=, label=, id=, digest=, intermediate=, "
+                             "containers=, readonly=, until=")
+    images.set_defaults(func=cmd_images)
+
+
+def _add_rmi(verbs, name: str) -> None:
+    rmi = verbs.add_parser(name, help="remove images", description="Remove images from the local store.")
+    rmi.add_argument("images", nargs="*", metavar="IMAGE")
+    rmi.add_argument("-f", "--force", action="store_true", help="remove users (containers, mounts) first")
+    rmi.add_argument("-a", "--all", action="store_true", help="remove every image")
+    rmi.add_argument("-i", "--ignore", action="store_true", help="no error for an image that does not exist")
+    rmi.add_argument("--no-prune", action="store_true", help="accepted; ketch removes no parent images")
+    rmi.set_defaults(func=cmd_rmi)
+
+
+def _add_tag(verbs) -> None:
+    tag = verbs.add_parser("tag", help="add names to an image", description="Add names to an image.")
+    tag.add_argument("image", metavar="IMAGE")
+    tag.add_argument("names", nargs="+", metavar="NAME")
+    tag.set_defaults(func=cmd_tag)
+
+
+def _add_untag(verbs) -> None:
+    untag = verbs.add_parser("untag", help="remove names from an image",
+                             description="Remove names from an image (all of them when none are given).")
+    untag.add_argument("image", metavar="IMAGE")
+    untag.add_argument("names", nargs="*", metavar="NAME")
+    untag.set_defaults(func=cmd_untag)
+
+
+def _add_save(verbs) -> None:
+    save = verbs.add_parser("save", help="save images to an archive", description="Save images to an archive.")
+    save.add_argument("images", nargs="+", metavar="IMAGE")
+    save.add_argument("-o", "--output", metavar="PATH", help="write here (default: standard output)")
+    save.add_argument("--format", default="docker-archive",
+                      choices=["docker-archive", "oci-archive", "oci-dir", "docker-dir"])
+    save.add_argument("-m", "--multi-image-archive", action="store_true", help="several images in one docker archive")
+    save.add_argument("--uncompressed", action="store_true",
+                      help="keep layers uncompressed (oci-dir, docker-dir: as they are stored)")
+    save.add_argument("--compress", action="store_true", help="compress layers (oci-dir, docker-dir)")
+    save.add_argument("-q", "--quiet", action="store_true")
+    save.set_defaults(func=cmd_save)
+
+
+def _add_load(verbs) -> None:
+    load = verbs.add_parser("load", help="load images from an archive", description="Load images from an archive.")
+    load.add_argument("-i", "--input", metavar="PATH", help="read here (default: standard input)")
+    load.add_argument("-q", "--quiet", action="store_true")
+    load.set_defaults(func=cmd_load)
+
+
+def _add_history(verbs) -> None:
+    history = verbs.add_parser("history", help="show an image's history",
+                               description="Show the history of a stored image.")
     history.add_argument("image", metavar="IMAGE")
-    history.add_argument("--format", metavar="FORMAT", help="json")
-    history.add_argument("--no-trunc", action="store_true")
+    history.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    history.add_argument("--no-trunc", "--notruncate", action="store_true")
+    add_bool(history, "-H", "--human", default=True, help="human-readable dates (default true)")
+    history.add_argument("-q", "--quiet", action="store_true", help="ids only")
     history.set_defaults(func=cmd_history)
 
+
+def _add_image_only(image_verbs) -> None:
     prune = image_verbs.add_parser("prune", help="remove unused images",
                                    description="Remove images without names (all unused images with -a).")
     prune.add_argument("-a", "--all", action="store_true")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask")
+    prune.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
     prune.set_defaults(func=cmd_prune)
 
     mount = image_verbs.add_parser("mount", help="mount an image read-only",
                                    description="Mount images read-only (nosuid, nodev) and print the mount point; "
                                                "without arguments, list mounted images.")
     mount.add_argument("images", nargs="*", metavar="IMAGE")
+    mount.add_argument("-a", "--all", action="store_true", help="mount every image")
     mount.add_argument("--format", metavar="FORMAT", help="json")
     mount.set_defaults(func=cmd_mount)
 
@@ -154,6 +210,11 @@ def register(commands: argparse._SubParsersAction, image_verbs: argparse._SubPar
     unmount.add_argument("-f", "--force", action="store_true", help="unmount even if mounted several times")
     unmount.set_defaults(func=cmd_unmount)
 
+    exists = image_verbs.add_parser("exists", help="exit 0 if an image is in the store, 1 if not",
+                                    description="Check whether an image is in the local store.")
+    exists.add_argument("image", metavar="IMAGE")
+    exists.set_defaults(func=cmd_exists)
+
 
 def is_transport_name(name: str) -> bool:
     return name.startswith(TRANSPORT_PREFIXES)
@@ -163,16 +224,19 @@ def is_transport_name(name: str) -> bool:
 
 
 def _platform(args, ctx) -> None:
-    if args.platform:
+    if getattr(args, "platform", None):
         parts = args.platform.split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise InvalidInputError(f"invalid --platform {args.platform!r}: use OS/ARCH[/VARIANT]")
         ctx.override_os, ctx.override_arch = parts[0], parts[1]
         ctx.override_variant = parts[2] if len(parts) == 3 else None
+    for flag, attribute in (("arch", "override_arch"), ("os", "override_os"), ("variant", "override_variant")):
+        if getattr(args, flag, None):
+            setattr(ctx, attribute, getattr(args, flag))
 
 
 def pull_image(args, store, name: str, stack) -> str:
-    """Pull one name (short names through registries.conf); returns the image id."""
+    """Pull one name (short names through registries.conf; any transport); the image id."""
     from ketch.image.storage_transport import pull
 
     ctx = storage_context(args, store, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
@@ -183,19 +247,21 @@ def pull_image(args, store, name: str, stack) -> str:
 
 def cmd_pull(args) -> int:
     store = open_store(args)
+    ids = []
     with contextlib.ExitStack() as stack:
-        if args.all_tags:
-            from ketch.image.inspect import list_tags
+        for image in args.images:
+            if args.all_tags:
+                from ketch.image.inspect import list_tags
 
-            ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
-                               cert_dir=args.cert_dir)
-            ref = ctx.registries().resolve_short_name(args.image)[0]
-            if ref.tag or ref.digest:
-                raise InvalidInputError("--all-tags takes a repository without a tag")
-            ids = [pull_image(args, store, f"{ref.name}:{tag}", stack)
-                   for tag in list_tags(f"docker://{ref.name}", ctx)["Tags"]]
-        else:
-            ids = [pull_image(args, store, args.image, stack)]
+                ctx = make_context(args, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
+                                   cert_dir=args.cert_dir)
+                ref = ctx.registries().resolve_short_name(image.removeprefix("docker://"))[0]
+                if ref.tag or ref.digest:
+                    raise InvalidInputError("--all-tags takes a repository without a tag")
+                ids += [pull_image(args, store, f"{ref.name}:{tag}", stack)
+                        for tag in sorted(list_tags(f"docker://{ref.name}", ctx)["Tags"])]
+            else:
+                ids.append(pull_image(args, store, image, stack))
     for image_id in dict.fromkeys(ids):
         print(image_id)
     return 0
@@ -220,10 +286,11 @@ def cmd_push(args) -> int:
         target = f"docker://{target}"  # normalized as docker references are (busybox: docker.io/library/...)
     ctx = storage_context(args, store, creds=args.creds, tls_verify=args.tls_verify, authfile=args.authfile,
                           cert_dir=args.cert_dir)
+    fmt = {"docker": "v2s2"}.get(args.format, args.format)
     with contextlib.ExitStack() as stack:
         result = copy_image(StorageReference(record.id), parse_image_name(target), CopyOptions(
             src_ctx=ctx, dest_ctx=ctx, policy=policy_from(args), progress=_progress(args, stack),
-            manifest_type=manifest_type_for_format(args.format) if args.format else None,
+            manifest_type=manifest_type_for_format(fmt) if fmt else None,
             compress_format=args.compression_format))
     if args.digestfile:
         with open(args.digestfile, "w") as f:
@@ -231,119 +298,86 @@ def cmd_push(args) -> int:
     return 0
 
 
-def _age(ts: float) -> str:
-    seconds = max(0, datetime.datetime.now().timestamp() - ts)
-    for unit, size in (("years", 31536000), ("months", 2592000), ("weeks", 604800), ("days", 86400),
-                       ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit} ago"
-    return "Less than a minute ago"
-
-
-def _config_time(record) -> float:
-    created = record.parsed_config.created
-    try:
-        return datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-    except (AttributeError, ValueError):
-        return record.created
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.3g} {unit}"
-        size /= 1000
-    return f"{size:.3g} TB"
-
-
-def _matches(record, filters: list[str], name: str | None) -> bool:
-    import fnmatch
-
-    if name and not any(fnmatch.fnmatch(n, f"*{name}*") for n in record.names):
-        return False
-    for item in filters:
-        key, _, value = item.partition("=")
-        if key == "reference":
-            if not any(fnmatch.fnmatch(n, value) or fnmatch.fnmatch(n, f"*/{value}") or
-                       fnmatch.fnmatch(n.rsplit(":", 1)[0], value) or fnmatch.fnmatch(n.rsplit(":", 1)[0], f"*/{value}")
-                       for n in record.names):
-                return False
-        elif key == "dangling":
-            if (value.lower() in ("true", "1")) != (not record.names):
-                return False
-        elif key == "label":
-            labels = record.parsed_config.labels or {}
-            label, _, wanted = value.partition("=")
-            if label not in labels or (wanted and labels[label] != wanted):
-                return False
-        elif key == "id":
-            if not record.id.startswith(value):
-                return False
-        else:
-            raise InvalidInputError(f"unknown filter {key!r} (reference, dangling, label, id)")
-    return True
-
-
-def cmd_images(args) -> int:
-    from ketch.cli import template
+def image_entries(store, *, everything: bool, filters: list[str], name: str | None) -> list[dict]:
+    """podman's ``images --format json`` entries, filtered as podman filters them."""
+    from ketch.storage import filters as image_filters
     from ketch.storage import views
 
-    store = open_store(args)
-    records = [r for r in store.images() if _matches(r, args.filter, args.filter_name)]
+    records = store.images()
     counts: dict[str, int] = {}
     for c in store.containers():
         counts[c["image"]] = counts.get(c["image"], 0) + 1
+    hidden = set() if everything else views.intermediate_ids(records)
+    wanted = list(filters) + ([f"reference={name}"] if name else [])
+    if name and filters:
+        raise InvalidInputError("cannot specify an image and a filter(s)")
+    matcher = image_filters.ImageFilter(wanted, records, counts)
+    chosen = [r for r in records if r.id not in hidden and matcher(r)]
+    return views.images_json(chosen, counts, intermediate=views.intermediate_ids(records),
+                             parent_of=views.parents(records))
+
+
+def _sorted_rows(rows, key: str):
+    if key == "id":
+        return sorted(rows, key=lambda r: r.ID)
+    if key == "repository":
+        return sorted(rows, key=lambda r: r.Repository)
+    if key == "size":
+        return sorted(rows, key=lambda r: r.entry["Size"])
+    if key == "tag":
+        return sorted(rows, key=lambda r: r.Tag)
+    return sorted(rows, key=lambda r: -r.entry["Created"])
+
+
+def cmd_images(args) -> int:
+    from ketch.cli import report, reports
+
+    store = open_store(args)
+    entries = image_entries(store, everything=args.all, filters=args.filter, name=args.filter_name)
+    rows = _sorted_rows(reports.image_rows(entries, args.no_trunc), args.sort)
+    if report.is_json(args.format):
+        out = []
+        for row in rows:
+            out.append({**row.entry, "RepoTags": None})
+        print(json.dumps(out, indent=4) if out else "[]")
+        return 0
     if args.quiet:
-        for r in records:
-            print(r.id if args.no_trunc else r.id[:12])
+        for image_id in dict.fromkeys(row.ID for row in rows):
+            print(image_id)
         return 0
-    if args.format:
-        data = views.images_json(records, counts)
-        if args.format == "json":
-            print(views.to_json(data))
-        else:
-            for item in data:
-                print(template.render(args.format, item))
-        return 0
-    rows = []
-    for r in records:
-        for name in r.names or ["<none>:<none>"]:
-            repo, _, tag = name.rpartition(":") if ":" in name.split("/")[-1] else (name, "", "<none>")
-            row = [repo, tag]
-            if args.digests:
-                row.append(r.digest)
-            row += [r.id if args.no_trunc else r.id[:12], _age(_config_time(r)), _human(r.size)]
-            rows.append(row)
-    header = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    _table(header, rows)
+    formatter = report.Formatter(args.format, name="images", noheading=args.noheading,
+                                 default=reports.images_default_format(args.digests, args.history),
+                                 headers=reports.IMAGE_HEADERS)
+    formatter.write(rows)
     return 0
 
 
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
-    for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-
 def cmd_rmi(args) -> int:
+    """podman's statuses: 1 when an image does not exist, 2 when one is in use, 125 otherwise."""
     store = open_store(args)
     if args.all:
         names = [r.id for r in store.images()]
     elif args.images:
         names = args.images
     else:
-        raise InvalidInputError("name at least one image, or use --all")
-    failed = None
+        raise InvalidInputError("image name or ID must be specified")
+    status = 0
     for name in names:
         try:
             for line in store.remove_image(name, force=args.force):
                 print(line)
+        except NotFoundError as exc:
+            if args.ignore:
+                continue
+            print(f"Error: {exc}", file=sys.stderr)
+            status = status or EXIT_IMAGE_MISSING
+        except InUseError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            status = EXIT_IMAGE_IN_USE
         except KetchError as exc:
             print(f"Error: {exc}", file=sys.stderr)
-            failed = exc
-    if failed is not None:
-        return failed.exit_code
-    return 0
+            status = 125
+    return status
 
 
 def cmd_tag(args) -> int:
@@ -356,38 +390,80 @@ def cmd_untag(args) -> int:
     return 0
 
 
+def cmd_exists(args) -> int:
+    try:
+        open_store(args).lookup(args.image)
+    except NotFoundError:
+        return 1
+    return 0
+
+
+def inspect_entries(store, names: list[str]) -> tuple[list[dict], list[KetchError]]:
+    """podman image inspect's entries for ``names``, and the errors of those not found."""
+    from ketch.storage import views
+
+    found, errors = [], []
+    for name in names:
+        try:
+            record = store.lookup(name)
+        except KetchError as exc:
+            errors.append(exc)
+            continue
+        dirs = [str(store.driver.content_dir(key)) for key in store.layer_contents(record.layers)]
+        found.append(views.inspect_json(record, store.driver_name, dirs))
+    return found, errors
+
+
 def local_inspect(args) -> int:
+    """``image inspect`` of stored images: podman's JSON list, or a template per image."""
+    from ketch.cli import report, reports
+
+    store = open_store(args)
+    found, errors = inspect_entries(store, args.image)
+    print_inspected(args.format, found, "inspect")
+    for exc in errors:
+        print(f"Error: {exc}", file=sys.stderr)
+    return 125 if errors else 0
+
+
+def print_inspected(fmt: str | None, entries: list[dict], name: str) -> None:
+    """An inspect command's output: JSON (podman's indent), or a template run per entry."""
+    from ketch.cli import report, reports
+
+    if fmt and not report.is_json(fmt):
+        sys.stdout.write(report.Formatter(fmt, name=name, default="").render(
+            [reports.go_value(e) for e in entries]))
+    else:
+        print(json.dumps(entries, indent=4) if entries else "[]")
+
+
+def cmd_history(args) -> int:
+    from ketch.cli import report, reports
     from ketch.storage import views
 
     store = open_store(args)
     record = store.lookup(args.image)
-    dirs = [str(store.driver.content_dir(store.db.one("SELECT content FROM layers WHERE id = ?", (layer,))["content"]))
-            for layer in record.layers]
-    data = views.inspect_json(record, store.driver_name, dirs)
-    if args.format:
-        from ketch.cli import template
-
-        print(template.render(args.format, data))
-    else:
-        print(views.to_json([data]))
-    return 0
-
-
-def cmd_history(args) -> int:
-    store = open_store(args)
-    record = store.lookup(args.image)
-    history = record.parsed_config.history
-    if args.format == "json":
-        print(json.dumps(history, indent=4))
+    entries = views.history_entries(record, store.images(), store.layer_sizes(record.layers))
+    if args.quiet:
+        for entry in entries:
+            print(entry["ID"] if args.no_trunc or entry["ID"] == "<missing>" else entry["ID"][:12])
         return 0
-    rows = []
-    for entry in reversed(history):
-        created_by = entry.get("created_by", "")
-        if not args.no_trunc and len(created_by) > 45:
-            created_by = created_by[:42] + "..."
-        rows.append([entry.get("created", ""), created_by, "0 B" if entry.get("empty_layer") else "",
-                     entry.get("comment", "")])
-    _table(["CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+    if report.is_json(args.format):
+        out = []
+        for entry in entries:
+            item = {"id": entry["ID"], "created": entry["created_text"], "CreatedBy": entry["CreatedBy"],
+                    "size": entry["Size"]}
+            if entry["Comment"]:
+                item["comment"] = entry["Comment"]
+            if entry["Tags"]:
+                item["tags"] = entry["Tags"]
+            item["Created"] = entry["created_text"]
+            out.append(item)
+        print(json.dumps(out, separators=(",", ":")))
+        return 0
+    rows = [reports.HistoryRow(e, args.no_trunc, args.human) for e in entries]
+    report.Formatter(args.format, name="history", default=reports.HISTORY_DEFAULT,
+                     headers=reports.HISTORY_HEADERS).write(rows)
     return 0
 
 
@@ -400,16 +476,19 @@ def cmd_prune(args) -> int:
 
 def cmd_mount(args) -> int:
     store = open_store(args)
-    if not args.images:
+    names = [r.id for r in store.images()] if args.all else args.images
+    if not names:
         mounted = store.mounted_images()
         if args.format == "json":
-            print(json.dumps([{"id": r.id, "Names": r.names, "mountpoint": str(p)} for r, p in mounted], indent=4))
+            print(json.dumps([{"id": r.id, "Names": r.names, "Repositories": r.names, "mountpoint": str(p)}
+                              for r, p in mounted], indent=4))
         else:
             for record, path in mounted:
                 print(f"{record.id[:12]} {record.names[0] if record.names else '<none>'} {path}")
         return 0
-    for name in args.images:
-        print(store.mount_image(name))
+    for name in names:
+        path = store.mount_image(name)
+        print(path if not args.all else f"{store.lookup(name).id} {path}")
     return 0
 
 
@@ -436,13 +515,26 @@ def cmd_save(args) -> int:
     from ketch.image.transports import parse_image_name
 
     store = open_store(args)
+    directory = args.format in ("oci-dir", "docker-dir")
+    if args.output is None and directory:
+        raise InvalidInputError(f"--format {args.format} needs -o DIRECTORY")
     if args.output is None and sys.stdout.isatty():
-        raise InvalidInputError("refusing to write an archive to a terminal; use -o FILE or a redirect")
+        raise InvalidInputError("refusing to save to terminal. Use -o flag or redirect")
+    if args.compress and args.uncompressed:
+        raise InvalidInputError("--compress and --uncompressed cannot be combined")
     if len(args.images) > 1 and not (args.multi_image_archive and args.format == "docker-archive"):
         raise InvalidInputError("several images need -m and the docker-archive format")
     records = [(name, store.lookup(name)) for name in args.images]
     ctx = storage_context(args, store, creds=None, tls_verify=None, authfile=None)
     options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything())
+    if directory:
+        from ketch.image.conversion import manifest_type_for_format
+
+        options.manifest_type = manifest_type_for_format("oci" if args.format == "oci-dir" else "v2s2")
+        if args.uncompressed:
+            options.decompress = True
+        elif args.compress:
+            options.compress_format = "gzip"
     with contextlib.ExitStack() as stack:
         output = args.output
         if output is None:
@@ -466,9 +558,13 @@ def cmd_save(args) -> int:
         else:
             name, record = records[0]
             tag = tag_of[record.id]
-            transport = "oci-archive" if args.format == "oci-archive" else "oci"
-            copy_image(StorageReference(record.id), parse_image_name(f"{transport}:{output}:{tag or ''}".rstrip(":")),
-                       options)
+            if args.format == "oci-archive":
+                target = f"oci-archive:{output}:{tag or ''}".rstrip(":")
+            elif args.format == "oci-dir":
+                target = f"oci:{output}:{tag or ''}".rstrip(":")
+            else:
+                target = f"dir:{output}"
+            copy_image(StorageReference(record.id), parse_image_name(target), options)
         if args.output is None:
             with open(output, "rb") as f:
                 while chunk := f.read(1 << 20):
@@ -496,28 +592,6 @@ def cmd_load(args) -> int:
         ctx = storage_context(args, store, creds=None, tls_verify=None, authfile=None)
         for name in load_archive(store, path, ctx):
             print(f"Loaded image: {name}")
-    return 0
-
-
-def cmd_df(args) -> int:
-    info = open_store(args).df()
-    if args.format == "json":
-        print(json.dumps(info, indent=4))
-        return 0
-    _table(["TYPE", "TOTAL", "ACTIVE", "SIZE"],
-           [["Images", str(info["images"]), str(info["active_images"]), _human(info["layers_size"] + info["blobs_size"])],
-            ["Containers", str(info["containers"]), "0", ""]])
-    return 0
-
-
-def cmd_reset(args) -> int:
-    if not args.force:
-        if not sys.stdin.isatty():
-            raise InvalidInputError("system reset removes everything; confirm with --force")
-        answer = input("This removes every image, layer and container of the store. Continue? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            return 0
-    open_store(args).reset()
     return 0
 
 

@@ -52,40 +52,118 @@ def diff(store, container_id: str, image_id: str | None) -> list[tuple[str, str]
     return sorted(((kind, path) for path, kind in out.items()), key=lambda item: item[1])
 
 
-def copy_out(rootfs: str, container_path: str, host_path: str) -> None:
-    source = resolve_in_root(rootfs, container_path)
-    if not os.path.lexists(source):
-        raise NotFoundError(f"{container_path}: no such file or directory in the container")
-    _copy(source, host_path, contents_only=container_path.endswith("/."))
+class Place:
+    """One side of a ``cp``: a path on the host (``root`` None) or in a container's root file
+    system (``root``), as the user wrote it (``text``), and the container's name for messages."""
+
+    def __init__(self, root: str | None, path: str, text: str, container: str = "") -> None:
+        self.root, self.path, self.text, self.container = root, path, text, container
+
+    def resolve(self) -> str:
+        if self.root is None:
+            return self.path
+        return resolve_in_root(self.root, self.path)
+
+    def missing(self) -> NotFoundError:
+        if self.root is None:
+            return NotFoundError(f"{self.text}: no such file or directory")
+        return NotFoundError(f'"{self.path}" could not be found on container {self.container}: no such file or '
+                             "directory")
 
 
-def copy_in(host_path: str, rootfs: str, container_path: str) -> None:
-    if not os.path.lexists(host_path):
-        raise NotFoundError(f"{host_path}: no such file or directory")
-    target = resolve_in_root(rootfs, container_path)
-    if not os.path.realpath(os.path.dirname(target) if not os.path.isdir(target) else target).startswith(
-            os.path.realpath(rootfs)):
-        raise InvalidInputError(f"{container_path} is outside the container")
-    _copy(host_path, target, contents_only=host_path.endswith("/."))
+def copy(source: Place, destination: Place, *, owner: tuple[int, int] | None = None,
+         overwrite: bool = False) -> None:
+    """podman's (and docker's) ``cp`` rules. A file goes to DEST, or into DEST when DEST is a
+    directory (a DEST ending in / must be one); a directory becomes DEST when DEST does not exist,
+    else goes into it (its content alone with SRC/.). Owners, modes, times, links and xattrs are
+    kept (``owner``: everything copied belongs to that uid and gid). Container paths never lead
+    out of their container: every link in them resolves inside it."""
+    src = source.resolve()
+    if not os.path.lexists(src):
+        raise source.missing()
+    contents_only = source.path.endswith("/.") or source.path == "."
+    dst = destination.resolve()
+    src_is_dir = os.path.isdir(src) and not os.path.islink(src)
+    if os.path.lexists(dst):
+        dst_is_dir = os.path.isdir(dst) and not os.path.islink(dst)
+        if src_is_dir and not dst_is_dir:
+            if not overwrite:
+                raise InvalidInputError(f"cannot copy a directory ({source.text}) onto a file ({destination.text})")
+            os.unlink(dst)
+            target, contents_only = dst, True
+        elif dst_is_dir and not (src_is_dir and contents_only):
+            target = os.path.join(dst, os.path.basename(src.rstrip("/")))
+            if not src_is_dir and os.path.isdir(target) and not os.path.islink(target):
+                if not overwrite:
+                    raise InvalidInputError(f"cannot overwrite directory {target} with a file")
+                import shutil
+
+                shutil.rmtree(target)
+        else:
+            target = dst
+            contents_only = src_is_dir
+    else:
+        if destination.path.endswith("/") and not src_is_dir:
+            raise destination.missing()
+        parent = os.path.dirname(dst.rstrip("/")) or "/"
+        if not os.path.isdir(parent):
+            raise destination.missing()
+        target, contents_only = dst.rstrip("/"), src_is_dir
+    if destination.root is not None and not os.path.realpath(os.path.dirname(target)).startswith(
+            os.path.realpath(destination.root)):
+        raise InvalidInputError(f"{destination.text} is outside the container")
+    _cp(src, target, contents_only=contents_only and src_is_dir)
+    if owner is not None:
+        _chown_tree(target, *owner)
 
 
-def _copy(source: str, destination: str, *, contents_only: bool) -> None:
-    """GNU cp -a semantics (owners, modes, times, links, xattrs): into ``destination`` when it is a
-    directory, else to it."""
+def extract_tar(stream, destination: Place, owner: tuple[int, int] | None = None) -> None:
+    """``cp - CONTAINER:DIR``: a tar stream unpacked into an existing directory (never outside it:
+    the layer code refuses every escape)."""
+    from ketch.storage.apply import apply_layer
+
+    target = destination.resolve()
+    if not os.path.isdir(target):
+        raise destination.missing()
+    apply_layer(stream, target, whiteouts="vfs")
+    if owner is not None:
+        _chown_tree(target, *owner)
+
+
+def write_tar(source: Place, output) -> None:
+    """``cp SRC -``: SRC as a tar stream on ``output``."""
+    import subprocess
+
+    src = source.resolve()
+    if not os.path.lexists(src):
+        raise source.missing()
+    parent, name = os.path.split(src.rstrip("/")) if not source.path.endswith("/.") else (src.rstrip("/."), ".")
+    result = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", parent or "/", "-cf", "-", name],
+                            stdout=output, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise InvalidInputError(f"cp: {result.stderr.decode(errors='replace').strip()}")
+
+
+def _cp(source: str, target: str, *, contents_only: bool) -> None:
+    """GNU cp -a: owners, modes, times, links, xattrs."""
     import subprocess
 
     if contents_only:
-        os.makedirs(destination, exist_ok=True)
-        source = source.rstrip(".").rstrip("/") + "/."
-    elif os.path.isdir(destination) and not os.path.islink(destination):
-        destination = os.path.join(destination, os.path.basename(source.rstrip("/")))
-    parent = os.path.dirname(destination.rstrip("/")) or "/"
-    if not os.path.isdir(parent):
-        raise NotFoundError(f"{parent}: no such directory")
-    result = subprocess.run(["cp", "-a", "--no-target-directory" if not contents_only else "-T", source, destination],
-                            capture_output=True, text=True)
+        os.makedirs(target, exist_ok=True)
+        command = ["cp", "-a", "-T", source.rstrip("/").removesuffix("/.") + "/.", target]
+    else:
+        command = ["cp", "-a", "--no-target-directory", source, target]
+    result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise InvalidInputError(f"cp: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'failed'}")
+
+
+def _chown_tree(path: str, uid: int, gid: int) -> None:
+    os.lchown(path, uid, gid)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for top, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.lchown(os.path.join(top, name), uid, gid)
 
 
 def _only_mount_points(directory: str, rel: str) -> bool:

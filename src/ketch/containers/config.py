@@ -50,9 +50,13 @@ ULIMIT_NAMES = {"core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA
 
 class EngineConfig(Record):
     __slots__ = ("default_capabilities", "default_ulimits", "default_sysctls", "env", "init_path", "seccomp_profile",
-                 "files")
+                 "files", "dns_servers", "dns_searches", "dns_options", "base_hosts_file", "no_hosts", "tz", "umask",
+                 "http_proxy", "shm_size", "env_host")
     _defaults = {"default_ulimits": list, "default_sysctls": list, "init_path": "", "seccomp_profile": "",
-                 "files": list}  # files: what was read
+                 "files": list,  # files: what was read
+                 "dns_servers": list, "dns_searches": list, "dns_options": list, "base_hosts_file": "",
+                 "no_hosts": False, "tz": "", "umask": "0022", "http_proxy": True, "shm_size": "65536k",
+                 "env_host": False}
     default_capabilities: list[str]
     default_ulimits: list[str]
     default_sysctls: list[str]
@@ -60,6 +64,16 @@ class EngineConfig(Record):
     init_path: str
     seccomp_profile: str
     files: list[str]
+    dns_servers: list[str]
+    dns_searches: list[str]
+    dns_options: list[str]
+    base_hosts_file: str  # the /etc/hosts a container's starts from (default: a minimal one)
+    no_hosts: bool  # no /etc/hosts of ketch's: the image's own
+    tz: str
+    umask: str
+    http_proxy: bool
+    shm_size: str
+    env_host: bool
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("default_capabilities", list(DEFAULT_CAPABILITIES))
@@ -113,19 +127,29 @@ class EngineConfig(Record):
             except tomllib.TOMLDecodeError as exc:
                 raise InvalidInputError(f"containers.conf {name}: {exc}") from None
             section = data.get("containers") or {}
-            for key in ("default_capabilities", "default_ulimits", "default_sysctls", "env"):
+            for key in ("default_capabilities", "default_ulimits", "default_sysctls", "env", "dns_servers",
+                        "dns_searches", "dns_options"):
                 if key in section:
                     value = section[key]
                     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                         raise InvalidInputError(f"containers.conf {name}: {key} must be a list of strings")
                     setattr(config, key, list(value))
-            for key in ("init_path", "seccomp_profile"):
+            for key in ("init_path", "seccomp_profile", "base_hosts_file", "tz", "umask", "shm_size"):
                 if key in section:
                     setattr(config, key, str(section[key]))
+            for key in ("no_hosts", "http_proxy", "env_host"):
+                if key in section:
+                    if not isinstance(section[key], bool):
+                        raise InvalidInputError(f"containers.conf {name}: {key} must be true or false")
+                    setattr(config, key, section[key])
             config.files.append(name)
         return config
 
-    def init_binary(self) -> str:
+    def init_binary(self, wanted: str | None = None) -> str:
+        if wanted:
+            if not os.access(wanted, os.X_OK):
+                raise InvalidInputError(f"--init-path {wanted}: not an executable file")
+            return wanted
         for candidate in ([self.init_path] if self.init_path else []) + list(INIT_PATHS):
             if os.access(candidate, os.X_OK):
                 return candidate

@@ -39,6 +39,23 @@ class ContainerError(KetchError):
     exit_code = EXIT_ENGINE_FAILED
 
 
+class NoSuchContainerError(NotFoundError):
+    """No container has that name or id (podman's words, which scripts look for)."""
+
+    def __init__(self, name_or_id: str) -> None:
+        super().__init__(f'no container with name or ID "{name_or_id}" found: no such container')
+        self.name = name_or_id
+
+
+class ContainerRunningError(InUseError):
+    """The container runs (or is paused), and the operation needs it stopped."""
+
+    exit_code = 2  # podman rm's status for a running container
+
+
+TIMEOUT_EXIT = 255  # what podman reports for a container ended by --timeout
+
+
 class RunResult(Record):
     """What ``Engine.run`` returns when it waits for the container."""
 
@@ -133,9 +150,12 @@ class Engine:
     # -- records ------------------------------------------------------------------------
 
     def _record(self, name_or_id: str) -> dict:
-        row = self.store.container(name_or_id)
+        try:
+            row = self.store.container(name_or_id)
+        except NotFoundError:
+            raise NoSuchContainerError(name_or_id) from None
         if row["kind"] != KIND:
-            raise NotFoundError(f"{name_or_id}: no such container (it is a {row['kind']} container)")
+            raise NoSuchContainerError(name_or_id)
         row["meta"] = json.loads(row["metadata"])
         row["options"] = CreateOptions.from_dict(row["meta"].get("options") or {})
         return row
@@ -155,6 +175,9 @@ class Engine:
 
     def _status(self, record: dict) -> dict:
         current = states.read(self._userdata(record["id"]))
+        if current.get("status") == "initialized" and not states.alive(current.get("monitor_pid"),
+                                                                       current.get("monitor_start")):
+            current.update(status="created")  # its monitor was killed: nothing waits to start it
         if current.get("status") == "running":
             if states.alive(current.get("pid"), current.get("pid_start")):
                 if self._driver(record["options"]).status(record["id"]) == "paused":
@@ -163,22 +186,54 @@ class Engine:
                 current.update(status="exited", exit_code=current.get("exit_code"), pid=0, stale=True)
         return current
 
+    def latest(self) -> str:
+        """The id of the container created last (podman's ``--latest``)."""
+        rows = [r for r in self.store.containers() if r["kind"] == KIND]
+        if not rows:
+            raise NotFoundError("no containers to act on: there is no latest container")
+        return max(rows, key=lambda r: r["created"])["id"]
+
     # -- create ---------------------------------------------------------------------------
 
     def create(self, image: str, options: CreateOptions | None = None, *, pull: str = "missing",
-               context=None) -> str:
-        """A new container of ``image`` (pulled as ``pull`` says); its id."""
+               context=None, replace: bool = False, progress=None) -> str:
+        """A new container of ``image`` (pulled as ``pull`` says); its id. ``replace``: a container
+        of the same name is removed first (podman's ``--replace``)."""
         options = (options or CreateOptions()).check()
         from ketch.containers import names
         from ketch.containers.images import find_or_pull
 
         for name in self._network_names(options):
             self.networks().get(name)  # an unknown network fails now, not at start
+        for mode in (options.network, options.pid, options.ipc, options.uts):
+            if mode and mode.startswith("container:"):
+                self._record(mode.split(":", 1)[1])  # the container to join must exist
+        if options.cidfile and os.path.exists(options.cidfile):
+            raise ContainerError(f"container id file exists. Ensure another container is not using it or delete "
+                                 f"{options.cidfile}")
+        if options.secrets:
+            from ketch.containers.secrets import Secrets
+
+            secrets = Secrets(self.store)
+            for secret in options.secrets:
+                secrets.get(secret["name"])  # an unknown secret fails now
         if options.volumes_from:
             options.mounts = list(options.mounts) + self._mounts_from(options.volumes_from)
-        record = find_or_pull(self.store, image, pull, context)
+        record = find_or_pull(self.store, image, pull, context, progress=progress)
         if options.init:
-            self.conf.init_binary()  # fails now, not at start
+            self.conf.init_binary(options.init_path)  # fails now, not at start
+        image_config = record.parsed_config.container_config
+        options.labels = {**(image_config.get("Labels") or {}), **options.labels}
+        if options.healthcheck is None and not options.no_healthcheck:
+            options.healthcheck = _image_healthcheck(image_config.get("Healthcheck"))
+        if options.no_healthcheck:
+            options.healthcheck = None
+        if replace and options.name:
+            try:
+                self.remove(options.name, force=True)
+            except NotFoundError:
+                pass
+        self._make_anonymous_volumes(options, image_config)
         meta = {"options": options.to_dict(), "image_name": image}
         name = options.name or names.generate()
         for _ in range(5):
@@ -187,13 +242,69 @@ class Engine:
                 break
             except InvalidInputError:
                 if options.name:
-                    raise InvalidInputError(f"the container name {name!r} is already in use; remove that "
-                                            "container or choose another name") from None
+                    self._remove_volumes(options.anonymous_volumes)
+                    raise InvalidInputError(f"the container name \"{name}\" is already in use; remove that "
+                                            "container or choose another name (or use --replace)") from None
                 name = names.generate()
         else:
             raise ContainerError("could not find a free container name")
         os.makedirs(self._userdata(container_id), exist_ok=True)
+        if options.cidfile:
+            try:
+                with open(options.cidfile, "x") as f:
+                    f.write(container_id)
+            except OSError as exc:
+                self.remove(container_id, force=True)
+                raise ContainerError(f"writing the container id file {options.cidfile}: {exc.strerror}") from exc
+        self._event("create", container_id, name, image, options.labels)
         return container_id
+
+    def _make_anonymous_volumes(self, options: CreateOptions, image_config: dict) -> None:
+        """``-v /path`` and the image's VOLUMEs each get a new volume of their own (podman's
+        anonymous volumes, removed with the container by ``rm -v`` or ``--rm``)."""
+        covered = {m["destination"] for m in options.mounts} | {t.split(":", 1)[0] for t in options.tmpfs}
+        wanted = [m for m in options.mounts if m["kind"] == "volume" and not m["source"]]
+        for path in sorted(image_config.get("Volumes") or {}):
+            clean = os.path.normpath(path)
+            if clean not in covered:
+                wanted.append({"kind": "volume", "source": "", "destination": clean, "options": []})
+                options.mounts = list(options.mounts) + [wanted[-1]]
+                covered.add(clean)
+        seen: dict[str, str] = {}
+        for mount in wanted:
+            if mount["destination"] in seen:
+                mount["source"] = seen[mount["destination"]]
+                continue
+            volume = os.urandom(32).hex()
+            self.volumes().create(volume, anonymous=True)
+            mount["source"] = seen[mount["destination"]] = volume
+            options.anonymous_volumes.append(volume)
+        if seen:  # the same anonymous volume named twice is one mount
+            unique, kept = [], set()
+            for mount in options.mounts:
+                key = (mount["kind"], mount["source"], mount["destination"])
+                if key not in kept:
+                    kept.add(key)
+                    unique.append(mount)
+            options.mounts = unique
+
+    def _remove_volumes(self, names: list[str]) -> None:
+        for volume in names:
+            try:
+                self.volumes().remove(volume, force=True, engine=self)
+            except (NotFoundError, InUseError):
+                pass
+
+    def _event(self, status: str, container_id: str, name: str, image: str, labels: dict | None = None,
+               exit_code: int | None = None) -> None:
+        self.store.events.emit("container", status, id=container_id, name=name, image=image,
+                               attributes=dict(labels or {}), exit_code=exit_code)
+
+    def _record_event(self, status: str, record: dict, exit_code: int | None = None) -> None:
+        from ketch.containers import views
+
+        self._event(status, record["id"], record["name"], views.image_name(self, record),
+                    record["options"].labels, exit_code)
 
     def _mounts_from(self, sources: list[str]) -> list[dict]:
         """--volumes-from CTR[:ro|rw]: that container's volumes and binds (podman's)."""
@@ -223,30 +334,46 @@ class Engine:
         userdata = self._userdata(container_id)
         os.makedirs(userdata, exist_ok=True)
         image = self.store.lookup(record["image"]).parsed_config if record["image"] else None
+        states.update(userdata, mounted=True)  # before the mount: a kill in between leaves it removable
         rootfs = str(self.store.mount_container(container_id))
         try:
-            states.update(userdata, mounted=True)
             hostname = options.hostname or container_id[:12]
+            joined = self._joined_namespaces(options)
             netns_path, addresses = self._setup_network(record, image)
-            base = specs.hosts_base(hostname, record["name"], options, addresses)
+            base = specs.hosts_base(hostname, record["name"], options, addresses, self.conf)
             states.update(userdata, hosts_base=base)
             specs.etc_files(userdata, hostname, options, record["meta"].get("image_name", ""), record["image"] or "",
-                            container_id, record["name"], base + self._peer_hosts(container_id))
+                            container_id, record["name"], base + self._peer_hosts(container_id), self.conf)
             extra_mounts = []
+            from ketch.containers import users
+
+            user = users.resolve(rootfs, options.user if options.user is not None else
+                                 (image.container_config.get("User") if image else None) or "0")
             if options.mounts:
-                from ketch.containers import users, volumes
+                from ketch.containers import volumes
 
                 from ketch.containers.volumes import MountSpec
 
-                user = users.resolve(rootfs, options.user if options.user is not None else
-                                     (image.container_config.get("User") if image else None) or "0")
-                extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
-                                              (user.uid, user.gid))
+                image_mounts: list[str] = []
+                try:
+                    extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
+                                                  (user.uid, user.gid), image_mounts)
+                finally:
+                    if image_mounts:
+                        states.update(userdata, image_mounts=image_mounts)
+            secret_env: list[str] = []
+            if options.secrets:
+                from ketch.containers.secrets import Secrets
+
+                secret_mounts, secret_env = Secrets(self.store).for_container(options.secrets, userdata,
+                                                                              (user.uid, user.gid))
+                extra_mounts = secret_mounts + extra_mounts
             notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
             config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
                                  options=options, conf=self.conf, listen_fds=listen_fds,
                                  notify_socket=notify if notify and not notify.startswith("@") else None,
-                                 netns_path=netns_path, extra_mounts=extra_mounts)
+                                 netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
+                                 secret_env=secret_env)
             with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
                 f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
             os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
@@ -262,9 +389,33 @@ class Engine:
     def _network_names(self, options: CreateOptions) -> list[str]:
         from ketch.containers.network import DEFAULT_NETWORK
 
-        if options.network in ("none", "host"):
+        if options.network in ("none", "host") or options.network.startswith(("container:", "ns:")):
             return []
-        return [DEFAULT_NETWORK if n == "bridge" else n for n in options.network.split(",") if n]
+        return [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in options.network.split(",") if n]
+
+    def _joined_namespaces(self, options: CreateOptions) -> dict[str, str]:
+        """Namespaces the container joins: another container's (``container:NAME``, which must
+        run) or one given by path (``ns:PATH``)."""
+        joined = {}
+        for kind, mode in (("network", options.network), ("pid", options.pid), ("ipc", options.ipc),
+                           ("uts", options.uts), ("cgroup", options.cgroupns)):
+            if not mode:
+                continue
+            if mode.startswith("ns:"):
+                path = mode[3:]
+                if not os.path.exists(path):
+                    raise InvalidInputError(f"--{'network' if kind == 'network' else kind} {mode}: {path} does not "
+                                            "exist")
+                joined[kind] = path
+            elif mode.startswith("container:"):
+                other = self._record(mode.split(":", 1)[1])
+                current = self._status(other)
+                if current["status"] not in ("running", "paused"):
+                    raise InvalidInputError(f"cannot join the {kind} namespace of container {other['name']}: it is "
+                                            f"{current['status']}")
+                proc_name = {"network": "net"}.get(kind, kind)
+                joined[kind] = f"/proc/{current['pid']}/ns/{proc_name}"
+        return joined
 
     def networks(self):
         from ketch.containers.network import Networks
@@ -367,6 +518,12 @@ class Engine:
         """Runtime state, network and root file system mount of a container that is not running."""
         container_id = record["id"]
         userdata = self._userdata(container_id)
+        current = states.read(userdata)
+        if current.get("status") == "initialized":
+            from ketch.containers.monitor import release_initialized
+
+            release_initialized(userdata)
+            states.update(userdata, status="created")
         try:
             self._driver(record["options"]).delete(container_id)
         except KetchError:
@@ -384,13 +541,20 @@ class Engine:
             nets.release(container_id)
             states.update(userdata, netns=None, ports=[], attachments=0)
             self._refresh_peer_hosts(names, container_id)
+        for image_id in current.get("image_mounts") or []:
+            try:
+                self.store.unmount_image(image_id)
+            except KetchError:
+                pass
+        if current.get("image_mounts"):
+            states.update(userdata, image_mounts=[])
         if current.get("mounted"):
             self.store.unmount_container(container_id, force=True)
             states.update(userdata, mounted=False)
 
     def _check_startable(self, record: dict) -> None:
         current = self._status(record)
-        if current["status"] in ("running", "paused"):
+        if current["status"] in ("running", "paused", "initialized"):
             raise InvalidInputError(f"container {record['name']} is already running")
         if current.get("mounted"):
             self._release(record)  # what a killed run or monitor left
@@ -402,6 +566,8 @@ class Engine:
         record = self._record(name_or_id)
         if attach:
             return self._run_attached(record, stdio=stdio, sig_proxy=sig_proxy)
+        if self._status(record)["status"] in ("running", "paused"):
+            return None  # podman: starting a running container is not an error
         self._start_detached(record)
         return None
 
@@ -441,7 +607,7 @@ class Engine:
             driver = self._driver(options)
             log = tee = None
             if options.log_driver == "k8s-file":
-                log = logfiles.LogWriter(os.path.join(userdata, states.LOG_FILE))
+                log = logfiles.LogWriter(self._log_path(record))
                 if not options.tty:  # a terminal's copy is logged as it is made
                     tee = _OutputTee(stdio, log)
             try:
@@ -463,10 +629,16 @@ class Engine:
             if tee is not None:
                 tee.created()
             states.started(userdata, pid=pid, pid_start=states.start_time(pid), started_at=time.time(),
-                           monitor_pid=os.getpid(), monitor_start=states.start_time(os.getpid()))
+                           monitor_pid=os.getpid(), monitor_start=states.start_time(os.getpid()),
+                           stopped_by_user=False)
+            if options.pidfile:
+                _write_pidfile(options.pidfile, pid)
+        self._record_event("init", record)
 
         def start() -> None:
             driver.start(container_id)
+            self._record_event("start", record)
+            self._record_event("attach", record)
             if options.sdnotify == "conmon" and os.environ.get("NOTIFY_SOCKET"):
                 from ketch.containers.monitor import _notify_ready
 
@@ -474,6 +646,7 @@ class Engine:
 
         from ketch.runtime.container import Runtime
 
+        watchdog = _start_watchdog(pid, options.timeout) if options.timeout else None
         try:
             status = Runtime.wait(pid, master, start, forward_signals=sig_proxy, pump=tee,
                                   on_output=(lambda data: log.write("stdout", data)) if log and master else None,
@@ -487,7 +660,19 @@ class Engine:
                 tee.close()
             if log is not None:
                 log.close()
+            if watchdog is not None and _stop_watchdog(watchdog):
+                status = TIMEOUT_EXIT
         states.exited(userdata, status)
+        self._record_event("died", record, status)
+        if options.restart_policy not in ("", "no") and not options.remove and \
+                _restart_wanted(options, status, states.read(userdata)):
+            # podman: a foreground container with a restart policy goes on in the background
+            self.cleanup(container_id)
+            try:
+                self._start_detached(self._record(container_id))
+            except KetchError:
+                pass
+            return status
         self.cleanup(container_id, remove=options.remove)
         return status
 
@@ -504,7 +689,37 @@ class Engine:
             return error
         return exc
 
-    def _start_detached(self, record: dict) -> None:
+    def _log_path(self, record: dict) -> str:
+        return record["options"].log_opts.get("path") or os.path.join(self._userdata(record["id"]), states.LOG_FILE)
+
+    def _monitor_args(self, record: dict) -> dict:
+        """What the monitor needs beyond the bundle: the container's restart policy, timeout,
+        health check, log settings and what its events say."""
+        from ketch.containers import views
+
+        options: CreateOptions = record["options"]
+        userdata = self._userdata(record["id"])
+        args: dict[str, Any] = {
+            "name": record["name"], "image_name": views.image_name(self, record), "labels": dict(options.labels),
+            "restart_policy": options.restart_policy, "restart_retries": options.restart_retries,
+            "timeout": options.timeout, "interactive": options.interactive,
+            "log_max_size": _log_size(options.log_opts.get("max-size")),
+        }
+        check = options.healthcheck
+        if check and check.get("interval", 0) > 0:
+            import ketch
+
+            program = os.path.join(os.path.dirname(sys.executable), "ketch")
+            command = [program] if os.access(program, os.X_OK) else [sys.executable, "-m", "ketch.cli.main"]
+            command += ["--root", str(self.store.root), "--runroot", str(self.store.runroot), "healthcheck", "run",
+                        record["id"]]
+            with open(os.path.join(userdata, "healthcheck.argv"), "wb") as f:
+                f.write(b"\0".join(a.encode() for a in command) + b"\0")
+            args["health_interval"] = check["interval"]
+            del ketch
+        return args
+
+    def _start_detached(self, record: dict, *, init_only: bool = False) -> None:
         import subprocess
 
         import ketch
@@ -512,7 +727,12 @@ class Engine:
         options: CreateOptions = record["options"]
         container_id = record["id"]
         with self.store.lock(f"container-{container_id}"):
+            current = self._status(record)
+            if current["status"] == "initialized" and not init_only:
+                self._start_initialized(record)
+                return
             self._check_startable(record)
+            states.update(self._userdata(container_id), stopped_by_user=False)
             listen_fds = self._listen_fds(options)
             userdata, config = self._prepare(record, listen_fds=listen_fds)
             try:
@@ -536,11 +756,11 @@ class Engine:
             args = {
                 "id": container_id, "userdata": userdata, "bundle": userdata, "tty": options.tty,
                 "log_driver": "none" if options.log_driver == "none" else "k8s-file",
-                "log_path": os.path.join(userdata, states.LOG_FILE), "preserve_fds": preserve,
+                "log_path": self._log_path(record), "preserve_fds": preserve,
                 "runtime": options.runtime, "run_dir": str(self.store.runroot), "report_fd": moved,
                 "sys_path": [p for p in sys.path if p], "root": str(self.store.root),
                 "runroot": str(self.store.runroot), "driver": self.store.driver_name, "remove": options.remove,
-                "notify_ready": notify,
+                "notify_ready": notify, "init_only": init_only, **self._monitor_args(record),
             }
             package_parent = str(Path(ketch.__file__).resolve().parent.parent)
             boot = ("import sys; sys.path.insert(0, sys.argv[2]); "
@@ -564,6 +784,45 @@ class Engine:
                 elif "permission denied" in text and text.startswith("exec "):
                     error.exit_code = 126
                 raise error
+            if options.pidfile:
+                _write_pidfile(options.pidfile, int(answer.split()[1]))
+            self._record_event("init", record)
+
+    def _start_initialized(self, record: dict) -> None:
+        """Start a container ``init`` made: its monitor waits on the start FIFO."""
+        from ketch.containers.monitor import START_FIFO
+
+        userdata = self._userdata(record["id"])
+        fifo = os.path.join(userdata, START_FIFO)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(fifo):
+            if time.monotonic() > deadline:
+                raise ContainerError(f"container {record['name']} is initialized, but its monitor does not answer")
+            time.sleep(0.01)
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"s")
+        finally:
+            os.close(fd)
+        while time.monotonic() < deadline:
+            if states.read(userdata).get("status") != "initialized":
+                self._record_event("start", record)
+                return
+            time.sleep(0.01)
+        raise ContainerError(f"container {record['name']} did not start")
+
+    def init(self, name_or_id: str) -> str:
+        """``ketch init``: the container is created by the runtime (its init process exists, its
+        file system, network and bundle are ready) and waits for ``start``."""
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] == "initialized":
+            return record["id"]
+        if current["status"] in ("running", "paused"):
+            raise ContainerError(f"container {record['id']} has already been created in runtime: container "
+                                 "state improper")
+        self._start_detached(record, init_only=True)
+        return record["id"]
 
     def cleanup(self, name_or_id: str, *, remove: bool = False) -> None:
         """After the container exited: its runtime state and mount go; with ``remove``, itself."""
@@ -583,13 +842,15 @@ class Engine:
 
     def run(self, image: str, options: CreateOptions | None = None, *, detach: bool = False,
             pull: str = "missing", context=None, stdio: tuple[int, int, int] | None = None,
-            capture_output: bool = False, sig_proxy: bool = True) -> RunResult | str:
+            capture_output: bool = False, sig_proxy: bool = True, replace: bool = False,
+            progress=None) -> RunResult | str:
         """create + start. In the foreground (the default) the container's exit status (and, with
         ``capture_output``, its output) comes back; with ``detach`` its id, once it runs."""
         if options is not None:
             self._start_network_helper(options)  # overlaps create and the preparation
         try:
-            container_id = self.create(image, options, pull=pull, context=context)
+            container_id = self.create(image, options, pull=pull, context=context, replace=replace,
+                                       progress=progress)
         except BaseException:
             self._network_ready_quietly()
             raise
@@ -630,7 +891,10 @@ class Engine:
         if current["status"] not in ("running", "paused"):
             raise InvalidInputError(f"can only kill running containers: {record['name']} is {current['status']}")
         number = _signal_number(signal)
+        if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGQUIT):
+            states.update(self._userdata(record["id"]), stopped_by_user=True)  # no restart after a kill
         os.kill(current["pid"], number)
+        self._record_event("kill", record)
         return record["id"]
 
     def stop(self, name_or_id: str, timeout: int | None = None) -> str:
@@ -642,6 +906,7 @@ class Engine:
             self.cleanup(record["id"])  # nothing runs; what a killed run left goes
             return record["id"]
         driver = self._driver(options)
+        states.update(self._userdata(record["id"]), stopped_by_user=True)  # a restart policy does not apply
         timeout = options.stop_timeout if timeout is None else timeout
         pid, started = current["pid"], current.get("pid_start")
         if current["status"] == "paused":
@@ -655,11 +920,18 @@ class Engine:
         while states.alive(pid, started) and time.monotonic() < deadline:
             time.sleep(0.02)
         if states.alive(pid, started):
+            if timeout > 0:
+                import logging
+
+                logging.getLogger("ketch").warning(
+                    "StopSignal %s failed to stop container %s in %d seconds, resorting to SIGKILL",
+                    options.stop_signal or self._image_stop_signal(record) or "SIGTERM", record["name"], timeout)
             try:
                 driver.kill(record["id"], signals.SIGKILL, all_processes=True)
             except KetchError:
                 os.kill(pid, signals.SIGKILL)
         self._wait_recorded(record, pid, started)
+        self._record_event("stop", record)
         return record["id"]
 
     def _image_stop_signal(self, record: dict) -> str | None:
@@ -685,17 +957,25 @@ class Engine:
                 break
             time.sleep(0.02)
 
-    def wait(self, name_or_id: str, *, interval: float = 0.05) -> int:
-        """Until the container is not running; its exit code (podman's ``wait``)."""
+    def wait(self, name_or_id: str, *, interval: float = 0.05, conditions: list[str] | None = None) -> int:
+        """Until the container is in one of ``conditions`` (podman's ``wait --condition``; by
+        default: not running); its exit code (-1 when it has none)."""
+        from ketch.containers import health
+
         record = self._record(name_or_id)
+        wanted = set(conditions or ["stopped"])
+        for condition in wanted:
+            if condition not in ("stopped", "exited", "running", "paused", "created", "configured", "initialized",
+                                 "healthy", "unhealthy", "removing", "stopping"):
+                raise InvalidInputError(f"unknown condition {condition!r}")
         while True:
-            try:
-                current = self._status(record)
-            except NotFoundError:
-                raise
-            if current["status"] not in ("running", "paused"):
-                if current.get("stale") and current.get("exit_code") is None:
-                    return -1
+            current = self._status(record)
+            state = current["status"]
+            done = state in wanted or (state not in ("running", "paused", "initialized") and
+                                       ("stopped" in wanted or "exited" in wanted and state == "exited"))
+            if {"healthy", "unhealthy"} & wanted:
+                done = done or health.status(self._userdata(record["id"]), record["options"].healthcheck) in wanted
+            if done:
                 code = current.get("exit_code")
                 return -1 if code is None else code
             time.sleep(interval)
@@ -705,17 +985,26 @@ class Engine:
         self.stop(record["id"], timeout)
         self._wait_recorded(record, 0, None)
         self._start_detached(self._record(record["id"]))
+        self._record_event("restart", record)
         return record["id"]
 
     # -- remove --------------------------------------------------------------------------
 
-    def remove(self, name_or_id: str, *, force: bool = False) -> str:
+    def remove(self, name_or_id: str, *, force: bool = False, timeout: int | None = None,
+               volumes: bool = False) -> str:
+        """Remove the container. A running one only with ``force``: stopped first with ``timeout``
+        seconds for its stop signal (None: killed at once). ``volumes``: its anonymous volumes go
+        too (as they do for a ``--rm`` container)."""
         record = self._record(name_or_id)
         current = self._status(record)
         if current["status"] in ("running", "paused"):
             if not force:
-                raise InUseError(f"cannot remove container {record['name']}: it is {current['status']} "
-                                 "(stop it first, or use --force)")
+                raise ContainerRunningError(
+                    f"cannot remove container {record['id']} as it is {current['status']} - running or paused "
+                    "containers cannot be removed without force: container state improper")
+            if timeout is not None and timeout > 0 and current["status"] == "running":
+                self.stop(record["id"], timeout)
+                current = self._status(record)
             driver = self._driver(record["options"])
             try:
                 driver.kill(record["id"], signals.SIGKILL, all_processes=True)
@@ -730,50 +1019,101 @@ class Engine:
                 self.store.remove_container(record["id"], force=True)
             except NotFoundError:
                 pass
+        self._record_event("remove", record)
+        if volumes or record["options"].remove:
+            self._remove_volumes(record["options"].anonymous_volumes)
         return record["id"]
 
     # -- queries ---------------------------------------------------------------------------
 
-    def list(self, *, all: bool = False, filters: list[str] | None = None) -> list[dict[str, Any]]:
-        """podman's ``ps --format json`` entries."""
+    def list(self, *, all: bool = False, filters: list[str] | None = None, size: bool = False,
+             namespaces: bool = False) -> list[dict[str, Any]]:
+        """podman's ``ps --format json`` entries (``size``: with the writable layer's size;
+        ``namespaces``: with the namespaces' inode numbers)."""
         from ketch.containers import views
 
+        by_key = views.parse_filters(filters or [])
+        rows = [r for r in self.store.containers() if r["kind"] == KIND]
+        anchors = {}
+        for key in ("before", "since"):
+            for value in by_key.get(key, []):
+                found = [r for r in rows if r["id"].startswith(value) or r["name"] == value]
+                if found:
+                    anchors[value] = int(found[0]["created"])
         out = []
-        for row in self.store.containers():
-            if row["kind"] != KIND:
-                continue
+        for row in rows:
             try:
                 record = self._record(row["id"])
             except NotFoundError:
                 continue
-            entry = views.ps_entry(self, record, self._status(record))
+            current = self._status(record)
+            entry = views.ps_entry(self, record, current, size=size, namespaces=namespaces)
             if not all and entry["State"] not in ("running", "paused"):
                 continue
-            if filters and not views.matches(entry, record, filters):
+            if by_key and not views.matches(entry, record, by_key, anchors):
                 continue
             out.append(entry)
         return out
 
-    def inspect(self, name_or_id: str) -> dict[str, Any]:
+    def inspect(self, name_or_id: str, *, size: bool = False) -> dict[str, Any]:
         from ketch.containers import views
 
         record = self._record(name_or_id)
-        return views.inspect(self, record, self._status(record))
+        data = views.inspect(self, record, self._status(record))
+        if size:
+            sizes = views._size(self, record)
+            data["SizeRw"], data["SizeRootFs"] = sizes["RwSize"], sizes["RootFsSize"]
+        return data
+
+    # -- mounts of containers (``ketch mount``) ------------------------------------------
+
+    def mount(self, name_or_id: str) -> str:
+        """Mount the container's root file system (counted, as a running container's is); where."""
+        record = self._record(name_or_id)
+        path = str(self.store.mount_container(record["id"]))
+        states.update(self._userdata(record["id"]), user_mounts=states.read(self._userdata(record["id"])).get(
+            "user_mounts", 0) + 1)
+        self._record_event("mount", record)
+        return path
+
+    def unmount(self, name_or_id: str, *, force: bool = False) -> str:
+        """Undo ``mount`` (all of its counts with ``force``); the container's id."""
+        record = self._record(name_or_id)
+        userdata = self._userdata(record["id"])
+        count = states.read(userdata).get("user_mounts", 0)
+        if not count:
+            raise ContainerError(f"container {record['id']} is not mounted")
+        for _ in range(count if force else 1):
+            self.store.unmount_container(record["id"])
+        states.update(userdata, user_mounts=0 if force else count - 1)
+        self._record_event("unmount", record)
+        return record["id"]
+
+    def mounted(self) -> list[tuple[str, str, str]]:
+        """(id, name, mount point) of the containers mounted with ``mount``."""
+        out = []
+        for row in self.store.containers():
+            if row["kind"] != KIND:
+                continue
+            if states.read(self._userdata(row["id"])).get("user_mounts", 0) > 0:
+                out.append((row["id"], row["name"], str(self.store.root / "mounts" / f"container-{row['id'][:32]}")))
+        return out
 
     def logs(self, name_or_id: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
-             timestamps: bool = False) -> Iterator[bytes]:
-        """The container's output as recorded (k8s-file); with ``follow``, until it stops."""
+             timestamps: bool = False, until: float | None = None) -> Iterator[bytes]:
+        """The container's output as recorded (k8s-file), from ``since`` to ``until``; with
+        ``follow``, until it stops (or ``until`` passes)."""
         record = self._record(name_or_id)
         if record["options"].log_driver == "none":
             raise InvalidInputError(f"container {record['name']} was created with --log-driver none: no logs")
         if record["options"].log_driver == "passthrough":
             raise InvalidInputError(f"container {record['name']}'s output went to its caller (passthrough): "
                                     "no logs")
-        path = os.path.join(self._userdata(record["id"]), states.LOG_FILE)
-        records = logfiles.read_records(path, since=since, tail=tail)
+        path = self._log_path(record)
+        records = logfiles.read_records(path, since=since, tail=tail, until=until)
         for entry in records:
             yield logfiles.render(entry, timestamps)
-        if not follow:
+        if not follow or (until is not None and until <= time.time()):
             return
         offset = os.path.getsize(path) if os.path.exists(path) else 0
         pending = b""
@@ -792,13 +1132,14 @@ class Engine:
                 parsed = logfiles.parse_line(line)
                 if parsed is not None:
                     yield logfiles.render(parsed, timestamps)
-            if not running and not chunk:
+            if not running and not chunk or until is not None and time.time() > until:
                 return
             time.sleep(0.1)
 
     def exec(self, name_or_id: str, command: list[str], *, interactive: bool = False, tty: bool = False,
              user: str | None = None, workdir: str | None = None, env: list[str] | None = None,
-             detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None) -> int:
+             detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
+             preserve_fds: int = 0) -> int:
         """Run another process in a running container; its exit status (0 when detached)."""
         from ketch.containers import users
         from ketch.runtime.container import CannotExecuteError, Runtime
@@ -807,7 +1148,7 @@ class Engine:
         options: CreateOptions = record["options"]
         current = self._status(record)
         if current["status"] != "running":
-            raise InvalidInputError(f"can only exec in running containers: {record['name']} is {current['status']}")
+            raise ContainerError("can only create exec sessions on running containers: container state improper")
         if options.runtime:
             raise InvalidInputError("exec into a container of another --runtime is not supported; use that "
                                     "runtime's exec")
@@ -842,16 +1183,94 @@ class Engine:
 
             caps = sorted("CAP_" + c for c in bounding_set())
             process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
-        if not interactive and stdio is None and not tty:
+        if detach and stdio is None:
+            # the process must not hold the caller's output open: $(ketch exec -d ...) returns at once
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            stdio = (null, null, null)
+        elif not interactive and stdio is None and not tty:
             null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (null, 1, 2)
         runtime = Runtime(str(self.store.runroot / "runtime"))
+        self._record_event("exec", record)
         try:
-            return runtime.exec(record["id"], process, detach=detach, stdio=stdio)
+            return runtime.exec(record["id"], process, detach=detach, stdio=stdio, preserve_fds=preserve_fds)
         except CannotExecuteError as exc:
             error = ContainerError(str(exc))
             error.exit_code = exc.exit_status
             raise error from None
+
+    # -- health, stats, attach -------------------------------------------------------------
+
+    def healthcheck_run(self, name_or_id: str) -> str:
+        """Run the container's health check once; its health after it (healthy, unhealthy or
+        starting)."""
+        import tempfile
+
+        from ketch import syscalls
+        from ketch.containers import health
+        from ketch.runtime.container import Runtime
+
+        record = self._record(name_or_id)
+        check = record["options"].healthcheck
+        if not check or not check.get("test"):
+            raise ContainerError(f"container {record['name']} has no defined healthcheck")
+        current = self._status(record)
+        if current["status"] != "running":
+            raise ContainerError(f"container {record['name']} is not running")
+        userdata = self._userdata(record["id"])
+        with open(os.path.join(userdata, "config.json")) as f:
+            process = dict(json.load(f)["process"])
+        process.update(args=list(check["test"]), terminal=False)
+        began = time.time()
+        was_subreaper = syscalls.set_child_subreaper(True)  # the check's process is reparented to us
+        try:
+            with tempfile.TemporaryFile() as output, tempfile.NamedTemporaryFile() as pid_file:
+                null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    Runtime(str(self.store.runroot / "runtime")).exec(
+                        record["id"], process, detach=True, pid_file=pid_file.name,
+                        stdio=(null, output.fileno(), output.fileno()))
+                except KetchError as exc:
+                    code, text = 127, str(exc)
+                else:
+                    code = _wait_child(int(open(pid_file.name).read()), check.get("timeout", 30))
+                    output.seek(0)
+                    text = output.read(health.MAX_OUTPUT).decode(errors="replace")
+                finally:
+                    os.close(null)
+        finally:
+            syscalls.set_child_subreaper(was_subreaper)
+        result = health.record(userdata, check, current.get("started_at") or began, code, text, began)
+        self._event("health_status", record["id"], record["name"], record["meta"].get("image_name", ""),
+                    {**record["options"].labels, "health_status": result})
+        return result
+
+    def stats(self, names: list[str] | None = None, *, all: bool = False) -> list[dict[str, Any]]:
+        """One sample of each running container's resource use (``ketch stats``)."""
+        from ketch.containers import stats as sampling
+
+        records = [self._record(n) for n in names] if names else \
+            [self._record(e["Id"]) for e in self.list(all=all)]
+        out = []
+        for record in records:
+            current = self._status(record)
+            out.append(sampling.sample(record, current))
+        return out
+
+    def attach(self, name_or_id: str, *, stdin: bool = True, stdio: tuple[int, int, int] = (0, 1, 2),
+               sig_proxy: bool = True) -> int:
+        """Follow a detached container's output and send it our input (when it was created with
+        ``-i``) until it exits; its exit status."""
+        from ketch.containers import attach as attaching
+
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] not in ("running", "paused"):
+            raise ContainerError(f"you can only attach to running containers: {record['name']} is "
+                                 f"{current['status']}")
+        self._record_event("attach", record)
+        return attaching.attach(self, record, stdin=stdin and record["options"].interactive, stdio=stdio,
+                                sig_proxy=sig_proxy)
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
 
@@ -860,6 +1279,7 @@ class Engine:
         if self._status(record)["status"] != "running":
             raise InvalidInputError(f"container {record['name']} is not running")
         self._driver(record["options"]).pause(record["id"])
+        self._record_event("pause", record)
         return record["id"]
 
     def unpause(self, name_or_id: str) -> str:
@@ -867,6 +1287,7 @@ class Engine:
         if self._status(record)["status"] != "paused":
             raise InvalidInputError(f"container {record['name']} is not paused")
         self._driver(record["options"]).resume(record["id"])
+        self._record_event("unpause", record)
         return record["id"]
 
     def top(self, name_or_id: str) -> list[dict[str, Any]]:
@@ -876,7 +1297,10 @@ class Engine:
             raise InvalidInputError(f"container {record['name']} is not running")
         from ketch.containers import views
 
-        return [views.process_row(pid) for pid in self._driver(record["options"]).pids(record["id"])]
+        current = self._status(record)
+        root = f"/proc/{current['pid']}/root"
+        found = [views.process_info(pid, root) for pid in self._driver(record["options"]).pids(record["id"])]
+        return [p for p in found if p is not None]
 
     def rename(self, name_or_id: str, new_name: str) -> str:
         from ketch.containers.names import check_name
@@ -888,14 +1312,17 @@ class Engine:
                 conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, record["id"]))
         except Exception as exc:
             if "UNIQUE" in str(exc):
-                raise InUseError(f"the name {new_name!r} is already in use") from None
+                raise InUseError(f"the container name \"{new_name}\" is already in use") from None
             raise
+        record["name"] = new_name
+        self._record_event("rename", record)
         return record["id"]
 
-    def prune(self) -> list[str]:
-        """Remove every container that is not running (``container prune``)."""
+    def prune(self, filters: list[str] | None = None) -> list[str]:
+        """Remove every container that is not running (``container prune``; ``until=`` and
+        ``label=`` filters as podman's)."""
         removed = []
-        for entry in self.list(all=True):
+        for entry in self.list(all=True, filters=filters):
             if entry["State"] not in ("running", "paused"):
                 try:
                     self.remove(entry["Id"])
@@ -932,22 +1359,77 @@ class Engine:
 
         return mounted()
 
-    def copy(self, source: str, destination: str) -> None:
-        """``cp``: CONTAINER:PATH to a host path, or a host path to CONTAINER:PATH, with owners and
-        modes; a container path never leads out of the container (links resolve inside it)."""
+    def copy(self, source: str, destination: str, *, archive: bool = True, overwrite: bool = False,
+             stdin=None, stdout=None) -> None:
+        """``cp``: between a container and the host (``-`` for a tar stream on ``stdin`` or
+        ``stdout``), or between two containers; relative container paths start at the container's
+        working directory. A running container is reached through its init's root, so its
+        volumes and mounts are where it sees them; a stopped one is mounted meanwhile. With
+        ``archive``, what lands in a container belongs to its user."""
+        import contextlib
+
         from ketch.containers import changes
 
         src_ctr, src_path = _split_container_path(source)
         dst_ctr, dst_path = _split_container_path(destination)
-        if bool(src_ctr) == bool(dst_ctr):
-            raise InvalidInputError("cp copies between a container and the host: one of the two must be "
+        if not src_ctr and not dst_ctr:
+            raise InvalidInputError("copying between two host paths is not supported: one of them must be "
                                     "CONTAINER:PATH")
-        record = self._record(src_ctr or dst_ctr)
-        with self._with_rootfs(record) as rootfs:
-            if src_ctr:
-                changes.copy_out(rootfs, src_path, dst_path)
+        with contextlib.ExitStack() as stack:
+            places, owner = [], None
+            for side, (ctr, path, text) in enumerate(((src_ctr, src_path, source), (dst_ctr, dst_path, destination))):
+                if not ctr:
+                    places.append(changes.Place(None, path, text))
+                    continue
+                record = self._record(ctr)
+                root = stack.enter_context(self._container_root(record))
+                if not path.startswith("/"):
+                    path = os.path.join(self._workdir(record), path)
+                places.append(changes.Place(root, path, text, ctr))
+                if side == 1 and archive:
+                    owner = self._user_ids(record, root)
+            src, dst = places
+            if src.root is None and src.path == "-":
+                changes.extract_tar(stdin or sys.stdin.buffer, dst, owner)
+            elif dst.root is None and dst.path == "-":
+                changes.write_tar(src, stdout or sys.stdout.buffer)
             else:
-                changes.copy_in(src_path, rootfs, dst_path)
+                changes.copy(src, dst, owner=owner, overwrite=overwrite)
+
+    def _container_root(self, record: dict):
+        """The container's root file system for the caller: a running container's through its
+        init (``/proc/PID/root``: the container's own view, mounts included), else mounted."""
+        import contextlib
+
+        current = self._status(record)
+        if current["status"] in ("running", "paused") and current.get("pid"):
+            return contextlib.nullcontext(f"/proc/{current['pid']}/root")
+        return self._with_rootfs(record)
+
+    def _workdir(self, record: dict) -> str:
+        options: CreateOptions = record["options"]
+        if options.workdir:
+            return options.workdir
+        try:
+            return self.store.lookup(record["image"]).parsed_config.container_config.get("WorkingDir") or "/"
+        except KetchError:
+            return "/"
+
+    def _user_ids(self, record: dict, root: str) -> tuple[int, int]:
+        from ketch.containers import users
+
+        options: CreateOptions = record["options"]
+        spec = options.user
+        if spec is None:
+            try:
+                spec = self.store.lookup(record["image"]).parsed_config.container_config.get("User")
+            except KetchError:
+                spec = None
+        try:
+            user = users.resolve(root, spec or "0")
+        except KetchError:
+            return 0, 0
+        return user.uid, user.gid
 
     def export(self, name_or_id: str, output) -> None:
         """The container's file system as a tar stream written to ``output`` (a binary file)."""
@@ -961,19 +1443,26 @@ class Engine:
                 raise ContainerError(f"export: {proc.stderr.decode(errors='replace').strip()}")
 
     def commit(self, name_or_id: str, image: str | None = None, *, changes: list[str] | None = None,
-               message: str = "", author: str = "", fmt: str = "oci", pause: bool = True) -> str:
-        """A new image from the container's changes; its id."""
+               message: str = "", author: str = "", fmt: str = "oci", pause: bool = True,
+               include_volumes: bool = False) -> str:
+        """A new image from the container's changes; its id (``include_volumes``: the
+        container's volumes become the image's VOLUMEs)."""
         from ketch.containers import commit as committer
 
         record = self._record(name_or_id)
+        if include_volumes:
+            changes = list(changes or []) + [f"VOLUME {m['destination']}" for m in record["options"].mounts
+                                             if m["kind"] == "volume"]
         paused = False
         if pause and self._status(record)["status"] == "running" and not record["options"].runtime:
             self._driver(record["options"]).pause(record["id"])
             paused = True
         try:
-            return committer.commit(self.store, record["id"], record["image"], name=image, changes=changes,
-                                    message=message, author=author, fmt=fmt,
-                                    created_by=" ".join(record["options"].create_command))
+            image_id = committer.commit(self.store, record["id"], record["image"], name=image, changes=changes,
+                                        message=message, author=author, fmt=fmt,
+                                        created_by=" ".join(record["options"].create_command))
+            self._record_event("commit", record)
+            return image_id
         finally:
             if paused:
                 self._driver(record["options"]).resume(record["id"])
@@ -1000,5 +1489,101 @@ def _split_container_path(text: str) -> tuple[str | None, str]:
     """``CONTAINER:PATH`` or a host path (a path with a slash before any colon is the host's)."""
     head, sep, rest = text.partition(":")
     if sep and head and "/" not in head and not head.startswith("."):
-        return head, rest or "/"
+        return head, rest or "."
     return None, text
+
+
+def _image_healthcheck(check: dict | None) -> dict | None:
+    """The image's HEALTHCHECK (Docker's config: nanoseconds), as the container's."""
+    if not check or not check.get("Test") or check["Test"][0] == "NONE":
+        return None
+    test = list(check["Test"])
+    if test[0] == "CMD-SHELL":
+        test = ["/bin/sh", "-c", " ".join(test[1:])]
+    elif test[0] == "CMD":
+        test = test[1:]
+    return {"test": test, "interval": (check.get("Interval") or 30_000_000_000) / 1e9,
+            "timeout": (check.get("Timeout") or 30_000_000_000) / 1e9,
+            "start_period": (check.get("StartPeriod") or 0) / 1e9, "retries": check.get("Retries") or 3}
+
+
+def _log_size(text: str | None) -> int:
+    """--log-opt max-size=10mb: bytes (0: no limit)."""
+    if not text or text in ("-1", "0"):
+        return 0
+    from ketch.containers.options import parse_memory
+
+    return parse_memory(text)
+
+
+def _write_pidfile(path: str, pid: int) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def _start_watchdog(pid: int, seconds: int) -> tuple[int, int]:
+    """--timeout for a foreground container: a child that kills its init after ``seconds`` and
+    says so on a pipe (the init is our child: we reap it; the watchdog only signals it)."""
+    started = states.start_time(pid)
+    fired_r, fired_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(fired_r)
+            time.sleep(seconds)
+            if states.alive(pid, started):
+                os.write(fired_w, b"x")
+                os.kill(pid, signals.SIGKILL)
+        finally:
+            os._exit(0)
+    os.close(fired_w)
+    return child, fired_r
+
+
+def _stop_watchdog(watchdog: tuple[int, int]) -> bool:
+    """End the watchdog; True if it fired (the container ran into its timeout)."""
+    child, fired_r = watchdog
+    try:
+        os.kill(child, signals.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(child, 0)
+    except ChildProcessError:
+        pass  # reaped already by the wait for the container
+    os.set_blocking(fired_r, False)
+    try:
+        fired = os.read(fired_r, 1) == b"x"
+    except BlockingIOError:
+        fired = False
+    os.close(fired_r)
+    return fired
+
+
+def _restart_wanted(options: CreateOptions, status: int, current: dict) -> bool:
+    from ketch.containers.monitor import _restarts
+
+    return _restarts({"restart_policy": options.restart_policy, "restart_retries": options.restart_retries},
+                     current, status)
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """Wait for our child ``pid``; kill it after ``timeout`` seconds. Its exit status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reaped, raw = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 1
+        if reaped == pid:
+            return os.waitstatus_to_exitcode(raw) if os.WIFEXITED(raw) else 128 + os.WTERMSIG(raw)
+        if time.monotonic() > deadline:
+            try:
+                os.kill(pid, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return 1
+        time.sleep(0.01)

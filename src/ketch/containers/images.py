@@ -5,7 +5,7 @@ from __future__ import annotations
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
 
 
-def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_policy=None):
+def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_policy=None, progress=None):
     """The store's image record for ``name`` (``context``: a SystemContext, or a function making
     one when a pull needs it). ``policy``: ``never`` (the store only), ``missing``
     (pull when the store lacks it), ``always``/``newer`` (pull first; ``newer`` falls back to the
@@ -17,9 +17,9 @@ def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_
             return store.lookup(name)
         except NotFoundError:
             if policy == "never":
-                raise NotFoundError(f"{name}: image not known (and --pull never)") from None
+                raise NotFoundError(f"{name}: image not known") from None
     try:
-        return store.lookup(pull(store, name, context, trust_policy))
+        return store.lookup(pull(store, name, context, trust_policy, progress))
     except KetchError:
         if policy == "newer":
             return store.lookup(name)

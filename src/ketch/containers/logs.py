@@ -65,7 +65,7 @@ def _epoch(stamp: str) -> float:
     return base.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 
-def read_records(path: str, *, since: float | None = None, tail: int | None = None):
+def read_records(path: str, *, since: float | None = None, tail: int | None = None, until: float | None = None):
     """The records of a log file: (timestamp, stream, partial, text)."""
     try:
         with open(path, "rb") as f:
@@ -75,6 +75,8 @@ def read_records(path: str, *, since: float | None = None, tail: int | None = No
     records = [r for r in (parse_line(line) for line in data.splitlines(keepends=True)) if r is not None]
     if since is not None:
         records = [r for r in records if _epoch(r[0]) >= since]
+    if until is not None:
+        records = [r for r in records if _epoch(r[0]) <= until]
     if tail is not None and tail >= 0:
         # --tail counts lines as the user sees them: a run of partial records ends in a full one
         full_ends = [i for i, r in enumerate(records) if not r[2]]
@@ -87,5 +89,5 @@ def read_records(path: str, *, since: float | None = None, tail: int | None = No
 
 def render(record, timestamps: bool) -> bytes:
     stamp, _, partial, text = record
-    prefix = (stamp.encode() + b" ") if timestamps else b""
+    prefix = (stamp.replace("+00:00", "Z").encode() + b" ") if timestamps else b""  # podman writes Z
     return prefix + text + (b"" if partial else b"\n")

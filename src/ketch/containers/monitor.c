@@ -10,8 +10,16 @@
  * format conmon writes, reaps children until the init exits, writes the exit status to
  * EXIT_FILE (atomically), then execs the cleanup command.
  *
- * usage: ketch-monitor LOG_PATH|- EXIT_FILE INIT_PID OUT_FD ERR_FD MASTER_FD -- CLEANUP...
+ * usage: ketch-monitor [OPTIONS] LOG_PATH|- EXIT_FILE INIT_PID OUT_FD ERR_FD MASTER_FD -- CLEANUP...
  * (an fd of -1 is not there; LOG_PATH "-" discards the output: --log-driver none)
+ *
+ * OPTIONS, each what podman's conmon does for the same run flag:
+ *   --timeout SECONDS        kill the init (SIGKILL) after SECONDS; the exit status is then 255
+ *   --health-interval SECS   every SECS, run the command whose arguments are NUL-separated in
+ *   --health-argv FILE       FILE (``ketch healthcheck run ID``), as a child with no stdio
+ *   --stdin-fifo PATH        copy what is written into the FIFO PATH (``ketch attach``) to
+ *   --stdin-fd FD            FD: the container's stdin pipe, or its terminal's master
+ *   --log-max-size BYTES     truncate the log when it grows past BYTES
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +43,7 @@ struct stream {
 };
 
 static int log_fd = -1;
+static long long log_max_size = 0;
 
 static void write_all(int fd, const char *data, size_t size) {
     while (size > 0) {
@@ -65,6 +74,9 @@ static void record(const char *stream, const char *text, size_t size, int partia
     line[head + size] = '\n';
     write_all(log_fd, line, head + size + 1);
     free(line);
+    if (log_max_size > 0 && lseek(log_fd, 0, SEEK_END) > log_max_size) {
+        if (ftruncate(log_fd, 0) != 0) { /* a log that cannot shrink keeps growing: nothing better to do */ }
+    }
 }
 
 static void take(struct stream *s, const char *data, size_t size) {
@@ -102,9 +114,65 @@ static int pump(struct stream *s) {
     return 1;
 }
 
+static double now_seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The health command's arguments, NUL-separated in a file; NULL when it cannot be read. */
+static char **read_argv(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    static char data[65536];
+    ssize_t n = read(fd, data, sizeof(data) - 1);
+    close(fd);
+    if (n <= 0) return NULL;
+    data[n] = '\0';
+    int count = 0;
+    for (ssize_t i = 0; i < n; i++) if (data[i] == '\0') count++;
+    if (data[n - 1] != '\0') count++;
+    char **out = calloc((size_t)count + 1, sizeof(char *));
+    if (!out) return NULL;
+    int k = 0;
+    for (ssize_t i = 0; i < n && k < count; k++) {
+        out[k] = data + i;
+        i += (ssize_t)strlen(data + i) + 1;
+    }
+    return out;
+}
+
+static void run_health_check(char **argv) {
+    pid_t child = fork();
+    if (child == 0) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0) { dup2(null, 0); dup2(null, 1); dup2(null, 2); }
+        setsid();
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+}
+
 int main(int argc, char **argv) {
+    double timeout = 0, health_interval = 0;
+    const char *health_file = NULL, *stdin_fifo = NULL;
+    int stdin_target = -1, arg = 1;
+    while (arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0 && argv[arg][2] != '\0') {
+        const char *flag = argv[arg], *value = argv[arg + 1];
+        if (strcmp(flag, "--timeout") == 0) timeout = atof(value);
+        else if (strcmp(flag, "--health-interval") == 0) health_interval = atof(value);
+        else if (strcmp(flag, "--health-argv") == 0) health_file = value;
+        else if (strcmp(flag, "--stdin-fifo") == 0) stdin_fifo = value;
+        else if (strcmp(flag, "--stdin-fd") == 0) stdin_target = atoi(value);
+        else if (strcmp(flag, "--log-max-size") == 0) log_max_size = atoll(value);
+        else { fprintf(stderr, "ketch-monitor: unknown option %s\n", flag); return 2; }
+        arg += 2;
+    }
+    argc -= arg - 1;
+    argv += arg - 1;
     if (argc < 9 || strcmp(argv[7], "--") != 0) {
-        fprintf(stderr, "usage: ketch-monitor LOG_PATH|- EXIT_FILE INIT_PID OUT_FD ERR_FD MASTER_FD -- CLEANUP...\n");
+        fprintf(stderr, "usage: ketch-monitor [OPTIONS] LOG_PATH|- EXIT_FILE INIT_PID OUT_FD ERR_FD MASTER_FD -- "
+                        "CLEANUP...\n");
         return 2;
     }
     const char *log_path = argv[1], *exit_file = argv[2];
@@ -117,10 +185,14 @@ int main(int argc, char **argv) {
     if (strcmp(log_path, "-") != 0) {
         log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     }
-    int status = -1, exited = 0;
+    /* O_RDWR: the FIFO always has a writer (us), so it never reads end-of-file between attaches */
+    int fifo = stdin_fifo ? open(stdin_fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+    char **health_argv = health_file && health_interval > 0 ? read_argv(health_file) : NULL;
+    double started = now_seconds(), next_health = started + health_interval;
+    int status = -1, exited = 0, timed_out = 0;
     for (;;) {
-        struct pollfd fds[3];
-        struct stream *which[3];
+        struct pollfd fds[4];
+        struct stream *which[4];
         int count = 0;
         for (int i = 0; i < 3; i++) {
             if (streams[i].fd >= 0) {
@@ -128,11 +200,25 @@ int main(int argc, char **argv) {
                 which[count++] = &streams[i];
             }
         }
+        int fifo_slot = -1;
+        if (fifo >= 0 && !exited) {
+            fifo_slot = count;
+            fds[count] = (struct pollfd){.fd = fifo, .events = POLLIN};
+            which[count++] = NULL;
+        }
         if (exited && count == 0) break;
         int ready = poll(fds, (nfds_t)count, exited ? 500 : 200);
         if (ready < 0 && errno != EINTR) break;
         if (exited && ready == 0) break; /* exited, and nothing more came: something it left holds a pipe */
         for (int i = 0; i < count && ready > 0; i++) {
+            if (i == fifo_slot) {
+                if (fds[i].revents & POLLIN) {
+                    char buffer[65536];
+                    ssize_t n = read(fifo, buffer, sizeof(buffer));
+                    if (n > 0 && stdin_target >= 0) write_all(stdin_target, buffer, (size_t)n);
+                }
+                continue;
+            }
             if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) pump(which[i]);
         }
         if (!exited) {
@@ -141,14 +227,25 @@ int main(int argc, char **argv) {
             while ((reaped = waitpid(-1, &raw, WNOHANG)) > 0) {
                 if (reaped == init) {
                     exited = 1;
-                    status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+                    status = timed_out ? 255 : WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
                 }
             }
             if (reaped < 0 && errno == ECHILD && !exited) {
                 exited = 1; /* nothing left to wait for: the init was not ours */
             }
+            double now = now_seconds();
+            if (!exited && timeout > 0 && !timed_out && now - started >= timeout) {
+                timed_out = 1;
+                kill(init, SIGKILL);
+            }
+            if (!exited && health_argv && now >= next_health) {
+                run_health_check(health_argv);
+                next_health = now + health_interval;
+            }
         }
     }
+    if (fifo >= 0) close(fifo);
+    if (stdin_target >= 0) close(stdin_target);
     for (int i = 0; i < 3; i++) {
         if (streams[i].fd >= 0) flush_partial(&streams[i]);
     }

@@ -111,6 +111,15 @@ def _nft(script: str) -> None:
         raise NetworkError(f"nftables: {message[0] if message else 'nft failed'}")
 
 
+def _remove_table_if_empty() -> None:
+    """Delete ketch's nftables table when no bridge of any store is in it any more."""
+    import subprocess
+
+    listing = subprocess.run(["nft", "-j", "list", "set", "ip", TABLE, "bridges"], capture_output=True, text=True)
+    if listing.returncode == 0 and '"elem"' not in listing.stdout:
+        subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
+
+
 def _write_sysctl(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
@@ -204,7 +213,7 @@ class Networks:
         if row is None:
             if name == DEFAULT_NETWORK:
                 return self.ensure_default()
-            raise NotFoundError(f"network {name} not found")
+            raise NotFoundError(f"unable to find network with name or ID {name}: network not found")
         return dict(row)
 
     def ensure_default(self) -> dict:
@@ -395,13 +404,18 @@ class Networks:
             _nft(script)
         return index
 
-    def _teardown_bridge(self, network: dict) -> None:
+    def _teardown_bridge(self, network: dict, *, only_if_unused: bool = False) -> bool:
+        """Delete the network's bridge and its elements of the nftables table, and the table
+        once no bridge is left in it. With ``only_if_unused``, a bridge that still has ports (a
+        container of any store is attached) stays. True if the bridge is gone."""
         IPRoute = _iproute()
 
         with self.store.lock("network-setup"):
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=network["bridge"])
                 if found:
+                    if only_if_unused and ipr.get_links(master=found[0]):
+                        return False
                     ipr.link("del", index=found[0])
             script = f"delete element ip {TABLE} bridges {{ {network['bridge']} }}\n"
             if not network["internal"]:
@@ -410,6 +424,13 @@ class Networks:
                 _nft(script)
             except NetworkError:
                 pass  # never set up
+            _remove_table_if_empty()
+        return True
+
+    def remove_bridge_if_unused(self, network: dict) -> bool:
+        """The host side of a network (its bridge, its nftables elements), when no container of
+        any store uses it: what ``system reset`` leaves the host as it found it with."""
+        return self._teardown_bridge(network, only_if_unused=True)
 
     def setup_in_background(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
                             ports: list[PortMapping], helper: "Helper | None" = None) -> "Helper":

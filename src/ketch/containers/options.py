@@ -28,7 +28,13 @@ class CreateOptions(Record):
         "no_new_privileges", "unmask", "memory", "cpus", "pids_limit", "ulimits", "network", "preserve_fds",
         "sdnotify", "stop_signal", "stop_timeout", "labels", "annotations", "log_driver", "init", "remove",
         "runtime", "create_command",
-        "ip", "dns", "add_host", "publish", "publish_all", "mounts", "volumes_from"
+        "ip", "dns", "add_host", "publish", "publish_all", "mounts", "volumes_from",
+        # podman's further create/run flags
+        "restart_policy", "restart_retries", "cidfile", "tz", "timeout", "log_opts", "dns_search", "dns_options",
+        "http_proxy", "devices", "shm_size", "sysctls", "umask", "secrets", "healthcheck", "no_healthcheck",
+        "pid", "ipc", "uts", "cgroupns", "expose", "no_hosts", "pidfile", "unsetenv", "unsetenv_all",
+        "memory_reservation", "memory_swap", "cpu_shares", "cpuset_cpus", "cpuset_mems", "cpu_quota", "cpu_period",
+        "oom_score_adj", "oom_kill_disable", "init_path", "anonymous_volumes", "hostname_given", "env_host",
     )
     _defaults = {
         "command": None, "entrypoint": None, "name": None, "env": list, "workdir": None, "user": None, "group_add":
@@ -38,7 +44,15 @@ class CreateOptions(Record):
         list, "network": "bridge", "preserve_fds": 0, "sdnotify": "container", "stop_signal": None, "stop_timeout":
         10, "labels": dict, "annotations": dict, "log_driver": "k8s-file", "init": False, "remove": False,
         "runtime": None, "create_command": list, "ip": None, "dns": list, "add_host": list, "publish": list, "publish_all": False,
-        "mounts": list, "volumes_from": list
+        "mounts": list, "volumes_from": list,
+        "restart_policy": "", "restart_retries": 0, "cidfile": None, "tz": None, "timeout": 0, "log_opts": dict,
+        "dns_search": list, "dns_options": list, "http_proxy": True, "devices": list, "shm_size": None,
+        "sysctls": dict, "umask": None, "secrets": list, "healthcheck": None, "no_healthcheck": False,
+        "pid": None, "ipc": None, "uts": None, "cgroupns": None, "expose": list, "no_hosts": False,
+        "pidfile": None, "unsetenv": list, "unsetenv_all": False, "memory_reservation": None, "memory_swap": None,
+        "cpu_shares": None, "cpuset_cpus": None, "cpuset_mems": None, "cpu_quota": None, "cpu_period": None,
+        "oom_score_adj": None, "oom_kill_disable": False, "init_path": None, "anonymous_volumes": list,
+        "hostname_given": False, "env_host": False,
     }
     command: list[str] | None  # None: the image's Cmd
     entrypoint: list[str] | None  # None: the image's Entrypoint; [] clears it
@@ -82,6 +96,44 @@ class CreateOptions(Record):
     publish_all: bool  # -P
     mounts: list[dict]  # MountSpec fields, from -v, --mount and --volumes-from
     volumes_from: list[str]
+    restart_policy: str  # "", no, always, on-failure, unless-stopped
+    restart_retries: int  # on-failure's :N (0: no limit)
+    cidfile: str | None  # the container's id is written here at create
+    tz: str | None  # local, or an Area/City of the host's zoneinfo
+    timeout: int  # seconds before the container is killed (0: never)
+    log_opts: dict[str, str]  # path, max-size (bytes), tag
+    dns_search: list[str]
+    dns_options: list[str]
+    http_proxy: bool  # the host's proxy variables go into the container
+    devices: list[str]  # HOST[:CONTAINER][:PERMISSIONS]
+    shm_size: int | None  # bytes of /dev/shm
+    sysctls: dict[str, str]
+    umask: str | None  # octal
+    secrets: list[dict]  # name, type (mount|env), target, uid, gid, mode
+    healthcheck: dict | None  # test (argv), interval, timeout, start_period (seconds), retries
+    no_healthcheck: bool
+    pid: str | None  # host, private, container:NAME, ns:PATH
+    ipc: str | None
+    uts: str | None
+    cgroupns: str | None
+    expose: list[str]
+    no_hosts: bool
+    pidfile: str | None
+    unsetenv: list[str]
+    unsetenv_all: bool
+    memory_reservation: int | None
+    memory_swap: int | None  # -1: unlimited
+    cpu_shares: int | None
+    cpuset_cpus: str | None
+    cpuset_mems: str | None
+    cpu_quota: int | None
+    cpu_period: int | None
+    oom_score_adj: int | None
+    oom_kill_disable: bool
+    init_path: str | None
+    anonymous_volumes: list[str]  # names of the volumes made for -v /path, removed with rm -v
+    hostname_given: bool
+    env_host: bool  # every variable of the caller goes into the container
 
     def check(self) -> "CreateOptions":
         if self.sdnotify not in SDNOTIFY_MODES:
@@ -92,10 +144,13 @@ class CreateOptions(Record):
         networks = [n for n in self.network.split(",") if n]
         if not networks:
             raise InvalidInputError("--network needs a value")
-        if len(networks) > 1 and ({"none", "host"} & set(networks)):
-            raise InvalidInputError(f"--network {self.network}: none and host cannot be combined with networks")
-        if (self.publish or self.publish_all or self.ip) and self.network in ("none", "host"):
-            raise InvalidInputError(f"-p, -P and --ip need a bridge network, not --network {self.network}")
+        special = [n for n in networks if n in ("none", "host", "private") or n.startswith(("container:", "ns:"))]
+        if len(networks) > 1 and special:
+            raise InvalidInputError(f"--network {self.network}: {special[0]} cannot be combined with networks")
+        if networks[0] in ("container:", "ns:"):
+            raise InvalidInputError(f"invalid --network {self.network}: name the container or the path")
+        if self.ip and (self.network in ("none", "host") or self.network.startswith(("container:", "ns:"))):
+            raise InvalidInputError(f"--ip needs a bridge network, not --network {self.network}")
         if self.network == "host" and self.dns:
             raise InvalidInputError("--dns cannot be used with --network host")
         from ketch.containers.network import parse_publish
@@ -113,8 +168,21 @@ class CreateOptions(Record):
                 ipaddress.ip_address(server)
             except ValueError:
                 raise InvalidInputError(f"invalid --dns {server!r}: not an IP address") from None
-        if self.memory is not None and self.memory <= 0:
-            raise InvalidInputError("--memory must be positive")
+        if self.memory is not None and self.memory < 0:
+            raise InvalidInputError("--memory must not be negative")
+        if self.restart_policy not in RESTART_POLICIES:
+            raise InvalidInputError(f"invalid restart policy {self.restart_policy!r}: must be one of "
+                                    f"{', '.join(p for p in RESTART_POLICIES if p)}")
+        if self.restart_policy in ("always", "unless-stopped", "on-failure") and self.remove:
+            raise InvalidInputError("the --rm option conflicts with --restart, when the restartPolicy is not "
+                                    "\"\" and not \"no\"")
+        if self.restart_retries and self.restart_policy != "on-failure":
+            raise InvalidInputError("restart policy retries can only be specified with on-failure restart policy")
+        for namespace, value in (("pid", self.pid), ("ipc", self.ipc), ("uts", self.uts),
+                                 ("cgroupns", self.cgroupns)):
+            if value is not None:
+                parse_namespace_mode(value, namespace)
+        self._check_mount_destinations()
         if self.cpus is not None and self.cpus <= 0:
             raise InvalidInputError("--cpus must be positive")
         if self.preserve_fds < 0:
@@ -133,6 +201,36 @@ class CreateOptions(Record):
             check_name(self.name)
         return self
 
+    def discard_ports(self) -> bool:
+        """Published ports mean nothing without a network of the container's own (host, none,
+        another container's or a given namespace): podman drops them with a warning. True if
+        some were dropped."""
+        if (self.publish or self.publish_all) and (self.network in ("none", "host") or
+                                                   self.network.startswith(("container:", "ns:"))):
+            self.publish, self.publish_all = [], False
+            return True
+        return False
+
+    def _check_mount_destinations(self) -> None:
+        """Two mounts on one destination: refused, as podman refuses them."""
+        seen: set[str] = set()
+        anonymous = set()
+        destinations = []
+        for mount in self.mounts:
+            if mount.get("kind") == "volume" and not mount.get("source"):
+                if mount["destination"] in anonymous:
+                    continue  # the same anonymous volume twice is one (podman takes it)
+                anonymous.add(mount["destination"])
+            destinations.append(mount["destination"])
+        destinations += [t.split(":", 1)[0] for t in self.tmpfs]
+        for destination in destinations:
+            clean = "/" + destination.strip("/") if destination != "/" else "/"
+            while "//" in clean:
+                clean = clean.replace("//", "/")
+            if clean in seen:
+                raise InvalidInputError(f"{clean}: duplicate mount destination")
+            seen.add(clean)
+
     def to_dict(self) -> dict[str, Any]:
         return self.as_dict()
 
@@ -142,9 +240,13 @@ class CreateOptions(Record):
         return cls(**{k: v for k, v in data.items() if k in cls._fields})
 
 
-def parse_memory(text: str) -> int:
-    """podman's sizes: a number with an optional b, k, m or g suffix (powers of 1024)."""
-    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")
+
+
+def parse_memory(text: str, *, zero: bool = False) -> int:
+    """podman's sizes: a number with an optional b, k, m or g suffix (powers of 1024). With
+    ``zero``, 0 is allowed (``--memory 0``: no limit)."""
+    units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     value = text.strip().lower()
     factor = 1
     if value.endswith("b") and len(value) > 1 and value[-2] in units:
@@ -156,9 +258,47 @@ def parse_memory(text: str) -> int:
         number = float(value)
     except ValueError:
         raise InvalidInputError(f"invalid size {text!r}") from None
-    if number <= 0:
+    if number < 0 or number == 0 and not zero:
         raise InvalidInputError(f"invalid size {text!r}: must be positive")
     return int(number * factor)
+
+
+def parse_restart(text: str) -> tuple[str, int]:
+    """``--restart``: no, always, on-failure[:N], unless-stopped → (policy, retries)."""
+    policy, sep, count = text.partition(":")
+    if policy not in RESTART_POLICIES:
+        raise InvalidInputError(f"invalid restart policy {text!r}: must be no, always, on-failure[:N] or "
+                                "unless-stopped")
+    if sep:
+        if policy != "on-failure":
+            raise InvalidInputError("restart policy retries can only be specified with on-failure restart policy")
+        if not count.isdigit():
+            raise InvalidInputError(f"invalid restart policy retries {count!r}: must be a non-negative number")
+        return policy, int(count)
+    return policy, 0
+
+
+def parse_duration(text: str, what: str) -> float:
+    """A Go duration ("30s", "1m30s", "500ms", "2h"); a bare number is seconds."""
+    import re
+
+    value = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise InvalidInputError(f"invalid {what} {text!r}: want a duration such as 30s, 1m30s or 500ms")
+    scale = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def parse_namespace_mode(text: str, namespace: str) -> tuple[str, str]:
+    """--pid/--ipc/--uts/--cgroupns: host, private, container:NAME, ns:PATH (ipc: shareable)."""
+    mode, _, target = text.partition(":")
+    allowed = {"host", "private", "container", "ns"} | ({"shareable", "none"} if namespace == "ipc" else set())
+    if mode not in allowed or (mode in ("container", "ns")) != bool(target):
+        raise InvalidInputError(f"invalid --{namespace} {text!r}: use host, private, container:NAME or ns:PATH")
+    return mode, target
 
 
 def parse_key_values(items: list[str], what: str) -> dict[str, str]:

@@ -38,8 +38,14 @@ def command_of(image: ImageConfig, options: CreateOptions) -> list[str]:
     return args
 
 
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY",
+                   "NO_PROXY")
+
+
 def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config.EngineConfig, hostname: str,
                  home: str, extra: list[str]) -> list[str]:
+    """podman's order: containers.conf's env, the image's, the host's (--env-host) and its proxy
+    variables (--http-proxy), then -e/--env-file; --unsetenv takes the defaults away."""
     env: dict[str, str] = {}
 
     def put(entries: list[str]) -> None:
@@ -47,16 +53,26 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
             key, sep, value = entry.partition("=")
             if sep:
                 env[key] = value
+            elif key.endswith("*"):  # KEY* takes every host variable with that prefix
+                env.update({k: v for k, v in os.environ.items() if k.startswith(key[:-1])})
             elif key in os.environ:  # a bare KEY takes our value, as podman does
                 env[key] = os.environ[key]
 
-    put(conf.env)
-    put(list(image.container_config.get("Env") or []))
-    env.setdefault("HOSTNAME", hostname)
-    env["container"] = "ketch"
-    if options.tty:
-        env.setdefault("TERM", "xterm")
-    env.setdefault("HOME", home)
+    if not options.unsetenv_all:
+        put(conf.env)
+        put(list(image.container_config.get("Env") or []))
+    if options.env_host or conf.env_host:
+        env.update(os.environ)
+    if options.http_proxy and conf.http_proxy:
+        env.update({k: os.environ[k] for k in PROXY_VARIABLES if k in os.environ})
+    for name in options.unsetenv:
+        env.pop(name, None)
+    if not options.unsetenv_all:
+        env.setdefault("HOSTNAME", hostname)
+        env["container"] = "ketch"
+        if options.tty:
+            env.setdefault("TERM", "xterm")
+        env.setdefault("HOME", home)
     put(options.env)
     put(extra)
     return [f"{k}={v}" for k, v in env.items()]
@@ -64,8 +80,10 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
 
 def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, options: CreateOptions,
           conf: engine_config.EngineConfig, listen_fds: int = 0, notify_socket: str | None = None,
-          netns_path: str | None = None, extra_mounts: list[dict] | None = None) -> dict[str, Any]:
-    """The config.json for one start of the container."""
+          netns_path: str | None = None, extra_mounts: list[dict] | None = None,
+          namespace_paths: dict[str, str] | None = None, secret_env: list[str] | None = None) -> dict[str, Any]:
+    """The config.json for one start of the container. ``namespace_paths`` are namespaces to
+    join (type -> path: another container's, or one given by path)."""
     user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
     exec_user = users.resolve(rootfs, user_spec, options.group_add)
     hostname = options.hostname or container_id[:12]
@@ -79,7 +97,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
             extra_env.append(f"LISTEN_FDNAMES={os.environ['LISTEN_FDNAMES']}")
     if notify_socket and options.sdnotify == "container":
         extra_env.append(f"NOTIFY_SOCKET={NOTIFY_DIR_IN_CONTAINER}/{os.path.basename(notify_socket)}")
-    env = _environment(image, options, conf, hostname, exec_user.home, extra_env)
+    env = _environment(image, options, conf, hostname, exec_user.home, extra_env + list(secret_env or []))
     caps = engine_config.capabilities(conf.default_capabilities, options.cap_add, options.cap_drop, options.privileged)
     rlimits = [engine_config.parse_ulimit(u) for u in conf.default_ulimits] or engine_config.default_rlimits()
     for text in options.ulimits:
@@ -88,15 +106,24 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     cwd = options.workdir or image.container_config.get("WorkingDir") or "/"
     if not cwd.startswith("/"):
         raise InvalidInputError(f"the working directory {cwd!r} must be absolute")
+    umask_text = options.umask or conf.umask or "0022"
+    try:
+        umask = int(umask_text, 8)
+    except ValueError:
+        raise InvalidInputError(f"invalid umask {umask_text!r}: want an octal number such as 0022") from None
+    if not 0 <= umask <= 0o777:
+        raise InvalidInputError(f"invalid umask {umask_text!r}: must be between 0000 and 0777")
     process: dict[str, Any] = {
         "terminal": options.tty,
-        "user": {"uid": exec_user.uid, "gid": exec_user.gid,
+        "user": {"uid": exec_user.uid, "gid": exec_user.gid, "umask": umask,
                  **({"additionalGids": exec_user.additional_gids} if exec_user.additional_gids else {})},
         "args": args, "env": env, "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": rlimits,
         "noNewPrivileges": options.no_new_privileges,
     }
+    if options.oom_score_adj is not None:
+        process["oomScoreAdj"] = options.oom_score_adj
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -109,11 +136,19 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
          "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if options.privileged else "ro"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777",
+                     f"size={options.shm_size if options.shm_size is not None else conf.shm_size}"]},
     ]
-    for name in ("hosts", "resolv.conf", "hostname"):
+    if options.ipc == "host":
+        mounts[-1] = {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rw"]}
+    own_hosts = not (options.no_hosts or conf.no_hosts)
+    for name in (("hosts",) if own_hosts else ()) + ("resolv.conf", "hostname"):
         mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": os.path.join(userdata, name),
                        "options": ["bind", "rprivate"]})
+    timezone = options.tz or conf.tz
+    if timezone:
+        mounts.append({"destination": "/etc/localtime", "type": "bind", "source": zoneinfo_file(timezone),
+                       "options": ["bind", "ro", "rprivate"]})
     mounts.append({"destination": "/run/.containerenv", "type": "bind",
                    "source": os.path.join(userdata, ".containerenv"), "options": ["bind", "rprivate"]})
     if options.read_only and options.read_only_tmpfs:
@@ -127,18 +162,33 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
                        "options": (tmpfs_options.split(",") if tmpfs_options else [])
                        + ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]})
     if options.init:
-        mounts.append({"destination": INIT_IN_CONTAINER, "type": "bind", "source": conf.init_binary(),
+        mounts.append({"destination": INIT_IN_CONTAINER, "type": "bind", "source": conf.init_binary(options.init_path),
                        "options": ["bind", "ro", "rprivate"]})
     if notify_socket and options.sdnotify == "container":
         mounts.append({"destination": NOTIFY_DIR_IN_CONTAINER, "type": "bind",
                        "source": os.path.dirname(notify_socket), "options": ["bind", "rprivate"]})
     for mount in extra_mounts or []:  # volumes and binds last: they cover what is beneath
         mounts = [m for m in mounts if m["destination"] != mount["destination"]] + [mount]
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    joined = dict(namespace_paths or {})
+    namespaces = []
+    for kind, mode in (("pid", options.pid), ("ipc", options.ipc), ("uts", options.uts)):
+        if kind in joined:
+            namespaces.append({"type": kind, "path": joined[kind]})
+        elif mode != "host":
+            namespaces.append({"type": kind})
+    namespaces.append({"type": "mount"})
+    if options.cgroupns == "private":
+        namespaces.append({"type": "cgroup"})
+    elif "cgroup" in joined:
+        namespaces.append({"type": "cgroup", "path": joined["cgroup"]})
     if netns_path:
         namespaces.append({"type": "network", "path": netns_path})  # made and configured by ketch
+    elif "network" in joined:
+        namespaces.append({"type": "network", "path": joined["network"]})
     elif options.network != "host":
         namespaces.append({"type": "network"})
+    if options.uts == "host" or "uts" in joined:
+        hostname = None  # the host's (or the other container's) name stays
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
@@ -150,18 +200,53 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         linux["maskedPaths"] = [p for p in engine_config.MASKED_PATHS if p not in options.unmask]
         linux["readonlyPaths"] = [p for p in engine_config.READONLY_PATHS if p not in options.unmask]
     resources = linux["resources"]
-    if options.memory is not None:
-        resources["memory"] = {"limit": options.memory}
+    memory: dict[str, Any] = {}
+    if options.memory:  # 0 means no limit, as podman reads it
+        memory["limit"] = options.memory
+    if options.memory_reservation:
+        memory["reservation"] = options.memory_reservation
+    if options.memory_swap:
+        memory["swap"] = options.memory_swap
+    if options.oom_kill_disable:
+        memory["disableOOMKiller"] = True
+    if memory:
+        resources["memory"] = memory
+    cpu: dict[str, Any] = {}
     if options.cpus is not None:
-        resources["cpu"] = {"quota": int(options.cpus * 100000), "period": 100000}
-    if options.pids_limit is not None:
+        cpu.update(quota=int(options.cpus * 100000), period=100000)
+    if options.cpu_quota is not None:
+        cpu["quota"] = options.cpu_quota
+    if options.cpu_period is not None:
+        cpu["period"] = options.cpu_period
+    if options.cpu_shares is not None:
+        cpu["shares"] = options.cpu_shares
+    if options.cpuset_cpus:
+        cpu["cpus"] = options.cpuset_cpus
+    if options.cpuset_mems:
+        cpu["mems"] = options.cpuset_mems
+    if cpu:
+        resources["cpu"] = cpu
+    if options.pids_limit is not None and options.pids_limit > 0:
         resources["pids"] = {"limit": options.pids_limit}
+    if options.devices and not options.privileged:
+        linux["devices"] = []
+        for text in options.devices:
+            device, rule = device_entry(text)
+            linux["devices"].append(device)
+            resources["devices"].append(rule)
     sysctls = {}
     for entry in conf.default_sysctls:
         key, _, value = entry.partition("=")
         key, value = key.strip(), value.strip()
         if key.startswith("net.") and options.network == "host":
             continue  # the host's network namespace is not ours to change (podman skips these too)
+        sysctls[key] = value
+    for key, value in options.sysctls.items():
+        if key.startswith("net.") and options.network == "host":
+            raise InvalidInputError(f"sysctl {key!r} is not allowed with --network host: it would change the "
+                                    "host's network")
+        if key.startswith("kernel.") and not key.startswith(("kernel.msg", "kernel.sem", "kernel.shm")):
+            raise InvalidInputError(f"sysctl {key!r} is not namespaced: not allowed in a container")
         sysctls[key] = value
     if sysctls:
         linux["sysctl"] = sysctls
@@ -173,7 +258,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         from pathlib import Path
 
         linux["seccomp"] = engine_config.seccomp_for(Path(path), [c[4:] for c in caps])
-    return {
+    config = {
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": options.read_only},
@@ -182,6 +267,51 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         "annotations": dict(options.annotations),
         "linux": linux,
     }
+    if hostname is None:
+        del config["hostname"]
+    return config
+
+
+def zoneinfo_file(timezone: str) -> str:
+    """--tz: ``local`` is the host's /etc/localtime; otherwise an Area/City of the host's zoneinfo."""
+    if timezone == "local":
+        return os.path.realpath("/etc/localtime")
+    path = os.path.normpath(os.path.join("/usr/share/zoneinfo", timezone))
+    if not path.startswith("/usr/share/zoneinfo/") or not os.path.isfile(path):
+        raise InvalidInputError(f"--tz {timezone!r}: no such time zone in /usr/share/zoneinfo")
+    return path
+
+
+def device_entry(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--device HOST[:CONTAINER][:PERMISSIONS]``: the device node and its cgroup rule."""
+    import stat
+
+    parts = text.split(":")
+    host = parts[0]
+    container = host
+    permissions = "rwm"
+    if len(parts) == 2:
+        if set(parts[1]) <= set("rwm") and parts[1]:
+            permissions = parts[1]
+        else:
+            container = parts[1]
+    elif len(parts) == 3:
+        container, permissions = parts[1], parts[2]
+    elif len(parts) > 3:
+        raise InvalidInputError(f"invalid --device {text!r}: want HOST[:CONTAINER][:PERMISSIONS]")
+    if not permissions or not set(permissions) <= set("rwm"):
+        raise InvalidInputError(f"invalid --device {text!r}: permissions are made of r, w and m")
+    try:
+        st = os.stat(host)
+    except OSError as exc:
+        raise InvalidInputError(f"--device {host}: {exc.strerror}") from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        raise InvalidInputError(f"--device {host}: not a device node")
+    kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    device = {"path": container, "type": kind, "major": major, "minor": minor,
+              "fileMode": stat.S_IMODE(st.st_mode), "uid": 0, "gid": 0}
+    return device, {"allow": True, "type": kind, "major": major, "minor": minor, "access": permissions}
 
 
 def _host_devices() -> list[dict[str, Any]]:
@@ -204,10 +334,15 @@ def _host_devices() -> list[dict[str, Any]]:
     return out
 
 
-def hosts_base(hostname: str, name: str, options: CreateOptions, addresses: list[str]) -> str:
-    """/etc/hosts without the other containers of the networks (added by the engine)."""
-    if options.network == "host":
-        text = _read("/etc/hosts")
+def hosts_base(hostname: str, name: str, options: CreateOptions, addresses: list[str],
+               conf: engine_config.EngineConfig | None = None) -> str:
+    """/etc/hosts without the other containers of the networks (added by the engine): the
+    host's with --network host, containers.conf's base_hosts_file where it names one, else
+    podman's minimal one; then the container's own names and --add-host entries."""
+    base_file = conf.base_hosts_file if conf else ""
+    if options.network == "host" or base_file:
+        text = _read(base_file if base_file and base_file != "none" else "/etc/hosts") if base_file != "none" \
+            else ""
         text += "" if text.endswith("\n") or not text else "\n"
     else:
         text = "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost localhost.localdomain\n"
@@ -220,26 +355,52 @@ def hosts_base(hostname: str, name: str, options: CreateOptions, addresses: list
     return text
 
 
-def resolv_conf(options: CreateOptions) -> str:
-    """--dns servers; else the host's file (without loopback servers, which a container's own
-    network cannot reach); nothing without a network."""
-    if options.dns:
-        return "".join(f"nameserver {server}\n" for server in options.dns)
-    if options.network == "none":
-        return ""
-    text = _read("/etc/resolv.conf")
-    if options.network == "host":
-        return text
-    return "".join(line + "\n" for line in text.splitlines()
-                   if not (line.startswith("nameserver") and line.split()[1:2] and
-                           (line.split()[1].startswith("127.") or line.split()[1] == "::1")))
+def resolv_conf(options: CreateOptions, conf: engine_config.EngineConfig | None = None) -> str:
+    """/etc/resolv.conf as podman writes it: the host's (without loopback servers, which a
+    container's own network cannot reach; all of it with --network host), with --dns,
+    --dns-search and --dns-option (or containers.conf's dns_servers, dns_searches, dns_options)
+    in place of the host's servers, search domains and options."""
+    servers = list(options.dns) or list(conf.dns_servers if conf else [])
+    searches = list(options.dns_search) or list(conf.dns_searches if conf else [])
+    extra_options = list(options.dns_options) or list(conf.dns_options if conf else [])
+    host = _read("/etc/resolv.conf") if options.network != "none" or servers else ""
+    host_servers, host_searches, host_options = [], [], []
+    for line in host.splitlines():
+        words = line.split()
+        if not words or words[0].startswith(("#", ";")):
+            continue
+        if words[0] == "nameserver" and len(words) > 1:
+            host_servers.append(words[1])
+        elif words[0] in ("search", "domain"):
+            host_searches = words[1:]
+        elif words[0] == "options":
+            host_options += words[1:]
+    if options.network == "host" and not (servers or searches or extra_options):
+        return host
+    if not servers:
+        servers = [s for s in host_servers if not (s.startswith("127.") or s == "::1")] \
+            if options.network != "host" else host_servers
+        if options.network == "none":
+            servers = []
+    if searches == ["."]:
+        searches = []
+    elif not searches:
+        searches = host_searches
+    text = ""
+    if searches:
+        text += "search " + " ".join(searches) + "\n"
+    text += "".join(f"nameserver {server}\n" for server in servers)
+    opts = extra_options or host_options
+    if opts:
+        text += "options " + " ".join(opts) + "\n"
+    return text
 
 
 def etc_files(userdata: str, hostname: str, options: CreateOptions, image_name: str, image_id: str,
-              container_id: str, name: str, hosts: str) -> None:
+              container_id: str, name: str, hosts: str, conf: engine_config.EngineConfig | None = None) -> None:
     """/etc/hosts, /etc/resolv.conf, /etc/hostname and /run/.containerenv, as podman writes them."""
     _write(os.path.join(userdata, "hosts"), hosts)
-    _write(os.path.join(userdata, "resolv.conf"), resolv_conf(options))
+    _write(os.path.join(userdata, "resolv.conf"), resolv_conf(options, conf))
     _write(os.path.join(userdata, "hostname"), hostname + "\n")
     _write(os.path.join(userdata, ".containerenv"),
            f'engine="ketch"\nname="{name}"\nid="{container_id}"\nimage="{image_name}"\n'

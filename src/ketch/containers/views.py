@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 TYPE_CHECKING = False
@@ -51,12 +52,15 @@ def _command(engine, record: dict) -> list[str]:
         return list(record["options"].command or [])
 
 
-def _image_name(engine, record: dict) -> str:
+def image_name(engine, record: dict) -> str:
     try:
         names = engine.store.lookup(record["image"]).names
     except KetchError:
         names = []
     wanted = record["meta"].get("image_name", "")
+    for candidate in engine.store.candidates(wanted) if wanted else []:
+        if candidate in names:
+            return candidate  # the name the user's words resolved to, as podman shows it
     for name in names:
         if name == wanted or name.endswith("/" + wanted) or name.endswith("/" + wanted + ":latest"):
             return name
@@ -75,10 +79,38 @@ def _networks(engine, record: dict) -> dict[str, str]:
     return engine.networks().addresses_of(record["id"])
 
 
-def ps_entry(engine, record: dict, current: dict) -> dict[str, Any]:
+def _namespaces(pid: int | None) -> dict[str, str]:
+    """``ps --ns``: the inode numbers of the init's namespaces."""
+    out = {}
+    for key, name in (("Cgroup", "cgroup"), ("IPC", "ipc"), ("MNT", "mnt"), ("NET", "net"), ("PIDNS", "pid"),
+                      ("User", "user"), ("UTS", "uts")):
+        try:
+            out[key] = os.readlink(f"/proc/{pid}/ns/{name}").split("[")[1].rstrip("]") if pid else ""
+        except (OSError, IndexError):
+            out[key] = ""
+    return out
+
+
+def _size(engine, record: dict) -> dict[str, int]:
+    """``ps --size``: the writable layer's bytes (RwSize) and the image's plus it (RootFsSize)."""
+    from ketch.containers.housekeeping import tree_size
+
+    rw = tree_size(str(engine.store.container_upper(record["id"])))
+    try:
+        image = engine.store.lookup(record["image"]).size if record["image"] else 0
+    except KetchError:
+        image = 0
+    return {"RwSize": rw, "RootFsSize": image + rw}
+
+
+def ps_entry(engine, record: dict, current: dict, *, size: bool = False,
+             namespaces: bool = False) -> dict[str, Any]:
+    from ketch.containers import health
+
     options: CreateOptions = record["options"]
     status = current["status"]
     code = current.get("exit_code")
+    running = status in ("running", "paused")
     return {
         "AutoRemove": options.remove,
         "Command": _command(engine, record),
@@ -88,39 +120,54 @@ def ps_entry(engine, record: dict, current: dict) -> dict[str, Any]:
         "ExitedAt": int(current["finished_at"]) if current.get("finished_at") else ZERO_EPOCH,
         "ExitCode": (-1 if code is None else code) if status == "exited" else 0,
         "Id": record["id"],
-        "Image": _image_name(engine, record),
+        "Image": image_name(engine, record),
         "ImageID": record["image"] or "",
         "IsInfra": False,
-        "Labels": dict(options.labels) or None,
-        "Mounts": [],
+        "Labels": dict(sorted(options.labels.items())) or None,
+        "Mounts": [m["destination"] for m in options.mounts],
         "Names": [record["name"]],
-        "Namespaces": {},
+        "Namespaces": _namespaces(current.get("pid")) if namespaces and running else {},
         "Networks": sorted(_networks(engine, record)) if status in ("running", "paused") else [],
         "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
         "Pod": "",
         "PodName": "",
         "Ports": _ports(engine, record),
-        "Size": None,
+        "Restarts": current.get("restart_count", 0),
+        "Size": _size(engine, record) if size else None,
         "StartedAt": int(current["started_at"]) if current.get("started_at") else ZERO_EPOCH,
         "State": status,
         "Status": _status_text(current),
+        "Health": health.status(engine._userdata(record["id"]), options.healthcheck) if running else "",
     }
 
 
-def matches(entry: dict, record: dict, filters: list[str]) -> bool:
-    """podman's ``ps --filter``: id, name, status, label, ancestor, exited; the same key twice
-    matches either value, different keys must all match."""
-    import re
+PS_FILTERS = ("id", "name", "status", "label", "label!", "ancestor", "exited", "before", "since", "volume",
+              "network", "health", "restart-policy", "until", "pod", "expose", "publish", "is-task")
+STATES = ("created", "running", "paused", "stopped", "exited", "unknown", "initialized", "removing", "configured")
 
+
+def parse_filters(filters: list[str]) -> dict[str, list[str]]:
     by_key: dict[str, list[str]] = {}
     for item in filters:
         key, sep, value = item.partition("=")
         if not sep:
-            raise InvalidInputError(f"invalid filter {item!r}: want KEY=VALUE")
-        if key not in ("id", "name", "status", "label", "ancestor", "exited"):
-            raise InvalidInputError(f"invalid filter {key!r}: ketch filters by id, name, status, label, ancestor "
-                                    "and exited")
+            raise InvalidInputError(f"invalid filter {item!r}")
+        if key not in PS_FILTERS:
+            raise InvalidInputError(f"{key} is an invalid filter")
+        if key == "status" and value not in STATES:
+            raise InvalidInputError(f"{value} is not a valid status")
         by_key.setdefault(key, []).append(value)
+    return by_key
+
+
+def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict | None = None) -> bool:
+    """podman's ``ps --filter``: id, name (a regular expression), status, label (and label!=),
+    ancestor, exited, before/since (a container), until (a time), volume, network, health,
+    restart-policy, expose/publish (a port); the same key twice matches either value, different
+    keys must all match."""
+    import re
+
+    by_key = parse_filters(filters) if isinstance(filters, list) else filters
     for key, values in by_key.items():
         def one(value: str) -> bool:
             if key == "id":
@@ -128,15 +175,48 @@ def matches(entry: dict, record: dict, filters: list[str]) -> bool:
             if key == "name":
                 return re.search(value, entry["Names"][0]) is not None
             if key == "status":
-                return entry["State"] == value
-            if key == "label":
+                return entry["State"] == value or value == "stopped" and entry["State"] == "exited"
+            if key in ("label", "label!"):
                 name, has_value, wanted = value.partition("=")
                 labels = entry["Labels"] or {}
                 return name in labels and (not has_value or labels[name] == wanted)
             if key == "ancestor":
                 return value in (entry["Image"], entry["ImageID"]) or entry["ImageID"].startswith(value) \
-                    or entry["Image"].split("/")[-1] in (value, value + ":latest")
-            return entry["Exited"] and str(entry["ExitCode"]) == value
+                    or entry["Image"].split("/")[-1] in (value, value + ":latest") \
+                    or entry["Image"].rsplit(":", 1)[0].endswith("/" + value)
+            if key == "exited":
+                return entry["Exited"] and str(entry["ExitCode"]) == value
+            if key in ("before", "since"):
+                anchor = (anchors or {}).get(value)
+                if anchor is None:
+                    raise KetchError(f'no container with name or ID "{value}" found: no such container')
+                return entry["Created"] < anchor if key == "before" else entry["Created"] > anchor
+            if key == "until":
+                from ketch.storage.filters import parse_time
+
+                return entry["Created"] < parse_time(value)
+            if key == "volume":
+                mounts = record["options"].mounts
+                return any(m.get("source") == value or m.get("destination") == value for m in mounts)
+            if key == "network":
+                return value in (entry["Networks"] or []) or value in record["options"].network.split(",")
+            if key == "health":
+                return entry.get("Health") == value or value == "none" and not entry.get("Health")
+            if key == "restart-policy":
+                return (record["options"].restart_policy or "no") == value
+            if key in ("expose", "publish"):
+                port = value.split("/")[0]
+                if key == "publish":
+                    return any(str(p["host_port"]) == port or str(p["container_port"]) == port
+                               for p in entry["Ports"] or [])
+                return any(e.split("/")[0] == port for e in record["options"].expose)
+            if key == "pod":
+                return False
+            return False
+        if key == "label!":
+            if any(one(v) for v in values):
+                return False
+            continue
         if not any(one(v) for v in values):
             return False
     return True
@@ -187,12 +267,13 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
             "ConmonPid": (current.get("monitor_pid") or 0) if status in ("running", "paused") else 0,
             "ExitCode": (-1 if code is None else code) if status == "exited" else 0,
-            "Error": "",
+            "Error": current.get("restart_error", ""),
             "StartedAt": _rfc3339(current.get("started_at")),
             "FinishedAt": _rfc3339(current.get("finished_at")),
+            **({"Health": _health(engine, record)} if options.healthcheck else {}),
         },
         "Image": record["image"] or "",
-        "ImageName": _image_name(engine, record),
+        "ImageName": image_name(engine, record),
         "Rootfs": "",
         "Pod": "",
         "ResolvConfPath": os.path.join(userdata, "resolv.conf"),
@@ -204,7 +285,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         "ConmonPidFile": "",
         "PidFile": "",
         "Name": record["name"],
-        "RestartCount": 0,
+        "RestartCount": current.get("restart_count", 0),
         "Driver": engine.store.driver_name,
         "MountLabel": "",
         "ProcessLabel": "",
@@ -239,12 +320,20 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "WorkingDir": process.get("cwd") or options.workdir or image.get("WorkingDir") or "/",
             "Entrypoint": options.entrypoint if options.entrypoint is not None else image.get("Entrypoint") or [],
             "OnBuild": None,
-            "Labels": dict(options.labels) or None,
-            "Annotations": dict(options.annotations),
+            "Labels": dict(sorted(options.labels.items())) or None,
+            "Annotations": dict(sorted(options.annotations.items())),
             "StopSignal": stop_number,
             "CreateCommand": options.create_command,
-            "Umask": "0022",
-            "Timeout": 0,
+            "Umask": options.umask or engine.conf.umask or "0022",
+            "Timeout": options.timeout,
+            **({"Healthcheck": {"Test": ["CMD", *options.healthcheck["test"]],
+                                "Interval": int(options.healthcheck.get("interval", 0) * 1e9),
+                                "Timeout": int(options.healthcheck.get("timeout", 0) * 1e9),
+                                "StartPeriod": int(options.healthcheck.get("start_period", 0) * 1e9),
+                                "Retries": options.healthcheck.get("retries", 0)}}
+               if options.healthcheck and options.healthcheck.get("test") else {}),
+            **({"Timezone": options.tz} if options.tz else {}),
+            "Secrets": [{"Name": secret["name"]} for secret in options.secrets] or None,
             "StopTimeout": options.stop_timeout,
             "Passwd": True,
             "sdNotifyMode": options.sdnotify,
@@ -253,11 +342,25 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Binds": [],
             "CgroupManager": "cgroupfs",
             "CgroupMode": "host",
-            "LogConfig": {"Type": options.log_driver, "Config": None,
-                          "Path": os.path.join(userdata, states.LOG_FILE), "Tag": "", "Size": "0B"},
-            "NetworkMode": options.network,
+            "LogConfig": {"Type": options.log_driver, "Config": None, "Path": engine._log_path(record),
+                          "Tag": options.log_opts.get("tag", ""),
+                          "Size": options.log_opts.get("max-size", "0B")},
+            "NetworkMode": options.network if options.network != "private" else "bridge",
             "PortBindings": {},
-            "RestartPolicy": {"Name": "", "MaximumRetryCount": 0},
+            "RestartPolicy": {"Name": options.restart_policy, "MaximumRetryCount": options.restart_retries},
+            "Devices": [{"PathOnHost": d.split(":")[0], "PathInContainer": (d.split(":") + [d])[1]
+                         if len(d.split(":")) > 1 and not set(d.split(":")[1]) <= set("rwm") else d.split(":")[0],
+                         "CgroupPermissions": d.split(":")[-1] if set(d.split(":")[-1]) <= set("rwm") and ":" in d
+                         else "rwm"} for d in options.devices],
+            "Dns": list(options.dns), "DnsOptions": list(options.dns_options), "DnsSearch": list(options.dns_search),
+            "ShmSize": options.shm_size if options.shm_size is not None else 65536 * 1024,
+            "Sysctls": dict(options.sysctls),
+            "PidMode": options.pid or "private", "IpcMode": options.ipc or "private",
+            "UTSMode": options.uts or "private", "CgroupnsMode": options.cgroupns or "host",
+            "OomScoreAdj": options.oom_score_adj or 0, "CpuShares": options.cpu_shares or 0,
+            "CpusetCpus": options.cpuset_cpus or "", "CpuQuota": options.cpu_quota or 0,
+            "CpuPeriod": options.cpu_period or 0, "MemoryReservation": options.memory_reservation or 0,
+            "MemorySwap": options.memory_swap or 0,
             "AutoRemove": options.remove,
             "CapAdd": list(options.cap_add),
             "CapDrop": list(options.cap_drop),
@@ -274,6 +377,15 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Init": options.init,
         },
     }
+
+
+def _health(engine, record: dict) -> dict[str, Any]:
+    from ketch.containers import health
+
+    userdata = engine._userdata(record["id"])
+    recorded = health.read(userdata) or {}
+    return {"Status": health.status(userdata, record["options"].healthcheck),
+            "FailingStreak": recorded.get("FailingStreak", 0), "Log": recorded.get("Log") or None}
 
 
 def _network_settings(engine, record: dict, current: dict) -> dict[str, Any]:
@@ -293,42 +405,105 @@ def _network_settings(engine, record: dict, current: dict) -> dict[str, Any]:
             "IPPrefixLen": first.get("IPPrefixLen", 0)}
 
 
-def process_row(pid: int) -> dict[str, Any]:
-    """One process as ``podman top`` shows it: USER PID PPID %CPU ELAPSED TTY TIME COMMAND."""
-    import pwd
-
+def _proc(pid: int, root: str) -> dict[str, Any] | None:
+    """What /proc says of a host process, with names looked up in the container's files."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        fields = stat[stat.rindex(")") + 2:].split()
+            stat_text = f.read()
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        uid = os.stat(f"/proc/{pid}").st_uid
+            argv = f.read().split(b"\0")
     except OSError:
-        return {"USER": "?", "PID": str(pid), "PPID": "?", "%CPU": "0.000", "ELAPSED": "0s", "TTY": "?",
-                "TIME": "0s", "COMMAND": "?"}
+        return None
+    fields = stat_text[stat_text.rindex(")") + 2:].split()
+    return {"pid": pid, "comm": stat_text[stat_text.index("(") + 1:stat_text.rindex(")")], "fields": fields,
+            "status": status, "argv": [a.decode(errors="replace") for a in argv if a] if argv else [],
+            "root": root}
+
+
+def _name(table: str, number: str, root: str | None) -> str:
+    """A uid or gid's name in ``root``'s /etc/passwd or /etc/group (the number if none)."""
+    path = os.path.join(root or "/", "etc", table)
     try:
-        user = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        user = str(uid)
-    ticks = os.sysconf("SC_CLK_TCK")
+        with open(path) as f:
+            for line in f:
+                parts = line.split(":")
+                if len(parts) > 2 and parts[2] == number:
+                    return parts[0]
+    except OSError:
+        pass
+    return number
+
+
+def _go_seconds(seconds: float) -> str:
+    from ketch.containers.stats import go_duration
+
+    return go_duration(round(seconds * 1e9))
+
+
+def _elapsed(p: dict) -> float:
     with open("/proc/uptime") as f:
         uptime = float(f.read().split()[0])
-    cpu_seconds = (int(fields[11]) + int(fields[12])) / ticks
-    elapsed = max(uptime - int(fields[19]) / ticks, 0.001)
-    tty = int(fields[4])
-    return {"USER": user, "PID": str(pid), "PPID": fields[1], "%CPU": f"{100 * cpu_seconds / elapsed:.3f}",
-            "ELAPSED": _duration(elapsed), "TTY": f"pts/{os.minor(tty)}" if tty else "?",
-            "TIME": _duration(cpu_seconds), "COMMAND": command or stat[stat.index("(") + 1:stat.rindex(")")]}
+    return max(uptime - int(p["fields"][19]) / os.sysconf("SC_CLK_TCK"), 0.0)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60}m{seconds % 60}s"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60}s"
-    return f"{seconds}s"
+def _cpu_seconds(p: dict) -> float:
+    return (int(p["fields"][11]) + int(p["fields"][12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ns_pid(p: dict, key: str = "NSpid") -> str:
+    return (p["status"].get(key) or "").split()[-1] if p["status"].get(key) else str(p["pid"])
+
+
+TOP_DESCRIPTORS: dict[str, tuple[str, Any]] = {
+    "user": ("USER", lambda p: _name("passwd", p["status"]["Uid"].split()[1], p["root"])),
+    "ruser": ("RUSER", lambda p: _name("passwd", p["status"]["Uid"].split()[0], p["root"])),
+    "huser": ("HUSER", lambda p: _name("passwd", p["status"]["Uid"].split()[1], None)),
+    "group": ("GROUP", lambda p: _name("group", p["status"]["Gid"].split()[1], p["root"])),
+    "rgroup": ("RGROUP", lambda p: _name("group", p["status"]["Gid"].split()[0], p["root"])),
+    "hgroup": ("HGROUP", lambda p: _name("group", p["status"]["Gid"].split()[1], None)),
+    "pid": ("PID", lambda p: _ns_pid(p)),
+    "hpid": ("HPID", lambda p: str(p["pid"])),
+    "ppid": ("PPID", lambda p: (p["status"].get("PPid") or "0") if _ns_pid(p) != "1" else "0"),
+    "pgid": ("PGID", lambda p: _ns_pid(p, "NSpgid")),
+    "pcpu": ("%CPU", lambda p: f"{100 * _cpu_seconds(p) / max(_elapsed(p), 0.001):.3f}"),
+    "etime": ("ELAPSED", lambda p: _go_seconds(round(_elapsed(p), 2))),
+    "time": ("TIME", lambda p: _go_seconds(int(_cpu_seconds(p)))),
+    "tty": ("TTY", lambda p: f"pts/{os.minor(int(p['fields'][4]))}" if int(p["fields"][4]) else "?"),
+    "args": ("COMMAND", lambda p: " ".join(p["argv"]) + " " if p["argv"] else f"[{p['comm']}]"),
+    "comm": ("COMMAND", lambda p: p["comm"]),
+    "state": ("STATE", lambda p: p["fields"][0]),
+    "nice": ("NI", lambda p: p["fields"][16]),
+    "vsz": ("VSZ", lambda p: str(int(p["fields"][20]) // 1024)),
+    "stime": ("STIME", lambda p: time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(time.time() - _elapsed(p)))),
+    "seccomp": ("SECCOMP", lambda p: {"0": "disabled", "1": "strict", "2": "filter"}.get(
+        p["status"].get("Seccomp", "0"), "?")),
+    "capeff": ("EFFECTIVE CAPS", lambda p: p["status"].get("CapEff", "")),
+    "capprm": ("PERMITTED CAPS", lambda p: p["status"].get("CapPrm", "")),
+    "capbnd": ("BOUNDING CAPS", lambda p: p["status"].get("CapBnd", "")),
+    "capinh": ("INHERITED CAPS", lambda p: p["status"].get("CapInh", "")),
+    "capamb": ("AMBIENT CAPS", lambda p: p["status"].get("CapAmb", "")),
+    "label": ("LABEL", lambda p: "-"),
+}
+
+
+def top_table(processes: list[dict], descriptors: list[str]) -> list[list[str]]:
+    """``podman top``'s rows (a header first) for these descriptors."""
+    rows = [[TOP_DESCRIPTORS[d][0] for d in descriptors]]
+    for p in processes:
+        row = []
+        for d in descriptors:
+            try:
+                row.append(TOP_DESCRIPTORS[d][1](p))
+            except (KeyError, IndexError, ValueError, OSError):
+                row.append("?")
+        rows.append(row)
+    return rows
+
+
+def process_info(pid: int, root: str) -> dict[str, Any] | None:
+    return _proc(pid, root)
 
 
 def info(engine) -> dict[str, Any]:
@@ -374,5 +549,8 @@ def info(engine) -> dict[str, Any]:
             "runRoot": str(store.runroot),
             "imageStore": {"number": len(store.images())},
         },
-        "version": {"Version": __version__, "APIVersion": __version__, "OsArch": f"linux/{uname.machine}"},
+        "version": {"APIVersion": __version__, "Version": __version__, "GoVersion": f"python{sys.version.split()[0]}",
+                    "GitCommit": "", "BuiltTime": "", "Built": 0,
+                    "OsArch": f"linux/{ {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(uname.machine, uname.machine)}",
+                    "Os": "linux"},
     }

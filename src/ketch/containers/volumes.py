@@ -18,22 +18,32 @@ BIND_OPTIONS = {"ro", "rw", "z", "Z", "U", "private", "rprivate", "shared", "rsh
                 "bind", "rbind", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "copy", "nocopy"}
 
 
+class NoSuchVolumeError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f'no volume with name "{name}" found: no such volume')
+
+
 class MountSpec(Record):
     """One mount of a container, from -v, --mount or --volumes-from."""
 
     __slots__ = ("kind", "source", "destination", "options")
     _defaults = {"options": list}
-    kind: str  # bind, volume or tmpfs
+    kind: str  # bind, volume (source "" until created: an anonymous one), tmpfs, image, devpts, ramfs
     source: str
     destination: str
     options: list[str]
 
 
 def parse_volume(spec: str) -> MountSpec:
-    """``-v SOURCE:DEST[:OPTIONS]``: a host path (absolute) is a bind mount, a name a volume."""
+    """``-v SOURCE:DEST[:OPTIONS]``: a host path (absolute) is a bind mount, a name a volume;
+    ``-v /DEST`` alone is an anonymous volume, made for the container."""
     parts = spec.split(":")
+    if len(parts) == 1 and parts[0].startswith("/"):
+        return MountSpec("volume", "", os.path.normpath(parts[0]), [])
+    if len(parts) == 2 and parts[0].startswith("/") and set(parts[1].split(",")) <= BIND_OPTIONS:
+        return MountSpec("volume", "", os.path.normpath(parts[0]), [o for o in parts[1].split(",") if o])
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise InvalidInputError(f"invalid volume {spec!r}: want SOURCE:DESTINATION[:OPTIONS]")
+        raise InvalidInputError(f"invalid volume {spec!r}: want SOURCE:DESTINATION[:OPTIONS] or /DESTINATION")
     source, destination = parts[0], parts[1]
     options = [o for o in (parts[2].split(",") if len(parts) == 3 else []) if o]
     if not destination.startswith("/"):
@@ -92,12 +102,26 @@ def parse_mount(spec: str) -> MountSpec:
             raise InvalidInputError(f"invalid --mount {spec!r}: a bind source must be an absolute path")
         return MountSpec("bind", source, os.path.normpath(destination), flags + ([propagation] if propagation else []))
     if kind == "volume":
+        fields.pop("volume-nocopy", None) and flags.append("nocopy")
+        if fields:
+            raise InvalidInputError(f"invalid --mount {spec!r}: unknown field {next(iter(fields))!r}")
+        return MountSpec("volume", source, os.path.normpath(destination), flags)
+    if kind == "image":
+        writable = fields.pop("rw", fields.pop("readwrite", "false")) in ("true", "1")
         if fields:
             raise InvalidInputError(f"invalid --mount {spec!r}: unknown field {next(iter(fields))!r}")
         if not source:
-            raise InvalidInputError(f"invalid --mount {spec!r}: a volume needs source=NAME")
-        return MountSpec("volume", source, os.path.normpath(destination), flags)
-    raise InvalidInputError(f"invalid --mount {spec!r}: type must be bind, volume or tmpfs")
+            raise InvalidInputError(f"invalid --mount {spec!r}: an image mount needs source=IMAGE")
+        if writable:
+            raise InvalidInputError(f"invalid --mount {spec!r}: image mounts are read-only in ketch")
+        return MountSpec("image", source, os.path.normpath(destination), ["ro"])
+    if kind in ("devpts", "ramfs"):
+        options = [f"{k}={v}" for k, v in fields.items() if k in ("uid", "gid", "mode", "max", "size")]
+        unknown = [k for k in fields if k not in ("uid", "gid", "mode", "max", "size")]
+        if unknown:
+            raise InvalidInputError(f"invalid --mount {spec!r}: unknown field {unknown[0]!r}")
+        return MountSpec(kind, kind, os.path.normpath(destination), options + flags)
+    raise InvalidInputError(f"invalid --mount {spec!r}: type must be bind, volume, tmpfs, image, devpts or ramfs")
 
 
 class Volumes:
@@ -108,7 +132,8 @@ class Volumes:
     def path(self, name: str) -> str:
         return str(self.store.root / "volumes" / name / "_data")
 
-    def create(self, name: str, labels: dict | None = None, *, exist_ok: bool = False) -> dict:
+    def create(self, name: str, labels: dict | None = None, *, exist_ok: bool = False, anonymous: bool = False,
+               options: dict | None = None) -> dict:
         from ketch.containers.names import check_name
 
         check_name(name)
@@ -116,17 +141,22 @@ class Volumes:
             if conn.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
                 if exist_ok:
                     return self.get(name)
-                raise InUseError(f"volume {name} already exists")
+                raise InUseError(f"volume with name {name} already exists: volume already exists")
             os.makedirs(self.path(name), exist_ok=True)
-            conn.execute("INSERT INTO volumes VALUES (?, ?, ?, ?)", (name, time.time(), json.dumps(labels or {}),
-                                                                     "{}"))
+            conn.execute("INSERT INTO volumes VALUES (?, ?, ?, ?)",
+                         (name, time.time(), json.dumps(labels or {}),
+                          json.dumps({**(options or {}), **({"anonymous": True} if anonymous else {})})))
+        self.store.events.emit("volume", "create", name=name)
         return self.get(name)
 
     def get(self, name: str) -> dict:
         row = self.db.one("SELECT * FROM volumes WHERE name = ?", (name,))
         if row is None:
-            raise NotFoundError(f"no such volume {name}")
+            raise NoSuchVolumeError(name)
         return dict(row)
+
+    def exists(self, name: str) -> bool:
+        return self.db.one("SELECT 1 FROM volumes WHERE name = ?", (name,)) is not None
 
     def list(self) -> list[dict]:
         return [dict(r) for r in self.db.query("SELECT * FROM volumes ORDER BY created")]
@@ -143,10 +173,54 @@ class Volumes:
         return out
 
     def inspect(self, name: str) -> dict:
+        """podman's ``volume inspect`` entry."""
         volume = self.get(name)
-        return {"Name": name, "Driver": "local", "Mountpoint": self.path(name),
-                "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(volume["created"])),
-                "Labels": json.loads(volume["labels"]), "Scope": "local", "Options": {}}
+        created = volume["created"]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1e9) % 10**9:09d}Z"
+        fresh = not os.listdir(self.path(name)) if os.path.isdir(self.path(name)) else True
+        extra = json.loads(volume["options"] or "{}")
+        entry = {"Name": name, "Driver": "local", "Mountpoint": self.path(name), "CreatedAt": stamp,
+                 "Labels": json.loads(volume["labels"]), "Scope": "local",
+                 "Options": {k: v for k, v in extra.items() if k != "anonymous"},
+                 "MountCount": 0, "NeedsCopyUp": fresh, "NeedsChown": fresh}
+        if extra.get("anonymous"):
+            entry["Anonymous"] = True
+        return entry
+
+    def export(self, name: str, output) -> None:
+        """The volume's content as a tar stream into ``output`` (a binary file)."""
+        import subprocess
+
+        self.get(name)
+        proc = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", self.path(name), "-cf", "-", "."],
+                              stdout=output, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            raise KetchError(f"exporting volume {name}: {proc.stderr.decode(errors='replace').strip()}")
+
+    def import_tar(self, name: str, source) -> None:
+        """Unpack a tar stream (plain, gzip, bzip2, xz or zstd) from ``source`` into the volume,
+        never outside it: the store's layer code, which refuses every escape, does the work."""
+        import bz2
+        import lzma
+
+        from ketch.errors import ImageFormatError
+        from ketch.image import compression
+        from ketch.storage.apply import apply_layer
+
+        self.get(name)
+        peek = compression.PeekableReader(source)
+        head = peek.peek(6)
+        if head.startswith(b"BZh"):
+            stream = bz2.BZ2File(peek)
+        elif head.startswith(b"\xfd7zXZ"):
+            stream = lzma.LZMAFile(peek)
+        else:
+            kind = compression.detect(head[:4])
+            stream = compression.DecompressingReader(peek, kind) if kind else peek
+        try:
+            apply_layer(stream, self.path(name), whiteouts="vfs")
+        except (ImageFormatError, OSError, EOFError, lzma.LZMAError) as exc:
+            raise InvalidInputError(f"importing into volume {name}: {exc}") from exc
 
     def remove(self, name: str, *, force: bool = False, engine=None) -> None:
         self.get(name)
@@ -162,6 +236,7 @@ class Volumes:
         with self.db.write() as conn:
             conn.execute("DELETE FROM volumes WHERE name = ?", (name,))
         remove_dir(self.store.root / "volumes" / name)
+        self.store.events.emit("volume", "remove", name=name)
 
     def prune(self) -> list[str]:
         removed = []
@@ -172,8 +247,10 @@ class Volumes:
         return removed
 
 
-def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int]) -> list[dict]:
-    """The runtime-spec mounts; volumes made (and filled from the image) on first use."""
+def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int],
+           mounted_images: list[str] | None = None) -> list[dict]:
+    """The runtime-spec mounts; volumes made (and filled from the image) on first use. Images
+    mounted for ``type=image`` are appended to ``mounted_images`` (the caller unmounts them)."""
     from ketch.runtime.paths import resolve_in_root
 
     volumes = Volumes(store)
@@ -184,6 +261,22 @@ def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int]) -
             out.append({"destination": mount.destination, "type": "tmpfs", "source": "tmpfs",
                         "options": [o for o in options if o != "ro"] + ["nosuid", "nodev"]
                         + (["ro"] if "ro" in options else [])})
+            continue
+        if mount.kind == "devpts":
+            out.append({"destination": mount.destination, "type": "devpts", "source": "devpts",
+                        "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666"] + options})
+            continue
+        if mount.kind == "ramfs":
+            out.append({"destination": mount.destination, "type": "ramfs", "source": "ramfs",
+                        "options": ["nosuid", "nodev"] + options})
+            continue
+        if mount.kind == "image":
+            record = store.lookup(mount.source)
+            path = store.mount_image(record.id)
+            if mounted_images is not None:
+                mounted_images.append(record.id)
+            out.append({"destination": mount.destination, "type": "bind", "source": str(path),
+                        "options": ["rbind", "ro", "rprivate", "nosuid", "nodev"]})
             continue
         if mount.kind == "volume":
             fresh = False

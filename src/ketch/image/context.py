@@ -37,6 +37,12 @@ class SystemContext:
     storage_root: str | None = None
     storage_runroot: str | None = None
     storage_driver: str | None = None
+    # oci: layouts keep their blobs here instead of their own blobs/ (skopeo's --shared-blob-dir).
+    oci_shared_blob_dir: str | None = None
+    # Ask registries for no credentials at all (``--no-creds``).
+    no_creds: bool = False
+    # A bearer token to send as it is (``--registry-token``).
+    registry_token: str | None = None
     # Connect and read time-outs, in seconds.
     timeout: float = 60.0
     user_agent: str = "ketch/0.1"

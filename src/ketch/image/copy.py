@@ -44,6 +44,8 @@ class CopyOptions:
     #: Recompress layers with this algorithm (``--dest-compress-format``).
     compress_format: str | None = None
     compress_level: int | None = None
+    #: Store layers uncompressed (``--dest-decompress``, ``save --uncompressed``).
+    decompress: bool = False
     #: The trust policy; None reads the system's policy.json.
     policy: object | None = None
     #: More tags for a docker-archive destination.
@@ -109,6 +111,8 @@ class _Copier:
                 raw, media_type = self._copy_image(self._parse_instance(instance_raw, chosen), None)
         else:
             raw, media_type = self._copy_image(top, None)
+        self.progress.message("Storing list signatures" if isinstance(top, Index) and self.options.all_images
+                              else "Storing signatures")
         self.dst.commit()
         return CopyResult(Digest.of(raw), media_type, raw, self.counts["copied"], self.counts["skipped"],
                           self.counts["bytes"])
@@ -152,9 +156,11 @@ class _Copier:
     def _copy_index(self, index: Index) -> tuple[bytes, str]:
         converted: dict[str, tuple[str, int]] = {}
         instance_type = None
-        for entry in index.manifests:
+        self.progress.message(f"Copying {len(index.manifests)} of {len(index.manifests)} images in list")
+        for number, entry in enumerate(index.manifests, 1):
             if not mt.is_image_manifest(entry.media_type):
                 raise ImageFormatError(f"index entry {entry.digest} has unsupported media type {entry.media_type}")
+            self.progress.message(f"Copying image {entry.digest} ({number}/{len(index.manifests)})")
             raw = self._instance_manifest(entry)
             out, instance_type = self._copy_image(self._parse_instance(raw, entry), entry.digest)
             if out != raw:
@@ -162,18 +168,25 @@ class _Copier:
         wanted = index_type_for(instance_type) if instance_type else index.media_type
         target = self._supported(wanted, index=True)
         out = convert_manifest(index.raw, index.media_type, target, converted or None)
+        self.progress.message("Writing manifest list to image destination")
         self.dst.put_manifest(out, target, None)
         return out, target
 
     def _copy_image(self, manifest: Manifest, instance: Digest | None) -> tuple[bytes, str]:
         target = self._target_manifest_type(manifest)
         plans = [(manifest.config, None)] + [(layer, self._layer_plan(layer)) for layer in manifest.layers]
+        # skopeo's report, in its order (the blobs themselves are copied in parallel)
+        self.progress.message("Getting image source signatures")
+        for layer in manifest.layers:
+            self.progress.message(f"Copying blob {layer.digest}")
         written = self._copy_blobs(plans, target)
+        self.progress.message(f"Copying config {manifest.config.digest}")
         layers = written[1:]
         changed = any(new.digest != old.digest for new, old in zip(layers, manifest.layers))
         out = convert_manifest(manifest.raw, manifest.media_type, target, layers=layers if changed else None)
         if instance is not None and out != manifest.raw:
             instance = Digest.of(out)
+        self.progress.message("Writing manifest to image destination")
         self.dst.put_manifest(out, target, instance)
         return out, target
 
@@ -185,6 +198,8 @@ class _Copier:
         wanted = current
         if self.options.compress_format:
             wanted = self.options.compress_format
+        elif self.options.decompress:
+            wanted = None
         elif self.dst.desired_layer_compression == "compress" and current is None:
             wanted = compression.GZIP
         elif self.dst.desired_layer_compression == "decompress":

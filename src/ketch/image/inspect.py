@@ -128,9 +128,12 @@ def list_tags(name: ImageReference | str, ctx: SystemContext | None = None) -> d
     """``{"Repository": ..., "Tags": [...]}`` as ``skopeo list-tags`` prints it."""
     ctx = ctx or SystemContext()
     ref = parse_image_name(name) if isinstance(name, str) else name
+    if ref.transport == "docker-archive":
+        return {"Tags": _archive_tags(ref)}
     docker_ref = getattr(ref, "ref", None)
     if docker_ref is None:
-        raise InvalidInputError(f"listing tags needs a docker:// reference, not {ref}")
+        raise InvalidInputError(f"Unsupported transport '{ref.transport}' for tag listing. Only supported: "
+                                "docker, docker-archive")
     typed = parse_reference(ref.typed)  # type: ignore[attr-defined]
     if typed.tag is not None or typed.digest is not None:
         raise InvalidInputError(f"tags are listed for a repository; drop the tag or digest from {ref}")
@@ -141,3 +144,24 @@ def list_tags(name: ImageReference | str, ctx: SystemContext | None = None) -> d
 def to_json(data: Any) -> str:
     """Indented as skopeo prints (four spaces)."""
     return json.dumps(data, indent=4)
+
+
+def _archive_tags(ref) -> list[str]:
+    """Every name a docker archive's images carry (skopeo list-tags docker-archive:)."""
+    from ketch.errors import ImageFormatError
+    from ketch.image.archive import TarReader
+
+    if getattr(ref, "name", None) is not None or getattr(ref, "index", None) is not None:
+        raise InvalidInputError("listing tags of a docker archive takes the archive's path alone")
+    tar = TarReader(ref.path)
+    try:
+        entries = json.loads(tar.read("manifest.json"))
+    except ValueError as exc:
+        raise ImageFormatError(f"{ref.path}: manifest.json is not JSON: {exc}") from exc
+    tags: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        for tag in entry.get("RepoTags") or []:
+            normalized = str(parse_reference(tag).with_default_tag())
+            if normalized not in tags:
+                tags.append(normalized)
+    return tags

@@ -61,10 +61,10 @@ class OCILayoutReference(ImageReference):
         return f"{self.path}:{self.image}" if self.image else str(self.path)
 
     def new_source(self, ctx: SystemContext) -> "OCILayoutSource":
-        return OCILayoutSource(self)
+        return OCILayoutSource(self, ctx.oci_shared_blob_dir)
 
     def new_destination(self, ctx: SystemContext) -> "OCILayoutDestination":
-        return OCILayoutDestination(self)
+        return OCILayoutDestination(self, ctx.oci_shared_blob_dir)
 
 
 def blob_path(root: Path, digest: Digest) -> Path:
@@ -104,10 +104,11 @@ class OCILayoutSource(ImageSource):
     """Reads an OCI layout. File access goes through ``_read``/``_open`` so that
     the oci-archive transport reads the same structure out of a tar file."""
 
-    def __init__(self, reference: OCILayoutReference) -> None:
+    def __init__(self, reference: OCILayoutReference, shared_blob_dir: str | None = None) -> None:
         self.reference = reference
         self.root = reference.path
         self.where = str(reference.path)
+        self.shared_blob_dir = Path(shared_blob_dir) if shared_blob_dir else None
         self.descriptor = self._resolve()
 
     # File access (overridden for archives).
@@ -150,16 +151,21 @@ class OCILayoutSource(ImageSource):
             return raw, descriptor.media_type
         return self._read_blob(instance, "manifest"), ""
 
+    def _blob_relpath(self, digest: Digest) -> str:
+        if self.shared_blob_dir is not None:  # an absolute path: the layout's root does not apply
+            return str(self.shared_blob_dir / digest.algorithm / digest.encoded)
+        return f"blobs/{digest.algorithm}/{digest.encoded}"
+
     def _read_blob(self, digest: Digest, what: str) -> bytes:
         try:
-            return self._read(f"blobs/{digest.algorithm}/{digest.encoded}")
+            return self._read(self._blob_relpath(digest))
         except NotFoundError:
             raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.where}") from None
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         digest = descriptor.digest
         try:
-            return self._open(f"blobs/{digest.algorithm}/{digest.encoded}")
+            return self._open(self._blob_relpath(digest))
         except NotFoundError:
             raise NotFoundError(f"blob {digest} is missing from OCI layout {self.where}") from None
 
@@ -167,14 +173,16 @@ class OCILayoutSource(ImageSource):
 class OCILayoutDestination(ImageDestination):
     supported_manifest_types = (mt.OCI_MANIFEST, mt.OCI_INDEX)
 
-    def __init__(self, reference: OCILayoutReference) -> None:
+    def __init__(self, reference: OCILayoutReference, shared_blob_dir: str | None = None) -> None:
         self.reference = reference
         self.root = reference.path
+        self.blobs = Path(shared_blob_dir) if shared_blob_dir else self.root / "blobs"
         self._top: Descriptor | None = None
         try:
             if self.root.exists() and not self.root.is_dir():
                 raise DestinationError(f"{self.root} exists and is not a directory")
-            (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            (self.blobs / "sha256").mkdir(parents=True, exist_ok=True)
+            (self.root / "blobs").mkdir(parents=True, exist_ok=True)
             layout = self.root / LAYOUT_FILE
             if not layout.exists():
                 write_atomically(layout, dump_json(LAYOUT_VERSION))
@@ -182,15 +190,15 @@ class OCILayoutDestination(ImageDestination):
             raise DestinationError(f"creating OCI layout {self.root}: {exc.strerror}", errno=exc.errno) from None
 
     def _blob_path(self, digest: Digest) -> Path:
-        path = blob_path(self.root, digest)
+        path = self.blobs / digest.algorithm / digest.encoded
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
-        return has_blob_file(blob_path(self.root, descriptor.digest), descriptor)
+        return has_blob_file(self.blobs / descriptor.digest.algorithm / descriptor.digest.encoded, descriptor)
 
     def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
-        return store_blob_file(self.root / "blobs" / "sha256", self._blob_path, stream, info, on_progress)
+        return store_blob_file(self.blobs / "sha256", self._blob_path, stream, info, on_progress)
 
     def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
         digest = Digest.of(raw)

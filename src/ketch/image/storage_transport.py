@@ -164,12 +164,16 @@ def pull(store, name: str, ctx, policy, progress=None) -> str:
     ctx.store = store
     if name.startswith("docker://"):
         name = name[len("docker://"):]
+    elif ":" in name and name.split(":", 1)[0] in ("oci", "oci-archive", "dir", "docker-archive"):
+        return _pull_from_transport(store, name, ctx, policy, progress)
     candidates = ctx.registries().resolve_short_name(name)
     errors = []
     for ref in candidates:
         full = ref.with_default_tag()
         options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=policy,
                               **({"progress": progress} if progress is not None else {}))
+        if progress is not None:
+            progress.message(f"Trying to pull {full}...")
         try:
             copy_image(DockerReference(full, str(full)), StorageReference(str(full)), options)
             return store.lookup(str(full)).id
@@ -178,3 +182,32 @@ def pull(store, name: str, ctx, policy, progress=None) -> str:
                 raise
             errors.append(f"{full}: {exc}")
     raise NotFoundError(f"pulling {name}: no candidate worked ({'; '.join(errors)})")
+
+
+def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
+    """``pull oci:PATH``, ``dir:PATH``, ``oci-archive:PATH``, ``docker-archive:PATH``: named as
+    podman names them (``localhost/PATH`` for a layout or directory; an archive's own names)."""
+    from ketch.image.copy import CopyOptions, copy_image
+    from ketch.image.transports import parse_image_name
+
+    transport, _, within = name.partition(":")
+    source = parse_image_name(name)
+    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=policy,
+                          **({"progress": progress} if progress is not None else {}))
+    path = within.split(":", 1)[0]
+    if transport == "docker-archive" and within == path:
+        from ketch.storage.load import load_archive
+
+        names = load_archive(store, path, ctx)
+        return store.lookup(names[0].removeprefix("sha256:")).id
+    storage_name = ""
+    if transport == "oci-archive":
+        from ketch.storage.load import _name_from_annotation
+
+        storage_name = _name_from_annotation(within.split(":", 1)[1] if ":" in within else "") or ""
+    if not storage_name and transport != "docker-archive":
+        storage_name = "localhost/" + path.lstrip("/").lower()
+    result = copy_image(source, StorageReference(storage_name), options)
+    from ketch.oci import parse_manifest
+
+    return parse_manifest(result.manifest).config.digest.encoded  # type: ignore[union-attr]

@@ -434,7 +434,7 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
         sc.personality(personas[domain])
     # The user's program, found now so that a missing one fails create, not start.
     env = list(process.get("env") or [])
-    path = _lookup(process["args"][0], env)
+    path = _lookup(process["args"][0], env, process.get("cwd", "/"))
     user = process.get("user") or {}
     if seccomp_program is not None and not process.get("noNewPrivileges"):
         # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we still have
@@ -592,9 +592,11 @@ def _close_fds(keep: set[int], spare: set[int] = frozenset()) -> None:
                 pass
 
 
-def _lookup(program: str, env: list[str]) -> str:
+def _lookup(program: str, env: list[str], cwd: str = "/") -> str:
+    """The program's path: a name through $PATH; a relative path (``./pause``) from the working
+    directory, which is where the program will run (runc looks it up after its chdir too)."""
     if "/" in program:
-        candidates = [program]
+        candidates = [program if program.startswith("/") else os.path.join(cwd, program)]
     else:
         path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/bin:/usr/bin:/bin")
         candidates = [os.path.join(d or ".", program) for d in path.split(":")]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 from ketch.errors import KetchError
 
-SCHEMA_VERSION = 3  # 2: networks, addresses, published ports, volumes; 3: build cache
+SCHEMA_VERSION = 4  # 2: networks, addresses, published ports, volumes; 3: build cache; 4: secrets
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,6 +113,16 @@ CREATE TABLE IF NOT EXISTS build_cache (
 CREATE TABLE IF NOT EXISTS volumes (
     name TEXT PRIMARY KEY,
     created REAL NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    options TEXT NOT NULL DEFAULT '{}'
+);
+-- Secrets (ketch.containers.secrets): their data is in secrets/filedriver/, as podman's file driver keeps it.
+CREATE TABLE IF NOT EXISTS secrets (
+    id TEXT PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    driver TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
     labels TEXT NOT NULL DEFAULT '{}',
     options TEXT NOT NULL DEFAULT '{}'
 );

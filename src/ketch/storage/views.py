@@ -28,7 +28,8 @@ def _created(record: ImageRecord) -> str:
     return record.parsed_config.created or _iso(record.created)
 
 
-def images_json(records: list[ImageRecord], containers: dict[str, int]) -> list[dict[str, Any]]:
+def images_json(records: list[ImageRecord], containers: dict[str, int], *, intermediate: set[str] | None = None,
+                parent_of: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The list ``podman images --format json`` prints."""
     out = []
     for r in records:
@@ -38,12 +39,15 @@ def images_json(records: list[ImageRecord], containers: dict[str, int]) -> list[
             stamp = int(datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp())
         except ValueError:
             stamp = int(r.created)
-        out.append({
-            "Id": r.id, "ParentId": "", "RepoTags": None, "RepoDigests": _repo_digests(r),
-            "Size": r.size, "SharedSize": 0, "VirtualSize": r.size, "Labels": config.labels,
-            "Containers": containers.get(r.id, 0), "Names": r.names or None, "Digest": r.digest,
-            "History": r.names or None, "Created": stamp, "CreatedAt": created,
-        })
+        entry = {
+            "Id": r.id, "ParentId": (parent_of or {}).get(r.id, ""), "RepoTags": None,
+            "RepoDigests": _repo_digests(r), "Size": r.size, "SharedSize": 0, "VirtualSize": r.size,
+            "Labels": config.labels, "Containers": containers.get(r.id, 0), "Names": r.names or None,
+            "Digest": r.digest, "History": r.names or None, "Created": stamp, "CreatedAt": created,
+        }
+        if not r.names and r.id not in (intermediate or set()):
+            entry["Dangling"] = True
+        out.append(entry)
     return out
 
 
@@ -82,3 +86,65 @@ def inspect_json(record: ImageRecord, driver: str, layer_dirs: list[str]) -> dic
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=4)
+
+
+def _history_key(record: ImageRecord) -> list[tuple]:
+    return [(h.get("created_by", ""), h.get("created", ""), bool(h.get("empty_layer")))
+            for h in record.parsed_config.history or []]
+
+
+def parents(records: list[ImageRecord]) -> dict[str, str]:
+    """image id -> the id of its closest parent among ``records``: the image whose layers and
+    history are a strict prefix of its own (what a build step's cache image is to the next)."""
+    keyed = [(r, _history_key(r)) for r in records]
+    out: dict[str, str] = {}
+    for child, child_history in keyed:
+        best = None
+        for parent, parent_history in keyed:
+            if parent.id == child.id or not parent_history or len(parent_history) >= len(child_history):
+                continue
+            if child_history[:len(parent_history)] != parent_history or \
+                    child.layers[:len(parent.layers)] != parent.layers:
+                continue
+            if best is None or len(parent_history) > len(best[1]):
+                best = (parent, parent_history)
+        if best is not None:
+            out[child.id] = best[0].id
+    return out
+
+
+def intermediate_ids(records: list[ImageRecord]) -> set[str]:
+    """Images podman hides from ``images`` without ``-a``: no name, and another image's parent."""
+    having_children = set(parents(records).values())
+    return {r.id for r in records if not r.names and r.id in having_children}
+
+
+def history_entries(record: ImageRecord, records: list[ImageRecord], layer_sizes: list[int]) -> list[dict[str, Any]]:
+    """``podman history``: newest first; the image's own id on its top entry, a local parent's id on
+    the entry that ends it, ``<missing>`` elsewhere; a layer's size on the entry that made it."""
+    history = record.parsed_config.history or []
+    own = _history_key(record)
+    ends = {}
+    for other in records:
+        key = _history_key(other)
+        if other.id != record.id and key and len(key) < len(own) and own[:len(key)] == key:
+            ends[len(key) - 1] = other.id
+    ends[len(history) - 1] = record.id
+    sizes = list(layer_sizes)
+    entries = []
+    layer_index = 0
+    for index, item in enumerate(history):
+        size = 0
+        if not item.get("empty_layer"):
+            size = sizes[layer_index] if layer_index < len(sizes) else 0
+            layer_index += 1
+        created = item.get("created", "")
+        try:
+            stamp = datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            stamp = 0
+        entries.append({"ID": ends.get(index, "<missing>"), "Created": stamp, "CreatedBy": item.get("created_by", ""),
+                        "Size": size, "Comment": item.get("comment", ""),
+                        "Tags": record.names if index == len(history) - 1 else None,
+                        "created_text": created})
+    return list(reversed(entries))

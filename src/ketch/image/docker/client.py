@@ -105,7 +105,9 @@ class RegistryClient:
         self.repository = repository
         registry_name = registry_name or host
         if credentials is None:
-            if ctx.username is not None:
+            if ctx.no_creds:
+                credentials = Credentials()
+            elif ctx.username is not None:
                 credentials = Credentials(ctx.username, ctx.password or "")
             else:
                 credentials = lookup_credentials(registry_name, repository, ctx.authfile)
@@ -194,6 +196,8 @@ class RegistryClient:
             return basic_header(self.credentials)
         if challenge.scheme != "bearer":
             raise AuthenticationError(f"{self.host} asks for unsupported authentication {challenge.scheme!r}")
+        if self.ctx.registry_token:  # --registry-token: sent as it is, never exchanged
+            return f"Bearer {self.ctx.registry_token}"
         scope = challenge.params.get("scope", scope) if refresh else scope
         cache_key = f"{challenge.params.get('realm')}|{challenge.params.get('service')}|{scope}"
         token = None if refresh else self._tokens.get(cache_key)

@@ -182,9 +182,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if args.preserve_digests and (args.format or args.dest_compress_format or args.dest_compress or
                                   args.dest_decompress):
         raise InvalidInputError("--preserve-digests cannot be combined with a change of format or compression")
+    dest_ctx = _context(args, "dest_")
+    dest_ctx.oci_accept_uncompressed_layers = args.dest_oci_accept_uncompressed_layers
     options = CopyOptions(
         src_ctx=_context(args, "src_"),
-        dest_ctx=_context(args, "dest_"),
+        dest_ctx=dest_ctx,
         all_images=args.all or args.multi_arch == "all",
         manifest_type=manifest_type_for_format(args.format) if args.format else None,
         compress_format=args.dest_compress_format or ("gzip" if args.dest_compress else None),

@@ -39,6 +39,8 @@ class SystemContext:
     storage_driver: str | None = None
     # oci: layouts keep their blobs here instead of their own blobs/ (skopeo's --shared-blob-dir).
     oci_shared_blob_dir: str | None = None
+    # oci: destinations keep uncompressed layers as they are (skopeo's --dest-oci-accept-uncompressed-layers).
+    oci_accept_uncompressed_layers: bool = False
     # Ask registries for no credentials at all (``--no-creds``).
     no_creds: bool = False
     # A bearer token to send as it is (``--registry-token``).

@@ -174,10 +174,11 @@ class _Copier:
 
     def _copy_image(self, manifest: Manifest, instance: Digest | None) -> tuple[bytes, str]:
         target = self._target_manifest_type(manifest)
-        plans = [(manifest.config, None)] + [(layer, self._layer_plan(layer)) for layer in manifest.layers]
+        source_layers = self.src.layer_infos_for_copy(manifest) or manifest.layers
+        plans = [(manifest.config, None)] + [(layer, self._layer_plan(layer)) for layer in source_layers]
         # skopeo's report, in its order (the blobs themselves are copied in parallel)
         self.progress.message("Getting image source signatures")
-        for layer in manifest.layers:
+        for layer in source_layers:
             self.progress.message(f"Copying blob {layer.digest}")
         written = self._copy_blobs(plans, target)
         self.progress.message(f"Copying config {manifest.config.digest}")

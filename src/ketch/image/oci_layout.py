@@ -64,7 +64,7 @@ class OCILayoutReference(ImageReference):
         return OCILayoutSource(self, ctx.oci_shared_blob_dir)
 
     def new_destination(self, ctx: SystemContext) -> "OCILayoutDestination":
-        return OCILayoutDestination(self, ctx.oci_shared_blob_dir)
+        return OCILayoutDestination(self, ctx.oci_shared_blob_dir, ctx.oci_accept_uncompressed_layers)
 
 
 def blob_path(root: Path, digest: Digest) -> Path:
@@ -172,8 +172,14 @@ class OCILayoutSource(ImageSource):
 
 class OCILayoutDestination(ImageDestination):
     supported_manifest_types = (mt.OCI_MANIFEST, mt.OCI_INDEX)
+    # uncompressed layers are compressed on the way in, as containers/image's oci: destination does
+    # unless told to accept them (--dest-oci-accept-uncompressed-layers)
+    desired_layer_compression = "compress"
 
-    def __init__(self, reference: OCILayoutReference, shared_blob_dir: str | None = None) -> None:
+    def __init__(self, reference: OCILayoutReference, shared_blob_dir: str | None = None,
+                 accept_uncompressed: bool = False) -> None:
+        if accept_uncompressed:
+            self.desired_layer_compression = "preserve"
         self.reference = reference
         self.root = reference.path
         self.blobs = Path(shared_blob_dir) if shared_blob_dir else self.root / "blobs"

@@ -164,7 +164,8 @@ def pull(store, name: str, ctx, policy, progress=None) -> str:
     ctx.store = store
     if name.startswith("docker://"):
         name = name[len("docker://"):]
-    elif ":" in name and name.split(":", 1)[0] in ("oci", "oci-archive", "dir", "docker-archive"):
+    elif ":" in name and name.split(":", 1)[0] in ("oci", "oci-archive", "dir", "docker-archive",
+                                                     "containers-storage"):
         return _pull_from_transport(store, name, ctx, policy, progress)
     candidates = ctx.registries().resolve_short_name(name)
     errors = []
@@ -201,11 +202,13 @@ def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
         names = load_archive(store, path, ctx)
         return store.lookup(names[0].removeprefix("sha256:")).id
     storage_name = ""
-    if transport == "oci-archive":
+    if transport == "containers-storage":
+        storage_name = source.name or ""  # type: ignore[attr-defined]  # podman's name for it
+    elif transport == "oci-archive":
         from ketch.storage.load import _name_from_annotation
 
         storage_name = _name_from_annotation(within.split(":", 1)[1] if ":" in within else "") or ""
-    if not storage_name and transport != "docker-archive":
+    if not storage_name and transport not in ("docker-archive", "containers-storage"):
         storage_name = "localhost/" + path.lstrip("/").lower()
     result = copy_image(source, StorageReference(storage_name), options)
     from ketch.oci import parse_manifest

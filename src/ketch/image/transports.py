@@ -15,10 +15,11 @@ _TRANSPORTS = {
     "oci-archive": ("ketch.image.oci_archive", "OCIArchiveReference"),
     "docker-archive": ("ketch.image.docker_archive", "DockerArchiveReference"),
     "ketch-storage": ("ketch.image.storage_transport", "StorageReference"),
+    "containers-storage": ("ketch.image.containers_storage", "ContainersStorageReference"),
 }
 
 # Transports skopeo knows that ketch does not handle yet, so the error says so.
-_PLANNED = {"containers-storage", "docker-daemon"}
+_PLANNED = {"docker-daemon"}
 
 
 def transport_names() -> list[str]:

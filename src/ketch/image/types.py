@@ -81,6 +81,12 @@ class ImageSource(abc.ABC):
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         """Open a blob for reading; returns the stream and its size (or None)."""
 
+    def layer_infos_for_copy(self, manifest) -> list[Descriptor] | None:
+        """Optional capability: the layers as this source serves them when they differ from what
+        the manifest says (a local store gives them back uncompressed); None when they do not.
+        The copy engine then copies these and rewrites the manifest to match."""
+        return None
+
     def close(self) -> None:
         pass
 

@@ -81,16 +81,26 @@ class Build:
         self.secret_dir: str | None = None
         self.mounted_images: list[str] = []  # --from roots of the current step
         self.step = 0
+        self.stage_count = 1
+        self.prefix = ""
+        self.total = 0
+        self.reported: str | None = None  # the image id the report named last
+        self.last_step = False
 
     # -- the build -----------------------------------------------------------------------
 
     def run(self) -> str:
         global_args, stages = self._stages()
         target = self._target(stages)
+        self.stage_count = target.index + 1
         try:
             for stage in stages[: target.index + 1]:
                 self._build_stage(stage, global_args, stages)
+                if stage is not target and self.reported != stage.image_id:
+                    self.log(f"{self.prefix}--> {stage.image_id[:11]}")
             image_id = self._finish(target)
+            self.log(f"{self.prefix}COMMIT" + (f" {self.options.tags[0]}" if self.options.tags else ""))
+            self.log(f"--> {image_id[:11]}")
         except BaseException:
             if self.options.remove or self.options.force_remove:
                 self._remove_working()
@@ -141,7 +151,10 @@ class Build:
     def _build_stage(self, stage: _Stage, global_args: dict, stages: list[_Stage]) -> None:
         variables = {k: v for k, v in global_args.items() if v is not None}
         base = parser.expand(stage.base, variables, filename=self.dockerfile_name, line=stage.line)
-        self.log(f"[{stage.index + 1}/{len(stages)}] FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
+        # buildah's report: "[STAGE/STAGES] STEP N/TOTAL: INSTRUCTION" (no prefix with one stage)
+        self.prefix = f"[{stage.index + 1}/{self.stage_count}] " if self.stage_count > 1 else ""
+        self.total = len(stage.instructions) + 1
+        self.log(f"{self.prefix}STEP 1/{self.total}: FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
         earlier = next((s for s in stages[: stage.index] if s.name == base.lower() or str(s.index) == base), None)
         if earlier is not None:
             parent = earlier.image_id
@@ -159,9 +172,11 @@ class Build:
             triggers = parser.parse("FROM scratch\n" + "\n".join(onbuild), f"{base} (ONBUILD)")[1:]
             instructions = triggers + instructions
         container = None if self.options.layers else self._working(state)
-        for ins in instructions:
+        final_stage = stage.index + 1 == self.stage_count
+        for number, ins in enumerate(instructions, 2):
             self.step += 1
-            self.log(f"STEP {self.step}: {ins.original}")
+            self.last_step = final_stage and number == len(instructions) + 1  # its image is the COMMIT's
+            self.log(f"{self.prefix}STEP {number}/{max(self.total, number)}: {ins.original}")
             container = self._apply(ins, state, stages, container)
         stage.image_id = self._commit_stage(state, container)
 
@@ -315,7 +330,10 @@ class Build:
             if not self.options.no_cache:
                 cached = self._cached(key)
                 if cached:
-                    self.log("--> Using cache " + cached[:12])
+                    self.log(f"{self.prefix}--> Using cache {cached}")
+                    if not self.last_step:
+                        self.log(f"{self.prefix}--> {cached[:11]}")
+                    self.reported = cached
                     state.parent = cached
                     state.config, state.top = self._config_of(cached)
                     state.history = []
@@ -334,6 +352,9 @@ class Build:
             self.store.update_container_metadata(container, {"history": meta_history})
             return container
         image_id = self._commit(container, state, created_by)
+        if not self.last_step:
+            self.log(f"{self.prefix}--> {image_id[:11]}")
+        self.reported = image_id
         self._remember(key, image_id)
         self.builder.remove(container)
         self.working.remove(container)
@@ -390,10 +411,20 @@ class Build:
             return self._commit(container, state, "; ".join(h["created_by"] for h in pending)
                                 or "/bin/sh -c #(nop) build", layer=bool(pending))
         if state.history or state.parent is None:
+            # the steps that made no layer (ENV, CMD...) end in an image of their own, cached like a
+            # layered step: a rebuild that changed nothing gives the very same image
+            steps = [h.get("created_by") for h in state.history]
+            key = hashlib.sha256(json.dumps(["metadata", state.parent, state.config, state.top, steps],
+                                            sort_keys=True).encode()).hexdigest()
+            cached = None if self.options.no_cache or not self.options.layers else self._cached(key)
+            if cached:
+                return cached
             holder = self._working(state)
             image_id = self._commit(holder, state, "", layer=False)
             self.builder.remove(holder)
             self.working.remove(holder)
+            if self.options.layers:
+                self._remember(key, image_id)
             return image_id
         return state.parent
 
@@ -402,6 +433,14 @@ class Build:
         config, top = self._config_of(image_id)
         extra_labels = self.options.labels or {}
         if extra_labels or self.options.annotations or self.options.squash_all or self.options.squash:
+            key = hashlib.sha256(json.dumps(["finish", image_id, extra_labels, self.options.annotations,
+                                             self.options.squash_all, self.options.squash],
+                                            sort_keys=True).encode()).hexdigest()
+            cached = None if self.options.no_cache or not self.options.layers else self._cached(key)
+            if cached:
+                for tag in self.options.tags:
+                    self.store.tag(cached, self.store.normalize_name(tag))
+                return cached
             state = _State(image_id, config, top)
             if extra_labels:
                 config["Labels"] = {**(config.get("Labels") or {}), **extra_labels}
@@ -415,6 +454,8 @@ class Build:
                 image_id = self._commit(holder, state, "", layer=False)
             self.builder.remove(holder)
             self.working.remove(holder)
+            if self.options.layers:
+                self._remember(key, image_id)
         for tag in self.options.tags:
             self.store.tag(image_id, self.store.normalize_name(tag))
         return image_id
@@ -881,7 +922,10 @@ def build(store, context: str, options: BuildOptions, *, log=None, pull_context=
         context_dir = prepare_context(context, staging)
         name = options.file or next((n for n in ("Containerfile", "Dockerfile")
                                      if os.path.exists(os.path.join(context_dir, n))), "Dockerfile")
-        path = name if os.path.isabs(name) or name == "-" else os.path.join(context_dir, name)
+        if options.file and not os.path.isabs(name) and name != "-" and os.path.exists(name):
+            path = os.path.abspath(name)  # -f is relative to where ketch runs, as for buildah and podman
+        else:
+            path = name if os.path.isabs(name) or name == "-" else os.path.join(context_dir, name)
         if name == "-":
             import sys
 

@@ -43,6 +43,11 @@ class Bundle:
         self.config["process"]["args"] = list(argv)
         return self.write()
 
+    def runtime_command(self, *args: str) -> list[str]:
+        """The command line ``runtime`` runs (for a caller that runs it another way)."""
+        return [*self.wrapper, RUNTIME, "--root", str(self.root), *args] + (
+            ["--bundle", str(self.path)] if args[:1] == ("run",) else [])
+
     def runtime(self, *args: str, check: bool = False, timeout: float = 60, **kwargs):
         """Run ketch-runtime. Output goes through files, not pipes: a created container inherits
         the runtime's stdio, and a pipe would stay open (and block a reader) while it lives."""

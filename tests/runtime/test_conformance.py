@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
+
+from tests.runtime.conftest import RUNTIME
 
 
 @pytest.fixture(autouse=True)
@@ -183,10 +186,34 @@ def test_default_devices_symlinks_and_filesystems(bundle):  # runtimetest's defa
 
 
 def test_terminal_adds_dev_console(bundle):  # runtimetest: /dev/console with process.terminal
+    """A foreground run with a terminal proxies the caller's terminal (here one script(1) makes)."""
+    import shlex
+
     bundle.config["process"]["terminal"] = True
-    result = bundle.run("sh", "-c", "[ -c /dev/console ] && echo console; tty")
-    assert result.returncode == 0, result.stderr
+    bundle.config["process"]["args"] = ["sh", "-c", "[ -c /dev/console ] && echo console; tty"]
+    bundle.write()
+    command = " ".join(shlex.quote(a) for a in bundle.runtime_command("run", "c1"))
+    result = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "console" in result.stdout and "/dev/pts/" in result.stdout
+
+
+def test_terminal_without_one_of_ours_is_refused_as_runc_refuses(bundle):
+    """terminal: true, no --console-socket, and no terminal to proxy (a script, a service): runc
+    fails at once; so does ketch-runtime (it used to start a shell nobody could reach)."""
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["args"] = ["sh"]
+    bundle.write()
+    for runtime in ("runc", None):
+        command = [runtime, "--root", str(bundle.root / "runc-state")] if runtime else \
+            [*bundle.wrapper, RUNTIME, "--root", str(bundle.root)]
+        command += ["run", "-b", str(bundle.path), "c-tty"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # no controlling terminal
+        assert result.returncode == 1 and "/dev/tty" in result.stderr, (runtime, result.stderr)
+    detached = bundle.runtime("run", "-d", "-b", str(bundle.path), "c-tty2")
+    assert detached.returncode != 0 and "console socket" in detached.stderr
 
 
 def test_masked_paths_read_empty_and_readonly_paths_refuse_writes(bundle):  # linux_masked/readonly_paths

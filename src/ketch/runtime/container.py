@@ -496,6 +496,16 @@ class Runtime:
         """
         from ketch import syscalls
 
+        terminal = (specs.load(bundle).get("process") or {}).get("terminal")
+        if terminal and not console_socket:
+            if detach:
+                raise InvalidInputError("cannot allocate tty if runc will detach without setting console socket")
+            # the terminal is ours: without one (a script, a pipe) there is nothing to attach to,
+            # and runc refuses at once rather than leave a shell waiting on a pty nobody reads
+            try:
+                os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC))
+            except OSError as exc:
+                raise InvalidInputError(f"open /dev/tty: {exc.strerror.lower()}", errno=exc.errno) from exc
         if detach:
             self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
                         preserve_fds=preserve_fds)
@@ -503,7 +513,6 @@ class Runtime:
             return 0
         was_subreaper = syscalls.set_child_subreaper(True)  # the init becomes our child again
         try:
-            terminal = (specs.load(bundle).get("process") or {}).get("terminal")
             listener, console_socket = self._own_console(not console_socket and terminal, console_socket)
             master = None
             try:

@@ -36,8 +36,11 @@ if ((${#missing[@]})); then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  echo "install.sh: installing ${#missing[@]} Debian packages (${missing[*]}); this takes a few minutes"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "install.sh: the Debian packages are installed"
 fi
 
 # Any Python >= 3.11 on PATH will do (Debian 12 ships 3.11).
@@ -48,8 +51,21 @@ if sys.version_info < (3, 11):
     sys.exit(f"install.sh: ketch needs Python 3.11 or newer, found {sys.version.split()[0]}")
 PY
 if [ ! -x "$VENV/bin/python" ]; then
+  echo "install.sh: making the virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+echo "install.sh: installing ketch and its Python packages into $VENV (pip)"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$VENV/bin/python" -m pip install -q ".[test]"
-echo "ketch installed in $VENV ($("$VENV/bin/ketch" version | head -n1))"
+# On PATH: links in /usr/local/bin (root only; a link of another program is left alone).
+if [ "$(id -u)" = 0 ] && [ -d /usr/local/bin ]; then
+  for program in ketch ketch-runtime; do
+    link=/usr/local/bin/$program
+    if [ ! -e "$link" ] || [ -L "$link" ]; then
+      ln -sfn "$VENV/bin/$program" "$link"
+    fi
+  done
+  echo "ketch installed in $VENV and linked into /usr/local/bin: run 'ketch version'"
+else
+  echo "ketch installed in $VENV: put $VENV/bin on your PATH (export PATH=\"$VENV/bin:\$PATH\")"
+fi

@@ -15,7 +15,8 @@ registry_pid=
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
   if [ -d "$work/store" ]; then
-    "$KETCH" --root "$work/store" --runroot "$work/run" rm -f -t 0 -a >/dev/null 2>&1 || true
+    # containers, mounts, and the bridge and nftables table a bridge network made on the host
+    "$KETCH" --root "$work/store" --runroot "$work/run" system reset -f >/dev/null 2>&1 || true
     umount -R -l "$work/store/mounts" 2>/dev/null || true
   fi
   rm -rf "$work"

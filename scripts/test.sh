@@ -4,4 +4,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 VENV=${KETCH_VENV:-$PWD/.venv}
+# Arguments are pytest's: paths or -k select a part (bash scripts/test.sh tests/cli -x); none: everything.
+selected=0
+for arg in "$@"; do
+  case "$arg" in tests*|*/*.py|*::*) selected=1 ;; esac
+done
+if [ "$selected" = 1 ]; then
+  exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+fi
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests

@@ -38,7 +38,7 @@ def test_version():
     (["image", "copy", "foo:bar", "oci:/tmp/x"], 1, "unknown transport 'foo'"),
     (["image", "copy", "docker://Busybox", "oci:/tmp/x"], 1, "must be lowercase"),
     (["image", "copy", "docker-archive:/nonexistent.tar", "oci:/tmp/x"], 1, "does not exist"),
-    (["image", "copy", "containers-storage:busybox", "oci:/tmp/x"], 1, "not supported yet"),
+    (["image", "copy", "docker-daemon:busybox", "oci:/tmp/x"], 1, "not supported yet"),
     (["image", "inspect", "oci:/nonexistent/layout"], 1, "No such file or directory"),
     # skopeo inspect (a transport): skopeo's 1; podman's image inspect: 125
     (["image", "inspect", "--retry-times", "-1", "docker://busybox"], 1, "must not be negative"),
@@ -134,7 +134,8 @@ def test_go_booleans_take_a_value_or_none(tmp_path):
     assert parse("run", "--rm", "busybox", "true").rm is True
     assert parse("run", "--rm=false", "busybox").rm is False
     assert parse("run", "--rm=true", "busybox").image == "busybox"
-    assert parse("run", "-it", "busybox").tty is True
+    assert parse("run", "-it", "busybox").tty is True and parse("run", "-it", "busybox").interactive is True
+    assert parse("cp", "-a=false", "a", "c:b").archive is False
     assert parse("image", "inspect", "--tls-verify", "docker://x").tls_verify is True
     assert parse("image", "inspect", "--tls-verify=false", "docker://x").tls_verify is False
     assert parse("image", "inspect", "docker://x").tls_verify is None

@@ -92,8 +92,17 @@ def ketch_session(tmp_path_factory):
             pass
 
 
+def containers_made_since(env: KetchEnv, start_ns: int) -> set[str]:
+    """The ids of the containers this store made since ``start_ns``: its event log says."""
+    from ketch.storage.events import EventLog
+
+    return {e["ID"] for e in EventLog(env.root).read()
+            if e["Type"] == "container" and e["Status"] == "create" and e["Time"] >= start_ns}
+
+
 @pytest.fixture
 def ketch_env(ketch_session):
+    start_ns = time.time_ns()
     yield ketch_session
     # every test leaves nothing: containers, their mounts, monitors and runtime state
     ketch_session.cli("rm", "-f", "-t", "0", "-a")
@@ -101,8 +110,11 @@ def ketch_env(ketch_session):
     runtime_states = [p for p in (ketch_session.runroot / "runtime").glob("*") if not p.name.startswith(".")] \
         if (ketch_session.runroot / "runtime").exists() else []
     assert runtime_states == [], f"runtime state left: {runtime_states}"
-    cgroups = [f"{c}/ketch/{d}" for c in os.listdir("/sys/fs/cgroup") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch")
-               for d in os.listdir(f"/sys/fs/cgroup/{c}/ketch") if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch/{d}")]
+    # cgroups are host-wide: only those of the containers this test made count (another ketch
+    # on the machine may have containers running)
+    made = containers_made_since(ketch_session, start_ns)
+    cgroups = [f"{c}/ketch/{d}" for c in os.listdir("/sys/fs/cgroup") for d in made
+               if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch/{d}")]
     assert cgroups == [], f"cgroups left: {cgroups}"
     netns = ketch_session.runroot / "netns"
     assert not netns.exists() or os.listdir(netns) == [], "network namespaces left"

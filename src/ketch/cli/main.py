@@ -58,13 +58,15 @@ class Parser(argparse.ArgumentParser):
         if parsed is None:
             return parsed
         if isinstance(parsed, list):  # Python 3.12+: several candidate tuples
-            return [self._go_bool(t) for t in parsed]
-        return self._go_bool(parsed)
+            return [self._go_bool(t, arg_string) for t in parsed]
+        return self._go_bool(parsed, arg_string)
 
-    def _go_bool(self, parsed):
+    def _go_bool(self, parsed, arg_string: str):
         action, option_string, *rest = parsed
         explicit = rest[-1]
-        if isinstance(action, GoBool) and explicit is not None and option_string.startswith("--"):
+        # only FLAG=VALUE: in -it, the "t" argparse offers as -i's value is another flag
+        if isinstance(action, GoBool) and explicit is not None and option_string and \
+                arg_string.startswith(option_string + "="):
             try:
                 value = parse_bool(explicit)
             except argparse.ArgumentTypeError as exc:

@@ -24,6 +24,7 @@ PACKAGES=(
   systemd           # systemd-socket-activate, for the socket-activation tests
   # gcc and libc6-dev (above) also build the tests' small static helper (socket activation, sd_notify)
   debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
+  gnupg             # image sign (GPG simple signing), and the tests' keys
 )
 
 missing=()

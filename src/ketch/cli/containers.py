@@ -678,13 +678,13 @@ def cmd_logs(args) -> int:
         raise InvalidInputError("you must provide at least one name or id")
     since = _duration_or_time(args.since, "--since") if args.since else None
     until = _duration_or_time(args.until, "--until") if args.until else None
-    out = sys.stdout.buffer
+    streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}  # each record where it was written
     for name in names:
         prefix = f"{engine._record(name)['name']} ".encode() if args.names and len(names) > 1 else b""
-        for chunk in engine.logs(name, follow=args.follow, tail=args.tail, since=since, until=until,
-                                 timestamps=args.timestamps):
-            out.write(prefix + chunk)
-            out.flush()
+        for stream, chunk in engine.logs(name, follow=args.follow, tail=args.tail, since=since, until=until,
+                                         timestamps=args.timestamps):
+            streams[stream].write(prefix + chunk)
+            streams[stream].flush()
     return 0
 
 

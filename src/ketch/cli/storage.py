@@ -210,6 +210,19 @@ def _add_image_only(image_verbs) -> None:
     unmount.add_argument("-f", "--force", action="store_true", help="unmount even if mounted several times")
     unmount.set_defaults(func=cmd_unmount)
 
+    sign = image_verbs.add_parser("sign", help="sign images (GPG simple signing)",
+                                  description="Sign registry images with a GnuPG key; the signatures go to the "
+                                              "lookaside directory (--directory, else registries.d's staging "
+                                              "location), where skopeo and podman look for them.")
+    sign.add_argument("images", nargs="+", metavar="IMAGE")
+    sign.add_argument("--sign-by", required=True, metavar="KEY", help="the GnuPG key (fingerprint, id or e-mail)")
+    sign.add_argument("-d", "--directory", metavar="DIR", help="where the signatures go")
+    sign.add_argument("-a", "--all", action="store_true", help="the images of a multi-platform index too")
+    sign.add_argument("--authfile", metavar="PATH")
+    sign.add_argument("--cert-dir", metavar="DIR")
+    add_bool(sign, "--tls-verify", help="require HTTPS and verify certificates (default true)")
+    sign.set_defaults(func=cmd_sign)
+
     exists = image_verbs.add_parser("exists", help="exit 0 if an image is in the store, 1 if not",
                                     description="Check whether an image is in the local store.")
     exists.add_argument("image", metavar="IMAGE")
@@ -387,6 +400,15 @@ def cmd_tag(args) -> int:
 
 def cmd_untag(args) -> int:
     open_store(args).untag(args.image, *args.names)
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from ketch.image.signing import sign_image
+
+    ctx = make_context(args, creds=None, tls_verify=args.tls_verify, authfile=args.authfile, cert_dir=args.cert_dir)
+    for name in args.images:
+        sign_image(name, args.sign_by, directory=args.directory, all_instances=args.all, ctx=ctx)
     return 0
 
 

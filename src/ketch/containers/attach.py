@@ -56,6 +56,12 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
                     return 0
                 else:
                     _write(fifo, data)
+            # The state first, then the log: the monitor has written all the output before it
+            # records the exit, so an exit seen here means this read is the last one needed.
+            current = engine._status(record)
+            if current.get("stale"):  # gone, but its monitor has not recorded how yet
+                engine._wait_recorded(record, 0, None)
+                current = engine._status(record)
             try:
                 with open(path, "rb") as f:
                     f.seek(offset)
@@ -70,8 +76,7 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
                 if entry is not None:
                     target = stdio[2] if entry[1] == "stderr" else stdio[1]
                     os.write(target, logfiles.render(entry, False))
-            current = engine._status(record)
-            if current["status"] not in ("running", "paused") and not chunk:
+            if current["status"] not in ("running", "paused"):
                 code = current.get("exit_code")
                 return -1 if code is None else code
     finally:

@@ -182,8 +182,20 @@ class Engine:
             if states.alive(current.get("pid"), current.get("pid_start")):
                 if self._driver(record["options"]).status(record["id"]) == "paused":
                     current["status"] = "paused"
-            else:  # gone without anyone recording how: the monitor or ``run`` was killed
+                return current
+            # Exited: its monitor records how in a moment (an exit status seen as missing would
+            # be a lie); unless the monitor was killed too.
+            deadline = time.monotonic() + 5
+            while current.get("status") == "running" and time.monotonic() < deadline and \
+                    current.get("monitor_pid") != os.getpid() and \
+                    states.alive(current.get("monitor_pid"), current.get("monitor_start")):
+                time.sleep(0.01)
+                current = states.read(self._userdata(record["id"]))
+            if current.get("status") == "running" and not states.alive(current.get("pid"), current.get("pid_start")):
+                # gone without anyone recording how: the monitor or ``run`` was killed
                 current.update(status="exited", exit_code=current.get("exit_code"), pid=0, stale=True)
+            else:
+                return self._status(record) if current.get("status") == "running" else current
         return current
 
     def latest(self) -> str:
@@ -901,12 +913,21 @@ class Engine:
         """The stop signal, then SIGKILL to every process after ``timeout`` seconds (podman's)."""
         record = self._record(name_or_id)
         options: CreateOptions = record["options"]
+        userdata = self._userdata(record["id"])
+        # Under the lock a restart decides under: a restart that has not decided yet will not
+        # happen; one that has (``restarting``) is waited for, and its new run stopped.
+        with self.store.lock(f"container-{record['id']}"):
+            states.update(userdata, stopped_by_user=True)
+        deadline = time.monotonic() + 30
         current = self._status(record)
+        while current.get("restarting") and time.monotonic() < deadline and \
+                states.alive(current.get("monitor_pid"), current.get("monitor_start")):
+            time.sleep(0.02)
+            current = self._status(record)
         if current["status"] not in ("running", "paused"):
             self.cleanup(record["id"])  # nothing runs; what a killed run left goes
             return record["id"]
         driver = self._driver(options)
-        states.update(self._userdata(record["id"]), stopped_by_user=True)  # a restart policy does not apply
         timeout = options.stop_timeout if timeout is None else timeout
         pid, started = current["pid"], current.get("pid_start")
         if current["status"] == "paused":
@@ -970,6 +991,9 @@ class Engine:
                 raise InvalidInputError(f"unknown condition {condition!r}")
         while True:
             current = self._status(record)
+            if current.get("stale"):  # gone, but its monitor has not recorded how yet
+                self._wait_recorded(record, 0, None)
+                current = self._status(record)
             state = current["status"]
             done = state in wanted or (state not in ("running", "paused", "initialized") and
                                        ("stopped" in wanted or "exited" in wanted and state == "exited"))
@@ -1100,9 +1124,10 @@ class Engine:
         return out
 
     def logs(self, name_or_id: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
-             timestamps: bool = False, until: float | None = None) -> Iterator[bytes]:
-        """The container's output as recorded (k8s-file), from ``since`` to ``until``; with
-        ``follow``, until it stops (or ``until`` passes)."""
+             timestamps: bool = False, until: float | None = None) -> Iterator[tuple[str, bytes]]:
+        """The container's output as recorded (k8s-file): (stream, bytes) of each record, "stdout"
+        or "stderr", from ``since`` to ``until``; with ``follow``, until it stops (or ``until``
+        passes)."""
         record = self._record(name_or_id)
         if record["options"].log_driver == "none":
             raise InvalidInputError(f"container {record['name']} was created with --log-driver none: no logs")
@@ -1112,7 +1137,7 @@ class Engine:
         path = self._log_path(record)
         records = logfiles.read_records(path, since=since, tail=tail, until=until)
         for entry in records:
-            yield logfiles.render(entry, timestamps)
+            yield entry[1], logfiles.render(entry, timestamps)
         if not follow or (until is not None and until <= time.time()):
             return
         offset = os.path.getsize(path) if os.path.exists(path) else 0
@@ -1131,7 +1156,7 @@ class Engine:
             for line in lines:
                 parsed = logfiles.parse_line(line)
                 if parsed is not None:
-                    yield logfiles.render(parsed, timestamps)
+                    yield parsed[1], logfiles.render(parsed, timestamps)
             if not running and not chunk or until is not None and time.time() > until:
                 return
             time.sleep(0.1)

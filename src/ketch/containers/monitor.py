@@ -63,7 +63,7 @@ def main() -> None:
             os.close(in_r)
         state.started(userdata, pid=pid, pid_start=state.start_time(pid), started_at=time.time(),
                       monitor_pid=os.getpid(), monitor_start=state.start_time(os.getpid()),
-                      restart_count=args.get("restart_count", 0))
+                      restart_count=args.get("restart_count", 0), restarting=False)
         if args.get("init_only"):
             state.update(userdata, status="initialized")
             _report(report, f"ok {pid}")
@@ -75,6 +75,8 @@ def main() -> None:
         runtime.start(container_id)
     except Exception as exc:  # noqa: BLE001 - every failure goes back to ``ketch run -d`` as one line
         _report(report, f"error {exc}")  # ``ketch run -d`` holds the container's lock until it has read this
+        if args.get("mode") == "start":
+            state.update(userdata, restart_error=str(exc), restarting=False)
         _cleanup(args, None)
         os._exit(1)
     _event(args, "start")
@@ -181,8 +183,7 @@ def _finish(args: dict) -> None:
     if current.get("status") == "running" or current.get("exit_code") is None:
         current = state.exited(args["userdata"], status if status is not None else -1)
     _event(args, "died", status if status is not None else -1)
-    if _restarts(args, current, status):
-        _restart(args)
+    if _restarts(args, current, status) and _restart(args):
         return
     _cleanup(args, status)
 
@@ -201,9 +202,11 @@ def _restarts(args: dict, current: dict, status: int | None) -> bool:
     return policy in ("always", "unless-stopped")
 
 
-def _restart(args: dict) -> None:
+def _restart(args: dict) -> bool:
     """Start the container again: release what the last run held, prepare it anew and become
-    its monitor again (this process is still the child subreaper its init is born under)."""
+    its monitor again (this process is still the child subreaper its init is born under).
+    False when a stop came first; ``restarting`` in the state tells a stop that comes later
+    to wait for the new run and stop that."""
     from ketch.containers import state
     from ketch.containers.engine import Engine
 
@@ -212,19 +215,23 @@ def _restart(args: dict) -> None:
     engine = Engine(root=args["root"], runroot=args["runroot"], storage_driver=args["driver"])
     try:
         record = engine._record(args["id"])
-        with engine.store.lock(f"container-{args['id']}"):
+        with engine.store.lock(f"container-{args['id']}"):  # the lock ``stop`` sets stopped_by_user under
+            if state.read(args["userdata"]).get("stopped_by_user"):
+                return False
+            state.update(args["userdata"], restarting=True)
             engine._release(record)
             engine._prepare(record)
             engine._network_ready()
     except Exception as exc:  # noqa: BLE001 - nobody is left to tell but the record
-        state.update(args["userdata"], restart_error=str(exc))
+        state.update(args["userdata"], restart_error=str(exc), restarting=False)
         _cleanup(args, None)
-        return
+        return True
     state.update(args["userdata"], restart_count=count)
     _event(args, "restart")
     os.execv(sys.executable, [sys.executable, "-S", "-c", _BOOT,
                               json.dumps({**args, "mode": "start", "restart_count": count}),
                               *sys.argv[len(sys.argv) - 1:]])
+    return True  # not reached
 
 
 def _copy_until_exit(pid: int, master: int | None, out_r: int, err_r: int, log, args: dict | None = None,

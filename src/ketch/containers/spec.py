@@ -65,7 +65,7 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
         env.update(os.environ)
     if options.http_proxy and conf.http_proxy:
         env.update({k: os.environ[k] for k in PROXY_VARIABLES if k in os.environ})
-    for name in options.unsetenv:
+    for name in options.unsetenv:  # the image's and containers.conf's defaults (podman keeps HOSTNAME, HOME)
         env.pop(name, None)
     if not options.unsetenv_all:
         env.setdefault("HOSTNAME", hostname)

@@ -149,6 +149,14 @@ class Cgroup:
         else:
             _apply_v1(self.dirs, resources)
 
+    def apply_devices(self, rules: list[dict]) -> None:
+        """The device rules alone: the runtime sets them once the init has made the config's device
+        nodes, as runc does (a node allowed only "r" could not be made under its own rules)."""
+        if self.unified:
+            filter_devices_v2(self.dirs[""], rules)
+        elif "devices" in self.dirs:
+            _apply_devices_v1(self.dirs["devices"], rules)
+
     # -- processes --------------------------------------------------------------------------
 
     def procs(self) -> list[int]:
@@ -383,14 +391,6 @@ def _apply_devices_v1(directory: str, rules: list[dict]) -> None:
         _write(directory, "devices.allow", text)
 
 
-def allow_devices_v1(directory: str, devices: list[dict]) -> None:
-    """The config's linux.devices are usable whatever the rules say (runc does the same)."""
-    for device in devices:
-        if device.get("type") in ("c", "b", "u"):
-            kind = "c" if device["type"] == "u" else device["type"]
-            _write(directory, "devices.allow", f"{kind} {device['major']}:{device['minor']} rwm")
-
-
 # -- v2 ---------------------------------------------------------------------------------------
 
 
@@ -447,9 +447,10 @@ def _apply_v2(directory: str, resources: dict) -> None:
         _write_checked(directory, name, value, unified_file=True)
 
 
-def filter_devices_v2(directory: str, rules: list[dict], devices: list[dict]) -> None:
+def filter_devices_v2(directory: str, rules: list[dict]) -> None:
     """v2 device rules: an eBPF program on the cgroup (ketch.runtime.devicefilter), made from the
-    config's rules, then the devices every container may use and the config's own devices."""
+    config's rules, then the devices every container may use. The config's linux.devices get only
+    what the rules grant them (runc's behaviour: `--device /dev/x:/dev/x:r` stays read-only)."""
     from ketch.runtime import devicefilter  # ctypes and struct: only for v2 hosts with rules
 
     allowed = []
@@ -458,10 +459,6 @@ def filter_devices_v2(directory: str, rules: list[dict], devices: list[dict]) ->
         major, minor = numbers.split(":")
         allowed.append({"allow": True, "type": kind, "major": -1 if major == "*" else int(major),
                         "minor": -1 if minor == "*" else int(minor), "access": access})
-    for device in devices:
-        if device.get("type") in ("c", "b", "u"):
-            allowed.append({"allow": True, "type": "c" if device["type"] == "u" else device["type"],
-                            "major": device["major"], "minor": device["minor"], "access": "rwm"})
     devicefilter.attach(directory, list(rules) + allowed)
 
 

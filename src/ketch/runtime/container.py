@@ -175,11 +175,7 @@ class Runtime:
             self.states.save(state)
             cgroup_dirs = group.create(resources)
             if cgroup_dirs:
-                group.apply(resources)
-                if "devices" in group.dirs and not group.unified and resources.get("devices"):
-                    cgroups.allow_devices_v1(group.dirs["devices"], linux.get("devices") or [])
-                elif group.unified and resources.get("devices"):
-                    cgroups.filter_devices_v2(group.dirs[""], resources["devices"], linux.get("devices") or [])
+                group.apply({k: v for k, v in resources.items() if k != "devices"})
             else:
                 group = None
                 state.cgroup_path, state.cgroup_dirs, state.cgroup_unified = "", {}, False
@@ -200,14 +196,21 @@ class Runtime:
                 if pid_file:
                     _write_atomically(pid_file, str(pid))
 
+            device_rules = resources.get("devices") if group is not None and "devices" in resources else None
+            if group is not None and group.unified and not device_rules:
+                device_rules = None  # (v2: no rules, no filter program)
+
             def run_hooks() -> None:  # prestart and createRuntime, asked for by the init before its root changes
+                if device_rules is not None:
+                    group.apply_devices(device_rules)
                 hooks.run("prestart", config_hooks.get("prestart") or [], leanjson.dumps(state.hook_state("created")))
                 hooks.run("createRuntime", config_hooks.get("createRuntime") or [],
                           leanjson.dumps(state.hook_state("creating")))
 
             self._spawn(config, bundle, rootfs, fifo, console_fd, no_pivot, preserve_fds, recorded, run_hooks,
                         dict(container_id=container_id, cgroup_dirs=cgroup_dirs, cgroup_path=state.cgroup_path, stdio=stdio,
-                             seccomp_program=self._seccomp_program(linux)))
+                             seccomp_program=self._seccomp_program(linux),
+                             devices_after_setup=device_rules is not None))
             if console_fd is not None:
                 os.close(console_fd)
         except BaseException:

@@ -303,7 +303,8 @@ def _intermediate(config, sync, init_args) -> None:
 def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str, rootfs: str, fifo_fd: int,
                    console_fd: int | None, no_pivot: bool, preserve_fds: int, keep_fds: list[int],
                    container_id: str, host_pid: int, cgroup_path: str, seccomp_program: bytes | None,
-                   make_cgroupns: bool = False, stdio: tuple[int, int, int] | None = None) -> None:
+                   make_cgroupns: bool = False, stdio: tuple[int, int, int] | None = None,
+                   devices_after_setup: bool = False) -> None:
     global _CGROUP_PATH
     _CGROUP_PATH = cgroup_path
     _install_stdio(stdio)
@@ -315,11 +316,12 @@ def container_init(config: dict[str, Any], sync: _socket.socket, *, bundle: str,
     state = {"ociVersion": "1.0.2", "id": container_id, "status": "creating", "pid": host_pid, "bundle": bundle,
              "annotations": dict(config.get("annotations") or {})}
     _report_and_exit(sync, lambda: _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
-                                                   preserve_fds, keep_fds, state, seccomp_program))
+                                                   preserve_fds, keep_fds, state, seccomp_program,
+                                                   devices_after_setup))
 
 
 def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot, preserve_fds, keep_fds,
-                    state, seccomp_program) -> None:
+                    state, seccomp_program, devices_after_setup) -> None:
     linux = config.get("linux") or {}
     process = config.get("process") or {}
     namespaces = {n["type"] for n in linux.get("namespaces") or []}
@@ -328,8 +330,10 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
     os.setsid()
 
     def before_root_change() -> None:
-        if config_hooks.get("prestart") or config_hooks.get("createRuntime"):
-            send(sync, "hooks")  # the runtime runs these, in its own namespaces
+        # The runtime runs these hooks in its own namespaces, and sets the device rules once the
+        # device nodes are made.
+        if config_hooks.get("prestart") or config_hooks.get("createRuntime") or devices_after_setup:
+            send(sync, "hooks")
             answer = sync.recv(65536).decode(errors="replace")
             if answer != "hooks-ok":
                 raise SetupError(answer[6:] if answer.startswith("error ") else "the runtime's hooks failed")

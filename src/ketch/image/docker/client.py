@@ -46,6 +46,14 @@ MAX_RETRY_AFTER = 30.0
 _CHUNK = 1 << 20
 
 
+def registry_words(code: str, message: str) -> str:
+    """A registry's error as containers/image words it ("unauthorized: authentication required"),
+    so that scripts that look for skopeo's and podman's messages find ours."""
+    if code:
+        return f"{code.lower().replace('_', ' ')}: {message}" if message else code.lower().replace("_", " ")
+    return message
+
+
 def _error_detail(body: bytes) -> tuple[str, str]:
     """The first (code, message) of a distribution-spec error body, if it has one."""
     try:
@@ -330,8 +338,10 @@ class RegistryClient:
             headers["Authorization"] = self._auth_header(scope, challenge, refresh=True) or ""
             response = self._send_with_retries(method, url, headers, body=body, preload=preload)
             if response.status == 401:
+                code, message = _error_detail(response.read(64 * 1024) or response.data or b"")
                 response.drain_conn()
-                what = "invalid username/password" if self.credentials else "authentication required"
+                what = registry_words(code, message) or \
+                    ("invalid username/password" if self.credentials else "unauthorized: authentication required")
                 raise AuthenticationError(f"{method} {path} on {self.host}: {what}", status=401)
         return response
 
@@ -341,16 +351,16 @@ class RegistryClient:
         body = response.read(64 * 1024) or response.data  # works for preloaded and streamed
         response.release_conn()
         code, message = _error_detail(body or b"")
-        detail = message.lower() if message else f"HTTP {response.status}"
+        detail = registry_words(code, message) or f"HTTP {response.status}"
         text = f"{what}: {detail}"
         if response.status in (401, 403) or code in ("UNAUTHORIZED", "DENIED"):
             raise AuthenticationError(text, status=response.status)
         if code == "MANIFEST_UNKNOWN" or (response.status == 404 and "manifest" in what):
-            raise ManifestUnknownError(f"{what}: manifest unknown")
+            raise ManifestUnknownError(f"{what}: {registry_words(code, message) or 'manifest unknown'}")
         if code == "BLOB_UNKNOWN" or (response.status == 404 and "blob" in what):
-            raise BlobUnknownError(f"{what}: blob unknown")
+            raise BlobUnknownError(f"{what}: {registry_words(code, message) or 'blob unknown'}")
         if code == "NAME_UNKNOWN" or response.status == 404:
-            raise NotFoundError(f"{what}: repository name not known to registry")
+            raise NotFoundError(f"{what}: {registry_words(code, message) or 'repository name not known to registry'}")
         raise RegistryError(text, status=response.status)
 
     # -- the API ------------------------------------------------------------

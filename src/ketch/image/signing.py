@@ -1,0 +1,120 @@
+"""Image signatures, "simple signing" as containers/image makes them (``podman image sign``):
+a JSON payload naming the image and its manifest digest, signed with the user's GnuPG key, kept
+in a lookaside directory (``DIR/REPOSITORY@sha256=HEX/signature-N``), where skopeo and podman
+look for it.
+
+GnuPG does the signing: the ``gpg`` program, as the user runs it (their keyring, their agent for
+passphrases, ``$GNUPGHOME``), rather than a binding that would reimplement its configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from ketch.errors import InvalidInputError, KetchError, NotFoundError
+
+PAYLOAD_TYPE = "atomic container signature"
+
+
+class SigningError(KetchError):
+    """GnuPG could not sign (no such key, no agent, no gpg)."""
+
+
+def payload(docker_reference: str, manifest_digest: str, *, creator: str = "ketch",
+            timestamp: int | None = None) -> bytes:
+    """The signed content: containers/image's "atomic container signature" JSON."""
+    return json.dumps({
+        "critical": {"identity": {"docker-reference": docker_reference},
+                     "image": {"docker-manifest-digest": manifest_digest}, "type": PAYLOAD_TYPE},
+        "optional": {"creator": creator, "timestamp": int(time.time()) if timestamp is None else timestamp},
+    }, separators=(",", ":"), sort_keys=True).encode()
+
+
+def gpg_sign(data: bytes, key: str) -> bytes:
+    """An OpenPGP signed message of ``data`` (not detached: the payload is inside)."""
+    try:
+        result = subprocess.run(["gpg", "--batch", "--no-tty", "--local-user", key, "--sign"], input=data,
+                                capture_output=True, timeout=120)
+    except FileNotFoundError as exc:
+        raise SigningError("signing needs GnuPG: the gpg program is not installed") from exc
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
+        raise SigningError(f"signing with key {key!r}: {lines[-1] if lines else 'gpg failed'}")
+    return result.stdout
+
+
+def signature_path(directory: Path, repository: str, manifest_digest: str, index: int) -> Path:
+    algorithm, _, hex_digest = manifest_digest.partition(":")
+    return directory / f"{repository}@{algorithm}={hex_digest}" / f"signature-{index}"
+
+
+def store_signature(directory: Path, repository: str, manifest_digest: str, signature: bytes) -> Path:
+    """Write the signature as the next free ``signature-N`` of the image."""
+    index = 1
+    while signature_path(directory, repository, manifest_digest, index).exists():
+        index += 1
+    path = signature_path(directory, repository, manifest_digest, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(signature)
+    os.replace(tmp, path)
+    return path
+
+
+def default_directory(registry: str) -> Path:
+    """Where signatures are staged: registries.d's ``sigstore-staging`` (or ``sigstore``) for the
+    registry when it is a file: URL, else the containers tools' default."""
+    for base in (Path.home() / ".config/containers/registries.d", Path("/etc/containers/registries.d")):
+        try:
+            files = sorted(base.glob("*.yaml"))
+        except OSError:
+            continue
+        for config in files:
+            try:
+                import yaml
+
+                data = yaml.safe_load(config.read_text()) or {}
+            except Exception:  # noqa: BLE001 - a broken file is skipped, as a lookaside is optional
+                continue
+            entries = [((data.get("docker") or {}).get(registry) or {}), data.get("default-docker") or {}]
+            for entry in entries:
+                url = entry.get("sigstore-staging") or entry.get("lookaside-staging") or entry.get("sigstore") \
+                    or entry.get("lookaside")
+                if url and url.startswith("file://"):
+                    return Path(url[len("file://"):])
+    return Path("/var/lib/containers/sigstore")
+
+
+def sign_image(name: str, key: str, *, directory: str | None = None, all_instances: bool = False,
+               ctx=None) -> list[Path]:
+    """``podman image sign``: sign the manifest of a registry image (``docker://`` is implied);
+    the signature files written."""
+    from ketch.image import inspect as inspection
+    from ketch.image.context import SystemContext
+    from ketch.image.transports import parse_image_name
+    from ketch.oci import Digest, Index, parse_manifest
+
+    ctx = ctx or SystemContext()
+    text = name if "://" in name or name.startswith(("docker:", "oci:", "dir:")) else f"docker://{name}"
+    ref = parse_image_name(text)
+    docker_ref = getattr(ref, "ref", None)
+    if docker_ref is None:
+        raise InvalidInputError(f"{name}: only docker:// images can be signed (the signature names a registry)")
+    full = docker_ref.with_default_tag() if docker_ref.digest is None else docker_ref
+    raw = inspection.inspect_raw(text, ctx)
+    digests = [str(Digest.of(raw))]
+    manifest = parse_manifest(raw)
+    if isinstance(manifest, Index) and all_instances:
+        digests += [str(entry.digest) for entry in manifest.manifests]
+    where = Path(directory) if directory else default_directory(full.domain)
+    written = []
+    for digest in digests:
+        signature = gpg_sign(payload(str(full), digest), key)
+        written.append(store_signature(where, full.name, digest, signature))
+    if not written:
+        raise NotFoundError(f"{name}: nothing to sign")
+    return written

@@ -18,14 +18,14 @@ default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NE
 
 
 class Podman:
-    def __init__(self, root: Path, runtime: str = "runc") -> None:
-        self.root = root
+    def __init__(self, root: Path, runtime: str = "runc", driver: str = "vfs") -> None:
+        self.root, self.driver = root, driver
         root.mkdir(parents=True, exist_ok=True)
         self.conf = root / "containers.conf"
         self.conf.write_text(CONTAINERS_CONF)
         # runc: crun refuses this machine's hybrid cgroup layout unless the host is changed.
         self.base = ["podman", "--root", str(root / "root"), "--runroot", str(root / "run"),
-                     "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                     "--storage-driver", driver, "--cgroup-manager", "cgroupfs", "--events-backend", "file",
                      "--runtime", runtime]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -36,6 +36,11 @@ class Podman:
         if check and result.returncode != 0:
             raise AssertionError(f"podman {' '.join(args)} failed: {result.stderr}")
         return result
+
+    @property
+    def transport(self) -> str:
+        """This store as a ``containers-storage:`` reference prefix (the one skopeo takes too)."""
+        return f"containers-storage:[{self.driver}@{self.root / 'root'}+{self.root / 'run'}]"
 
     def images(self) -> list[dict]:
         return json.loads(self.run("images", "--format", "json").stdout)

@@ -455,8 +455,9 @@ class ContainersStorageDestination(ImageDestination):
                 data += chunk
             self.config = data
             return Descriptor(info.media_type, info.digest or Digest.of(data), len(data))
-        path = self.work / f"blob-{len(self.blobs)}"
-        with open(path, "wb") as f:
+        fd, name = tempfile.mkstemp(dir=self.work, prefix="blob-")  # (layers arrive in parallel)
+        path = Path(name)
+        with open(fd, "wb") as f:
             while chunk := stream.read(1 << 20):
                 f.write(chunk)
                 hasher.update(chunk)

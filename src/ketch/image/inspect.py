@@ -39,6 +39,8 @@ class InspectedImage:
         docker_ref = getattr(self.reference, "ref", None)
         if docker_ref is not None:
             out["Name"] = docker_ref.name
+        elif self.reference.transport == "containers-storage" and getattr(self.reference, "name", None):
+            out["Name"] = parse_reference(self.reference.name).name  # skopeo: the store's name, tag dropped
         out["Digest"] = str(self.digest)
         out["RepoTags"] = self.repo_tags
         out["Created"] = self.config.created

@@ -165,16 +165,17 @@ def test_layer_cache_reuse_and_invalidation(builds, tmp_path):
     first = build(env, ctx, "-t", "cached")
     assert "Using cache" not in first.stdout
     again = build(env, ctx, "-t", "cached")
-    assert again.stdout.count("Using cache") == 4
+    assert again.stdout.count("Using cache") == 5  # ARG has an image of its own too, as with podman
     assert again.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]  # the same image
     (ctx / "two.txt").write_text("2 changed\n")
     changed = build(env, ctx, "-t", "cached")
-    assert changed.stdout.count("Using cache") == 2  # RUN and COPY one.txt; from COPY two.txt on, rebuilt
+    assert changed.stdout.count("Using cache") == 3  # ARG, RUN and COPY one.txt; from COPY two.txt on, rebuilt
     assert env.cli("run", "--rm", "--network", "none", "cached", "cat", "/two.txt", "/runs-seen").stdout == \
         "2 changed\n2\n"  # the cache mount kept the first run's line
     os.chmod(ctx / "one.txt", 0o600)  # a mode is content too
-    assert build(env, ctx, "-t", "cached").stdout.count("Using cache") == 1
-    assert build(env, ctx, "--build-arg", "V=2", "-t", "cached").stdout.count("Using cache") == 0
+    assert build(env, ctx, "-t", "cached").stdout.count("Using cache") == 2
+    # the ARG step records the name, not the value: its image is reused, the RUN that sees V is not
+    assert build(env, ctx, "--build-arg", "V=2", "-t", "cached").stdout.count("Using cache") == 1
     assert build(env, ctx, "--no-cache", "-t", "cached").stdout.count("Using cache") == 0
     layer_names = []
     s = store(env)
@@ -212,8 +213,8 @@ def test_bad_input_names_the_step(builds, tmp_path):
                 "Outside": "FROM busybox\nCOPY ../secret /x\n", "Remote": "FROM busybox\nADD https://example.invalid/a /a\n",
                 "Flag": "FROM busybox\nRUN --frobnicate echo\n"})
     failed = build(env, ctx, check=False)
-    assert failed.returncode != 0
-    assert "Dockerfile:3: step 2: RUN exit 3: exit status 3" in failed.stderr
+    assert failed.returncode == 3  # the step's own status, as podman build's
+    assert 'building at STEP "RUN exit 3" (Dockerfile:3): while running runtime: exit status 3' in failed.stderr
     syntax = build(env, ctx, "-f", "Broken", check=False)
     assert syntax.returncode != 0 and "Broken:2: unknown instruction COPPY" in syntax.stderr
     outside = build(env, ctx, "-f", "Outside", check=False)

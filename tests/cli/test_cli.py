@@ -44,7 +44,7 @@ def test_version():
     (["image", "inspect", "--retry-times", "-1", "docker://busybox"], 1, "must not be negative"),
     (["image", "inspect", "--tls-verify=maybe", "docker://busybox"], 1, "invalid boolean value"),
     (["image", "inspect", "--bogus", "busybox"], 125, "unknown flag: --bogus"),
-    (["image", "frobnicate"], 125, "invalid choice"),
+    (["image", "frobnicate"], 125, "unrecognized command `ketch image frobnicate`"),
     (["image", "copy", "docker://busybox"], 1, "required"),  # skopeo's status for its verbs
     (["image", "copy", "--dest-compress", "docker://busybox"], 1, "required"),
     (["ps", "--bogus"], 125, "unknown flag: --bogus"),

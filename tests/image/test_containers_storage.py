@@ -71,11 +71,14 @@ def test_ketch_reads_what_podman_stored(store, busybox_layout, tmp_path):
     # into ketch's own store, and run
     root = tmp_path / "ketch"
     base = ["--root", str(root / "root"), "--runroot", str(root / "run")]
-    run_ketch(*base, "pull", "-q", source)
-    out = run_ketch(*base, "run", "--rm", "--network", "none", "busybox", "echo", "from podman's store")
-    assert out.stdout == "from podman's store\n"
-    assert run_ketch(*base, "images", "--format", "{{.ID}}", "--no-trunc").stdout.strip() == \
-        _config_digest(busybox_layout)
+    try:
+        run_ketch(*base, "pull", "-q", source)
+        out = run_ketch(*base, "run", "--rm", "--network", "none", "busybox", "echo", "from podman's store")
+        assert out.stdout == "from podman's store\n"
+        assert run_ketch(*base, "images", "--format", "{{.ID}}", "--no-trunc").stdout.strip() == \
+            _config_digest(busybox_layout)
+    finally:
+        run_ketch(*base, "system", "reset", "-f", check=False)
 
 
 def test_podman_runs_and_saves_what_ketch_wrote(store, tmp_path):

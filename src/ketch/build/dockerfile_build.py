@@ -209,19 +209,20 @@ class Build:
                     state.args[key] = state.global_args[key]
                 elif key in PLATFORM_ARGS:
                     state.args[key] = PLATFORM_ARGS[key]
-            empty_text = f"ARG {ins.args}"
+            # buildah's history names the ARGs, not their values (those may be secrets)
+            empty_text = "ARG " + " ".join(key for key, _ in parser.key_values(expanded, "ARG"))
         elif name == "ENV":
             env = [e for e in config.get("Env") or []]
             for key, value in parser.key_values(expanded, "ENV"):
                 env = [e for e in env if e.split("=", 1)[0] != key] + [f"{key}={value or ''}"]
             config["Env"] = env
-            empty_text = f"ENV {expanded}"
+            empty_text = f"ENV {ins.args}"  # as written, as buildah's history has it
         elif name == "LABEL":
             labels = dict(config.get("Labels") or {})
             for key, value in parser.key_values(expanded, "LABEL"):
                 labels[key] = value or ""
             config["Labels"] = labels
-            empty_text = f"LABEL {expanded}"
+            empty_text = f"LABEL {ins.args}"
         elif name == "MAINTAINER":
             state.top["author"] = expanded
             empty_text = f"MAINTAINER {expanded}"
@@ -286,7 +287,33 @@ class Build:
         state.history.append({"created": _now(), "created_by": f"/bin/sh -c #(nop) {empty_text}", "empty_layer": True})
         if container is not None:
             self.store.update_container_metadata(container, {"config": config, "top": state.top})
+        elif self.options.layers:
+            self._metadata_step(state)
         return container
+
+    def _metadata_step(self, state: _State) -> None:
+        """With layers (podman build's default), an instruction that makes no layer (ENV, CMD...)
+        ends in an image of its own too, as buildah's do: reported, and cached like a layered
+        step (so a rebuild that changed nothing reaches the very same images)."""
+        steps = [h.get("created_by") for h in state.history]
+        key = hashlib.sha256(json.dumps(["metadata", state.parent, state.config, state.top, steps],
+                                        sort_keys=True).encode()).hexdigest()
+        cached = None if self.options.no_cache else self._cached(key)
+        if cached:
+            self.log(f"{self.prefix}--> Using cache {cached}")
+            image_id = cached
+        else:
+            holder = self._working(state)
+            image_id = self._commit(holder, state, "", layer=False)
+            self.builder.remove(holder)
+            self.working.remove(holder)
+            self._remember(key, image_id)
+        if not self.last_step:
+            self.log(f"{self.prefix}--> {image_id[:11]}")
+        self.reported = image_id
+        state.parent = image_id
+        state.config, state.top = self._config_of(image_id)
+        state.history = []
 
     def _healthcheck(self, ins) -> dict:
         words = ins.args.split()
@@ -326,6 +353,21 @@ class Build:
         created_by = (f"/bin/sh -c {ins.args}" if ins.name == "RUN" and ins.json is None else
                       f"/bin/sh -c #(nop) {ins.name} {expanded}" if ins.name != "RUN" else
                       f"/bin/sh -c {json.dumps(ins.json)}")
+        if ins.name in ("COPY", "ADD") and not ins.heredocs:
+            # Docker's and buildah's record: "COPY file:DIGEST in DEST" (dir:, or multi: for
+            # several sources); the digest is ketch's own of the content, not buildah's
+            found, destination, _ = self._sources(ins, expanded, state, stages)
+            parts = inputs[0]
+            if len(parts) == 1:
+                kind = "dir" if os.path.isdir(found[0][0]) and not os.path.islink(found[0][0]) else "file"
+                digest = parts[0][1]
+            else:
+                kind, digest = "multi", hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+            created_by = f"/bin/sh -c #(nop) {ins.name} {kind}:{digest} in {destination} "  # (buildah's space)
+        if ins.name == "RUN" and state.args:
+            # Docker's and buildah's record of the build arguments a RUN saw: "|N K=V ... COMMAND"
+            created_by = f"|{len(state.args)} " + " ".join(f"{k}={v}" for k, v in state.args.items()) + \
+                " " + created_by
         if self.options.layers:
             if not self.options.no_cache:
                 cached = self._cached(key)
@@ -501,8 +543,10 @@ class Build:
         finally:
             os.close(null)
         if status != 0:
-            error = BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: "
-                               f"exit status {status}")
+            # podman build's words, and its status: the step's own
+            error = BuildError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): while '
+                               f"running runtime: exit status {status}")
+            error.exit_code = status
             raise error
 
     def _run_mounts(self, ins, state: _State, stages) -> list[dict]:

@@ -34,7 +34,7 @@ def _buildah_statuses(func):
 
 
 def _fail(exc: KetchError) -> KetchError:
-    if getattr(exc, "exit_code", 1) == 1:
+    if "exit_code" not in vars(exc) and getattr(exc, "exit_code", 1) == 1:  # (a step's own 1 stays 1)
         exc.exit_code = 125
     return exc
 

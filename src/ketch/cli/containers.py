@@ -79,7 +79,7 @@ def _register_verbs(commands, wanted: set[str], under_container: bool = False) -
         if verb in wanted and verb in _REGISTRARS:
             _REGISTRARS[verb](commands)
     if under_container and "inspect" in wanted:
-        pass
+        commands.choices["inspect"].set_defaults(type="container")  # podman's container inspect
 
 
 def _add_latest(parser) -> None:
@@ -477,8 +477,8 @@ def _each(args, targets: list[str], action, *, missing_status: int = EXIT_ENGINE
             if not quiet:
                 print(result if isinstance(result, str) and getattr(args, "all", False) else name)
         except NotFoundError as exc:
-            if getattr(args, "ignore", False):
-                continue
+            if getattr(args, "ignore", False) or (getattr(args, "force", False) and missing_status == 1):
+                continue  # (rm -f of a container that is not there: podman's success)
             print(f"Error: {exc}", file=sys.stderr)
             status = missing_status
         except KetchError as exc:
@@ -613,9 +613,9 @@ def cmd_rm(args) -> int:
 
 
 def _sort_key(field: str):
-    keys = {"command": lambda e: " ".join(e["Command"] or []), "created": lambda e: -e["Created"],
+    keys = {"command": lambda e: " ".join(e["Command"] or []), "created": lambda e: e["Created"],
             "id": lambda e: e["Id"], "image": lambda e: e["Image"], "names": lambda e: e["Names"][0],
-            "runningfor": lambda e: -e["Created"], "size": lambda e: (e.get("Size") or {}).get("RwSize", 0),
+            "runningfor": lambda e: e["Created"], "size": lambda e: (e.get("Size") or {}).get("RwSize", 0),
             "status": lambda e: e["State"]}
     return keys[field]
 
@@ -633,11 +633,12 @@ def cmd_ps(args) -> int:
     size = args.size or bool(args.format and ".Size" in args.format)
     entries = engine.list(all=args.all or args.last >= 0 or args.latest, filters=args.filter, size=size,
                           namespaces=args.ns or bool(args.format and ".Namespaces" in args.format))
-    entries.sort(key=lambda e: -e["Created"])
+    # podman's order: by creation, oldest first (the engine lists them so, to the sub-second);
+    # --last N: the N made last; --latest: the one made last.
     if args.latest:
-        entries = entries[:1]
-    elif args.last >= 0:
-        entries = entries[:args.last]
+        entries = entries[-1:]
+    elif args.last > 0:  # (0, as podman has it: all)
+        entries = entries[-args.last:]
     if args.sort:
         entries.sort(key=_sort_key(args.sort))
     if report.is_json(args.format):
@@ -698,10 +699,15 @@ def cmd_exec(args) -> int:
     if not command:
         raise InvalidInputError("exec requires the name or ID of a container or the --latest flag")
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
+    from ketch.containers.engine import ContainerStateError
+
     try:
         return _engine(args).exec(name, command, interactive=args.interactive, tty=args.tty, user=args.user,
                                   workdir=args.workdir, env=env, detach=args.detach, privileged=args.privileged,
                                   preserve_fds=args.preserve_fds)
+    except ContainerStateError as exc:
+        exc.exit_code = EXIT_ENGINE if args.detach else 255  # podman 4.3's: an exec that never started
+        raise
     except KetchError as exc:
         raise _engine_failure(exc) from exc
 
@@ -760,13 +766,15 @@ def inspect_any(engine, name: str, kind: str, size: bool = False) -> dict:
             if what == "pod":
                 raise NotFoundError(f"no pod with name or ID {name} found: no such pod")
         except NotFoundError as exc:
-            if kind != "all":
-                raise KetchError(f"inspecting object: {exc}") from exc
-    raise KetchError(f'inspecting object: no such object: "{name}"')
+            if kind != "all":  # podman's words for each kind
+                message = {"container": f"no such container {name}", "volume": f"no such volume {name}",
+                           "network": f"network {name}: {exc}"}.get(what, str(exc))
+                raise NotFoundError(message) from exc
+    raise NotFoundError(f'no such object: "{name}"')
 
 
 def cmd_inspect(args) -> int:
-    from ketch.cli.storage import print_inspected
+    from ketch.cli.storage import print_inspected, report_inspect_errors
 
     engine = _engine(args)
     kind = getattr(args, "type", "container")
@@ -782,8 +790,7 @@ def cmd_inspect(args) -> int:
             errors.append(exc)
             status = EXIT_ENGINE
     print_inspected(args.format, found, "inspect")
-    for exc in errors:
-        print(f"Error: {exc}", file=sys.stderr)
+    report_inspect_errors([str(exc) for exc in errors])
     return status
 
 
@@ -811,15 +818,13 @@ def cmd_port(args) -> int:
         names = [args.names[0]]
         wanted = args.names[1] if len(args.names) > 1 else None
     for name in names:
-        ports = engine.ports(name)
-        if args.all:
-            print(engine._record(name)["id"][:12])
-        for p in ports:
+        prefix = engine._record(name)["id"][:12] + "\t" if args.all else ""  # podman's: the id on each line
+        for p in engine.ports(name):
             key = f"{p['container_port']}/{p['protocol']}"
             if wanted and wanted not in (key, str(p["container_port"])):
                 continue
             host = p["host_ip"] if p["host_ip"] not in ("", "0.0.0.0") else "0.0.0.0"
-            print(f"{host}:{p['host_port']}" if wanted else f"{key} -> {host}:{p['host_port']}")
+            print(prefix + (f"{host}:{p['host_port']}" if wanted else f"{key} -> {host}:{p['host_port']}"))
     return 0
 
 
@@ -865,10 +870,11 @@ def cmd_diff(args) -> int:
         raise InvalidInputError("diff requires the name or id of one container or the --latest flag")
     changes = engine.diff(name)
     if args.format == "json":
-        out: dict[str, list[str]] = {}
+        # podman's ChangesReportJSON: changed, added, deleted (each left out when empty), five-space indent
+        out: dict[str, list[str]] = {"changed": [], "added": [], "deleted": []}
         for kind, path in changes:
-            out.setdefault({"A": "added", "C": "changed", "D": "deleted"}[kind], []).append(path)
-        print(json.dumps(out, indent=4))
+            out[{"A": "added", "C": "changed", "D": "deleted"}[kind]].append(path)
+        print(json.dumps({k: v for k, v in out.items() if v}, indent=5))
     elif args.format:
         raise InvalidInputError(f"unknown format {args.format!r}: diff takes json")
     else:

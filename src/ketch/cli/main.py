@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import sys
 
 from ketch import __version__
@@ -51,6 +52,9 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
+        command = re.match(r"argument ([^-][^:]*): invalid choice: '([^']*)'", message)
+        if command:  # a command word, not a flag's value
+            raise UsageError(f"unrecognized command `{self.prog} {command.group(2)}`", self.prog)
         raise UsageError(_go_message(message), self.prog)
 
     def _parse_optional(self, arg_string):
@@ -279,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
     except UsageError as exc:
-        print(f"Error: {exc.message}\nSee '{exc.prog} --help'.", file=sys.stderr)
+        hint = f"Try '{exc.prog} --help' for more information" if exc.message.startswith("unrecognized command") \
+            else f"See '{exc.prog} --help'."  # (podman's two hints)
+        print(f"Error: {exc.message}\n{hint}", file=sys.stderr)
         return usage_status(argv)
     level = "debug" if args.debug else {"warning": "warn", "trace": "debug", "fatal": "error",
                                          "panic": "error"}.get(args.log_level, args.log_level)

@@ -46,6 +46,13 @@ def ports_text(ports: list[dict] | None) -> str:
 
 def container_status(entry: dict) -> str:
     """podman 4.3's STATUS: "Up 5 seconds ago", "Exited (0) 3 minutes ago", "Created"..."""
+    text = container_state(entry)
+    health = entry.get("Health") or ""
+    return f"{text} ({health})" if health else text
+
+
+def container_state(entry: dict) -> str:
+    """podman 4.3's psReporter.State(), which a template's .State calls (not the JSON's word)."""
     state = entry["State"]
     if state == "running":
         text = f"Up {humanize.since(entry['StartedAt'])} ago"
@@ -53,8 +60,7 @@ def container_status(entry: dict) -> str:
         text = f"Exited ({entry['ExitCode']}) {humanize.since(entry['ExitedAt'])} ago"
     else:
         text = state[:1].upper() + state[1:]
-    health = entry.get("Health") or ""
-    return f"{text} ({health})" if health else text
+    return text
 
 
 class ContainerRow(Row):
@@ -80,7 +86,6 @@ class ContainerRow(Row):
         self.Pid = entry["Pid"]
         self.PodName = entry["PodName"]
         self.StartedAt = entry["StartedAt"]
-        self.State = entry["State"]
         self.Namespaces = GoStruct({k: entry.get("Namespaces", {}).get(k, "") for k in
                                     ("Cgroup", "IPC", "MNT", "NET", "PIDNS", "UTS", "User")})
 
@@ -103,6 +108,10 @@ class ContainerRow(Row):
     @property
     def Status(self) -> str:  # noqa: N802
         return container_status(self.entry)
+
+    @property
+    def State(self) -> str:  # noqa: N802
+        return container_state(self.entry)
 
     @property
     def Restarts(self) -> str:  # noqa: N802
@@ -354,7 +363,6 @@ class NetworkRow(Row):
         self.IPv6Enabled = entry.get("ipv6_enabled", False)
         self.Internal = entry.get("internal", False)
         self.DNSEnabled = entry.get("dns_enabled", False)
-        self.Labels = entry.get("labels") or {}
         self.Options = entry.get("options") or {}
         self.IPAMOptions = entry.get("ipam_options") or {}
         self.go_fields = ("Name", "ID", "Driver", "NetworkInterface", "Created", "Subnets", "IPv6Enabled", "Internal",
@@ -364,8 +372,33 @@ class NetworkRow(Row):
     def ID(self) -> str:  # noqa: N802
         return self.entry["id"] if self.no_trunc else self.entry["id"][:12]
 
+    @property
+    def Labels(self) -> str:  # noqa: N802 - podman's ListPrintReports.Labels(): "k=v,k=v"
+        return ",".join(f"{k}={v}" for k, v in sorted((self.entry.get("labels") or {}).items()))
+
     def Label(self, name: str) -> str:  # noqa: N802
-        return self.Labels.get(name, "")
+        return (self.entry.get("labels") or {}).get(name, "")
+
+
+# netavark's JSON keys → the Go field names a template over podman's types.Network uses
+_NETWORK_FIELDS = {"name": "Name", "id": "ID", "driver": "Driver", "network_interface": "NetworkInterface",
+                   "created": "Created", "subnets": "Subnets", "ipv6_enabled": "IPv6Enabled", "internal": "Internal",
+                   "dns_enabled": "DNSEnabled", "labels": "Labels", "options": "Options",
+                   "ipam_options": "IPAMOptions", "subnet": "Subnet", "gateway": "Gateway",
+                   "lease_range": "LeaseRange"}
+
+
+def go_network(entry: dict[str, Any]) -> "GoStruct":
+    """A network as ``podman network inspect --format`` sees it (Go names, maps kept maps)."""
+    struct = GoStruct({_NETWORK_FIELDS.get(k, k): go_value(v, _NETWORK_FIELDS.get(k, k)) for k, v in entry.items()
+                       if k not in ("subnets",)})
+    struct["Subnets"] = [GoStruct({_NETWORK_FIELDS.get(k, k): v for k, v in subnet.items()})
+                         for subnet in entry.get("subnets") or []]
+    for key in ("Labels", "Options", "IPAMOptions"):
+        value = entry.get({"Labels": "labels", "Options": "options", "IPAMOptions": "ipam_options"}[key])
+        struct[key] = dict(value or {})  # (a nil map prints as map[] too)
+    struct.go_type = "types.Network"
+    return struct
 
 
 NETWORK_DEFAULT = "{{.ID}}\t{{.Name}}\t{{.Driver}}"

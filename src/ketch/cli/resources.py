@@ -131,11 +131,12 @@ def network_entries(engine, filters: list[str]) -> list[dict]:
             continue
         if "driver" in wanted and entry["driver"] not in wanted["driver"]:
             continue
-        if "label" in wanted and not _labels_match(entry["labels"], wanted["label"]):
+        if "label" in wanted and not _labels_match(entry.get("labels") or {}, wanted["label"]):
             continue
-        if "label!" in wanted and not _labels_match(entry["labels"], wanted["label!"], negate=True):
+        if "label!" in wanted and not _labels_match(entry.get("labels") or {}, wanted["label!"], negate=True):
             continue
-        if "dangling" in wanted and (wanted["dangling"][0].lower() in ("true", "1")) == bool(entry["containers"]):
+        if "dangling" in wanted and \
+                (wanted["dangling"][0].lower() in ("true", "1")) == bool(nets.attached(entry["name"])):
             continue
         out.append(entry)
     return out
@@ -144,7 +145,7 @@ def network_entries(engine, filters: list[str]) -> list[dict]:
 def cmd_network_ls(args) -> int:
     from ketch.cli import report, reports
 
-    entries = network_entries(_engine(args), args.filter)
+    entries = sorted(network_entries(_engine(args), args.filter), key=lambda e: e["name"])  # podman's order
     if args.quiet:
         for entry in entries:
             print(entry["name"])
@@ -160,7 +161,7 @@ def cmd_network_ls(args) -> int:
 
 
 def cmd_network_inspect(args) -> int:
-    from ketch.cli.storage import print_inspected
+    from ketch.cli.storage import print_inspected, report_inspect_errors
 
     nets = _engine(args).networks()
     found, errors = [], []
@@ -168,11 +169,11 @@ def cmd_network_inspect(args) -> int:
         try:
             found.append(nets.inspect(name))
         except KetchError as exc:
-            errors.append(exc)
-    print_inspected(args.format, found, "inspect")
-    for exc in errors:
-        print(f"Error: {exc}", file=sys.stderr)
-    return 125 if errors else 0
+            errors.append(f"network {name}: {exc}")
+    from ketch.cli import reports
+
+    print_inspected(args.format, found, "inspect", reports.go_network)
+    return report_inspect_errors(errors)
 
 
 def cmd_network_rm(args) -> int:
@@ -296,7 +297,7 @@ def volume_entries(engine, filters: list[str]) -> list[dict]:
 def cmd_volume_ls(args) -> int:
     from ketch.cli import report, reports
 
-    entries = volume_entries(_engine(args), args.filter)
+    entries = sorted(volume_entries(_engine(args), args.filter), key=lambda e: e["Name"])  # podman's order
     if args.quiet:
         for entry in entries:
             print(entry["Name"])
@@ -311,7 +312,7 @@ def cmd_volume_ls(args) -> int:
 
 
 def cmd_volume_inspect(args) -> int:
-    from ketch.cli.storage import print_inspected
+    from ketch.cli.storage import print_inspected, report_inspect_errors
 
     volumes = _engine(args).volumes()
     names = [v["name"] for v in volumes.list()] if args.all else args.names
@@ -321,12 +322,12 @@ def cmd_volume_inspect(args) -> int:
     for name in names:
         try:
             found.append(volumes.inspect(name))
+        except NotFoundError:
+            errors.append(f"no such volume {name}")
         except KetchError as exc:
-            errors.append(exc)
+            errors.append(str(exc))
     print_inspected(args.format, found, "inspect")
-    for exc in errors:
-        print(f"Error: {exc}", file=sys.stderr)
-    return 125 if errors else 0
+    return report_inspect_errors(errors)
 
 
 def cmd_volume_rm(args) -> int:
@@ -460,7 +461,7 @@ def cmd_secret_ls(args) -> int:
 
 
 def cmd_secret_inspect(args) -> int:
-    from ketch.cli.storage import print_inspected
+    from ketch.cli.storage import print_inspected, report_inspect_errors
 
     secrets = _secrets(args)
     found, errors = [], []
@@ -476,9 +477,7 @@ def cmd_secret_inspect(args) -> int:
                   f"Updated at:      {entry['UpdatedAt']}")
     else:
         print_inspected(args.format, found, "inspect")
-    for exc in errors:
-        print(f"Error: inspecting secret: {exc}", file=sys.stderr)
-    return 125 if errors else 0
+    return report_inspect_errors([str(exc) for exc in errors], "secret")
 
 
 def cmd_secret_rm(args) -> int:

@@ -380,7 +380,7 @@ def cmd_rmi(args) -> int:
             for line in store.remove_image(name, force=args.force):
                 print(line)
         except NotFoundError as exc:
-            if args.ignore:
+            if args.ignore or args.force:  # (podman: --force ignores images that are not there)
                 continue
             print(f"Error: {exc}", file=sys.stderr)
             status = status or EXIT_IMAGE_MISSING
@@ -443,18 +443,27 @@ def local_inspect(args) -> int:
     store = open_store(args)
     found, errors = inspect_entries(store, args.image)
     print_inspected(args.format, found, "inspect")
-    for exc in errors:
-        print(f"Error: {exc}", file=sys.stderr)
-    return 125 if errors else 0
+    return report_inspect_errors([str(exc) for exc in errors])
 
 
-def print_inspected(fmt: str | None, entries: list[dict], name: str) -> None:
-    """An inspect command's output: JSON (podman's indent), or a template run per entry."""
+def report_inspect_errors(messages: list[str], what: str = "object") -> int:
+    """podman's way with the names an inspect did not find: each after the first as a plain
+    "error inspecting" line, then the first as the command's error; 125 if there were any."""
+    for message in messages[1:]:
+        print(f"error inspecting {what}: {message}", file=sys.stderr)
+    if messages:
+        print(f"Error: inspecting {what}: {messages[0]}", file=sys.stderr)
+    return 125 if messages else 0
+
+
+def print_inspected(fmt: str | None, entries: list[dict], name: str, as_go=None) -> None:
+    """An inspect command's output: JSON (podman's indent), or a template run per entry (over
+    ``as_go(entry)``, by default the JSON's own keys as Go fields)."""
     from ketch.cli import report, reports
 
     if fmt and not report.is_json(fmt):
         sys.stdout.write(report.Formatter(fmt, name=name, default="").render(
-            [reports.go_value(e) for e in entries]))
+            [(as_go or reports.go_value)(e) for e in entries]))
     else:
         print(json.dumps(entries, indent=4) if entries else "[]")
 
@@ -472,12 +481,12 @@ def cmd_history(args) -> int:
         return 0
     if report.is_json(args.format):
         out = []
-        for entry in entries:
+        for n, entry in enumerate(entries):
             item = {"id": entry["ID"], "created": entry["created_text"], "CreatedBy": entry["CreatedBy"],
                     "size": entry["Size"]}
             if entry["Comment"]:
                 item["comment"] = entry["Comment"]
-            if entry["Tags"]:
+            if entry["Tags"] and n:  # podman names the images below, not the one asked about
                 item["tags"] = entry["Tags"]
             item["Created"] = entry["created_text"]
             out.append(item)
@@ -558,6 +567,7 @@ def cmd_save(args) -> int:
         elif args.compress:
             options.compress_format = "gzip"
     with contextlib.ExitStack() as stack:
+        options.progress = _SaveReport(_progress(args, stack))
         output = args.output
         if output is None:
             tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="ketch-save-"))
@@ -595,6 +605,20 @@ def cmd_save(args) -> int:
     return 0
 
 
+class _SaveReport:
+    """podman save's report: a copy's lines, less "Getting image source signatures"."""
+
+    def __init__(self, report) -> None:
+        self._report = report
+
+    def message(self, text: str) -> None:
+        if text != "Getting image source signatures":
+            self._report.message(text)
+
+    def __getattr__(self, name):
+        return getattr(self._report, name)
+
+
 def cmd_load(args) -> int:
     import tempfile
 
@@ -612,7 +636,7 @@ def cmd_load(args) -> int:
                 while chunk := sys.stdin.buffer.read(1 << 20):
                     f.write(chunk)
         ctx = storage_context(args, store, creds=None, tls_verify=None, authfile=None)
-        for name in load_archive(store, path, ctx):
+        for name in load_archive(store, path, ctx, _progress(args, stack)):
             print(f"Loaded image: {name}")
     return 0
 

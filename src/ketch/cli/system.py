@@ -114,7 +114,12 @@ _GO_NAMES = {"ociRuntime": "OCIRuntime", "idMappings": "IDMappings", "cpus": "CP
              "cpuUtilization": "CPUUtilization", "apparmorEnabled": "AppArmorEnabled",
              "selinuxEnabled": "SELinuxEnabled", "buildahVersion": "BuildahVersion", "linkmode": "Linkmode",
              "uidmap": "UIDMap", "gidmap": "GIDMap", "memFree": "MemFree", "memTotal": "MemTotal",
-             "graphOptions": "GraphOptions"}
+             "graphOptions": "GraphOptions", "cgroupVersion": "CgroupsVersion", "swapFree": "SwapFree",
+             "swapTotal": "SwapTotal", "eventLogger": "EventLogger", "cgroupControllers": "CgroupControllers",
+             "seccompEnabled": "SECCOMPEnabled", "seccompProfilePath": "SECCOMPProfilePath",
+             "serviceIsRemote": "ServiceIsRemote", "graphRootAllocated": "GraphRootAllocated",
+             "graphRootUsed": "GraphRootUsed", "imageCopyTmpDir": "ImageCopyTmpDir", "configFile": "ConfigFile",
+             "containersConf": "ContainersConf"}
 
 
 def _go_name(key: str) -> str:

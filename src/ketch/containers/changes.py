@@ -66,7 +66,7 @@ class Place:
 
     def missing(self) -> NotFoundError:
         if self.root is None:
-            return NotFoundError(f"{self.text}: no such file or directory")
+            return NotFoundError(f'"{self.text}" could not be found on the host: no such file or directory')
         return NotFoundError(f'"{self.path}" could not be found on container {self.container}: no such file or '
                              "directory")
 

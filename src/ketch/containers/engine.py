@@ -47,6 +47,11 @@ class NoSuchContainerError(NotFoundError):
         self.name = name_or_id
 
 
+class ContainerStateError(ContainerError):
+    """The container is not in a state the operation can act on (podman's "container state
+    improper", which scripts look for)."""
+
+
 class ContainerRunningError(InUseError):
     """The container runs (or is paused), and the operation needs it stopped."""
 
@@ -268,7 +273,7 @@ class Engine:
             except OSError as exc:
                 self.remove(container_id, force=True)
                 raise ContainerError(f"writing the container id file {options.cidfile}: {exc.strerror}") from exc
-        self._event("create", container_id, name, image, options.labels)
+        self._record_event("create", self._record(container_id))  # (with the image's name resolved)
         return container_id
 
     def _make_anonymous_volumes(self, options: CreateOptions, image_config: dict) -> None:
@@ -791,14 +796,15 @@ class Engine:
                 text = answer[6:] if answer.startswith("error ") else "the container's monitor died before it " \
                                                                        "started the container"
                 error = ContainerError(text)
-                if "executable file not found" in text:
+                if text.startswith("exec: ") and ("executable file not found" in text or
+                                                  "no such file or directory" in text):
                     error.exit_code = 127
-                elif "permission denied" in text and text.startswith("exec "):
+                elif text.startswith("exec: ") and "permission denied" in text:
                     error.exit_code = 126
                 raise error
             if options.pidfile:
                 _write_pidfile(options.pidfile, int(answer.split()[1]))
-            self._record_event("init", record)
+            # (the monitor recorded the init and start events, in their order)
 
     def _start_initialized(self, record: dict) -> None:
         """Start a container ``init`` made: its monitor waits on the start FIFO."""
@@ -818,8 +824,7 @@ class Engine:
             os.close(fd)
         while time.monotonic() < deadline:
             if states.read(userdata).get("status") != "initialized":
-                self._record_event("start", record)
-                return
+                return  # (its monitor records the start event)
             time.sleep(0.01)
         raise ContainerError(f"container {record['name']} did not start")
 
@@ -847,6 +852,9 @@ class Engine:
             if current["status"] in ("running", "paused"):
                 return  # started again meanwhile
             self._release(record)
+            if current["status"] in ("exited", "stopped") and not current.get("cleaned"):
+                states.update(self._userdata(record["id"]), cleaned=True)
+                self._record_event("cleanup", record)  # podman's, once per run
         if remove:
             self.remove(record["id"], force=True)
 
@@ -901,7 +909,8 @@ class Engine:
         record = self._record(name_or_id)
         current = self._status(record)
         if current["status"] not in ("running", "paused"):
-            raise InvalidInputError(f"can only kill running containers: {record['name']} is {current['status']}")
+            raise ContainerStateError(f"can only kill running containers. {record['id']} is in state "
+                                      f"{current['status']}: container state improper")
         number = _signal_number(signal)
         if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGQUIT):
             states.update(self._userdata(record["id"]), stopped_by_user=True)  # no restart after a kill
@@ -1173,7 +1182,7 @@ class Engine:
         options: CreateOptions = record["options"]
         current = self._status(record)
         if current["status"] != "running":
-            raise ContainerError("can only create exec sessions on running containers: container state improper")
+            raise ContainerStateError("can only create exec sessions on running containers: container state improper")
         if options.runtime:
             raise InvalidInputError("exec into a container of another --runtime is not supported; use that "
                                     "runtime's exec")
@@ -1301,8 +1310,9 @@ class Engine:
 
     def pause(self, name_or_id: str) -> str:
         record = self._record(name_or_id)
-        if self._status(record)["status"] != "running":
-            raise InvalidInputError(f"container {record['name']} is not running")
+        state = self._status(record)["status"]
+        if state != "running":
+            raise ContainerStateError(f'"{state}" is not running, can\'t pause: container state improper')
         self._driver(record["options"]).pause(record["id"])
         self._record_event("pause", record)
         return record["id"]
@@ -1310,7 +1320,7 @@ class Engine:
     def unpause(self, name_or_id: str) -> str:
         record = self._record(name_or_id)
         if self._status(record)["status"] != "paused":
-            raise InvalidInputError(f"container {record['name']} is not paused")
+            raise ContainerStateError(f'"{record["id"]}" is not paused, can\'t unpause: container state improper')
         self._driver(record["options"]).resume(record["id"])
         self._record_event("unpause", record)
         return record["id"]

@@ -64,6 +64,7 @@ def main() -> None:
         state.started(userdata, pid=pid, pid_start=state.start_time(pid), started_at=time.time(),
                       monitor_pid=os.getpid(), monitor_start=state.start_time(os.getpid()),
                       restart_count=args.get("restart_count", 0), restarting=False)
+        _event(args, "init")
         if args.get("init_only"):
             state.update(userdata, status="initialized")
             _report(report, f"ok {pid}")

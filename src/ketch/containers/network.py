@@ -305,10 +305,14 @@ class Networks:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(network["created"])) + "Z",
             "subnets": [{"subnet": network["subnet"], "gateway": network["gateway"]}],
             "ipv6_enabled": False, "internal": bool(network["internal"]), "dns_enabled": False,
-            "labels": json.loads(network["labels"]), "ipam_options": {"driver": "host-local"},
-            "containers": {r["container"]: {"ip": r["ip"]} for r in self.db.query(
-                "SELECT container, ip FROM network_addresses WHERE network = ?", (network["name"],))},
+            **({"labels": json.loads(network["labels"])} if json.loads(network["labels"]) else {}),
+            "ipam_options": {"driver": "host-local"},
         }
+
+    def attached(self, name: str) -> dict[str, str]:
+        """The containers that have an address on network ``name``: container id → address."""
+        return {r["container"]: r["ip"] for r in self.db.query(
+            "SELECT container, ip FROM network_addresses WHERE network = ?", (name,))}
 
     # -- a container's addresses and ports ------------------------------------------
 

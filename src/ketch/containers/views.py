@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -127,7 +128,7 @@ def ps_entry(engine, record: dict, current: dict, *, size: bool = False,
         "Mounts": [m["destination"] for m in options.mounts],
         "Names": [record["name"]],
         "Namespaces": _namespaces(current.get("pid")) if namespaces and running else {},
-        "Networks": sorted(_networks(engine, record)) if status in ("running", "paused") else [],
+        "Networks": sorted(engine._network_names(record["options"])),  # podman's: configured, in any state
         "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
         "Pod": "",
         "PodName": "",
@@ -239,9 +240,10 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         pass
     command = _command(engine, record)
     try:
-        image = engine.store.lookup(record["image"]).parsed_config.container_config
+        image_record = engine.store.lookup(record["image"])
+        image, image_digest = image_record.parsed_config.container_config, image_record.digest
     except KetchError:
-        image = {}
+        image, image_digest = {}, ""
     process = config.get("process") or {}
     caps = (process.get("capabilities") or {})
     status = current["status"]
@@ -270,10 +272,16 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Error": current.get("restart_error", ""),
             "StartedAt": _rfc3339(current.get("started_at")),
             "FinishedAt": _rfc3339(current.get("finished_at")),
-            **({"Health": _health(engine, record)} if options.healthcheck else {}),
+            "Health": _health(engine, record) if options.healthcheck else
+            {"Status": "", "FailingStreak": 0, "Log": None},
+            "CheckpointedAt": NEVER,
+            "RestoredAt": NEVER,
+            "CgroupPath": (config.get("linux") or {}).get("cgroupsPath", ""),
         },
         "Image": record["image"] or "",
+        "ImageDigest": image_digest,
         "ImageName": image_name(engine, record),
+        "IsService": False,
         "Rootfs": "",
         "Pod": "",
         "ResolvConfPath": os.path.join(userdata, "resolv.conf"),
@@ -315,10 +323,12 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "StdinOnce": False,
             "Env": process.get("env") or [],
             "Cmd": options.command if options.command else (image.get("Cmd") if options.entrypoint is None else []),
-            "Image": record["meta"].get("image_name", ""),
+            "Image": image_name(engine, record),  # podman's: the name resolved, not as typed
             "Volumes": None,
             "WorkingDir": process.get("cwd") or options.workdir or image.get("WorkingDir") or "/",
-            "Entrypoint": options.entrypoint if options.entrypoint is not None else image.get("Entrypoint") or [],
+            # podman 4's Entrypoint is one string
+            "Entrypoint": " ".join(options.entrypoint if options.entrypoint is not None
+                                   else image.get("Entrypoint") or []),
             "OnBuild": None,
             "Labels": dict(sorted(options.labels.items())) or None,
             "Annotations": dict(sorted(options.annotations.items())),
@@ -333,10 +343,11 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
                                 "Retries": options.healthcheck.get("retries", 0)}}
                if options.healthcheck and options.healthcheck.get("test") else {}),
             **({"Timezone": options.tz} if options.tz else {}),
-            "Secrets": [{"Name": secret["name"]} for secret in options.secrets] or None,
+            **({"Secrets": [{"Name": secret["name"]} for secret in options.secrets]} if options.secrets else {}),
             "StopTimeout": options.stop_timeout,
             "Passwd": True,
             "sdNotifyMode": options.sdnotify,
+            "HealthcheckOnFailureAction": "none",
         },
         "HostConfig": {
             "Binds": [],
@@ -375,8 +386,22 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "Ulimits": [{"Name": r["type"], "Soft": r["soft"], "Hard": r["hard"]}
                         for r in process.get("rlimits") or []],
             "Init": options.init,
+            # What podman 4.3 always prints, with the values it has when unset (ketch has no
+            # such settings, or they are the defaults).
+            "BlkioDeviceReadBps": None, "BlkioDeviceReadIOps": None, "BlkioDeviceWriteBps": None,
+            "BlkioDeviceWriteIOps": None, "BlkioWeight": 0, "BlkioWeightDevice": None, "Cgroup": "",
+            "CgroupConf": None, "CgroupParent": "", "Cgroups": "default", "ConsoleSize": [0, 0],
+            "ContainerIDFile": options.cidfile or "", "CpuCount": 0, "CpuPercent": 0, "CpuRealtimePeriod": 0,
+            "CpuRealtimeRuntime": 0, "CpusetMems": "", "DiskQuota": 0, "ExtraHosts": list(options.add_host),
+            "GroupAdd": list(options.group_add), "IOMaximumBandwidth": 0, "IOMaximumIOps": 0, "Isolation": "",
+            "KernelMemory": 0, "Links": None, "MemorySwappiness": 0, "OomKillDisable": False,
+            "PublishAllPorts": options.publish_all, "Runtime": "oci", "UsernsMode": "", "VolumeDriver": "",
+            "VolumesFrom": list(options.volumes_from) or None,
         },
     }
+
+
+NEVER = "0001-01-01T00:00:00Z"  # Go's zero time, as podman prints a time that never was
 
 
 def _health(engine, record: dict) -> dict[str, Any]:
@@ -443,9 +468,11 @@ def _go_seconds(seconds: float) -> str:
 
 
 def _elapsed(p: dict) -> float:
-    with open("/proc/uptime") as f:
-        uptime = float(f.read().split()[0])
-    return max(uptime - int(p["fields"][19]) / os.sysconf("SC_CLK_TCK"), 0.0)
+    """Since the process started, as psgo (podman's top) measures it: now less the boot time
+    (whole seconds, /proc/stat's btime) plus the start in clock ticks."""
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return max(time.time() - (boot + int(p["fields"][19]) / os.sysconf("SC_CLK_TCK")), 0.0)
 
 
 def _cpu_seconds(p: dict) -> float:
@@ -468,7 +495,7 @@ TOP_DESCRIPTORS: dict[str, tuple[str, Any]] = {
     "ppid": ("PPID", lambda p: (p["status"].get("PPid") or "0") if _ns_pid(p) != "1" else "0"),
     "pgid": ("PGID", lambda p: _ns_pid(p, "NSpgid")),
     "pcpu": ("%CPU", lambda p: f"{100 * _cpu_seconds(p) / max(_elapsed(p), 0.001):.3f}"),
-    "etime": ("ELAPSED", lambda p: _go_seconds(round(_elapsed(p), 2))),
+    "etime": ("ELAPSED", lambda p: _go_seconds(_elapsed(p))),
     "time": ("TIME", lambda p: _go_seconds(int(_cpu_seconds(p)))),
     "tty": ("TTY", lambda p: f"pts/{os.minor(int(p['fields'][4]))}" if int(p["fields"][4]) else "?"),
     "args": ("COMMAND", lambda p: " ".join(p["argv"]) + " " if p["argv"] else f"[{p['comm']}]"),
@@ -507,7 +534,10 @@ def process_info(pid: int, root: str) -> dict[str, Any] | None:
 
 
 def info(engine) -> dict[str, Any]:
+    """``system info``: podman 4.3's keys, with ketch's values (its monitor where podman has
+    conmon, its runtime, its store)."""
     from ketch import __version__
+    from ketch.containers import monitor
     from ketch.runtime import cgroups
 
     counts = {"running": 0, "paused": 0, "stopped": 0}
@@ -517,40 +547,119 @@ def info(engine) -> dict[str, Any]:
         key = entry["State"] if entry["State"] in ("running", "paused") else "stopped"
         counts[key] += 1
     uname = os.uname()
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(uname.machine, uname.machine)
     store = engine.store
-    os_release = {}
+    os_release = _key_values("/etc/os-release", "=")
+    memory = {k: int(v.split()[0]) * 1024 for k, v in _key_values("/proc/meminfo", ":").items()
+              if v.split() and v.split()[0].isdigit()}
+    disk = os.statvfs(store.root)
     try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                key, _, value = line.strip().partition("=")
-                os_release[key] = value.strip('"')
-    except OSError:
-        pass
+        from ketch.image.registries import RegistriesConf
+
+        search = RegistriesConf.load().unqualified_search
+    except KetchError:
+        search = []
     return {
         "host": {
-            "arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(uname.machine, uname.machine),
+            "arch": arch,
+            "buildahVersion": __version__,  # ketch's builder is ketch
             "cgroupManager": "cgroupfs",
             "cgroupVersion": "v2" if cgroups.is_unified() else "v1",
-            "distribution": {"distribution": os_release.get("ID", ""), "version": os_release.get("VERSION_ID", "")},
+            "cgroupControllers": _cgroup_controllers(cgroups),
+            "conmon": {"package": "ketch", "path": monitor.NATIVE if os.access(monitor.NATIVE, os.X_OK)
+                       else monitor.__file__, "version": f"ketch-monitor version {__version__}"},
+            "cpus": os.cpu_count() or 1,
+            "cpuUtilization": _cpu_utilization(),
+            "distribution": {"distribution": os_release.get("ID", ""), "version": os_release.get("VERSION_ID", ""),
+                             **({"codename": os_release["VERSION_CODENAME"]}
+                                if os_release.get("VERSION_CODENAME") else {})},
+            "eventLogger": "file",
             "hostname": uname.nodename,
+            "idMappings": {"gidmap": None, "uidmap": None},
             "kernel": uname.release,
+            "logDriver": "k8s-file",
+            "memFree": memory.get("MemFree", 0),
+            "memTotal": memory.get("MemTotal", 0),
+            "networkBackend": "ketch",
+            "ociRuntime": {"name": "ketch-runtime", "package": "ketch", "path": shutil.which("ketch-runtime") or "",
+                           "version": f"ketch-runtime version {__version__}"},
             "os": "linux",
-            "ociRuntime": {"name": "ketch-runtime", "package": "ketch", "version": __version__},
-            "security": {"rootless": os.geteuid() != 0, "seccompEnabled": True,
-                         "seccompProfilePath": str(engine.conf.seccomp_file()),
-                         "capabilities": ",".join("CAP_" + c for c in engine.conf.default_capabilities)},
+            "remoteSocket": {"path": ""},  # no service: ketch has no daemon
+            "serviceIsRemote": False,
+            "security": {"apparmorEnabled": False, "capabilities": ",".join(
+                "CAP_" + c for c in engine.conf.default_capabilities), "rootless": os.geteuid() != 0,
+                "seccompEnabled": True, "seccompProfilePath": str(engine.conf.seccomp_file()),
+                "selinuxEnabled": False},
+            "slirp4netns": {"executable": "", "package": "", "version": ""},
+            "swapFree": memory.get("SwapFree", 0),
+            "swapTotal": memory.get("SwapTotal", 0),
+            "uptime": _uptime(),
+            "linkmode": "dynamic",
             "containersConf": engine.conf.files,
         },
+        "plugins": {"volume": ["local"], "network": ["bridge"], "log": ["k8s-file", "none", "passthrough"],
+                    "authorization": None},
+        "registries": {"search": search} if search else {},
         "store": {
             "configFile": "",
             "containerStore": {"number": total, **counts},
             "graphDriverName": store.driver_name,
+            "graphOptions": {},
             "graphRoot": str(store.root),
-            "runRoot": str(store.runroot),
+            "graphRootAllocated": disk.f_blocks * disk.f_frsize,
+            "graphRootUsed": (disk.f_blocks - disk.f_bfree) * disk.f_frsize,
+            "graphStatus": {},
+            "imageCopyTmpDir": os.environ.get("TMPDIR") or "/var/tmp",
             "imageStore": {"number": len(store.images())},
+            "runRoot": str(store.runroot),
+            "volumePath": str(store.root / "volumes"),
         },
         "version": {"APIVersion": __version__, "Version": __version__, "GoVersion": f"python{sys.version.split()[0]}",
-                    "GitCommit": "", "BuiltTime": "", "Built": 0,
-                    "OsArch": f"linux/{ {'x86_64': 'amd64', 'aarch64': 'arm64'}.get(uname.machine, uname.machine)}",
-                    "Os": "linux"},
+                    "GitCommit": "", "BuiltTime": "", "Built": 0, "OsArch": f"linux/{arch}", "Os": "linux"},
     }
+
+
+def _key_values(path: str, separator: str) -> dict[str, str]:
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.strip().partition(separator)
+                out[key.strip()] = value.strip().strip('"')
+    except OSError:
+        pass
+    return out
+
+
+def _cgroup_controllers(cgroups) -> list[str]:
+    if cgroups.is_unified():
+        try:
+            with open("/sys/fs/cgroup/cgroup.controllers") as f:
+                return f.read().split()
+        except OSError:
+            return []
+    return [c for names in cgroups.hierarchies() for c in names.split(",") if c and not c.startswith("name=")]
+
+
+def _cpu_utilization() -> dict[str, float]:
+    """Since boot, as podman's info reports it: user, system and idle shares of the CPU time."""
+    fields = _key_values("/proc/stat", " ").get("cpu", "").split()
+    try:
+        user, nice, system, idle = (int(v) for v in fields[:4])
+    except ValueError:
+        return {"userPercent": 0.0, "systemPercent": 0.0, "idlePercent": 0.0}
+    total = sum(int(v) for v in fields[:8]) or 1
+    return {"userPercent": round(100 * (user + nice) / total, 2), "systemPercent": round(100 * system / total, 2),
+            "idlePercent": round(100 * idle / total, 2)}
+
+
+def _uptime() -> str:
+    """podman's words: "1h 31m 28.00s (Approximately 0.04 days)"."""
+    try:
+        with open("/proc/uptime") as f:
+            seconds = float(f.read().split()[0])
+    except OSError:
+        return ""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{int(hours)}h {int(minutes)}m {secs:.2f}s (Approximately {seconds / 86400:.2f} days)"

@@ -1,6 +1,7 @@
 """Image signatures, "simple signing" as containers/image makes them (``podman image sign``):
 a JSON payload naming the image and its manifest digest, signed with the user's GnuPG key, kept
-in a lookaside directory (``DIR/REPOSITORY@sha256=HEX/signature-N``), where skopeo and podman
+in a lookaside directory (``DIR/PATH@sha256=HEX/signature-N``, PATH the repository without its
+registry: ``library/busybox``), where skopeo and podman
 look for it.
 
 GnuPG does the signing: the ``gpg`` program, as the user runs it (their keyring, their agent for
@@ -114,7 +115,8 @@ def sign_image(name: str, key: str, *, directory: str | None = None, all_instanc
     written = []
     for digest in digests:
         signature = gpg_sign(payload(str(full), digest), key)
-        written.append(store_signature(where, full.name, digest, signature))
+        # the repository's path within its registry: the lookaside layout containers/image reads
+        written.append(store_signature(where, full.path, digest, signature))
     if not written:
         raise NotFoundError(f"{name}: nothing to sign")
     return written

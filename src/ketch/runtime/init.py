@@ -599,21 +599,28 @@ def _close_fds(keep: set[int], spare: set[int] = frozenset()) -> None:
 def _lookup(program: str, env: list[str], cwd: str = "/") -> str:
     """The program's path: a name through $PATH; a relative path (``./pause``) from the working
     directory, which is where the program will run (runc looks it up after its chdir too)."""
+    # runc's words and statuses (Go's exec.LookPath): a path that is not there, 127 with stat's
+    # error; one that is not an executable file, 126; a name no $PATH entry has as an
+    # executable file, 127.
     if "/" in program:
-        candidates = [program if program.startswith("/") else os.path.join(cwd, program)]
-    else:
-        path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/bin:/usr/bin:/bin")
-        candidates = [os.path.join(d or ".", program) for d in path.split(":")]
-    for candidate in candidates:
+        candidate = program if program.startswith("/") else os.path.join(cwd, program)
+        try:
+            st = os.stat(candidate)
+        except OSError as exc:
+            raise SetupError(f'exec: "{program}": stat {program}: {os.strerror(exc.errno).lower()}', 127) from None
+        if not stat.S_ISREG(st.st_mode) or not os.access(candidate, os.X_OK):
+            raise SetupError(f'exec: "{program}": permission denied', 126)
+        return candidate
+    path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/local/bin:/usr/bin:/bin")
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", program)
         try:
             st = os.stat(candidate)
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode):
-            if not os.access(candidate, os.X_OK):
-                raise SetupError(f"exec {program}: permission denied", 126)
+        if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
             return candidate
-    raise SetupError(f"exec {program}: executable file not found in $PATH", 127)
+    raise SetupError(f'exec: "{program}": executable file not found in $PATH', 127)
 
 
 # -- the root file system ---------------------------------------------------------

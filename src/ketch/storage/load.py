@@ -18,10 +18,13 @@ from ketch.image.storage_transport import StorageReference
 from ketch.oci.reference import parse_reference
 
 
-def load_archive(store, path: str, ctx: SystemContext) -> list[str]:
-    """Load every image of the archive; returns the names (or ids) loaded."""
+def load_archive(store, path: str, ctx: SystemContext, progress=None) -> list[str]:
+    """Load every image of the archive; returns the names (or ids) loaded. ``progress``: the
+    copy's report (ketch.image.progress)."""
     tar = TarReader(Path(path))
     options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything())
+    if progress is not None:
+        options.progress = progress
     loaded: list[str] = []
     if "manifest.json" in tar:
         entries = json.loads(tar.read("manifest.json"))

@@ -486,8 +486,33 @@ class Store:
             self.events.emit("image", "untag", id=record.id, name=name)
         self.events.emit("image", "remove", id=record.id, name=record.id)
         result += [f"Untagged: {n}" for n in record.names] + [f"Deleted: {record.id}"]
+        result += self._remove_unused_parents(record)
         self.collect_garbage()
         return result
+
+    def _remove_unused_parents(self, removed: ImageRecord) -> list[str]:
+        """podman's rmi: the build-step images below a removed image go with it, while they have
+        no name, no container and no other child."""
+        from ketch.storage.views import parents
+
+        result = []
+        child = removed
+        while True:
+            remaining = self.images()
+            parent_id = parents(remaining + [child]).get(child.id)
+            if parent_id is None:
+                return result
+            parent = next(r for r in remaining if r.id == parent_id)
+            children = [c for c, p in parents(remaining).items() if p == parent_id]
+            if parent.names or children or self.image_users(parent_id):
+                return result
+            with self.db.write() as conn:
+                if self.image_users(parent_id):
+                    return result
+                conn.execute("DELETE FROM images WHERE id = ?", (parent_id,))
+            self.events.emit("image", "remove", id=parent_id, name=parent_id)
+            result.append(f"Deleted: {parent_id}")
+            child = parent
 
     def prune_images(self, *, all_images: bool = False) -> list[str]:
         removed = []

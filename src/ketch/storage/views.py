@@ -28,6 +28,12 @@ def _created(record: ImageRecord) -> str:
     return record.parsed_config.created or _iso(record.created)
 
 
+def reported_size(record: ImageRecord) -> int:
+    """An image's size as podman reports it: its layers, and the metadata containers/storage
+    keeps beside them (the config, and the manifest twice: by digest and as "manifest")."""
+    return record.size + len(record.config) + 2 * len(record.manifest)
+
+
 def images_json(records: list[ImageRecord], containers: dict[str, int], *, intermediate: set[str] | None = None,
                 parent_of: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The list ``podman images --format json`` prints."""
@@ -41,7 +47,8 @@ def images_json(records: list[ImageRecord], containers: dict[str, int], *, inter
             stamp = int(r.created)
         entry = {
             "Id": r.id, "ParentId": (parent_of or {}).get(r.id, ""), "RepoTags": None,
-            "RepoDigests": _repo_digests(r), "Size": r.size, "SharedSize": 0, "VirtualSize": r.size,
+            "RepoDigests": _repo_digests(r), "Size": reported_size(r), "SharedSize": 0,
+            "VirtualSize": reported_size(r),
             "Labels": config.labels, "Containers": containers.get(r.id, 0), "Names": r.names or None,
             "Digest": r.digest, "History": r.names or None, "Created": stamp, "CreatedAt": created,
         }
@@ -70,8 +77,8 @@ def inspect_json(record: ImageRecord, driver: str, layer_dirs: list[str]) -> dic
         "Author": data.get("author", ""),
         "Architecture": config.architecture,
         "Os": config.os,
-        "Size": record.size,
-        "VirtualSize": record.size,
+        "Size": reported_size(record),
+        "VirtualSize": reported_size(record),
         "GraphDriver": {"Name": driver, "Data": {"UpperDir": layer_dirs[-1] if layer_dirs else "",
                                                  "LowerDir": ":".join(reversed(layer_dirs[:-1]))}},
         "RootFS": {"Type": "layers", "Layers": config.diff_ids},

@@ -310,3 +310,48 @@ def test_mount_and_umount(pair):
         listing = run("mount", "--no-trunc", check=True).stdout.split()
         assert listing == [run("inspect", "--format", "{{.Id}}", "m", check=True).stdout.strip(), path]
     _same(pair, "umount", "m")
+
+
+def test_ps_filters_as_podmans(pair):
+    """podman's own ps tests (test/system/040-ps.bats): status filters look at every container,
+    exited=N, several values of one key, before/since to the sub-second, id as prefix or pattern."""
+    for run in (pair.ketch, pair.peer):
+        run("run", "-d", "--name", "running", "busybox", "top", check=True)
+        run("run", "--name", "stopped", "busybox", "true", check=True)
+        assert run("run", "--name", "failed", "busybox", "false").returncode == 1
+        run("create", "--name", "created", "busybox", "echo", "hi", check=True)
+    for filters in (["--filter", "status=stopped", "--sort", "names"],
+                    ["--filter", "status=exited", "--filter", "exited=0"],
+                    ["--filter", "status=exited", "--filter", "exited=1"],
+                    ["--filter", "status=created"],
+                    ["-a", "--filter", "status=exited", "--filter", "status=running", "--sort", "created"],
+                    ["-a", "--filter", "id=[0-9a-f]", "--sort", "names"],
+                    ["-a", "--filter", "id=[^0-9a-f]"],
+                    ["-a", "--filter", "before=failed"],
+                    ["-a", "--filter", "since=stopped"],
+                    ["-a", "--filter", "name=^s", "--filter", "name=d$", "--sort", "names"]):
+        _same(pair, "ps", *filters, "--format", "{{.Names}}")
+    for run in (pair.ketch, pair.peer):
+        full = run("inspect", "--format", "{{.Id}}", "running", check=True).stdout.strip()
+        for value in (full[:13], "^" + full[:12]):
+            assert run("ps", "-a", "--filter", f"id={value}", "--format", "{{.Names}}").stdout == "running\n"
+
+
+def test_every_format_takes_go_escapes(pair):
+    """podman's test/system/610-format.bats: a Go string escape inside an action, {{"\\n"}}, is
+    the template's, not a newline put there first."""
+    for run in (pair.ketch, pair.peer):
+        run("run", "-d", "--name", "c", "busybox", "top", check=True)
+        run("volume", "create", "v", check=True)
+    ours = pair.ketch("version", "--format", '{{"\\n"}}')  # (podman 4.3's own version fails at this)
+    assert (ours.returncode, ours.stdout) == (0, "\n")
+    for args in (["history", "busybox"], ["image", "history", "busybox"], ["image", "inspect", "busybox"],
+                 ["container", "inspect", "c"], ["volume", "inspect", "-a"], ["ps", "-a"], ["images"],
+                 ["stats", "--no-stream"], ["events", "--stream=false"], ["info"], ["system", "df"],
+                 ["volume", "ls"], ["network", "ls"], ["secret", "ls"], ["inspect", "c"]):
+        ours, theirs = pair.both(*args, "--format", '{{"\\n"}}')
+        assert theirs.returncode == 0, (args, theirs.stderr)
+        assert ours.returncode == 0, (args, ours.stderr)
+        assert set(ours.stdout) <= {"\n"} and set(theirs.stdout) <= {"\n"}, args
+        if args[0] != "events":  # (podman's events template runs once for all of them)
+            assert ours.stdout.count("\n") == theirs.stdout.count("\n"), args

@@ -83,6 +83,13 @@ class Parser(argparse.ArgumentParser):
 
 def _go_message(message: str) -> str:
     """argparse's words, as the Go tools say them where scripts look for them."""
+    needs = re.match(r"argument (\S+): expected one argument", message)
+    if needs:  # cobra's words, for the form the user typed
+        forms = needs.group(1).split("/")
+        typed = next((f for f in forms if f.startswith("--") and any(a == f or a.startswith(f + "=")
+                                                                       for a in sys.argv[1:])), forms[0])
+        return f"flag needs an argument: {typed}" if typed.startswith("--") else \
+            f"flag needs an argument: '{typed[1:]}' in {typed}"
     if message.startswith("unrecognized arguments: "):
         words = message[len("unrecognized arguments: "):].split()
         flags = [w for w in words if w.startswith("-")]

@@ -32,13 +32,47 @@ def is_table(fmt: str | None) -> bool:
 
 
 def normalize(fmt: str) -> str:
-    if fmt.startswith("table "):
-        text = fmt[len("table "):].replace("\\t", "\t").replace("\\n", "\n").replace(" ", "\t")
-    else:
-        text = fmt.replace("\\t", "\t").replace("\\n", "\n")
-    if not text.endswith("\n"):
+    """podman's NormalizeFormat: ``table `` dropped (its spaces become tabs), ``\\t`` and ``\\n``
+    become a tab and a newline, a newline ends the text. Only outside the template's actions:
+    inside one, ``{{"\\n"}}`` is Go's own escape in a string (podman's #15673)."""
+    table = fmt.startswith("table ")
+    parts = _outside_actions(fmt[len("table "):] if table else fmt)
+    text = ""
+    for outside, piece in parts:
+        if outside:
+            piece = piece.replace("\\t", "\t").replace("\\n", "\n")
+            if table:
+                piece = piece.replace(" ", "\t")
+        text += piece
+    # a format that ends in a newline, its own or a Go string's ({{"\\n"}}), gets no other (podman's)
+    if not text.endswith("\n") and not re.search(r'\\n"\s*}}$', text):
         text += "\n"
     return text
+
+
+def _outside_actions(fmt: str) -> list[tuple[bool, str]]:
+    """The format cut into (outside an action?, text) pieces; an action's quoted strings may hold
+    "}}" (so they are skipped whole)."""
+    pieces: list[tuple[bool, str]] = []
+    pos = 0
+    while pos < len(fmt):
+        start = fmt.find("{{", pos)
+        if start < 0:
+            pieces.append((True, fmt[pos:]))
+            break
+        if start > pos:
+            pieces.append((True, fmt[pos:start]))
+        i = start + 2
+        while i < len(fmt) and not fmt.startswith("}}", i):
+            if fmt[i] in "\"`'":
+                quote, i = fmt[i], i + 1
+                while i < len(fmt) and fmt[i] != quote:
+                    i += 2 if fmt[i] == "\\" and quote != "`" else 1
+            i += 1
+        end = min(i + 2, len(fmt))
+        pieces.append((False, fmt[start:end]))
+        pos = end
+    return pieces
 
 
 def split_camel_case(name: str) -> list[str]:

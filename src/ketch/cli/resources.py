@@ -316,7 +316,7 @@ def cmd_volume_inspect(args) -> int:
 
     volumes = _engine(args).volumes()
     names = [v["name"] for v in volumes.list()] if args.all else args.names
-    if not names:
+    if not names and not args.all:
         raise InvalidInputError("provide one or more volume names or use --all")
     found, errors = [], []
     for name in names:
@@ -398,7 +398,8 @@ def _register_secret(commands) -> None:
     ls.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help="name=, id=")
     ls.set_defaults(func=cmd_secret_ls)
     inspect = verbs.add_parser("inspect", help="show secrets", description="Show secrets (never their data).")
-    inspect.add_argument("names", nargs="+", metavar="SECRET")
+    inspect.add_argument("names", nargs="*", metavar="SECRET")
+    inspect.add_argument("-a", "--all", action="store_true", help="every secret")
     inspect.add_argument("-f", "--format", metavar="FORMAT")
     inspect.add_argument("--pretty", action="store_true")
     inspect.set_defaults(func=cmd_secret_inspect)
@@ -464,8 +465,11 @@ def cmd_secret_inspect(args) -> int:
     from ketch.cli.storage import print_inspected, report_inspect_errors
 
     secrets = _secrets(args)
+    names = [entry["id"] for entry in secrets.list()] if args.all else args.names
+    if not names and not args.all:
+        raise InvalidInputError("requires at least 1 arg(s), only received 0")
     found, errors = [], []
-    for name in args.names:
+    for name in names:
         try:
             found.append(secrets.inspect(name))
         except KetchError as exc:

@@ -1072,7 +1072,9 @@ class Engine:
             for value in by_key.get(key, []):
                 found = [r for r in rows if r["id"].startswith(value) or r["name"] == value]
                 if found:
-                    anchors[value] = int(found[0]["created"])
+                    anchors[value] = found[0]["created"]  # (to the sub-second: containers made in one second)
+        if "status" in by_key:
+            all = True  # podman's: a status filter looks at every container  # noqa: A001
         out = []
         for row in rows:
             try:

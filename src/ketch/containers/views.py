@@ -171,8 +171,10 @@ def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict 
     by_key = parse_filters(filters) if isinstance(filters, list) else filters
     for key, values in by_key.items():
         def one(value: str) -> bool:
-            if key == "id":
-                return entry["Id"].startswith(value)
+            if key == "id":  # podman's: hex digits are a prefix (any case); anything else, a pattern
+                if re.fullmatch(r"[0-9a-fA-F]+", value):
+                    return entry["Id"].startswith(value.lower())
+                return re.search(value, entry["Id"], re.IGNORECASE) is not None
             if key == "name":
                 return re.search(value, entry["Names"][0]) is not None
             if key == "status":
@@ -191,7 +193,7 @@ def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict 
                 anchor = (anchors or {}).get(value)
                 if anchor is None:
                     raise KetchError(f'no container with name or ID "{value}" found: no such container')
-                return entry["Created"] < anchor if key == "before" else entry["Created"] > anchor
+                return record["created"] < anchor if key == "before" else record["created"] > anchor
             if key == "until":
                 from ketch.storage.filters import parse_time
 

@@ -274,7 +274,7 @@ def test_events_tell_a_container_s_life(ketch_env):
     start = time.time()
     ketch_env.cli("run", "--rm", "--name", "brief", "-l", "team=red", "busybox", "true", check=True)
     statuses = [e["Status"] for e in _events(ketch_env, "container=brief")]
-    assert statuses == ["create", "init", "start", "attach", "died", "remove"]
+    assert statuses == ["create", "init", "start", "attach", "died", "cleanup", "remove"]
     assert all(e["Attributes"].get("team") == "red" for e in _events(ketch_env, "container=brief"))
     assert [e["Status"] for e in _events(ketch_env, "container=brief", "event=died")] == ["died"]
     lines = ketch_env.cli("events", "--stream=false", "--filter", "container=brief", "--format",

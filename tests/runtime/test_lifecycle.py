@@ -100,7 +100,8 @@ def test_kill_signal_names_and_all(bundle):
 
 def test_missing_and_unexecutable_commands_fail_create(bundle):
     result = bundle.run("/no/such/program")
-    assert result.returncode == 1 and "executable file not found" in result.stderr
+    assert result.returncode == 1 and 'exec: "/no/such/program": stat /no/such/program: no such file or directory' \
+        in result.stderr  # runc's words
     os.chmod(bundle.path / "rootfs" / "etc" / "passwd", 0o644)
     result = bundle.run("/etc/passwd")
     assert result.returncode == 1 and "permission denied" in result.stderr

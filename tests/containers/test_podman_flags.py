@@ -324,3 +324,82 @@ def test_what_ketch_does_not_do_is_refused_with_the_reason(ketch_env, flag):
     refused = ketch_env.cli("run", "--rm", flag, "busybox", "true")
     assert refused.returncode == 125 and refused.stderr.startswith("Error: --")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_resource_and_environment_flags(ketch_env, tmp_path):
+    """podman's further run flags: --env-merge, --memory-swappiness, --device-cgroup-rule,
+    --device-read-bps, --cgroup-parent, --personality, --conmon-pidfile, --requires, --rmi, and a
+    clear refusal for what ketch does not do."""
+    parent = f"/ketch-test-parent-{os.getpid()}"
+    memory_root = "/sys/fs/cgroup/memory"
+    try:
+        out = ketch_env.cli("run", "--rm", "--env-merge", "PATH=/app/bin:${PATH}", "--memory-swappiness", "7",
+                            "--cgroup-parent", parent, "--personality", "LINUX32", "busybox", "sh", "-c",
+                            "echo $PATH; uname -m; grep -E '^[0-9]+:memory:' /proc/self/cgroup", check=True)
+        lines = out.stdout.split("\n")
+        assert lines[0] == "/app/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        assert lines[1] in ("i686", "i386")  # LINUX32's uname
+        assert lines[2].split(":", 2)[2].startswith(parent + "/")
+    finally:
+        for controller in os.listdir("/sys/fs/cgroup"):
+            try:
+                os.rmdir(os.path.join("/sys/fs/cgroup", controller, parent.lstrip("/")))
+            except OSError:
+                pass
+    if os.path.isdir(memory_root):  # v1 memory controller (this machine's): the swappiness the cgroup got
+        ketch_env.cli("run", "-d", "--name", "swappy", "--memory-swappiness", "7", "busybox", "sleep", "100",
+                      check=True)
+        cid = _inspect(ketch_env, "swappy", "{{.Id}}")
+        path = next(os.path.join(top, "memory.swappiness") for top, dirs, _ in os.walk(memory_root)
+                    if top.endswith("/" + cid))
+        with open(path) as f:
+            assert f.read().strip() == "7"
+        ketch_env.cli("rm", "-f", "-t", "0", "swappy", check=True)
+    # a device given read-only (--device ...:r refuses writes, see above), made writable by a rule
+    ruled = ketch_env.cli("run", "--rm", "--device", "/dev/kmsg:/dev/k:r", "--device-cgroup-rule", "c 1:11 rw",
+                          "busybox", "sh", "-c", "echo ketch-device-test > /dev/k && echo written")
+    assert ruled.stdout == "written\n", ruled.stderr
+    bad = ketch_env.cli("run", "--rm", "--device-cgroup-rule", "q 1:11 r", "busybox", "true")
+    assert bad.returncode == 125 and "invalid device cgroup rule" in bad.stderr
+    root_device = os.stat("/").st_dev
+    block = f"/dev/block/{os.major(root_device)}:{os.minor(root_device)}"
+    if os.path.exists(block) and os.path.isdir("/sys/fs/cgroup/blkio"):
+        throttled = ketch_env.cli("run", "--rm", "--device-read-bps", f"{block}:1mb", "busybox", "cat",
+                                  "/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device", check=True)
+        assert f"{os.major(root_device)}:{os.minor(root_device)} 1048576" in throttled.stdout
+    # --conmon-pidfile: the monitor's pid; --requires: started first
+    ketch_env.cli("create", "--name", "dependency", "busybox", "sleep", "100", check=True)
+    pidfile = tmp_path / "monitor.pid"
+    ketch_env.cli("run", "-d", "--name", "dependent", "--requires", "dependency", "--conmon-pidfile", str(pidfile),
+                  "busybox", "sleep", "100", check=True)
+    assert _inspect(ketch_env, "dependency", "{{.State.Status}}") == "running"
+    assert int(pidfile.read_text()) == int(_inspect(ketch_env, "dependent", "{{.State.ConmonPid}}"))
+    missing = ketch_env.cli("create", "--requires", "nothere", "busybox", "true")
+    assert missing.returncode == 125 and "nothere" in missing.stderr
+    ketch_env.cli("rm", "-f", "-t", "0", "dependent", "dependency", check=True)
+    # --rmi: the image goes with the container when nothing else uses it (and --rm is implied)
+    ketch_env.cli("tag", "busybox", "localhost/rmi-me:1", check=True)
+    ketch_env.cli("run", "--rmi", "localhost/rmi-me:1", "true", check=True)
+    assert ketch_env.cli("image", "exists", "localhost/rmi-me:1").returncode == 1
+    assert ketch_env.cli("image", "exists", "busybox").returncode == 0  # its other name stays
+    assert ketch_env.ps() == []
+    for flags, words in ((["--cgroups", "disabled"], "own cgroup"), (["--network-alias", "x"], "aliases"),
+                         (["--subuidname", "u"], "user namespaces"), (["--seccomp-policy", "image"], "seccomp")):
+        refused = ketch_env.cli("run", "--rm", *flags, "busybox", "true")
+        assert refused.returncode == 125 and words in refused.stderr, (flags, refused.stderr)
+
+
+def test_image_volume_modes(ketch_env):
+    ketch_env.cli("create", "--name", "base", "busybox", "true", check=True)
+    ketch_env.cli("commit", "-q", "-c", 'VOLUME ["/data"]', "base", "localhost/with-volume:1", check=True)
+    ketch_env.cli("rm", "base", check=True)
+    script = "m=$(grep ' /data ' /proc/mounts | cut -d' ' -f3); echo ${m:-none}"
+    volumes_before = ketch_env.cli("volume", "ls", "-q", check=True).stdout.split()
+    default = ketch_env.cli("run", "--rm", "localhost/with-volume:1", "sh", "-c", script, check=True).stdout
+    tmpfs = ketch_env.cli("run", "--rm", "--image-volume", "tmpfs", "localhost/with-volume:1", "sh", "-c", script,
+                          check=True).stdout
+    ignored = ketch_env.cli("run", "--rm", "--image-volume", "ignore", "localhost/with-volume:1", "sh", "-c", script,
+                            check=True).stdout
+    assert default.strip() != "none" and tmpfs == "tmpfs\n" and ignored == "none\n"
+    assert ketch_env.cli("volume", "ls", "-q", check=True).stdout.split() == volumes_before  # --rm took its own
+    ketch_env.cli("rmi", "localhost/with-volume:1", check=True)

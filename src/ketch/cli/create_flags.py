@@ -10,6 +10,17 @@ from ketch.cli.flags import add_bool, non_negative_int
 from ketch.errors import InvalidInputError
 
 UNSUPPORTED_WITH_REASON = {
+    "subuidname": "user namespaces for containers come with rootless support (not yet)",
+    "subgidname": "user namespaces for containers come with rootless support (not yet)",
+    "hostuser": "ketch does not add host users to the container's /etc/passwd",
+    "passwd_entry": "ketch does not add entries to the container's /etc/passwd",
+    "chrootdirs": "ketch does not manage chroot directories in containers",
+    "init_ctr": "pods are not supported by ketch",
+    "cgroup_conf": "--cgroup-conf needs cgroup v2 (this host: v1 controllers)" if not os.path.exists(
+        "/sys/fs/cgroup/cgroup.controllers") else "--cgroup-conf is not supported yet",
+    "network_alias": "ketch's networks resolve container names only, not aliases (not yet)",
+    "health_on_failure": "health check actions are not supported yet: a failing check only marks the container "
+                         "unhealthy",
     "pod": "pods are not supported by ketch",
     "pod_id_file": "pods are not supported by ketch",
     "userns": "user namespaces for containers come with rootless support (not yet)",
@@ -131,6 +142,33 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     for flag in ("--pod", "--pod-id-file", "--userns", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--rootfs", action="store_true", help=argparse.SUPPRESS)
+    for flag in ("--subuidname", "--subgidname", "--hostuser", "--passwd-entry", "--chrootdirs", "--init-ctr",
+                 "--cgroup-conf", "--network-alias", "--health-on-failure"):
+        parser.add_argument(flag, action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--device-cgroup-rule", action="append", default=[], metavar="'TYPE MAJOR:MINOR ACCESS'",
+                        help="a rule of the container's device cgroup (c 1:3 rwm)")
+    parser.add_argument("--blkio-weight", type=int, metavar="10-1000")
+    parser.add_argument("--blkio-weight-device", action="append", default=[], metavar="DEVICE:WEIGHT")
+    for flag, unit in (("--device-read-bps", "RATE"), ("--device-write-bps", "RATE"),
+                       ("--device-read-iops", "N"), ("--device-write-iops", "N")):
+        parser.add_argument(flag, action="append", default=[], metavar=f"DEVICE:{unit}")
+    parser.add_argument("--memory-swappiness", type=int, metavar="0-100")
+    parser.add_argument("--cpu-rt-period", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cpu-rt-runtime", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cgroup-parent", metavar="PATH", help="the cgroup the container's goes under")
+    parser.add_argument("--cgroups", default="enabled", choices=["enabled", "disabled", "no-conmon", "split"])
+    parser.add_argument("--env-merge", action="append", default=[], metavar="KEY=VALUE",
+                        help="a variable made of others: PATH=/app/bin:${PATH}")
+    parser.add_argument("--conmon-pidfile", metavar="FILE", help="write the container's monitor's pid here")
+    parser.add_argument("--image-volume", default="bind", choices=["bind", "tmpfs", "ignore"],
+                        help="the image's VOLUMEs: new volumes (bind), tmpfs, or nothing")
+    parser.add_argument("--personality", choices=["LINUX", "LINUX32"])
+    parser.add_argument("--rmi", action="store_true", help="remove the image too after the container (implies --rm)")
+    parser.add_argument("--requires", action="append", default=[], metavar="CONTAINER[,CONTAINER]",
+                        help="containers to start first")
+    parser.add_argument("--seccomp-policy", default="default", choices=["default", "image"])
+    add_bool(parser, "--passwd", default=True, help="accepted: ketch never adds /etc/passwd entries")
+    add_bool(parser, "--disable-content-trust", help="accepted (a no-op, as in podman)")
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -181,6 +219,10 @@ def build_options(args):
     for key, reason in UNSUPPORTED_WITH_REASON.items():
         if getattr(args, key, None):
             raise InvalidInputError(f"--{key.replace('_', '-')}: {reason}")
+    if args.cgroups != "enabled":
+        raise InvalidInputError(f"--cgroups {args.cgroups}: ketch always gives a container its own cgroup")
+    if args.seccomp_policy == "image":
+        raise InvalidInputError("--seccomp-policy image: ketch does not take seccomp profiles from images")
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
     entrypoint = None
     if args.entrypoint is not None:
@@ -237,7 +279,7 @@ def build_options(args):
         preserve_fds=args.preserve_fds, sdnotify=args.sdnotify, stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout, labels=_labels(args),
         annotations=parse_key_values(args.annotation, "annotation"),
-        log_driver=log_driver, init=args.init, remove=args.rm, runtime=args.runtime or args.global_runtime,
+        log_driver=log_driver, init=args.init, remove=args.rm or args.rmi, runtime=args.runtime or args.global_runtime,
         create_command=["ketch", *sys.argv[1:]], ip=args.ip, dns=list(args.dns), add_host=list(args.add_host),
         publish=list(args.publish), publish_all=args.publish_all, mounts=[m.as_dict() for m in mounts],
         volumes_from=list(args.volumes_from), restart_policy=policy, restart_retries=retries,
@@ -256,7 +298,15 @@ def build_options(args):
         cpu_shares=args.cpu_shares, cpuset_cpus=args.cpuset_cpus, cpuset_mems=args.cpuset_mems,
         cpu_quota=args.cpu_quota, cpu_period=args.cpu_period, oom_score_adj=args.oom_score_adj,
         oom_kill_disable=args.oom_kill_disable, init_path=args.init_path, hostname_given=args.hostname is not None,
-    )
+        device_cgroup_rules=list(args.device_cgroup_rule), blkio_weight=args.blkio_weight,
+        blkio_weight_devices=list(args.blkio_weight_device), device_read_bps=list(args.device_read_bps),
+        device_write_bps=list(args.device_write_bps), device_read_iops=list(args.device_read_iops),
+        device_write_iops=list(args.device_write_iops), memory_swappiness=args.memory_swappiness,
+        cpu_rt_period=args.cpu_rt_period, cpu_rt_runtime=args.cpu_rt_runtime, cgroup_parent=args.cgroup_parent,
+        env_merge=list(args.env_merge), conmon_pidfile=os.path.abspath(args.conmon_pidfile)
+        if args.conmon_pidfile else None, image_volume=args.image_volume, personality=args.personality,
+        remove_image=args.rmi, requires=_comma_list(args.requires),
+    )  # (--rmi implies --rm, as podman's does)
     if options.discard_ports():
         print("Port mappings have been discarded as one of the Host, Container, Pod, and None network modes are "
               "in use", file=sys.stderr)

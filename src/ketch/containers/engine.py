@@ -225,6 +225,8 @@ class Engine:
         for mode in (options.network, options.pid, options.ipc, options.uts):
             if mode and mode.startswith("container:"):
                 self._record(mode.split(":", 1)[1])  # the container to join must exist
+        for name in options.requires:
+            self._record(name)  # --requires: it must exist
         if options.cidfile and os.path.exists(options.cidfile):
             raise ContainerError(f"container id file exists. Ensure another container is not using it or delete "
                                  f"{options.cidfile}")
@@ -283,6 +285,12 @@ class Engine:
         wanted = [m for m in options.mounts if m["kind"] == "volume" and not m["source"]]
         for path in sorted(image_config.get("Volumes") or {}):
             clean = os.path.normpath(path)
+            if options.image_volume == "ignore":
+                continue  # podman's --image-volume ignore: the image's own directory, in the container's layer
+            if options.image_volume == "tmpfs" and clean not in covered:
+                options.tmpfs = list(options.tmpfs) + [clean]
+                covered.add(clean)
+                continue
             if clean not in covered:
                 wanted.append({"kind": "volume", "source": "", "destination": clean, "options": []})
                 options.mounts = list(options.mounts) + [wanted[-1]]
@@ -597,8 +605,16 @@ class Engine:
             return 0
         return count if count > 0 and pid == os.getpid() else 0
 
+    def _start_required(self, options: CreateOptions) -> None:
+        """--requires: those containers run first (started here when they do not)."""
+        for name in options.requires:
+            required = self._record(name)
+            if self._status(required)["status"] not in ("running", "paused"):
+                self._start_detached(required)
+
     def _run_attached(self, record: dict, *, stdio=None, sig_proxy: bool = True) -> int:
         options: CreateOptions = record["options"]
+        self._start_required(options)
         container_id = record["id"]
         null_stdin = None
         if stdio is None and not options.interactive:
@@ -650,6 +666,8 @@ class Engine:
                            stopped_by_user=False)
             if options.pidfile:
                 _write_pidfile(options.pidfile, pid)
+            if options.conmon_pidfile:
+                _write_pidfile(options.conmon_pidfile, os.getpid())  # this process watches the container
         self._record_event("init", record)
 
         def start() -> None:
@@ -743,6 +761,7 @@ class Engine:
 
         options: CreateOptions = record["options"]
         container_id = record["id"]
+        self._start_required(options)
         with self.store.lock(f"container-{container_id}"):
             current = self._status(record)
             if current["status"] == "initialized" and not init_only:
@@ -804,6 +823,8 @@ class Engine:
                 raise error
             if options.pidfile:
                 _write_pidfile(options.pidfile, int(answer.split()[1]))
+            if options.conmon_pidfile:
+                _write_pidfile(options.conmon_pidfile, states.read(userdata).get("monitor_pid") or 0)
             # (the monitor recorded the init and start events, in their order)
 
     def _start_initialized(self, record: dict) -> None:
@@ -1055,6 +1076,14 @@ class Engine:
         self._record_event("remove", record)
         if volumes or record["options"].remove:
             self._remove_volumes(record["options"].anonymous_volumes)
+        if record["options"].remove_image and record["image"]:
+            from ketch.containers import views
+
+            try:  # --rmi: the image goes too (by the name it was run by), unless something else uses it
+                if not self.store.image_users(record["image"]):
+                    self.store.remove_image(views.image_name(self, record) or record["image"])
+            except KetchError:
+                pass
         return record["id"]
 
     # -- queries ---------------------------------------------------------------------------

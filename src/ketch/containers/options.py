@@ -35,6 +35,9 @@ class CreateOptions(Record):
         "pid", "ipc", "uts", "cgroupns", "expose", "no_hosts", "pidfile", "unsetenv", "unsetenv_all",
         "memory_reservation", "memory_swap", "cpu_shares", "cpuset_cpus", "cpuset_mems", "cpu_quota", "cpu_period",
         "oom_score_adj", "oom_kill_disable", "init_path", "anonymous_volumes", "hostname_given", "env_host",
+        "device_cgroup_rules", "blkio_weight", "blkio_weight_devices", "device_read_bps", "device_write_bps",
+        "device_read_iops", "device_write_iops", "memory_swappiness", "cpu_rt_period", "cpu_rt_runtime",
+        "cgroup_parent", "env_merge", "conmon_pidfile", "image_volume", "personality", "remove_image", "requires",
     )
     _defaults = {
         "command": None, "entrypoint": None, "name": None, "env": list, "workdir": None, "user": None, "group_add":
@@ -53,6 +56,10 @@ class CreateOptions(Record):
         "cpu_shares": None, "cpuset_cpus": None, "cpuset_mems": None, "cpu_quota": None, "cpu_period": None,
         "oom_score_adj": None, "oom_kill_disable": False, "init_path": None, "anonymous_volumes": list,
         "hostname_given": False, "env_host": False,
+        "device_cgroup_rules": list, "blkio_weight": None, "blkio_weight_devices": list, "device_read_bps": list,
+        "device_write_bps": list, "device_read_iops": list, "device_write_iops": list, "memory_swappiness": None,
+        "cpu_rt_period": None, "cpu_rt_runtime": None, "cgroup_parent": None, "env_merge": list,
+        "conmon_pidfile": None, "image_volume": "bind", "personality": None, "remove_image": False, "requires": list,
     }
     command: list[str] | None  # None: the image's Cmd
     entrypoint: list[str] | None  # None: the image's Entrypoint; [] clears it
@@ -134,8 +141,32 @@ class CreateOptions(Record):
     anonymous_volumes: list[str]  # names of the volumes made for -v /path, removed with rm -v
     hostname_given: bool
     env_host: bool  # every variable of the caller goes into the container
+    device_cgroup_rules: list[str]  # "c 1:3 mr": a device cgroup rule of the container's
+    blkio_weight: int | None
+    blkio_weight_devices: list[str]  # DEVICE:WEIGHT
+    device_read_bps: list[str]  # DEVICE:RATE (bytes per second, with a unit: 1mb)
+    device_write_bps: list[str]
+    device_read_iops: list[str]  # DEVICE:RATE (operations per second)
+    device_write_iops: list[str]
+    memory_swappiness: int | None
+    cpu_rt_period: int | None
+    cpu_rt_runtime: int | None
+    cgroup_parent: str | None  # the cgroup the container's goes under (default: ketch's)
+    env_merge: list[str]  # KEY=VALUE with ${KEY}s of the environment so far (podman's --env-merge)
+    conmon_pidfile: str | None  # where the container's monitor writes its pid
+    image_volume: str  # the image's VOLUMEs: bind (anonymous volumes), tmpfs or ignore
+    personality: str | None  # LINUX or LINUX32
+    remove_image: bool  # --rmi: with --rm, the image goes too when nothing else uses it
+    requires: list[str]  # containers started first
 
     def check(self) -> "CreateOptions":
+        if self.image_volume not in ("bind", "tmpfs", "ignore"):
+            raise InvalidInputError(f"invalid image volume type {self.image_volume!r}: must be bind, tmpfs or "
+                                    "ignore")
+        if self.personality is not None and self.personality not in ("LINUX", "LINUX32"):
+            raise InvalidInputError(f"invalid --personality {self.personality!r}: LINUX or LINUX32")
+        if self.memory_swappiness is not None and not (-1 <= self.memory_swappiness <= 100):
+            raise InvalidInputError(f"invalid --memory-swappiness {self.memory_swappiness}: must be 0-100")
         if self.sdnotify not in SDNOTIFY_MODES:
             raise InvalidInputError(f"invalid sdnotify value {self.sdnotify!r}: must be "
                                     f"{', '.join(SDNOTIFY_MODES)}")

@@ -4,6 +4,7 @@ default security profile, laid out as podman lays them out (see docs/containers.
 from __future__ import annotations
 
 import os
+import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,6 +76,11 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
         env.setdefault("HOME", home)
     put(options.env)
     put(extra)
+    for entry in options.env_merge:  # podman's --env-merge: KEY=VALUE with ${KEY}s of what is set so far
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"invalid --env-merge {entry!r}: want KEY=VALUE")
+        env[key] = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), ""), value)
     return [f"{k}={v}" for k, v in env.items()]
 
 
@@ -191,7 +197,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         hostname = None  # the host's (or the other container's) name stays
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "cgroupsPath": f"{CGROUP_PARENT}/{container_id}",
+        "cgroupsPath": f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}",
         # every device denied (the runtime still allows the default nodes), all of them when privileged
         "resources": {"devices": [{"allow": options.privileged, "access": "rwm"}]},
     }
@@ -209,6 +215,8 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         memory["swap"] = options.memory_swap
     if options.oom_kill_disable:
         memory["disableOOMKiller"] = True
+    if options.memory_swappiness is not None and options.memory_swappiness >= 0:
+        memory["swappiness"] = options.memory_swappiness
     if memory:
         resources["memory"] = memory
     cpu: dict[str, Any] = {}
@@ -224,10 +232,21 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         cpu["cpus"] = options.cpuset_cpus
     if options.cpuset_mems:
         cpu["mems"] = options.cpuset_mems
+    if options.cpu_rt_period is not None:
+        cpu["realtimePeriod"] = options.cpu_rt_period
+    if options.cpu_rt_runtime is not None:
+        cpu["realtimeRuntime"] = options.cpu_rt_runtime
     if cpu:
         resources["cpu"] = cpu
     if options.pids_limit is not None and options.pids_limit > 0:
         resources["pids"] = {"limit": options.pids_limit}
+    block_io = _block_io(options)
+    if block_io:
+        resources["blockIO"] = block_io
+    if not options.privileged:
+        resources["devices"] += [device_cgroup_rule(text) for text in options.device_cgroup_rules]
+    if options.personality:
+        linux["personality"] = {"domain": options.personality}
     if options.devices and not options.privileged:
         linux["devices"] = []
         for text in options.devices:
@@ -280,6 +299,61 @@ def zoneinfo_file(timezone: str) -> str:
     if not path.startswith("/usr/share/zoneinfo/") or not os.path.isfile(path):
         raise InvalidInputError(f"--tz {timezone!r}: no such time zone in /usr/share/zoneinfo")
     return path
+
+
+def device_cgroup_rule(text: str) -> dict[str, Any]:
+    """``--device-cgroup-rule "TYPE MAJOR:MINOR ACCESS"`` (``c 1:3 mr``, ``b *:* rwm``): a rule of
+    the container's device cgroup."""
+    parts = text.split()
+    numbers = parts[1].split(":") if len(parts) == 3 else []
+    if len(parts) != 3 or parts[0] not in ("a", "b", "c") or len(numbers) != 2 or \
+            not all(n == "*" or n.isdigit() for n in numbers) or not parts[2] or not set(parts[2]) <= set("rwm"):
+        raise InvalidInputError(f"invalid device cgroup rule {text!r}: want TYPE MAJOR:MINOR ACCESS, as c 1:3 rwm")
+    major, minor = (-1 if n == "*" else int(n) for n in numbers)
+    return {"allow": True, "type": parts[0], "major": major, "minor": minor, "access": parts[2]}
+
+
+def _block_device(text: str, what: str) -> tuple[str, dict[str, int]]:
+    """``DEVICE:VALUE`` of the --blkio/--device-*-bps flags: the value, and the block device's numbers."""
+    import stat
+
+    path, sep, value = text.rpartition(":")
+    if not sep or not path or not value:
+        raise InvalidInputError(f"invalid {what} {text!r}: want DEVICE:VALUE")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InvalidInputError(f"{what} {path}: {exc.strerror}") from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise InvalidInputError(f"{what} {path}: not a block device")
+    return value, {"major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev)}
+
+
+def _block_io(options: CreateOptions) -> dict[str, Any]:
+    from ketch.containers.options import parse_memory
+
+    block_io: dict[str, Any] = {}
+    if options.blkio_weight is not None:
+        block_io["weight"] = options.blkio_weight
+    for text in options.blkio_weight_devices:
+        value, device = _block_device(text, "--blkio-weight-device")
+        if not value.isdigit():
+            raise InvalidInputError(f"invalid --blkio-weight-device {text!r}: the weight is a number")
+        block_io.setdefault("weightDevice", []).append({**device, "weight": int(value)})
+    for key, flag, entries in (("throttleReadBpsDevice", "--device-read-bps", options.device_read_bps),
+                               ("throttleWriteBpsDevice", "--device-write-bps", options.device_write_bps),
+                               ("throttleReadIOPSDevice", "--device-read-iops", options.device_read_iops),
+                               ("throttleWriteIOPSDevice", "--device-write-iops", options.device_write_iops)):
+        for text in entries:
+            value, device = _block_device(text, flag)
+            if "iops" in flag:
+                if not value.isdigit():
+                    raise InvalidInputError(f"invalid {flag} {text!r}: the rate is a number")
+                rate = int(value)
+            else:
+                rate = parse_memory(value)
+            block_io.setdefault(key, []).append({**device, "rate": rate})
+    return block_io
 
 
 def device_entry(text: str) -> tuple[dict[str, Any], dict[str, Any]]:

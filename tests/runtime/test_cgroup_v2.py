@@ -20,7 +20,29 @@ UNIFIED = "/sys/fs/cgroup/unified"
 
 
 @pytest.fixture
-def v2(bundle, cgroup_path):
+def v2_controllers_restored():
+    """The runtime enables the v2 tree's controllers down to the container's cgroup, as runc
+    does: a host-wide change, undone once the test's cgroups are gone (this fixture is set up
+    before cgroup_path, so it is torn down after it). A controller left enabled on the root could
+    no longer be mounted as v1, which crun needs on this machine."""
+    before = _enabled(UNIFIED) if os.path.exists(f"{UNIFIED}/cgroup.subtree_control") else set()
+    yield
+    if os.path.exists(f"{UNIFIED}/cgroup.subtree_control"):
+        for controller in _enabled(UNIFIED) - before:
+            try:
+                with open(f"{UNIFIED}/cgroup.subtree_control", "w") as f:
+                    f.write(f"-{controller}")
+            except OSError:
+                pass  # used below by cgroups that are not ours
+
+
+def _enabled(directory: str) -> set[str]:
+    with open(f"{directory}/cgroup.subtree_control") as f:
+        return set(f.read().split())
+
+
+@pytest.fixture
+def v2(v2_controllers_restored, bundle, cgroup_path):
     if not os.path.exists(f"{UNIFIED}/cgroup.controllers"):
         pytest.skip("no cgroup v2 tree on this host")
     bundle.wrapper = V2_ONLY

@@ -63,6 +63,10 @@ def make_context(args: argparse.Namespace, *, creds: str | None, tls_verify: boo
     for name in ("override_arch", "override_os", "override_variant"):
         value = getattr(args, name, None) or getattr(args, f"global_{name}", None)
         setattr(ctx, name, value)
+    # ketch-storage: names the store of the global flags (--root, --runroot, --storage-driver)
+    for flag, field in (("root", "storage_root"), ("runroot", "storage_runroot"), ("storage_driver", "storage_driver")):
+        if getattr(args, flag, None):
+            setattr(ctx, field, getattr(args, flag))
     return ctx
 
 

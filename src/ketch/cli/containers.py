@@ -51,14 +51,14 @@ def register(commands: argparse._SubParsersAction, word: str | None = None, verb
     """The container verbs, top-level and under ``ketch container``. For a command ``word`` (and,
     after ``container``, its ``verb``) only that parser is built: argparse's parsers cost
     milliseconds each, and ``run`` must start fast."""
-    from ketch.cli import resources
-
     word = {"unmount": "umount"}.get(word, word)
-    if word in GROUPS:
-        resources.register(commands, word)
-        return
     if word in VERBS and word not in CONTAINER_ONLY:
         _register_verbs(commands, {word})
+        return
+    from ketch.cli import resources
+
+    if word in GROUPS:
+        resources.register(commands, word)
         return
     verb = {"ls": "ps", "list": "ps", "unmount": "umount"}.get(verb, verb)
     wanted = {verb} if word == "container" and verb in VERBS else set(VERBS)

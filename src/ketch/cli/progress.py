@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from ketch.oci import Descriptor
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (ketch.oci's dataclasses cost ~7 ms: not on ketch run's path)
+    from ketch.oci import Descriptor
 
 
 class TerminalProgress:

@@ -275,7 +275,8 @@ class Engine:
             except OSError as exc:
                 self.remove(container_id, force=True)
                 raise ContainerError(f"writing the container id file {options.cidfile}: {exc.strerror}") from exc
-        self._record_event("create", self._record(container_id))  # (with the image's name resolved)
+        self._record_event("create", {"id": container_id, "name": name, "image": record.id, "options": options,
+                                      "meta": meta})  # (the image's name resolved, as podman's event has it)
         return container_id
 
     def _make_anonymous_volumes(self, options: CreateOptions, image_config: dict) -> None:
@@ -326,10 +327,13 @@ class Engine:
                                attributes=dict(labels or {}), exit_code=exit_code)
 
     def _record_event(self, status: str, record: dict, exit_code: int | None = None) -> None:
-        from ketch.containers import views
+        # the image's name is looked up once per container and process (a run records ~7 events)
+        names = self.__dict__.setdefault("_event_image_names", {})
+        if record["id"] not in names:
+            from ketch.containers import views
 
-        self._event(status, record["id"], record["name"], views.image_name(self, record),
-                    record["options"].labels, exit_code)
+            names[record["id"]] = views.image_name(self, record)
+        self._event(status, record["id"], record["name"], names[record["id"]], record["options"].labels, exit_code)
 
     def _mounts_from(self, sources: list[str]) -> list[dict]:
         """--volumes-from CTR[:ro|rw]: that container's volumes and binds (podman's)."""
@@ -412,10 +416,10 @@ class Engine:
         return userdata, config
 
     def _network_names(self, options: CreateOptions) -> list[str]:
-        from ketch.containers.network import DEFAULT_NETWORK
-
         if options.network in ("none", "host") or options.network.startswith(("container:", "ns:")):
             return []
+        from ketch.containers.network import DEFAULT_NETWORK
+
         return [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in options.network.split(",") if n]
 
     def _joined_namespaces(self, options: CreateOptions) -> dict[str, str]:
@@ -505,9 +509,11 @@ class Engine:
             self._network_helper = Helper.start(self.store)
 
     def _peer_hosts(self, container_id: str) -> str:
+        if not self._uses_networks(container_id):
+            return ""  # (no network: no peers, and no network module to import)
         from ketch.containers.network import hosts_entries
 
-        names = list(self.networks().addresses_of(container_id)) if self._uses_networks(container_id) else []
+        names = list(self.networks().addresses_of(container_id))
         return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
 
     def _uses_networks(self, container_id: str) -> bool:
@@ -874,7 +880,8 @@ class Engine:
                 return  # started again meanwhile
             self._release(record)
             if current["status"] in ("exited", "stopped") and not current.get("cleaned"):
-                states.update(self._userdata(record["id"]), cleaned=True)
+                if not remove:  # (a container about to go needs no mark)
+                    states.update(self._userdata(record["id"]), cleaned=True)
                 self._record_event("cleanup", record)  # podman's, once per run
         if remove:
             self.remove(record["id"], force=True)

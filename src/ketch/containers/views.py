@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -583,7 +582,7 @@ def info(engine) -> dict[str, Any]:
             "memFree": memory.get("MemFree", 0),
             "memTotal": memory.get("MemTotal", 0),
             "networkBackend": "ketch",
-            "ociRuntime": {"name": "ketch-runtime", "package": "ketch", "path": shutil.which("ketch-runtime") or "",
+            "ociRuntime": {"name": "ketch-runtime", "package": "ketch", "path": _which("ketch-runtime"),
                            "version": f"ketch-runtime version {__version__}"},
             "os": "linux",
             "remoteSocket": {"path": ""},  # no service: ketch has no daemon
@@ -619,6 +618,12 @@ def info(engine) -> dict[str, Any]:
         "version": {"APIVersion": __version__, "Version": __version__, "GoVersion": f"python{sys.version.split()[0]}",
                     "GitCommit": "", "BuiltTime": "", "Built": 0, "OsArch": f"linux/{arch}", "Os": "linux"},
     }
+
+
+def _which(program: str) -> str:
+    import shutil  # (not at the top: views is on ketch run's path, shutil costs ~2 ms)
+
+    return shutil.which(program) or ""
 
 
 def _key_values(path: str, separator: str) -> dict[str, str]:

@@ -199,10 +199,18 @@ class Runtime:
             device_rules = resources.get("devices") if group is not None and "devices" in resources else None
             if group is not None and group.unified and not device_rules:
                 device_rules = None  # (v2: no rules, no filter program)
+            if device_rules is not None and not linux.get("devices"):
+                # no device nodes of the config's to make (the default ones are always allowed): the
+                # rules go in now, sparing the init a round trip
+                group.apply_devices(device_rules)
+                device_rules = None
 
-            def run_hooks() -> None:  # prestart and createRuntime, asked for by the init before its root changes
+            def run_hooks(init_pid: int) -> None:  # asked for by the init before its root changes
                 if device_rules is not None:
                     group.apply_devices(device_rules)
+                if not (config_hooks.get("prestart") or config_hooks.get("createRuntime")):
+                    return
+                recorded(init_pid, final=False)  # (the hooks are given the state, with the pid)
                 hooks.run("prestart", config_hooks.get("prestart") or [], leanjson.dumps(state.hook_state("created")))
                 hooks.run("createRuntime", config_hooks.get("createRuntime") or [],
                           leanjson.dumps(state.hook_state("creating")))
@@ -280,8 +288,7 @@ class Runtime:
                     init_pid = int(message[4:])
                 elif message == "hooks":
                     try:
-                        recorded(init_pid, final=False)
-                        run_hooks()
+                        run_hooks(init_pid)
                     except KetchError as exc:
                         error = str(exc)
                         parent_end.send(b"error " + error.encode()[:60000])

@@ -43,8 +43,11 @@ class EventLog:
             record["ContainerExitCode"] = exit_code
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the first event of this store
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 os.write(fd, line)
                 size = os.fstat(fd).st_size

@@ -161,9 +161,28 @@ class Engine:
             raise NoSuchContainerError(name_or_id) from None
         if row["kind"] != KIND:
             raise NoSuchContainerError(name_or_id)
+        return self._record_of(row)
+
+    @staticmethod
+    def _record_of(row: dict) -> dict:
         row["meta"] = json.loads(row["metadata"])
         row["options"] = CreateOptions.from_dict(row["meta"].get("options") or {})
         return row
+
+    def _image_record(self, image_id: str):
+        """The image a container was made from; looked up once per image while ``list`` runs."""
+        cache = self.__dict__.get("_listing_images")
+        if cache is None:
+            return self.store.lookup(image_id)
+        if image_id not in cache:
+            try:
+                cache[image_id] = self.store.lookup(image_id)
+            except KetchError as exc:
+                cache[image_id] = exc
+        found = cache[image_id]
+        if isinstance(found, KetchError):
+            raise found
+        return found
 
     def _userdata(self, container_id: str) -> str:
         return str(self.store.root / "containers" / container_id / "userdata")
@@ -1112,18 +1131,19 @@ class Engine:
         if "status" in by_key:
             all = True  # podman's: a status filter looks at every container  # noqa: A001
         out = []
-        for row in rows:
-            try:
-                record = self._record(row["id"])
-            except NotFoundError:
-                continue
-            current = self._status(record)
-            entry = views.ps_entry(self, record, current, size=size, namespaces=namespaces)
-            if not all and entry["State"] not in ("running", "paused"):
-                continue
-            if by_key and not views.matches(entry, record, by_key, anchors):
-                continue
-            out.append(entry)
+        self.__dict__["_listing_images"] = {}
+        try:
+            for row in rows:
+                record = self._record_of(dict(row))
+                current = self._status(record)
+                entry = views.ps_entry(self, record, current, size=size, namespaces=namespaces)
+                if not all and entry["State"] not in ("running", "paused"):
+                    continue
+                if by_key and not views.matches(entry, record, by_key, anchors):
+                    continue
+                out.append(entry)
+        finally:
+            del self.__dict__["_listing_images"]
         return out
 
     def inspect(self, name_or_id: str, *, size: bool = False) -> dict[str, Any]:
@@ -1405,10 +1425,12 @@ class Engine:
         return removed
 
     def ports(self, name_or_id: str) -> list[dict[str, Any]]:
-        record = self._record(name_or_id)
-        if not self._uses_networks(record["id"]):
+        return self._ports_of(self._record(name_or_id)["id"])
+
+    def _ports_of(self, container_id: str) -> list[dict[str, Any]]:
+        if not self._uses_networks(container_id):
             return []
-        return [p.as_dict() for p in self.networks().ports_of(record["id"])]
+        return [p.as_dict() for p in self.networks().ports_of(container_id)]
 
     def diff(self, name_or_id: str) -> list[tuple[str, str]]:
         """(kind, path) of the container's changes against its image: A added, C changed, D deleted."""

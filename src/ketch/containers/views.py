@@ -46,7 +46,7 @@ def _command(engine, record: dict) -> list[str]:
     from ketch.containers.spec import command_of
 
     try:
-        image = engine.store.lookup(record["image"]).parsed_config
+        image = engine._image_record(record["image"]).parsed_config
         return command_of(image, record["options"])
     except KetchError:
         return list(record["options"].command or [])
@@ -54,7 +54,7 @@ def _command(engine, record: dict) -> list[str]:
 
 def image_name(engine, record: dict) -> str:
     try:
-        names = engine.store.lookup(record["image"]).names
+        names = engine._image_record(record["image"]).names
     except KetchError:
         names = []
     wanted = record["meta"].get("image_name", "")
@@ -68,7 +68,7 @@ def image_name(engine, record: dict) -> str:
 
 
 def _ports(engine, record: dict) -> list[dict] | None:
-    ports = engine.ports(record["id"])
+    ports = engine._ports_of(record["id"])
     return [{"host_ip": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "container_port": p["container_port"],
              "host_port": p["host_port"], "range": 1, "protocol": p["protocol"]} for p in ports] or None
 

@@ -39,15 +39,9 @@ def _each(names: list[str], action, *, missing_status: int = 125, ignore: bool =
 
 
 def _filters(items: list[str], allowed: tuple[str, ...]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInputError(f"invalid filter {item!r}")
-        if key not in allowed:
-            raise InvalidInputError(f"invalid filter {key!r}")
-        out.setdefault(key, []).append(value)
-    return out
+    from ketch.storage.filters import split_filters
+
+    return split_filters(items, allowed)
 
 
 def _labels_match(labels: dict, values: list[str], negate: bool = False) -> bool:
@@ -151,8 +145,7 @@ def cmd_network_ls(args) -> int:
             print(entry["name"])
         return 0
     if report.is_json(args.format):
-        print(json.dumps([{k: v for k, v in e.items() if k != "containers" and (k != "labels" or v)}
-                          for e in entries], indent=2))
+        print(json.dumps(entries, indent=2))  # (labels only when there are some, as netavark's)
         return 0
     rows = [reports.NetworkRow(e, args.no_trunc) for e in entries]
     report.Formatter(args.format, name="ls", noheading=args.noheading, default=reports.NETWORK_DEFAULT,

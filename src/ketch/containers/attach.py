@@ -24,8 +24,7 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
     from ketch.containers.monitor import STDIN_FIFO
 
     userdata = engine._userdata(record["id"])
-    path = engine._log_path(record)
-    offset = os.path.getsize(path) if os.path.exists(path) else 0
+    follower = logfiles.LogFollower(engine._log_path(record))
     fifo = None
     if stdin:
         try:
@@ -40,7 +39,6 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
                        signals.SIGQUIT):
             previous[number] = signals.signal(number, lambda n, _f: _kill(pid, n))
     terminal = _RawTerminal(stdio[0]) if fifo is not None and os.isatty(stdio[0]) else None
-    pending = b""
     stdin_open = fifo is not None
     try:
         while True:
@@ -62,20 +60,8 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
             if current.get("stale"):  # gone, but its monitor has not recorded how yet
                 engine._wait_recorded(record, 0, None)
                 current = engine._status(record)
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                entry = logfiles.parse_line(line)
-                if entry is not None:
-                    target = stdio[2] if entry[1] == "stderr" else stdio[1]
-                    os.write(target, logfiles.render(entry, False))
+            for entry in follower.new_records():
+                os.write(stdio[2] if entry[1] == "stderr" else stdio[1], logfiles.render(entry, False))
             if current["status"] not in ("running", "paused"):
                 code = current.get("exit_code")
                 return -1 if code is None else code

@@ -1207,24 +1207,13 @@ class Engine:
             yield entry[1], logfiles.render(entry, timestamps)
         if not follow or (until is not None and until <= time.time()):
             return
-        offset = os.path.getsize(path) if os.path.exists(path) else 0
-        pending = b""
+        follower = logfiles.LogFollower(path)
         while True:
             running = self._status(record)["status"] in ("running", "paused", "created")
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                parsed = logfiles.parse_line(line)
-                if parsed is not None:
-                    yield parsed[1], logfiles.render(parsed, timestamps)
-            if not running and not chunk or until is not None and time.time() > until:
+            new = follower.new_records()
+            for entry in new:
+                yield entry[1], logfiles.render(entry, timestamps)
+            if not running and not new or until is not None and time.time() > until:
                 return
             time.sleep(0.1)
 

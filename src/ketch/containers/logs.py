@@ -87,6 +87,28 @@ def read_records(path: str, *, since: float | None = None, tail: int | None = No
     return records
 
 
+class LogFollower:
+    """The records a growing log gained since the last look (``logs -f`` and ``attach``): whole
+    lines only; a line still being written waits for the next look."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = os.path.getsize(path) if os.path.exists(path) else 0
+        self._pending = b""
+
+    def new_records(self) -> list[tuple[str, str, bool, bytes]]:
+        """The records written since the last call (an empty list: nothing new)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        self.offset += len(chunk)
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        return [entry for entry in map(parse_line, lines) if entry is not None]
+
+
 def render(record, timestamps: bool) -> bytes:
     stamp, _, partial, text = record
     prefix = (stamp.replace("+00:00", "Z").encode() + b" ") if timestamps else b""  # podman writes Z

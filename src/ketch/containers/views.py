@@ -147,16 +147,14 @@ STATES = ("created", "running", "paused", "stopped", "exited", "unknown", "initi
 
 
 def parse_filters(filters: list[str]) -> dict[str, list[str]]:
-    by_key: dict[str, list[str]] = {}
-    for item in filters:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInputError(f"invalid filter {item!r}")
-        if key not in PS_FILTERS:
-            raise InvalidInputError(f"{key} is an invalid filter")
-        if key == "status" and value not in STATES:
+    if not filters:
+        return {}
+    from ketch.storage.filters import split_filters
+
+    by_key = split_filters(filters, PS_FILTERS, unknown="{key} is an invalid filter")
+    for value in by_key.get("status", []):
+        if value not in STATES:
             raise InvalidInputError(f"{value} is not a valid status")
-        by_key.setdefault(key, []).append(value)
     return by_key
 
 

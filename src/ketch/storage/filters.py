@@ -58,6 +58,21 @@ def _truth(key: str, value: str) -> bool:
     raise InvalidInputError(f"invalid {key} filter value {value!r}: use true or false")
 
 
+def split_filters(items: list[str], allowed: tuple[str, ...], *, malformed: str = "invalid filter {item!r}",
+                  unknown: str = "invalid filter {key!r}") -> dict[str, list[str]]:
+    """``--filter KEY=VALUE`` flags by key (a key given twice keeps both values); ``malformed`` and
+    ``unknown`` are each command's own words for a flag without ``=`` and a key it lacks."""
+    by_key: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError(malformed.format(item=item, key=key))
+        if key not in allowed:
+            raise InvalidInputError(unknown.format(item=item, key=key))
+        by_key.setdefault(key, []).append(value)
+    return by_key
+
+
 class ImageFilter:
     """A predicate over image records, built once for a listing."""
 
@@ -65,14 +80,8 @@ class ImageFilter:
                  container_images: dict[str, str] | None = None) -> None:
         from ketch.storage import views
 
-        self.by_key: dict[str, list[str]] = {}
-        for item in filters:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise InvalidInputError(f"invalid image filter {item!r}: want KEY=VALUE")
-            if key not in KEYS:
-                raise InvalidInputError(f"unsupported image filter {key!r}")
-            self.by_key.setdefault(key, []).append(value)
+        self.by_key = split_filters(filters, KEYS, malformed="invalid image filter {item!r}: want KEY=VALUE",
+                                    unknown="unsupported image filter {key!r}")
         self.records = records
         self.containers = containers
         self.container_images = container_images or {}

@@ -18,6 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # (typing costs ~2.5 ms to import: not on ketch run's path)
     from typing import Any
 
+from ketch.containers.state import now_rfc3339
 from ketch.errors import InUseError, InvalidInputError, NotFoundError
 
 DRIVER = "file"
@@ -176,7 +177,7 @@ class Secrets:
     def inspect(self, name_or_id: str) -> dict[str, Any]:
         """podman's ``secret inspect`` entry."""
         secret = self.get(name_or_id)
-        return {"ID": secret["id"], "CreatedAt": _rfc3339(secret["created"]), "UpdatedAt": _rfc3339(secret["updated"]),
+        return {"ID": secret["id"], "CreatedAt": now_rfc3339(secret["created"]), "UpdatedAt": now_rfc3339(secret["updated"]),
                 "Spec": {"Name": secret["name"], "Driver": {"Name": secret["driver"],
                                                             "Options": json.loads(secret["options"])},
                          "Labels": json.loads(secret["labels"])}}
@@ -208,7 +209,3 @@ class Secrets:
             mounts.append({"destination": target, "type": "bind", "source": path,
                            "options": ["bind", "ro", "rprivate", "nosuid", "nodev", "noexec"]})
         return mounts, env
-
-
-def _rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1e9) % 10**9:09d}Z"

@@ -52,7 +52,7 @@ _LAZY = {
     "RunResult": "ketch.containers.engine",
     "ContainerError": "ketch.containers.engine",
     "run": "ketch.containers.engine",
-    "Builder": "ketch.build.builder",
+    "Builder": "ketch.builder.working",
 }
 
 

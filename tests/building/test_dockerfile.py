@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from ketch.build import dockerfile as parser
+from ketch.builder import dockerfile as parser
 
 
 def write(directory, files: dict) -> None:

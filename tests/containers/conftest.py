@@ -118,9 +118,11 @@ def ketch_env(ketch_session):
     assert cgroups == [], f"cgroups left: {cgroups}"
     netns = ketch_session.runroot / "netns"
     assert not netns.exists() or os.listdir(netns) == [], "network namespaces left"
+    from ketch.containers.hostnet import HostAllocations
     from ketch.storage.store import Store
 
-    store = Store(str(ketch_session.root), str(ketch_session.runroot))
-    assert store.db.query("SELECT * FROM network_addresses") == [], "addresses left"
-    assert store.db.query("SELECT * FROM published_ports") == [], "published ports left"
+    host = HostAllocations(Store(str(ketch_session.root), str(ketch_session.runroot)))
+    held = host.db.query("SELECT * FROM addresses WHERE store = ?", (host.store_id,))
+    assert held == [], "addresses left"  # (the host-wide records: this store's only)
+    assert host.db.query("SELECT * FROM ports WHERE store = ?", (host.store_id,)) == [], "published ports left"
     ketch_session.env = dict(os.environ)

@@ -13,9 +13,9 @@ def remove_networks(root: str, runroot: str) -> None:
     store = Store(root, runroot)
     nets = Networks(store)
     engine = Engine(root=root, runroot=runroot)
-    for row in store.db.query("SELECT name FROM networks"):
+    for network in nets.list():
         try:
-            nets.remove(row["name"], force=True, engine=engine)
+            nets.remove(network["name"], force=True, engine=engine)
         except Exception:  # noqa: BLE001 - best effort at the end of a run
             pass
     listing = subprocess.run(["nft", "-j", "list", "set", "ip", TABLE, "bridges"], capture_output=True, text=True)

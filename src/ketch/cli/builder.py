@@ -9,11 +9,11 @@ import json
 import sys
 
 from ketch.cli.flags import add_bool
-from ketch.errors import InvalidInputError, KetchError
+from ketch.errors import BuilderError, InvalidInputError, KetchError
 
 
 def _builder(args):
-    from ketch.build import Builder
+    from ketch.builder import Builder
 
     return Builder(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
 
@@ -26,17 +26,15 @@ def _buildah_statuses(func):
     def wrapper(args) -> int:
         try:
             return func(args)
+        except BuilderError:
+            raise  # (125, or a RUN step's own status)
         except KetchError as exc:
-            raise _fail(exc) from None
+            if exc.exit_code != 1:
+                raise
+            raise BuilderError(str(exc)) from exc
 
     wrapper.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
     return wrapper
-
-
-def _fail(exc: KetchError) -> KetchError:
-    if "exit_code" not in vars(exc) and getattr(exc, "exit_code", 1) == 1:  # (a step's own 1 stays 1)
-        exc.exit_code = 125
-    return exc
 
 
 def register_build(commands: argparse._SubParsersAction) -> None:
@@ -71,7 +69,7 @@ def register_build(commands: argparse._SubParsersAction) -> None:
 
 @_buildah_statuses
 def cmd_build(args) -> int:
-    from ketch.build.dockerfile_build import BuildOptions, build
+    from ketch.builder.interpreter import BuildOptions, build
     from ketch.containers.options import parse_key_values
 
     secrets = {}

@@ -11,12 +11,14 @@ Exit statuses follow podman: a container's own status from ``run``/``start -a``/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 from ketch.cli.flags import add_bool, non_negative_int
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.errors import (ContainerError, ContainerStateError, ExecNotStartedError, InvalidInputError, KetchError,
+                          NotFoundError)
 
 EXIT_ENGINE = 125
 
@@ -27,11 +29,16 @@ def _engine(args):
     return Engine(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
 
 
-def _engine_failure(exc: KetchError) -> KetchError:
-    """podman's statuses for run/create/start/exec: 125 unless the command itself could not run."""
-    if getattr(exc, "exit_code", 1) not in (126, 127):
-        exc.exit_code = EXIT_ENGINE
-    return exc
+@contextlib.contextmanager
+def _engine_failures():
+    """podman's statuses for run/create/start/exec/attach: 125 (a ContainerError, with the error
+    as its cause) unless the command itself could not run (126, 127: classes of their own)."""
+    try:
+        yield
+    except ContainerError:
+        raise
+    except KetchError as exc:
+        raise ContainerError(str(exc)) from exc
 
 
 def pull_context(args):
@@ -502,7 +509,7 @@ def _duration_or_time(text: str, what: str) -> float:
 def cmd_run(args) -> int:
     from ketch.cli.create_flags import build_options
 
-    try:
+    with _engine_failures():
         options, attach = build_options(args)
         if args.detach and options.log_driver == "passthrough":
             raise InvalidInputError("--log-driver passthrough needs a foreground run")
@@ -519,8 +526,6 @@ def cmd_run(args) -> int:
         result = engine.run(args.image, options, detach=args.detach, pull=args.pull, context=pull_context(args),
                             sig_proxy=args.sig_proxy, stdio=stdio, replace=args.replace,
                             progress=_pull_progress(args))
-    except KetchError as exc:
-        raise _engine_failure(exc) from exc
     if args.detach:
         print(result)
         return 0
@@ -539,12 +544,10 @@ def _pull_progress(args):
 def cmd_create(args) -> int:
     from ketch.cli.create_flags import build_options
 
-    try:
+    with _engine_failures():
         options, _ = build_options(args)
         container_id = _engine(args).create(args.image, options, pull=args.pull, context=pull_context(args),
                                             replace=args.replace, progress=_pull_progress(args))
-    except KetchError as exc:
-        raise _engine_failure(exc) from exc
     print(container_id)
     return 0
 
@@ -699,17 +702,18 @@ def cmd_exec(args) -> int:
     if not command:
         raise InvalidInputError("exec requires the name or ID of a container or the --latest flag")
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)
-    from ketch.containers.engine import ContainerStateError
-
     try:
         return _engine(args).exec(name, command, interactive=args.interactive, tty=args.tty, user=args.user,
                                   workdir=args.workdir, env=env, detach=args.detach, privileged=args.privileged,
                                   preserve_fds=args.preserve_fds)
     except ContainerStateError as exc:
-        exc.exit_code = EXIT_ENGINE if args.detach else 255  # podman 4.3's: an exec that never started
+        if args.detach:
+            raise
+        raise ExecNotStartedError(str(exc)) from exc  # podman 4.3's 255: an exec that never started
+    except ContainerError:
         raise
     except KetchError as exc:
-        raise _engine_failure(exc) from exc
+        raise ContainerError(str(exc)) from exc
 
 
 def cmd_attach(args) -> int:
@@ -717,10 +721,8 @@ def cmd_attach(args) -> int:
     names = _names(engine, args)
     if len(names) != 1:
         raise InvalidInputError("attach requires the name or id of one running container or the --latest flag")
-    try:
+    with _engine_failures():
         return engine.attach(names[0], stdin=not args.no_stdin, sig_proxy=args.sig_proxy)
-    except KetchError as exc:
-        raise _engine_failure(exc) from exc
 
 
 def cmd_wait(args) -> int:

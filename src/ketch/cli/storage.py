@@ -624,7 +624,7 @@ class _SaveReport:
 def cmd_load(args) -> int:
     import tempfile
 
-    from ketch.storage.load import load_archive
+    from ketch.image.load import load_archive
 
     store = open_store(args)
     with contextlib.ExitStack() as stack:

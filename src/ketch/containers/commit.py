@@ -203,8 +203,10 @@ def _record_image(store, base_config: dict, *, name, fmt, settings, changes, top
         manifest["annotations"] = dict(annotations)
     manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
     names = [store.normalize_name(name)] if name else []
+    from ketch.image.compression import decompressed
+
     return store.create_image(manifest_bytes, manifest["mediaType"], config_bytes,
-                              [layer["digest"] for layer in layers], names)
+                              [layer["digest"] for layer in layers], names, decompress=decompressed)
 
 
 def _tar_whole(store, container_id: str, output) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ketch.runtime.container import Runtime, RuntimeError_
+from ketch.errors import OCIRuntimeError
+from ketch.runtime.container import Runtime
 
 
 class OwnRuntime:
@@ -63,7 +64,7 @@ class ExternalRuntime:
 
         path = binary if "/" in binary else shutil.which(binary)
         if not path or not os.access(path, os.X_OK):
-            raise RuntimeError_(f"OCI runtime {binary} not found")
+            raise OCIRuntimeError(f"OCI runtime {binary} not found")
         self.binary = path
         self.root = root
 
@@ -88,7 +89,7 @@ class ExternalRuntime:
                     continue
                 if entry.get("level") in ("error", "fatal"):
                     messages.append(str(entry.get("msg", "")))
-        raise RuntimeError_(f"{os.path.basename(self.binary)} {args[0]}: "
+        raise OCIRuntimeError(f"{os.path.basename(self.binary)} {args[0]}: "
                             + (messages[-1] if messages else f"exit status {proc.returncode}"))
 
     def create(self, container_id: str, bundle: str, *, terminal: bool, stdio: tuple[int, int, int],
@@ -132,7 +133,7 @@ class ExternalRuntime:
     def delete(self, container_id: str) -> None:
         try:
             self._run("delete", "--force", container_id)
-        except RuntimeError_ as exc:
+        except OCIRuntimeError as exc:
             if "does not exist" not in str(exc) and "not exist" not in str(exc):
                 raise
 

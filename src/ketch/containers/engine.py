@@ -22,7 +22,9 @@ from ketch.containers import logs as logfiles
 from ketch.containers import state as states
 from ketch.containers.config import EngineConfig
 from ketch.containers.options import CreateOptions
-from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.errors import (CannotExecuteError, ContainerCommandError, ContainerCommandNotFoundError, ContainerError,
+                          ContainerRunningError, ContainerStateError, DuplicateNameError, InUseError,
+                          InvalidInputError, KetchError, NoSuchContainerError, NotFoundError, command_error)
 from ketch.records import Record
 
 TYPE_CHECKING = False
@@ -31,31 +33,6 @@ if TYPE_CHECKING:
 
 KIND = "container"
 EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
-
-
-class ContainerError(KetchError):
-    """A container operation failed; ``exit_code`` is 125, as podman's."""
-
-    exit_code = EXIT_ENGINE_FAILED
-
-
-class NoSuchContainerError(NotFoundError):
-    """No container has that name or id (podman's words, which scripts look for)."""
-
-    def __init__(self, name_or_id: str) -> None:
-        super().__init__(f'no container with name or ID "{name_or_id}" found: no such container')
-        self.name = name_or_id
-
-
-class ContainerStateError(ContainerError):
-    """The container is not in a state the operation can act on (podman's "container state
-    improper", which scripts look for)."""
-
-
-class ContainerRunningError(InUseError):
-    """The container runs (or is paused), and the operation needs it stopped."""
-
-    exit_code = 2  # podman rm's status for a running container
 
 
 TIMEOUT_EXIT = 255  # what podman reports for a container ended by --timeout
@@ -278,11 +255,11 @@ class Engine:
             try:
                 container_id = self.store.create_container(record.id, name, kind=KIND, metadata=meta)
                 break
-            except InvalidInputError:
+            except DuplicateNameError as exc:
                 if options.name:
                     self._remove_volumes(options.anonymous_volumes)
-                    raise InvalidInputError(f"the container name \"{name}\" is already in use; remove that "
-                                            "container or choose another name (or use --replace)") from None
+                    raise DuplicateNameError(f"the container name \"{name}\" is already in use; remove that "
+                                             "container or choose another name (or use --replace)") from exc
                 name = names.generate()
         else:
             raise ContainerError("could not find a free container name")
@@ -536,7 +513,7 @@ class Engine:
         return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
 
     def _uses_networks(self, container_id: str) -> bool:
-        return bool(self.store.db.one("SELECT 1 FROM network_addresses WHERE container = ?", (container_id,)))
+        return bool(self.networks().addresses_of(container_id))
 
     def _refresh_peer_hosts(self, network_names: list[str], changed: str) -> None:
         """Every other running container of these networks learns who is there now (its
@@ -683,7 +660,10 @@ class Engine:
                     pass
                 self._release(record)
                 states.update(userdata, status="created")
-                raise self._start_error(exc) from None
+                error = self._start_error(exc)
+                if error is exc:
+                    raise
+                raise error from exc
             if tee is not None:
                 tee.created()
             states.started(userdata, pid=pid, pid_start=states.start_time(pid), started_at=time.time(),
@@ -738,15 +718,10 @@ class Engine:
 
     @staticmethod
     def _start_error(exc: BaseException) -> BaseException:
-        from ketch.runtime.container import CannotExecuteError
-
         if isinstance(exc, CannotExecuteError):
-            error = ContainerError(str(exc))
-            error.exit_code = exc.exit_status
-            return error
+            return command_error(exc, "container")
         if isinstance(exc, KetchError) and not isinstance(exc, ContainerError):
-            error = ContainerError(str(exc))
-            return error
+            return ContainerError(str(exc))
         return exc
 
     def _log_path(self, record: dict) -> str:
@@ -839,13 +814,12 @@ class Engine:
                 states.update(userdata, status="created")
                 text = answer[6:] if answer.startswith("error ") else "the container's monitor died before it " \
                                                                        "started the container"
-                error = ContainerError(text)
                 if text.startswith("exec: ") and ("executable file not found" in text or
                                                   "no such file or directory" in text):
-                    error.exit_code = 127
-                elif text.startswith("exec: ") and "permission denied" in text:
-                    error.exit_code = 126
-                raise error
+                    raise ContainerCommandNotFoundError(text)
+                if text.startswith("exec: ") and "permission denied" in text:
+                    raise ContainerCommandError(text)
+                raise ContainerError(text)
             if options.pidfile:
                 _write_pidfile(options.pidfile, int(answer.split()[1]))
             if options.conmon_pidfile:
@@ -1223,7 +1197,7 @@ class Engine:
              preserve_fds: int = 0) -> int:
         """Run another process in a running container; its exit status (0 when detached)."""
         from ketch.containers import users
-        from ketch.runtime.container import CannotExecuteError, Runtime
+        from ketch.runtime.container import Runtime
 
         record = self._record(name_or_id)
         options: CreateOptions = record["options"]
@@ -1276,9 +1250,7 @@ class Engine:
         try:
             return runtime.exec(record["id"], process, detach=detach, stdio=stdio, preserve_fds=preserve_fds)
         except CannotExecuteError as exc:
-            error = ContainerError(str(exc))
-            error.exit_code = exc.exit_status
-            raise error from None
+            raise command_error(exc, "container") from exc
 
     # -- health, stats, attach -------------------------------------------------------------
 
@@ -1390,12 +1362,9 @@ class Engine:
         record = self._record(name_or_id)
         check_name(new_name)
         try:
-            with self.store.db.write() as conn:
-                conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, record["id"]))
-        except Exception as exc:
-            if "UNIQUE" in str(exc):
-                raise InUseError(f"the container name \"{new_name}\" is already in use") from None
-            raise
+            self.store.rename_container(record["id"], new_name)
+        except DuplicateNameError as exc:
+            raise DuplicateNameError(f"the container name \"{new_name}\" is already in use") from exc
         record["name"] = new_name
         self._record_event("rename", record)
         return record["id"]

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from ketch.errors import KetchError, NotFoundError
+
+log = logging.getLogger(__name__)
 
 
 def tree_size(path: str) -> int:
@@ -76,7 +79,9 @@ def reset(engine) -> None:
     nets = engine.networks()
     for network in nets.list():
         try:
-            nets.remove_bridge_if_unused(network)
-        except KetchError:
-            pass
+            if nets.host.release_bridge(network["name"]):
+                nets.remove_bridge_if_unused(network)
+        except KetchError as exc:
+            log.warning("system reset: network %s: %s", network["name"], exc)
+    nets.host.release_store()
     engine.store.reset()

@@ -200,11 +200,16 @@ def parse_publish(spec: str) -> list[PortMapping]:
 
 
 class Networks:
-    """Networks and the containers attached to them, in the store's database."""
+    """A store's networks (its own table) and what its containers hold of the host: addresses
+    and published ports, in the host-wide records (:mod:`ketch.containers.hostnet`)."""
 
     def __init__(self, store) -> None:
+        from ketch.containers.hostnet import HostAllocations
+        from ketch.containers.tables import database
+
         self.store = store
-        self.db = store.db
+        self.db = database(store)
+        self.host = HostAllocations(store)
 
     # -- records -----------------------------------------------------------------------
 
@@ -245,8 +250,10 @@ class Networks:
             if network.prefixlen > 30:
                 raise InvalidInputError(f"subnet {subnet} is too small: /30 at most")
         network_id = os.urandom(32).hex()
+        elsewhere = self.host.taken_subnets()
         with self.db.write() as conn:
             taken = [ipaddress.IPv4Network(r["subnet"]) for r in conn.execute("SELECT subnet FROM networks")]
+            taken += [other for other_bridge, other in elsewhere if other_bridge != bridge]
             if conn.execute("SELECT 1 FROM networks WHERE name = ?", (name,)).fetchone():
                 raise InUseError(f"network {name} already exists")
             host_routes = _host_routes()
@@ -265,15 +272,17 @@ class Networks:
             gateway_ip = _host_address(gateway, network, "gateway") if gateway else next(network.hosts())
             if bridge is None:
                 used = {r["bridge"] for r in conn.execute("SELECT bridge FROM networks")}
+                used |= {other_bridge for other_bridge, _ in elsewhere}
                 bridge = next(f"ketch{n}" for n in range(1, 10000) if f"ketch{n}" not in used)
+            # the host-wide claim inside this store's transaction: a failed claim records nothing here
+            self.host.claim_bridge(name, bridge, str(network))
             conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (name, network_id, driver, str(network), str(gateway_ip), bridge, int(internal), time.time(),
                           json.dumps(labels or {})))
         return dict(self.db.one("SELECT * FROM networks WHERE name = ?", (name,)))
 
     def users(self, name: str) -> list[str]:
-        return [r["container"] for r in self.db.query("SELECT DISTINCT container FROM network_addresses "
-                                                       "WHERE network = ?", (name,))]
+        return list(self.attached(name))
 
     def remove(self, name: str, *, force: bool = False, engine=None) -> None:
         network = self.get(name)
@@ -284,7 +293,8 @@ class Networks:
                                  "first, or use --force")
             for container in users:
                 engine.remove(container, force=True)
-        self._teardown_bridge(network)
+        if self.host.release_bridge(network["name"]):
+            self._teardown_bridge(network)  # (no store's network uses the bridge any more)
         with self.db.write() as conn:
             conn.execute("DELETE FROM networks WHERE name = ?", (network["name"],))
 
@@ -310,71 +320,34 @@ class Networks:
         }
 
     def attached(self, name: str) -> dict[str, str]:
-        """The containers that have an address on network ``name``: container id → address."""
-        return {r["container"]: r["ip"] for r in self.db.query(
-            "SELECT container, ip FROM network_addresses WHERE network = ?", (name,))}
+        """The containers of this store that have an address on network ``name``: id → address."""
+        return self.host.attached(name)
 
-    # -- a container's addresses and ports ------------------------------------------
+    # -- a container's addresses and ports (host-wide records) ----------------------
 
     def allocate(self, container_id: str, name: str, requested_ip: str | None = None) -> str:
-        """An address of network ``name`` for the container, unique even against other processes
-        allocating at the same moment (one write transaction)."""
+        """An address of network ``name`` for the container, unique on the host even against
+        other stores and processes allocating at the same moment."""
         network = self.get(name)
-        subnet = ipaddress.IPv4Network(network["subnet"])
-        with self.db.write() as conn:
-            row = conn.execute("SELECT ip FROM network_addresses WHERE network = ? AND container = ?",
-                               (network["name"], container_id)).fetchone()
-            if row is not None:
-                return row["ip"]
-            used = {r["ip"] for r in conn.execute("SELECT ip FROM network_addresses WHERE network = ?",
-                                                   (network["name"],))} | {network["gateway"]}
-            if requested_ip:
-                address = _host_address(requested_ip, subnet, "--ip")
-                if str(address) in used:
-                    raise InUseError(f"address {requested_ip} is already in use on network {network['name']}")
-                chosen = str(address)
-            else:
-                chosen = next((str(h) for h in subnet.hosts() if str(h) not in used), None)
-                if chosen is None:
-                    raise NetworkError(f"network {network['name']} has no free address left")
-            conn.execute("INSERT INTO network_addresses VALUES (?, ?, ?)", (network["name"], chosen, container_id))
-        return chosen
+        if requested_ip:
+            requested_ip = str(_host_address(requested_ip, ipaddress.IPv4Network(network["subnet"]), "--ip"))
+        return self.host.allocate_address(network, container_id, requested_ip)
 
     def reserve_ports(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
         """Host ports for the container: free ones chosen where 0 was asked, each checked against
-        other containers (in the database) and against listening sockets (by binding it)."""
-        out = []
-        with self.db.write() as conn:
-            taken = {(r["host_ip"], r["host_port"], r["protocol"]) for r in conn.execute(
-                "SELECT host_ip, host_port, protocol FROM published_ports WHERE container != ?", (container_id,))}
-            conn.execute("DELETE FROM published_ports WHERE container = ?", (container_id,))
-            for port in ports:
-                host_port = port.host_port or _free_port(port.host_ip, port.protocol, taken)
-                clash = [t for t in taken if t[1] == host_port and t[2] == port.protocol
-                         and (t[0] == port.host_ip or "0.0.0.0" in (t[0], port.host_ip))]
-                if clash:
-                    raise InUseError(f"host port {host_port}/{port.protocol} is already published by another "
-                                     "container")
-                _check_bindable(port.host_ip, host_port, port.protocol)
-                mapping = PortMapping(port.host_ip, host_port, port.container_port, port.protocol)
-                taken.add((mapping.host_ip, host_port, port.protocol))
-                conn.execute("INSERT INTO published_ports VALUES (?, ?, ?, ?, ?)",
-                             (mapping.host_ip, host_port, port.protocol, container_id, port.container_port))
-                out.append(mapping)
-        return out
+        every container on the host (any store) and against listening sockets (by binding it)."""
+        return [PortMapping(host_ip, host_port, container_port, protocol) for host_ip, host_port, protocol,
+                container_port in self.host.reserve_ports(container_id, ports, _free_port, _check_bindable)]
 
     def ports_of(self, container_id: str) -> list[PortMapping]:
-        return [PortMapping(r["host_ip"], r["host_port"], r["container_port"], r["protocol"]) for r in self.db.query(
-            "SELECT * FROM published_ports WHERE container = ? ORDER BY host_port", (container_id,))]
+        return [PortMapping(host_ip, host_port, container_port, protocol)
+                for host_ip, host_port, protocol, container_port in self.host.ports_of(container_id)]
 
     def addresses_of(self, container_id: str) -> dict[str, str]:
-        return {r["network"]: r["ip"] for r in self.db.query(
-            "SELECT network, ip FROM network_addresses WHERE container = ?", (container_id,))}
+        return self.host.addresses_of(container_id)
 
     def release(self, container_id: str) -> None:
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM network_addresses WHERE container = ?", (container_id,))
-            conn.execute("DELETE FROM published_ports WHERE container = ?", (container_id,))
+        self.host.release(container_id)
 
     # -- the kernel side --------------------------------------------------------------
 
@@ -700,12 +673,14 @@ def _free_port(host_ip: str, protocol: str, taken: set) -> int:
 
 
 def hosts_entries(store, network_names: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
-    """(address, name) of every container on these networks, for /etc/hosts."""
+    """(address, name) of every container of this store on these networks, for /etc/hosts."""
+    from ketch.containers.hostnet import HostAllocations
+
+    host = HostAllocations(store)
+    names = {row["id"]: row["name"] for row in store.containers()}
     out = []
-    for name in network_names:
-        for row in store.db.query(
-                "SELECT a.ip, c.name, c.id FROM network_addresses a JOIN containers c ON c.id = a.container "
-                "WHERE a.network = ?", (name,)):
-            if row["id"] != exclude:
-                out.append((row["ip"], row["name"]))
+    for network in network_names:
+        for container_id, ip in host.attached(network).items():
+            if container_id != exclude and container_id in names:
+                out.append((ip, names[container_id]))
     return out

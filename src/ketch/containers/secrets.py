@@ -70,7 +70,9 @@ def parse_secret(text: str) -> dict[str, Any]:
 class Secrets:
     def __init__(self, store) -> None:
         self.store = store
-        self.db = store.db
+        from ketch.containers.tables import database
+
+        self.db = database(store)
         self.dir = store.root / "secrets" / "filedriver"
         self.data_file = self.dir / "secretsdata.json"
 

@@ -127,7 +127,9 @@ def parse_mount(spec: str) -> MountSpec:
 class Volumes:
     def __init__(self, store) -> None:
         self.store = store
-        self.db = store.db
+        from ketch.containers.tables import database
+
+        self.db = database(store)
 
     def path(self, name: str) -> str:
         return str(self.store.root / "volumes" / name / "_data")

@@ -121,6 +121,13 @@ class DecompressingReader:
         return b"".join(out)
 
 
+def decompressed(stream: Readable) -> Readable:
+    """The stream's uncompressed bytes, whatever compression its first bytes show (or none)."""
+    peek = PeekableReader(stream)
+    kind = detect(peek.peek(4))
+    return DecompressingReader(peek, kind) if kind else peek
+
+
 class CompressingReader:
     """Reads the compressed form of another stream."""
 

@@ -134,13 +134,14 @@ class StorageDestination(ImageDestination):
             raise InvalidReferenceError("the store keeps single images; pull one platform, not --all")
         config = self._config
         if config is None:  # the config was already there (a reused image): read it back
-            row = self.store.db.one("SELECT config FROM images WHERE id = ?", (manifest.config.digest.encoded,))
-            if row is None:
+            config = self.store.image_config(manifest.config.digest.encoded)
+            if config is None:
                 raise NotFoundError("the image config never arrived")
-            config = row["config"]
+        from ketch.image.compression import decompressed
+
         self.image_id = self.store.create_image(raw, media_type, config,
                                                 [str(layer.digest) for layer in manifest.layers],
-                                                [self.name] if self.name else [])
+                                                [self.name] if self.name else [], decompress=decompressed)
 
 
 class _Counting:
@@ -197,7 +198,7 @@ def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
                           **({"progress": progress} if progress is not None else {}))
     path = within.split(":", 1)[0]
     if transport == "docker-archive" and within == path:
-        from ketch.storage.load import load_archive
+        from ketch.image.load import load_archive
 
         names = load_archive(store, path, ctx)
         return store.lookup(names[0].removeprefix("sha256:")).id
@@ -205,7 +206,7 @@ def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
     if transport == "containers-storage":
         storage_name = source.name or ""  # type: ignore[attr-defined]  # podman's name for it
     elif transport == "oci-archive":
-        from ketch.storage.load import _name_from_annotation
+        from ketch.image.load import _name_from_annotation
 
         storage_name = _name_from_annotation(within.split(":", 1)[1] if ":" in within else "") or ""
     if not storage_name and transport not in ("docker-archive", "containers-storage"):

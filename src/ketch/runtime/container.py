@@ -17,7 +17,8 @@ import os
 import sys
 import time
 
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.errors import (CannotExecuteError, ExecutableNotFoundError, InvalidInputError, KetchError, NotFoundError,
+                          OCIRuntimeError)
 from ketch.runtime import cgroups, hooks, leanjson
 from ketch.runtime import spec as specs
 from ketch.runtime.paths import write_bytes
@@ -32,24 +33,14 @@ SIGNALS = {name: getattr(_signal, name) for name in dir(_signal)
            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
 
 
-class RuntimeError_(KetchError):
-    """The container could not be set up or managed."""
 
 
-class CannotExecuteError(RuntimeError_):
-    """The container's program was not found (``exit_status`` 127) or cannot be executed (126)."""
-
-    def __init__(self, message: str, exit_status: int) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
-def _setup_failure(message: str) -> RuntimeError_:
+def _setup_failure(message: str) -> OCIRuntimeError:
     """The error for a set-up failure the init reported (``[127] text`` marks a program that
     cannot be run)."""
     if message.startswith("[12") and message[4:6] == "] " and message[1:4] in ("126", "127"):
-        return CannotExecuteError(message[6:], int(message[1:4]))
-    return RuntimeError_(message)
+        return (ExecutableNotFoundError if message[1:4] == "127" else CannotExecuteError)(message[6:])
+    return OCIRuntimeError(message)
 
 
 def parse_signal(text: str) -> int:
@@ -88,12 +79,12 @@ def _id_maps(pid: int, linux: dict[str, Any]) -> None:
     uid_map = render(linux.get("uidMappings"))
     gid_map = render(linux.get("gidMappings"))
     if not uid_map or not gid_map:
-        raise RuntimeError_("a user namespace needs linux.uidMappings and linux.gidMappings")
+        raise OCIRuntimeError("a user namespace needs linux.uidMappings and linux.gidMappings")
     try:
         _write(f"/proc/{pid}/uid_map", uid_map)
         _write(f"/proc/{pid}/gid_map", gid_map)
     except OSError as exc:
-        raise RuntimeError_(f"writing the id mappings: {exc.strerror}") from None
+        raise OCIRuntimeError(f"writing the id mappings: {exc.strerror}") from None
 
 
 def _container_root(linux: dict[str, Any]) -> tuple[int, int]:
@@ -259,7 +250,7 @@ class Runtime:
             except init.SetupError as exc:
                 parent_end.close()
                 child_end.close()
-                raise RuntimeError_(str(exc)) from None
+                raise OCIRuntimeError(str(exc)) from None
             child_end.close()
         else:
             pid = os.fork()
@@ -336,9 +327,9 @@ class Runtime:
                 except BlockingIOError:
                     pass  # the init has the FIFO open, its byte is on the way
                 if not state.alive():
-                    raise RuntimeError_(f"container {container_id} died before it was started")
+                    raise OCIRuntimeError(f"container {container_id} died before it was started")
                 if time.monotonic() > deadline:
-                    raise RuntimeError_(f"container {container_id} did not start")
+                    raise OCIRuntimeError(f"container {container_id} did not start")
                 # Polled, not select()ed: importing select costs a start more than these waits, which
                 # end within a fraction of a millisecond (the init is already blocked opening the FIFO).
                 time.sleep(pause)
@@ -450,7 +441,7 @@ class Runtime:
             raise InvalidInputError(f"container {container_id} is {status}, not {' or '.join(statuses)}")
         group = state.cgroup_handle()
         if group is None:
-            raise RuntimeError_(f"container {container_id} has no cgroup")
+            raise OCIRuntimeError(f"container {container_id} has no cgroup")
         return state, group
 
     def pause(self, container_id: str) -> None:
@@ -842,4 +833,4 @@ def _receive_fd(listener: _socket.socket) -> int:
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
             return int.from_bytes(data[:4], sys.byteorder, signed=True)
-    raise RuntimeError_("the container's init sent no terminal")
+    raise OCIRuntimeError("the container's init sent no terminal")

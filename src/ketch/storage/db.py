@@ -4,6 +4,13 @@ Rules, from DESIGN.md's pitfalls: ``isolation_level=None`` and every write
 starts with ``BEGIN IMMEDIATE`` (a deferred transaction that later wants to
 write fails at once under WAL); transactions stay short and never span
 network or tar I/O; a connection is never shared across ``fork``.
+
+This module owns the store's own tables (:data:`SCHEMA`). A layer above the store keeps its
+tables in the same file but owns them: it declares a :class:`TableSet` (its schema, version and
+migrations) and reaches them only through its own code (``ketch.containers.tables``,
+``ketch.builder.cache``); no layer writes SQL against another's tables. SQLite's constraint
+errors are mapped here, once: a UNIQUE or PRIMARY KEY conflict is
+:class:`~ketch.errors.DuplicateNameError`, anything else :class:`~ketch.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Iterator
 
-from ketch.errors import KetchError
+from ketch.errors import DuplicateNameError, StoreError
 
-SCHEMA_VERSION = 4  # 2: networks, addresses, published ports, volumes; 3: build cache; 4: secrets
+SCHEMA_VERSION = 4  # (2 to 4 added tables that now belong to the layers above: see TableSet)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -77,67 +84,36 @@ CREATE TABLE IF NOT EXISTS mounts (
     count INTEGER NOT NULL,
     boot_id TEXT NOT NULL
 );
--- Container networks (ketch.containers.network) and what containers hold of them.
-CREATE TABLE IF NOT EXISTS networks (
-    name TEXT PRIMARY KEY,
-    id TEXT NOT NULL,
-    driver TEXT NOT NULL,
-    subnet TEXT NOT NULL,
-    gateway TEXT NOT NULL,
-    bridge TEXT NOT NULL,
-    internal INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS network_addresses (
-    network TEXT NOT NULL,
-    ip TEXT NOT NULL,
-    container TEXT NOT NULL,
-    PRIMARY KEY (network, ip)
-);
-CREATE TABLE IF NOT EXISTS published_ports (
-    host_ip TEXT NOT NULL,
-    host_port INTEGER NOT NULL,
-    protocol TEXT NOT NULL,
-    container TEXT NOT NULL,
-    container_port INTEGER NOT NULL,
-    PRIMARY KEY (host_ip, host_port, protocol)
-);
--- Dockerfile builds' layer cache (ketch.build.dockerfile_build): a step's key -> the image it made.
-CREATE TABLE IF NOT EXISTS build_cache (
-    key TEXT PRIMARY KEY,
-    image TEXT NOT NULL,
-    created REAL NOT NULL
-);
--- Named volumes (ketch.containers.volumes).
-CREATE TABLE IF NOT EXISTS volumes (
-    name TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    options TEXT NOT NULL DEFAULT '{}'
-);
--- Secrets (ketch.containers.secrets): their data is in secrets/filedriver/, as podman's file driver keeps it.
-CREATE TABLE IF NOT EXISTS secrets (
-    id TEXT PRIMARY KEY,
-    name TEXT UNIQUE NOT NULL,
-    driver TEXT NOT NULL,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    options TEXT NOT NULL DEFAULT '{}'
-);
 CREATE INDEX IF NOT EXISTS names_by_image ON names(image);
 CREATE INDEX IF NOT EXISTS layers_by_parent ON layers(parent);
 """
 
 
+class TableSet:
+    """Tables a layer above the store keeps in the store's database, and owns: ``schema`` (``CREATE
+    ... IF NOT EXISTS`` statements) makes version ``version``; ``migrations[n]`` turns version
+    ``n - 1`` into ``n`` for a database made by an older ketch. The version is kept in ``meta``
+    under ``schema.OWNER``."""
+
+    def __init__(self, owner: str, version: int, schema: str, migrations: dict[int, str] | None = None) -> None:
+        self.owner, self.version, self.schema, self.migrations = owner, version, schema, migrations or {}
+
+
+def _statements(code: str) -> list[str]:
+    code = "\n".join(line.split("--", 1)[0] for line in code.splitlines())
+    return [statement for statement in code.split(";") if statement.strip()]
+
+
 class Database:
     """One connection per thread and process (opened lazily, never inherited across fork)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tables: TableSet | None = None) -> None:
+        """``tables``: a database of its own holding only those tables (not a store's)."""
         self.path = path
         self._local = threading.local()
         self._migrated = False
+        self._own = tables
+        self._tables_ready: set[str] = set()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -146,7 +122,7 @@ class Database:
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
             except sqlite3.Error as exc:
-                raise KetchError(f"opening the store database {self.path}: {exc}") from None
+                raise StoreError(f"opening the store database {self.path}: {exc}") from exc
             self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -168,11 +144,14 @@ class Database:
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise KetchError(f"store database {self.path}: {exc}") from None
+                    raise StoreError(f"store database {self.path}: {exc}") from exc
                 time.sleep(0.025)
-        raise KetchError(f"store database {self.path} stayed locked")
+        raise StoreError(f"store database {self.path} stayed locked")
 
     def _migrate(self) -> None:
+        if self._own is not None:
+            self.ensure(self._own)
+            return
         conn = self._local.conn
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -181,11 +160,30 @@ class Database:
         except sqlite3.OperationalError:
             pass  # no meta table yet
         with self.write() as conn:
-            code = "\n".join(line.split("--", 1)[0] for line in SCHEMA.splitlines())
-            for statement in code.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def ensure(self, tables: TableSet) -> None:
+        """Make (or migrate) a layer's tables, once per process; cheap when they are current."""
+        if tables.owner in self._tables_ready:
+            return
+        key = f"schema.{tables.owner}"
+        if self._own is not None:  # (its own database: the meta table first)
+            self.conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None or int(row[0]) < tables.version:
+            with self.write() as conn:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+                current = int(row[0]) if row is not None else 0
+                if current < tables.version:
+                    for version in range(current + 1, tables.version + 1):
+                        for statement in _statements(tables.migrations.get(version, "")):
+                            conn.execute(statement)
+                    for statement in _statements(tables.schema):
+                        conn.execute(statement)
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(tables.version)))
+        self._tables_ready.add(tables.owner)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -194,9 +192,15 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise KetchError(f"store database {self.path}: {exc}") from None
+            raise StoreError(f"store database {self.path}: {exc}") from exc
         try:
             yield conn
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            text = str(exc)
+            if text.startswith(("UNIQUE constraint failed", "PRIMARY KEY constraint failed")):
+                raise DuplicateNameError(f"{text.split(': ', 1)[-1]} is already in use") from exc
+            raise StoreError(f"store database {self.path}: {text}") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -204,7 +208,7 @@ class Database:
             try:
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                raise KetchError(f"store database {self.path}: {exc}") from None
+                raise StoreError(f"store database {self.path}: {exc}") from exc
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         return self.conn.execute(sql, params).fetchall()

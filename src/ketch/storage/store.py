@@ -29,7 +29,7 @@ import stat
 import time
 from pathlib import Path
 
-from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
 from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
@@ -250,7 +250,7 @@ class Store:
         with self.db.write() as conn:
             conn.execute("UPDATE contents SET complete = 1 WHERE key = ?", (key,))
 
-    def _ensure_vfs_chain(self, diff_ids: list[str], blobs: list[str]) -> None:
+    def _ensure_vfs_chain(self, diff_ids: list[str], blobs: list[str], decompress) -> None:
         """Build full-copy contents for each chain position that lacks one (vfs)."""
         chains = chain_ids(diff_ids)
         for i, (chain, blob) in enumerate(zip(chains, blobs)):
@@ -266,12 +266,8 @@ class Store:
                         from ketch.storage.apply import copy_tree
 
                         copy_tree(str(self.driver.content_dir(_hex(chains[i - 1]))), str(rootfs))
-                    from ketch.image.compression import DecompressingReader, PeekableReader, detect
-
                     with open(self.blob_path(blob), "rb") as f:
-                        peek = PeekableReader(f)
-                        kind = detect(peek.peek(4))
-                        tar = DecompressingReader(peek, kind) if kind else peek
+                        tar = decompress(f) if decompress is not None else f
                         from ketch.storage.apply import apply_layer
 
                         diff_id, size = apply_layer(tar, str(rootfs), whiteouts="vfs",
@@ -286,8 +282,11 @@ class Store:
     # -- images -------------------------------------------------------------
 
     def create_image(self, manifest: bytes, manifest_type: str, config: bytes, layer_blobs: list[str],
-                     names: list[str]) -> str:
-        """Record an image whose layer blobs are stored; returns its id (the config digest)."""
+                     names: list[str], *, decompress=None) -> str:
+        """Record an image whose layer blobs are stored; returns its id (the config digest).
+        ``decompress(stream)`` gives a stored blob's tar (the image layer's
+        :func:`ketch.image.compression.decompressed`); the vfs driver unpacks blobs with it, and
+        without it takes only uncompressed blobs."""
         from ketch.oci.manifest import parse_manifest
 
         parsed = parse_manifest(manifest, manifest_type)
@@ -306,7 +305,7 @@ class Store:
         chains = chain_ids(diff_ids)
         with self.gc_lock(shared=True):
             if isinstance(self.driver, VfsDriver):
-                self._ensure_vfs_chain(diff_ids, layer_blobs)
+                self._ensure_vfs_chain(diff_ids, layer_blobs, decompress)
             now = time.time()
             with self.db.write() as conn:
                 parent = None
@@ -690,12 +689,29 @@ class Store:
                 conn.execute("INSERT INTO containers VALUES (?, ?, ?, ?, ?, ?)",
                              (container_id, name, record.id if record else None, kind, time.time(),
                               json.dumps(metadata)))
-        except Exception as exc:
+        except DuplicateNameError as exc:
             remove_dir(base)
-            if "UNIQUE constraint failed: containers.name" in str(exc):
-                raise InvalidInputError(f"the name {name!r} is already in use") from None
+            raise DuplicateNameError(f"the name {name!r} is already in use") from exc
+        except BaseException:
+            remove_dir(base)
             raise
         return container_id
+
+    def image_config(self, image_id: str) -> bytes | None:
+        """The config bytes of a recorded image (None if there is no such image)."""
+        row = self.db.one("SELECT config FROM images WHERE id = ?", (image_id,))
+        return None if row is None else bytes(row["config"])
+
+    def rename_container(self, container_id: str, new_name: str) -> None:
+        """Give a container (of any kind) a new name; :class:`~ketch.errors.DuplicateNameError`
+        when another has it."""
+        with self.db.write() as conn:
+            conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, container_id))
+
+    def mount_record(self, target: str) -> dict | None:
+        """The mount count row of ``image:ID`` or ``container:ID`` (path, count), if any."""
+        row = self.db.one("SELECT path, count FROM mounts WHERE target = ?", (target,))
+        return None if row is None else dict(row)
 
     def container(self, name_or_id: str) -> dict:
         row = self.db.one("SELECT * FROM containers WHERE id = ? OR name = ?", (name_or_id, name_or_id))

@@ -15,14 +15,12 @@ import json
 import os
 import time
 
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.builder import files
+from ketch.errors import (BuilderError, CannotExecuteError, DuplicateNameError, InvalidInputError, KetchError,
+                          NotFoundError, command_error)
 
 KIND = "builder"
 EXTRA_BUILD_CAPABILITIES = ["MKNOD"]  # package installs create device nodes; `ketch run` keeps it off
-
-
-class BuilderError(KetchError):
-    exit_code = 125
 
 
 class Builder:
@@ -78,9 +76,9 @@ class Builder:
             try:
                 container_id = self.store.create_container(image_id, candidate, kind=KIND, metadata=meta)
                 return self.store.container(container_id)["name"]
-            except InvalidInputError:
+            except DuplicateNameError:
                 if name:
-                    raise InvalidInputError(f"the name {name!r} is already in use") from None
+                    raise
         raise BuilderError("no free name for the working container")
 
     def containers(self) -> list[dict]:
@@ -266,11 +264,11 @@ class Builder:
             if many:
                 os.makedirs(target, exist_ok=True)
             for path in paths:
-                if add and os.path.isfile(path) and _is_archive(path):
+                if add and os.path.isfile(path) and files.is_archive(path):
                     os.makedirs(target, exist_ok=True)
-                    _unpack(path, target, owner)
+                    files.unpack(path, target, owner)
                     continue
-                _copy_into(path, target, into=many or os.path.isdir(target), owner=owner, mode=chmod,
+                files.copy_into(path, target, into=many or os.path.isdir(target), owner=owner, mode=chmod,
                            contents=os.path.isdir(path) and not os.path.islink(path))
         finally:
             for undo in reversed(cleanup):
@@ -322,7 +320,7 @@ class Builder:
         from ketch.containers import spec as specs
         from ketch.containers import volumes as volumes_mod
         from ketch.containers.options import CreateOptions
-        from ketch.runtime.container import CannotExecuteError, Runtime
+        from ketch.runtime.container import Runtime
         from ketch import syscalls
 
         if not command:
@@ -376,9 +374,7 @@ class Builder:
                 try:
                     state, master = runtime.create_attached(run_id, bundle, terminal=tty, stdio=stdio)
                 except CannotExecuteError as exc:
-                    error = BuilderError(str(exc))
-                    error.exit_code = exc.exit_status
-                    raise error from None
+                    raise command_error(exc, "builder") from exc
                 try:
                     return Runtime.wait(state.pid, master, lambda: runtime.start(run_id))
                 finally:
@@ -458,7 +454,7 @@ class Builder:
         record = self._record(name_or_id)
         meta = record["meta"]
         mount = ""
-        row = self.store.db.one("SELECT path, count FROM mounts WHERE target = ?", (f"container:{record['id']}",))
+        row = self.store.mount_record(f"container:{record['id']}")
         if row is not None and row["count"] > 0:
             mount = row["path"]
         oci_config = {**(meta.get("top") or {}), "config": meta.get("config") or {},
@@ -492,61 +488,6 @@ def _duration_ns(text: str, what: str) -> int:
             except ValueError:
                 break
     raise InvalidInputError(f"invalid --{what.replace('_', '-')} {text!r}: a duration such as 30s")
-
-
-def _is_archive(path: str) -> bool:
-    import tarfile
-
-    try:
-        return tarfile.is_tarfile(path)
-    except OSError:
-        return False
-
-
-def _unpack(archive: str, target: str, owner: tuple[int, int] | None) -> None:
-    """add: a local tar archive (any compression tar reads) unpacked at the destination."""
-    import subprocess
-
-    args = ["tar", "--numeric-owner", "-xf", archive, "-C", target]
-    if owner is not None:
-        args[1:1] = [f"--owner={owner[0]}", f"--group={owner[1]}", "--no-same-owner"]
-    result = subprocess.run(args, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BuilderError(f"unpacking {archive}: {result.stderr.strip().splitlines()[-1:]}")
-    if owner is not None:
-        for top, dirs, files in os.walk(target):
-            for name in dirs + files:
-                os.lchown(os.path.join(top, name), *owner)
-
-
-def _copy_into(source: str, target: str, *, into: bool, owner, mode, contents: bool) -> None:
-    """cp -a semantics with --chown and --chmod applied to what was copied. A directory's
-    contents are copied (buildah's COPY of a directory copies what is in it)."""
-    import subprocess
-
-    if contents:
-        os.makedirs(target if not into or not os.path.isdir(target) else target, exist_ok=True)
-        destination = target
-        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
-        copied = [destination]
-    else:
-        destination = os.path.join(target, os.path.basename(source)) if into else target
-        parent = os.path.dirname(destination)
-        os.makedirs(parent, exist_ok=True)
-        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
-        copied = [destination]
-    if result.returncode != 0:
-        raise BuilderError(f"copying {source}: {result.stderr.strip()}")
-    for top in copied:
-        if owner is None and mode is None:
-            continue
-        walk = [top] + ([os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files]
-                        if os.path.isdir(top) and not os.path.islink(top) else [])
-        for path in walk:
-            if owner is not None:
-                os.lchown(path, *owner)
-            if mode is not None and not os.path.islink(path):
-                os.chmod(path, int(mode, 8))
 
 
 def _start_time(pid: int) -> str | None:

@@ -20,19 +20,19 @@ import shutil
 import tempfile
 import time
 
-from ketch.build import dockerfile as parser
-from ketch.build.builder import Builder, BuilderError
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.builder import dockerfile as parser
+from ketch.builder import files
+from ketch.builder.cache import BuildCache
+from ketch.builder.context import prepare_context
+from ketch.builder.dockerignore import IgnoreRules
+from ketch.builder.working import Builder
+from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError, NotFoundError
 from ketch.records import Record
 
 PREDEFINED_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy"}
 PLATFORM_ARGS = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "amd64", "TARGETVARIANT": "",
                  "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": ""}
-
-
-class BuildError(BuilderError):
-    """A build step failed; the message names the step."""
 
 
 class BuildOptions(Record):
@@ -70,6 +70,7 @@ class Build:
                  dockerfile_name: str, log=None, context=None) -> None:
         self.store = store
         self.builder = Builder(store)
+        self.cache = BuildCache(store)
         self.options = options
         self.context_dir = os.path.realpath(context_dir)
         self.dockerfile_name = dockerfile_name
@@ -423,17 +424,10 @@ class Build:
                       squash=squash)
 
     def _cached(self, key: str) -> str | None:
-        row = self.store.db.one("SELECT image FROM build_cache WHERE key = ?", (key,))
-        if row is None:
-            return None
-        try:
-            return self.store.lookup(row["image"]).id
-        except NotFoundError:
-            return None
+        return self.cache.lookup(key)
 
     def _remember(self, key: str, image_id: str) -> None:
-        with self.store.db.write() as conn:
-            conn.execute("INSERT OR REPLACE INTO build_cache VALUES (?, ?, ?)", (key, image_id, time.time()))
+        self.cache.remember(key, image_id)
 
     def _prepare_workdir(self, container: str, state: _State) -> None:
         if state.workdir_pending:
@@ -539,15 +533,13 @@ class Build:
                                       oci_mounts=mounts, network=network, cap_add=self.options.cap_add,
                                       stdio=(null, null if self.options.quiet else 1, 2))
         except KetchError as exc:
-            raise BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: {exc}") from None
+            raise BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: {exc}") from exc
         finally:
             os.close(null)
         if status != 0:
             # podman build's words, and its status: the step's own
-            error = BuildError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): while '
-                               f"running runtime: exit status {status}")
-            error.exit_code = status
-            raise error
+            raise BuildStepFailedError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): '
+                                       f"while running runtime: exit status {status}", status)
 
     def _run_mounts(self, ins, state: _State, stages) -> list[dict]:
         specs = ins.flags.get("mount")
@@ -672,13 +664,13 @@ class Build:
                 from ketch.runtime.paths import resolve_in_root
 
                 pattern = resolve_in_root(root, source)
-                matches = sorted(_glob(pattern)) if any(c in source for c in "*?[") else [pattern]
+                matches = sorted(files.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
                 if not matches or not all(os.path.lexists(m) for m in matches):
                     raise self._error(ins, f"{source}: no such file or directory in {origin}")
                 found += [(m, None) for m in matches]
             else:
                 pattern = self._context_path(source, ins)
-                matches = sorted(_glob(pattern)) if any(c in source for c in "*?[") else [pattern]
+                matches = sorted(files.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
                 matches = [m for m in matches if not self.ignore.ignored(os.path.relpath(m, self.context_dir))]
                 if not matches or not all(os.path.lexists(m) for m in matches):
                     raise self._error(ins, f"{source}: no such file or directory in the build context")
@@ -696,12 +688,12 @@ class Build:
                     secrets.append(spec)  # the id, never the content
                 if "type=bind" in spec or ("type=" not in spec and "from=" not in spec):
                     source = dict(p.partition("=")[::2] for p in spec.split(",")).get("source", "/")
-                    secrets.append(_tree_digest(self._context_path(source, ins), self.ignore, self.context_dir))
+                    secrets.append(files.tree_digest(self._context_path(source, ins), self.ignore, self.context_dir))
             return [used, secrets, self.options.volumes]
         found, destination, _ = self._sources(ins, expanded, state, stages)
         digests = []
         for path, relative in found:
-            digests.append([relative or path, _tree_digest(path, self.ignore if relative else None,
+            digests.append([relative or path, files.tree_digest(path, self.ignore if relative else None,
                                                            self.context_dir if relative else None)])
         return [digests, destination, [h[1][:64] for h in ins.heredocs]]
 
@@ -739,19 +731,17 @@ class Build:
             if len(found) > 1 and not dest.endswith("/"):
                 raise self._error(ins, "with several sources the destination must end in /")
             for path, relative in found:
-                if ins.name == "ADD" and os.path.isfile(path) and _is_archive(path):
+                if ins.name == "ADD" and os.path.isfile(path) and files.is_archive(path):
                     os.makedirs(target, exist_ok=True)
-                    from ketch.build.builder import _unpack
-
-                    _unpack(path, target, owner)
+                    files.unpack(path, target, owner)
                     continue
                 if os.path.isdir(path) and not os.path.islink(path):
-                    _copy_tree(path, target, self.ignore if relative else None, relative, owner, chmod,
+                    files.copy_tree(path, target, self.ignore if relative else None, relative, owner, chmod,
                                from_context=relative is not None)
                 else:
                     to = os.path.join(target, os.path.basename(path)) if into else target
                     os.makedirs(os.path.dirname(to), exist_ok=True)
-                    _copy_file(path, to, owner, chmod, from_context=relative is not None)
+                    files.copy_file(path, to, owner, chmod, from_context=relative is not None)
         finally:
             self.builder.unmount(container)
 
@@ -761,203 +751,17 @@ class Build:
         self.mounted_images = []
 
 
-# -- files --------------------------------------------------------------------------------
-
-
-def _copy_file(source: str, target: str, owner, chmod, *, from_context: bool) -> None:
-    if os.path.lexists(target) and (os.path.isdir(target) and not os.path.islink(target)):
-        shutil.rmtree(target)
-    elif os.path.lexists(target):
-        os.unlink(target)
-    if os.path.islink(source):
-        os.symlink(os.readlink(source), target)
-    else:
-        shutil.copy2(source, target)
-    st = os.lstat(source)
-    uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
-    os.lchown(target, uid, gid)
-    if chmod and not os.path.islink(target):
-        os.chmod(target, int(chmod, 8))
-
-
-def _copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_context: bool) -> None:
-    """A directory's contents (not the directory itself, as Docker copies) to ``target``."""
-    os.makedirs(target, exist_ok=True)
-    for top, dirs, files in os.walk(source):
-        rel_top = os.path.relpath(top, source)
-        keep = []
-        for d in sorted(dirs):
-            rel = os.path.normpath(os.path.join(relative or "", rel_top, d))
-            if ignore is not None and ignore.ignored(rel) and not ignore.may_include_below(rel):
-                continue
-            keep.append(d)
-        dirs[:] = keep
-        dest_top = os.path.normpath(os.path.join(target, rel_top))
-        os.makedirs(dest_top, exist_ok=True)
-        st = os.stat(top)
-        os.chmod(dest_top, int(chmod, 8) if chmod else st.st_mode & 0o7777)
-        uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
-        os.lchown(dest_top, uid, gid)
-        for name in sorted(files):
-            rel = os.path.normpath(os.path.join(relative or "", rel_top, name))
-            if ignore is not None and ignore.ignored(rel):
-                continue
-            _copy_file(os.path.join(top, name), os.path.join(dest_top, name), owner, chmod, from_context=from_context)
-        for d in dirs:  # links to directories are copied as links
-            if os.path.islink(os.path.join(top, d)):
-                _copy_file(os.path.join(top, d), os.path.join(dest_top, d), owner, chmod, from_context=from_context)
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
-
-
-def _tree_digest(path: str, ignore, context_dir) -> str:
-    """Paths, types, modes, owners and contents of a file or tree (what a cache key must see)."""
-    digest = hashlib.sha256()
-
-    def add(p: str, rel: str) -> None:
-        st = os.lstat(p)
-        digest.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
-        if os.path.islink(p):
-            digest.update(os.readlink(p).encode())
-        elif os.path.isfile(p):
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    digest.update(chunk)
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        for top, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(dirs + files):
-                full = os.path.join(top, name)
-                rel = os.path.relpath(full, path)
-                if ignore is not None and context_dir and ignore.ignored(os.path.relpath(full, context_dir)):
-                    continue
-                add(full, rel)
-    elif os.path.lexists(path):
-        add(path, os.path.basename(path))
-    return digest.hexdigest()
-
-
-def _glob(pattern: str) -> list[str]:
-    import glob
-
-    return glob.glob(pattern)
-
-
-def _is_archive(path: str) -> bool:
-    from ketch.build.builder import _is_archive as check
-
-    return check(path)
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
 
 
 def _duration_ns(text: str, ins, build) -> int:
-    from ketch.build.builder import _duration_ns as parse
+    from ketch.builder.working import _duration_ns as parse
 
     try:
         return parse(text, "healthcheck")
     except InvalidInputError:
         raise build._error(ins, f"invalid duration {text!r}") from None
-
-
-class IgnoreRules:
-    """.containerignore / .dockerignore: patterns (``**`` for any depth), ``!`` exceptions; the
-    last pattern matching a path decides."""
-
-    def __init__(self, rules: list[tuple[bool, re.Pattern, str]]) -> None:
-        self.rules = rules
-
-    @classmethod
-    def load(cls, context_dir: str) -> "IgnoreRules":
-        for name in (".containerignore", ".dockerignore"):
-            path = os.path.join(context_dir, name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    lines = f.read().splitlines()
-                rules = []
-                for line in lines:
-                    line = line.strip()
-                    if not line or line.startswith("#"):
-                        continue
-                    negate = line.startswith("!")
-                    pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
-                    rules.append((negate, re.compile(_translate(pattern)), pattern))
-                return cls(rules)
-        return cls([])
-
-    def ignored(self, relative: str) -> bool:
-        relative = os.path.normpath(relative)
-        if relative == ".":
-            return False
-        result = False
-        parts = relative.split(os.sep)
-        for negate, regex, _ in self.rules:
-            # a pattern matching a parent directory excludes what is below it
-            for n in range(1, len(parts) + 1):
-                if regex.fullmatch("/".join(parts[:n])):
-                    result = not negate
-                    break
-        return result
-
-    def may_include_below(self, relative: str) -> bool:
-        """Whether an exception may re-include something under an ignored directory."""
-        prefix = os.path.normpath(relative) + "/"
-        return any(negate and (pattern.startswith(prefix) or "*" in pattern) for negate, _, pattern in self.rules)
-
-
-def _translate(pattern: str) -> str:
-    """A Go filepath.Match pattern with ``**`` to a regular expression over /-separated paths."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            if i < len(pattern) and pattern[i] == "/":
-                out[-1] = "(?:.*/)?"
-                i += 1
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                out.append("[" + pattern[i + 1:end].replace("!", "^", 1) + "]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def prepare_context(source: str, staging) -> str:
-    """The build context as a directory: a directory as it is; a tar file or ``-`` (stdin)
-    unpacked into ``staging``."""
-    import subprocess
-    import sys
-
-    if source != "-" and os.path.isdir(source):
-        return source
-    target = os.path.join(str(staging), "context")
-    os.makedirs(target)
-    if source == "-":
-        proc = subprocess.run(["tar", "-xf", "-", "-C", target, "--no-same-owner"], stdin=sys.stdin.buffer,
-                              capture_output=True)
-    elif os.path.isfile(source):
-        proc = subprocess.run(["tar", "-xf", source, "-C", target, "--no-same-owner"], capture_output=True)
-    else:
-        raise InvalidInputError(f"build context {source}: no such directory or archive")
-    if proc.returncode != 0:
-        raise InvalidInputError(f"build context {source}: not a tar archive "
-                                f"({proc.stderr.decode(errors='replace').strip()})")
-    return target
 
 
 def build(store, context: str, options: BuildOptions, *, log=None, pull_context=None) -> str:

@@ -1,0 +1,13 @@
+"""Building images: buildah's primitives (:class:`~ketch.builder.working.Builder`: working
+containers, run, copy, config, commit) and Dockerfile builds on them
+(:func:`~ketch.builder.interpreter.build`).
+
+Modules: ``working`` (the primitives), ``dockerfile`` (the parser), ``interpreter`` (the steps of
+a build), ``cache`` (the layer cache's table), ``files`` (copies, archives, digests),
+``dockerignore`` and ``context``.
+"""
+
+from ketch.errors import BuildError, BuilderError
+from ketch.builder.working import Builder
+
+__all__ = ["Builder", "BuilderError", "BuildError"]

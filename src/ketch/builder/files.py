@@ -1,0 +1,144 @@
+"""Files into a working container: copies with buildah's owners and modes, archives unpacked,
+and digests of what a step reads (for the layer cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+from ketch.errors import BuilderError
+
+
+def is_archive(path: str) -> bool:
+    import tarfile
+
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def unpack(archive: str, target: str, owner: tuple[int, int] | None) -> None:
+    """add: a local tar archive (any compression tar reads) unpacked at the destination."""
+    import subprocess
+
+    args = ["tar", "--numeric-owner", "-xf", archive, "-C", target]
+    if owner is not None:
+        args[1:1] = [f"--owner={owner[0]}", f"--group={owner[1]}", "--no-same-owner"]
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuilderError(f"unpacking {archive}: {result.stderr.strip().splitlines()[-1:]}")
+    if owner is not None:
+        for top, dirs, files in os.walk(target):
+            for name in dirs + files:
+                os.lchown(os.path.join(top, name), *owner)
+
+
+def copy_into(source: str, target: str, *, into: bool, owner, mode, contents: bool) -> None:
+    """cp -a semantics with --chown and --chmod applied to what was copied. A directory's
+    contents are copied (buildah's COPY of a directory copies what is in it)."""
+    import subprocess
+
+    if contents:
+        os.makedirs(target if not into or not os.path.isdir(target) else target, exist_ok=True)
+        destination = target
+        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
+        copied = [destination]
+    else:
+        destination = os.path.join(target, os.path.basename(source)) if into else target
+        parent = os.path.dirname(destination)
+        os.makedirs(parent, exist_ok=True)
+        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
+        copied = [destination]
+    if result.returncode != 0:
+        raise BuilderError(f"copying {source}: {result.stderr.strip()}")
+    for top in copied:
+        if owner is None and mode is None:
+            continue
+        walk = [top] + ([os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files]
+                        if os.path.isdir(top) and not os.path.islink(top) else [])
+        for path in walk:
+            if owner is not None:
+                os.lchown(path, *owner)
+            if mode is not None and not os.path.islink(path):
+                os.chmod(path, int(mode, 8))
+
+
+def copy_file(source: str, target: str, owner, chmod, *, from_context: bool) -> None:
+    if os.path.lexists(target) and (os.path.isdir(target) and not os.path.islink(target)):
+        shutil.rmtree(target)
+    elif os.path.lexists(target):
+        os.unlink(target)
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+    else:
+        shutil.copy2(source, target)
+    st = os.lstat(source)
+    uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
+    os.lchown(target, uid, gid)
+    if chmod and not os.path.islink(target):
+        os.chmod(target, int(chmod, 8))
+
+
+def copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_context: bool) -> None:
+    """A directory's contents (not the directory itself, as Docker copies) to ``target``."""
+    os.makedirs(target, exist_ok=True)
+    for top, dirs, files in os.walk(source):
+        rel_top = os.path.relpath(top, source)
+        keep = []
+        for d in sorted(dirs):
+            rel = os.path.normpath(os.path.join(relative or "", rel_top, d))
+            if ignore is not None and ignore.ignored(rel) and not ignore.may_include_below(rel):
+                continue
+            keep.append(d)
+        dirs[:] = keep
+        dest_top = os.path.normpath(os.path.join(target, rel_top))
+        os.makedirs(dest_top, exist_ok=True)
+        st = os.stat(top)
+        os.chmod(dest_top, int(chmod, 8) if chmod else st.st_mode & 0o7777)
+        uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
+        os.lchown(dest_top, uid, gid)
+        for name in sorted(files):
+            rel = os.path.normpath(os.path.join(relative or "", rel_top, name))
+            if ignore is not None and ignore.ignored(rel):
+                continue
+            copy_file(os.path.join(top, name), os.path.join(dest_top, name), owner, chmod, from_context=from_context)
+        for d in dirs:  # links to directories are copied as links
+            if os.path.islink(os.path.join(top, d)):
+                copy_file(os.path.join(top, d), os.path.join(dest_top, d), owner, chmod, from_context=from_context)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+
+
+def tree_digest(path: str, ignore, context_dir) -> str:
+    """Paths, types, modes, owners and contents of a file or tree (what a cache key must see)."""
+    digest = hashlib.sha256()
+
+    def add(p: str, rel: str) -> None:
+        st = os.lstat(p)
+        digest.update(f"{rel}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0".encode())
+        if os.path.islink(p):
+            digest.update(os.readlink(p).encode())
+        elif os.path.isfile(p):
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        for top, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                full = os.path.join(top, name)
+                rel = os.path.relpath(full, path)
+                if ignore is not None and context_dir and ignore.ignored(os.path.relpath(full, context_dir)):
+                    continue
+                add(full, rel)
+    elif os.path.lexists(path):
+        add(path, os.path.basename(path))
+    return digest.hexdigest()
+
+
+def glob(pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(pattern)

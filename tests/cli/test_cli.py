@@ -139,3 +139,17 @@ def test_go_booleans_take_a_value_or_none(tmp_path):
     assert parse("image", "inspect", "--tls-verify", "docker://x").tls_verify is True
     assert parse("image", "inspect", "--tls-verify=false", "docker://x").tls_verify is False
     assert parse("image", "inspect", "docker://x").tls_verify is None
+
+
+def test_no_state_leaks_between_calls_of_main(capsys):
+    """Each call of main() parses and exits as if it were the process's only one."""
+    from ketch.cli.main import main
+
+    alone = {}
+    for argv in (["image", "frobnicate"], ["ps", "--bogus"], ["image", "copy", "--bogus"], ["storage", "--bogus"]):
+        alone[tuple(argv)] = main(argv)
+    assert alone[("image", "frobnicate")] == 125 and alone[("image", "copy", "--bogus")] == 1
+    for order in ([("ps", "--bogus"), ("image", "frobnicate")], [("image", "copy", "--bogus"), ("ps", "--bogus")],
+                  [("storage", "--bogus"), ("image", "frobnicate"), ("image", "copy", "--bogus")]):
+        assert [main(list(argv)) for argv in order] == [alone[argv] for argv in order]
+    capsys.readouterr()

@@ -264,7 +264,7 @@ class Build:
             config["Shell"] = ins.json
             empty_text = f"SHELL {json.dumps(ins.json)}"
         elif name == "STOPSIGNAL":
-            from ketch.runtime.container import parse_signal
+            from ketch.containers.options import parse_signal
 
             try:
                 parse_signal(expanded.strip())

@@ -16,8 +16,7 @@ import os
 import time
 
 from ketch.builder import files
-from ketch.errors import (BuilderError, CannotExecuteError, DuplicateNameError, InvalidInputError, KetchError,
-                          NotFoundError, command_error)
+from ketch.errors import BuilderError, DuplicateNameError, InvalidInputError, KetchError, NotFoundError
 
 KIND = "builder"
 EXTRA_BUILD_CAPABILITIES = ["MKNOD"]  # package installs create device nodes; `ketch run` keeps it off
@@ -180,7 +179,7 @@ class Builder:
                 config["WorkingDir"] = value
                 step(f"WORKDIR {value}")
             elif key == "stop_signal":
-                from ketch.runtime.container import parse_signal
+                from ketch.containers.options import parse_signal
 
                 parse_signal(value)
                 config["StopSignal"] = value if not value.isdigit() else value
@@ -314,14 +313,13 @@ class Builder:
             stdio: tuple[int, int, int] | None = None, oci_mounts: list[dict] | None = None,
             cap_add: list[str] | None = None) -> int:
         """The command in the working container (its file system, the image config's environment,
-        user and working directory), through ketch's runtime with the build profile; its exit
-        status. Nothing is committed: the changes stay in the working container."""
-        from ketch.containers import config as engine_config
-        from ketch.containers import spec as specs
+        user and working directory), with the build profile, through the containers layer's one
+        path for a process in a container (:mod:`ketch.containers.process`); its exit status.
+        Nothing is committed: the changes stay in the working container."""
+        from ketch.containers import process
         from ketch.containers import volumes as volumes_mod
         from ketch.containers.options import CreateOptions
-        from ketch.runtime.container import Runtime
-        from ketch import syscalls
+        from ketch.oci.config import ImageConfig
 
         if not command:
             raise InvalidInputError("builder run needs a command")
@@ -335,87 +333,31 @@ class Builder:
                                 mounts=[m.as_dict() for m in ([volumes_mod.parse_volume(v) for v in volumes or []]
                                                               + [volumes_mod.parse_mount(m) for m in mounts or []])])
         options.check()
-        from ketch.oci.config import ImageConfig
-
         image = ImageConfig.parse(json.dumps({"config": config}).encode())
         userdata = str(self.store.root / "containers" / record["id"] / "userdata")
         os.makedirs(userdata, exist_ok=True)
-        rootfs = str(self.store.mount_container(record["id"]))
-        runtime = Runtime(str(self.store.runroot / "runtime"))
         run_id = f"builder-{record['id'][:32]}-{os.getpid()}"
-        was_subreaper = syscalls.set_child_subreaper(True)
-        self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
-        netns = None
-        try:
-            if network not in ("host", "none"):
-                netns = self._bridge(run_id, network)
-            conf = engine_config.EngineConfig.load(cache_dir=str(self.store.runroot))
-            hostname = record["id"][:12]
-            specs.etc_files(userdata, hostname, options, meta.get("from_image", ""), meta.get("from_image_id", ""),
-                            record["id"], record["name"], specs.hosts_base(hostname, record["name"], options, []))
-            user_ids = (0, 0)
-            extra = volumes_mod.to_oci(self.store, [volumes_mod.MountSpec(**m) for m in options.mounts], rootfs,
-                                       user_ids) if options.mounts else []
-            extra += list(oci_mounts or [])
-            spec = specs.build(container_id=record["id"], rootfs=rootfs, userdata=userdata, image=image,
-                               options=options, conf=conf, extra_mounts=extra, netns_path=netns)
+
+        def build_profile(spec: dict) -> None:
             spec["root"]["readonly"] = False
-            spec["linux"]["cgroupsPath"] = f"/ketch/{run_id}"
-            spec["linux"]["resources"]["devices"] = [{"allow": True, "type": "c", "major": -1, "minor": -1,
-                                                      "access": "m"},
-                                                     {"allow": True, "type": "b", "major": -1, "minor": -1,
-                                                      "access": "m"}]  # mknod of nodes, not their use
-            placeholders = _missing_tops(rootfs, [m["destination"] for m in spec["mounts"]])
-            bundle = os.path.join(userdata, "build-run")
-            os.makedirs(bundle, exist_ok=True)
-            with open(os.path.join(bundle, "config.json"), "w") as f:
-                f.write(json.dumps(spec))
-            try:
-                try:
-                    state, master = runtime.create_attached(run_id, bundle, terminal=tty, stdio=stdio)
-                except CannotExecuteError as exc:
-                    raise command_error(exc, "builder") from exc
-                try:
-                    return Runtime.wait(state.pid, master, lambda: runtime.start(run_id))
-                finally:
-                    try:
-                        runtime.delete(run_id, force=True)
-                    except KetchError:
-                        pass
-            finally:
-                _remove_placeholders(placeholders)
+            spec["linux"]["resources"]["devices"] = [  # mknod of nodes, not their use
+                {"allow": True, "type": "c", "major": -1, "minor": -1, "access": "m"},
+                {"allow": True, "type": "b", "major": -1, "minor": -1, "access": "m"}]
+
+        rootfs = str(self.store.mount_container(record["id"]))
+        self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
+        try:
+            return process.run_to_end(self.store, run_id=run_id, container_id=record["id"], name=record["name"],
+                                      rootfs=rootfs, userdata=userdata, image=image, options=options,
+                                      image_name=meta.get("from_image", ""), image_id=meta.get("from_image_id", ""),
+                                      extra_mounts=oci_mounts, adjust_spec=build_profile, stdio=stdio,
+                                      error_layer="builder")
         finally:
-            syscalls.set_child_subreaper(was_subreaper)
-            if netns is not None:
-                self._unbridge(run_id, netns)
             self.store.unmount_container(record["id"])
             try:
                 self._update(record, run_pid=None, run_pid_start=None)
             except NotFoundError:
                 pass
-
-    def _bridge(self, run_id: str, network: str) -> str:
-        """A network namespace on a bridge network for one ``builder run`` (as containers get)."""
-        from ketch.containers import network as net
-
-        nets = net.Networks(self.store)
-        name = net.DEFAULT_NETWORK if network in ("bridge", "private") else network
-        path = str(self.store.runroot / "netns" / f"ketch-{run_id[-40:]}")
-        net.make_namespace(path)
-        try:
-            nets.setup(run_id, path, [(name, nets.allocate(run_id, name))], [])
-        except BaseException:
-            self._unbridge(run_id, path)
-            raise
-        return path
-
-    def _unbridge(self, run_id: str, path: str) -> None:
-        from ketch.containers import network as net
-
-        nets = net.Networks(self.store)
-        nets.teardown(run_id, 1, [])
-        net.remove_namespace(path)
-        nets.release(run_id)
 
     # -- commit ------------------------------------------------------------------------
 
@@ -500,39 +442,3 @@ def _alive(pid: int, started: str | None) -> bool:
     from ketch.containers.state import alive
 
     return alive(pid, started)
-
-
-def _missing_tops(rootfs: str, destinations: list[str]) -> list[str]:
-    """For each mount destination missing in the root, the topmost path the runtime will create
-    for it (a mount point: not part of what the build made)."""
-    from ketch.runtime.paths import resolve_in_root
-
-    tops = []
-    for destination in destinations:
-        parts = [p for p in destination.split("/") if p]
-        for n in range(1, len(parts) + 1):
-            path = resolve_in_root(rootfs, "/" + "/".join(parts[:n]))
-            if not os.path.lexists(path):
-                tops.append(path)
-                break
-    return sorted(set(tops))
-
-
-def _remove_placeholders(paths: list[str]) -> None:
-    """Remove mount points the runtime made, when they are still empty placeholders (empty files,
-    directories holding nothing else); what a RUN step put there stays."""
-    def empty(path: str) -> bool:
-        if os.path.islink(path):
-            return False
-        if os.path.isdir(path):
-            return all(empty(os.path.join(path, entry)) for entry in os.listdir(path))
-        return os.path.isfile(path) and os.path.getsize(path) == 0
-
-    for path in sorted(paths, key=len, reverse=True):
-        if os.path.lexists(path) and empty(path):
-            if os.path.isdir(path):
-                import shutil
-
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)

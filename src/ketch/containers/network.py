@@ -21,17 +21,14 @@ import os
 import socket
 import time
 
-from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.containers.netns import in_namespace, make_namespace, remove_namespace  # noqa: F401 - (their old home)
+from ketch.errors import InUseError, InvalidInputError, NetworkError, NotFoundError
 
 DEFAULT_NETWORK = "ketch"
 DEFAULT_BRIDGE = "ketch0"
 DEFAULT_SUBNET = "10.123.0.0/24"
 AUTO_SUBNETS = "10.123.{}.0/24"  # network create without --subnet takes the next free one
 TABLE = "ketch"
-
-
-class NetworkError(KetchError):
-    """A network could not be set up or removed."""
 
 
 TABLE_SCRIPT = f"""
@@ -450,7 +447,7 @@ class Networks:
                     ipr.link("set", index=index, master=bridge, state="up")
                     inside.append((f"eth{n}", address, ipaddress.IPv4Network(network["subnet"]).prefixlen,
                                    network["gateway"] if n == 0 else None))
-            _in_namespace(fd, lambda: _configure_inside(inside))
+            in_namespace(fd, lambda: _configure_inside(inside))
         finally:
             os.close(fd)
         if ports:
@@ -555,82 +552,6 @@ def _configure_inside(interfaces: list[tuple[str, str, int, str | None]]) -> Non
             ipr.link("set", index=index, state="up")
             if gateway:
                 ipr.route("add", dst="0.0.0.0/0", gateway=gateway)
-
-
-def _in_namespace(netns_fd: int, work) -> None:
-    """Run ``work`` in a forked child that entered the network namespace: setns changes the
-    calling thread for good, and this process must stay where it is."""
-    from ketch import syscalls
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-            work()
-            os.write(write_end, b"ok")
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
-            os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:2000])
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read().decode(errors="replace")
-    os.waitpid(pid, 0)
-    if answer != "ok":
-        raise NetworkError(f"configuring the container's network: {answer or 'the helper died'}")
-
-
-def make_namespace(path: str) -> None:
-    """A new network namespace kept alive by a bind mount on ``path`` (as ``ip netns add``)."""
-    from ketch import syscalls
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w"):
-        pass
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            syscalls.unshare(syscalls.CLONE_NEWNET)
-            os.write(ready_w, b"1")
-            os.read(done_r, 1)
-        finally:
-            os._exit(0)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise NetworkError("making a network namespace failed")
-        syscalls.mount(f"/proc/{pid}/ns/net", path, None, syscalls.MS_BIND)
-    except BaseException:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        raise
-    finally:
-        os.close(ready_r)
-        os.write(done_w, b"1")
-        os.close(done_w)
-        os.waitpid(pid, 0)
-
-
-def remove_namespace(path: str) -> None:
-    from ketch import syscalls
-
-    try:
-        syscalls.umount(path, syscalls.MNT_DETACH)
-    except OSError:
-        pass
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _host_routes() -> list[ipaddress.IPv4Network]:

@@ -351,3 +351,11 @@ def read_env_file(path: str) -> list[str]:
     except OSError as exc:
         raise InvalidInputError(f"--env-file {path}: {exc.strerror}") from None
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_signal(text: str | int) -> int:
+    """A signal's number from its name (``TERM``, ``SIGTERM``) or number, as the runtime reads
+    them (for the builder's STOPSIGNAL, which checks it without driving a runtime)."""
+    from ketch.runtime.container import parse_signal as parse
+
+    return parse(str(text))

@@ -377,3 +377,21 @@ CMD ["bash", "/opt/app/hello.sh"]
     env.cli("save", "-o", str(save), "localhost/debian-app", check=True)
     podman.run("load", "-i", str(save))
     assert podman.run("run", "--rm", "--network", "none", "localhost/debian-app").stdout == "hello from app on debian\n"
+
+
+def test_platform_args_are_the_hosts_or_platforms(builds, tmp_path):
+    """TARGET* and BUILD* come from this machine (and --platform), not a fixed amd64."""
+    from ketch.image.platform import host_platform
+
+    host_os, host_arch, _ = host_platform()
+    ctx = tmp_path / "ctx"
+    write(ctx, {"Dockerfile": "FROM busybox\nARG TARGETARCH\nARG TARGETOS\nARG BUILDARCH\n"
+                              "RUN echo $TARGETOS/$TARGETARCH/$BUILDARCH > /platform\n"})
+    build(builds, ctx, "-t", "ktest-platform")
+    out = builds.cli("run", "--rm", "ktest-platform", "cat", "/platform", check=True).stdout
+    assert out.strip() == f"{host_os}/{host_arch}/{host_arch}"
+    build(builds, ctx, "--no-cache", "--platform", "linux/riscv64", "-t", "ktest-platform")
+    out = builds.cli("run", "--rm", "ktest-platform", "cat", "/platform", check=True).stdout
+    assert out.strip() == f"linux/riscv64/{host_arch}"
+    bad = build(builds, ctx, "--platform", "riscv64", check=False)
+    assert bad.returncode == 125 and "invalid --platform" in bad.stderr

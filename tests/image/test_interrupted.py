@@ -62,10 +62,29 @@ def test_kill_during_blob_download_leaves_no_image(busybox_layout, tmp_path):
              for m in json.loads(index_before)["manifests"]]
     assert names == ["old"]
     assert not (blobs / digest.split(":")[1]).exists()
-    # Running the same copy again succeeds.
+    left = [n for n in os.listdir(blobs) if n.startswith(".ketch-tmp")]
+    assert left, "the killed copy left its partial blob (what the next copy must clean)"
+    # Running the same copy again succeeds, and removes what the killed one left.
     with serve(fake):
         fake.behaviours.clear()
         run_ketch("image", "copy", "--src-tls-verify=false", f"docker://{fake.host}/app:latest", f"oci:{dest}:new")
     index = json.loads((dest / "index.json").read_text())
     assert sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]) == \
         ["new", "old"]
+    assert [n for n in os.listdir(blobs) if n.startswith(".ketch-tmp")] == []
+
+
+def test_cleaning_temporaries_spares_a_live_writers(tmp_path):
+    """Only temporary files nobody holds are removed: a writer still filling one keeps it."""
+    import fcntl
+
+    from ketch.image.layout import TEMP_PREFIX, remove_temporaries
+
+    abandoned = tmp_path / f"{TEMP_PREFIX}abandoned"
+    abandoned.write_bytes(b"partial")
+    live = tmp_path / f"{TEMP_PREFIX}live"
+    with open(live, "wb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        assert remove_temporaries(tmp_path) == [abandoned.name]
+        assert live.exists() and not abandoned.exists()
+    assert remove_temporaries(tmp_path) == [live.name]

@@ -176,15 +176,23 @@ def test_a_failing_or_hanging_create_hook_fails_create(bundle, cgroup_path, kind
 
 
 def test_failing_poststart_and_poststop_only_warn(bundle, cgroup_path):
-    bundle.config["hooks"] = {"poststart": [hook(bundle, "poststart", "exit 1")],
-                              "poststop": [hook(bundle, "poststop", "exit 2")]}
+    """A failing poststart or poststop hook is reported, and the hooks after it still run (the
+    runtime spec's rule)."""
+    out = bundle.path / "out"
+    out.mkdir()
+    bundle.config["hooks"] = {"poststart": [hook(bundle, "poststart", "exit 1"),
+                                            hook(bundle, "poststart-after", "cat > {out}/{name}")],
+                              "poststop": [hook(bundle, "poststop", "exit 2"),
+                                           hook(bundle, "poststop-after", "cat > {out}/{name}")]}
     bundle.args("sleep", "30")
     bundle.runtime("create", "--bundle", str(bundle.path), "c1", check=True)
     started = bundle.runtime("start", "c1")
     assert started.returncode == 0 and "warning: poststart hook" in started.stderr
     assert state(bundle)["status"] == "running"
+    assert json.loads((out / "poststart-after").read_text())["status"] == "running"
     deleted = bundle.runtime("delete", "--force", "c1")
     assert deleted.returncode == 0 and "warning: poststop hook" in deleted.stderr
+    assert json.loads((out / "poststop-after").read_text())["status"] == "stopped"
     assert bundle.runtime("state", "c1").returncode == 1
 
 

@@ -248,3 +248,31 @@ def test_duplicate_rlimits_are_an_error(bundle):  # runtime-spec: rlimits with t
     refused = bundle.runtime("create", "--bundle", str(bundle.path), "c1")
     assert refused.returncode == 1 and "RLIMIT_NOFILE is listed twice" in refused.stderr
     assert status(bundle, "c1") is None
+
+
+@pytest.mark.peer
+def test_kill_of_an_exited_container_answers_as_runc(bundle):
+    """The container's process has exited (state: stopped): ``kill`` says it is not running
+    (status 1), ``kill --all`` succeeds, and ``delete`` removes it, with runc and ketch-runtime."""
+    bundle.args("true")
+    answers = {}
+    for runtime in ("runc", "ketch"):
+        base = ["runc", "--root", str(bundle.root / "runc-state")] if runtime == "runc" else \
+            [*bundle.wrapper, RUNTIME, "--root", str(bundle.root)]
+        name = f"exited-{runtime}"
+        created = subprocess.run(base + ["create", "-b", str(bundle.path), name], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        assert created.returncode == 0, runtime
+        subprocess.run(base + ["start", name], check=True, timeout=60)
+        status = None
+        for _ in range(600):
+            status = json.loads(subprocess.run(base + ["state", name], capture_output=True, text=True).stdout)["status"]
+            if status == "stopped":
+                break
+            time.sleep(0.05)
+        kill = subprocess.run(base + ["kill", name, "KILL"], capture_output=True, text=True)
+        kill_all = subprocess.run(base + ["kill", "--all", name, "KILL"], capture_output=True, text=True)
+        delete = subprocess.run(base + ["delete", name], capture_output=True, text=True)
+        answers[runtime] = (status, kill.returncode, "not running" in kill.stderr, kill_all.returncode,
+                            delete.returncode)
+    assert answers["ketch"] == answers["runc"] == ("stopped", 1, True, 0, 0)

@@ -31,18 +31,35 @@ from ketch.records import Record
 
 PREDEFINED_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy"}
-PLATFORM_ARGS = {"TARGETPLATFORM": "linux/amd64", "TARGETOS": "linux", "TARGETARCH": "amd64", "TARGETVARIANT": "",
-                 "BUILDPLATFORM": "linux/amd64", "BUILDOS": "linux", "BUILDARCH": "amd64", "BUILDVARIANT": ""}
+
+
+def platform_args(target: str | None = None) -> dict[str, str]:
+    """The automatic platform ARGs (TARGETPLATFORM, TARGETOS, ..., BUILDARCH): BUILD* are this
+    machine's, TARGET* ``--platform``'s (``os/arch[/variant]``) or this machine's."""
+    from ketch.image.platform import host_platform
+
+    build_os, build_arch, build_variant = host_platform()
+    if target:
+        parts = target.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise InvalidInputError(f"invalid --platform {target!r}: want OS/ARCH[/VARIANT]")
+        target_os, target_arch, target_variant = parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+    else:
+        target_os, target_arch, target_variant = build_os, build_arch, build_variant
+    return {"TARGETPLATFORM": "/".join(p for p in (target_os, target_arch, target_variant) if p),
+            "TARGETOS": target_os, "TARGETARCH": target_arch, "TARGETVARIANT": target_variant,
+            "BUILDPLATFORM": "/".join(p for p in (build_os, build_arch, build_variant) if p),
+            "BUILDOS": build_os, "BUILDARCH": build_arch, "BUILDVARIANT": build_variant}
 
 
 class BuildOptions(Record):
     __slots__ = ("file", "tags", "build_args", "target", "layers", "no_cache", "squash", "squash_all", "format",
                  "labels", "annotations", "iidfile", "pull", "secrets", "volumes", "network", "cap_add", "quiet",
-                 "remove", "force_remove")
+                 "remove", "force_remove", "platform")
     _defaults = {"file": None, "tags": list, "build_args": dict, "target": None, "layers": True, "no_cache": False,
                  "squash": False, "squash_all": False, "format": "oci", "labels": dict, "annotations": dict,
                  "iidfile": None, "pull": "missing", "secrets": dict, "volumes": list, "network": "host",
-                 "cap_add": list, "quiet": False, "remove": True, "force_remove": False}
+                 "cap_add": list, "quiet": False, "remove": True, "force_remove": False, "platform": None}
 
 
 class _Stage:
@@ -71,6 +88,7 @@ class Build:
         self.store = store
         self.builder = Builder(store)
         self.cache = BuildCache(store)
+        self.platform_args = platform_args(options.platform)
         self.options = options
         self.context_dir = os.path.realpath(context_dir)
         self.dockerfile_name = dockerfile_name
@@ -183,7 +201,8 @@ class Build:
 
     def _config_of(self, image_id: str | None) -> tuple[dict, dict]:
         if image_id is None:
-            return {}, {"architecture": "amd64", "os": "linux"}
+            return {}, {"architecture": self.platform_args["TARGETARCH"], "os": self.platform_args["TARGETOS"],
+                        **({"variant": v} if (v := self.platform_args["TARGETVARIANT"]) else {})}
         parsed = json.loads(self.store.lookup(image_id).config)
         top = {k: parsed[k] for k in ("architecture", "os", "variant", "author") if k in parsed}
         return dict(parsed.get("config") or {}), top
@@ -208,8 +227,8 @@ class Build:
                     state.args[key] = parser.expand(value, self._variables(state))
                 elif state.global_args.get(key) is not None:
                     state.args[key] = state.global_args[key]
-                elif key in PLATFORM_ARGS:
-                    state.args[key] = PLATFORM_ARGS[key]
+                elif key in self.platform_args:
+                    state.args[key] = self.platform_args[key]
             # buildah's history names the ARGs, not their values (those may be secrets)
             empty_text = "ARG " + " ".join(key for key, _ in parser.key_values(expanded, "ARG"))
         elif name == "ENV":

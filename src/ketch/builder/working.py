@@ -54,7 +54,10 @@ class Builder:
     def from_image(self, image: str, *, name: str | None = None, pull: str = "missing", context=None) -> str:
         """A working container on ``image`` (or ``scratch``); its name."""
         base_config: dict = {}
-        top: dict = {"architecture": "amd64", "os": "linux"}
+        from ketch.image.platform import host_platform
+
+        host_os, host_arch, host_variant = host_platform()
+        top: dict = {"architecture": host_arch, "os": host_os, **({"variant": host_variant} if host_variant else {})}
         image_id = None
         image_name = ""
         if image != "scratch":

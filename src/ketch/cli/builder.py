@@ -63,6 +63,9 @@ def register_build(commands: argparse._SubParsersAction) -> None:
     build.add_argument("-q", "--quiet", action="store_true")
     add_bool(build, "--rm", default=True, help="remove the build's working containers after a successful build")
     add_bool(build, "--force-rm", default=False, help="remove them after a failed build too")
+    build.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                       help="the platform TARGETPLATFORM, TARGETOS, TARGETARCH and TARGETVARIANT name (default: "
+                            "this machine's)")
     add_bool(build, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
     build.set_defaults(func=cmd_build)
 
@@ -91,7 +94,7 @@ def cmd_build(args) -> int:
                            annotations=parse_key_values(args.annotation, "annotation"), iidfile=args.iidfile,
                            pull=pull, secrets=secrets, volumes=list(args.volume), network=args.network,
                            cap_add=list(args.cap_add), quiet=args.quiet, remove=args.rm or args.force_rm,
-                           force_remove=args.force_rm)
+                           force_remove=args.force_rm, platform=args.platform)
 
     from ketch.cli.containers import pull_context
     from ketch.storage.store import Store

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from ketch.errors import DestinationError, InvalidReferenceError, NotFoundError, from_oserror
 from ketch.image.context import SystemContext
-from ketch.image.layout import has_blob_file, store_blob_file, write_atomically
+from ketch.image.layout import TEMP_PREFIX, has_blob_file, remove_temporaries, store_blob_file, write_atomically
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest
 
@@ -90,7 +90,8 @@ class DirectoryDestination(ImageDestination):
             if self.root.exists():
                 if not self.root.is_dir():
                     raise DestinationError(f"{self.root} exists and is not a directory")
-                entries = os.listdir(self.root)
+                remove_temporaries(self.root)  # what an interrupted copy left; a live writer's stay
+                entries = [e for e in os.listdir(self.root) if not e.startswith(TEMP_PREFIX)]
                 if entries and VERSION_FILE not in entries:
                     raise DestinationError(
                         f"{self.root} is not empty and does not hold a dir: image; refusing to overwrite it")

@@ -26,7 +26,7 @@ from ketch.errors import (
     from_oserror,
 )
 from ketch.image.context import SystemContext
-from ketch.image.layout import has_blob_file, store_blob_file, write_atomically
+from ketch.image.layout import has_blob_file, remove_temporaries, store_blob_file, write_atomically
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest
 from ketch.oci import mediatypes as mt
@@ -189,6 +189,8 @@ class OCILayoutDestination(ImageDestination):
                 raise DestinationError(f"{self.root} exists and is not a directory")
             (self.blobs / "sha256").mkdir(parents=True, exist_ok=True)
             (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+            for directory in (self.root, self.blobs / "sha256"):
+                remove_temporaries(directory)  # what an interrupted copy left
             layout = self.root / LAYOUT_FILE
             if not layout.exists():
                 write_atomically(layout, dump_json(LAYOUT_VERSION))

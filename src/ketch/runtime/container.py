@@ -341,10 +341,9 @@ class Runtime:
         except FileNotFoundError:
             pass
         if state.hooks.get("poststart"):
-            try:
-                hooks.run("poststart", state.hooks["poststart"], leanjson.dumps(state.hook_state("running")))
-            except hooks.HookError as exc:
-                _warn(f"{exc} (the container runs on)")
+            for failure in hooks.run_all("poststart", state.hooks["poststart"],
+                                         leanjson.dumps(state.hook_state("running"))):
+                _warn(f"{failure} (the container runs on)")
 
     # -- queries ----------------------------------------------------------------
 
@@ -392,6 +391,15 @@ class Runtime:
         state, directory = self.states.load(container_id)
         status = state.status(directory)
         if status not in ("created", "running", "paused"):
+            if all_processes and status == "stopped":
+                # runc's answer: ``kill --all`` of a stopped container signals whatever is left
+                # in its cgroup (nothing, usually) and succeeds; it can still be deleted
+                group = state.cgroup_handle()
+                try:
+                    _kill_all(group.procs() if group is not None else [], sig)
+                except (OSError, KetchError):
+                    pass  # the cgroup is gone with its processes
+                return
             raise InvalidInputError(f"container {container_id} is not running (status {status})")
         if not all_processes:
             _kill(state.pid, sig)
@@ -427,10 +435,9 @@ class Runtime:
             group.destroy()
         _remove_tree(directory)
         if state.hooks.get("poststop"):
-            try:
-                hooks.run("poststop", state.hooks["poststop"], leanjson.dumps(state.hook_state("stopped")))
-            except hooks.HookError as exc:
-                _warn(f"{exc} (the container is deleted)")
+            for failure in hooks.run_all("poststop", state.hooks["poststop"],
+                                         leanjson.dumps(state.hook_state("stopped"))):
+                _warn(f"{failure} (the container is deleted)")
 
     # -- pause / resume / update / stats -----------------------------------------------
 

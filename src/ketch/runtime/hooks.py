@@ -23,12 +23,12 @@ import _signal
 import os
 import time
 
-from ketch.errors import InvalidInputError, KetchError
+from ketch.errors import InvalidInputError, OCIRuntimeError
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 
-class HookError(KetchError):
+class HookError(OCIRuntimeError):
     """A hook failed or ran out of time."""
 
 
@@ -61,9 +61,22 @@ def check(hooks: object) -> dict[str, list[dict]]:
 
 
 def run(kind: str, hooks: list[dict], state_json: str) -> None:
-    """Run the hooks of one kind in order; the first failure stops them and raises HookError."""
+    """Run the hooks of one kind in order; the first failure stops them and raises HookError
+    (prestart, createRuntime, createContainer, startContainer: the container is not started)."""
     for hook in hooks:
         run_one(kind, hook, state_json)
+
+
+def run_all(kind: str, hooks: list[dict], state_json: str) -> list[HookError]:
+    """Run every hook of one kind, in order, whatever fails: the runtime spec says a failing
+    poststart or poststop hook is logged and the remaining hooks still run. The failures."""
+    failures = []
+    for hook in hooks:
+        try:
+            run_one(kind, hook, state_json)
+        except HookError as exc:
+            failures.append(exc)
+    return failures
 
 
 def run_one(kind: str, hook: dict, state_json: str) -> None:

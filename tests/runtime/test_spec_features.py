@@ -301,3 +301,20 @@ def test_time_namespace_offsets(bundle):
     bundle.write()
     refused = bundle.runtime("run", "--bundle", str(bundle.path), "c2")
     assert refused.returncode == 1 and "new time namespace" in refused.stderr
+
+
+def test_a_config_without_namespaces_is_refused_at_create(bundle):
+    """No namespaces at all (everything shared with the host): create refuses it with a clear
+    error, and nothing is left (runc and crun would mount /proc and /dev on the host instead)."""
+    bundle.config["linux"]["namespaces"] = []
+    bundle.config.pop("hostname", None)
+    bundle.args("true")
+    before = open("/proc/self/mountinfo").read().count(str(bundle.path))
+    refused = bundle.runtime("create", "--bundle", str(bundle.path), "c-nons")
+    assert refused.returncode == 1 and "no mount namespace" in refused.stderr
+    assert bundle.runtime("state", "c-nons").returncode == 1
+    assert open("/proc/self/mountinfo").read().count(str(bundle.path)) == before
+    bundle.config["linux"]["namespaces"] = [{"type": "mount"}]  # only a mount namespace: it runs
+    bundle.write()
+    ran = bundle.runtime("run", "--bundle", str(bundle.path), "c-mnt")
+    assert ran.returncode == 0, ran.stderr

@@ -223,6 +223,26 @@ def test_storage_check_and_repair(store_env):
     assert not mounts.is_mountpoint(str(path))
 
 
+def test_storage_check_leaves_a_running_pulls_staging_alone(store_env):
+    """Work in progress (its staging lock held, as a pull holds it) is neither reported as an
+    interrupted process's nor removed; once its writer is gone it is."""
+    store_env.add("busybox", "busybox")
+    store = store_env.store()
+    with store.staging_dir("layer") as work:
+        (work / "partial").write_bytes(b"x" * 1000)
+        result = run_ketch("storage", "check", check=False)
+        assert (result.returncode, result.stdout) == (0, "")
+        assert work.exists()
+        leftover = store_env.root / "staging" / "layer-999999-abc"  # no lock: its writer is gone
+        leftover.mkdir()
+        result = run_ketch("storage", "check", check=False)
+        assert (result.returncode, result.stdout) == (0, "")
+        assert not leftover.exists() and work.exists()  # recovery took the abandoned one only
+    assert store._staging_abandoned(leftover) is False  # (gone: nothing to report)
+    leftover.mkdir()
+    assert store._staging_abandoned(leftover) is True
+
+
 def test_missing_layer_content_is_found_and_broken_image_dropped(store_env):
     store_env.add("derived", "derived")
     store = store_env.store()

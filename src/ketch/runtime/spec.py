@@ -124,6 +124,12 @@ def _validate_linux(config: dict[str, Any]) -> None:
         seen.add(kind)
         if "path" in ns and not os.path.lexists(ns["path"]):  # /proc/PID/ns/* are magic links
             raise NotFoundError(f"namespace path {ns['path']} does not exist")
+    if "mount" not in seen:
+        # runc and crun make the config's mounts (/proc, /dev, ...) in the host's mount namespace
+        # then, and leave them there after the container is gone; ketch refuses it at create
+        raise InvalidInputError("config.json: linux.namespaces has no mount namespace: ketch-runtime sets up a "
+                                "container's root and mounts only in a mount namespace of its own (add "
+                                "{\"type\": \"mount\"}); without one they would be made on the host")
 
 
 def default_spec(rootless: bool = False) -> dict[str, Any]:

@@ -160,6 +160,17 @@ class Store:
                     with contextlib.suppress(FileNotFoundError):
                         lock_path.unlink()
 
+    @staticmethod
+    def _staging_abandoned(entry: Path) -> bool:
+        """Whether a staging entry's writer is gone: its lock is free, or missing (a writer takes
+        the lock before it makes the entry and drops it after removing it). A pull running right
+        now holds it."""
+        lock_path = entry.with_name(f"{entry.name}.lock")
+        if not lock_path.exists():
+            return entry.exists()
+        with if_abandoned(lock_path) as abandoned:
+            return abandoned
+
     @contextlib.contextmanager
     def staging_dir(self, purpose: str) -> Iterator[Path]:
         """A private directory under staging/, locked while alive, removed on exit."""
@@ -804,7 +815,7 @@ class Store:
             if row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
                 problems.append(Problem("stale mount", row["target"], f"recorded at {row['path']} but not mounted"))
         for entry in (self.root / "staging").iterdir():
-            if entry.suffix != ".lock":
+            if entry.suffix != ".lock" and self._staging_abandoned(entry):
                 problems.append(Problem("staging leftover", entry.name, "work of an interrupted process"))
         for entry in (self.root / "blobs" / "sha256").iterdir():
             if entry.name.startswith(".") or self.db.one("SELECT 1 FROM blobs WHERE digest = ?",

@@ -78,7 +78,7 @@ def request_rate(port: int, seconds: float) -> float:
             break
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit(f"nothing answers on {url}")
+                raise SystemExit(f"nothing answers on {url}") from None
             time.sleep(0.05)
     count, end = 0, time.monotonic() + seconds
     while time.monotonic() < end:

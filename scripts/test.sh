@@ -12,4 +12,9 @@ done
 if [ "$selected" = 1 ]; then
   exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
 fi
+# The whole suite starts with the linters: ruff and mypy, configured in pyproject.toml.
+echo "test.sh: ruff check"
+"$VENV/bin/ruff" check src tests benchmarks
+echo "test.sh: mypy"
+"$VENV/bin/mypy"
 exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests

@@ -78,7 +78,12 @@ class AuthenticationError(RegistryError):
 
 
 class RegistryUnreachableError(RegistryError):
-    """The connection failed (refused, reset, TLS) even after retries."""
+    """The connection failed (refused, reset, TLS) even after retries. ``retryable``: whether
+    waiting may help (a reset or time-out may heal; a TLS failure does not)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, errno: int | None = None) -> None:
+        super().__init__(message, errno=errno)
+        self.retryable = retryable
 
 
 class PolicyDeniedError(KetchError):

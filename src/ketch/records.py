@@ -9,15 +9,55 @@ writes them, and, for ``frozen`` classes, immutability and hashing; ``order`` ad
 by field order. Modules off that path keep using dataclasses.
 
     class Digest(Record, frozen=True, order=True):
-        __slots__ = ("algorithm", "encoded")
+        algorithm: str
+        encoded: str = "sha256"
+        labels: dict[str, str] = field(default_factory=dict)
+
+A field is an annotated class attribute (its value, if any, the default; ``field(default_factory=
+...)`` for a fresh one per instance); the class gets ``__slots__`` made from them. Type checkers
+see a Record as the dataclass it behaves as (``typing.dataclass_transform``, PEP 681). Classes
+may still spell ``__slots__`` and ``_defaults`` out themselves.
 """
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs milliseconds to import: not on a container's start path)
+    from typing import Any, dataclass_transform
+else:
+    def dataclass_transform(**_kwargs):
+        return lambda cls: cls
+
 _FACTORIES = (list, dict, set)
 
 
-class Record:
+class _Factory:
+    __slots__ = ("make",)
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+
+def field(*, default_factory) -> Any:
+    """A field whose default is made fresh for each instance (``default_factory()``)."""
+    return _Factory(default_factory)
+
+
+class _RecordType(type):
+    """Turns annotated class attributes into ``__slots__`` and defaults (a class attribute of the
+    same name as a slot is not allowed, so the defaults move to ``_defaults``)."""
+
+    def __new__(mcs, name, bases, namespace, **kwargs):
+        if "__slots__" not in namespace:
+            own = tuple(n for n in namespace.get("__annotations__", {}) if not n.startswith("_"))
+            defaults = {n: namespace.pop(n) for n in own if n in namespace}
+            namespace["__slots__"] = own
+            namespace["_defaults"] = {**namespace.get("_defaults", {}), **defaults}
+        return super().__new__(mcs, name, bases, namespace, **kwargs)
+
+
+@dataclass_transform(field_specifiers=(field,))
+class Record(metaclass=_RecordType):
     __slots__ = ()
     _fields: tuple[str, ...] = ()
     _defaults: dict = {}  # field -> default value, or list/dict/set for a fresh empty one
@@ -30,7 +70,7 @@ class Record:
         cls._defaults = {**getattr(cls.__base__, "_defaults", {}), **cls.__dict__.get("_defaults", {})}
         cls._frozen = frozen or getattr(cls.__base__, "_frozen", False)
         if cls._frozen:
-            cls.__hash__ = lambda self: hash(self._values())  # type: ignore[method-assign]
+            cls.__hash__ = _hash  # type: ignore[method-assign,assignment]
         else:
             cls.__hash__ = None  # type: ignore[assignment]  # mutable and equal by value: unhashable
         if order:
@@ -53,7 +93,10 @@ class Record:
                 value = values[name]
             elif name in self._defaults:
                 default = self._defaults[name]
-                value = default() if default in _FACTORIES else default
+                if isinstance(default, _Factory):
+                    value = default.make()
+                else:
+                    value = default() if default in _FACTORIES else default
             else:
                 raise TypeError(f"{type(self).__name__}() is missing the argument {name!r}")
             object.__setattr__(self, name, value)
@@ -85,6 +128,10 @@ class Record:
 
     def __reduce__(self):  # copy and pickle: rebuilt from the fields
         return (self.__class__, self._values())
+
+
+def _hash(self: Record) -> int:
+    return hash(self._values())
 
 
 def _comparison(test):

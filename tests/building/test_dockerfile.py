@@ -286,8 +286,8 @@ CMD ["cat", "/srv/app/out"]
     theirs = env.cli("run", "--rm", "--network", "none", "--user", "0", "--entrypoint", "", "interop-buildah", "sh",
                      "-c", listing)
     assert ours.returncode == 0, ours.stderr
-    ours_lines = [l for l in ours.stdout.splitlines() if not l.startswith("/ ")]
-    theirs_lines = [l for l in theirs.stdout.splitlines() if not l.startswith("/ ")]
+    ours_lines = [line for line in ours.stdout.splitlines() if not line.startswith("/ ")]
+    theirs_lines = [line for line in theirs.stdout.splitlines() if not line.startswith("/ ")]
     assert ours_lines == theirs_lines
     theirs_config = json.loads(podman.run("image", "inspect", "localhost/interop").stdout)[0]["Config"]
     theirs_config["Labels"].pop("io.buildah.version", None)  # buildah's own label; ketch adds none

@@ -33,7 +33,8 @@ def test_run_detached_logs_follow_stop_and_remove(ketch_env, tmp_path, monitor):
     container_id = started.stdout.strip()
     assert len(container_id) == 64
     info = _inspect(ketch_env, "ticker")
-    assert info["State"]["Running"] and info["State"]["ConmonPid"] > 0 and info["Config"]["Labels"] == {"app": "tick", "org.opencontainers.image.title": "busybox"}
+    assert info["State"]["Running"] and info["State"]["ConmonPid"] > 0
+    assert info["Config"]["Labels"] == {"app": "tick", "org.opencontainers.image.title": "busybox"}
     with open(f"/proc/{info['State']['ConmonPid']}/comm") as f:
         assert (f.read().strip() == "ketch-monitor") == (monitor == "native")
     with open(f"/proc/{info['State']['Pid']}/stat") as f:
@@ -114,7 +115,8 @@ def test_create_start_attach_restart_and_exec(ketch_env):
     ketch_env.cli("restart", "-t", "0", "svc", check=True)
     info = _inspect(ketch_env, "svc")
     assert info["State"]["Running"] and info["State"]["Pid"] != first_pid
-    assert ketch_env.cli("exec", "later", "true").returncode == 255  # not running: podman 4.3 says 255 for an exec that never started
+    # not running: podman 4.3 says 255 for an exec that never started
+    assert ketch_env.cli("exec", "later", "true").returncode == 255
     assert ketch_env.cli("rm", "svc").returncode != 0  # running: needs -f
     assert ketch_env.cli("rm", "-f", "-t", "0", "svc", check=True).stdout == "svc\n"
 

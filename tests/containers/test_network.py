@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from ketch.errors import InvalidInputError
 
 HTTPD = ("sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www")
 
@@ -189,7 +190,7 @@ def test_port_ranges_publish_all_and_a_docker_format_commit(network_env):
         ("127.0.0.1", 18200, 80, "udp"), ("127.0.0.1", 18201, 81, "udp"), ("127.0.0.1", 18202, 82, "udp")]
     assert [m.host_port for m in parse_publish("8080")] == [0]  # a free one when the container starts
     for bad in ("1-3:80-81", "0", "x:80", "127.0.0.1:80:80/sctp", "1.2.3:80:80"):
-        with pytest.raises(Exception):
+        with pytest.raises(InvalidInputError):
             parse_publish(bad)
     network_env.cli("create", "--name", "base", "busybox", "true", check=True)
     image = network_env.cli("commit", "-f", "docker", "-c", "EXPOSE 80", "-c", f"CMD {json.dumps(list(HTTPD))}",

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from ketch import CopyOptions, copy_image
-from ketch.errors import DestinationError, ImageFormatError, InvalidReferenceError, NotFoundError
+from ketch.errors import ImageFormatError, InvalidReferenceError, NotFoundError
 from ketch.image.docker_archive import DockerArchiveWriter
 from ketch.image.policy import Policy
 from tests.conftest import run_ketch

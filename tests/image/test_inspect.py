@@ -25,8 +25,8 @@ def test_inspect_matches_skopeo(registry):
 
 
 def test_inspect_fetches_only_manifest_and_config(registry, monkeypatch):
-    from ketch.image.docker import client as client_module
     from ketch import SystemContext, inspect_image
+    from ketch.image.docker import client as client_module
 
     fetched = []
     original = client_module.RegistryClient.get_blob_response
@@ -78,8 +78,8 @@ def test_list_tags_with_pagination(registry):
                                f"docker://{registry.host}/library/busybox").stdout)
     # the registry lists tags in its file system's directory order (tmpfs differs from ext4): compare sets
     assert out["Repository"] == f"{registry.host}/library/busybox" and sorted(out["Tags"]) == ["latest", "v1"]
-    from ketch.image.docker.transport import DockerReference
     from ketch import SystemContext
+    from ketch.image.docker.transport import DockerReference
 
     client = DockerReference.parse(f"//{registry.host}/library/busybox").client(SystemContext(tls_verify=False))
     assert sorted(client.list_tags(page_size=1)) == ["latest", "v1"]

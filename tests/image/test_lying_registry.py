@@ -9,8 +9,14 @@ import re
 import pytest
 
 from ketch import CopyOptions, SystemContext, copy_image, inspect_image
-from ketch.errors import (AuthenticationError, DigestMismatchError, ImageFormatError, ManifestUnknownError,
-                          RegistryError, UnsupportedError)
+from ketch.errors import (
+    AuthenticationError,
+    DigestMismatchError,
+    ImageFormatError,
+    ManifestUnknownError,
+    RegistryError,
+    UnsupportedError,
+)
 from tests.conftest import run_ketch
 from tests.support.fakeregistry import FakeRegistry, serve
 

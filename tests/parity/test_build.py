@@ -43,7 +43,7 @@ def test_build_reports_and_makes_what_podman_does(pair, context):
     again = pair.both("build", "-t", "localhost/built:1", str(context))
     assert _report(again[0].stdout) == _report(again[1].stdout), (again[0].stdout, again[1].stdout)
     assert sum("Using cache" in line for line in again[0].stdout.splitlines()) == 7
-    for (ours, theirs), name in ((first, "first"), (again, "again")):
+    for (ours, _theirs), name in ((first, "first"), (again, "again")):
         assert "sha256:" + ours.stdout.strip().splitlines()[-1] == pair.ketch(
             "images", "-q", "--no-trunc", "localhost/built:1").stdout.strip(), name
     # the same image id again: every step came from the cache

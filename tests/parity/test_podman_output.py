@@ -5,11 +5,11 @@ each tool's store path."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import tarfile
-import io
 
 import pytest
 

@@ -35,11 +35,11 @@ class Bundle:
         self.config["process"]["terminal"] = False
         self.wrapper: list[str] = []  # a command the runtime runs under (e.g. another mount namespace)
 
-    def write(self) -> "Bundle":
+    def write(self) -> Bundle:
         (self.path / "config.json").write_text(json.dumps(self.config))
         return self
 
-    def args(self, *argv: str) -> "Bundle":
+    def args(self, *argv: str) -> Bundle:
         self.config["process"]["args"] = list(argv)
         return self.write()
 

@@ -1,6 +1,5 @@
 """create / start / state / kill / delete / run, as the runtime-spec describes them."""
 
-import ctypes
 import json
 import os
 import signal

@@ -1,6 +1,5 @@
 """The runtime-spec's core, one feature at a time: namespaces, mounts, process settings."""
 
-import json
 import os
 import socket
 import subprocess

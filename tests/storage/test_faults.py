@@ -115,7 +115,7 @@ def test_eight_processes_for_a_while(derived_in_registry, store_env, tmp_path):
     unexpected = [line for out in outputs for line in out.splitlines() if line.startswith("UNEXPECTED")]
     assert unexpected == []
     assert sum(int(out.split("ops ")[-1]) for out in outputs) > 8
-    for path in run_ketch("image", "mount").stdout.splitlines():
+    for _path in run_ketch("image", "mount").stdout.splitlines():
         run_ketch("image", "unmount", "-a")
         break
     assert run_ketch("storage", "check").stdout == ""

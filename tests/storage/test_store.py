@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ketch import CopyOptions, SystemContext, copy_image
+from ketch import CopyOptions, copy_image
 from ketch.errors import InUseError, NotFoundError
 from ketch.image.docker import push
 from ketch.storage import mounts
@@ -15,6 +15,7 @@ from ketch.storage.diff import write_diff
 from tests.conftest import run_ketch
 from tests.storage.conftest import ANY
 from tests.support import images
+from tests.support.registry import skopeo_copy
 
 
 def mount_options(path):
@@ -168,13 +169,15 @@ def test_container_diff(any_driver_env):
 
 @pytest.mark.registry
 def test_push_of_unchanged_image_sends_no_layer_bytes(registry, store_env, monkeypatch):
-    run_ketch("pull", "--tls-verify=false", "-q", f"{registry.host}/library/busybox")
+    # a repository of this test's own: the session's registry keeps library/busybox as other tests expect it
+    skopeo_copy(f"oci:{images.ensure('busybox')}:latest", registry.url("storetest/busybox"))
+    run_ketch("pull", "--tls-verify=false", "-q", f"{registry.host}/storetest/busybox")
     uploads = []
     original = push.upload_blob
     monkeypatch.setattr(push, "upload_blob", lambda *a, **k: uploads.append(1) or original(*a, **k))
     ctx = store_env.ctx(tls_verify=False)
-    result = copy_image(f"ketch-storage:{registry.host}/library/busybox",
-                        f"docker://{registry.host}/library/busybox:again", CopyOptions(src_ctx=ctx, dest_ctx=ctx,
+    result = copy_image(f"ketch-storage:{registry.host}/storetest/busybox",
+                        f"docker://{registry.host}/storetest/busybox:again", CopyOptions(src_ctx=ctx, dest_ctx=ctx,
                                                                                        policy=ANY))
     assert uploads == [] and result.blobs_skipped == 2
     index = json.loads((images.ensure("busybox") / "index.json").read_text())
@@ -269,10 +272,11 @@ def test_unknown_names_and_bad_input(store_env):
 
 
 def test_hostile_layer_is_refused_by_the_store(store_env, tmp_path):
-    from tests.storage.test_apply import make_tar
-    from tests.support.images import LayoutWriter, OCI_LAYER_GZIP
     import gzip
     import hashlib
+
+    from tests.storage.test_apply import make_tar
+    from tests.support.images import OCI_LAYER_GZIP, LayoutWriter
 
     writer = LayoutWriter(tmp_path / "evil")
     data = make_tar(("ok", "file"), ("../escape", "file"))
@@ -288,9 +292,10 @@ def test_hostile_layer_is_refused_by_the_store(store_env, tmp_path):
 
 
 def test_diff_id_must_match_config(store_env, tmp_path):
-    from tests.storage.test_apply import make_tar
-    from tests.support.images import LayoutWriter, OCI_LAYER_GZIP
     import gzip
+
+    from tests.storage.test_apply import make_tar
+    from tests.support.images import OCI_LAYER_GZIP, LayoutWriter
 
     writer = LayoutWriter(tmp_path / "liar")
     layer = writer.blob(gzip.compress(make_tar(("f", "file"))), OCI_LAYER_GZIP)

@@ -13,9 +13,9 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
 
 Behaviour = Callable[["Handler", dict], bool]  # returns True when it answered the request
 
@@ -64,7 +64,7 @@ class FakeRegistry:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args) -> None:
         pass

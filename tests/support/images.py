@@ -279,7 +279,8 @@ def make_debian(root: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
 
 
-MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "debian": make_debian, "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
+MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "debian": make_debian,
+          "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
           "deep": make_deep, "derived": make_derived}
 
 

@@ -6,7 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-
 # podman 4.3's default ulimits exceed this machine's hard limits; a containers.conf
 # replaces the distribution's whole file, so the capabilities are restated
 # (see shared/MACHINE.md).

@@ -13,9 +13,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 

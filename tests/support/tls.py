@@ -29,7 +29,7 @@ def _write_key(key, path: Path) -> None:
 
 def make_server_cert(directory: Path, host: str = "127.0.0.1") -> ServerCert:
     """A CA and a certificate for ``host`` signed by it, written into ``directory``."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ketch test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
@@ -61,7 +61,7 @@ def make_server_cert(directory: Path, host: str = "127.0.0.1") -> ServerCert:
 
 def make_client_cert(ca: ServerCert, cert_path: Path, key_path: Path, name: str = "ketch test client") -> None:
     """A client certificate signed by the test CA (for registries that ask for one)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -17,10 +17,10 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import jwt
 from cryptography import x509
@@ -52,7 +52,7 @@ class TokenServer:
 
     def write_cert(self, path: Path) -> None:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ketch test token signer")])
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(days=1))
@@ -81,7 +81,7 @@ class TokenServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def log_message(self, *args) -> None:
         pass

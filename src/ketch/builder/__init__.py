@@ -7,7 +7,7 @@ a build), ``cache`` (the layer cache's table), ``files`` (copies, archives, dige
 ``dockerignore`` and ``context``.
 """
 
-from ketch.errors import BuildError, BuilderError
 from ketch.builder.working import Builder
+from ketch.errors import BuilderError, BuildError
 
 __all__ = ["Builder", "BuilderError", "BuildError"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ketch.errors import InvalidInputError
-from ketch.records import Record
+from ketch.records import Record, field
 
 INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
                 "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL"}
@@ -28,15 +28,13 @@ class DockerfileError(InvalidInputError):
 
 
 class Instruction(Record):
-    __slots__ = ("name", "flags", "args", "json", "original", "line", "heredocs")
-    _defaults = {"heredocs": list}
     name: str  # upper case
     flags: dict  # --name=value (a name given twice keeps a list)
     args: str  # the text after the flags (not yet expanded)
     json: list | None  # the exec form's words, when the text is a JSON array
     original: str
     line: int
-    heredocs: list  # (name, content, expand)
+    heredocs: list = field(default_factory=list)  # (name, content, expand)
 
 
 def parse(text: str, filename: str = "Dockerfile") -> list[Instruction]:
@@ -216,14 +214,14 @@ def split_words(text: str) -> list[str]:
         raise InvalidInputError(f"cannot split {text!r}: {exc}") from None
 
 
-def key_values(text: str, instruction: str) -> list[tuple[str, str]]:
+def key_values(text: str, instruction: str) -> list[tuple[str, str | None]]:
     """ENV/LABEL/ARG pairs: ``K=V K2="v 2"``, or the old ``ENV K some value`` form."""
     words = split_words(text)
     if instruction in ("ENV", "LABEL") and words and "=" not in words[0]:
         if len(words) < 2 and instruction == "ENV":
             raise InvalidInputError(f"{instruction} {text}: want KEY=VALUE")
         return [(words[0], text.split(None, 1)[1].strip() if len(words) > 1 else "")]
-    pairs = []
+    pairs: list[tuple[str, str | None]] = []
     for word in words:
         key, sep, value = word.partition("=")
         if not key:

@@ -15,7 +15,7 @@ class IgnoreRules:
         self.rules = rules
 
     @classmethod
-    def load(cls, context_dir: str) -> "IgnoreRules":
+    def load(cls, context_dir: str) -> IgnoreRules:
         for name in (".containerignore", ".dockerignore"):
             path = os.path.join(context_dir, name)
             if os.path.exists(path):

@@ -26,8 +26,8 @@ from ketch.builder.cache import BuildCache
 from ketch.builder.context import prepare_context
 from ketch.builder.dockerignore import IgnoreRules
 from ketch.builder.working import Builder
-from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError, NotFoundError
-from ketch.records import Record
+from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError
+from ketch.records import Record, field
 
 PREDEFINED_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy"}
@@ -53,13 +53,29 @@ def platform_args(target: str | None = None) -> dict[str, str]:
 
 
 class BuildOptions(Record):
-    __slots__ = ("file", "tags", "build_args", "target", "layers", "no_cache", "squash", "squash_all", "format",
-                 "labels", "annotations", "iidfile", "pull", "secrets", "volumes", "network", "cap_add", "quiet",
-                 "remove", "force_remove", "platform")
-    _defaults = {"file": None, "tags": list, "build_args": dict, "target": None, "layers": True, "no_cache": False,
-                 "squash": False, "squash_all": False, "format": "oci", "labels": dict, "annotations": dict,
-                 "iidfile": None, "pull": "missing", "secrets": dict, "volumes": list, "network": "host",
-                 "cap_add": list, "quiet": False, "remove": True, "force_remove": False, "platform": None}
+    """``ketch build``'s flags (podman build's names)."""
+
+    file: str | None = None
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    layers: bool = True
+    no_cache: bool = False
+    squash: bool = False
+    squash_all: bool = False
+    format: str = "oci"
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    iidfile: str | None = None
+    pull: str = "missing"
+    secrets: dict[str, str] = field(default_factory=dict)  # id -> the file on the host
+    volumes: list[str] = field(default_factory=list)
+    network: str = "host"
+    cap_add: list[str] = field(default_factory=list)
+    quiet: bool = False
+    remove: bool = True
+    force_remove: bool = False
+    platform: str | None = None  # OS/ARCH[/VARIANT] for TARGETPLATFORM and friends
 
 
 class _Stage:
@@ -225,8 +241,8 @@ class Build:
                     state.args[key] = self.options.build_args[key]
                 elif value is not None:
                     state.args[key] = parser.expand(value, self._variables(state))
-                elif state.global_args.get(key) is not None:
-                    state.args[key] = state.global_args[key]
+                elif (inherited := state.global_args.get(key)) is not None:
+                    state.args[key] = inherited
                 elif key in self.platform_args:
                     state.args[key] = self.platform_args[key]
             # buildah's history names the ARGs, not their values (those may be secrets)
@@ -272,13 +288,13 @@ class Build:
             config["Volumes"] = volumes
             empty_text = f"VOLUME {expanded}"
         elif name in ("CMD", "ENTRYPOINT"):
-            value = ins.json if ins.json is not None else (config.get("Shell") or ["/bin/sh", "-c"]) + [ins.args]
-            config["Cmd" if name == "CMD" else "Entrypoint"] = value
+            words = ins.json if ins.json is not None else (config.get("Shell") or ["/bin/sh", "-c"]) + [ins.args]
+            config["Cmd" if name == "CMD" else "Entrypoint"] = words
             if name == "ENTRYPOINT" and not state.cmd_set:
                 config.pop("Cmd", None)  # an ENTRYPOINT resets an inherited CMD, as Docker does
             if name == "CMD":
                 state.cmd_set = True
-            empty_text = f"{name} {json.dumps(value)}"
+            empty_text = f"{name} {json.dumps(words)}"
         elif name == "SHELL":
             config["Shell"] = ins.json
             empty_text = f"SHELL {json.dumps(ins.json)}"
@@ -485,6 +501,7 @@ class Build:
 
     def _finish(self, stage: _Stage) -> str:
         image_id = stage.image_id
+        assert image_id is not None  # (the target stage was built)
         config, top = self._config_of(image_id)
         extra_labels = self.options.labels or {}
         if extra_labels or self.options.annotations or self.options.squash_all or self.options.squash:
@@ -693,7 +710,7 @@ class Build:
                 matches = [m for m in matches if not self.ignore.ignored(os.path.relpath(m, self.context_dir))]
                 if not matches or not all(os.path.lexists(m) for m in matches):
                     raise self._error(ins, f"{source}: no such file or directory in the build context")
-                found += [(m, os.path.relpath(m, self.context_dir)) for m in matches]
+                found += [(m, os.path.relpath(m, self.context_dir)) for m in matches]  # type: ignore[misc]
         return found, destination, sources
 
     def _inputs(self, ins, expanded: str, state: _State, stages) -> list:

@@ -18,6 +18,10 @@ import time
 from ketch.builder import files
 from ketch.errors import BuilderError, DuplicateNameError, InvalidInputError, KetchError, NotFoundError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 KIND = "builder"
 EXTRA_BUILD_CAPABILITIES = ["MKNOD"]  # package installs create device nodes; `ketch run` keeps it off
 
@@ -69,7 +73,7 @@ class Builder:
             parsed = json.loads(record.config)
             base_config = dict(parsed.get("config") or {})
             top = {k: parsed[k] for k in ("architecture", "os", "variant", "author") if k in parsed}
-        meta = {"from_image": image_name or "scratch", "from_image_id": image_id or "", "config": base_config,
+        meta: dict[str, object] = {"from_image": image_name or "scratch", "from_image_id": image_id or "", "config": base_config,
                 "top": top, "history": [], "created": time.time()}
         base = image_name.rsplit("/", 1)[-1].split(":")[0].split("@")[0] if image_name else ""
         wanted = name or (f"{base}-working-container" if base else "working-container")
@@ -234,7 +238,7 @@ class Builder:
         if chmod is not None and not (chmod.isdigit() and set(chmod) <= set("01234567") and len(chmod) <= 4):
             raise InvalidInputError(f"invalid --chmod {chmod!r}: an octal mode")
         owner = self._owner(record, chown) if chown else None
-        cleanup = []
+        cleanup: list[Callable[[], object]] = []
         try:
             if from_:
                 root = self._mount_other(from_, cleanup)

@@ -17,8 +17,14 @@ import os
 import sys
 
 from ketch.cli.flags import add_bool, non_negative_int
-from ketch.errors import (ContainerError, ContainerStateError, ExecNotStartedError, InvalidInputError, KetchError,
-                          NotFoundError)
+from ketch.errors import (
+    ContainerError,
+    ContainerStateError,
+    ExecNotStartedError,
+    InvalidInputError,
+    KetchError,
+    NotFoundError,
+)
 
 EXIT_ENGINE = 125
 
@@ -58,7 +64,7 @@ def register(commands: argparse._SubParsersAction, word: str | None = None, verb
     """The container verbs, top-level and under ``ketch container``. For a command ``word`` (and,
     after ``container``, its ``verb``) only that parser is built: argparse's parsers cost
     milliseconds each, and ``run`` must start fast."""
-    word = {"unmount": "umount"}.get(word, word)
+    word = {"unmount": "umount"}.get(word or "", word)
     if word in VERBS and word not in CONTAINER_ONLY:
         _register_verbs(commands, {word})
         return
@@ -67,7 +73,7 @@ def register(commands: argparse._SubParsersAction, word: str | None = None, verb
     if word in GROUPS:
         resources.register(commands, word)
         return
-    verb = {"ls": "ps", "list": "ps", "unmount": "umount"}.get(verb, verb)
+    verb = {"ls": "ps", "list": "ps", "unmount": "umount"}.get(verb or "", verb)
     wanted = {verb} if word == "container" and verb in VERBS else set(VERBS)
     if word != "container":
         _register_verbs(commands, set(VERBS) - set(CONTAINER_ONLY))
@@ -1011,6 +1017,7 @@ def cmd_stats(args) -> int:
             return 0
         first = False
         time.sleep(max(args.interval, 1))
+    return 0  # (the loop ends only by returning)
 
 
 def cmd_events(args) -> int:
@@ -1071,6 +1078,7 @@ def cmd_events(args) -> int:
             return 0
         if event is not None and matches(event, filters) and (since is None or event["Time"] / 1e9 >= since):
             show(event)
+    return 0  # (the log's follower ended)
 
 
 def _human_event(event: dict, moment) -> str:

@@ -22,11 +22,13 @@ from __future__ import annotations
 import datetime
 import json
 import re
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
-    from typing import Any, Callable
 
 from ketch.errors import InvalidInputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
+    from collections.abc import Callable
+    from typing import Any
 
 
 class TemplateError(InvalidInputError):
@@ -49,9 +51,9 @@ class GoTime:
         self.nanos = moment.microsecond * 1000 if nanos is None else nanos
 
     @classmethod
-    def from_unix(cls, seconds: float) -> "GoTime":
+    def from_unix(cls, seconds: float) -> GoTime:
         whole = int(seconds // 1)
-        moment = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc)
+        moment = datetime.datetime.fromtimestamp(whole, datetime.UTC)
         return cls(moment, int(round((seconds - whole) * 1e9)) % 1_000_000_000)
 
     def __str__(self) -> str:
@@ -388,7 +390,7 @@ def _lex_action(source: str, pos: int, name: str, line: int) -> tuple[list[_Tok]
         match = _TOKEN.match(source, pos)
         if match is None or match.end() == pos:
             raise TemplateError(f"template: {name}:{line}: unexpected {source[pos]!r} in command")
-        kind = match.lastgroup
+        kind = match.lastgroup or ""
         text = match.group()
         pos = match.end()
         if kind == "space":

@@ -65,7 +65,7 @@ class Parser(argparse.ArgumentParser):
             checker = Parser.__dict__.get("_checker")
             if checker is None:
                 checker = argparse.HelpFormatter("ketch", width=80)
-                Parser._checker = checker
+                Parser._checker = checker  # type: ignore[attr-defined]  # (one for the class, made on first use)
             return checker
         # The terminal's width as shutil would find it, without importing shutil (and with it
         # bz2 and lzma: ~2 ms of every command) for a formatter that usually prints nothing.
@@ -73,10 +73,10 @@ class Parser(argparse.ArgumentParser):
             width = int(os.environ["COLUMNS"])
         except (KeyError, ValueError):
             try:
-                width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
             except (AttributeError, ValueError, OSError):
                 width = 80
-        return self.formatter_class(prog=self.prog, width=width - 2)
+        return self.formatter_class(prog=self.prog, width=width - 2)  # type: ignore[call-arg]
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         command = re.match(r"argument ([^-][^:]*): invalid choice: '([^']*)'", message)
@@ -101,7 +101,8 @@ class Parser(argparse.ArgumentParser):
             try:
                 value = parse_bool(explicit)
             except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"invalid argument {explicit!r} for {option_string!r} flag: {exc}", self.prog)
+                raise UsageError(f"invalid argument {explicit!r} for {option_string!r} flag: {exc}",
+                                 self.prog) from exc
             import copy
 
             chosen = copy.copy(action)
@@ -147,7 +148,7 @@ _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver"
 
 def _command_words(argv: list[str]) -> list[str]:
     """The words that are not global flags or their values, in order."""
-    words = []
+    words: list[str] = []
     skip = False
     for word in argv:
         if skip:

@@ -6,6 +6,8 @@ import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (ketch.oci's dataclasses cost ~7 ms: not on ketch run's path)
+    from typing import Any
+
     from ketch.oci import Descriptor
 
 
@@ -14,24 +16,30 @@ class TerminalProgress:
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
             TimeRemainingColumn(), console=Console(stderr=True), transient=False,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, Any] = {}  # digest -> rich's TaskID
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "TerminalProgress":
+    def __enter__(self) -> TerminalProgress:
         self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
-    def _task(self, descriptor: Descriptor) -> int:
+    def _task(self, descriptor: Descriptor) -> Any:
         key = str(descriptor.digest)
         with self._lock:
             if key not in self._tasks:

@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import re
 import sys
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
-    from typing import Any, Iterable
 
 from ketch.cli.gotemplate import Template
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
+    from collections.abc import Iterable
+    from typing import Any
 
 _JSON = re.compile(r"^\s*(json|\{\{\s*json\s*(\.)?\s*\}\})\s*$")
 _RANGE = re.compile(r"(?s)\{\{\s*range\s*\.\s*\}\}.*\{\{\s*end\s*-?\s*\}\}")
 
 
 def is_json(fmt: str | None) -> bool:
-    return bool(fmt) and _JSON.match(fmt) is not None
+    return fmt is not None and _JSON.match(fmt) is not None
 
 
 def is_table(fmt: str | None) -> bool:
-    return bool(fmt) and fmt.startswith("table")
+    return fmt is not None and fmt.startswith("table")
 
 
 def normalize(fmt: str) -> str:
@@ -104,7 +106,7 @@ class Formatter:
     def __init__(self, fmt: str | None, *, name: str, default: str, headers: dict[str, str] | None = None,
                  noheading: bool = False, funcs: dict | None = None) -> None:
         user = fmt is not None
-        text = fmt if user else default
+        text = fmt if fmt is not None else default
         self.table = text.startswith("table ")
         if self.table:
             source = "{{range .}}" + normalize(text) + "{{end -}}"

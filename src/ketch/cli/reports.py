@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import datetime
 import re
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
-    from typing import Any
 
 from ketch.cli import humanize
 from ketch.cli.gotemplate import GoStruct, GoTime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs ~3 ms to import: not on ps's path)
+    from typing import Any
 
 
 class Row:
@@ -27,7 +28,7 @@ class Row:
 
 def _time(seconds: float | int | None) -> GoTime:
     if not seconds or seconds < 0:
-        return GoTime(datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc), 0)
+        return GoTime(datetime.datetime(1, 1, 1, tzinfo=datetime.UTC), 0)
     return GoTime.from_unix(seconds)
 
 
@@ -216,7 +217,7 @@ class ImageRow(Row):
 
     @property
     def CreatedAt(self) -> str:  # noqa: N802
-        return str(GoTime(datetime.datetime.fromtimestamp(self.entry["Created"], datetime.timezone.utc)))
+        return str(GoTime(datetime.datetime.fromtimestamp(self.entry["Created"], datetime.UTC)))
 
     @property
     def CreatedSince(self) -> str:  # noqa: N802
@@ -390,7 +391,7 @@ _NETWORK_FIELDS = {"name": "Name", "id": "ID", "driver": "Driver", "network_inte
                    "lease_range": "LeaseRange"}
 
 
-def go_network(entry: dict[str, Any]) -> "GoStruct":
+def go_network(entry: dict[str, Any]) -> GoStruct:
     """A network as ``podman network inspect --format`` sees it (Go names, maps kept maps)."""
     struct = GoStruct({_NETWORK_FIELDS.get(k, k): go_value(v, _NETWORK_FIELDS.get(k, k)) for k, v in entry.items()
                        if k not in ("subnets",)})
@@ -474,4 +475,4 @@ def _parse_time(text: str) -> GoTime:
     nanos = int((fraction or "0").ljust(9, "0")[:9])
     if moment.year <= 1:
         return GoTime(moment, nanos)
-    return GoTime(moment.astimezone(datetime.timezone.utc), nanos)
+    return GoTime(moment.astimezone(datetime.UTC), nanos)

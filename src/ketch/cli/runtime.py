@@ -16,6 +16,10 @@ import time
 from ketch import __version__
 from ketch.errors import KetchError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs milliseconds: not on ketch-runtime's path)
+    from typing import NoReturn
+
 OCI_VERSION = "1.0.2"
 
 
@@ -23,7 +27,7 @@ def build_parser():
     import argparse
 
     class _Parser(argparse.ArgumentParser):
-        def error(self, message: str) -> None:
+        def error(self, message: str) -> NoReturn:
             self.exit(2, f"ketch-runtime: {message}\n")
 
     parser = _Parser(prog="ketch-runtime", description="ketch's OCI runtime (runc-compatible command line).")
@@ -188,12 +192,12 @@ def update_resources(args) -> dict:
 
         try:
             text = sys.stdin.read() if args.resources == "-" else open(args.resources).read()
-            resources = json.loads(text)
+            given = json.loads(text)
         except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"reading resources from {args.resources}: {exc}") from None
-        if not isinstance(resources, dict):
+            raise InvalidInputError(f"reading resources from {args.resources}: {exc}") from exc
+        if not isinstance(given, dict):
             raise InvalidInputError("the resources must be a JSON object (linux.resources)")
-        return resources
+        return given
 
     def number(flag, text):
         try:

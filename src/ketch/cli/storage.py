@@ -27,7 +27,7 @@ def open_store(args: argparse.Namespace):
 
 def storage_context(args: argparse.Namespace, store, **kwargs):
     ctx = make_context(args, **kwargs)
-    ctx.store = store  # type: ignore[attr-defined]
+    ctx.store = store
     return ctx
 
 
@@ -440,7 +440,6 @@ def inspect_entries(store, names: list[str]) -> tuple[list[dict], list[KetchErro
 
 def local_inspect(args) -> int:
     """``image inspect`` of stored images: podman's JSON list, or a template per image."""
-    from ketch.cli import report, reports
 
     store = open_store(args)
     found, errors = inspect_entries(store, args.image)
@@ -581,7 +580,7 @@ def cmd_save(args) -> int:
         if args.format == "docker-archive":
             writer = DockerArchiveWriter(output)
             try:
-                for name, record in records:
+                for _name, record in records:
                     tag = tag_of[record.id]
                     copy_image(StorageReference(record.id), writer.reference(tag) if tag else
                                writer.reference(None), options)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import stat
 
-from ketch.runtime.paths import resolve_in_root
 from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
+from ketch.runtime.paths import resolve_in_root
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 # What the runtime makes in the upper directory as mount points for the files ketch binds in:
@@ -168,7 +168,7 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
 
 def _only_mount_points(directory: str, rel: str) -> bool:
     """A directory the runtime made only to hold mount points (``/run`` for .containerenv)."""
-    for top, dirs, files in os.walk(directory):
+    for top, _dirs, files in os.walk(directory):
         for name in files:
             path = os.path.join(top, name)
             if os.path.join(rel, os.path.relpath(path, directory)) not in MOUNT_POINTS or os.path.getsize(path):

@@ -157,7 +157,7 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         history_entry["author"] = author
     base_layers = [] if squash else list(base_manifest.get("layers") or [])
     base_history = [] if squash else list(base_config.get("history") or [])
-    base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])
+    base_diff_ids = [] if squash else list((base_config.get("rootfs") or {}).get("diff_ids") or [])  # type: ignore[union-attr]
     return _record_image(store, base_config, name=name, fmt=fmt, settings=settings, changes=changes,
                          top_level=top_level, author=author, omit_history=omit_history,
                          layers=base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],

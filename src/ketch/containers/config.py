@@ -15,7 +15,7 @@ import resource
 from pathlib import Path
 
 from ketch.errors import InvalidInputError
-from ketch.records import Record
+from ketch.records import Record, field
 
 SYSTEM_FILES = ("/usr/share/containers/containers.conf", "/etc/containers/containers.conf")
 
@@ -49,31 +49,23 @@ ULIMIT_NAMES = {"core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA
 
 
 class EngineConfig(Record):
-    __slots__ = ("default_capabilities", "default_ulimits", "default_sysctls", "env", "init_path", "seccomp_profile",
-                 "files", "dns_servers", "dns_searches", "dns_options", "base_hosts_file", "no_hosts", "tz", "umask",
-                 "http_proxy", "shm_size", "env_host")
-    _defaults = {"default_ulimits": list, "default_sysctls": list, "init_path": "", "seccomp_profile": "",
-                 "files": list,  # files: what was read
-                 "dns_servers": list, "dns_searches": list, "dns_options": list, "base_hosts_file": "",
-                 "no_hosts": False, "tz": "", "umask": "0022", "http_proxy": True, "shm_size": "65536k",
-                 "env_host": False}
     default_capabilities: list[str]
-    default_ulimits: list[str]
-    default_sysctls: list[str]
     env: list[str]
-    init_path: str
-    seccomp_profile: str
-    files: list[str]
-    dns_servers: list[str]
-    dns_searches: list[str]
-    dns_options: list[str]
-    base_hosts_file: str  # the /etc/hosts a container's starts from (default: a minimal one)
-    no_hosts: bool  # no /etc/hosts of ketch's: the image's own
-    tz: str
-    umask: str
-    http_proxy: bool
-    shm_size: str
-    env_host: bool
+    default_ulimits: list[str] = field(default_factory=list)
+    default_sysctls: list[str] = field(default_factory=list)
+    init_path: str = ""
+    seccomp_profile: str = ""
+    files: list[str] = field(default_factory=list)
+    dns_servers: list[str] = field(default_factory=list)
+    dns_searches: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    base_hosts_file: str = ""  # the /etc/hosts a container's starts from (default: a minimal one)
+    no_hosts: bool = False  # no /etc/hosts of ketch's: the image's own
+    tz: str = ""
+    umask: str = "0022"
+    http_proxy: bool = True
+    shm_size: str = "65536k"
+    env_host: bool = False
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("default_capabilities", list(DEFAULT_CAPABILITIES))
@@ -81,7 +73,7 @@ class EngineConfig(Record):
         super().__init__(**kwargs)
 
     @classmethod
-    def load(cls, path: str | None = None, cache_dir: str | None = None) -> "EngineConfig":
+    def load(cls, path: str | None = None, cache_dir: str | None = None) -> EngineConfig:
         """Read the files; with ``cache_dir``, what was read last time is reused while no file
         changed (tomllib's import and parse cost ~8 ms of every ``ketch run``)."""
         wanted = path or os.environ.get("CONTAINERS_CONF")
@@ -114,7 +106,7 @@ class EngineConfig(Record):
         return config
 
     @classmethod
-    def _parse(cls, files: list[str]) -> "EngineConfig":
+    def _parse(cls, files: list[str]) -> EngineConfig:
         import tomllib
 
         config = cls()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ketch.errors import OCIRuntimeError
+from ketch.errors import KetchError, OCIRuntimeError
 from ketch.runtime.container import Runtime
 
 
@@ -43,7 +43,7 @@ class OwnRuntime:
     def status(self, container_id: str) -> str | None:
         try:
             return self.runtime.state(container_id)["status"]
-        except Exception:
+        except KetchError:
             return None
 
     def pause(self, container_id: str) -> None:

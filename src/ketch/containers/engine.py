@@ -11,6 +11,7 @@ container of the store: state lives in files, and is checked against the process
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import signal as signals
@@ -22,14 +23,27 @@ from ketch.containers import logs as logfiles
 from ketch.containers import state as states
 from ketch.containers.config import EngineConfig
 from ketch.containers.options import CreateOptions
-from ketch.errors import (CannotExecuteError, ContainerCommandError, ContainerCommandNotFoundError, ContainerError,
-                          ContainerRunningError, ContainerStateError, DuplicateNameError, InUseError,
-                          InvalidInputError, KetchError, NoSuchContainerError, NotFoundError, command_error)
+from ketch.errors import (
+    CannotExecuteError,
+    ContainerCommandError,
+    ContainerCommandNotFoundError,
+    ContainerError,
+    ContainerRunningError,
+    ContainerStateError,
+    DuplicateNameError,
+    InUseError,
+    InvalidInputError,
+    KetchError,
+    NoSuchContainerError,
+    NotFoundError,
+    command_error,
+)
 from ketch.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from collections.abc import Iterator
+    from typing import Any
 
 KIND = "container"
 EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
@@ -41,12 +55,10 @@ TIMEOUT_EXIT = 255  # what podman reports for a container ended by --timeout
 class RunResult(Record):
     """What ``Engine.run`` returns when it waits for the container."""
 
-    __slots__ = ("exit_code", "container_id", "stdout", "stderr")
-    _defaults = {"stdout": None, "stderr": None}
     exit_code: int
     container_id: str
-    stdout: bytes | None
-    stderr: bytes | None
+    stdout: bytes | None = None
+    stderr: bytes | None = None
 
 
 class _OutputTee:
@@ -120,8 +132,8 @@ class Engine:
             store = Store(root, runroot, storage_driver)
         self.store = store
         self._conf = conf
-        self._network_helper = None  # a child loading the netlink library (network.Helper)
-        self._pending_network = None  # the network set-up of the container being started
+        self._network_helper: Any = None  # a child loading the netlink library (network.Helper)
+        self._pending_network: Any = None  # the network set-up of the container being started
 
     @property
     def conf(self) -> EngineConfig:
@@ -310,7 +322,7 @@ class Engine:
                     unique.append(mount)
             options.mounts = unique
 
-    def _remove_volumes(self, names: list[str]) -> None:
+    def _remove_volumes(self, names: builtins.list[str]) -> None:
         for volume in names:
             try:
                 self.volumes().remove(volume, force=True, engine=self)
@@ -331,7 +343,7 @@ class Engine:
             names[record["id"]] = views.image_name(self, record)
         self._event(status, record["id"], record["name"], names[record["id"]], record["options"].labels, exit_code)
 
-    def _mounts_from(self, sources: list[str]) -> list[dict]:
+    def _mounts_from(self, sources: builtins.list[str]) -> builtins.list[dict]:
         """--volumes-from CTR[:ro|rw]: that container's volumes and binds (podman's)."""
         out = []
         for entry in sources:
@@ -376,17 +388,16 @@ class Engine:
                                  (image.container_config.get("User") if image else None) or "0")
             if options.mounts:
                 from ketch.containers import volumes
-
                 from ketch.containers.volumes import MountSpec
 
-                image_mounts: list[str] = []
+                image_mounts: builtins.list[str] = []
                 try:
                     extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
                                                   (user.uid, user.gid), image_mounts)
                 finally:
                     if image_mounts:
                         states.update(userdata, image_mounts=image_mounts)
-            secret_env: list[str] = []
+            secret_env: builtins.list[str] = []
             if options.secrets:
                 from ketch.containers.secrets import Secrets
 
@@ -394,7 +405,7 @@ class Engine:
                                                                               (user.uid, user.gid))
                 extra_mounts = secret_mounts + extra_mounts
             notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
-            config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
+            config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,  # type: ignore[arg-type]  # noqa: E501
                                  options=options, conf=self.conf, listen_fds=listen_fds,
                                  notify_socket=notify if notify and not notify.startswith("@") else None,
                                  netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
@@ -411,7 +422,7 @@ class Engine:
             raise
         return userdata, config
 
-    def _network_names(self, options: CreateOptions) -> list[str]:
+    def _network_names(self, options: CreateOptions) -> builtins.list[str]:
         if options.network in ("none", "host") or options.network.startswith(("container:", "ns:")):
             return []
         from ketch.containers.network import DEFAULT_NETWORK
@@ -452,7 +463,7 @@ class Engine:
 
         return Volumes(self.store)
 
-    def _setup_network(self, record: dict, image) -> tuple[str | None, list[str]]:
+    def _setup_network(self, record: dict, image) -> tuple[str | None, builtins.list[str]]:
         """For bridge networks: a namespace of ours, addresses, veths, published ports."""
         options: CreateOptions = record["options"]
         names = self._network_names(options)
@@ -515,7 +526,7 @@ class Engine:
     def _uses_networks(self, container_id: str) -> bool:
         return bool(self.networks().addresses_of(container_id))
 
-    def _refresh_peer_hosts(self, network_names: list[str], changed: str) -> None:
+    def _refresh_peer_hosts(self, network_names: builtins.list[str], changed: str) -> None:
         """Every other running container of these networks learns who is there now (its
         /etc/hosts is rewritten in place: it is bind-mounted by inode)."""
         from ketch.containers.network import hosts_entries
@@ -1003,12 +1014,13 @@ class Engine:
             if current.get("status") != "running":
                 break
             if not states.alive(current.get("monitor_pid"), current.get("monitor_start")):
-                states.exited(userdata, current.get("exit_code") if current.get("exit_code") is not None else 137)
+                code = current.get("exit_code")
+                states.exited(userdata, code if code is not None else 137)
                 self.cleanup(record["id"], remove=record["options"].remove)
                 break
             time.sleep(0.02)
 
-    def wait(self, name_or_id: str, *, interval: float = 0.05, conditions: list[str] | None = None) -> int:
+    def wait(self, name_or_id: str, *, interval: float = 0.05, conditions: builtins.list[str] | None = None) -> int:
         """Until the container is in one of ``conditions`` (podman's ``wait --condition``; by
         default: not running); its exit code (-1 when it has none)."""
         from ketch.containers import health
@@ -1088,8 +1100,8 @@ class Engine:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def list(self, *, all: bool = False, filters: list[str] | None = None, size: bool = False,
-             namespaces: bool = False) -> list[dict[str, Any]]:
+    def list(self, *, all: bool = False, filters: builtins.list[str] | None = None, size: bool = False,
+             namespaces: bool = False) -> builtins.list[dict[str, Any]]:
         """podman's ``ps --format json`` entries (``size``: with the writable layer's size;
         ``namespaces``: with the namespaces' inode numbers)."""
         from ketch.containers import views
@@ -1154,7 +1166,7 @@ class Engine:
         self._record_event("unmount", record)
         return record["id"]
 
-    def mounted(self) -> list[tuple[str, str, str]]:
+    def mounted(self) -> builtins.list[tuple[str, str, str]]:
         """(id, name, mount point) of the containers mounted with ``mount``."""
         out = []
         for row in self.store.containers():
@@ -1191,8 +1203,8 @@ class Engine:
                 return
             time.sleep(0.1)
 
-    def exec(self, name_or_id: str, command: list[str], *, interactive: bool = False, tty: bool = False,
-             user: str | None = None, workdir: str | None = None, env: list[str] | None = None,
+    def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
+             user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
              detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
              preserve_fds: int = 0) -> int:
         """Run another process in a running container; its exit status (0 when detached)."""
@@ -1298,7 +1310,7 @@ class Engine:
                     {**record["options"].labels, "health_status": result})
         return result
 
-    def stats(self, names: list[str] | None = None, *, all: bool = False) -> list[dict[str, Any]]:
+    def stats(self, names: builtins.list[str] | None = None, *, all: bool = False) -> builtins.list[dict[str, Any]]:
         """One sample of each running container's resource use (``ketch stats``)."""
         from ketch.containers import stats as sampling
 
@@ -1344,7 +1356,7 @@ class Engine:
         self._record_event("unpause", record)
         return record["id"]
 
-    def top(self, name_or_id: str) -> list[dict[str, Any]]:
+    def top(self, name_or_id: str) -> builtins.list[dict[str, Any]]:
         """The container's processes, as ``podman top`` shows them by default."""
         record = self._record(name_or_id)
         if self._status(record)["status"] not in ("running", "paused"):
@@ -1369,7 +1381,7 @@ class Engine:
         self._record_event("rename", record)
         return record["id"]
 
-    def prune(self, filters: list[str] | None = None) -> list[str]:
+    def prune(self, filters: builtins.list[str] | None = None) -> builtins.list[str]:
         """Remove every container that is not running (``container prune``; ``until=`` and
         ``label=`` filters as podman's)."""
         removed = []
@@ -1382,15 +1394,15 @@ class Engine:
                     pass
         return removed
 
-    def ports(self, name_or_id: str) -> list[dict[str, Any]]:
+    def ports(self, name_or_id: str) -> builtins.list[dict[str, Any]]:
         return self._ports_of(self._record(name_or_id)["id"])
 
-    def _ports_of(self, container_id: str) -> list[dict[str, Any]]:
+    def _ports_of(self, container_id: str) -> builtins.list[dict[str, Any]]:
         if not self._uses_networks(container_id):
             return []
         return [p.as_dict() for p in self.networks().ports_of(container_id)]
 
-    def diff(self, name_or_id: str) -> list[tuple[str, str]]:
+    def diff(self, name_or_id: str) -> builtins.list[tuple[str, str]]:
         """(kind, path) of the container's changes against its image: A added, C changed, D deleted."""
         from ketch.containers import changes
 
@@ -1495,7 +1507,7 @@ class Engine:
             if proc.returncode != 0:
                 raise ContainerError(f"export: {proc.stderr.decode(errors='replace').strip()}")
 
-    def commit(self, name_or_id: str, image: str | None = None, *, changes: list[str] | None = None,
+    def commit(self, name_or_id: str, image: str | None = None, *, changes: builtins.list[str] | None = None,
                message: str = "", author: str = "", fmt: str = "oci", pause: bool = True,
                include_volumes: bool = False) -> str:
         """A new image from the container's changes; its id (``include_volumes``: the

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import time
+
+from ketch.containers import state as states
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (typing costs ~2.5 ms to import: not on ketch run's path)
     from typing import Any
-
-from ketch.containers import state as states
 
 HEALTH_FILE = "healthcheck.json"
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"

@@ -115,7 +115,7 @@ class HostAllocations:
 
     def bridge_users(self, bridge: str) -> int:
         """Addresses any store holds on the bridge."""
-        return self.db.one("SELECT COUNT(*) FROM addresses WHERE bridge = ?", (bridge,))[0]
+        return len(self.db.query("SELECT 1 FROM addresses WHERE bridge = ?", (bridge,)))
 
     # -- addresses -----------------------------------------------------------------------
 
@@ -139,9 +139,10 @@ class HostAllocations:
                     raise InUseError(f"address {requested_ip} is already in use on network {name}")
                 chosen = requested_ip
             else:
-                chosen = next((str(h) for h in subnet.hosts() if str(h) not in used), None)
-                if chosen is None:
+                free = next((str(h) for h in subnet.hosts() if str(h) not in used), None)
+                if free is None:
                     raise NetworkError(f"network {name} has no free address left")
+                chosen = free
             conn.execute("INSERT INTO addresses VALUES (?, ?, ?, ?, ?)",
                          (bridge, chosen, self.store_id, name, container_id))
         return chosen

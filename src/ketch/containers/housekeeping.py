@@ -16,7 +16,7 @@ def tree_size(path: str) -> int:
     """Bytes of the regular files under ``path`` (hard links once), without following links."""
     total = 0
     seen = set()
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for name in files:
             try:
                 st = os.lstat(os.path.join(root, name))

@@ -61,7 +61,7 @@ def _epoch(stamp: str) -> float:
 
     main, _, rest = stamp.partition(".")
     fraction = "".join(c for c in rest if c.isdigit())
-    base = datetime.datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    base = datetime.datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.UTC)
     return base.timestamp() + (float("0." + fraction) if fraction else 0.0)
 
 

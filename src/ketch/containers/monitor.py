@@ -21,7 +21,6 @@ import select
 import sys
 import time
 
-
 EXIT_FILE = "exit-code"
 NATIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ketch-monitor")
 
@@ -276,7 +275,7 @@ def _copy_until_exit(pid: int, master: int | None, out_r: int, err_r: int, log, 
             ready.remove(fifo_fd)
             try:
                 data = os.read(fifo_fd, 65536)
-                if data:
+                if data and stdin_target is not None:
                     os.write(stdin_target, data)
             except OSError:
                 pass

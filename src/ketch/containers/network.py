@@ -15,6 +15,7 @@ last one is gone.
 
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import json
 import os
@@ -71,6 +72,9 @@ def _iproute():
 
         try:
             spec = importlib.util.find_spec("pyroute2")
+            if spec is None or spec.loader is None:
+                raise ImportError("pyroute2")
+            loader = spec.loader
             package = importlib.util.module_from_spec(spec)
 
             def load_the_rest(name: str):
@@ -83,10 +87,10 @@ def _iproute():
                 if submodule is not None:
                     return importlib.import_module(f"pyroute2.{name}")
                 del package.__getattr__
-                spec.loader.exec_module(package)
+                loader.exec_module(package)
                 return getattr(package, name)
 
-            package.__getattr__ = load_the_rest
+            package.__getattr__ = load_the_rest  # type: ignore[method-assign]
             sys.modules["pyroute2"] = package
             from pyroute2.iproute.linux import IPRoute
 
@@ -146,7 +150,7 @@ class PortMapping:
                 "protocol": self.protocol}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PortMapping":
+    def from_dict(cls, data: dict) -> PortMapping:
         return cls(data["host_ip"], data["host_port"], data["container_port"], data["protocol"])
 
 
@@ -225,9 +229,9 @@ class Networks:
         try:
             return self.create(DEFAULT_NETWORK, subnet=DEFAULT_SUBNET, bridge=DEFAULT_BRIDGE)
         except InUseError:
-            return dict(self.db.one("SELECT * FROM networks WHERE name = ?", (DEFAULT_NETWORK,)))
+            return self.get(DEFAULT_NETWORK)
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         self.ensure_default()
         return [dict(r) for r in self.db.query("SELECT * FROM networks ORDER BY created")]
 
@@ -276,9 +280,9 @@ class Networks:
             conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (name, network_id, driver, str(network), str(gateway_ip), bridge, int(internal), time.time(),
                           json.dumps(labels or {})))
-        return dict(self.db.one("SELECT * FROM networks WHERE name = ?", (name,)))
+        return self.get(name)
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         return list(self.attached(name))
 
     def remove(self, name: str, *, force: bool = False, engine=None) -> None:
@@ -295,7 +299,7 @@ class Networks:
         with self.db.write() as conn:
             conn.execute("DELETE FROM networks WHERE name = ?", (network["name"],))
 
-    def prune(self, engine=None) -> list[str]:
+    def prune(self, engine=None) -> builtins.list[str]:
         removed = []
         for network in self.list():
             if network["name"] != DEFAULT_NETWORK and not self.users(network["name"]):
@@ -330,13 +334,13 @@ class Networks:
             requested_ip = str(_host_address(requested_ip, ipaddress.IPv4Network(network["subnet"]), "--ip"))
         return self.host.allocate_address(network, container_id, requested_ip)
 
-    def reserve_ports(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
+    def reserve_ports(self, container_id: str, ports: builtins.list[PortMapping]) -> builtins.list[PortMapping]:
         """Host ports for the container: free ones chosen where 0 was asked, each checked against
         every container on the host (any store) and against listening sockets (by binding it)."""
         return [PortMapping(host_ip, host_port, container_port, protocol) for host_ip, host_port, protocol,
                 container_port in self.host.reserve_ports(container_id, ports, _free_port, _check_bindable)]
 
-    def ports_of(self, container_id: str) -> list[PortMapping]:
+    def ports_of(self, container_id: str) -> builtins.list[PortMapping]:
         return [PortMapping(host_ip, host_port, container_port, protocol)
                 for host_ip, host_port, protocol, container_port in self.host.ports_of(container_id)]
 
@@ -406,8 +410,8 @@ class Networks:
         any store uses it: what ``system reset`` leaves the host as it found it with."""
         return self._teardown_bridge(network, only_if_unused=True)
 
-    def setup_in_background(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
-                            ports: list[PortMapping], helper: "Helper | None" = None) -> "Helper":
+    def setup_in_background(self, container_id: str, netns_path: str, attachments: builtins.list[tuple[str, str]],
+                            ports: builtins.list[PortMapping], helper: Helper | None = None) -> Helper:
         """``setup`` in a child process (``helper``, started early, or one started now), so that
         loading the netlink library (~100 ms) overlaps the caller's own work until it
         ``wait()``s. The child uses no database connection of ours (the network records are read
@@ -418,17 +422,17 @@ class Networks:
                        "ports": [p.as_dict() for p in ports]})
         return helper
 
-    def setup(self, container_id: str, netns_path: str, attachments: list[tuple[str, str]],
-              ports: list[PortMapping]) -> None:
+    def setup(self, container_id: str, netns_path: str, attachments: builtins.list[tuple[str, str]],
+              ports: builtins.list[PortMapping]) -> None:
         self.setup_in_background(container_id, netns_path, attachments, ports).wait()
 
     def _setup_job(self, store, job: dict) -> None:
-        self.store, self.db = store, None  # the helper child: file locks yes, the database no
+        self.store, self.db = store, None  # type: ignore[assignment]  # the helper child: no database
         self._setup(job["container_id"], job["netns_path"], [tuple(r) for r in job["records"]],
                     [PortMapping.from_dict(p) for p in job["ports"]])
 
-    def _setup(self, container_id: str, netns_path: str, records: list[tuple[dict, str]],
-               ports: list[PortMapping]) -> None:
+    def _setup(self, container_id: str, netns_path: str, records: builtins.list[tuple[dict, str]],
+               ports: builtins.list[PortMapping]) -> None:
         """Veth pairs from each network's bridge into the namespace at ``netns_path`` (eth0, eth1,
         ...), addresses and a default route inside, and the published ports' DNAT entries."""
         IPRoute = _iproute()
@@ -462,7 +466,7 @@ class Networks:
                                  f"{port.host_port} : {address} . {port.container_port} }}")
             _nft("\n".join(lines) + "\n")
 
-    def teardown(self, container_id: str, attachments: int, ports: list[PortMapping]) -> None:
+    def teardown(self, container_id: str, attachments: int, ports: builtins.list[PortMapping]) -> None:
         """Undo ``setup``'s DNAT entries. The veths go with the namespace (the kernel destroys a
         veth pair when one end's namespace dies), so no netlink is needed here: a detached
         container's clean-up does not import pyroute2."""
@@ -493,7 +497,7 @@ class Helper:
         self.pid, self.jobs, self.answers = pid, jobs, answers
 
     @classmethod
-    def start(cls, store) -> "Helper":
+    def start(cls, store) -> Helper:
         job_r, job_w = os.pipe()
         answer_r, answer_w = os.pipe()
         pid = os.fork()

@@ -6,13 +6,12 @@ that creates it), so any ketch process can start, inspect or restart it later.
 
 from __future__ import annotations
 
+from ketch.errors import InvalidInputError
+from ketch.records import Record, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from ketch.errors import InvalidInputError
-from ketch.records import Record
 
 SDNOTIFY_MODES = ("container", "conmon", "ignore")
 LOG_DRIVERS = ("k8s-file", "none", "passthrough")
@@ -22,144 +21,105 @@ PULL_POLICIES = ("always", "missing", "never", "newer")
 class CreateOptions(Record):
     """The options of ``ketch create``/``run``, stored with the container."""
 
-    __slots__ = (
-        "command", "entrypoint", "name", "env", "workdir", "user", "group_add", "hostname", "interactive", "tty",
-        "read_only", "read_only_tmpfs", "tmpfs", "cap_add", "cap_drop", "privileged", "seccomp_profile",
-        "no_new_privileges", "unmask", "memory", "cpus", "pids_limit", "ulimits", "network", "preserve_fds",
-        "sdnotify", "stop_signal", "stop_timeout", "labels", "annotations", "log_driver", "init", "remove",
-        "runtime", "create_command",
-        "ip", "dns", "add_host", "publish", "publish_all", "mounts", "volumes_from",
-        # podman's further create/run flags
-        "restart_policy", "restart_retries", "cidfile", "tz", "timeout", "log_opts", "dns_search", "dns_options",
-        "http_proxy", "devices", "shm_size", "sysctls", "umask", "secrets", "healthcheck", "no_healthcheck",
-        "pid", "ipc", "uts", "cgroupns", "expose", "no_hosts", "pidfile", "unsetenv", "unsetenv_all",
-        "memory_reservation", "memory_swap", "cpu_shares", "cpuset_cpus", "cpuset_mems", "cpu_quota", "cpu_period",
-        "oom_score_adj", "oom_kill_disable", "init_path", "anonymous_volumes", "hostname_given", "env_host",
-        "device_cgroup_rules", "blkio_weight", "blkio_weight_devices", "device_read_bps", "device_write_bps",
-        "device_read_iops", "device_write_iops", "memory_swappiness", "cpu_rt_period", "cpu_rt_runtime",
-        "cgroup_parent", "env_merge", "conmon_pidfile", "image_volume", "personality", "remove_image", "requires",
-    )
-    _defaults = {
-        "command": None, "entrypoint": None, "name": None, "env": list, "workdir": None, "user": None, "group_add":
-        list, "hostname": None, "interactive": False, "tty": False, "read_only": False, "read_only_tmpfs": True,
-        "tmpfs": list, "cap_add": list, "cap_drop": list, "privileged": False, "seccomp_profile": None,
-        "no_new_privileges": False, "unmask": list, "memory": None, "cpus": None, "pids_limit": None, "ulimits":
-        list, "network": "bridge", "preserve_fds": 0, "sdnotify": "container", "stop_signal": None, "stop_timeout":
-        10, "labels": dict, "annotations": dict, "log_driver": "k8s-file", "init": False, "remove": False,
-        "runtime": None, "create_command": list, "ip": None, "dns": list, "add_host": list, "publish": list, "publish_all": False,
-        "mounts": list, "volumes_from": list,
-        "restart_policy": "", "restart_retries": 0, "cidfile": None, "tz": None, "timeout": 0, "log_opts": dict,
-        "dns_search": list, "dns_options": list, "http_proxy": True, "devices": list, "shm_size": None,
-        "sysctls": dict, "umask": None, "secrets": list, "healthcheck": None, "no_healthcheck": False,
-        "pid": None, "ipc": None, "uts": None, "cgroupns": None, "expose": list, "no_hosts": False,
-        "pidfile": None, "unsetenv": list, "unsetenv_all": False, "memory_reservation": None, "memory_swap": None,
-        "cpu_shares": None, "cpuset_cpus": None, "cpuset_mems": None, "cpu_quota": None, "cpu_period": None,
-        "oom_score_adj": None, "oom_kill_disable": False, "init_path": None, "anonymous_volumes": list,
-        "hostname_given": False, "env_host": False,
-        "device_cgroup_rules": list, "blkio_weight": None, "blkio_weight_devices": list, "device_read_bps": list,
-        "device_write_bps": list, "device_read_iops": list, "device_write_iops": list, "memory_swappiness": None,
-        "cpu_rt_period": None, "cpu_rt_runtime": None, "cgroup_parent": None, "env_merge": list,
-        "conmon_pidfile": None, "image_volume": "bind", "personality": None, "remove_image": False, "requires": list,
-    }
-    command: list[str] | None  # None: the image's Cmd
-    entrypoint: list[str] | None  # None: the image's Entrypoint; [] clears it
-    name: str | None
-    env: list[str]  # KEY=VALUE, or KEY to take ours
-    workdir: str | None
-    user: str | None
-    group_add: list[str]
-    hostname: str | None
-    interactive: bool
-    tty: bool
-    read_only: bool
-    read_only_tmpfs: bool
-    tmpfs: list[str]  # DEST[:OPTIONS]
-    cap_add: list[str]
-    cap_drop: list[str]
-    privileged: bool
-    seccomp_profile: str | None  # a path, or "unconfined"
-    no_new_privileges: bool
-    unmask: list[str]  # paths, or ALL
-    memory: int | None  # bytes
-    cpus: float | None
-    pids_limit: int | None
-    ulimits: list[str]
-    network: str  # none, host, bridge (the default network) or network names, comma-separated
-    preserve_fds: int
-    sdnotify: str
-    stop_signal: str | None
-    stop_timeout: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    log_driver: str
-    init: bool
-    remove: bool  # --rm
-    runtime: str | None  # a runc-compatible runtime binary instead of ketch's own
-    create_command: list[str]
-    ip: str | None  # --ip on the first network
-    dns: list[str]
-    add_host: list[str]  # NAME:IP
-    publish: list[str]  # -p specs
-    publish_all: bool  # -P
-    mounts: list[dict]  # MountSpec fields, from -v, --mount and --volumes-from
-    volumes_from: list[str]
-    restart_policy: str  # "", no, always, on-failure, unless-stopped
-    restart_retries: int  # on-failure's :N (0: no limit)
-    cidfile: str | None  # the container's id is written here at create
-    tz: str | None  # local, or an Area/City of the host's zoneinfo
-    timeout: int  # seconds before the container is killed (0: never)
-    log_opts: dict[str, str]  # path, max-size (bytes), tag
-    dns_search: list[str]
-    dns_options: list[str]
-    http_proxy: bool  # the host's proxy variables go into the container
-    devices: list[str]  # HOST[:CONTAINER][:PERMISSIONS]
-    shm_size: int | None  # bytes of /dev/shm
-    sysctls: dict[str, str]
-    umask: str | None  # octal
-    secrets: list[dict]  # name, type (mount|env), target, uid, gid, mode
-    healthcheck: dict | None  # test (argv), interval, timeout, start_period (seconds), retries
-    no_healthcheck: bool
-    pid: str | None  # host, private, container:NAME, ns:PATH
-    ipc: str | None
-    uts: str | None
-    cgroupns: str | None
-    expose: list[str]
-    no_hosts: bool
-    pidfile: str | None
-    unsetenv: list[str]
-    unsetenv_all: bool
-    memory_reservation: int | None
-    memory_swap: int | None  # -1: unlimited
-    cpu_shares: int | None
-    cpuset_cpus: str | None
-    cpuset_mems: str | None
-    cpu_quota: int | None
-    cpu_period: int | None
-    oom_score_adj: int | None
-    oom_kill_disable: bool
-    init_path: str | None
-    anonymous_volumes: list[str]  # names of the volumes made for -v /path, removed with rm -v
-    hostname_given: bool
-    env_host: bool  # every variable of the caller goes into the container
-    device_cgroup_rules: list[str]  # "c 1:3 mr": a device cgroup rule of the container's
-    blkio_weight: int | None
-    blkio_weight_devices: list[str]  # DEVICE:WEIGHT
-    device_read_bps: list[str]  # DEVICE:RATE (bytes per second, with a unit: 1mb)
-    device_write_bps: list[str]
-    device_read_iops: list[str]  # DEVICE:RATE (operations per second)
-    device_write_iops: list[str]
-    memory_swappiness: int | None
-    cpu_rt_period: int | None
-    cpu_rt_runtime: int | None
-    cgroup_parent: str | None  # the cgroup the container's goes under (default: ketch's)
-    env_merge: list[str]  # KEY=VALUE with ${KEY}s of the environment so far (podman's --env-merge)
-    conmon_pidfile: str | None  # where the container's monitor writes its pid
-    image_volume: str  # the image's VOLUMEs: bind (anonymous volumes), tmpfs or ignore
-    personality: str | None  # LINUX or LINUX32
-    remove_image: bool  # --rmi: with --rm, the image goes too when nothing else uses it
-    requires: list[str]  # containers started first
+    command: list[str] | None = None  # None: the image's Cmd
+    entrypoint: list[str] | None = None  # None: the image's Entrypoint; [] clears it
+    name: str | None = None
+    env: list[str] = field(default_factory=list)  # KEY=VALUE, or KEY to take ours
+    workdir: str | None = None
+    user: str | None = None
+    group_add: list[str] = field(default_factory=list)
+    hostname: str | None = None
+    interactive: bool = False
+    tty: bool = False
+    read_only: bool = False
+    read_only_tmpfs: bool = True
+    tmpfs: list[str] = field(default_factory=list)  # DEST[:OPTIONS]
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    privileged: bool = False
+    seccomp_profile: str | None = None  # a path, or "unconfined"
+    no_new_privileges: bool = False
+    unmask: list[str] = field(default_factory=list)  # paths, or ALL
+    memory: int | None = None  # bytes
+    cpus: float | None = None
+    pids_limit: int | None = None
+    ulimits: list[str] = field(default_factory=list)
+    network: str = "bridge"  # none, host, bridge (the default network) or network names, comma-separated
+    preserve_fds: int = 0
+    sdnotify: str = "container"
+    stop_signal: str | None = None
+    stop_timeout: int = 10
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    log_driver: str = "k8s-file"
+    init: bool = False
+    remove: bool = False  # --rm
+    runtime: str | None = None  # a runc-compatible runtime binary instead of ketch's own
+    create_command: list[str] = field(default_factory=list)
+    ip: str | None = None  # --ip on the first network
+    dns: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)  # NAME:IP
+    publish: list[str] = field(default_factory=list)  # -p specs
+    publish_all: bool = False  # -P
+    mounts: list[dict] = field(default_factory=list)  # MountSpec fields, from -v, --mount and --volumes-from
+    volumes_from: list[str] = field(default_factory=list)
+    restart_policy: str = ""  # "", no, always, on-failure, unless-stopped
+    restart_retries: int = 0  # on-failure's :N (0: no limit)
+    cidfile: str | None = None  # the container's id is written here at create
+    tz: str | None = None  # local, or an Area/City of the host's zoneinfo
+    timeout: int = 0  # seconds before the container is killed (0: never)
+    log_opts: dict[str, str] = field(default_factory=dict)  # path, max-size (bytes), tag
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    http_proxy: bool = True  # the host's proxy variables go into the container
+    devices: list[str] = field(default_factory=list)  # HOST[:CONTAINER][:PERMISSIONS]
+    shm_size: int | None = None  # bytes of /dev/shm
+    sysctls: dict[str, str] = field(default_factory=dict)
+    umask: str | None = None  # octal
+    secrets: list[dict] = field(default_factory=list)  # name, type (mount|env), target, uid, gid, mode
+    healthcheck: dict | None = None  # test (argv), interval, timeout, start_period (seconds), retries
+    no_healthcheck: bool = False
+    pid: str | None = None  # host, private, container:NAME, ns:PATH
+    ipc: str | None = None
+    uts: str | None = None
+    cgroupns: str | None = None
+    expose: list[str] = field(default_factory=list)
+    no_hosts: bool = False
+    pidfile: str | None = None
+    unsetenv: list[str] = field(default_factory=list)
+    unsetenv_all: bool = False
+    memory_reservation: int | None = None
+    memory_swap: int | None = None  # -1: unlimited
+    cpu_shares: int | None = None
+    cpuset_cpus: str | None = None
+    cpuset_mems: str | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    oom_score_adj: int | None = None
+    oom_kill_disable: bool = False
+    init_path: str | None = None
+    anonymous_volumes: list[str] = field(default_factory=list)  # names of the volumes made for -v /path, removed with rm -v
+    hostname_given: bool = False
+    env_host: bool = False  # every variable of the caller goes into the container
+    device_cgroup_rules: list[str] = field(default_factory=list)  # "c 1:3 mr": a device cgroup rule of the container's
+    blkio_weight: int | None = None
+    blkio_weight_devices: list[str] = field(default_factory=list)  # DEVICE:WEIGHT
+    device_read_bps: list[str] = field(default_factory=list)  # DEVICE:RATE (bytes per second, with a unit: 1mb)
+    device_write_bps: list[str] = field(default_factory=list)
+    device_read_iops: list[str] = field(default_factory=list)  # DEVICE:RATE (operations per second)
+    device_write_iops: list[str] = field(default_factory=list)
+    memory_swappiness: int | None = None
+    cpu_rt_period: int | None = None
+    cpu_rt_runtime: int | None = None
+    cgroup_parent: str | None = None  # the cgroup the container's goes under (default: ketch's)
+    env_merge: list[str] = field(default_factory=list)  # KEY=VALUE with ${KEY}s of the environment so far (podman's --env-merge)
+    conmon_pidfile: str | None = None  # where the container's monitor writes its pid
+    image_volume: str = "bind"  # the image's VOLUMEs: bind (anonymous volumes), tmpfs or ignore
+    personality: str | None = None  # LINUX or LINUX32
+    remove_image: bool = False  # --rmi: with --rm, the image goes too when nothing else uses it
+    requires: list[str] = field(default_factory=list)  # containers started first
 
-    def check(self) -> "CreateOptions":
+    def check(self) -> CreateOptions:
         if self.image_volume not in ("bind", "tmpfs", "ignore"):
             raise InvalidInputError(f"invalid image volume type {self.image_volume!r}: must be bind, tmpfs or "
                                     "ignore")
@@ -267,7 +227,7 @@ class CreateOptions(Record):
         return self.as_dict()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CreateOptions":
+    def from_dict(cls, data: dict[str, Any]) -> CreateOptions:
         """Options as stored; keys of other versions are left out, missing ones take defaults."""
         return cls(**{k: v for k, v in data.items() if k in cls._fields})
 

@@ -20,7 +20,7 @@ from ketch.errors import CannotExecuteError, KetchError, command_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Iterator
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,17 @@ enters an image or a layer.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # (typing costs ~2.5 ms to import: not on ketch run's path)
-    from typing import Any
 
 from ketch.containers.state import now_rfc3339
 from ketch.errors import InUseError, InvalidInputError, NotFoundError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (typing costs ~2.5 ms to import: not on ketch run's path)
+    from typing import Any
 
 DRIVER = "file"
 SECRETS_DIR = "/run/secrets"
@@ -155,10 +157,10 @@ class Secrets:
             raise NoSuchSecretError(name_or_id)
         return dict(row)
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         return [dict(r) for r in self.db.query("SELECT * FROM secrets ORDER BY created")]
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         out = []
         for row in self.store.containers():
             meta = json.loads(row["metadata"])
@@ -186,7 +188,8 @@ class Secrets:
 
     # -- containers ------------------------------------------------------------------
 
-    def for_container(self, specs: list[dict], userdata: str, user: tuple[int, int]) -> tuple[list[dict], list[str]]:
+    def for_container(self, specs: builtins.list[dict], userdata: str,
+                      user: tuple[int, int]) -> tuple[builtins.list[dict], builtins.list[str]]:
         """The runtime mounts (files under ``userdata/secrets``) and environment entries for a
         container's ``--secret``s."""
         mounts, env = [], []

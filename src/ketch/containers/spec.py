@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import re
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 from ketch.containers import config as engine_config
 from ketch.containers import users
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:
     from ketch.oci.config import ImageConfig
@@ -193,8 +193,9 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         namespaces.append({"type": "network", "path": joined["network"]})
     elif options.network != "host":
         namespaces.append({"type": "network"})
+    own_name: str | None = hostname
     if options.uts == "host" or "uts" in joined:
-        hostname = None  # the host's (or the other container's) name stays
+        own_name = None  # the host's (or the other container's) name stays
     linux: dict[str, Any] = {
         "namespaces": namespaces,
         "cgroupsPath": f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}",
@@ -281,12 +282,12 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": options.read_only},
-        "hostname": hostname,
+        "hostname": own_name,
         "mounts": mounts,
         "annotations": dict(options.annotations),
         "linux": linux,
     }
-    if hostname is None:
+    if own_name is None:
         del config["hostname"]
     return config
 

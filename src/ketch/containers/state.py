@@ -81,7 +81,7 @@ def start_time(pid: int) -> str | None:
 
 
 def alive(pid: int | None, started: str | None) -> bool:
-    return bool(pid) and start_time(pid) == started
+    return pid is not None and pid > 0 and start_time(pid) == started
 
 
 def exited(userdata: str, exit_code: int, *, oom_killed: bool = False) -> dict:

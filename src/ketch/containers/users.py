@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from ketch.errors import InvalidInputError
-from ketch.records import Record
+from ketch.records import Record, field
 
 
 class ExecUser(Record):
-    __slots__ = ("uid", "gid", "home", "additional_gids")
-    _defaults = {"home": "/", "additional_gids": list}
     uid: int
     gid: int
-    home: str
-    additional_gids: list[int]
+    home: str = "/"
+    additional_gids: list[int] = field(default_factory=list)
 
 
 def _entries(rootfs: str, name: str) -> list[list[str]]:

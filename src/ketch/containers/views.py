@@ -7,13 +7,13 @@ import os
 import sys
 import time
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 from ketch.containers import state as states
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError, KetchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_EPOCH = -62135596800  # Go's zero time, as podman prints an unset one
@@ -167,7 +167,7 @@ def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict 
 
     by_key = parse_filters(filters) if isinstance(filters, list) else filters
     for key, values in by_key.items():
-        def one(value: str) -> bool:
+        def one(value: str, key: str = key) -> bool:
             if key == "id":  # podman's: hex digits are a prefix (any case); anything else, a pattern
                 if re.fullmatch(r"[0-9a-fA-F]+", value):
                     return entry["Id"].startswith(value.lower())
@@ -413,7 +413,7 @@ def _health(engine, record: dict) -> dict[str, Any]:
 
 
 def _network_settings(engine, record: dict, current: dict) -> dict[str, Any]:
-    ports: dict[str, list | None] = {}
+    ports: dict[str, list] = {}
     for p in engine.ports(record["id"]):
         ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
             {"HostIp": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "HostPort": str(p["host_port"])})

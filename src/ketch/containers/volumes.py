@@ -7,12 +7,13 @@ image has content, that content is copied into it, as podman does.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import time
 
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
-from ketch.records import Record
+from ketch.records import Record, field
 
 BIND_OPTIONS = {"ro", "rw", "z", "Z", "U", "private", "rprivate", "shared", "rshared", "slave", "rslave",
                 "bind", "rbind", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "copy", "nocopy"}
@@ -26,12 +27,10 @@ class NoSuchVolumeError(NotFoundError):
 class MountSpec(Record):
     """One mount of a container, from -v, --mount or --volumes-from."""
 
-    __slots__ = ("kind", "source", "destination", "options")
-    _defaults = {"options": list}
     kind: str  # bind, volume (source "" until created: an anonymous one), tmpfs, image, devpts, ramfs
     source: str
     destination: str
-    options: list[str]
+    options: list[str] = field(default_factory=list)
 
 
 def parse_volume(spec: str) -> MountSpec:
@@ -102,7 +101,8 @@ def parse_mount(spec: str) -> MountSpec:
             raise InvalidInputError(f"invalid --mount {spec!r}: a bind source must be an absolute path")
         return MountSpec("bind", source, os.path.normpath(destination), flags + ([propagation] if propagation else []))
     if kind == "volume":
-        fields.pop("volume-nocopy", None) and flags.append("nocopy")
+        if fields.pop("volume-nocopy", None):
+            flags.append("nocopy")
         if fields:
             raise InvalidInputError(f"invalid --mount {spec!r}: unknown field {next(iter(fields))!r}")
         return MountSpec("volume", source, os.path.normpath(destination), flags)
@@ -160,10 +160,10 @@ class Volumes:
     def exists(self, name: str) -> bool:
         return self.db.one("SELECT 1 FROM volumes WHERE name = ?", (name,)) is not None
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         return [dict(r) for r in self.db.query("SELECT * FROM volumes ORDER BY created")]
 
-    def users(self, name: str) -> list[str]:
+    def users(self, name: str) -> builtins.list[str]:
         """Containers whose mounts name the volume."""
         out = []
         for row in self.store.containers():
@@ -213,9 +213,9 @@ class Volumes:
         peek = compression.PeekableReader(source)
         head = peek.peek(6)
         if head.startswith(b"BZh"):
-            stream = bz2.BZ2File(peek)
+            stream = bz2.BZ2File(peek)  # type: ignore[call-overload]  # (a readable stream is all it needs)
         elif head.startswith(b"\xfd7zXZ"):
-            stream = lzma.LZMAFile(peek)
+            stream = lzma.LZMAFile(peek)  # type: ignore[arg-type]
         else:
             kind = compression.detect(head[:4])
             stream = compression.DecompressingReader(peek, kind) if kind else peek
@@ -240,7 +240,7 @@ class Volumes:
         remove_dir(self.store.root / "volumes" / name)
         self.store.events.emit("volume", "remove", name=name)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         removed = []
         for volume in self.list():
             if not self.users(volume["name"]):

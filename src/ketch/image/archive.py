@@ -199,7 +199,7 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
     try:
         with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
             fcntl.flock(raw.fileno(), fcntl.LOCK_EX)  # in use: not a stale temporary
-            tar.copybufsize = 1 << 20
+            tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # (TarFile's buffer for copying members)
             for name in members:
                 source = directory / name
                 info = tar.gettarinfo(str(source), arcname=name)

@@ -8,7 +8,7 @@ which ISA-L does not have, go through zlib-ng. zstd goes through the
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ketch.errors import ImageFormatError, InvalidInputError
 
@@ -77,6 +77,7 @@ class DecompressingReader:
             from isal import isal_zlib
 
             self._new_gzip = lambda: isal_zlib.decompressobj(31)
+            self._decoder: Any
             self._decoder = self._new_gzip()
         elif algorithm == ZSTD:
             import zstandard
@@ -99,8 +100,8 @@ class DecompressingReader:
                 self._pending += self._feed(chunk)
             except ImageFormatError:
                 raise
-            except Exception as exc:  # zlib.error, isal error, zstd.ZstdError
-                raise ImageFormatError(f"corrupt {self._algorithm} layer: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - zlib.error, isal's, zstd.ZstdError: no common base
+                raise ImageFormatError(f"corrupt {self._algorithm} layer: {exc}") from exc
         data, self._pending = self._pending[:want], self._pending[want:]
         return data
 
@@ -139,7 +140,7 @@ class CompressingReader:
             if level is None or level <= 3:
                 from isal import isal_zlib
 
-                self._encoder = isal_zlib.compressobj(2 if level is None else max(level, 0),
+                self._encoder: Any = isal_zlib.compressobj(2 if level is None else max(level, 0),
                                                       isal_zlib.DEFLATED, 31)
             else:
                 from zlib_ng import zlib_ng

@@ -42,10 +42,11 @@ import string
 import struct
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
-from ketch.errors import DestinationError, ImageFormatError, InvalidReferenceError, NotFoundError
+from ketch.errors import DestinationError, ImageFormatError, InvalidReferenceError, NotFoundError, UnsupportedError
 from ketch.image.context import SystemContext
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest, parse_manifest
@@ -96,7 +97,7 @@ class ContainersStorageReference(ImageReference):
         self.spec, self.name, self.image_id = spec, name, image_id
 
     @classmethod
-    def parse(cls, text: str) -> "ContainersStorageReference":
+    def parse(cls, text: str) -> ContainersStorageReference:
         spec = None
         if text.startswith("["):
             close = text.find("]")
@@ -125,13 +126,13 @@ class ContainersStorageReference(ImageReference):
             return f"{spec}{self.name}@{self.image_id}"
         return spec + (self.name or f"@{self.image_id}")
 
-    def store(self) -> "ContainersStore":
+    def store(self) -> ContainersStore:
         return ContainersStore(*store_settings(self.spec))
 
-    def new_source(self, ctx: SystemContext) -> "ContainersStorageSource":
+    def new_source(self, ctx: SystemContext) -> ContainersStorageSource:
         return ContainersStorageSource(self, self.store())
 
-    def new_destination(self, ctx: SystemContext) -> "ContainersStorageDestination":
+    def new_destination(self, ctx: SystemContext) -> ContainersStorageDestination:
         return ContainersStorageDestination(self, self.store())
 
 
@@ -382,6 +383,7 @@ def _uncompressed_type(media_type: str) -> str:
 
 class ContainersStorageSource(ImageSource):
     """An image of the store, its layers as the uncompressed tars they were pulled as."""
+    reference: ContainersStorageReference  # (this transport's)
 
     def __init__(self, reference: ContainersStorageReference, store: ContainersStore) -> None:
         self.reference = reference
@@ -412,7 +414,7 @@ class ContainersStorageSource(ImageSource):
         digest = str(descriptor.digest)
         layer = self._by_digest.get(digest)
         if layer is not None:
-            return self.store.layer_tar(layer), layer.get("diff-size")  # type: ignore[return-value]
+            return self.store.layer_tar(layer), layer.get("diff-size")
         data = self.store.big_data(self.image, digest)
         return io.BytesIO(data), len(data)
 
@@ -420,6 +422,7 @@ class ContainersStorageSource(ImageSource):
 class ContainersStorageDestination(ImageDestination):
     """Writes one image into the store: blobs are kept aside until ``commit`` makes the layers
     (in order, each on its parent) and then the image."""
+    reference: ContainersStorageReference  # (this transport's)
 
     supported_manifest_types = (mt.OCI_MANIFEST, mt.DOCKER_MANIFEST)
     desired_layer_compression = "preserve"

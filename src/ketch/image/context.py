@@ -60,7 +60,7 @@ class SystemContext:
         return cached
 
     @classmethod
-    def with_creds(cls, creds: str | None, **kwargs) -> "SystemContext":
+    def with_creds(cls, creds: str | None, **kwargs) -> SystemContext:
         """Build a context from a ``USER[:PASS]`` string as skopeo's ``--creds`` takes it."""
         ctx = cls(**kwargs)
         if creds:

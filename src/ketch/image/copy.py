@@ -236,8 +236,8 @@ class _Copier:
                 for future, i in futures.items():
                     results[i] = future.result()
             for i, blob, plan in todo:
-                self._done[(blob.digest, repr(plan))] = results[i]  # type: ignore[assignment]
-        return results  # type: ignore[return-value]
+                self._done[(blob.digest, repr(plan))] = results[i]
+        return results
 
     def _copy_blob(self, blob: Descriptor, plan: tuple | None, target: str,
                    abort: threading.Event) -> Descriptor:
@@ -267,7 +267,7 @@ class _Copier:
                 if compress_to is not None and compress_to != decompress_from:
                     source = compression.CompressingReader(source, compress_to, self.options.compress_level)
                 info = BlobInfo(layer_media_type(blob.media_type, compress_to, target))
-            written = self.dst.put_blob(_AbortableReader(source, abort), info,
+            written = self.dst.put_blob(_AbortableReader(source, abort), info,  # type: ignore[arg-type]
                                         lambda n: self.progress.blob_advanced(blob, n))
         finally:
             close = getattr(stream, "close", None)

@@ -33,16 +33,16 @@ class DirectoryReference(ImageReference):
         self.path = Path(path)
 
     @classmethod
-    def parse(cls, text: str) -> "DirectoryReference":
+    def parse(cls, text: str) -> DirectoryReference:
         return cls(text)
 
     def string_within_transport(self) -> str:
         return str(self.path)
 
-    def new_source(self, ctx: SystemContext) -> "DirectorySource":
+    def new_source(self, ctx: SystemContext) -> DirectorySource:
         return DirectorySource(self)
 
-    def new_destination(self, ctx: SystemContext) -> "DirectoryDestination":
+    def new_destination(self, ctx: SystemContext) -> DirectoryDestination:
         return DirectoryDestination(self)
 
 

@@ -36,14 +36,14 @@ class DockerArchiveReference(ImageReference):
     transport = TRANSPORT
 
     def __init__(self, path: str, name: Reference | None = None, index: int | None = None,
-                 writer: "DockerArchiveWriter | None" = None) -> None:
+                 writer: DockerArchiveWriter | None = None) -> None:
         self.path = Path(path)
         self.name = name
         self.index = index
         self.writer = writer
 
     @classmethod
-    def parse(cls, text: str) -> "DockerArchiveReference":
+    def parse(cls, text: str) -> DockerArchiveReference:
         path, sep, ref = text.partition(":")
         if not path:
             raise InvalidReferenceError(f"invalid docker-archive: reference {text!r}: empty path")
@@ -65,10 +65,10 @@ class DockerArchiveReference(ImageReference):
             return f"{self.path}:@{self.index}"
         return str(self.path)
 
-    def new_source(self, ctx: SystemContext) -> "DockerArchiveSource":
+    def new_source(self, ctx: SystemContext) -> DockerArchiveSource:
         return DockerArchiveSource(self)
 
-    def new_destination(self, ctx: SystemContext) -> "DockerArchiveDestination":
+    def new_destination(self, ctx: SystemContext) -> DockerArchiveDestination:
         if self.index is not None:
             raise InvalidReferenceError("docker-archive: @N names an image to read, not one to write")
         return DockerArchiveDestination(self)
@@ -79,12 +79,13 @@ def _normalized_tags(tags: list) -> list[str]:
     for tag in tags or []:
         try:
             out.append(str(parse_reference(tag).with_default_tag()))
-        except Exception:
+        except InvalidReferenceError:
             continue
     return out
 
 
 class DockerArchiveSource(ImageSource):
+    reference: DockerArchiveReference  # (this transport's)
     def __init__(self, reference: DockerArchiveReference) -> None:
         self.reference = reference
         self.tar = TarReader(reference.path)
@@ -109,7 +110,7 @@ class DockerArchiveSource(ImageSource):
         if ref.name is not None:
             wanted = str(ref.name)
             for entry in entries:
-                if wanted in _normalized_tags(entry.get("RepoTags")):
+                if wanted in _normalized_tags(entry.get("RepoTags") or []):
                     return entry
             raise NotFoundError(f"no image tagged {wanted} in {ref.path}")
         if len(entries) != 1:
@@ -150,7 +151,8 @@ class DockerArchiveSource(ImageSource):
         config_type = mt.OCI_CONFIG if any_zstd else mt.DOCKER_CONFIG
         if any_zstd:
             for d in descriptors:
-                d["mediaType"] = mt.DOCKER_TO_OCI.get(d["mediaType"], d["mediaType"])
+                media = str(d["mediaType"])
+                d["mediaType"] = mt.DOCKER_TO_OCI.get(media, media)
         return dump_json({"schemaVersion": 2, "mediaType": manifest_type,
                           "config": {"mediaType": config_type, "size": len(config_raw),
                                      "digest": str(config_digest)},
@@ -224,6 +226,7 @@ class DockerArchiveWriter:
 
 
 class DockerArchiveDestination(ImageDestination):
+    reference: DockerArchiveReference  # (this transport's)
     supported_manifest_types = (mt.DOCKER_MANIFEST,)
     desired_layer_compression = "decompress"
 
@@ -253,13 +256,13 @@ class DockerArchiveDestination(ImageDestination):
             raise UnsupportedError("a docker archive holds single images, not manifest lists; copy without --all")
         manifest = parse_manifest(raw, media_type)
         layers = []
-        for layer in manifest.layers:  # type: ignore[union-attr]
+        for layer in manifest.layers:
             if compression_of(layer) is not None:
                 raise DestinationError("internal error: a compressed layer reached a docker archive")
             layers.append(f"{layer.digest.encoded}.tar")
         tags = [str(self.reference.name)] if self.reference.name is not None else []
         tags += [t for t in self.additional_tags if t not in tags]
-        self._entry = {"Config": f"{manifest.config.digest.encoded}.json",  # type: ignore[union-attr]
+        self._entry = {"Config": f"{manifest.config.digest.encoded}.json",
                        "RepoTags": tags, "Layers": layers}
 
     def commit(self) -> None:

@@ -40,7 +40,7 @@ class InspectedImage:
         if docker_ref is not None:
             out["Name"] = docker_ref.name
         elif self.reference.transport == "containers-storage" and getattr(self.reference, "name", None):
-            out["Name"] = parse_reference(self.reference.name).name  # skopeo: the store's name, tag dropped
+            out["Name"] = parse_reference(self.reference.name).name  # type: ignore[attr-defined]  # skopeo: the store's name, tag dropped
         out["Digest"] = str(self.digest)
         out["RepoTags"] = self.repo_tags
         out["Created"] = self.config.created
@@ -140,7 +140,7 @@ def list_tags(name: ImageReference | str, ctx: SystemContext | None = None) -> d
     if typed.tag is not None or typed.digest is not None:
         raise InvalidInputError(f"tags are listed for a repository; drop the tag or digest from {ref}")
     with ref.new_source(ctx) as src:
-        return {"Repository": docker_ref.name, "Tags": src.list_tags()}
+        return {"Repository": docker_ref.name, "Tags": src.list_tags()}  # type: ignore[attr-defined]
 
 
 def to_json(data: Any) -> str:

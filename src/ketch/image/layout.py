@@ -12,8 +12,9 @@ import fcntl
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from ketch.errors import DestinationError
 from ketch.image.types import BlobInfo
@@ -79,7 +80,7 @@ def store_blob_file(directory: Path, final_for: Callable[[Digest], Path], stream
                     hasher.update(chunk)
                 if on_progress is not None:
                     on_progress(len(chunk))
-            digest = info.digest if info.digest is not None else Digest("sha256", hasher.hexdigest())
+            digest = info.digest if hasher is None else Digest("sha256", hasher.hexdigest())
             os.replace(tmp, final_for(digest))  # (under the lock: a cleaner never sees it unheld)
     except OSError as exc:
         raise DestinationError(f"writing blob to {directory}: {exc.strerror}", errno=exc.errno) from exc

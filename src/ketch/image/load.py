@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ketch.errors import ImageFormatError
+from ketch.errors import ImageFormatError, InvalidInputError
 from ketch.image.archive import TarReader
 from ketch.image.context import SystemContext
 from ketch.image.copy import CopyOptions, copy_image
@@ -57,7 +57,7 @@ def _name_from_annotation(ref_name: str) -> str | None:
         return None
     try:
         return str(parse_reference(ref_name).with_default_tag())
-    except Exception:
+    except InvalidInputError:
         return None
 
 
@@ -66,4 +66,4 @@ def _copy(source, dest: StorageReference, options: CopyOptions) -> str:
     from ketch.oci import parse_manifest
 
     result = copy_image(source, dest, options)
-    return parse_manifest(result.manifest).config.digest.encoded  # type: ignore[union-attr]
+    return parse_manifest(result.manifest).config.digest.encoded

@@ -26,16 +26,16 @@ class OCIArchiveReference(ImageReference):
         self.image = image
 
     @classmethod
-    def parse(cls, text: str) -> "OCIArchiveReference":
+    def parse(cls, text: str) -> OCIArchiveReference:
         return cls(*split_path_and_ref(text, TRANSPORT))
 
     def string_within_transport(self) -> str:
         return f"{self.path}:{self.image}" if self.image else str(self.path)
 
-    def new_source(self, ctx: SystemContext) -> "OCIArchiveSource":
+    def new_source(self, ctx: SystemContext) -> OCIArchiveSource:
         return OCIArchiveSource(self)
 
-    def new_destination(self, ctx: SystemContext) -> "OCIArchiveDestination":
+    def new_destination(self, ctx: SystemContext) -> OCIArchiveDestination:
         return OCIArchiveDestination(self)
 
 

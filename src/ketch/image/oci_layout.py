@@ -13,8 +13,9 @@ import contextlib
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ketch.errors import (
     DestinationError,
@@ -54,16 +55,16 @@ class OCILayoutReference(ImageReference):
         self.image = image
 
     @classmethod
-    def parse(cls, text: str) -> "OCILayoutReference":
+    def parse(cls, text: str) -> OCILayoutReference:
         return cls(*split_path_and_ref(text, TRANSPORT))
 
     def string_within_transport(self) -> str:
         return f"{self.path}:{self.image}" if self.image else str(self.path)
 
-    def new_source(self, ctx: SystemContext) -> "OCILayoutSource":
+    def new_source(self, ctx: SystemContext) -> OCILayoutSource:
         return OCILayoutSource(self, ctx.oci_shared_blob_dir)
 
-    def new_destination(self, ctx: SystemContext) -> "OCILayoutDestination":
+    def new_destination(self, ctx: SystemContext) -> OCILayoutDestination:
         return OCILayoutDestination(self, ctx.oci_shared_blob_dir, ctx.oci_accept_uncompressed_layers)
 
 
@@ -103,6 +104,7 @@ def layout_lock(root: Path) -> Iterator[None]:
 class OCILayoutSource(ImageSource):
     """Reads an OCI layout. File access goes through ``_read``/``_open`` so that
     the oci-archive transport reads the same structure out of a tar file."""
+    reference: OCILayoutReference  # (this transport's)
 
     def __init__(self, reference: OCILayoutReference, shared_blob_dir: str | None = None) -> None:
         self.reference = reference
@@ -171,6 +173,7 @@ class OCILayoutSource(ImageSource):
 
 
 class OCILayoutDestination(ImageDestination):
+    reference: OCILayoutReference  # (this transport's)
     supported_manifest_types = (mt.OCI_MANIFEST, mt.OCI_INDEX)
     # uncompressed layers are compressed on the way in, as containers/image's oci: destination does
     # unless told to accept them (--dest-oci-accept-uncompressed-layers)

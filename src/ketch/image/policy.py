@@ -83,11 +83,11 @@ class Policy:
     source: str = "(built in)"
 
     @classmethod
-    def insecure_accept_anything(cls) -> "Policy":
+    def insecure_accept_anything(cls) -> Policy:
         return cls(default=[{"type": "insecureAcceptAnything"}], source="--insecure-policy")
 
     @classmethod
-    def from_json(cls, data: Any, source: str) -> "Policy":
+    def from_json(cls, data: Any, source: str) -> Policy:
         if not isinstance(data, dict):
             raise InvalidInputError(f"policy {source} is not a JSON object")
         default = _validate(data.get("default"), f"{source}: default")
@@ -103,7 +103,7 @@ class Policy:
         return cls(default=default, transports=parsed, source=source)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Policy":
+    def load(cls, path: str | os.PathLike) -> Policy:
         path = Path(path)
         try:
             data = json.loads(path.read_bytes())
@@ -116,7 +116,7 @@ class Policy:
         return cls.from_json(data, str(path))
 
     @classmethod
-    def load_default(cls) -> "Policy":
+    def load_default(cls) -> Policy:
         return cls.load(default_policy_path())
 
     def requirements_for(self, reference: ImageReference) -> tuple[str, list[dict]]:

@@ -59,7 +59,7 @@ class RegistriesConf:
     # -- loading -----------------------------------------------------------
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None) -> "RegistriesConf":
+    def load(cls, path: str | os.PathLike | None = None) -> RegistriesConf:
         main = Path(path or os.environ.get("CONTAINERS_REGISTRIES_CONF") or _default_file())
         conf = cls()
         files = [main] if main.exists() else []

@@ -39,7 +39,7 @@ class StorageReference(ImageReference):
         self.name = name  # empty: an unnamed destination (a loaded image without tags)
 
     @classmethod
-    def parse(cls, text: str) -> "StorageReference":
+    def parse(cls, text: str) -> StorageReference:
         if not text:
             raise InvalidReferenceError("ketch-storage: needs an image name or id")
         return cls(text)
@@ -47,10 +47,10 @@ class StorageReference(ImageReference):
     def string_within_transport(self) -> str:
         return self.name
 
-    def new_source(self, ctx: SystemContext) -> "StorageSource":
+    def new_source(self, ctx: SystemContext) -> StorageSource:
         return StorageSource(self, open_store(ctx))
 
-    def new_destination(self, ctx: SystemContext) -> "StorageDestination":
+    def new_destination(self, ctx: SystemContext) -> StorageDestination:
         return StorageDestination(self, open_store(ctx))
 
 
@@ -214,4 +214,4 @@ def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
     result = copy_image(source, StorageReference(storage_name), options)
     from ketch.oci import parse_manifest
 
-    return parse_manifest(result.manifest).config.digest.encoded  # type: ignore[union-attr]
+    return parse_manifest(result.manifest).config.digest.encoded

@@ -19,7 +19,8 @@ import json
 import os
 import struct
 import tarfile
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ketch.errors import ImageFormatError
 
@@ -85,7 +86,7 @@ def write(tar_path: str, out: BinaryIO) -> tuple[set[int], set[int]]:
                 raw.seek(member.offset_data)
                 left = size
 
-                def chunks():
+                def chunks(name: str = name):
                     nonlocal left
                     while left > 0:
                         data = raw.read(min(CHUNK, left))
@@ -121,9 +122,9 @@ class Reassembled:
         self._entries = entries(split_path)
         self._root = root
         self._pending = b""
-        self._file = None
+        self._file: BinaryIO | None = None
         self._left = 0
-        self._crc = None
+        self._crc: int | None = None
         self._expected = b""
         self._name = ""
 

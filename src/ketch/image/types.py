@@ -8,9 +8,8 @@ The copy engine speaks only to these interfaces; each transport (``docker``,
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, BinaryIO
-
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from ketch.oci import Descriptor, Digest
 
@@ -32,7 +31,7 @@ class BlobInfo:
     size: int | None = None
 
     @classmethod
-    def of(cls, descriptor: Descriptor) -> "BlobInfo":
+    def of(cls, descriptor: Descriptor) -> BlobInfo:
         return cls(descriptor.media_type, descriptor.digest, descriptor.size)
 
 
@@ -49,11 +48,11 @@ class ImageReference(abc.ABC):
         return f"{self.transport}:{self.string_within_transport()}"
 
     @abc.abstractmethod
-    def new_source(self, ctx: "SystemContext") -> "ImageSource":
+    def new_source(self, ctx: SystemContext) -> ImageSource:
         """Open the image for reading."""
 
     @abc.abstractmethod
-    def new_destination(self, ctx: "SystemContext") -> "ImageDestination":
+    def new_destination(self, ctx: SystemContext) -> ImageDestination:
         """Open the location for writing an image."""
 
 
@@ -87,10 +86,10 @@ class ImageSource(abc.ABC):
         The copy engine then copies these and rewrites the manifest to match."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most have nothing to release
         pass
 
-    def __enter__(self) -> "ImageSource":
+    def __enter__(self) -> ImageSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,10 +140,10 @@ class ImageDestination(abc.ABC):
     def commit(self) -> None:
         """Make the image visible, atomically."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most have nothing to release
         pass
 
-    def __enter__(self) -> "ImageDestination":
+    def __enter__(self) -> ImageDestination:
         return self
 
     def __exit__(self, *exc: object) -> None:

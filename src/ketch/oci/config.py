@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import json
 
+from ketch.errors import ImageFormatError
+from ketch.records import Record
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-from ketch.errors import ImageFormatError
-from ketch.records import Record
 
 
 class ImageConfig(Record, frozen=True):
     """A parsed image config. ``data`` is the whole document; accessors read it."""
 
-    __slots__ = ("data", "raw")
     data: dict[str, Any]
     raw: bytes
 
     @classmethod
-    def parse(cls, raw: bytes) -> "ImageConfig":
+    def parse(cls, raw: bytes) -> ImageConfig:
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:

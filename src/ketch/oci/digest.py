@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ketch.errors import DigestMismatchError, InvalidInputError
 from ketch.records import Record
 
 TYPE_CHECKING = False
@@ -19,8 +20,6 @@ if TYPE_CHECKING:  # typing and hashlib (OpenSSL) cost milliseconds; the runtime
     class Readable(Protocol):
         def read(self, size: int = -1, /) -> bytes: ...
 
-from ketch.errors import DigestMismatchError, InvalidInputError
-
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 
@@ -28,12 +27,11 @@ _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 class Digest(Record, frozen=True, order=True):
     """A validated content digest, e.g. ``sha256:e3b0...``."""
 
-    __slots__ = ("algorithm", "encoded")
     algorithm: str
     encoded: str
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         match = _DIGEST_RE.match(text)
         if not match:
             raise InvalidInputError(f"invalid digest {text!r}: expected ALGORITHM:HEX")
@@ -48,12 +46,12 @@ class Digest(Record, frozen=True, order=True):
         return cls(algorithm, encoded)
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         import hashlib
 
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self) -> "hashlib._Hash":
+    def hasher(self) -> hashlib._Hash:
         import hashlib
 
         return hashlib.new(self.algorithm)

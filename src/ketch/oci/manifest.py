@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ketch.errors import ImageFormatError, InvalidInputError, UnsupportedError
 from ketch.oci import mediatypes as mt
@@ -27,7 +27,7 @@ class Platform:
     os_features: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Platform":
+    def from_dict(cls, data: Any) -> Platform:
         if not isinstance(data, dict) or not isinstance(data.get("architecture"), str) \
                 or not isinstance(data.get("os"), str):
             raise ImageFormatError("invalid platform in index: needs architecture and os")
@@ -66,7 +66,7 @@ class Descriptor:
     artifact_type: str = ""
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "descriptor") -> "Descriptor":
+    def from_dict(cls, data: Any, *, where: str = "descriptor") -> Descriptor:
         if not isinstance(data, dict):
             raise ImageFormatError(f"invalid {where}: not an object")
         media_type = data.get("mediaType")
@@ -142,7 +142,7 @@ class Index:
         return Digest.of(self.raw)
 
 
-AnyManifest = Union[Manifest, Index]
+AnyManifest = Manifest | Index
 
 _GENERIC_CONTENT_TYPES = {"", "application/json", "text/plain", "application/octet-stream"}
 

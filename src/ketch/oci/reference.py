@@ -36,12 +36,10 @@ _DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 class Reference(Record, frozen=True):
     """A normalized image reference. ``tag`` and ``digest`` may both be set."""
 
-    __slots__ = ("domain", "path", "tag", "digest")
-    _defaults = {"tag": None, "digest": None}
     domain: str
     path: str
-    tag: str | None
-    digest: Digest | None
+    tag: str | None = None
+    digest: Digest | None = None
 
     @property
     def name(self) -> str:
@@ -53,12 +51,12 @@ class Reference(Record, frozen=True):
         """The host to talk to: Docker Hub's API lives on another name than its references."""
         return DOCKER_HUB_API_HOST if self.domain == DEFAULT_DOMAIN else self.domain
 
-    def with_default_tag(self) -> "Reference":
+    def with_default_tag(self) -> Reference:
         if self.tag is None and self.digest is None:
             return Reference(self.domain, self.path, DEFAULT_TAG, None)
         return self
 
-    def with_digest(self, digest: Digest) -> "Reference":
+    def with_digest(self, digest: Digest) -> Reference:
         return Reference(self.domain, self.path, self.tag, digest)
 
     @property

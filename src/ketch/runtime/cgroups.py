@@ -94,7 +94,7 @@ class Cgroup:
                 self.dirs[controller] = mountpoint + (self.path if self.path != "/" else "")
 
     @classmethod
-    def recorded(cls, path: str, dirs: dict[str, str], unified: bool) -> "Cgroup":
+    def recorded(cls, path: str, dirs: dict[str, str], unified: bool) -> Cgroup:
         """The cgroup as create recorded it (no need to read mountinfo again)."""
         cgroup = cls.__new__(cls)
         cgroup.path, cgroup.dirs, cgroup.unified = path, dict(dirs), unified
@@ -178,12 +178,12 @@ class Cgroup:
             wanted = "frozen 1" if frozen else "frozen 0"
             check = lambda: wanted in _read(directory, "cgroup.events").splitlines()  # noqa: E731
         else:
-            directory = self.dirs.get("freezer")
-            if directory is None:
+            freezer = self.dirs.get("freezer")
+            if freezer is None:
                 raise CgroupError("the freezer controller is not mounted")
             wanted = "FROZEN" if frozen else "THAWED"
-            _write(directory, "freezer.state", wanted)
-            check = lambda: _read(directory, "freezer.state").strip() == wanted  # noqa: E731
+            _write(freezer, "freezer.state", wanted)
+            check = lambda: _read(freezer, "freezer.state").strip() == wanted  # noqa: E731
         deadline = time.monotonic() + 10
         while not check():
             if time.monotonic() > deadline:
@@ -199,7 +199,7 @@ class Cgroup:
         except OSError:
             return False
 
-    def oom_watch(self) -> "OomWatch | None":
+    def oom_watch(self) -> OomWatch | None:
         """Something to wait on for the container's OOM kills (None when memory is not limited here)."""
         if self.unified:
             return OomWatch(v2_events=os.path.join(self.dirs[""], "memory.events")) \
@@ -262,7 +262,7 @@ class OomWatch:
                 _write(v1_dir, "cgroup.event_control", f"{self.fd} {control}")
             finally:
                 os.close(control)
-        else:
+        elif v2_events is not None:
             self.fd = os.open(v2_events, os.O_RDONLY | os.O_CLOEXEC)
             self._seen = self._v2_count()
 

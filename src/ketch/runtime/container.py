@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import _signal  # signal and socket without their enum wrappers: enum alone costs milliseconds to import,
 import _socket  # and this module is on the path of every container start
+import builtins
 import os
 import sys
 import time
 
-from ketch.errors import (CannotExecuteError, ExecutableNotFoundError, InvalidInputError, KetchError, NotFoundError,
-                          OCIRuntimeError)
+from ketch.errors import (
+    CannotExecuteError,
+    ExecutableNotFoundError,
+    InvalidInputError,
+    KetchError,
+    NotFoundError,
+    OCIRuntimeError,
+)
 from ketch.runtime import cgroups, hooks, leanjson
 from ketch.runtime import spec as specs
 from ketch.runtime.paths import write_bytes
@@ -190,14 +197,14 @@ class Runtime:
             device_rules = resources.get("devices") if group is not None and "devices" in resources else None
             if group is not None and group.unified and not device_rules:
                 device_rules = None  # (v2: no rules, no filter program)
-            if device_rules is not None and not linux.get("devices"):
+            if group is not None and device_rules is not None and not linux.get("devices"):
                 # no device nodes of the config's to make (the default ones are always allowed): the
                 # rules go in now, sparing the init a round trip
                 group.apply_devices(device_rules)
                 device_rules = None
 
             def run_hooks(init_pid: int) -> None:  # asked for by the init before its root changes
-                if device_rules is not None:
+                if group is not None and device_rules is not None:
                     group.apply_devices(device_rules)
                 if not (config_hooks.get("prestart") or config_hooks.get("createRuntime")):
                     return
@@ -351,7 +358,7 @@ class Runtime:
         state, directory = self.states.load(container_id)
         return state.spec_json(directory)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         out = []
         for container_id in self.states.ids():
             try:
@@ -360,7 +367,7 @@ class Runtime:
                 pass
         return out
 
-    def pids(self, container_id: str) -> list[int]:
+    def pids(self, container_id: str) -> builtins.list[int]:
         """Every process of the container: those in its init's pid namespace."""
         state, directory = self.states.load(container_id)
         if not state.alive():
@@ -513,7 +520,7 @@ class Runtime:
             try:
                 os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC))
             except OSError as exc:
-                raise InvalidInputError(f"open /dev/tty: {exc.strerror.lower()}", errno=exc.errno) from exc
+                raise InvalidInputError(f"open /dev/tty: {(exc.strerror or str(exc)).lower()}", errno=exc.errno) from exc
         if detach:
             self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
                         preserve_fds=preserve_fds)
@@ -831,7 +838,7 @@ def _kill(pid: int, number: int) -> None:
 
 def _receive_fd(listener: _socket.socket) -> int:
     """Accept one connection on a console socket and take the pty master it sends (SCM_RIGHTS)."""
-    fd, _ = listener._accept()
+    fd, _ = listener._accept()  # type: ignore[attr-defined]  # (the fd, not a socket object)
     conn = _socket.socket(fileno=fd)
     try:
         _, ancillary, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))

@@ -94,7 +94,7 @@ def run_one(kind: str, hook: dict, state_json: str) -> None:
             os.close(read_end)
             os.close(write_end)
             os.execve(path, args, env)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child: nothing may unwind into the runtime
             os._exit(127)
     os.close(read_end)
     try:

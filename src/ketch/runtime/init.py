@@ -21,13 +21,13 @@ import os
 import stat
 import sys
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson
 from ketch.runtime.paths import resolve_in_root, write_bytes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def preload(process: dict[str, Any], linux: dict[str, Any]) -> None:
@@ -112,7 +112,7 @@ def _report_and_exit(sync: _socket.socket, body) -> None:
         fail(sync, f"[{exc.exit_status}] {exc}" if exc.exit_status else str(exc))
     except OSError as exc:
         fail(sync, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - reported to the runtime, whatever it was
         fail(sync, _internal_error())
 
 
@@ -558,7 +558,7 @@ def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, prese
             cannot = "[126] " if exc.errno in (errno.EACCES, errno.ENOEXEC) else "[127] " \
                 if exc.errno == errno.ENOENT else ""
             fail(sync, f"{cannot}exec {process['args'][0]}: {exc.strerror or exc}")
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - reported to the runtime, whatever it was
             fail(sync, _internal_error())
     os.close(gate_read)
     send(sync, f"pid {pid}")
@@ -579,7 +579,7 @@ def _load_seccomp(program: bytes | None, linux: dict[str, Any]) -> None:
         os._exit(1)
 
 
-def _close_fds(keep: set[int], spare: set[int] = frozenset()) -> None:
+def _close_fds(keep: set[int], spare: set[int] | frozenset[int] = frozenset()) -> None:
     """Close every fd but 0-2, ``keep`` (made inheritable) and ``spare`` (left as they are)."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
@@ -607,7 +607,7 @@ def _lookup(program: str, env: list[str], cwd: str = "/") -> str:
         try:
             st = os.stat(candidate)
         except OSError as exc:
-            raise SetupError(f'exec: "{program}": stat {program}: {os.strerror(exc.errno).lower()}', 127) from None
+            raise SetupError(f'exec: "{program}": stat {program}: {(exc.strerror or str(exc)).lower()}', 127) from exc
         if not stat.S_ISREG(st.st_mode) or not os.access(candidate, os.X_OK):
             raise SetupError(f'exec: "{program}": permission denied', 126)
         return candidate
@@ -754,8 +754,9 @@ def _mount_cgroups(target: str, flags: int) -> None:
 def _setup_devices(rootfs: str, linux: dict[str, Any], dev_is_tmpfs: bool) -> None:
     dev = os.path.join(rootfs, "dev")
     os.makedirs(dev, exist_ok=True)
-    devices = [{"path": f"/dev/{n}", "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
-               for n, ma, mi in DEFAULT_DEVICES] if dev_is_tmpfs else []
+    devices: list[dict[str, Any]] = [
+        {"path": f"/dev/{n}", "type": "c", "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+        for n, ma, mi in DEFAULT_DEVICES] if dev_is_tmpfs else []
     devices += list(linux.get("devices") or [])
     for device in devices:
         target = _secure_join(rootfs, device["path"])

@@ -33,7 +33,7 @@ def _not_serializable(value: object) -> object:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-_scan = _json.make_scanner(_DecoderSettings())
+_scan = _json.make_scanner(_DecoderSettings())  # type: ignore[arg-type]  # (its settings object, duck-typed)
 # markers=None skips the cycle check: the runtime only encodes trees it built itself.
 _encode = _json.make_encoder(None, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ",
                              False, False, True)

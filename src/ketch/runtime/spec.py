@@ -36,7 +36,7 @@ def load(bundle: str) -> dict[str, Any]:
     except OSError as exc:
         raise InvalidInputError(f"reading {path}: {exc.strerror}") from None
     validate(data, bundle)
-    return data
+    return data  # type: ignore[return-value]  # (validate checked it is an object)
 
 
 _SEMVER_EXTRA = _ID_REST - frozenset("_+")
@@ -105,7 +105,7 @@ def validate_process(process: Any) -> None:
     env = process.get("env", [])
     if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
         raise InvalidInputError("config.json: process.env must be a list of strings")
-    kinds = [limit.get("type") for limit in process.get("rlimits") or [] if isinstance(limit, dict)]
+    kinds = [str(limit.get("type")) for limit in process.get("rlimits") or [] if isinstance(limit, dict)]
     for kind in sorted({k for k in kinds if kinds.count(k) > 1}):
         raise InvalidInputError(f"config.json: rlimit {kind} is listed twice")
 

@@ -153,7 +153,7 @@ class StateDir:
         except ValueError:
             # a create killed before it wrote its state: shown as stopped, removable with delete --force
             return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
-        return State(**data), directory
+        return State(**data), directory  # type: ignore[arg-type]  # (a state.json ketch wrote)
 
     def ids(self) -> list[str]:
         if not os.path.isdir(self.root):

@@ -200,7 +200,7 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay",
     root_entry: list[tarfile.TarInfo] = []
     try:
         try:
-            tar = tarfile.open(fileobj=reader, mode="r|", errorlevel=2)  # type: ignore[arg-type]
+            tar = tarfile.open(fileobj=reader, mode="r|", errorlevel=2)  # type: ignore[call-overload]
         except tarfile.ReadError as exc:
             raise ImageFormatError(f"layer is not a tar archive ({exc})") from None
         try:

@@ -22,11 +22,11 @@ import threading
 import time
 from pathlib import Path
 
+from ketch.errors import DuplicateNameError, StoreError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterator
-
-from ketch.errors import DuplicateNameError, StoreError
+    from collections.abc import Iterator
 
 SCHEMA_VERSION = 4  # (2 to 4 added tables that now belong to the layers above: see TableSet)
 

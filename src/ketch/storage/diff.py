@@ -40,7 +40,7 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 def _xattrs(path: str) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     try:
         names = os.listxattr(path, follow_symlinks=False)
     except OSError:
@@ -60,7 +60,7 @@ def write_diff(upper: Path, output: Path) -> tuple[str, int]:
     hardlinks: dict[tuple[int, int], str] = {}
     with open(output, "wb") as raw:
         sink = _HashingWriter(raw)
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
             for dirpath, dirnames, filenames in os.walk(upper):
                 dirnames.sort()
                 rel_dir = os.path.relpath(dirpath, upper)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from collections.abc import Iterator
+    from typing import Any
 
 ROTATE_BYTES = 8 << 20
 TYPES = ("container", "image", "volume", "network", "system", "pod")
@@ -115,7 +116,7 @@ def matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
     """podman's ``events --filter``: container=, image=, volume=, network=, type=, event=
     (status), label=KEY[=VALUE]; the same key twice matches either value."""
     for key, values in filters.items():
-        def one(value: str) -> bool:
+        def one(value: str, key: str = key) -> bool:
             if key in ("event", "status"):
                 return event["Status"] == value
             if key == "type":

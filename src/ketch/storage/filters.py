@@ -20,7 +20,7 @@ KEYS = ("reference", "before", "since", "after", "until", "dangling", "intermedi
 
 
 def created_of(record: ImageRecord) -> float:
-    created = record.parsed_config.created
+    created = record.parsed_config.created or ""
     try:
         return datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
     except (AttributeError, ValueError):

@@ -12,8 +12,7 @@ import errno
 import os
 from pathlib import Path
 
-from ketch.syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,  # noqa: F401
-                            MS_REMOUNT, mount)
+from ketch.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount  # noqa: F401
 from ketch.syscalls import umount as _umount
 
 

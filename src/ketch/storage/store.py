@@ -29,19 +29,20 @@ import stat
 import time
 from pathlib import Path
 
-from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError, StoreError
+from ketch.filelocks import file_lock, if_abandoned
 from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
-from ketch.records import Record
+from ketch.records import Record, field
 from ketch.storage import mounts
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
-from ketch.filelocks import file_lock, if_abandoned
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO, Iterator
+    from collections.abc import Iterator
+    from typing import BinaryIO
 
 # Imported where used: hashlib (OpenSSL), tarfile (layers), the manifest parser. ``ketch run``
 # opens the store on every start and needs none of them.
@@ -68,9 +69,6 @@ def _hex(digest: str) -> str:
 
 
 class ImageRecord(Record):
-    __slots__ = ("id", "names", "digest", "manifest", "manifest_type", "config", "top_layer", "created", "size",
-                 "layers")
-    _defaults = {"size": 0, "layers": list}
     id: str
     names: list[str]
     digest: str
@@ -79,8 +77,8 @@ class ImageRecord(Record):
     config: bytes
     top_layer: str | None
     created: float
-    size: int
-    layers: list[str]
+    size: int = 0
+    layers: list[str] = field(default_factory=list)
 
     @property
     def parsed_config(self) -> ImageConfig:
@@ -88,7 +86,6 @@ class ImageRecord(Record):
 
 
 class Problem(Record):
-    __slots__ = ("kind", "what", "detail")
     kind: str
     what: str
     detail: str
@@ -505,7 +502,7 @@ class Store:
         no name, no container and no other child."""
         from ketch.storage.views import parents
 
-        result = []
+        result: list[str] = []
         child = removed
         while True:
             remaining = self.images()
@@ -599,11 +596,19 @@ class Store:
                     mounts.mount("none", str(path), None, mounts.MS_PRIVATE)
         return path
 
+    def _layer_content(self, layer: str) -> str:
+        row = self.db.one("SELECT content FROM layers WHERE id = ?", (layer,))
+        if row is None:
+            raise StoreError(f"layer {layer} is not recorded (ketch storage check --repair)")
+        return row["content"]
+
     def _chain_links(self, top: str) -> list[str]:
         links = []
         for layer in reversed(self.image_layers(top)):
             row = self.db.one("SELECT c.link, c.key FROM layers l JOIN contents c ON c.key = l.content "
                               "WHERE l.id = ?", (layer,))
+            if row is None:
+                raise StoreError(f"layer {layer} has no recorded content (ketch storage check --repair)")
             links.append(row["link"])
         return links
 
@@ -653,8 +658,9 @@ class Store:
             elif isinstance(self.driver, OverlayDriver):
                 self.driver.mount(self._chain_links(record.top_layer), path)
             else:
-                key = self.db.one("SELECT content FROM layers WHERE id = ?", (record.top_layer,))["content"]
-                self.driver.mount(self.driver.content_dir(key), path)  # type: ignore[call-arg]
+                assert isinstance(self.driver, VfsDriver)
+                key = self._layer_content(record.top_layer)
+                self.driver.mount(self.driver.content_dir(key), path)
 
         path = self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
         self.events.emit("image", "mount", id=record.id, name=name)
@@ -748,7 +754,7 @@ class Store:
                     mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
             else:
                 if top and not any((base / "diff").iterdir()):
-                    key = self.db.one("SELECT content FROM layers WHERE id = ?", (top,))["content"]
+                    key = self._layer_content(top)
                     from ketch.storage.apply import copy_tree
 
                     copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))

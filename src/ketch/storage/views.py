@@ -11,7 +11,7 @@ from ketch.storage.store import ImageRecord
 
 
 def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _repo_digests(record: ImageRecord) -> list[str]:

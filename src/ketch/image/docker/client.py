@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Iterator
+from collections.abc import Iterator
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -26,6 +26,7 @@ from ketch.errors import (
     BlobUnknownError,
     DigestMismatchError,
     ImageFormatError,
+    InvalidInputError,
     ManifestUnknownError,
     NotFoundError,
     RegistryError,
@@ -262,10 +263,9 @@ class RegistryClient:
                                       preload_content=preload, decode_content=False)
         except (MaxRetryError, NewConnectionError, ProtocolError, SSLError, Urllib3Error, OSError) as exc:
             host = urllib.parse.urlsplit(url).netloc
-            error = RegistryUnreachableError(f"{method} {host}: {_connection_message(exc)}")
             # A TLS failure does not heal by waiting; resets and time-outs may.
-            error.retryable = not _is_tls_error(exc)
-            raise error from exc
+            raise RegistryUnreachableError(f"{method} {host}: {_connection_message(exc)}",
+                                           retryable=not _is_tls_error(exc)) from exc
 
     def _send_with_retries(self, method: str, url: str, headers: dict[str, str], *, body: bytes | None = None,
                            preload: bool = False) -> urllib3.BaseHTTPResponse:
@@ -407,7 +407,7 @@ class RegistryClient:
             if announced:
                 try:
                     expected = Digest.parse(announced)
-                except Exception:
+                except InvalidInputError:
                     expected = None
                 if expected is not None and Digest.of(raw, expected.algorithm) != expected:
                     raise DigestMismatchError(
@@ -432,7 +432,7 @@ class RegistryClient:
             raise RegistryError(f"{what}: connection broken ({exc})") from exc
         return b"".join(chunks)
 
-    def open_blob(self, digest: Digest, size: int | None) -> "BlobStream":
+    def open_blob(self, digest: Digest, size: int | None) -> BlobStream:
         return BlobStream(self, digest, size)
 
     def get_blob_response(self, digest: Digest, offset: int = 0) -> urllib3.BaseHTTPResponse:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.parse
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from urllib3.exceptions import HTTPError as Urllib3Error
 

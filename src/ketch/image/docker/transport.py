@@ -33,7 +33,7 @@ class DockerReference(ImageReference):
         self.typed = typed
 
     @classmethod
-    def parse(cls, text: str) -> "DockerReference":
+    def parse(cls, text: str) -> DockerReference:
         if not text.startswith("//"):
             raise InvalidReferenceError(f"invalid docker reference {text!r}: expected docker://NAME[:TAG|@DIGEST]")
         typed = text[2:]
@@ -57,15 +57,16 @@ class DockerReference(ImageReference):
         return RegistryClient(_api_host(ref.domain), ctx, repository=ref.path, registry_name=ref.domain,
                               insecure=endpoint.insecure)
 
-    def new_source(self, ctx: SystemContext) -> "DockerImageSource":
+    def new_source(self, ctx: SystemContext) -> DockerImageSource:
         return DockerImageSource(self, ctx)
 
-    def new_destination(self, ctx: SystemContext) -> "DockerImageDestination":
+    def new_destination(self, ctx: SystemContext) -> DockerImageDestination:
         return DockerImageDestination(self, ctx)
 
 
 class DockerImageSource(ImageSource):
     """Reads from the first endpoint (mirror or primary) that has the manifest."""
+    reference: DockerReference  # (this transport's)
 
     def __init__(self, reference: DockerReference, ctx: SystemContext) -> None:
         self.reference = reference
@@ -79,7 +80,7 @@ class DockerImageSource(ImageSource):
 
     def get_manifest(self, instance: Digest | None = None) -> tuple[bytes, str]:
         if self.client is None:
-            errors = []
+            errors: list[str] = []
             for i, (endpoint, ref) in enumerate(self.endpoints):
                 client = self.reference.client(self.ctx, endpoint, ref)
                 try:
@@ -88,21 +89,22 @@ class DockerImageSource(ImageSource):
                     client.close()
                     if i == len(self.endpoints) - 1:
                         if errors:
-                            raise type(exc)(f"{exc.message} (mirrors tried first: {'; '.join(errors)})") from None
+                            raise type(exc)(f"{exc.message} (mirrors tried first: {'; '.join(errors)})") from exc
                         raise
                     log.info("mirror %s failed (%s); trying the next location", endpoint.location, exc)
                     errors.append(f"{endpoint.location}: {exc.message}")
                     continue
                 self.client, self._bound_ref = client, ref
                 return result
-        assert self._bound_ref is not None
+        assert self.client is not None and self._bound_ref is not None
         return self.client.get_manifest(str(instance) if instance else self._manifest_ref(self._bound_ref))
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         if self.client is None:
             self.get_manifest()
+        assert self.client is not None  # (bound by get_manifest)
         stream = self.client.open_blob(descriptor.digest, descriptor.size)
-        return stream, descriptor.size  # type: ignore[return-value]
+        return stream, descriptor.size
 
     def list_tags(self) -> list[str]:
         client = self.reference.client(self.ctx)
@@ -120,6 +122,7 @@ class DockerImageDestination(ImageDestination):
     """Pushes to the primary location. Blobs first (checked with HEAD, mounted from
     another repository of the same registry when possible), the manifest last:
     until the manifest is written, the registry shows no new image."""
+    reference: DockerReference  # (this transport's)
 
     supported_manifest_types = None
     desired_layer_compression = "compress"
@@ -159,7 +162,7 @@ class DockerImageDestination(ImageDestination):
             reference = self.ref.tag
         else:
             reference = str(self.ref.digest)
-            if Digest.of(raw, self.ref.digest.algorithm) != self.ref.digest:  # type: ignore[union-attr]
+            if Digest.of(raw, self.ref.digest.algorithm) != self.ref.digest:
                 raise InvalidReferenceError(
                     f"cannot push to {self.reference}: the manifest written has digest {Digest.of(raw)}")
         push.put_manifest(self.client, reference, raw, media_type)

@@ -18,8 +18,8 @@ ALLOWED = {
     "runtime": BASE | {"oci"},
     "containers": BASE | {"oci", "storage", "image", "runtime"},
     # the builder runs processes through containers, never by driving the runtime; it may use
-    # the runtime's safe path resolution, which runs nothing
-    "builder": BASE | {"oci", "storage", "image", "containers", "runtime.paths"},
+    # the runtime's safe path resolution and the spec's types, which run nothing
+    "builder": BASE | {"oci", "storage", "image", "containers", "runtime.paths", "runtime.spectypes"},
     "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder"},
 }
 BASE_ALLOWED = {"errors": set(), "records": {"errors"}, "filelocks": {"errors"}, "syscalls": {"errors", "_linux"}}

@@ -212,6 +212,16 @@ def command_error(exc: CannotExecuteError, layer: str) -> KetchError:
     return (ContainerCommandNotFoundError if not_found else ContainerCommandError)(str(exc))
 
 
+def log_cleanup_failure(logger: str, what: str, exc: BaseException) -> None:
+    """A clean-up step failed and the work goes on: say so on the log (``--log-level``), never
+    silently. Something already gone (NotFoundError) is a debug message; anything else a
+    warning. ``logging`` is imported only then: it is not on a container's start path."""
+    import logging
+
+    level = logging.DEBUG if isinstance(exc, NotFoundError) else logging.WARNING
+    logging.getLogger(logger).log(level, "%s: %s", what, exc)
+
+
 def from_oserror(exc: OSError, what: str) -> KetchError:
     """Map an OSError to the most specific ketch error, keeping the errno."""
     reason = exc.strerror or str(exc)

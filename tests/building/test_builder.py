@@ -133,6 +133,7 @@ def test_bad_input(builders, tmp_path):
     env.cli("builder", "rm", ctr, check=True)
 
 
+@pytest.mark.peer
 def test_quick_start_workflow_and_podman_reads_the_image(builders, tmp_path, podman):
     """The docs' quick start: an image made from scratch with the host's own tools (busybox here;
     debootstrap needs a mirror, which the tests do not have), run by ketch and by podman."""

@@ -228,6 +228,7 @@ def test_bad_input_names_the_step(builds, tmp_path):
     # the fixture checks that no working container was left behind
 
 
+@pytest.mark.peer
 def test_buildah_builds_the_same_tree_and_config(builds, tmp_path, podman):
     """buildah 1.28 and ketch build one Dockerfile (multi-stage, ARG/ENV, owners and modes, a directory
     deleted and made again, .dockerignore exceptions): the same files and config; podman runs ketch's."""
@@ -320,6 +321,7 @@ def test_onbuild_healthcheck_shell_and_squash(builds, tmp_path):
     assert env.cli("run", "--rm", "--network", "none", "child").stdout == "triggered\nbase\nchild\n"
 
 
+@pytest.mark.peer
 def test_a_debian_base_built_by_ketch_and_by_buildah(builds, tmp_path, podman):
     """A Dockerfile on Debian bookworm (debootstrap minbase, made from the Debian archive): users,
     owners and modes, a deleted and re-made directory; the same tree and config as buildah's."""
@@ -395,3 +397,37 @@ def test_platform_args_are_the_hosts_or_platforms(builds, tmp_path):
     assert out.strip() == f"linux/riscv64/{host_arch}"
     bad = build(builds, ctx, "--platform", "riscv64", check=False)
     assert bad.returncode == 125 and "invalid --platform" in bad.stderr
+
+
+@pytest.mark.parametrize("rules, path, ignored", [
+    (["*.log"], "debug.log", True),
+    (["*.log"], "sub/debug.log", False),  # * does not cross a /
+    (["**/*.log"], "sub/deep/debug.log", True),
+    (["build"], "build/out/x", True),  # a pattern matching a parent excludes what is below it
+    (["build", "!build/keep"], "build/keep", False),
+    (["build", "!build/keep"], "build/drop", True),
+    (["*", "!README.md"], "README.md", False),
+    (["!README.md", "*"], "README.md", True),  # the last matching pattern decides
+    (["/abs/path"], "abs/path", True),  # a leading / is the context's root
+    (["doc?.txt"], "doc1.txt", True),
+    (["doc?.txt"], "doc10.txt", False),
+    (["[a-c].txt"], "b.txt", True),
+    (["[!a-c].txt"], "b.txt", False),
+    (["# a comment", "", "  x  "], "x", True),
+    ([], "anything", False),
+])
+def test_dockerignore_rules(tmp_path, rules, path, ignored):
+    from ketch.builder.dockerignore import IgnoreRules
+
+    (tmp_path / ".dockerignore").write_text("\n".join(rules) + "\n")
+    assert IgnoreRules.load(str(tmp_path)).ignored(path) is ignored
+
+
+def test_containerignore_wins_over_dockerignore_and_exceptions_reach_below(tmp_path):
+    from ketch.builder.dockerignore import IgnoreRules
+
+    (tmp_path / ".dockerignore").write_text("*.md\n")
+    (tmp_path / ".containerignore").write_text("vendor\n!vendor/keep/**\n")
+    rules = IgnoreRules.load(str(tmp_path))
+    assert not rules.ignored("README.md") and rules.ignored("vendor/x")
+    assert rules.may_include_below("vendor") and not IgnoreRules([]).may_include_below("vendor")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import images
+from tests.support import cgroups, images
 from tests.support.networks import remove_networks
 
 KETCH = str(Path(sys.executable).parent / "ketch")
@@ -85,9 +85,9 @@ def ketch_session(tmp_path_factory):
     remove_networks(str(env.root), str(env.runroot))
     subprocess.run(["umount", "-R", "-l", str(env.root / "mounts")], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
-    for controller in os.listdir("/sys/fs/cgroup"):
+    for root in cgroups.roots():
         try:
-            os.rmdir(f"/sys/fs/cgroup/{controller}/ketch")
+            os.rmdir(f"{root}/ketch")
         except OSError:
             pass
 
@@ -113,9 +113,8 @@ def ketch_env(ketch_session):
     # cgroups are host-wide: only those of the containers this test made count (another ketch
     # on the machine may have containers running)
     made = containers_made_since(ketch_session, start_ns)
-    cgroups = [f"{c}/ketch/{d}" for c in os.listdir("/sys/fs/cgroup") for d in made
-               if os.path.isdir(f"/sys/fs/cgroup/{c}/ketch/{d}")]
-    assert cgroups == [], f"cgroups left: {cgroups}"
+    left = [f"{root}/ketch/{d}" for root in cgroups.roots() for d in made if os.path.isdir(f"{root}/ketch/{d}")]
+    assert left == [], f"cgroups left: {left}"  # (every v1 hierarchy and the v2 tree)
     netns = ketch_session.runroot / "netns"
     assert not netns.exists() or os.listdir(netns) == [], "network namespaces left"
     from ketch.containers.hostnet import HostAllocations

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.support import cgroups
+
 
 def _inspect(env, name: str, template: str) -> str:
     return env.cli("inspect", "--format", template, name, check=True).stdout.strip()
@@ -341,9 +343,9 @@ def test_resource_and_environment_flags(ketch_env, tmp_path):
         assert lines[1] in ("i686", "i386")  # LINUX32's uname
         assert lines[2].split(":", 2)[2].startswith(parent + "/")
     finally:
-        for controller in os.listdir("/sys/fs/cgroup"):
+        for root in cgroups.roots():
             try:
-                os.rmdir(os.path.join("/sys/fs/cgroup", controller, parent.lstrip("/")))
+                os.rmdir(os.path.join(root, parent.lstrip("/")))
             except OSError:
                 pass
     if os.path.isdir(memory_root):  # v1 memory controller (this machine's): the swappiness the cgroup got

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.containers.conftest import IMAGE
 
 
@@ -184,6 +186,7 @@ def test_containers_conf_is_read(ketch_env, tmp_path):
     assert broken.returncode == 125 and "containers.conf" in broken.stderr
 
 
+@pytest.mark.peer
 def test_other_runtime_keeps_the_container_our_child(ketch_env):
     result = ketch_env.cli("run", "--rm", "--runtime", "runc", "busybox", "sh", "-c", "echo via runc; exit 9")
     assert result.returncode == 9 and result.stdout == "via runc\n", result.stderr
@@ -204,7 +207,9 @@ def test_python_api(ketch_env):
                        root=str(ketch_env.root), runroot=str(ketch_env.runroot))
     assert (result.exit_code, result.stdout, result.stderr) == (2, b"api\n", b"")
     engine = ketch_env.engine()
-    container_id = engine.run(IMAGE, ketch.CreateOptions(command=["sleep", "30"], name="api-d"), detach=True)
+    detached = engine.run(IMAGE, ketch.CreateOptions(command=["sleep", "30"], name="api-d"), detach=True)
+    assert detached.exit_code is None
+    container_id = detached.container_id
     assert engine.status(container_id)["status"] == "running"
     assert engine.exec("api-d", ["sh", "-c", "exit 4"]) == 4
     engine.stop("api-d", timeout=0)

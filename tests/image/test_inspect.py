@@ -10,6 +10,7 @@ from tests.conftest import run_ketch
 pytestmark = pytest.mark.registry
 
 
+@pytest.mark.peer
 def test_inspect_matches_skopeo(registry):
     url = registry.url("library/busybox")
     ours = json.loads(run_ketch("image", "inspect", "--tls-verify=false", url).stdout)
@@ -41,6 +42,7 @@ def test_inspect_fetches_only_manifest_and_config(registry, monkeypatch):
 
 
 @pytest.mark.parametrize("flags", [["--raw"], ["--config"], ["--config", "--raw"]])
+@pytest.mark.peer
 def test_raw_and_config_match_skopeo(registry, flags):
     url = registry.url("multi")
     ours = run_ketch("image", "inspect", "--tls-verify=false", *flags, url).stdout
@@ -64,6 +66,7 @@ def test_format_template_and_no_tags(registry):
     assert bad.returncode == 1 and "can't evaluate field Nope" in bad.stderr
 
 
+@pytest.mark.peer
 def test_inspect_oci_layout_has_no_name(busybox_layout):
     out = json.loads(run_ketch("image", "inspect", f"oci:{busybox_layout}:latest").stdout)
     theirs = json.loads(subprocess.run(["skopeo", "inspect", f"oci:{busybox_layout}:latest"],

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ketch.runtime.spec import default_spec
-from tests.support import images
+from tests.support import cgroups, images
 
 RUNTIME = str(Path(sys.executable).parent / "ketch-runtime")
 
@@ -102,8 +102,8 @@ def cgroup_path(bundle):
     bundle.config["linux"]["cgroupsPath"] = path
     bundle.config["root"]["readonly"] = False
     yield path
-    for controller in os.listdir("/sys/fs/cgroup"):
-        for leftover in (f"/sys/fs/cgroup/{controller}{path}", f"/sys/fs/cgroup/{controller}/ketch-test"):
+    for root in cgroups.roots():
+        for leftover in (f"{root}{path}", f"{root}/ketch-test"):
             if os.path.isdir(leftover):
                 try:
                     os.rmdir(leftover)
@@ -116,8 +116,7 @@ def remove_parent_cgroups():
     """Containers' cgroups go with them; the empty parents the tests made (the runtime's default
     /ketch-runtime and the tests' /ketch-test) are removed once every test ran."""
     yield
-    root = Path("/sys/fs/cgroup")
-    for hierarchy in root.iterdir() if root.is_dir() else []:
+    for hierarchy in map(Path, cgroups.roots()):
         for parent in ("ketch-test", "ketch-runtime"):
             try:
                 (hierarchy / parent).rmdir()

@@ -1,5 +1,6 @@
-"""A cgroup v2 host: the runtime is run in a mount namespace whose /sys/fs/cgroup is this machine's
-v2 tree alone (the v1 controllers unmounted), so ketch-runtime takes its v2 path for real: the
+"""A cgroup v2 host. On a hybrid host (this machine) the runtime is run in a mount namespace whose
+/sys/fs/cgroup is the machine's v2 tree alone (the v1 controllers unmounted); on a v2-only host it
+runs as it is. Either way ketch-runtime takes its v2 path for real: the
 init forked into its cgroup, the cgroup namespace, device rules as an eBPF program, the freezer
 through cgroup.freeze, kill --all and removal. The v2 tree here has no controllers (they are all
 bound to v1), so memory, cpu and pids limits on v2 cannot be tested on this machine."""
@@ -13,10 +14,11 @@ import time
 import pytest
 
 from tests.runtime.test_cgroups_hooks import state, wait_status
+from tests.support import cgroups
 
 V2_ONLY = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
            'umount -l /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"', "sh"]
-UNIFIED = "/sys/fs/cgroup/unified"
+UNIFIED = cgroups.v2_root() or "/sys/fs/cgroup/unified"  # the v2 tree as the host (not the container) sees it
 
 
 @pytest.fixture
@@ -43,9 +45,10 @@ def _enabled(directory: str) -> set[str]:
 
 @pytest.fixture
 def v2(v2_controllers_restored, bundle, cgroup_path):
-    if not os.path.exists(f"{UNIFIED}/cgroup.controllers"):
+    if cgroups.v2_root() is None:
         pytest.skip("no cgroup v2 tree on this host")
-    bundle.wrapper = V2_ONLY
+    if not cgroups.v2_only():
+        bundle.wrapper = V2_ONLY  # (a v2-only host needs no namespace of its own)
     yield cgroup_path
 
 

@@ -199,6 +199,7 @@ def test_terminal_adds_dev_console(bundle):  # runtimetest: /dev/console with pr
     assert "console" in result.stdout and "/dev/pts/" in result.stdout
 
 
+@pytest.mark.peer
 def test_terminal_without_one_of_ours_is_refused_as_runc_refuses(bundle):
     """terminal: true, no --console-socket, and no terminal to proxy (a script, a service): runc
     fails at once; so does ketch-runtime (it used to start a shell nobody could reach)."""

@@ -168,6 +168,7 @@ def test_container_diff(any_driver_env):
 
 
 @pytest.mark.registry
+@pytest.mark.peer
 def test_push_of_unchanged_image_sends_no_layer_bytes(registry, store_env, monkeypatch):
     # a repository of this test's own: the session's registry keeps library/busybox as other tests expect it
     skopeo_copy(f"oci:{images.ensure('busybox')}:latest", registry.url("storetest/busybox"))

@@ -104,9 +104,9 @@ def parse(text: str, filename: str = "Dockerfile") -> list[Instruction]:
                 parsed = json.loads(rest)
                 if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
                     exec_form = parsed
-            except ValueError:
+            except ValueError as exc:
                 if name == "SHELL":
-                    raise DockerfileError(f"{filename}:{start + 1}: SHELL: not a JSON array: {rest}") from None
+                    raise DockerfileError(f"{filename}:{start + 1}: SHELL: not a JSON array: {rest}") from exc
         if name == "SHELL" and exec_form is None:
             raise DockerfileError(f"{filename}:{start + 1}: SHELL needs a JSON array")
         if not rest and not heredocs and name not in ("RUN",):
@@ -211,7 +211,7 @@ def split_words(text: str) -> list[str]:
     try:
         return shlex.split(text, posix=True)
     except ValueError as exc:
-        raise InvalidInputError(f"cannot split {text!r}: {exc}") from None
+        raise InvalidInputError(f"cannot split {text!r}: {exc}") from exc
 
 
 def key_values(text: str, instruction: str) -> list[tuple[str, str | None]]:

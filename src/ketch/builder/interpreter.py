@@ -26,8 +26,12 @@ from ketch.builder.cache import BuildCache
 from ketch.builder.context import prepare_context
 from ketch.builder.dockerignore import IgnoreRules
 from ketch.builder.working import Builder
-from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError
+from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError, log_cleanup_failure
 from ketch.records import Record, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.runtime.spectypes import Mount
 
 PREDEFINED_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
                    "no_proxy", "ALL_PROXY", "all_proxy"}
@@ -303,8 +307,8 @@ class Build:
 
             try:
                 parse_signal(expanded.strip())
-            except KetchError:
-                raise self._error(ins, f"invalid signal {expanded.strip()!r}") from None
+            except KetchError as exc:
+                raise self._error(ins, f"invalid signal {expanded.strip()!r}") from exc
             config["StopSignal"] = expanded.strip()
             empty_text = f"STOPSIGNAL {expanded}"
         elif name == "HEALTHCHECK":
@@ -536,8 +540,8 @@ class Build:
         for container in list(self.working):
             try:
                 self.builder.remove(container)
-            except KetchError:
-                pass
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"removing working container {container[:12]}", exc)
             self.working.remove(container)
 
     # -- RUN ----------------------------------------------------------------------------
@@ -577,11 +581,11 @@ class Build:
             raise BuildStepFailedError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): '
                                        f"while running runtime: exit status {status}", status)
 
-    def _run_mounts(self, ins, state: _State, stages) -> list[dict]:
+    def _run_mounts(self, ins, state: _State, stages) -> list[Mount]:
         specs = ins.flags.get("mount")
         if not specs:
             return []
-        out = []
+        out: list[Mount] = []
         for spec in specs if isinstance(specs, list) else [specs]:
             fields = {}
             flags = []
@@ -796,8 +800,8 @@ def _duration_ns(text: str, ins, build) -> int:
 
     try:
         return parse(text, "healthcheck")
-    except InvalidInputError:
-        raise build._error(ins, f"invalid duration {text!r}") from None
+    except InvalidInputError as exc:
+        raise build._error(ins, f"invalid duration {text!r}") from exc
 
 
 def build(store, context: str, options: BuildOptions, *, log=None, pull_context=None) -> str:
@@ -819,5 +823,5 @@ def build(store, context: str, options: BuildOptions, *, log=None, pull_context=
                 with open(path) as f:
                     text = f.read()
             except OSError as exc:
-                raise InvalidInputError(f"{path}: {exc.strerror}") from None
+                raise InvalidInputError(f"{path}: {exc.strerror}") from exc
         return Build(store, options, context_dir, text, os.path.basename(path), log=log, context=pull_context).run()

@@ -16,11 +16,20 @@ import os
 import time
 
 from ketch.builder import files
-from ketch.errors import BuilderError, DuplicateNameError, InvalidInputError, KetchError, NotFoundError
+from ketch.errors import (
+    BuilderError,
+    DuplicateNameError,
+    InvalidInputError,
+    KetchError,
+    NotFoundError,
+    log_cleanup_failure,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ketch.runtime.spectypes import Mount, Spec
 
 KIND = "builder"
 EXTRA_BUILD_CAPABILITIES = ["MKNOD"]  # package installs create device nodes; `ketch run` keeps it off
@@ -40,8 +49,8 @@ class Builder:
     def _record(self, name_or_id: str) -> dict:
         try:
             row = self.store.container(name_or_id)
-        except NotFoundError:
-            raise NotFoundError(f"{name_or_id}: no such working container") from None
+        except NotFoundError as exc:
+            raise NotFoundError(f"{name_or_id}: no such working container") from exc
         if row["kind"] != KIND:
             raise NotFoundError(f"{name_or_id} is a {row['kind']}, not a working container (ketch builder "
                                 "containers lists them)")
@@ -280,8 +289,8 @@ class Builder:
             for undo in reversed(cleanup):
                 try:
                     undo()
-                except KetchError:
-                    pass
+                except KetchError as exc:
+                    log_cleanup_failure(__name__, f"{name_or_id}: undoing a step of copy", exc)
         now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
         verb = "ADD" if add else "COPY"
         history = list(record["meta"].get("history") or [])
@@ -317,7 +326,7 @@ class Builder:
     def run(self, name_or_id: str, command: list[str], *, volumes: list[str] | None = None,
             mounts: list[str] | None = None, user: str | None = None, workingdir: str | None = None,
             env: list[str] | None = None, network: str = "host", tty: bool = False,
-            stdio: tuple[int, int, int] | None = None, oci_mounts: list[dict] | None = None,
+            stdio: tuple[int, int, int] | None = None, oci_mounts: list[Mount] | None = None,
             cap_add: list[str] | None = None) -> int:
         """The command in the working container (its file system, the image config's environment,
         user and working directory), with the build profile, through the containers layer's one
@@ -345,7 +354,7 @@ class Builder:
         os.makedirs(userdata, exist_ok=True)
         run_id = f"builder-{record['id'][:32]}-{os.getpid()}"
 
-        def build_profile(spec: dict) -> None:
+        def build_profile(spec: Spec) -> None:
             spec["root"]["readonly"] = False
             spec["linux"]["resources"]["devices"] = [  # mknod of nodes, not their use
                 {"allow": True, "type": "c", "major": -1, "minor": -1, "access": "m"},

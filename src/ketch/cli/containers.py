@@ -505,8 +505,8 @@ def _duration_or_time(text: str, what: str) -> float:
 
     try:
         return parse_time(text)
-    except InvalidInputError:
-        raise InvalidInputError(f"invalid {what} {text!r}: use RFC 3339, Unix seconds or a duration") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"invalid {what} {text!r}: use RFC 3339, Unix seconds or a duration") from exc
 
 
 # -- run, create, start ------------------------------------------------------------------
@@ -532,8 +532,8 @@ def cmd_run(args) -> int:
         result = engine.run(args.image, options, detach=args.detach, pull=args.pull, context=pull_context(args),
                             sig_proxy=args.sig_proxy, stdio=stdio, replace=args.replace,
                             progress=_pull_progress(args))
-    if args.detach:
-        print(result)
+    if args.detach or result.exit_code is None:
+        print(result.container_id)
         return 0
     return result.exit_code
 
@@ -612,7 +612,7 @@ def cmd_rm(args) -> int:
     def remove(name: str) -> str:
         timeout = args.time
         if args.force and timeout is None:
-            timeout = engine._record(name)["options"].stop_timeout
+            timeout = engine._record(name).options.stop_timeout
         return engine.remove(name, force=args.force, timeout=timeout, volumes=args.volumes)
 
     return _each(args, _names(engine, args), remove, missing_status=1)
@@ -690,7 +690,7 @@ def cmd_logs(args) -> int:
     until = _duration_or_time(args.until, "--until") if args.until else None
     streams = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}  # each record where it was written
     for name in names:
-        prefix = f"{engine._record(name)['name']} ".encode() if args.names and len(names) > 1 else b""
+        prefix = f"{engine._record(name).name} ".encode() if args.names and len(names) > 1 else b""
         for stream, chunk in engine.logs(name, follow=args.follow, tail=args.tail, since=since, until=until,
                                          timestamps=args.timestamps):
             streams[stream].write(prefix + chunk)

@@ -264,8 +264,8 @@ def build_options(args):
     if args.umask is not None:
         try:
             int(args.umask, 8)
-        except ValueError:
-            raise InvalidInputError(f"invalid umask string {args.umask}") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid umask string {args.umask}") from exc
     mounts = [parse_volume(v) for v in args.volume] + [parse_mount(m) for m in args.mount]
     log_driver = args.log_driver or "k8s-file"
     options = CreateOptions(

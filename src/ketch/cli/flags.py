@@ -37,8 +37,8 @@ def add_bool(parser: argparse.ArgumentParser, *names: str, help: str, default=No
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from exc
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
     return value

@@ -692,8 +692,8 @@ def _unquote(text: str) -> str:
     try:
         return json.loads(text.replace("\\'", "'").replace("\\a", "\\u0007").replace("\\v", "\\u000b")
                           .replace("\\x", "\\u00"), strict=False)
-    except ValueError:
-        raise TemplateError(f"template: bad string {text}") from None
+    except ValueError as exc:
+        raise TemplateError(f"template: bad string {text}") from exc
 
 
 def _number(text: str, error: TemplateError) -> int | float:
@@ -704,8 +704,8 @@ def _number(text: str, error: TemplateError) -> int | float:
         if re.fullmatch(r"[+-]?\d+", clean):
             return int(clean)
         return float(clean)
-    except ValueError:
-        raise error from None
+    except ValueError as exc:
+        raise error from exc
 
 
 # -- execution ----------------------------------------------------------------------------
@@ -800,8 +800,8 @@ def _compare(op: str):
             raise TemplateError(f"error calling {op}: incompatible types for comparison")
         try:
             return {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[op]
-        except TypeError:
-            raise TemplateError(f"error calling {op}: invalid type for comparison") from None
+        except TypeError as exc:
+            raise TemplateError(f"error calling {op}: invalid type for comparison") from exc
     return compare
 
 
@@ -1146,8 +1146,8 @@ class _State:
                 raise self.error(pipe, f"can't evaluate field {name} in type {_type_name(value)}")
             try:
                 result = getattr(value, name)
-            except AttributeError:
-                raise self.error(pipe, f"can't evaluate field {name} in type {_type_name(value)}") from None
+            except AttributeError as exc:
+                raise self.error(pipe, f"can't evaluate field {name} in type {_type_name(value)}") from exc
             if callable(result) and not isinstance(result, type):
                 try:
                     return result(*(args or []))

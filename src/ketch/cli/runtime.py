@@ -18,7 +18,7 @@ from ketch.errors import KetchError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # (typing costs milliseconds: not on ketch-runtime's path)
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 OCI_VERSION = "1.0.2"
 
@@ -134,8 +134,8 @@ def parse_size(text: str) -> int:
     unit = stripped[len(number):]
     try:
         return int(float(number) * _SIZE_UNITS[unit])
-    except (ValueError, KeyError):
-        raise InvalidInputError(f"invalid size {text!r}") from None
+    except (ValueError, KeyError) as exc:
+        raise InvalidInputError(f"invalid size {text!r}") from exc
 
 
 def exec_process(args, runtime) -> dict:
@@ -150,7 +150,7 @@ def exec_process(args, runtime) -> dict:
             with open(args.process) as f:
                 process = json.load(f)
         except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"reading the process from {args.process}: {exc}") from None
+            raise InvalidInputError(f"reading the process from {args.process}: {exc}") from exc
         if not isinstance(process, dict):
             raise InvalidInputError(f"{args.process}: a process must be a JSON object")
         return process
@@ -158,7 +158,7 @@ def exec_process(args, runtime) -> dict:
         raise InvalidInputError("exec: give a command, or --process FILE")
     state = runtime.state(args.id)
     try:
-        base = dict(specs.load(state["bundle"]).get("process") or {})
+        base: dict[str, Any] = dict(specs.load(state["bundle"]).get("process") or {})
     except KetchError:
         base = {}
     process = {"args": list(args.argv), "env": list(base.get("env") or []) + list(args.env),
@@ -171,8 +171,8 @@ def exec_process(args, runtime) -> dict:
         uid, _, gid = args.user.partition(":")
         try:
             process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-        except ValueError:
-            raise InvalidInputError(f"--user {args.user!r}: give numeric UID[:GID]") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"--user {args.user!r}: give numeric UID[:GID]") from exc
     if args.additional_gids:
         process["user"]["additionalGids"] = [int(g) for g in args.additional_gids]
     for cap in args.cap:
@@ -202,8 +202,8 @@ def update_resources(args) -> dict:
     def number(flag, text):
         try:
             return int(text)
-        except ValueError:
-            raise InvalidInputError(f"{flag}: {text!r} is not a number") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"{flag}: {text!r} is not a number") from exc
 
     resources: dict = {}
     memory = {k: parse_size(v) for k, v in (("limit", args.memory), ("reservation", args.memory_reservation),

@@ -17,13 +17,17 @@ import time
 from ketch.containers import logs as logfiles
 from ketch.containers import state as states
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.containers.engine import ContainerRecord
+
 DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q (podman's default)
 
 
-def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], sig_proxy: bool) -> int:
+def attach(engine, record: ContainerRecord, *, stdin: bool, stdio: tuple[int, int, int], sig_proxy: bool) -> int:
     from ketch.containers.monitor import STDIN_FIFO
 
-    userdata = engine._userdata(record["id"])
+    userdata = engine._userdata(record.id)
     follower = logfiles.LogFollower(engine._log_path(record))
     fifo = None
     if stdin:
@@ -34,7 +38,7 @@ def attach(engine, record: dict, *, stdin: bool, stdio: tuple[int, int, int], si
     current = states.read(userdata)
     pid = current.get("pid")
     previous = {}
-    if sig_proxy and pid and not record["options"].tty:
+    if sig_proxy and pid and not record.options.tty:
         for number in (signals.SIGINT, signals.SIGTERM, signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2,
                        signals.SIGQUIT):
             previous[number] = signals.signal(number, lambda n, _f: _kill(pid, n))

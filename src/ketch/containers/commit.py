@@ -34,8 +34,8 @@ def json_words(text: str, what: str) -> list[str] | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
-        raise InvalidInputError(f"invalid {what} {text!r}: not a JSON array") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid {what} {text!r}: not a JSON array") from exc
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidInputError(f"invalid {what} {text!r}: a JSON array of strings")
     return value
@@ -86,7 +86,7 @@ def _key_values(text: str, change: str) -> dict[str, str]:
     try:
         words = shlex.split(text)
     except ValueError as exc:
-        raise InvalidInputError(f"invalid --change {change!r}: {exc}") from None
+        raise InvalidInputError(f"invalid --change {change!r}: {exc}") from exc
     if len(words) == 2 and "=" not in words[0]:
         return {words[0]: words[1]}  # the old ENV KEY VALUE form
     out = {}

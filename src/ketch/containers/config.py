@@ -17,6 +17,10 @@ from pathlib import Path
 from ketch.errors import InvalidInputError
 from ketch.records import Record, field
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.runtime.spectypes import Rlimit
+
 SYSTEM_FILES = ("/usr/share/containers/containers.conf", "/etc/containers/containers.conf")
 
 # podman's defaults (containers/common), for a config that does not say.
@@ -114,10 +118,10 @@ class EngineConfig(Record):
             try:
                 with open(name, "rb") as f:
                     data = tomllib.load(f)
-            except FileNotFoundError:
-                raise InvalidInputError(f"containers.conf {name} does not exist") from None
+            except FileNotFoundError as exc:
+                raise InvalidInputError(f"containers.conf {name} does not exist") from exc
             except tomllib.TOMLDecodeError as exc:
-                raise InvalidInputError(f"containers.conf {name}: {exc}") from None
+                raise InvalidInputError(f"containers.conf {name}: {exc}") from exc
             section = data.get("containers") or {}
             for key in ("default_capabilities", "default_ulimits", "default_sysctls", "env", "dns_servers",
                         "dns_searches", "dns_options"):
@@ -183,7 +187,7 @@ def capabilities(defaults: list[str], add: list[str], drop: list[str], privilege
     return sorted("CAP_" + c for c in caps)
 
 
-def parse_ulimit(text: str) -> dict:
+def parse_ulimit(text: str) -> Rlimit:
     """``name=soft[:hard]`` (``-1`` or ``unlimited`` for no limit) → an OCI rlimit."""
     name, sep, values = text.partition("=")
     if not sep or name not in ULIMIT_NAMES:
@@ -196,8 +200,8 @@ def parse_ulimit(text: str) -> dict:
             return resource.RLIM_INFINITY & 0xFFFFFFFFFFFFFFFF
         try:
             parsed = int(value)
-        except ValueError:
-            raise InvalidInputError(f"invalid ulimit {text!r}: {value!r} is not a number") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid ulimit {text!r}: {value!r} is not a number") from exc
         if parsed < 0:
             raise InvalidInputError(f"invalid ulimit {text!r}: negative value")
         return parsed
@@ -209,10 +213,10 @@ def parse_ulimit(text: str) -> dict:
     return {"type": ULIMIT_NAMES[name], "soft": soft, "hard": hard}
 
 
-def default_rlimits() -> list[dict]:
+def default_rlimits() -> list[Rlimit]:
     """Without configured ulimits: open files and processes as high as the hard limits we hold, and
     never above (raising a hard limit needs CAP_SYS_RESOURCE, which a host may not give)."""
-    out = []
+    out: list[Rlimit] = []
     for name in ("RLIMIT_NOFILE", "RLIMIT_NPROC"):
         _, hard = resource.getrlimit(getattr(resource, name))
         value = hard & 0xFFFFFFFFFFFFFFFF
@@ -227,9 +231,9 @@ def seccomp_for(profile_path: Path, capabilities_held: list[str], arch: str = "a
     try:
         profile = json.loads(profile_path.read_text())
     except OSError as exc:
-        raise InvalidInputError(f"seccomp profile {profile_path}: {exc.strerror}") from None
+        raise InvalidInputError(f"seccomp profile {profile_path}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise InvalidInputError(f"seccomp profile {profile_path} is not JSON: {exc}") from None
+        raise InvalidInputError(f"seccomp profile {profile_path} is not JSON: {exc}") from exc
     caps = set(capabilities_held)
     native = {"amd64": "SCMP_ARCH_X86_64", "arm64": "SCMP_ARCH_AARCH64"}.get(arch, "")
     out: dict = {"defaultAction": profile.get("defaultAction", "SCMP_ACT_ERRNO"), "architectures": [],

@@ -96,7 +96,8 @@ class ExternalRuntime:
                preserve_fds: int) -> tuple[int, int | None]:
         import tempfile
 
-        from ketch.runtime.container import _close_listener, _receive_fd
+        from ketch.runtime.console import close_listener as _close_listener
+        from ketch.runtime.console import receive_fd as _receive_fd
 
         listener = console = None
         work = tempfile.mkdtemp(prefix="ketch-rt-")

@@ -37,6 +37,7 @@ from ketch.errors import (
     NoSuchContainerError,
     NotFoundError,
     command_error,
+    log_cleanup_failure,
 )
 from ketch.records import Record
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
+    from ketch.runtime.spectypes import Spec
+
 KIND = "container"
 EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
 
@@ -52,10 +55,24 @@ EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
 TIMEOUT_EXIT = 255  # what podman reports for a container ended by --timeout
 
 
-class RunResult(Record):
-    """What ``Engine.run`` returns when it waits for the container."""
+class ContainerRecord(Record):
+    """A container as the engine knows it: its store row (id, name, image, creation time), its
+    metadata and, parsed from it, its ``CreateOptions``. Its state is not here: it lives in files
+    (``state.json``), checked against the process table (see :mod:`ketch.containers.state`)."""
 
-    exit_code: int
+    id: str
+    name: str
+    image: str | None
+    created: float
+    meta: dict[str, Any]
+    options: CreateOptions
+
+
+class RunResult(Record):
+    """What ``Engine.run`` returns: the container's id, and when it ran in the foreground its exit
+    status (and its output, when captured). ``exit_code`` is None for a detached run."""
+
+    exit_code: int | None
     container_id: str
     stdout: bytes | None = None
     stderr: bytes | None = None
@@ -143,20 +160,20 @@ class Engine:
 
     # -- records ------------------------------------------------------------------------
 
-    def _record(self, name_or_id: str) -> dict:
+    def _record(self, name_or_id: str) -> ContainerRecord:
         try:
             row = self.store.container(name_or_id)
-        except NotFoundError:
-            raise NoSuchContainerError(name_or_id) from None
+        except NotFoundError as exc:
+            raise NoSuchContainerError(name_or_id) from exc
         if row["kind"] != KIND:
             raise NoSuchContainerError(name_or_id)
         return self._record_of(row)
 
     @staticmethod
-    def _record_of(row: dict) -> dict:
-        row["meta"] = json.loads(row["metadata"])
-        row["options"] = CreateOptions.from_dict(row["meta"].get("options") or {})
-        return row
+    def _record_of(row: dict) -> ContainerRecord:
+        meta = json.loads(row["metadata"])
+        return ContainerRecord(row["id"], row["name"], row["image"], row["created"], meta,
+                               CreateOptions.from_dict(meta.get("options") or {}))
 
     def _image_record(self, image_id: str):
         """The image a container was made from; looked up once per image while ``list`` runs."""
@@ -186,14 +203,14 @@ class Engine:
         record = self._record(name_or_id)
         return self._status(record)
 
-    def _status(self, record: dict) -> dict:
-        current = states.read(self._userdata(record["id"]))
+    def _status(self, record: ContainerRecord) -> dict:
+        current = states.read(self._userdata(record.id))
         if current.get("status") == "initialized" and not states.alive(current.get("monitor_pid"),
                                                                        current.get("monitor_start")):
             current.update(status="created")  # its monitor was killed: nothing waits to start it
         if current.get("status") == "running":
             if states.alive(current.get("pid"), current.get("pid_start")):
-                if self._driver(record["options"]).status(record["id"]) == "paused":
+                if self._driver(record.options).status(record.id) == "paused":
                     current["status"] = "paused"
                 return current
             # Exited: its monitor records how in a moment (an exit status seen as missing would
@@ -203,7 +220,7 @@ class Engine:
                     current.get("monitor_pid") != os.getpid() and \
                     states.alive(current.get("monitor_pid"), current.get("monitor_start")):
                 time.sleep(0.01)
-                current = states.read(self._userdata(record["id"]))
+                current = states.read(self._userdata(record.id))
             if current.get("status") == "running" and not states.alive(current.get("pid"), current.get("pid_start")):
                 # gone without anyone recording how: the monitor or ``run`` was killed
                 current.update(status="exited", exit_code=current.get("exit_code"), pid=0, stale=True)
@@ -283,8 +300,8 @@ class Engine:
             except OSError as exc:
                 self.remove(container_id, force=True)
                 raise ContainerError(f"writing the container id file {options.cidfile}: {exc.strerror}") from exc
-        self._record_event("create", {"id": container_id, "name": name, "image": record.id, "options": options,
-                                      "meta": meta})  # (the image's name resolved, as podman's event has it)
+        # (the image's name resolved, as podman's event has it)
+        self._record_event("create", ContainerRecord(container_id, name, record.id, time.time(), meta, options))
         return container_id
 
     def _make_anonymous_volumes(self, options: CreateOptions, image_config: dict) -> None:
@@ -334,14 +351,14 @@ class Engine:
         self.store.events.emit("container", status, id=container_id, name=name, image=image,
                                attributes=dict(labels or {}), exit_code=exit_code)
 
-    def _record_event(self, status: str, record: dict, exit_code: int | None = None) -> None:
+    def _record_event(self, status: str, record: ContainerRecord, exit_code: int | None = None) -> None:
         # the image's name is looked up once per container and process (a run records ~7 events)
         names = self.__dict__.setdefault("_event_image_names", {})
-        if record["id"] not in names:
+        if record.id not in names:
             from ketch.containers import views
 
-            names[record["id"]] = views.image_name(self, record)
-        self._event(status, record["id"], record["name"], names[record["id"]], record["options"].labels, exit_code)
+            names[record.id] = views.image_name(self, record)
+        self._event(status, record.id, record.name, names[record.id], record.options.labels, exit_code)
 
     def _mounts_from(self, sources: builtins.list[str]) -> builtins.list[dict]:
         """--volumes-from CTR[:ro|rw]: that container's volumes and binds (podman's)."""
@@ -350,7 +367,7 @@ class Engine:
             name, _, mode = entry.partition(":")
             if mode not in ("", "ro", "rw"):
                 raise InvalidInputError(f"invalid --volumes-from {entry!r}: the mode is ro or rw")
-            for mount in self._record(name)["options"].mounts:
+            for mount in self._record(name).options.mounts:
                 if mount["kind"] == "tmpfs":
                     continue
                 options = [o for o in mount["options"] if o not in ("ro", "rw")] + ([mode] if mode else
@@ -361,26 +378,26 @@ class Engine:
 
     # -- start, attached or detached ---------------------------------------------------
 
-    def _prepare(self, record: dict, *, listen_fds: int = 0) -> tuple[str, dict]:
+    def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0) -> tuple[str, Spec]:
         """Mount the root file system, set up the network and volumes, write the bundle; the
         bundle directory and the config."""
         from ketch.containers import spec as specs
 
-        options: CreateOptions = record["options"]
-        container_id = record["id"]
+        options: CreateOptions = record.options
+        container_id = record.id
         userdata = self._userdata(container_id)
         os.makedirs(userdata, exist_ok=True)
-        image = self.store.lookup(record["image"]).parsed_config if record["image"] else None
+        image = self.store.lookup(record.image).parsed_config if record.image else None
         states.update(userdata, mounted=True)  # before the mount: a kill in between leaves it removable
         rootfs = str(self.store.mount_container(container_id))
         try:
             hostname = options.hostname or container_id[:12]
             joined = self._joined_namespaces(options)
             netns_path, addresses = self._setup_network(record, image)
-            base = specs.hosts_base(hostname, record["name"], options, addresses, self.conf)
+            base = specs.hosts_base(hostname, record.name, options, addresses, self.conf)
             states.update(userdata, hosts_base=base)
-            specs.etc_files(userdata, hostname, options, record["meta"].get("image_name", ""), record["image"] or "",
-                            container_id, record["name"], base + self._peer_hosts(container_id), self.conf)
+            specs.etc_files(userdata, hostname, options, record.meta.get("image_name", ""), record.image or "",
+                            container_id, record.name, base + self._peer_hosts(container_id), self.conf)
             extra_mounts = []
             from ketch.containers import users
 
@@ -416,8 +433,8 @@ class Engine:
         except BaseException:
             try:
                 self._network_ready()
-            except KetchError:
-                pass
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"{record.name}: the network set-up after a failed start", exc)
             self._release(record)
             raise
         return userdata, config
@@ -447,7 +464,7 @@ class Engine:
                 other = self._record(mode.split(":", 1)[1])
                 current = self._status(other)
                 if current["status"] not in ("running", "paused"):
-                    raise InvalidInputError(f"cannot join the {kind} namespace of container {other['name']}: it is "
+                    raise InvalidInputError(f"cannot join the {kind} namespace of container {other.name}: it is "
                                             f"{current['status']}")
                 proc_name = {"network": "net"}.get(kind, kind)
                 joined[kind] = f"/proc/{current['pid']}/ns/{proc_name}"
@@ -463,15 +480,15 @@ class Engine:
 
         return Volumes(self.store)
 
-    def _setup_network(self, record: dict, image) -> tuple[str | None, builtins.list[str]]:
+    def _setup_network(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
         """For bridge networks: a namespace of ours, addresses, veths, published ports."""
-        options: CreateOptions = record["options"]
+        options: CreateOptions = record.options
         names = self._network_names(options)
         if not names:
             return None, []
         from ketch.containers import network
 
-        container_id = record["id"]
+        container_id = record.id
         userdata = self._userdata(container_id)
         nets = self.networks()
         netns_path = str(self.store.runroot / "netns" / f"ketch-{container_id[:32]}")
@@ -496,8 +513,8 @@ class Engine:
     def _network_ready_quietly(self) -> None:
         try:
             self._network_ready()
-        except KetchError:
-            pass
+        except KetchError as exc:
+            log_cleanup_failure(__name__, "the network set-up of a container that did not start", exc)
 
     def _network_ready(self) -> None:
         """Wait for the network set-up started by ``_prepare`` (before the container starts)."""
@@ -540,21 +557,21 @@ class Engine:
                 peer = self._record(peer_name)
             except NotFoundError:
                 continue
-            userdata = self._userdata(peer["id"])
+            userdata = self._userdata(peer.id)
             base = states.read(userdata).get("hosts_base")
             if base is None:
                 continue
             try:
                 with open(os.path.join(userdata, "hosts"), "r+") as f:
                     f.seek(0)
-                    f.write(base + self._peer_hosts(peer["id"]))
+                    f.write(base + self._peer_hosts(peer.id))
                     f.truncate()
-            except OSError:
-                pass
+            except OSError as exc:
+                log_cleanup_failure(__name__, f"{peer_name}: rewriting its /etc/hosts", exc)
 
-    def _release(self, record: dict) -> None:
+    def _release(self, record: ContainerRecord) -> None:
         """Runtime state, network and root file system mount of a container that is not running."""
-        container_id = record["id"]
+        container_id = record.id
         userdata = self._userdata(container_id)
         current = states.read(userdata)
         if current.get("status") == "initialized":
@@ -563,9 +580,9 @@ class Engine:
             release_initialized(userdata)
             states.update(userdata, status="created")
         try:
-            self._driver(record["options"]).delete(container_id)
-        except KetchError:
-            pass
+            self._driver(record.options).delete(container_id)
+        except KetchError as exc:
+            log_cleanup_failure(__name__, f"{record.name}: deleting its runtime state", exc)
         current = states.read(userdata)
         if current.get("netns") or self._uses_networks(container_id):
             from ketch.containers import network
@@ -582,18 +599,18 @@ class Engine:
         for image_id in current.get("image_mounts") or []:
             try:
                 self.store.unmount_image(image_id)
-            except KetchError:
-                pass
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"{record.name}: unmounting image {image_id[:12]}", exc)
         if current.get("image_mounts"):
             states.update(userdata, image_mounts=[])
         if current.get("mounted"):
             self.store.unmount_container(container_id, force=True)
             states.update(userdata, mounted=False)
 
-    def _check_startable(self, record: dict) -> None:
+    def _check_startable(self, record: ContainerRecord) -> None:
         current = self._status(record)
         if current["status"] in ("running", "paused", "initialized"):
-            raise InvalidInputError(f"container {record['name']} is already running")
+            raise InvalidInputError(f"container {record.name} is already running")
         if current.get("mounted"):
             self._release(record)  # what a killed run or monitor left
 
@@ -625,10 +642,10 @@ class Engine:
             if self._status(required)["status"] not in ("running", "paused"):
                 self._start_detached(required)
 
-    def _run_attached(self, record: dict, *, stdio=None, sig_proxy: bool = True) -> int:
-        options: CreateOptions = record["options"]
+    def _run_attached(self, record: ContainerRecord, *, stdio=None, sig_proxy: bool = True) -> int:
+        options: CreateOptions = record.options
         self._start_required(options)
-        container_id = record["id"]
+        container_id = record.id
         null_stdin = None
         if stdio is None and not options.interactive:
             # podman's: without -i the container's stdin is not ours
@@ -667,8 +684,8 @@ class Engine:
                     log.close()
                 try:
                     self._network_ready()
-                except KetchError:
-                    pass
+                except KetchError as network_exc:
+                    log_cleanup_failure(__name__, f"{record.name}: the network set-up", network_exc)
                 self._release(record)
                 states.update(userdata, status="created")
                 error = self._start_error(exc)
@@ -721,8 +738,8 @@ class Engine:
             self.cleanup(container_id)
             try:
                 self._start_detached(self._record(container_id))
-            except KetchError:
-                pass
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"{container_id[:12]}: restarting it (its restart policy)", exc)
             return status
         self.cleanup(container_id, remove=options.remove)
         return status
@@ -735,18 +752,18 @@ class Engine:
             return ContainerError(str(exc))
         return exc
 
-    def _log_path(self, record: dict) -> str:
-        return record["options"].log_opts.get("path") or os.path.join(self._userdata(record["id"]), states.LOG_FILE)
+    def _log_path(self, record: ContainerRecord) -> str:
+        return record.options.log_opts.get("path") or os.path.join(self._userdata(record.id), states.LOG_FILE)
 
-    def _monitor_args(self, record: dict) -> dict:
+    def _monitor_args(self, record: ContainerRecord) -> dict:
         """What the monitor needs beyond the bundle: the container's restart policy, timeout,
         health check, log settings and what its events say."""
         from ketch.containers import views
 
-        options: CreateOptions = record["options"]
-        userdata = self._userdata(record["id"])
+        options: CreateOptions = record.options
+        userdata = self._userdata(record.id)
         args: dict[str, Any] = {
-            "name": record["name"], "image_name": views.image_name(self, record), "labels": dict(options.labels),
+            "name": record.name, "image_name": views.image_name(self, record), "labels": dict(options.labels),
             "restart_policy": options.restart_policy, "restart_retries": options.restart_retries,
             "timeout": options.timeout, "interactive": options.interactive,
             "log_max_size": _log_size(options.log_opts.get("max-size")),
@@ -758,20 +775,20 @@ class Engine:
             program = os.path.join(os.path.dirname(sys.executable), "ketch")
             command = [program] if os.access(program, os.X_OK) else [sys.executable, "-m", "ketch.cli.main"]
             command += ["--root", str(self.store.root), "--runroot", str(self.store.runroot), "healthcheck", "run",
-                        record["id"]]
+                        record.id]
             with open(os.path.join(userdata, "healthcheck.argv"), "wb") as f:
                 f.write(b"\0".join(a.encode() for a in command) + b"\0")
             args["health_interval"] = check["interval"]
             del ketch
         return args
 
-    def _start_detached(self, record: dict, *, init_only: bool = False) -> None:
+    def _start_detached(self, record: ContainerRecord, *, init_only: bool = False) -> None:
         import subprocess
 
         import ketch
 
-        options: CreateOptions = record["options"]
-        container_id = record["id"]
+        options: CreateOptions = record.options
+        container_id = record.id
         self._start_required(options)
         with self.store.lock(f"container-{container_id}"):
             current = self._status(record)
@@ -837,16 +854,16 @@ class Engine:
                 _write_pidfile(options.conmon_pidfile, states.read(userdata).get("monitor_pid") or 0)
             # (the monitor recorded the init and start events, in their order)
 
-    def _start_initialized(self, record: dict) -> None:
+    def _start_initialized(self, record: ContainerRecord) -> None:
         """Start a container ``init`` made: its monitor waits on the start FIFO."""
         from ketch.containers.monitor import START_FIFO
 
-        userdata = self._userdata(record["id"])
+        userdata = self._userdata(record.id)
         fifo = os.path.join(userdata, START_FIFO)
         deadline = time.monotonic() + 10
         while not os.path.exists(fifo):
             if time.monotonic() > deadline:
-                raise ContainerError(f"container {record['name']} is initialized, but its monitor does not answer")
+                raise ContainerError(f"container {record.name} is initialized, but its monitor does not answer")
             time.sleep(0.01)
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         try:
@@ -857,7 +874,7 @@ class Engine:
             if states.read(userdata).get("status") != "initialized":
                 return  # (its monitor records the start event)
             time.sleep(0.01)
-        raise ContainerError(f"container {record['name']} did not start")
+        raise ContainerError(f"container {record.name} did not start")
 
     def init(self, name_or_id: str) -> str:
         """``ketch init``: the container is created by the runtime (its init process exists, its
@@ -865,12 +882,12 @@ class Engine:
         record = self._record(name_or_id)
         current = self._status(record)
         if current["status"] == "initialized":
-            return record["id"]
+            return record.id
         if current["status"] in ("running", "paused"):
-            raise ContainerError(f"container {record['id']} has already been created in runtime: container "
+            raise ContainerError(f"container {record.id} has already been created in runtime: container "
                                  "state improper")
         self._start_detached(record, init_only=True)
-        return record["id"]
+        return record.id
 
     def cleanup(self, name_or_id: str, *, remove: bool = False) -> None:
         """After the container exited: its runtime state and mount go; with ``remove``, itself."""
@@ -878,26 +895,26 @@ class Engine:
             record = self._record(name_or_id)
         except NotFoundError:
             return
-        with self.store.lock(f"container-{record['id']}"):
+        with self.store.lock(f"container-{record.id}"):
             current = self._status(record)
             if current["status"] in ("running", "paused"):
                 return  # started again meanwhile
             self._release(record)
             if current["status"] in ("exited", "stopped") and not current.get("cleaned"):
                 if not remove:  # (a container about to go needs no mark)
-                    states.update(self._userdata(record["id"]), cleaned=True)
+                    states.update(self._userdata(record.id), cleaned=True)
                 self._record_event("cleanup", record)  # podman's, once per run
         if remove:
-            self.remove(record["id"], force=True)
+            self.remove(record.id, force=True)
 
     # -- run --------------------------------------------------------------------------------
 
     def run(self, image: str, options: CreateOptions | None = None, *, detach: bool = False,
             pull: str = "missing", context=None, stdio: tuple[int, int, int] | None = None,
             capture_output: bool = False, sig_proxy: bool = True, replace: bool = False,
-            progress=None) -> RunResult | str:
+            progress=None) -> RunResult:
         """create + start. In the foreground (the default) the container's exit status (and, with
-        ``capture_output``, its output) comes back; with ``detach`` its id, once it runs."""
+        ``capture_output``, its output) comes back; with ``detach`` once it runs, with no status."""
         if options is not None:
             self._start_network_helper(options)  # overlaps create and the preparation
         try:
@@ -906,11 +923,11 @@ class Engine:
         except BaseException:
             self._network_ready_quietly()
             raise
-        options = self._record(container_id)["options"]
+        options = self._record(container_id).options
         try:
             if detach:
                 self._start_detached(self._record(container_id))
-                return container_id
+                return RunResult(None, container_id)
             if capture_output:
                 import tempfile
 
@@ -931,8 +948,8 @@ class Engine:
             if options.remove:
                 try:
                     self.remove(container_id, force=True)
-                except KetchError:
-                    pass
+                except KetchError as exc:
+                    log_cleanup_failure(__name__, f"{container_id[:12]}: removing it (--rm)", exc)
             raise
 
     # -- signals, stop, wait ----------------------------------------------------------
@@ -941,23 +958,23 @@ class Engine:
         record = self._record(name_or_id)
         current = self._status(record)
         if current["status"] not in ("running", "paused"):
-            raise ContainerStateError(f"can only kill running containers. {record['id']} is in state "
+            raise ContainerStateError(f"can only kill running containers. {record.id} is in state "
                                       f"{current['status']}: container state improper")
         number = _signal_number(signal)
         if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGQUIT):
-            states.update(self._userdata(record["id"]), stopped_by_user=True)  # no restart after a kill
+            states.update(self._userdata(record.id), stopped_by_user=True)  # no restart after a kill
         os.kill(current["pid"], number)
         self._record_event("kill", record)
-        return record["id"]
+        return record.id
 
     def stop(self, name_or_id: str, timeout: int | None = None) -> str:
         """The stop signal, then SIGKILL to every process after ``timeout`` seconds (podman's)."""
         record = self._record(name_or_id)
-        options: CreateOptions = record["options"]
-        userdata = self._userdata(record["id"])
+        options: CreateOptions = record.options
+        userdata = self._userdata(record.id)
         # Under the lock a restart decides under: a restart that has not decided yet will not
         # happen; one that has (``restarting``) is waited for, and its new run stopped.
-        with self.store.lock(f"container-{record['id']}"):
+        with self.store.lock(f"container-{record.id}"):
             states.update(userdata, stopped_by_user=True)
         deadline = time.monotonic() + 30
         current = self._status(record)
@@ -966,13 +983,13 @@ class Engine:
             time.sleep(0.02)
             current = self._status(record)
         if current["status"] not in ("running", "paused"):
-            self.cleanup(record["id"])  # nothing runs; what a killed run left goes
-            return record["id"]
+            self.cleanup(record.id)  # nothing runs; what a killed run left goes
+            return record.id
         driver = self._driver(options)
         timeout = options.stop_timeout if timeout is None else timeout
         pid, started = current["pid"], current.get("pid_start")
         if current["status"] == "paused":
-            driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+            driver.kill(record.id, signals.SIGKILL, all_processes=True)
         elif timeout > 0:
             try:
                 os.kill(pid, _signal_number(options.stop_signal or self._image_stop_signal(record) or "TERM"))
@@ -987,24 +1004,24 @@ class Engine:
 
                 logging.getLogger("ketch").warning(
                     "StopSignal %s failed to stop container %s in %d seconds, resorting to SIGKILL",
-                    options.stop_signal or self._image_stop_signal(record) or "SIGTERM", record["name"], timeout)
+                    options.stop_signal or self._image_stop_signal(record) or "SIGTERM", record.name, timeout)
             try:
-                driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+                driver.kill(record.id, signals.SIGKILL, all_processes=True)
             except KetchError:
                 os.kill(pid, signals.SIGKILL)
         self._wait_recorded(record, pid, started)
         self._record_event("stop", record)
-        return record["id"]
+        return record.id
 
-    def _image_stop_signal(self, record: dict) -> str | None:
+    def _image_stop_signal(self, record: ContainerRecord) -> str | None:
         try:
-            return self.store.lookup(record["image"]).parsed_config.container_config.get("StopSignal")
+            return self.store.lookup(record.image).parsed_config.container_config.get("StopSignal")
         except KetchError:
             return None
 
-    def _wait_recorded(self, record: dict, pid: int, started: str | None, timeout: float = 10) -> None:
+    def _wait_recorded(self, record: ContainerRecord, pid: int, started: str | None, timeout: float = 10) -> None:
         """Until the process is gone and whoever watched it has recorded the exit (or is gone too)."""
-        userdata = self._userdata(record["id"])
+        userdata = self._userdata(record.id)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             current = states.read(userdata)
@@ -1016,7 +1033,7 @@ class Engine:
             if not states.alive(current.get("monitor_pid"), current.get("monitor_start")):
                 code = current.get("exit_code")
                 states.exited(userdata, code if code is not None else 137)
-                self.cleanup(record["id"], remove=record["options"].remove)
+                self.cleanup(record.id, remove=record.options.remove)
                 break
             time.sleep(0.02)
 
@@ -1040,7 +1057,7 @@ class Engine:
             done = state in wanted or (state not in ("running", "paused", "initialized") and
                                        ("stopped" in wanted or "exited" in wanted and state == "exited"))
             if {"healthy", "unhealthy"} & wanted:
-                done = done or health.status(self._userdata(record["id"]), record["options"].healthcheck) in wanted
+                done = done or health.status(self._userdata(record.id), record.options.healthcheck) in wanted
             if done:
                 code = current.get("exit_code")
                 return -1 if code is None else code
@@ -1048,11 +1065,11 @@ class Engine:
 
     def restart(self, name_or_id: str, timeout: int | None = None) -> str:
         record = self._record(name_or_id)
-        self.stop(record["id"], timeout)
+        self.stop(record.id, timeout)
         self._wait_recorded(record, 0, None)
-        self._start_detached(self._record(record["id"]))
+        self._start_detached(self._record(record.id))
         self._record_event("restart", record)
-        return record["id"]
+        return record.id
 
     # -- remove --------------------------------------------------------------------------
 
@@ -1066,37 +1083,37 @@ class Engine:
         if current["status"] in ("running", "paused"):
             if not force:
                 raise ContainerRunningError(
-                    f"cannot remove container {record['id']} as it is {current['status']} - running or paused "
+                    f"cannot remove container {record.id} as it is {current['status']} - running or paused "
                     "containers cannot be removed without force: container state improper")
             if timeout is not None and timeout > 0 and current["status"] == "running":
-                self.stop(record["id"], timeout)
+                self.stop(record.id, timeout)
                 current = self._status(record)
-            driver = self._driver(record["options"])
+            driver = self._driver(record.options)
             try:
-                driver.kill(record["id"], signals.SIGKILL, all_processes=True)
+                driver.kill(record.id, signals.SIGKILL, all_processes=True)
             except KetchError:
                 os.kill(current["pid"], signals.SIGKILL)
             deadline = time.monotonic() + 10
             while states.alive(current["pid"], current.get("pid_start")) and time.monotonic() < deadline:
                 time.sleep(0.02)
-        with self.store.lock(f"container-{record['id']}"):
+        with self.store.lock(f"container-{record.id}"):
             self._release(record)
             try:
-                self.store.remove_container(record["id"], force=True)
+                self.store.remove_container(record.id, force=True)
             except NotFoundError:
                 pass
         self._record_event("remove", record)
-        if volumes or record["options"].remove:
-            self._remove_volumes(record["options"].anonymous_volumes)
-        if record["options"].remove_image and record["image"]:
+        if volumes or record.options.remove:
+            self._remove_volumes(record.options.anonymous_volumes)
+        if record.options.remove_image and record.image:
             from ketch.containers import views
 
             try:  # --rmi: the image goes too (by the name it was run by), unless something else uses it
-                if not self.store.image_users(record["image"]):
-                    self.store.remove_image(views.image_name(self, record) or record["image"])
-            except KetchError:
-                pass
-        return record["id"]
+                if not self.store.image_users(record.image):
+                    self.store.remove_image(views.image_name(self, record) or record.image)
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"{record.name}: removing its image (--rmi)", exc)
+        return record.id
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -1147,8 +1164,8 @@ class Engine:
     def mount(self, name_or_id: str) -> str:
         """Mount the container's root file system (counted, as a running container's is); where."""
         record = self._record(name_or_id)
-        path = str(self.store.mount_container(record["id"]))
-        states.update(self._userdata(record["id"]), user_mounts=states.read(self._userdata(record["id"])).get(
+        path = str(self.store.mount_container(record.id))
+        states.update(self._userdata(record.id), user_mounts=states.read(self._userdata(record.id)).get(
             "user_mounts", 0) + 1)
         self._record_event("mount", record)
         return path
@@ -1156,15 +1173,15 @@ class Engine:
     def unmount(self, name_or_id: str, *, force: bool = False) -> str:
         """Undo ``mount`` (all of its counts with ``force``); the container's id."""
         record = self._record(name_or_id)
-        userdata = self._userdata(record["id"])
+        userdata = self._userdata(record.id)
         count = states.read(userdata).get("user_mounts", 0)
         if not count:
-            raise ContainerError(f"container {record['id']} is not mounted")
+            raise ContainerError(f"container {record.id} is not mounted")
         for _ in range(count if force else 1):
-            self.store.unmount_container(record["id"])
+            self.store.unmount_container(record.id)
         states.update(userdata, user_mounts=0 if force else count - 1)
         self._record_event("unmount", record)
-        return record["id"]
+        return record.id
 
     def mounted(self) -> builtins.list[tuple[str, str, str]]:
         """(id, name, mount point) of the containers mounted with ``mount``."""
@@ -1182,10 +1199,10 @@ class Engine:
         or "stderr", from ``since`` to ``until``; with ``follow``, until it stops (or ``until``
         passes)."""
         record = self._record(name_or_id)
-        if record["options"].log_driver == "none":
-            raise InvalidInputError(f"container {record['name']} was created with --log-driver none: no logs")
-        if record["options"].log_driver == "passthrough":
-            raise InvalidInputError(f"container {record['name']}'s output went to its caller (passthrough): "
+        if record.options.log_driver == "none":
+            raise InvalidInputError(f"container {record.name} was created with --log-driver none: no logs")
+        if record.options.log_driver == "passthrough":
+            raise InvalidInputError(f"container {record.name}'s output went to its caller (passthrough): "
                                     "no logs")
         path = self._log_path(record)
         records = logfiles.read_records(path, since=since, tail=tail, until=until)
@@ -1212,14 +1229,14 @@ class Engine:
         from ketch.runtime.container import Runtime
 
         record = self._record(name_or_id)
-        options: CreateOptions = record["options"]
+        options: CreateOptions = record.options
         current = self._status(record)
         if current["status"] != "running":
             raise ContainerStateError("can only create exec sessions on running containers: container state improper")
         if options.runtime:
             raise InvalidInputError("exec into a container of another --runtime is not supported; use that "
                                     "runtime's exec")
-        userdata = self._userdata(record["id"])
+        userdata = self._userdata(record.id)
         with open(os.path.join(userdata, "config.json")) as f:
             config = json.load(f)
         process = dict(config["process"])
@@ -1260,7 +1277,7 @@ class Engine:
         runtime = Runtime(str(self.store.runroot / "runtime"))
         self._record_event("exec", record)
         try:
-            return runtime.exec(record["id"], process, detach=detach, stdio=stdio, preserve_fds=preserve_fds)
+            return runtime.exec(record.id, process, detach=detach, stdio=stdio, preserve_fds=preserve_fds)
         except CannotExecuteError as exc:
             raise command_error(exc, "container") from exc
 
@@ -1276,13 +1293,13 @@ class Engine:
         from ketch.runtime.container import Runtime
 
         record = self._record(name_or_id)
-        check = record["options"].healthcheck
+        check = record.options.healthcheck
         if not check or not check.get("test"):
-            raise ContainerError(f"container {record['name']} has no defined healthcheck")
+            raise ContainerError(f"container {record.name} has no defined healthcheck")
         current = self._status(record)
         if current["status"] != "running":
-            raise ContainerError(f"container {record['name']} is not running")
-        userdata = self._userdata(record["id"])
+            raise ContainerError(f"container {record.name} is not running")
+        userdata = self._userdata(record.id)
         with open(os.path.join(userdata, "config.json")) as f:
             process = dict(json.load(f)["process"])
         process.update(args=list(check["test"]), terminal=False)
@@ -1293,7 +1310,7 @@ class Engine:
                 null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     Runtime(str(self.store.runroot / "runtime")).exec(
-                        record["id"], process, detach=True, pid_file=pid_file.name,
+                        record.id, process, detach=True, pid_file=pid_file.name,
                         stdio=(null, output.fileno(), output.fileno()))
                 except KetchError as exc:
                     code, text = 127, str(exc)
@@ -1306,8 +1323,8 @@ class Engine:
         finally:
             syscalls.set_child_subreaper(was_subreaper)
         result = health.record(userdata, check, current.get("started_at") or began, code, text, began)
-        self._event("health_status", record["id"], record["name"], record["meta"].get("image_name", ""),
-                    {**record["options"].labels, "health_status": result})
+        self._event("health_status", record.id, record.name, record.meta.get("image_name", ""),
+                    {**record.options.labels, "health_status": result})
         return result
 
     def stats(self, names: builtins.list[str] | None = None, *, all: bool = False) -> builtins.list[dict[str, Any]]:
@@ -1331,10 +1348,10 @@ class Engine:
         record = self._record(name_or_id)
         current = self._status(record)
         if current["status"] not in ("running", "paused"):
-            raise ContainerError(f"you can only attach to running containers: {record['name']} is "
+            raise ContainerError(f"you can only attach to running containers: {record.name} is "
                                  f"{current['status']}")
         self._record_event("attach", record)
-        return attaching.attach(self, record, stdin=stdin and record["options"].interactive, stdio=stdio,
+        return attaching.attach(self, record, stdin=stdin and record.options.interactive, stdio=stdio,
                                 sig_proxy=sig_proxy)
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
@@ -1344,28 +1361,28 @@ class Engine:
         state = self._status(record)["status"]
         if state != "running":
             raise ContainerStateError(f'"{state}" is not running, can\'t pause: container state improper')
-        self._driver(record["options"]).pause(record["id"])
+        self._driver(record.options).pause(record.id)
         self._record_event("pause", record)
-        return record["id"]
+        return record.id
 
     def unpause(self, name_or_id: str) -> str:
         record = self._record(name_or_id)
         if self._status(record)["status"] != "paused":
-            raise ContainerStateError(f'"{record["id"]}" is not paused, can\'t unpause: container state improper')
-        self._driver(record["options"]).resume(record["id"])
+            raise ContainerStateError(f'"{record.id}" is not paused, can\'t unpause: container state improper')
+        self._driver(record.options).resume(record.id)
         self._record_event("unpause", record)
-        return record["id"]
+        return record.id
 
     def top(self, name_or_id: str) -> builtins.list[dict[str, Any]]:
         """The container's processes, as ``podman top`` shows them by default."""
         record = self._record(name_or_id)
         if self._status(record)["status"] not in ("running", "paused"):
-            raise InvalidInputError(f"container {record['name']} is not running")
+            raise InvalidInputError(f"container {record.name} is not running")
         from ketch.containers import views
 
         current = self._status(record)
         root = f"/proc/{current['pid']}/root"
-        found = [views.process_info(pid, root) for pid in self._driver(record["options"]).pids(record["id"])]
+        found = [views.process_info(pid, root) for pid in self._driver(record.options).pids(record.id)]
         return [p for p in found if p is not None]
 
     def rename(self, name_or_id: str, new_name: str) -> str:
@@ -1374,12 +1391,12 @@ class Engine:
         record = self._record(name_or_id)
         check_name(new_name)
         try:
-            self.store.rename_container(record["id"], new_name)
+            self.store.rename_container(record.id, new_name)
         except DuplicateNameError as exc:
             raise DuplicateNameError(f"the container name \"{new_name}\" is already in use") from exc
-        record["name"] = new_name
+        record.name = new_name
         self._record_event("rename", record)
-        return record["id"]
+        return record.id
 
     def prune(self, filters: builtins.list[str] | None = None) -> builtins.list[str]:
         """Remove every container that is not running (``container prune``; ``until=`` and
@@ -1395,7 +1412,7 @@ class Engine:
         return removed
 
     def ports(self, name_or_id: str) -> builtins.list[dict[str, Any]]:
-        return self._ports_of(self._record(name_or_id)["id"])
+        return self._ports_of(self._record(name_or_id).id)
 
     def _ports_of(self, container_id: str) -> builtins.list[dict[str, Any]]:
         if not self._uses_networks(container_id):
@@ -1407,20 +1424,20 @@ class Engine:
         from ketch.containers import changes
 
         record = self._record(name_or_id)
-        return changes.diff(self.store, record["id"], record["image"])
+        return changes.diff(self.store, record.id, record.image)
 
-    def _with_rootfs(self, record: dict):
+    def _with_rootfs(self, record: ContainerRecord):
         """The container's root file system, mounted for the caller (counted: a running
         container's mount is shared)."""
         import contextlib
 
         @contextlib.contextmanager
         def mounted():
-            path = self.store.mount_container(record["id"])
+            path = self.store.mount_container(record.id)
             try:
                 yield str(path)
             finally:
-                self.store.unmount_container(record["id"])
+                self.store.unmount_container(record.id)
 
         return mounted()
 
@@ -1461,7 +1478,7 @@ class Engine:
             else:
                 changes.copy(src, dst, owner=owner, overwrite=overwrite)
 
-    def _container_root(self, record: dict):
+    def _container_root(self, record: ContainerRecord):
         """The container's root file system for the caller: a running container's through its
         init (``/proc/PID/root``: the container's own view, mounts included), else mounted."""
         import contextlib
@@ -1471,23 +1488,23 @@ class Engine:
             return contextlib.nullcontext(f"/proc/{current['pid']}/root")
         return self._with_rootfs(record)
 
-    def _workdir(self, record: dict) -> str:
-        options: CreateOptions = record["options"]
+    def _workdir(self, record: ContainerRecord) -> str:
+        options: CreateOptions = record.options
         if options.workdir:
             return options.workdir
         try:
-            return self.store.lookup(record["image"]).parsed_config.container_config.get("WorkingDir") or "/"
+            return self.store.lookup(record.image).parsed_config.container_config.get("WorkingDir") or "/"
         except KetchError:
             return "/"
 
-    def _user_ids(self, record: dict, root: str) -> tuple[int, int]:
+    def _user_ids(self, record: ContainerRecord, root: str) -> tuple[int, int]:
         from ketch.containers import users
 
-        options: CreateOptions = record["options"]
+        options: CreateOptions = record.options
         spec = options.user
         if spec is None:
             try:
-                spec = self.store.lookup(record["image"]).parsed_config.container_config.get("User")
+                spec = self.store.lookup(record.image).parsed_config.container_config.get("User")
             except KetchError:
                 spec = None
         try:
@@ -1516,21 +1533,21 @@ class Engine:
 
         record = self._record(name_or_id)
         if include_volumes:
-            changes = list(changes or []) + [f"VOLUME {m['destination']}" for m in record["options"].mounts
+            changes = list(changes or []) + [f"VOLUME {m['destination']}" for m in record.options.mounts
                                              if m["kind"] == "volume"]
         paused = False
-        if pause and self._status(record)["status"] == "running" and not record["options"].runtime:
-            self._driver(record["options"]).pause(record["id"])
+        if pause and self._status(record)["status"] == "running" and not record.options.runtime:
+            self._driver(record.options).pause(record.id)
             paused = True
         try:
-            image_id = committer.commit(self.store, record["id"], record["image"], name=image, changes=changes,
+            image_id = committer.commit(self.store, record.id, record.image, name=image, changes=changes,
                                         message=message, author=author, fmt=fmt,
-                                        created_by=" ".join(record["options"].create_command))
+                                        created_by=" ".join(record.options.create_command))
             self._record_event("commit", record)
             return image_id
         finally:
             if paused:
-                self._driver(record["options"]).resume(record["id"])
+                self._driver(record.options).resume(record.id)
 
     def info(self) -> dict[str, Any]:
         from ketch.containers import views
@@ -1540,10 +1557,10 @@ class Engine:
 
 def run(image: str, command: list[str] | None = None, *, detach: bool = False, pull: str = "missing",
         capture_output: bool = False, root: str | None = None, runroot: str | None = None,
-        **options: Any) -> RunResult | str:
+        **options: Any) -> RunResult:
     """``ketch run`` from Python: ``ketch.run("busybox", ["echo", "hi"], capture_output=True)``
-    returns a RunResult (exit code, and the output when captured); ``detach=True`` returns the
-    container's id once it runs. ``options`` are CreateOptions fields (``remove=True`` is ``--rm``,
+    returns a RunResult (the container's id, its exit code, and the output when captured);
+    ``detach=True`` returns once it runs (``exit_code`` None). ``options`` are CreateOptions fields (``remove=True`` is ``--rm``,
     ``env=[...]``, ``memory=...``)."""
     engine = Engine(root=root, runroot=runroot)
     return engine.run(image, CreateOptions(command=command, **options), detach=detach, pull=pull,

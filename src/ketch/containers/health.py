@@ -44,8 +44,8 @@ def parse_healthcheck(cmd: str | None, interval: str | None, timeout: str | None
     if cmd.strip().startswith("["):
         try:
             parsed = json.loads(cmd)
-        except ValueError:
-            raise InvalidInputError(f"invalid --health-cmd {cmd!r}: not a JSON array") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid --health-cmd {cmd!r}: not a JSON array") from exc
         if not parsed or not all(isinstance(p, str) for p in parsed):
             raise InvalidInputError(f"invalid --health-cmd {cmd!r}: want a JSON array of strings")
         if parsed[0] == "CMD-SHELL":

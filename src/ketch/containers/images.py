@@ -15,9 +15,9 @@ def find_or_pull(store, name: str, policy: str = "missing", context=None, trust_
     if policy in ("missing", "never"):
         try:
             return store.lookup(name)
-        except NotFoundError:
+        except NotFoundError as exc:
             if policy == "never":
-                raise NotFoundError(f"{name}: image not known") from None
+                raise NotFoundError(f"{name}: image not known") from exc
     try:
         return store.lookup(pull(store, name, context, trust_policy, progress))
     except KetchError:

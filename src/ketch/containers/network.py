@@ -23,7 +23,7 @@ import socket
 import time
 
 from ketch.containers.netns import in_namespace, make_namespace, remove_namespace  # noqa: F401 - (their old home)
-from ketch.errors import InUseError, InvalidInputError, NetworkError, NotFoundError
+from ketch.errors import InUseError, InvalidInputError, NetworkError, NotFoundError, log_cleanup_failure
 
 DEFAULT_NETWORK = "ketch"
 DEFAULT_BRIDGE = "ketch0"
@@ -130,8 +130,8 @@ def _host_address(text: str, subnet: ipaddress.IPv4Network, what: str) -> ipaddr
     """An address of ``subnet`` usable by a host (not its network or broadcast address)."""
     try:
         address = ipaddress.IPv4Address(text)
-    except ValueError:
-        raise InvalidInputError(f"invalid {what} {text!r}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid {what} {text!r}") from exc
     if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
         raise InvalidInputError(f"{what} {text} is not a host address of {subnet}")
     return address
@@ -176,15 +176,15 @@ def parse_publish(spec: str) -> list[PortMapping]:
     if host_ip:
         try:
             ipaddress.IPv4Address(host_ip)
-        except ValueError:
-            raise InvalidInputError(f"invalid -p {spec!r}: {host_ip!r} is not an IPv4 address") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid -p {spec!r}: {host_ip!r} is not an IPv4 address") from exc
 
     def port_range(value: str) -> list[int]:
         first, _, last = value.partition("-")
         try:
             low, high = int(first), int(last or first)
-        except ValueError:
-            raise InvalidInputError(f"invalid -p {spec!r}: {value!r} is not a port or a range") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid -p {spec!r}: {value!r} is not a port or a range") from exc
         if not (0 <= low <= high <= 65535):
             raise InvalidInputError(f"invalid -p {spec!r}: ports are 1-65535")
         return list(range(low, high + 1))
@@ -247,7 +247,7 @@ class Networks:
             try:
                 network = ipaddress.IPv4Network(subnet, strict=True)
             except ValueError as exc:
-                raise InvalidInputError(f"invalid subnet {subnet!r}: {exc}") from None
+                raise InvalidInputError(f"invalid subnet {subnet!r}: {exc}") from exc
             if network.prefixlen > 30:
                 raise InvalidInputError(f"subnet {subnet} is too small: /30 at most")
         network_id = os.urandom(32).hex()
@@ -484,8 +484,8 @@ class Networks:
                 for line in lines:  # one was gone already: the others one by one
                     try:
                         _nft(line + "\n")
-                    except NetworkError:
-                        pass
+                    except NetworkError as exc:
+                        log_cleanup_failure(__name__, f"{container_id[:12]}: removing a published port", exc)
 
 
 class Helper:
@@ -583,7 +583,7 @@ def _check_bindable(host_ip: str, port: int, protocol: str) -> None:
         try:
             probe.bind((host_ip, port))
         except OSError as exc:
-            raise InUseError(f"host port {host_ip}:{port}/{protocol} is already in use: {exc.strerror}") from None
+            raise InUseError(f"host port {host_ip}:{port}/{protocol} is already in use: {exc.strerror}") from exc
 
 
 def _free_port(host_ip: str, protocol: str, taken: set) -> int:

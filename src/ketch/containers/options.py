@@ -158,8 +158,8 @@ class CreateOptions(Record):
         for server in self.dns:
             try:
                 ipaddress.ip_address(server)
-            except ValueError:
-                raise InvalidInputError(f"invalid --dns {server!r}: not an IP address") from None
+            except ValueError as exc:
+                raise InvalidInputError(f"invalid --dns {server!r}: not an IP address") from exc
         if self.memory is not None and self.memory < 0:
             raise InvalidInputError("--memory must not be negative")
         if self.restart_policy not in RESTART_POLICIES:
@@ -248,8 +248,8 @@ def parse_memory(text: str, *, zero: bool = False) -> int:
         value = value[:-1]
     try:
         number = float(value)
-    except ValueError:
-        raise InvalidInputError(f"invalid size {text!r}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid size {text!r}") from exc
     if number < 0 or number == 0 and not zero:
         raise InvalidInputError(f"invalid size {text!r}: must be positive")
     return int(number * factor)
@@ -309,7 +309,7 @@ def read_env_file(path: str) -> list[str]:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as exc:
-        raise InvalidInputError(f"--env-file {path}: {exc.strerror}") from None
+        raise InvalidInputError(f"--env-file {path}: {exc.strerror}") from exc
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 

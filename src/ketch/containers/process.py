@@ -22,6 +22,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from ketch.runtime.spectypes import Mount, Spec
+
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +55,8 @@ def attached_network(store, run_id: str, network: str) -> Iterator[str | None]:
 
 
 def run_to_end(store, *, run_id: str, container_id: str, name: str, rootfs: str, userdata: str, image, options,
-               image_name: str = "", image_id: str = "", extra_mounts: list[dict] | None = None,
-               adjust_spec: Callable[[dict], None] | None = None, stdio: tuple[int, int, int] | None = None,
+               image_name: str = "", image_id: str = "", extra_mounts: list[Mount] | None = None,
+               adjust_spec: Callable[[Spec], None] | None = None, stdio: tuple[int, int, int] | None = None,
                error_layer: str = "container") -> int:
     """Run ``options.command`` in ``rootfs`` (mounted by the caller) to its end; its exit status.
     ``error_layer`` names whose error a program that cannot be run is (``container``/``builder``)."""

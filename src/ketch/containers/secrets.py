@@ -23,6 +23,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # (typing costs ~2.5 ms to import: not on ketch run's path)
     from typing import Any
 
+    from ketch.runtime.spectypes import Mount
+
 DRIVER = "file"
 SECRETS_DIR = "/run/secrets"
 
@@ -58,8 +60,8 @@ def parse_secret(text: str) -> dict[str, Any]:
         elif key == "mode":
             try:
                 spec["mode"] = int(value, 8)
-            except ValueError:
-                raise InvalidInputError(f"invalid --secret {text!r}: mode must be octal") from None
+            except ValueError as exc:
+                raise InvalidInputError(f"invalid --secret {text!r}: mode must be octal") from exc
         else:
             raise InvalidInputError(f"invalid --secret {text!r}: unknown option {key!r}")
     if not spec.get("name"):
@@ -189,10 +191,11 @@ class Secrets:
     # -- containers ------------------------------------------------------------------
 
     def for_container(self, specs: builtins.list[dict], userdata: str,
-                      user: tuple[int, int]) -> tuple[builtins.list[dict], builtins.list[str]]:
+                      user: tuple[int, int]) -> tuple[builtins.list[Mount], builtins.list[str]]:
         """The runtime mounts (files under ``userdata/secrets``) and environment entries for a
         container's ``--secret``s."""
-        mounts, env = [], []
+        mounts: builtins.list[Mount] = []
+        env: builtins.list[str] = []
         directory = os.path.join(userdata, "secrets")
         os.makedirs(directory, mode=0o700, exist_ok=True)
         for spec in specs:

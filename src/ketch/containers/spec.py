@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ketch.runtime.spectypes import Device, Linux, Mount, Namespace, Process, Spec
+
 if TYPE_CHECKING:
     from ketch.oci.config import ImageConfig
 
@@ -86,8 +88,8 @@ def _environment(image: ImageConfig, options: CreateOptions, conf: engine_config
 
 def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, options: CreateOptions,
           conf: engine_config.EngineConfig, listen_fds: int = 0, notify_socket: str | None = None,
-          netns_path: str | None = None, extra_mounts: list[dict] | None = None,
-          namespace_paths: dict[str, str] | None = None, secret_env: list[str] | None = None) -> dict[str, Any]:
+          netns_path: str | None = None, extra_mounts: list[Mount] | None = None,
+          namespace_paths: dict[str, str] | None = None, secret_env: list[str] | None = None) -> Spec:
     """The config.json for one start of the container. ``namespace_paths`` are namespaces to
     join (type -> path: another container's, or one given by path)."""
     user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
@@ -115,11 +117,11 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     umask_text = options.umask or conf.umask or "0022"
     try:
         umask = int(umask_text, 8)
-    except ValueError:
-        raise InvalidInputError(f"invalid umask {umask_text!r}: want an octal number such as 0022") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid umask {umask_text!r}: want an octal number such as 0022") from exc
     if not 0 <= umask <= 0o777:
         raise InvalidInputError(f"invalid umask {umask_text!r}: must be between 0000 and 0777")
-    process: dict[str, Any] = {
+    process: Process = {
         "terminal": options.tty,
         "user": {"uid": exec_user.uid, "gid": exec_user.gid, "umask": umask,
                  **({"additionalGids": exec_user.additional_gids} if exec_user.additional_gids else {})},
@@ -130,7 +132,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     }
     if options.oom_score_adj is not None:
         process["oomScoreAdj"] = options.oom_score_adj
-    mounts: list[dict[str, Any]] = [
+    mounts: list[Mount] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
@@ -176,7 +178,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     for mount in extra_mounts or []:  # volumes and binds last: they cover what is beneath
         mounts = [m for m in mounts if m["destination"] != mount["destination"]] + [mount]
     joined = dict(namespace_paths or {})
-    namespaces = []
+    namespaces: list[Namespace] = []
     for kind, mode in (("pid", options.pid), ("ipc", options.ipc), ("uts", options.uts)):
         if kind in joined:
             namespaces.append({"type": kind, "path": joined[kind]})
@@ -196,7 +198,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     own_name: str | None = hostname
     if options.uts == "host" or "uts" in joined:
         own_name = None  # the host's (or the other container's) name stays
-    linux: dict[str, Any] = {
+    linux: Linux = {
         "namespaces": namespaces,
         "cgroupsPath": f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}",
         # every device denied (the runtime still allows the default nodes), all of them when privileged
@@ -277,18 +279,19 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         path = profile or str(conf.seccomp_file())
         from pathlib import Path
 
-        linux["seccomp"] = engine_config.seccomp_for(Path(path), [c[4:] for c in caps])
-    config = {
+        profile_json = engine_config.seccomp_for(Path(path), [c[4:] for c in caps])
+        if profile_json is not None:
+            linux["seccomp"] = profile_json
+    config: Spec = {
         "ociVersion": "1.0.2",
         "process": process,
         "root": {"path": rootfs, "readonly": options.read_only},
-        "hostname": own_name,
         "mounts": mounts,
         "annotations": dict(options.annotations),
         "linux": linux,
     }
-    if own_name is None:
-        del config["hostname"]
+    if own_name is not None:
+        config["hostname"] = own_name
     return config
 
 
@@ -324,7 +327,7 @@ def _block_device(text: str, what: str) -> tuple[str, dict[str, int]]:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise InvalidInputError(f"{what} {path}: {exc.strerror}") from None
+        raise InvalidInputError(f"{what} {path}: {exc.strerror}") from exc
     if not stat.S_ISBLK(st.st_mode):
         raise InvalidInputError(f"{what} {path}: not a block device")
     return value, {"major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev)}
@@ -357,7 +360,7 @@ def _block_io(options: CreateOptions) -> dict[str, Any]:
     return block_io
 
 
-def device_entry(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def device_entry(text: str) -> tuple[Device, dict[str, Any]]:
     """``--device HOST[:CONTAINER][:PERMISSIONS]``: the device node and its cgroup rule."""
     import stat
 
@@ -379,21 +382,21 @@ def device_entry(text: str) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         st = os.stat(host)
     except OSError as exc:
-        raise InvalidInputError(f"--device {host}: {exc.strerror}") from None
+        raise InvalidInputError(f"--device {host}: {exc.strerror}") from exc
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         raise InvalidInputError(f"--device {host}: not a device node")
     kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
     major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-    device = {"path": container, "type": kind, "major": major, "minor": minor,
+    device: Device = {"path": container, "type": kind, "major": major, "minor": minor,
               "fileMode": stat.S_IMODE(st.st_mode), "uid": 0, "gid": 0}
     return device, {"allow": True, "type": kind, "major": major, "minor": minor, "access": permissions}
 
 
-def _host_devices() -> list[dict[str, Any]]:
+def _host_devices() -> list[Device]:
     """--privileged: the host's device nodes (the top of /dev), as podman adds them."""
     import stat
 
-    out = []
+    out: list[Device] = []
     for entry in sorted(os.listdir("/dev")):
         path = os.path.join("/dev", entry)
         try:

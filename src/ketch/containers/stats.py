@@ -9,6 +9,10 @@ from typing import Any
 
 from ketch.containers.spec import CGROUP_PARENT
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.containers.engine import ContainerRecord
+
 
 def _cgroup(container_id: str):
     from ketch.runtime.cgroups import Cgroup
@@ -79,15 +83,15 @@ def _block_io(cgroup) -> tuple[int, int]:
     return read, write
 
 
-def sample(record: dict, current: dict) -> dict[str, Any]:
+def sample(record: ContainerRecord, current: dict) -> dict[str, Any]:
     """One container's numbers (zeros for one that does not run)."""
-    out: dict[str, Any] = {"ContainerID": record["id"], "Name": record["name"], "CPUNano": 0, "CPU": 0.0,
+    out: dict[str, Any] = {"ContainerID": record.id, "Name": record.name, "CPUNano": 0, "CPU": 0.0,
                            "AvgCPU": 0.0, "MemUsage": 0, "MemLimit": 0, "MemPerc": 0.0, "NetInput": 0,
                            "NetOutput": 0, "BlockInput": 0, "BlockOutput": 0, "PIDs": 0, "UpTime": 0,
                            "Duration": 0, "SystemNano": time.time_ns()}
     if current["status"] not in ("running", "paused") or not current.get("pid"):
         return out
-    cgroup = _cgroup(record["id"])
+    cgroup = _cgroup(record.id)
     numbers = cgroup.stats()
     cpu = ((numbers.get("cpu") or {}).get("usage") or {}).get("total") or 0
     memory = (numbers.get("memory") or {})

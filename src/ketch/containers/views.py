@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ketch.containers.engine import ContainerRecord
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_EPOCH = -62135596800  # Go's zero time, as podman prints an unset one
 
@@ -42,22 +44,22 @@ def _status_text(current: dict) -> str:
     return "Created"
 
 
-def _command(engine, record: dict) -> list[str]:
+def _command(engine, record: ContainerRecord) -> list[str]:
     from ketch.containers.spec import command_of
 
     try:
-        image = engine._image_record(record["image"]).parsed_config
-        return command_of(image, record["options"])
+        image = engine._image_record(record.image).parsed_config
+        return command_of(image, record.options)
     except KetchError:
-        return list(record["options"].command or [])
+        return list(record.options.command or [])
 
 
-def image_name(engine, record: dict) -> str:
+def image_name(engine, record: ContainerRecord) -> str:
     try:
-        names = engine._image_record(record["image"]).names
+        names = engine._image_record(record.image).names
     except KetchError:
         names = []
-    wanted = record["meta"].get("image_name", "")
+    wanted = record.meta.get("image_name", "")
     for candidate in engine.store.candidates(wanted) if wanted else []:
         if candidate in names:
             return candidate  # the name the user's words resolved to, as podman shows it
@@ -67,16 +69,16 @@ def image_name(engine, record: dict) -> str:
     return names[0] if names else wanted
 
 
-def _ports(engine, record: dict) -> list[dict] | None:
-    ports = engine._ports_of(record["id"])
+def _ports(engine, record: ContainerRecord) -> list[dict] | None:
+    ports = engine._ports_of(record.id)
     return [{"host_ip": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "container_port": p["container_port"],
              "host_port": p["host_port"], "range": 1, "protocol": p["protocol"]} for p in ports] or None
 
 
-def _networks(engine, record: dict) -> dict[str, str]:
-    if record["options"].network in ("none", "host"):
+def _networks(engine, record: ContainerRecord) -> dict[str, str]:
+    if record.options.network in ("none", "host"):
         return {}
-    return engine.networks().addresses_of(record["id"])
+    return engine.networks().addresses_of(record.id)
 
 
 def _namespaces(pid: int | None) -> dict[str, str]:
@@ -91,43 +93,43 @@ def _namespaces(pid: int | None) -> dict[str, str]:
     return out
 
 
-def _size(engine, record: dict) -> dict[str, int]:
+def _size(engine, record: ContainerRecord) -> dict[str, int]:
     """``ps --size``: the writable layer's bytes (RwSize) and the image's plus it (RootFsSize)."""
     from ketch.containers.housekeeping import tree_size
 
-    rw = tree_size(str(engine.store.container_upper(record["id"])))
+    rw = tree_size(str(engine.store.container_upper(record.id)))
     try:
-        image = engine.store.lookup(record["image"]).size if record["image"] else 0
+        image = engine.store.lookup(record.image).size if record.image else 0
     except KetchError:
         image = 0
     return {"RwSize": rw, "RootFsSize": image + rw}
 
 
-def ps_entry(engine, record: dict, current: dict, *, size: bool = False,
+def ps_entry(engine, record: ContainerRecord, current: dict, *, size: bool = False,
              namespaces: bool = False) -> dict[str, Any]:
     from ketch.containers import health
 
-    options: CreateOptions = record["options"]
+    options: CreateOptions = record.options
     status = current["status"]
     code = current.get("exit_code")
     running = status in ("running", "paused")
     return {
         "AutoRemove": options.remove,
         "Command": _command(engine, record),
-        "Created": int(record["created"]),
-        "CreatedAt": f"{_ago(time.time() - record['created'])} ago",
+        "Created": int(record.created),
+        "CreatedAt": f"{_ago(time.time() - record.created)} ago",
         "Exited": status == "exited",
         "ExitedAt": int(current["finished_at"]) if current.get("finished_at") else ZERO_EPOCH,
         "ExitCode": (-1 if code is None else code) if status == "exited" else 0,
-        "Id": record["id"],
+        "Id": record.id,
         "Image": image_name(engine, record),
-        "ImageID": record["image"] or "",
+        "ImageID": record.image or "",
         "IsInfra": False,
         "Labels": dict(sorted(options.labels.items())) or None,
         "Mounts": [m["destination"] for m in options.mounts],
-        "Names": [record["name"]],
+        "Names": [record.name],
         "Namespaces": _namespaces(current.get("pid")) if namespaces and running else {},
-        "Networks": sorted(engine._network_names(record["options"])),  # podman's: configured, in any state
+        "Networks": sorted(engine._network_names(record.options)),  # podman's: configured, in any state
         "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
         "Pod": "",
         "PodName": "",
@@ -137,7 +139,7 @@ def ps_entry(engine, record: dict, current: dict, *, size: bool = False,
         "StartedAt": int(current["started_at"]) if current.get("started_at") else ZERO_EPOCH,
         "State": status,
         "Status": _status_text(current),
-        "Health": health.status(engine._userdata(record["id"]), options.healthcheck) if running else "",
+        "Health": health.status(engine._userdata(record.id), options.healthcheck) if running else "",
     }
 
 
@@ -158,7 +160,7 @@ def parse_filters(filters: list[str]) -> dict[str, list[str]]:
     return by_key
 
 
-def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict | None = None) -> bool:
+def matches(entry: dict, record: ContainerRecord, filters: list[str] | dict, anchors: dict | None = None) -> bool:
     """podman's ``ps --filter``: id, name (a regular expression), status, label (and label!=),
     ancestor, exited, before/since (a container), until (a time), volume, network, health,
     restart-policy, expose/publish (a port); the same key twice matches either value, different
@@ -190,26 +192,26 @@ def matches(entry: dict, record: dict, filters: list[str] | dict, anchors: dict 
                 anchor = (anchors or {}).get(value)
                 if anchor is None:
                     raise KetchError(f'no container with name or ID "{value}" found: no such container')
-                return record["created"] < anchor if key == "before" else record["created"] > anchor
+                return record.created < anchor if key == "before" else record.created > anchor
             if key == "until":
                 from ketch.storage.filters import parse_time
 
                 return entry["Created"] < parse_time(value)
             if key == "volume":
-                mounts = record["options"].mounts
+                mounts = record.options.mounts
                 return any(m.get("source") == value or m.get("destination") == value for m in mounts)
             if key == "network":
-                return value in (entry["Networks"] or []) or value in record["options"].network.split(",")
+                return value in (entry["Networks"] or []) or value in record.options.network.split(",")
             if key == "health":
                 return entry.get("Health") == value or value == "none" and not entry.get("Health")
             if key == "restart-policy":
-                return (record["options"].restart_policy or "no") == value
+                return (record.options.restart_policy or "no") == value
             if key in ("expose", "publish"):
                 port = value.split("/")[0]
                 if key == "publish":
                     return any(str(p["host_port"]) == port or str(p["container_port"]) == port
                                for p in entry["Ports"] or [])
-                return any(e.split("/")[0] == port for e in record["options"].expose)
+                return any(e.split("/")[0] == port for e in record.options.expose)
             if key == "pod":
                 return False
             return False
@@ -226,11 +228,11 @@ def _rfc3339(ts: float | None) -> str:
     return states.now_rfc3339(ts) if ts else ZERO_TIME
 
 
-def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
+def inspect(engine, record: ContainerRecord, current: dict) -> dict[str, Any]:
     from ketch.runtime.container import parse_signal
 
-    options: CreateOptions = record["options"]
-    userdata = engine._userdata(record["id"])
+    options: CreateOptions = record.options
+    userdata = engine._userdata(record.id)
     config: dict[str, Any] = {}
     try:
         with open(os.path.join(userdata, "config.json")) as f:
@@ -239,7 +241,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         pass
     command = _command(engine, record)
     try:
-        image_record = engine.store.lookup(record["image"])
+        image_record = engine.store.lookup(record.image)
         image, image_digest = image_record.parsed_config.container_config, image_record.digest
     except KetchError:
         image, image_digest = {}, ""
@@ -253,8 +255,8 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
     except KetchError:
         stop_number = 15
     return {
-        "Id": record["id"],
-        "Created": _rfc3339(record["created"]),
+        "Id": record.id,
+        "Created": _rfc3339(record.created),
         "Path": command[0] if command else "",
         "Args": command[1:],
         "State": {
@@ -277,7 +279,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
             "RestoredAt": NEVER,
             "CgroupPath": (config.get("linux") or {}).get("cgroupsPath", ""),
         },
-        "Image": record["image"] or "",
+        "Image": record.image or "",
         "ImageDigest": image_digest,
         "ImageName": image_name(engine, record),
         "IsService": False,
@@ -291,7 +293,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         "OCIRuntime": options.runtime or "ketch-runtime",
         "ConmonPidFile": "",
         "PidFile": "",
-        "Name": record["name"],
+        "Name": record.name,
         "RestartCount": current.get("restart_count", 0),
         "Driver": engine.store.driver_name,
         "MountLabel": "",
@@ -301,7 +303,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         "BoundingCaps": caps.get("bounding") or [],
         "ExecIDs": [],
         "GraphDriver": {"Name": engine.store.driver_name,
-                        "Data": {"UpperDir": str(engine.store.container_upper(record["id"]))}},
+                        "Data": {"UpperDir": str(engine.store.container_upper(record.id))}},
         "Mounts": [{"Type": m["kind"], "Name": m["source"] if m["kind"] == "volume" else "",
                     "Source": engine.volumes().path(m["source"]) if m["kind"] == "volume" else m["source"],
                     "Destination": m["destination"], "RW": "ro" not in m["options"], "Options": m["options"]}
@@ -311,7 +313,7 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
         "Namespace": "",
         "IsInfra": False,
         "Config": {
-            "Hostname": config.get("hostname") or options.hostname or record["id"][:12],
+            "Hostname": config.get("hostname") or options.hostname or record.id[:12],
             "Domainname": "",
             "User": options.user if options.user is not None else image.get("User", ""),
             "AttachStdin": options.interactive,
@@ -403,18 +405,18 @@ def inspect(engine, record: dict, current: dict) -> dict[str, Any]:
 NEVER = "0001-01-01T00:00:00Z"  # Go's zero time, as podman prints a time that never was
 
 
-def _health(engine, record: dict) -> dict[str, Any]:
+def _health(engine, record: ContainerRecord) -> dict[str, Any]:
     from ketch.containers import health
 
-    userdata = engine._userdata(record["id"])
+    userdata = engine._userdata(record.id)
     recorded = health.read(userdata) or {}
-    return {"Status": health.status(userdata, record["options"].healthcheck),
+    return {"Status": health.status(userdata, record.options.healthcheck),
             "FailingStreak": recorded.get("FailingStreak", 0), "Log": recorded.get("Log") or None}
 
 
-def _network_settings(engine, record: dict, current: dict) -> dict[str, Any]:
+def _network_settings(engine, record: ContainerRecord, current: dict) -> dict[str, Any]:
     ports: dict[str, list] = {}
-    for p in engine.ports(record["id"]):
+    for p in engine.ports(record.id):
         ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
             {"HostIp": p["host_ip"] if p["host_ip"] != "0.0.0.0" else "", "HostPort": str(p["host_port"])})
     networks = {}

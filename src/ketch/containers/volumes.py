@@ -15,6 +15,10 @@ import time
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
 from ketch.records import Record, field
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ketch.runtime.spectypes import Mount
+
 BIND_OPTIONS = {"ro", "rw", "z", "Z", "U", "private", "rprivate", "shared", "rshared", "slave", "rslave",
                 "bind", "rbind", "nosuid", "nodev", "noexec", "suid", "dev", "exec", "copy", "nocopy"}
 
@@ -58,9 +62,9 @@ def parse_volume(spec: str) -> MountSpec:
 
     try:
         check_name(source)
-    except InvalidInputError:
+    except InvalidInputError as exc:
         raise InvalidInputError(f"invalid volume {spec!r}: {source!r} is neither an absolute path nor a "
-                                "volume name") from None
+                                "volume name") from exc
     return MountSpec("volume", source, os.path.normpath(destination), options)
 
 
@@ -250,13 +254,13 @@ class Volumes:
 
 
 def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int],
-           mounted_images: list[str] | None = None) -> list[dict]:
+           mounted_images: list[str] | None = None) -> list[Mount]:
     """The runtime-spec mounts; volumes made (and filled from the image) on first use. Images
     mounted for ``type=image`` are appended to ``mounted_images`` (the caller unmounts them)."""
     from ketch.runtime.paths import resolve_in_root
 
     volumes = Volumes(store)
-    out = []
+    out: list[Mount] = []
     for mount in mounts:
         options = list(mount.options)
         if mount.kind == "tmpfs":
@@ -297,7 +301,7 @@ def to_oci(store, mounts: list[MountSpec], rootfs: str, user: tuple[int, int],
                     copy_tree(image_content, source)  # podman's copy-up of the image's content
                 except OSError as exc:
                     raise KetchError(f"copying {mount.destination} of the image into volume {mount.source}: "
-                                     f"{exc}") from None
+                                     f"{exc}") from exc
         else:
             source = mount.source
             if not os.path.exists(source):

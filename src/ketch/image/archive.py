@@ -74,12 +74,12 @@ class TarReader:
                         links[name] = posixpath.normpath(posixpath.join(posixpath.dirname(name), info.linkname))
                     elif info.islnk():
                         links[name] = posixpath.normpath(info.linkname.lstrip("/"))
-        except FileNotFoundError:
-            raise NotFoundError(f"archive {path} does not exist") from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"archive {path} does not exist") from exc
         except (tarfile.TarError, EOFError) as exc:
-            raise ImageFormatError(f"{path} is not a valid tar archive ({exc})") from None
+            raise ImageFormatError(f"{path} is not a valid tar archive ({exc})") from exc
         except OSError as exc:
-            raise from_oserror(exc, f"reading archive {path}") from None
+            raise from_oserror(exc, f"reading archive {path}") from exc
         for name, target in links.items():
             for _ in range(16):  # follow link chains, never loops
                 if target in self._members:
@@ -215,7 +215,7 @@ def write_tar(directory: Path, path: Path, members: list[str] | None = None) -> 
                         tar.addfile(info, f)
         os.replace(tmp, path)
     except OSError as exc:
-        raise DestinationError(f"writing archive {path}: {exc.strerror}", errno=exc.errno) from None
+        raise DestinationError(f"writing archive {path}: {exc.strerror}", errno=exc.errno) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -42,7 +42,7 @@ def ssl_context_for(host: str, explicit_dir: str | None = None) -> ssl.SSLContex
     try:
         entries = sorted(os.listdir(directory))
     except OSError as exc:
-        raise InvalidInputError(f"reading certificate directory {directory}: {exc.strerror}") from None
+        raise InvalidInputError(f"reading certificate directory {directory}: {exc.strerror}") from exc
     context = ssl.create_default_context()
     for name in entries:
         path = directory / name
@@ -59,5 +59,5 @@ def ssl_context_for(host: str, explicit_dir: str | None = None) -> ssl.SSLContex
                 if not cert.exists():
                     raise InvalidInputError(f"client key {path} has no matching certificate {cert.name}")
         except ssl.SSLError as exc:
-            raise InvalidInputError(f"loading {path}: {exc.reason or exc}") from None
+            raise InvalidInputError(f"loading {path}: {exc.reason or exc}") from exc
     return context

@@ -220,8 +220,8 @@ class ContainersStore:
     def big_data(self, image: dict, key: str) -> bytes:
         try:
             return (self.images_dir / image["id"] / self.big_data_file(key)).read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"image {image['id'][:12]} has no {key!r} in the store") from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"image {image['id'][:12]} has no {key!r} in the store") from exc
 
     # -- layers --------------------------------------------------------------------------------
 

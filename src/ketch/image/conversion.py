@@ -28,8 +28,8 @@ def manifest_type_for_format(name: str) -> str:
         raise UnsupportedError("Docker schema 1 (v2s1) is deprecated and not supported; use oci or v2s2")
     try:
         return FORMATS[name]
-    except KeyError:
-        raise InvalidInputError(f"unknown manifest format {name!r} (use oci or v2s2)") from None
+    except KeyError as exc:
+        raise InvalidInputError(f"unknown manifest format {name!r} (use oci or v2s2)") from exc
 
 
 def index_type_for(manifest_type: str) -> str:

@@ -84,8 +84,8 @@ def _decode(entry: dict, path: Path, key: str) -> Credentials:
         return Credentials(identity_token=token)
     try:
         decoded = base64.b64decode(encoded, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise InvalidInputError(f"{path}: the auth entry for {key!r} is not valid base64") from None
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: the auth entry for {key!r} is not valid base64") from exc
     user, sep, password = decoded.partition(":")
     if not sep:
         raise InvalidInputError(f"{path}: the auth entry for {key!r} has no ':' between user and password")
@@ -108,13 +108,13 @@ def _read_file(path: Path, legacy: bool) -> dict | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise InvalidInputError(f"reading auth file {path}: {exc.strerror}") from None
+        raise InvalidInputError(f"reading auth file {path}: {exc.strerror}") from exc
     if not raw.strip():
         return None
     try:
         data = json.loads(raw)
-    except ValueError:
-        raise InvalidInputError(f"auth file {path} is not valid JSON") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"auth file {path} is not valid JSON") from exc
     if not isinstance(data, dict):
         raise InvalidInputError(f"auth file {path} is not a JSON object")
     if legacy:

@@ -66,16 +66,16 @@ class DirectorySource(ImageSource):
         try:
             return path.read_bytes(), ""
         except OSError as exc:
-            raise from_oserror(exc, f"reading {path}") from None
+            raise from_oserror(exc, f"reading {path}") from exc
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         path = self.root / _blob_name(descriptor.digest)
         try:
             stream = open(path, "rb")
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {descriptor.digest} is missing from {self.root}") from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"blob {descriptor.digest} is missing from {self.root}") from exc
         except OSError as exc:
-            raise from_oserror(exc, f"reading {path}") from None
+            raise from_oserror(exc, f"reading {path}") from exc
         return stream, os.fstat(stream.fileno()).st_size
 
 
@@ -110,7 +110,7 @@ class DirectoryDestination(ImageDestination):
                 self.root.mkdir(parents=True)
             write_atomically(self.root / VERSION_FILE, VERSION, fsync=False)
         except OSError as exc:
-            raise DestinationError(f"preparing {self.root}: {exc.strerror}", errno=exc.errno) from None
+            raise DestinationError(f"preparing {self.root}: {exc.strerror}", errno=exc.errno) from exc
 
     def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
         return has_blob_file(self.root / _blob_name(descriptor.digest), descriptor)

@@ -91,10 +91,10 @@ class DockerArchiveSource(ImageSource):
         self.tar = TarReader(reference.path)
         try:
             entries = json.loads(self.tar.read("manifest.json"))
-        except NotFoundError:
-            raise ImageFormatError(f"{reference.path} is not a docker archive (no manifest.json)") from None
-        except ValueError:
-            raise ImageFormatError(f"{reference.path}: manifest.json is not valid JSON") from None
+        except NotFoundError as exc:
+            raise ImageFormatError(f"{reference.path} is not a docker archive (no manifest.json)") from exc
+        except ValueError as exc:
+            raise ImageFormatError(f"{reference.path}: manifest.json is not valid JSON") from exc
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise ImageFormatError(f"{reference.path}: manifest.json is not a list of images")
         self.entry = self._choose(entries)

@@ -46,8 +46,8 @@ def _load(path: Path) -> dict:
         data = json.loads(path.read_bytes() or b"{}")
     except FileNotFoundError:
         return {}
-    except ValueError:
-        raise InvalidInputError(f"auth file {path} is not valid JSON") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"auth file {path} is not valid JSON") from exc
     if not isinstance(data, dict):
         raise InvalidInputError(f"auth file {path} is not a JSON object")
     return data

@@ -75,8 +75,8 @@ def blob_path(root: Path, digest: Digest) -> Path:
 def parse_index(raw: bytes, where: str) -> dict:
     try:
         index = json.loads(raw)
-    except ValueError:
-        raise ImageFormatError(f"{where}/index.json is not valid JSON") from None
+    except ValueError as exc:
+        raise ImageFormatError(f"{where}/index.json is not valid JSON") from exc
     if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
         raise ImageFormatError(f"{where}/index.json is not an image index")
     return index
@@ -86,7 +86,7 @@ def read_index(root: Path) -> dict:
     try:
         raw = (root / "index.json").read_bytes()
     except OSError as exc:
-        raise from_oserror(exc, f"reading OCI layout {root}") from None
+        raise from_oserror(exc, f"reading OCI layout {root}") from exc
     return parse_index(raw, str(root))
 
 
@@ -118,13 +118,13 @@ class OCILayoutSource(ImageSource):
         try:
             return (self.root / relpath).read_bytes()
         except OSError as exc:
-            raise from_oserror(exc, f"reading {self.root / relpath}") from None
+            raise from_oserror(exc, f"reading {self.root / relpath}") from exc
 
     def _open(self, relpath: str) -> tuple[BinaryIO, int]:
         try:
             stream = open(self.root / relpath, "rb")
         except OSError as exc:
-            raise from_oserror(exc, f"reading {self.root / relpath}") from None
+            raise from_oserror(exc, f"reading {self.root / relpath}") from exc
         return stream, os.fstat(stream.fileno()).st_size
 
     def _resolve(self) -> Descriptor:
@@ -161,15 +161,15 @@ class OCILayoutSource(ImageSource):
     def _read_blob(self, digest: Digest, what: str) -> bytes:
         try:
             return self._read(self._blob_relpath(digest))
-        except NotFoundError:
-            raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.where}") from None
+        except NotFoundError as exc:
+            raise NotFoundError(f"{what} {digest} is missing from OCI layout {self.where}") from exc
 
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         digest = descriptor.digest
         try:
             return self._open(self._blob_relpath(digest))
-        except NotFoundError:
-            raise NotFoundError(f"blob {digest} is missing from OCI layout {self.where}") from None
+        except NotFoundError as exc:
+            raise NotFoundError(f"blob {digest} is missing from OCI layout {self.where}") from exc
 
 
 class OCILayoutDestination(ImageDestination):
@@ -198,7 +198,7 @@ class OCILayoutDestination(ImageDestination):
             if not layout.exists():
                 write_atomically(layout, dump_json(LAYOUT_VERSION))
         except OSError as exc:
-            raise DestinationError(f"creating OCI layout {self.root}: {exc.strerror}", errno=exc.errno) from None
+            raise DestinationError(f"creating OCI layout {self.root}: {exc.strerror}", errno=exc.errno) from exc
 
     def _blob_path(self, digest: Digest) -> Path:
         path = self.blobs / digest.algorithm / digest.encoded

@@ -107,12 +107,12 @@ class Policy:
         path = Path(path)
         try:
             data = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise InvalidInputError(f"no trust policy at {path} (use --policy FILE or --insecure-policy)") from None
+        except FileNotFoundError as exc:
+            raise InvalidInputError(f"no trust policy at {path} (use --policy FILE or --insecure-policy)") from exc
         except OSError as exc:
-            raise InvalidInputError(f"reading policy {path}: {exc.strerror}") from None
-        except ValueError:
-            raise InvalidInputError(f"policy {path} is not valid JSON") from None
+            raise InvalidInputError(f"reading policy {path}: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise InvalidInputError(f"policy {path} is not valid JSON") from exc
         return cls.from_json(data, str(path))
 
     @classmethod

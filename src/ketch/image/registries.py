@@ -76,9 +76,9 @@ class RegistriesConf:
         try:
             data = tomllib.loads(file.read_text())
         except OSError as exc:
-            raise InvalidInputError(f"reading {file}: {exc.strerror}") from None
+            raise InvalidInputError(f"reading {file}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"{file} is not valid TOML: {exc}") from None
+            raise InvalidInputError(f"{file} is not valid TOML: {exc}") from exc
         self.files.append(str(file))
         if "registries" in data and isinstance(data["registries"], dict):
             data = _from_v1(data, file)
@@ -207,7 +207,7 @@ def _check_alias(name: str, target: object, file: Path) -> str:
     try:
         parse_reference(target)
     except InvalidInputError as exc:
-        raise InvalidInputError(f"{file}: alias {name!r}: {exc}") from None
+        raise InvalidInputError(f"{file}: alias {name!r}: {exc}") from exc
     return target
 
 

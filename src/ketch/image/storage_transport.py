@@ -73,9 +73,9 @@ class StorageSource(ImageSource):
         path = self.store.blob_path(str(descriptor.digest))
         try:
             stream = open(path, "rb")
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
             raise NotFoundError(f"blob {descriptor.digest} of image {self.image.id[:12]} is not in the store "
-                                f"(run 'ketch storage check')") from None
+                                f"(run 'ketch storage check')") from exc
         return stream, path.stat().st_size
 
 

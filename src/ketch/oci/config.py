@@ -23,7 +23,7 @@ class ImageConfig(Record, frozen=True):
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise ImageFormatError(f"image config is not valid JSON: {exc}") from None
+            raise ImageFormatError(f"image config is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise ImageFormatError("image config is not a JSON object")
         for key in ("architecture", "os"):

@@ -81,7 +81,7 @@ class Descriptor:
         try:
             parsed = Digest.parse(digest)
         except InvalidInputError as exc:
-            raise ImageFormatError(f"invalid {where}: {exc}") from None
+            raise ImageFormatError(f"invalid {where}: {exc}") from exc
         annotations = data.get("annotations") or {}
         if not isinstance(annotations, dict):
             raise ImageFormatError(f"invalid {where}: annotations must be an object")
@@ -171,7 +171,7 @@ def parse_manifest(raw: bytes, media_type_hint: str | None = None) -> AnyManifes
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageFormatError(f"manifest is not valid JSON: {exc}") from None
+        raise ImageFormatError(f"manifest is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ImageFormatError("manifest is not a JSON object")
     media_type = guess_media_type(data, media_type_hint)

@@ -106,7 +106,7 @@ def parse_reference(text: str) -> Reference:
         try:
             digest = Digest.parse(digest_text)
         except InvalidInputError as exc:
-            raise InvalidReferenceError(f"invalid image reference {text!r}: {exc}") from None
+            raise InvalidReferenceError(f"invalid image reference {text!r}: {exc}") from exc
     tag = None
     # A tag follows the last colon after the last slash (a colon before it is a port).
     last_slash = remainder.rfind("/")

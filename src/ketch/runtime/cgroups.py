@@ -114,7 +114,7 @@ class Cgroup:
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and not resources:
                     return []
-                raise CgroupError(f"making cgroup {directory}: {exc.strerror}") from None
+                raise CgroupError(f"making cgroup {directory}: {exc.strerror}") from exc
             if controller == "cpuset":
                 _inherit_cpuset(directory)
             made.append(directory)
@@ -133,7 +133,7 @@ class Cgroup:
                     break
                 except OSError as exc:
                     if exc.errno != errno.EBUSY or attempt == 3999:
-                        raise CgroupError(f"removing cgroup {directory}: {exc.strerror}") from None
+                        raise CgroupError(f"removing cgroup {directory}: {exc.strerror}") from exc
                     time.sleep(0.0005)  # its last processes are still exiting (the kernel lags a little)
 
     def exists(self) -> bool:
@@ -514,8 +514,8 @@ def _write(directory: str, name: str, value: object) -> None:
         write_bytes(os.path.join(directory, name), str(value).encode())
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise CgroupError(f"{name} is not supported by this kernel's cgroups ({directory})") from None
-        raise CgroupError(f"setting {name} to {value}: {exc.strerror}") from None
+            raise CgroupError(f"{name} is not supported by this kernel's cgroups ({directory})") from exc
+        raise CgroupError(f"setting {name} to {value}: {exc.strerror}") from exc
 
 
 _TEXT_VALUES = ("cpuset.", "blkio.weight_device", "blkio.throttle.", "io.", "net_prio.", "cpu.max")

@@ -1,21 +1,20 @@
 """Container lifecycle: create, start, state, kill, delete, run (runtime-spec).
 
-``create`` forks; the child joins or creates the namespaces and forks the
-container's init (pid 1 of a new pid namespace), then exits, so once
-``create`` returns the init's parent is the nearest subreaper (conmon, or the
-``run`` command itself) and no runtime process stays between them. The init
-prepares everything, reports ``ready``, and blocks opening the exec FIFO
-until ``start`` opens it from the other end; only then does it exec the
-user's program.
+``create`` makes the container's init directly in its new namespaces and cgroup with one
+``clone3`` (:func:`ketch.runtime.init.clone_init`) when it can: a single-threaded caller and no
+namespace to join that needs ``setns`` first. Otherwise it forks an intermediate that joins or
+creates the namespaces, forks the init (pid 1 of a new pid namespace) and exits. Either way,
+once ``create`` returns no runtime process stays between the init and its parent's nearest
+subreaper (conmon, a monitor, or the ``run`` command itself). The init prepares everything,
+reports ``ready`` over a socket pair, and blocks opening the exec FIFO until ``start`` opens it
+from the other end; only then does it exec the user's program. Hooks, the terminal (console
+socket and pty proxy) and signal forwarding are here too.
 """
 
 from __future__ import annotations
 
-import _signal  # signal and socket without their enum wrappers: enum alone costs milliseconds to import,
-import _socket  # and this module is on the path of every container start
 import builtins
 import os
-import sys
 import time
 
 from ketch.errors import (
@@ -28,12 +27,21 @@ from ketch.errors import (
 )
 from ketch.runtime import cgroups, hooks, leanjson
 from ketch.runtime import spec as specs
+from ketch.runtime.console import TerminalProxy as _TerminalProxy
+from ketch.runtime.console import close_listener as _close_listener
+from ketch.runtime.console import connect_console as _connect_console
+from ketch.runtime.console import receive_fd as _receive_fd
+from ketch.runtime.paths import unlink_if_present as _unlink
 from ketch.runtime.paths import write_bytes
+from ketch.runtime.private import signal_module as _signal  # (see private.py: start-up cost)
+from ketch.runtime.private import socket_module as _socket
 from ketch.runtime.state import FIFO, State, StateDir, now_rfc3339, process_start_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ketch.runtime.spectypes import Linux
 
 DEFAULT_ROOT = "/run/ketch-runtime"
 SIGNALS = {name: getattr(_signal, name) for name in dir(_signal)
@@ -91,10 +99,10 @@ def _id_maps(pid: int, linux: dict[str, Any]) -> None:
         _write(f"/proc/{pid}/uid_map", uid_map)
         _write(f"/proc/{pid}/gid_map", gid_map)
     except OSError as exc:
-        raise OCIRuntimeError(f"writing the id mappings: {exc.strerror}") from None
+        raise OCIRuntimeError(f"writing the id mappings: {exc.strerror}") from exc
 
 
-def _container_root(linux: dict[str, Any]) -> tuple[int, int]:
+def _container_root(linux: Linux) -> tuple[int, int]:
     """The host uid and gid that are root inside the container."""
     def host(mappings):
         for m in mappings or []:
@@ -151,7 +159,7 @@ class Runtime:
         linux = config.get("linux") or {}
         cgroup = parse_cgroups_path(linux.get("cgroupsPath", ""), self.systemd_cgroup)
         config_hooks = hooks.check(config.get("hooks"))
-        config["hooks"] = config_hooks
+        config["hooks"] = config_hooks  # type: ignore[typeddict-item]  # (checked: kind -> hooks)
         resources = linux.get("resources") or {}
         if resources and not isinstance(resources, dict):
             raise InvalidInputError("config.json: linux.resources must be an object")
@@ -232,7 +240,7 @@ class Runtime:
             raise
         return state
 
-    def _seccomp_program(self, linux: dict[str, Any]) -> bytes | None:
+    def _seccomp_program(self, linux: Linux) -> bytes | None:
         if not linux.get("seccomp"):
             return None
         from ketch.runtime import seccomp
@@ -257,7 +265,7 @@ class Runtime:
             except init.SetupError as exc:
                 parent_end.close()
                 child_end.close()
-                raise OCIRuntimeError(str(exc)) from None
+                raise OCIRuntimeError(str(exc)) from exc
             child_end.close()
         else:
             pid = os.fork()
@@ -665,24 +673,6 @@ class Runtime:
         return pid
 
 
-def _connect_console(console_socket: str | None) -> int:
-    if not console_socket:
-        raise InvalidInputError("process.terminal is true: --console-socket is required")
-    console = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    try:
-        console.connect(console_socket)
-    except OSError as exc:
-        console.close()
-        raise InvalidInputError(f"connecting to the console socket {console_socket}: {exc.strerror}") from None
-    return console.detach()
-
-
-def _close_listener(listener, console_socket) -> None:
-    if listener is not None:
-        listener.close()
-        _unlink(console_socket)
-
-
 def _wait_foreground(target, master: int | None, start, forward_signals: bool = True, pump=None,
                      on_output=None, forward_stdin: bool = True) -> int:
     """Forward every catchable signal to the process, copy its terminal, and return its exit
@@ -728,94 +718,12 @@ def _wait_foreground(target, master: int | None, start, forward_signals: bool = 
                 pass
 
 
-class _TerminalProxy:
-    """Copies between our stdin/stdout and a container's pty master; our terminal goes raw
-    meanwhile, and its size follows ours (SIGWINCH)."""
-
-    def __init__(self, master: int, on_output=None, forward_stdin: bool = True) -> None:
-        import select  # here: only a terminal needs it, and a plain start does without the import
-        import termios
-        import tty
-
-        self.select = select.select
-        self.master = master
-        self.on_output = on_output
-        self.saved = None
-        if os.isatty(0):
-            self.saved = termios.tcgetattr(0)
-            tty.setraw(0)
-            self._resize()
-            _signal.signal(_signal.SIGWINCH, lambda *_: self._resize())
-        self.stdin_open = forward_stdin
-
-    def _resize(self) -> None:
-        import fcntl
-        import termios
-
-        try:
-            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
-        except OSError:
-            pass
-
-    def pump(self, timeout: float) -> None:
-        sources = [self.master] + ([0] if self.stdin_open else [])
-        try:
-            ready, _, _ = self.select(sources, [], [], timeout)
-        except InterruptedError:
-            return
-        if self.master in ready:
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                data = b""
-            if data:
-                os.write(1, data)
-                if self.on_output is not None:
-                    self.on_output(data)
-        if 0 in ready:
-            data = os.read(0, 65536)
-            if data:
-                os.write(self.master, data)
-            else:
-                self.stdin_open = False
-
-    def drain(self) -> None:
-        while True:
-            ready, _, _ = self.select([self.master], [], [], 0)
-            if not ready:
-                return
-            try:
-                data = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            os.write(1, data)
-            if self.on_output is not None:
-                self.on_output(data)
-
-    def close(self) -> None:
-        import termios
-
-        if self.saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
-        os.close(self.master)
-
-
 def _remove_tree(directory: str) -> None:
     """The state directory holds only files (shutil would cost an import)."""
     try:
         for entry in os.listdir(directory):
             _unlink(os.path.join(directory, entry))
         os.rmdir(directory)
-    except FileNotFoundError:
-        pass
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
     except FileNotFoundError:
         pass
 
@@ -835,16 +743,3 @@ def _kill(pid: int, number: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def _receive_fd(listener: _socket.socket) -> int:
-    """Accept one connection on a console socket and take the pty master it sends (SCM_RIGHTS)."""
-    fd, _ = listener._accept()  # type: ignore[attr-defined]  # (the fd, not a socket object)
-    conn = _socket.socket(fileno=fd)
-    try:
-        _, ancillary, _, _ = conn.recvmsg(1024, _socket.CMSG_SPACE(4))
-    finally:
-        conn.close()
-    for level, kind, data in ancillary:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= 4:
-            return int.from_bytes(data[:4], sys.byteorder, signed=True)
-    raise OCIRuntimeError("the container's init sent no terminal")

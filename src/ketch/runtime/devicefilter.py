@@ -127,7 +127,7 @@ def attach(directory: str, rules: list[dict]) -> None:
         detail = [line for line in log.value.decode(errors="replace").splitlines()
                   if line.strip() and not line.startswith("processed ")]
         raise DeviceFilterError(f"loading the device filter: {exc.strerror}"
-                                + (f" ({detail[-1]})" if detail else "")) from None
+                                + (f" ({detail[-1]})" if detail else "")) from exc
     try:
         cgroup_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -135,7 +135,7 @@ def attach(directory: str, rules: list[dict]) -> None:
             struct.pack_into("<IIII", attr, 0, cgroup_fd, prog_fd, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI)
             _bpf(_BPF_PROG_ATTACH, attr)
         except OSError as exc:
-            raise DeviceFilterError(f"attaching the device filter to {directory}: {exc.strerror}") from None
+            raise DeviceFilterError(f"attaching the device filter to {directory}: {exc.strerror}") from exc
         finally:
             os.close(cgroup_fd)
     finally:

@@ -19,11 +19,11 @@ the host's Python library is out of reach.
 
 from __future__ import annotations
 
-import _signal
 import os
 import time
 
 from ketch.errors import InvalidInputError, OCIRuntimeError
+from ketch.runtime.private import signal_module as _signal
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 

@@ -14,8 +14,6 @@ the local imports here then find it in ``sys.modules``.
 
 from __future__ import annotations
 
-import _signal  # signal and socket without their enum wrappers (enum costs milliseconds to import)
-import _socket
 import errno
 import os
 import stat
@@ -24,6 +22,8 @@ import sys
 from ketch import syscalls as sc
 from ketch.runtime import capabilities, hooks, leanjson
 from ketch.runtime.paths import resolve_in_root, write_bytes
+from ketch.runtime.private import signal_module as _signal  # (see private.py: start-up cost)
+from ketch.runtime.private import socket_module as _socket
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _join_cgroups(directories: list[str], *, user_namespace_next: bool) -> int |
             else:
                 _write(os.path.join(directory, "cgroup.procs"), "0")
         except OSError as exc:
-            raise SetupError(f"joining the cgroup {directory}: {exc.strerror}") from None
+            raise SetupError(f"joining the cgroup {directory}: {exc.strerror}") from exc
     return v2_fd
 
 
@@ -146,7 +146,7 @@ def _fork(v2_cgroup_fd: int | None) -> int:
     try:
         pid = sc.clone(0, v2_cgroup_fd)
     except OSError as exc:
-        raise SetupError(f"starting a process in the cgroup: {exc.strerror}") from None
+        raise SetupError(f"starting a process in the cgroup: {exc.strerror}") from exc
     if pid:
         os.close(v2_cgroup_fd)
     return pid
@@ -194,7 +194,7 @@ def clone_init(config: dict[str, Any], sync: _socket.socket, runtime_end: _socke
     except OSError as exc:
         if v2_fd is not None:
             os.close(v2_fd)
-        raise SetupError(f"creating the container's init: {exc.strerror}") from None
+        raise SetupError(f"creating the container's init: {exc.strerror}") from exc
     if pid == 0:
         runtime_end.close()
         _report_and_exit(sync, lambda: _cloned_init(config, sync, init_args,
@@ -222,7 +222,7 @@ def _join_namespaces(joined: list[dict[str, Any]]) -> None:
         try:
             sc.setns(fd, NS_FLAGS[ns["type"]])
         except OSError as exc:
-            raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from None
+            raise SetupError(f"joining the {ns['type']} namespace {ns['path']}: {exc.strerror}") from exc
         finally:
             os.close(fd)
 
@@ -263,7 +263,7 @@ def _intermediate(config, sync, init_args) -> None:
             sc.unshare(flags)
         except OSError as exc:
             raise SetupError(f"creating namespaces {', '.join(k for k in new if k != 'user')}: "
-                             f"{exc.strerror}") from None
+                             f"{exc.strerror}") from exc
     offsets = linux.get("timeOffsets") or {}
     if offsets:
         if "time" not in new:
@@ -280,7 +280,7 @@ def _intermediate(config, sync, init_args) -> None:
         try:
             _write("/proc/self/timens_offsets", "".join(lines))
         except OSError as exc:
-            raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from None
+            raise SetupError(f"writing linux.timeOffsets: {exc.strerror}") from exc
     # The init waits until its pid was reported (messages of two senders are not ordered).
     gate_read, gate_write = os.pipe()
     pid = _fork(v2_cgroup_fd)  # a new pid namespace applies to children: the init is its pid 1
@@ -341,7 +341,7 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
             try:
                 hooks.run("createContainer", config_hooks["createContainer"], leanjson.dumps(state))
             except hooks.HookError as exc:
-                raise SetupError(str(exc)) from None
+                raise SetupError(str(exc)) from exc
 
     if "mount" in namespaces:
         _setup_rootfs(config, bundle, rootfs, no_pivot, new_namespaces, before_root_change)
@@ -361,7 +361,7 @@ def _setup_and_exec(config, sync, bundle, rootfs, fifo_fd, console_fd, no_pivot,
         try:
             _write(path, str(value))
         except OSError as exc:
-            raise SetupError(f"sysctl {key}={value}: {exc.strerror}") from None
+            raise SetupError(f"sysctl {key}={value}: {exc.strerror}") from exc
     if process.get("terminal"):
         # Before the root turns read-only: the pty's slave is bound onto /dev/console.
         _setup_console(console_fd, process.get("consoleSize"), bind_console="mount" in new_namespaces)
@@ -424,12 +424,12 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
             hard = sc.getrlimit(kind)[1]
             raise SetupError(f"setting {limit['type']} to {limit['soft']}:{limit['hard']} (the hard limit here is "
                              f"{'unlimited' if hard == sc.RLIM_INFINITY else hard}; raising it needs "
-                             f"CAP_SYS_RESOURCE): {exc.strerror if isinstance(exc, OSError) else exc}") from None
+                             f"CAP_SYS_RESOURCE): {exc.strerror if isinstance(exc, OSError) else exc}") from exc
     if "oomScoreAdj" in process:
         try:
             _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]))
         except OSError as exc:
-            raise SetupError(f"oomScoreAdj {process['oomScoreAdj']}: {exc.strerror}") from None
+            raise SetupError(f"oomScoreAdj {process['oomScoreAdj']}: {exc.strerror}") from exc
     if linux.get("personality"):
         domain = linux["personality"].get("domain")
         personas = {"LINUX": 0x0000, "LINUX32": 0x0008}
@@ -473,7 +473,7 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
                        if (permitted | effective) & (1 << i) and not capabilities.held() & (1 << i)]
             raise SetupError(f"setting capabilities: {exc.strerror}"
                              + (f" (not available to the runtime here: {', '.join(missing)})" if missing else "")) \
-                from None
+                from exc
         # The kernel allows an ambient capability only when it is permitted and inheritable; like
         # runc, ketch raises those and leaves the rest (runc's own default spec lists ambient
         # capabilities without inheritable ones).
@@ -485,7 +485,7 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
     try:
         os.chdir(process.get("cwd", "/"))
     except OSError as exc:
-        raise SetupError(f"changing to the working directory {process.get('cwd')}: {exc.strerror}") from None
+        raise SetupError(f"changing to the working directory {process.get('cwd')}: {exc.strerror}") from exc
     # Before exec: default signal dispositions, nothing blocked, only the intended fds.
     for sig in range(1, _signal.NSIG):
         if sig in (_signal.SIGKILL, _signal.SIGSTOP):
@@ -532,7 +532,7 @@ def _exec_child(sync, target_pid, process, linux, cgroup_dirs, console_fd, prese
         try:
             sc.setns(fd, NS_FLAGS[kind])
         except OSError as exc:
-            raise SetupError(f"joining the container's {kind} namespace: {exc.strerror}") from None
+            raise SetupError(f"joining the container's {kind} namespace: {exc.strerror}") from exc
         finally:
             os.close(fd)
     gate_read, gate_write = os.pipe()
@@ -649,8 +649,8 @@ def _secure_join(root: str, path: str) -> str:
     """``path`` inside ``root``, following symlinks as if ``root`` were ``/``."""
     try:
         return resolve_in_root(root, path)
-    except OSError:
-        raise SetupError(f"too many symlinks under {path}") from None
+    except OSError as exc:
+        raise SetupError(f"too many symlinks under {path}") from exc
 
 
 def _make_target(target: str, source_is_dir: bool) -> None:
@@ -704,7 +704,7 @@ def _mount_one(rootfs: str, mount: dict[str, Any], bundle_dir: str, real_root: s
                 sc.mount("/dev/mqueue", target, None, sc.MS_BIND | sc.MS_REC)
             else:
                 raise SetupError(f"mounting {kind or 'bind'} {source} on {mount['destination']}: "
-                                 f"{exc.strerror}") from None
+                                 f"{exc.strerror}") from exc
     if propagation:
         sc.mount(None, target, None, propagation)
 
@@ -868,7 +868,7 @@ def _setup_console(console_fd: int | None, size: dict[str, int] | None = None, *
                 os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
             sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
         except OSError as exc:
-            raise SetupError(f"binding the terminal onto /dev/console: {exc.strerror}") from None
+            raise SetupError(f"binding the terminal onto /dev/console: {exc.strerror}") from exc
     if size:
         winsize = b"".join(n.to_bytes(2, sys.byteorder) for n in (size.get("height", 0), size.get("width", 0), 0, 0))
         fcntl.ioctl(master, termios.TIOCSWINSZ, winsize)

@@ -57,3 +57,10 @@ def write_bytes(path: str, data: bytes, mode: int = 0o666) -> None:
             view = view[os.write(fd, view):]
     finally:
         os.close(fd)
+
+
+def unlink_if_present(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

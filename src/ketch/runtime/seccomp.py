@@ -61,8 +61,8 @@ def compile_profile(profile: dict[str, Any]) -> bytes:
 
     try:
         import pyseccomp
-    except ImportError:  # pragma: no cover - a dependency of ketch
-        raise SeccompError("seccomp needs the pyseccomp package (and libseccomp)") from None
+    except ImportError as exc:  # pragma: no cover - a dependency of ketch
+        raise SeccompError("seccomp needs the pyseccomp package (and libseccomp)") from exc
     if not isinstance(profile, dict):
         raise InvalidInputError("config.json: linux.seccomp must be an object")
     default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), "linux.seccomp.defaultAction")
@@ -106,7 +106,7 @@ def compile_profile(profile: dict[str, Any]) -> bytes:
             out.seek(0)
             return out.read()
     except OSError as exc:
-        raise SeccompError(f"compiling the seccomp profile: {exc.strerror or exc}") from None
+        raise SeccompError(f"compiling the seccomp profile: {exc.strerror or exc}") from exc
 
 
 def _known_anywhere(pyseccomp, name: str) -> bool:
@@ -121,10 +121,9 @@ def _known_anywhere(pyseccomp, name: str) -> bool:
 
 def program_for(profile: dict[str, Any], cache_dir: str) -> bytes:
     """The compiled program, from the cache when this profile was compiled before."""
-    try:
-        from _sha256 import sha256  # CPython's own: hashlib would load OpenSSL (~3 ms) at every start
-    except ImportError:
-        from hashlib import sha256
+    from ketch.runtime.private import sha256 as constructor  # (no OpenSSL to load at every start)
+
+    sha256 = constructor()
 
     key = sha256(leanjson.dumps([profile, os.uname().machine, _libseccomp_version()]).encode()).hexdigest()
     path = os.path.join(cache_dir, f"{key}.bpf")

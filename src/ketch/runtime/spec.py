@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # neither typing nor re is imported on the runtime's star
 if TYPE_CHECKING:
     from typing import Any
 
+    from ketch.runtime.spectypes import Spec
+
 OCI_VERSION = "1.0.2"
 NAMESPACES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time"}
 _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -25,16 +27,16 @@ def check_id(container_id: str) -> str:
     return container_id
 
 
-def load(bundle: str) -> dict[str, Any]:
+def load(bundle: str) -> Spec:
     path = os.path.join(bundle, "config.json")
     try:
         data = leanjson.loads(read_bytes(path))
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: no such file (is {bundle} a bundle?)") from None
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"{path}: no such file (is {bundle} a bundle?)") from exc
     except ValueError as exc:
-        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
     except OSError as exc:
-        raise InvalidInputError(f"reading {path}: {exc.strerror}") from None
+        raise InvalidInputError(f"reading {path}: {exc.strerror}") from exc
     validate(data, bundle)
     return data  # type: ignore[return-value]  # (validate checked it is an object)
 
@@ -132,16 +134,17 @@ def _validate_linux(config: dict[str, Any]) -> None:
                                 "{\"type\": \"mount\"}); without one they would be made on the host")
 
 
-def default_spec(rootless: bool = False) -> dict[str, Any]:
+def default_spec(rootless: bool = False) -> Spec:
     """What ``spec`` writes: runc's default, a busybox-friendly shell container."""
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-    spec: dict[str, Any] = {
+    spec: Spec = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": True, "user": {"uid": 0, "gid": 0}, "args": ["sh"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
             "cwd": "/",
-            "capabilities": {k: list(caps) for k in ("bounding", "effective", "permitted", "ambient")},
+            "capabilities": {"bounding": list(caps), "effective": list(caps), "permitted": list(caps),
+                             "ambient": list(caps)},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
@@ -179,7 +182,8 @@ def default_spec(rootless: bool = False) -> dict[str, Any]:
         spec["mounts"] = [m for m in spec["mounts"] if m["type"] != "cgroup"]
         for m in spec["mounts"]:
             if m["type"] == "sysfs":
-                m.update(type="none", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
+                m["type"], m["source"] = "none", "/sys"
+                m["options"] = ["rbind", "nosuid", "noexec", "nodev", "ro"]
             if m["type"] == "devpts":
                 m["options"] = [o for o in m["options"] if o != "gid=5"]
     return spec

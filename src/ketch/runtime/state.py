@@ -11,6 +11,7 @@ import os
 import time
 
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.records import Record, field
 from ketch.runtime import leanjson
 from ketch.runtime.paths import read_bytes, write_bytes
 
@@ -49,25 +50,30 @@ def read_file(path: str) -> bytes:
     return read_bytes(path)
 
 
-class State:
-    """What the runtime records of a container. (A plain class, not a dataclass: importing
-    dataclasses costs more than a runc start takes.)"""
+class State(Record):
+    """What the runtime records of a container (``state.json``)."""
 
-    def __init__(self, id: str, bundle: str, rootfs: str, pid: int = 0, pid_start: str = "", created: str = "",
-                 annotations: dict[str, str] | None = None, status_override: str = "", creator: int = 0,
-                 creator_start: str = "", cgroup: dict[str, str] | None = None, cgroup_path: str = "",
-                 cgroup_dirs: dict[str, str] | None = None, cgroup_unified: bool = False,
-                 hooks: dict[str, list] | None = None, **_ignored: Any) -> None:
-        self.id, self.bundle, self.rootfs = id, bundle, rootfs
-        self.pid, self.pid_start, self.created = pid, pid_start, created
-        self.annotations = dict(annotations or {})
-        self.status_override = status_override  # "creating" while create runs
-        self.creator, self.creator_start = creator, creator_start  # the create command's pid and start time
-        self.cgroup = dict(cgroup or {})  # linux.cgroupsPath as read (see container.parse_cgroups_path)
-        self.cgroup_path = cgroup_path  # the cgroup made for it ("" when none was made)
-        self.cgroup_dirs = dict(cgroup_dirs or {})  # hierarchy -> its directory
-        self.cgroup_unified = cgroup_unified
-        self.hooks = dict(hooks or {})  # poststart and poststop, as the config had them at create
+    id: str
+    bundle: str
+    rootfs: str
+    pid: int = 0
+    pid_start: str = ""
+    created: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    status_override: str = ""  # "creating" while create runs
+    creator: int = 0  # the create command's pid and start time
+    creator_start: str = ""
+    cgroup: dict[str, str] = field(default_factory=dict)  # linux.cgroupsPath as read (container.parse_cgroups_path)
+    cgroup_path: str = ""  # the cgroup made for it ("" when none was made)
+    cgroup_dirs: dict[str, str] = field(default_factory=dict)  # hierarchy -> its directory
+    cgroup_unified: bool = False
+    hooks: dict[str, list] = field(default_factory=dict)  # poststart and poststop, as the config had them
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> State:
+        """From a ``state.json``: keys this version does not know are ignored, null is empty."""
+        known = {k: v for k, v in data.items() if k in cls._fields and v is not None}
+        return cls(**known)
 
     def cgroup_handle(self):
         """The container's cgroup, or None."""
@@ -129,15 +135,15 @@ class StateDir:
         try:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
             os.mkdir(directory, 0o700)
-        except FileExistsError:
-            raise InvalidInputError(f"container with id {container_id} already exists") from None
+        except FileExistsError as exc:
+            raise InvalidInputError(f"container with id {container_id} already exists") from exc
         except OSError as exc:
-            raise KetchError(f"creating state for {container_id}: {exc.strerror}") from None
+            raise KetchError(f"creating state for {container_id}: {exc.strerror}") from exc
         return directory
 
     def save(self, state: State) -> None:
         directory = self.path(state.id)
-        data = leanjson.dumps(state.__dict__).encode()
+        data = leanjson.dumps(state.as_dict()).encode()
         tmp = os.path.join(directory, f".state-{os.getpid()}")
         write_bytes(tmp, data)
         os.replace(tmp, os.path.join(directory, "state.json"))
@@ -146,14 +152,16 @@ class StateDir:
         directory = self.path(container_id)
         try:
             data = leanjson.loads(read_file(os.path.join(directory, "state.json")))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError) as exc:
             if os.path.isdir(directory):  # a create killed before its first state: removable
                 return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
-            raise ContainerNotFound(f"container {container_id} does not exist") from None
+            raise ContainerNotFound(f"container {container_id} does not exist") from exc
         except ValueError:
             # a create killed before it wrote its state: shown as stopped, removable with delete --force
             return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
-        return State(**data), directory  # type: ignore[arg-type]  # (a state.json ketch wrote)
+        if not isinstance(data, dict):
+            return State(id=container_id, bundle="", rootfs="", status_override="stopped"), directory
+        return State.from_dict(data), directory
 
     def ids(self) -> list[str]:
         if not os.path.isdir(self.root):

@@ -202,7 +202,7 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay",
         try:
             tar = tarfile.open(fileobj=reader, mode="r|", errorlevel=2)  # type: ignore[call-overload]
         except tarfile.ReadError as exc:
-            raise ImageFormatError(f"layer is not a tar archive ({exc})") from None
+            raise ImageFormatError(f"layer is not a tar archive ({exc})") from exc
         try:
             for member in tar:
                 if not _clean_name(member.name):
@@ -211,9 +211,9 @@ def apply_layer(stream: BinaryIO, root: str, *, whiteouts: str = "overlay",
                     continue
                 _apply_member(tar, member, tree, whiteouts, created, directories)
         except tarfile.TarError as exc:
-            raise ImageFormatError(f"corrupt layer tar ({exc})") from None
-        except EOFError:
-            raise ImageFormatError("layer tar ends in the middle of an entry") from None
+            raise ImageFormatError(f"corrupt layer tar ({exc})") from exc
+        except EOFError as exc:
+            raise ImageFormatError("layer tar ends in the middle of an entry") from exc
         # Directory metadata last: adding entries changes a directory's mtime.
         for parts, member in reversed(directories):
             fd, key = tree.directory(list(parts[:-1]), member.name, create=False)
@@ -297,8 +297,8 @@ def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, wh
         try:
             target_fd, _ = tree.directory(target_parts[:-1], f"hardlink target {member.linkname!r}", create=False)
             st = os.stat(target_parts[-1], dir_fd=target_fd, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            raise HostileLayerError(f"{what}: hardlink target {member.linkname!r} is not in the layer") from None
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise HostileLayerError(f"{what}: hardlink target {member.linkname!r} is not in the layer") from exc
         if stat.S_ISDIR(st.st_mode):
             raise HostileLayerError(f"{what}: hardlink to a directory")
         os.link(target_parts[-1], name, src_dir_fd=target_fd, dst_dir_fd=fd, follow_symlinks=False)

@@ -42,8 +42,8 @@ def parse_time(text: str) -> float:
         pass
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInputError(f"invalid time {text!r}: use RFC 3339, Unix seconds or a duration") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid time {text!r}: use RFC 3339, Unix seconds or a duration") from exc
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return moment.timestamp()

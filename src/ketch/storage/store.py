@@ -104,7 +104,7 @@ class Store:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             (self.runroot / "locks").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise KetchError(f"cannot use store {self.root}: {exc.strerror}", errno=exc.errno) from None
+            raise KetchError(f"cannot use store {self.root}: {exc.strerror}", errno=exc.errno) from exc
         self.db = Database(self.root / "ketch.db")
         self.driver_name = self._choose_driver(driver)
         self.driver: Driver = make_driver(self.driver_name, self.root)

@@ -249,7 +249,7 @@ class RegistryClient:
         try:
             return parse_token_response(response.data)
         except ValueError as exc:
-            raise AuthenticationError(f"authenticating to {self.host}: bad token response ({exc})") from None
+            raise AuthenticationError(f"authenticating to {self.host}: bad token response ({exc})") from exc
 
     # -- requests -----------------------------------------------------------
 
@@ -455,8 +455,8 @@ class RegistryClient:
             try:
                 data = json.loads(response.data)
                 page = data.get("tags") or []
-            except (ValueError, AttributeError):
-                raise RegistryError(f"{what}: the registry sent a tag list that is not JSON") from None
+            except (ValueError, AttributeError) as exc:
+                raise RegistryError(f"{what}: the registry sent a tag list that is not JSON") from exc
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
                 raise RegistryError(f"{what}: the registry sent a malformed tag list")
             tags.extend(page)

@@ -116,9 +116,9 @@ def upload_blob(client: RegistryClient, stream, digest: Digest | None, size: int
             response = client.request("PUT", _with_query(location, digest=str(digest)),
                                       {"Content-Length": "0"}, body=b"", actions=PUSH, preload=True)
     except (Urllib3Error, OSError) as exc:
-        raise RegistryError(f"{what}: connection broken during the upload ({exc})") from None
+        raise RegistryError(f"{what}: connection broken during the upload ({exc})") from exc
     except RegistryUnreachableError as exc:
-        raise RegistryError(f"{what}: {exc.message}") from None
+        raise RegistryError(f"{what}: {exc.message}") from exc
     if response.status != 201:
         client._raise_for_status(response, what)
         raise RegistryError(f"{what}: closing the upload answered HTTP {response.status}")

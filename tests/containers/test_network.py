@@ -176,7 +176,7 @@ def test_pyroute2_still_whole_for_other_users_in_the_process():
     process must still find all of it."""
     import sys as _sys
 
-    code = ("from ketch.containers.network import _iproute; IPRoute = _iproute(); "
+    code = ("from ketch.containers.bridge import _iproute; IPRoute = _iproute(); "
             "from pyroute2 import NDB, IPRoute as Again; print(Again is IPRoute, NDB.__name__)")
     out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["True", "NDB"], out.stderr

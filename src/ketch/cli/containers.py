@@ -826,7 +826,7 @@ def cmd_port(args) -> int:
         names = [args.names[0]]
         wanted = args.names[1] if len(args.names) > 1 else None
     for name in names:
-        prefix = engine._record(name)["id"][:12] + "\t" if args.all else ""  # podman's: the id on each line
+        prefix = engine._record(name).id[:12] + "\t" if args.all else ""  # podman's: the id on each line
         for p in engine.ports(name):
             key = f"{p['container_port']}/{p['protocol']}"
             if wanted and wanted not in (key, str(p["container_port"])):
@@ -952,7 +952,7 @@ def cmd_mount(args) -> int:
     names = _names(engine, args)
     for name in names:
         path = engine.mount(name)
-        print(path if len(names) == 1 and not args.all else f"{engine._record(name)['id']} {path}")
+        print(path if len(names) == 1 and not args.all else f"{engine._record(name).id} {path}")
     return 0
 
 

@@ -230,7 +230,7 @@ def update_resources(args) -> dict:
 
 def features() -> dict:
     from ketch.runtime import capabilities, seccomp
-    from ketch.runtime.init import MOUNT_FLAGS, PROPAGATION
+    from ketch.runtime.rootfs import MOUNT_FLAGS, PROPAGATION
 
     return {
         "ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,

@@ -22,7 +22,10 @@ from pathlib import Path
 from ketch.containers import logs as logfiles
 from ketch.containers import state as states
 from ketch.containers.config import EngineConfig
+from ketch.containers.files import ContainerFiles
+from ketch.containers.networking import ContainerNetworking
 from ketch.containers.options import CreateOptions
+from ketch.containers.stdio import ContainerStdio, OutputTee
 from ketch.errors import (
     CannotExecuteError,
     ContainerCommandError,
@@ -43,7 +46,6 @@ from ketch.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
     from ketch.runtime.spectypes import Spec
@@ -62,7 +64,7 @@ class ContainerRecord(Record):
 
     id: str
     name: str
-    image: str | None
+    image: str  # the image id ("" for none: a container of the engine always has one)
     created: float
     meta: dict[str, Any]
     options: CreateOptions
@@ -78,69 +80,13 @@ class RunResult(Record):
     stderr: bytes | None = None
 
 
-class _OutputTee:
-    """A foreground container's stdout and stderr through pipes: each copied to where it would
-    have gone (ours, or the caller's ``stdio``) and into the log."""
-
-    def __init__(self, stdio: tuple[int, int, int] | None, log) -> None:
-        self.log = log
-        targets = stdio or (0, 1, 2)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        self.container_stdio = (targets[0], out_w, err_w)
-        self.sources = {out_r: (targets[1], "stdout"), err_r: (targets[2], "stderr")}
-        self._write_ends = [out_w, err_w]
-
-    def created(self) -> None:
-        for fd in self._write_ends:  # the container holds them now
-            os.close(fd)
-        self._write_ends = []
-
-    @property
-    def active(self) -> bool:
-        """False once both pipes are at their end: the waiter may then block on the exit."""
-        return bool(self.sources)
-
-    def pump(self, timeout: float) -> None:
-        import select
-
-        if not self.sources:
-            return
-        try:
-            ready = select.select(list(self.sources), [], [], timeout)[0]
-        except InterruptedError:
-            return
-        for fd in ready:
-            data = os.read(fd, 65536)
-            target, stream = self.sources[fd]
-            if not data:
-                del self.sources[fd]
-                os.close(fd)
-                continue
-            try:
-                os.write(target, data)
-            except OSError:
-                pass  # our reader went away: the log still gets it
-            self.log.write(stream, data)
-
-    def drain(self) -> None:
-        deadline = time.monotonic() + 2
-        while self.sources and time.monotonic() < deadline:
-            self.pump(0.1)
-
-    def close(self) -> None:
-        for fd in list(self.sources) + self._write_ends:
-            os.close(fd)
-        self.sources, self._write_ends = {}, []
-
-
 def _signal_number(name: str | int) -> int:
     from ketch.runtime.container import parse_signal
 
     return parse_signal(str(name))
 
 
-class Engine:
+class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def __init__(self, store=None, *, root: str | None = None, runroot: str | None = None,
                  storage_driver: str | None = None, conf: EngineConfig | None = None) -> None:
         if store is None:
@@ -149,7 +95,7 @@ class Engine:
             store = Store(root, runroot, storage_driver)
         self.store = store
         self._conf = conf
-        self._network_helper: Any = None  # a child loading the netlink library (network.Helper)
+        self._network_helper: Any = None  # a child loading the netlink library (bridge.Helper)
         self._pending_network: Any = None  # the network set-up of the container being started
 
     @property
@@ -172,7 +118,7 @@ class Engine:
     @staticmethod
     def _record_of(row: dict) -> ContainerRecord:
         meta = json.loads(row["metadata"])
-        return ContainerRecord(row["id"], row["name"], row["image"], row["created"], meta,
+        return ContainerRecord(row["id"], row["name"], row["image"] or "", row["created"], meta,
                                CreateOptions.from_dict(meta.get("options") or {}))
 
     def _image_record(self, image_id: str):
@@ -379,10 +325,8 @@ class Engine:
     # -- start, attached or detached ---------------------------------------------------
 
     def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0) -> tuple[str, Spec]:
-        """Mount the root file system, set up the network and volumes, write the bundle; the
-        bundle directory and the config."""
-        from ketch.containers import spec as specs
-
+        """Mount the root file system, attach the networks, write the bundle; the bundle directory
+        and the config. On failure everything taken so far is released."""
         options: CreateOptions = record.options
         container_id = record.id
         userdata = self._userdata(container_id)
@@ -391,183 +335,71 @@ class Engine:
         states.update(userdata, mounted=True)  # before the mount: a kill in between leaves it removable
         rootfs = str(self.store.mount_container(container_id))
         try:
-            hostname = options.hostname or container_id[:12]
             joined = self._joined_namespaces(options)
-            netns_path, addresses = self._setup_network(record, image)
-            base = specs.hosts_base(hostname, record.name, options, addresses, self.conf)
-            states.update(userdata, hosts_base=base)
-            specs.etc_files(userdata, hostname, options, record.meta.get("image_name", ""), record.image or "",
-                            container_id, record.name, base + self._peer_hosts(container_id), self.conf)
-            extra_mounts = []
-            from ketch.containers import users
-
-            user = users.resolve(rootfs, options.user if options.user is not None else
-                                 (image.container_config.get("User") if image else None) or "0")
-            if options.mounts:
-                from ketch.containers import volumes
-                from ketch.containers.volumes import MountSpec
-
-                image_mounts: builtins.list[str] = []
-                try:
-                    extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
-                                                  (user.uid, user.gid), image_mounts)
-                finally:
-                    if image_mounts:
-                        states.update(userdata, image_mounts=image_mounts)
-            secret_env: builtins.list[str] = []
-            if options.secrets:
-                from ketch.containers.secrets import Secrets
-
-                secret_mounts, secret_env = Secrets(self.store).for_container(options.secrets, userdata,
-                                                                              (user.uid, user.gid))
-                extra_mounts = secret_mounts + extra_mounts
-            notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
-            config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,  # type: ignore[arg-type]  # noqa: E501
-                                 options=options, conf=self.conf, listen_fds=listen_fds,
-                                 notify_socket=notify if notify and not notify.startswith("@") else None,
-                                 netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
-                                 secret_env=secret_env)
-            with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
-                f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
-            os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
+            with self._network_attached(record, image) as (netns_path, addresses):
+                config = self._write_bundle(record, image, rootfs, userdata, joined, netns_path, addresses,
+                                            listen_fds)
         except BaseException:
-            try:
-                self._network_ready()
-            except KetchError as exc:
-                log_cleanup_failure(__name__, f"{record.name}: the network set-up after a failed start", exc)
             self._release(record)
             raise
         return userdata, config
 
-    def _network_names(self, options: CreateOptions) -> builtins.list[str]:
-        if options.network in ("none", "host") or options.network.startswith(("container:", "ns:")):
-            return []
-        from ketch.containers.network import DEFAULT_NETWORK
+    def _write_bundle(self, record: ContainerRecord, image, rootfs: str, userdata: str, joined: dict[str, str],
+                      netns_path: str | None, addresses: builtins.list[str], listen_fds: int) -> Spec:
+        """/etc files, volumes, secrets and the OCI config of one start, written to the bundle."""
+        from ketch.containers import spec as specs
 
-        return [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in options.network.split(",") if n]
-
-    def _joined_namespaces(self, options: CreateOptions) -> dict[str, str]:
-        """Namespaces the container joins: another container's (``container:NAME``, which must
-        run) or one given by path (``ns:PATH``)."""
-        joined = {}
-        for kind, mode in (("network", options.network), ("pid", options.pid), ("ipc", options.ipc),
-                           ("uts", options.uts), ("cgroup", options.cgroupns)):
-            if not mode:
-                continue
-            if mode.startswith("ns:"):
-                path = mode[3:]
-                if not os.path.exists(path):
-                    raise InvalidInputError(f"--{'network' if kind == 'network' else kind} {mode}: {path} does not "
-                                            "exist")
-                joined[kind] = path
-            elif mode.startswith("container:"):
-                other = self._record(mode.split(":", 1)[1])
-                current = self._status(other)
-                if current["status"] not in ("running", "paused"):
-                    raise InvalidInputError(f"cannot join the {kind} namespace of container {other.name}: it is "
-                                            f"{current['status']}")
-                proc_name = {"network": "net"}.get(kind, kind)
-                joined[kind] = f"/proc/{current['pid']}/ns/{proc_name}"
-        return joined
-
-    def networks(self):
-        from ketch.containers.network import Networks
-
-        return Networks(self.store)
-
-    def volumes(self):
-        from ketch.containers.volumes import Volumes
-
-        return Volumes(self.store)
-
-    def _setup_network(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
-        """For bridge networks: a namespace of ours, addresses, veths, published ports."""
-        options: CreateOptions = record.options
-        names = self._network_names(options)
-        if not names:
-            return None, []
-        from ketch.containers import network
-
+        options = record.options
         container_id = record.id
-        userdata = self._userdata(container_id)
-        nets = self.networks()
-        netns_path = str(self.store.runroot / "netns" / f"ketch-{container_id[:32]}")
-        states.update(userdata, netns=netns_path, attachments=len(names))
-        network.make_namespace(netns_path)
-        attachments = [(name, nets.allocate(container_id, name, options.ip if n == 0 else None))
-                       for n, name in enumerate(names)]
-        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
-        if options.publish_all and image is not None:
-            for exposed in (image.container_config.get("ExposedPorts") or {}):
-                port, _, protocol = exposed.partition("/")
-                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
-                    wanted.append(network.PortMapping("0.0.0.0", 0, int(port), protocol or "tcp"))
-        ports = nets.reserve_ports(container_id, wanted) if wanted else []
-        states.update(userdata, ports=[p.as_dict() for p in ports])
-        # The kernel side runs in a child while this process goes on; start() waits for it.
-        helper, self._network_helper = self._network_helper, None
-        self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, ports, helper)
-        self._refresh_peer_hosts(names, container_id)
-        return netns_path, [address for _, address in attachments]
+        hostname = options.hostname or container_id[:12]
+        base = specs.hosts_base(hostname, record.name, options, addresses, self.conf)
+        states.update(userdata, hosts_base=base)
+        specs.etc_files(userdata, hostname, options, record.meta.get("image_name", ""), record.image or "",
+                        container_id, record.name, base + self._peer_hosts(container_id), self.conf)
+        extra_mounts = []
+        from ketch.containers import users
 
-    def _network_ready_quietly(self) -> None:
-        try:
-            self._network_ready()
-        except KetchError as exc:
-            log_cleanup_failure(__name__, "the network set-up of a container that did not start", exc)
+        user = users.resolve(rootfs, options.user if options.user is not None else
+                             (image.container_config.get("User") if image else None) or "0")
+        if options.mounts:
+            from ketch.containers import volumes
+            from ketch.containers.volumes import MountSpec
 
-    def _network_ready(self) -> None:
-        """Wait for the network set-up started by ``_prepare`` (before the container starts)."""
-        pending, self._pending_network = self._pending_network, None
-        if pending is not None:
-            pending.wait()
-        unused, self._network_helper = self._network_helper, None
-        if unused is not None:
-            unused.wait()  # started early, but no set-up came: it just goes
-
-    def _start_network_helper(self, options: CreateOptions) -> None:
-        """A bridge will be set up: load the netlink library in a child from now on."""
-        if self._network_names(options) and self._network_helper is None:
-            from ketch.containers.network import Helper
-
-            self._network_helper = Helper.start(self.store)
-
-    def _peer_hosts(self, container_id: str) -> str:
-        if not self._uses_networks(container_id):
-            return ""  # (no network: no peers, and no network module to import)
-        from ketch.containers.network import hosts_entries
-
-        names = list(self.networks().addresses_of(container_id))
-        return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
-
-    def _uses_networks(self, container_id: str) -> bool:
-        return bool(self.networks().addresses_of(container_id))
-
-    def _refresh_peer_hosts(self, network_names: builtins.list[str], changed: str) -> None:
-        """Every other running container of these networks learns who is there now (its
-        /etc/hosts is rewritten in place: it is bind-mounted by inode)."""
-        from ketch.containers.network import hosts_entries
-
-        seen = set()
-        for _, peer_name in hosts_entries(self.store, network_names, exclude=changed):
-            if peer_name in seen:
-                continue
-            seen.add(peer_name)
+            image_mounts: builtins.list[str] = []
             try:
-                peer = self._record(peer_name)
-            except NotFoundError:
-                continue
-            userdata = self._userdata(peer.id)
-            base = states.read(userdata).get("hosts_base")
-            if base is None:
-                continue
-            try:
-                with open(os.path.join(userdata, "hosts"), "r+") as f:
-                    f.seek(0)
-                    f.write(base + self._peer_hosts(peer.id))
-                    f.truncate()
-            except OSError as exc:
-                log_cleanup_failure(__name__, f"{peer_name}: rewriting its /etc/hosts", exc)
+                extra_mounts = volumes.to_oci(self.store, [MountSpec(**m) for m in options.mounts], rootfs,
+                                              (user.uid, user.gid), image_mounts)
+            finally:
+                if image_mounts:
+                    states.update(userdata, image_mounts=image_mounts)
+        secret_env: builtins.list[str] = []
+        if options.secrets:
+            from ketch.containers.secrets import Secrets
+
+            secret_mounts, secret_env = Secrets(self.store).for_container(options.secrets, userdata,
+                                                                          (user.uid, user.gid))
+            extra_mounts = secret_mounts + extra_mounts
+        notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
+        config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
+                             options=options, conf=self.conf, listen_fds=listen_fds,
+                             notify_socket=notify if notify and not notify.startswith("@") else None,
+                             netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
+                             secret_env=secret_env)
+        with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
+            f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
+        os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
+        return config
+
+
+
+
+
+
+
+
+
+
+
 
     def _release(self, record: ContainerRecord) -> None:
         """Runtime state, network and root file system mount of a container that is not running."""
@@ -583,19 +415,8 @@ class Engine:
             self._driver(record.options).delete(container_id)
         except KetchError as exc:
             log_cleanup_failure(__name__, f"{record.name}: deleting its runtime state", exc)
+        self._release_network(record)
         current = states.read(userdata)
-        if current.get("netns") or self._uses_networks(container_id):
-            from ketch.containers import network
-
-            nets = self.networks()
-            names = list(nets.addresses_of(container_id))
-            ports = [network.PortMapping.from_dict(p) for p in current.get("ports") or []]
-            nets.teardown(container_id, current.get("attachments") or 0, ports)
-            if current.get("netns"):
-                network.remove_namespace(current["netns"])
-            nets.release(container_id)
-            states.update(userdata, netns=None, ports=[], attachments=0)
-            self._refresh_peer_hosts(names, container_id)
         for image_id in current.get("image_mounts") or []:
             try:
                 self.store.unmount_image(image_id)
@@ -672,7 +493,7 @@ class Engine:
             if options.log_driver == "k8s-file":
                 log = logfiles.LogWriter(self._log_path(record))
                 if not options.tty:  # a terminal's copy is logged as it is made
-                    tee = _OutputTee(stdio, log)
+                    tee = OutputTee(stdio, log)
             try:
                 pid, master = driver.create(container_id, userdata, terminal=options.tty,
                                             stdio=tee.container_stdio if tee else stdio, preserve_fds=preserve)
@@ -1161,64 +982,9 @@ class Engine:
 
     # -- mounts of containers (``ketch mount``) ------------------------------------------
 
-    def mount(self, name_or_id: str) -> str:
-        """Mount the container's root file system (counted, as a running container's is); where."""
-        record = self._record(name_or_id)
-        path = str(self.store.mount_container(record.id))
-        states.update(self._userdata(record.id), user_mounts=states.read(self._userdata(record.id)).get(
-            "user_mounts", 0) + 1)
-        self._record_event("mount", record)
-        return path
 
-    def unmount(self, name_or_id: str, *, force: bool = False) -> str:
-        """Undo ``mount`` (all of its counts with ``force``); the container's id."""
-        record = self._record(name_or_id)
-        userdata = self._userdata(record.id)
-        count = states.read(userdata).get("user_mounts", 0)
-        if not count:
-            raise ContainerError(f"container {record.id} is not mounted")
-        for _ in range(count if force else 1):
-            self.store.unmount_container(record.id)
-        states.update(userdata, user_mounts=0 if force else count - 1)
-        self._record_event("unmount", record)
-        return record.id
 
-    def mounted(self) -> builtins.list[tuple[str, str, str]]:
-        """(id, name, mount point) of the containers mounted with ``mount``."""
-        out = []
-        for row in self.store.containers():
-            if row["kind"] != KIND:
-                continue
-            if states.read(self._userdata(row["id"])).get("user_mounts", 0) > 0:
-                out.append((row["id"], row["name"], str(self.store.root / "mounts" / f"container-{row['id'][:32]}")))
-        return out
 
-    def logs(self, name_or_id: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
-             timestamps: bool = False, until: float | None = None) -> Iterator[tuple[str, bytes]]:
-        """The container's output as recorded (k8s-file): (stream, bytes) of each record, "stdout"
-        or "stderr", from ``since`` to ``until``; with ``follow``, until it stops (or ``until``
-        passes)."""
-        record = self._record(name_or_id)
-        if record.options.log_driver == "none":
-            raise InvalidInputError(f"container {record.name} was created with --log-driver none: no logs")
-        if record.options.log_driver == "passthrough":
-            raise InvalidInputError(f"container {record.name}'s output went to its caller (passthrough): "
-                                    "no logs")
-        path = self._log_path(record)
-        records = logfiles.read_records(path, since=since, tail=tail, until=until)
-        for entry in records:
-            yield entry[1], logfiles.render(entry, timestamps)
-        if not follow or (until is not None and until <= time.time()):
-            return
-        follower = logfiles.LogFollower(path)
-        while True:
-            running = self._status(record)["status"] in ("running", "paused", "created")
-            new = follower.new_records()
-            for entry in new:
-                yield entry[1], logfiles.render(entry, timestamps)
-            if not running and not new or until is not None and time.time() > until:
-                return
-            time.sleep(0.1)
 
     def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
              user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
@@ -1339,20 +1105,6 @@ class Engine:
             out.append(sampling.sample(record, current))
         return out
 
-    def attach(self, name_or_id: str, *, stdin: bool = True, stdio: tuple[int, int, int] = (0, 1, 2),
-               sig_proxy: bool = True) -> int:
-        """Follow a detached container's output and send it our input (when it was created with
-        ``-i``) until it exits; its exit status."""
-        from ketch.containers import attach as attaching
-
-        record = self._record(name_or_id)
-        current = self._status(record)
-        if current["status"] not in ("running", "paused"):
-            raise ContainerError(f"you can only attach to running containers: {record.name} is "
-                                 f"{current['status']}")
-        self._record_event("attach", record)
-        return attaching.attach(self, record, stdin=stdin and record.options.interactive, stdio=stdio,
-                                sig_proxy=sig_proxy)
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
 
@@ -1419,135 +1171,13 @@ class Engine:
             return []
         return [p.as_dict() for p in self.networks().ports_of(container_id)]
 
-    def diff(self, name_or_id: str) -> builtins.list[tuple[str, str]]:
-        """(kind, path) of the container's changes against its image: A added, C changed, D deleted."""
-        from ketch.containers import changes
 
-        record = self._record(name_or_id)
-        return changes.diff(self.store, record.id, record.image)
 
-    def _with_rootfs(self, record: ContainerRecord):
-        """The container's root file system, mounted for the caller (counted: a running
-        container's mount is shared)."""
-        import contextlib
 
-        @contextlib.contextmanager
-        def mounted():
-            path = self.store.mount_container(record.id)
-            try:
-                yield str(path)
-            finally:
-                self.store.unmount_container(record.id)
 
-        return mounted()
 
-    def copy(self, source: str, destination: str, *, archive: bool = True, overwrite: bool = False,
-             stdin=None, stdout=None) -> None:
-        """``cp``: between a container and the host (``-`` for a tar stream on ``stdin`` or
-        ``stdout``), or between two containers; relative container paths start at the container's
-        working directory. A running container is reached through its init's root, so its
-        volumes and mounts are where it sees them; a stopped one is mounted meanwhile. With
-        ``archive``, what lands in a container belongs to its user."""
-        import contextlib
 
-        from ketch.containers import changes
 
-        src_ctr, src_path = _split_container_path(source)
-        dst_ctr, dst_path = _split_container_path(destination)
-        if not src_ctr and not dst_ctr:
-            raise InvalidInputError("copying between two host paths is not supported: one of them must be "
-                                    "CONTAINER:PATH")
-        with contextlib.ExitStack() as stack:
-            places, owner = [], None
-            for side, (ctr, path, text) in enumerate(((src_ctr, src_path, source), (dst_ctr, dst_path, destination))):
-                if not ctr:
-                    places.append(changes.Place(None, path, text))
-                    continue
-                record = self._record(ctr)
-                root = stack.enter_context(self._container_root(record))
-                if not path.startswith("/"):
-                    path = os.path.join(self._workdir(record), path)
-                places.append(changes.Place(root, path, text, ctr))
-                if side == 1 and archive:
-                    owner = self._user_ids(record, root)
-            src, dst = places
-            if src.root is None and src.path == "-":
-                changes.extract_tar(stdin or sys.stdin.buffer, dst, owner)
-            elif dst.root is None and dst.path == "-":
-                changes.write_tar(src, stdout or sys.stdout.buffer)
-            else:
-                changes.copy(src, dst, owner=owner, overwrite=overwrite)
-
-    def _container_root(self, record: ContainerRecord):
-        """The container's root file system for the caller: a running container's through its
-        init (``/proc/PID/root``: the container's own view, mounts included), else mounted."""
-        import contextlib
-
-        current = self._status(record)
-        if current["status"] in ("running", "paused") and current.get("pid"):
-            return contextlib.nullcontext(f"/proc/{current['pid']}/root")
-        return self._with_rootfs(record)
-
-    def _workdir(self, record: ContainerRecord) -> str:
-        options: CreateOptions = record.options
-        if options.workdir:
-            return options.workdir
-        try:
-            return self.store.lookup(record.image).parsed_config.container_config.get("WorkingDir") or "/"
-        except KetchError:
-            return "/"
-
-    def _user_ids(self, record: ContainerRecord, root: str) -> tuple[int, int]:
-        from ketch.containers import users
-
-        options: CreateOptions = record.options
-        spec = options.user
-        if spec is None:
-            try:
-                spec = self.store.lookup(record.image).parsed_config.container_config.get("User")
-            except KetchError:
-                spec = None
-        try:
-            user = users.resolve(root, spec or "0")
-        except KetchError:
-            return 0, 0
-        return user.uid, user.gid
-
-    def export(self, name_or_id: str, output) -> None:
-        """The container's file system as a tar stream written to ``output`` (a binary file)."""
-        import subprocess
-
-        record = self._record(name_or_id)
-        with self._with_rootfs(record) as rootfs:
-            proc = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", rootfs, "-cf", "-", "."],
-                                  stdout=output, stderr=subprocess.PIPE)
-            if proc.returncode != 0:
-                raise ContainerError(f"export: {proc.stderr.decode(errors='replace').strip()}")
-
-    def commit(self, name_or_id: str, image: str | None = None, *, changes: builtins.list[str] | None = None,
-               message: str = "", author: str = "", fmt: str = "oci", pause: bool = True,
-               include_volumes: bool = False) -> str:
-        """A new image from the container's changes; its id (``include_volumes``: the
-        container's volumes become the image's VOLUMEs)."""
-        from ketch.containers import commit as committer
-
-        record = self._record(name_or_id)
-        if include_volumes:
-            changes = list(changes or []) + [f"VOLUME {m['destination']}" for m in record.options.mounts
-                                             if m["kind"] == "volume"]
-        paused = False
-        if pause and self._status(record)["status"] == "running" and not record.options.runtime:
-            self._driver(record.options).pause(record.id)
-            paused = True
-        try:
-            image_id = committer.commit(self.store, record.id, record.image, name=image, changes=changes,
-                                        message=message, author=author, fmt=fmt,
-                                        created_by=" ".join(record.options.create_command))
-            self._record_event("commit", record)
-            return image_id
-        finally:
-            if paused:
-                self._driver(record.options).resume(record.id)
 
     def info(self) -> dict[str, Any]:
         from ketch.containers import views
@@ -1565,14 +1195,6 @@ def run(image: str, command: list[str] | None = None, *, detach: bool = False, p
     engine = Engine(root=root, runroot=runroot)
     return engine.run(image, CreateOptions(command=command, **options), detach=detach, pull=pull,
                       capture_output=capture_output)
-
-
-def _split_container_path(text: str) -> tuple[str | None, str]:
-    """``CONTAINER:PATH`` or a host path (a path with a slash before any colon is the host's)."""
-    head, sep, rest = text.partition(":")
-    if sep and head and "/" not in head and not head.startswith("."):
-        return head, rest or "."
-    return None, text
 
 
 def _image_healthcheck(check: dict | None) -> dict | None:

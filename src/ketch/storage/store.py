@@ -17,6 +17,10 @@ then recorded complete; layers, images and names are recorded in one
 transaction per logical change, after their content is complete. Whatever a
 killed process leaves is either unreferenced (``check`` reports it,
 ``--repair`` and the next ``prune`` remove it) or reused by the next attempt.
+
+This module holds blobs and contents, images and names, and working containers' records; the
+counted mounts are in :mod:`ketch.storage.mounting`, check/repair/df/reset in
+:mod:`ketch.storage.checking` (both mixed into :class:`Store`).
 """
 
 from __future__ import annotations
@@ -29,15 +33,16 @@ import stat
 import time
 from pathlib import Path
 
-from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError, StoreError
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
 from ketch.filelocks import file_lock, if_abandoned
 from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
 from ketch.records import Record, field
-from ketch.storage import mounts
+from ketch.storage.checking import StoreCheck
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
+from ketch.storage.mounting import StoreMounts
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,16 +90,7 @@ class ImageRecord(Record):
         return ImageConfig.parse(self.config)
 
 
-class Problem(Record):
-    kind: str
-    what: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.what}: {self.detail}"
-
-
-class Store:
+class Store(StoreMounts, StoreCheck):
     def __init__(self, root: str | os.PathLike | None = None, runroot: str | os.PathLike | None = None,
                  driver: str | None = None) -> None:
         self.root = Path(root or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT)
@@ -580,104 +576,14 @@ class Store:
 
     # -- mounts -------------------------------------------------------------
 
-    def _mount_count(self, target: str) -> int:
-        row = self.db.one("SELECT path, count, boot_id FROM mounts WHERE target = ?", (target,))
-        if row is None or row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
-            return 0
-        return row["count"]
 
-    def _private_mounts_dir(self) -> Path:
-        """Make mounts/ a private mount once, so mounts below never propagate."""
-        path = self.root / "mounts"
-        if not mounts.is_mountpoint(str(path)):
-            with self.lock("mounts-dir"):
-                if not mounts.is_mountpoint(str(path)):
-                    mounts.mount(str(path), str(path), None, mounts.MS_BIND)
-                    mounts.mount("none", str(path), None, mounts.MS_PRIVATE)
-        return path
 
-    def _layer_content(self, layer: str) -> str:
-        row = self.db.one("SELECT content FROM layers WHERE id = ?", (layer,))
-        if row is None:
-            raise StoreError(f"layer {layer} is not recorded (ketch storage check --repair)")
-        return row["content"]
 
-    def _chain_links(self, top: str) -> list[str]:
-        links = []
-        for layer in reversed(self.image_layers(top)):
-            row = self.db.one("SELECT c.link, c.key FROM layers l JOIN contents c ON c.key = l.content "
-                              "WHERE l.id = ?", (layer,))
-            if row is None:
-                raise StoreError(f"layer {layer} has no recorded content (ketch storage check --repair)")
-            links.append(row["link"])
-        return links
 
-    def _counted_mount(self, target: str, object_id: str, prefix: str, do_mount) -> Path:
-        """Mount once per target (``do_mount(path)``), counting every caller."""
-        with self.lock(f"mount-{object_id}"):
-            path = self._private_mounts_dir() / f"{prefix}-{object_id[:32]}"
-            count = self._mount_count(target)
-            if count == 0:
-                path.mkdir(exist_ok=True)
-                if mounts.is_mountpoint(str(path)):
-                    mounts.umount(str(path), mounts.MNT_DETACH)  # left from a previous boot's count
-                do_mount(path)
-            with self.db.write() as conn:
-                conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
-                             (target, str(path), count + 1, mounts.boot_id()))
-        return path
 
-    def _counted_unmount(self, target: str, object_id: str, prefix: str, force: bool) -> bool:
-        """Drop one count (all with ``force``); unmount at zero. False if it was not mounted.
 
-        At zero the mount point is unmounted even when no count was recorded: a process killed
-        between its mount and the record of it left a mount nobody counted (the mount point's
-        name is the object's, and counting happens under the same lock, so nobody else owns it)."""
-        with self.lock(f"mount-{object_id}"):
-            count = self._mount_count(target)
-            path = self.root / "mounts" / f"{prefix}-{object_id[:32]}"
-            new = 0 if force else max(count - 1, 0)
-            if new == 0 and (count or force) and mounts.is_mountpoint(str(path)):
-                mounts.umount(str(path))
-                with contextlib.suppress(OSError):
-                    os.rmdir(path)
-            with self.db.write() as conn:
-                if new == 0:
-                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
-                else:
-                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
-        return count > 0
 
-    def mount_image(self, name: str) -> Path:
-        """Mount an image read-only (nosuid, nodev); counted, so each mount needs an unmount."""
-        record = self.lookup(name)
 
-        def do_mount(path: Path) -> None:
-            if record.top_layer is None:
-                mounts.mount("tmpfs", str(path), "tmpfs", mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
-            elif isinstance(self.driver, OverlayDriver):
-                self.driver.mount(self._chain_links(record.top_layer), path)
-            else:
-                assert isinstance(self.driver, VfsDriver)
-                key = self._layer_content(record.top_layer)
-                self.driver.mount(self.driver.content_dir(key), path)
-
-        path = self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
-        self.events.emit("image", "mount", id=record.id, name=name)
-        return path
-
-    def unmount_image(self, name: str, *, force: bool = False) -> bool:
-        """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
-        record = self.lookup(name)
-        return self._counted_unmount(f"image:{record.id}", record.id, "image", force)
-
-    def mounted_images(self) -> list[tuple[ImageRecord, Path]]:
-        out = []
-        for row in self.db.query("SELECT target, path FROM mounts WHERE target LIKE 'image:%'"):
-            if self._mount_count(row["target"]) > 0:
-                with contextlib.suppress(NotFoundError):
-                    out.append((self.lookup(row["target"][6:]), Path(row["path"])))
-        return out
 
     # -- working containers -------------------------------------------------
 
@@ -725,10 +631,6 @@ class Store:
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET name = ? WHERE id = ?", (new_name, container_id))
 
-    def mount_record(self, target: str) -> dict | None:
-        """The mount count row of ``image:ID`` or ``container:ID`` (path, count), if any."""
-        row = self.db.one("SELECT path, count FROM mounts WHERE target = ?", (target,))
-        return None if row is None else dict(row)
 
     def container(self, name_or_id: str) -> dict:
         row = self.db.one("SELECT * FROM containers WHERE id = ? OR name = ?", (name_or_id, name_or_id))
@@ -739,32 +641,7 @@ class Store:
             raise NotFoundError(f"{name_or_id}: no such container")
         return dict(row)
 
-    def mount_container(self, name_or_id: str) -> Path:
-        """Mount a working container read-write; counted like image mounts."""
-        info = self.container(name_or_id)
-        base = self.root / "containers" / info["id"]
-        top = json.loads(info["metadata"]).get("top_layer")
 
-        def do_mount(path: Path) -> None:
-            if isinstance(self.driver, OverlayDriver):
-                links = self._chain_links(top) if top else []
-                if links:
-                    self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
-                else:
-                    mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
-            else:
-                if top and not any((base / "diff").iterdir()):
-                    key = self._layer_content(top)
-                    from ketch.storage.apply import copy_tree
-
-                    copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
-                mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
-
-        return self._counted_mount(f"container:{info['id']}", info["id"], "container", do_mount)
-
-    def unmount_container(self, name_or_id: str, *, force: bool = False) -> bool:
-        info = self.container(name_or_id)
-        return self._counted_unmount(f"container:{info['id']}", info["id"], "container", force)
 
     def remove_container(self, name_or_id: str, *, force: bool = False) -> None:
         info = self.container(name_or_id)
@@ -794,108 +671,9 @@ class Store:
 
     # -- check, repair, df, reset -----------------------------------------------
 
-    def check(self) -> list[Problem]:
-        problems: list[Problem] = []
-        for row in self.db.query("SELECT key FROM contents WHERE complete = 0"):
-            problems.append(Problem("incomplete content", row["key"], "half-written layer content"))
-        known = {r["key"] for r in self.db.query("SELECT key FROM contents")}
-        for entry in self.driver.root.iterdir():
-            if entry.name != "l" and entry.name not in known:
-                problems.append(Problem("unrecorded content", entry.name, "a directory no record describes"))
-        for row in self.db.query("SELECT key FROM contents WHERE complete = 1 AND key NOT LIKE 'diff-%'"):
-            if not self.driver.content_dir(row["key"]).is_dir():
-                problems.append(Problem("missing content", row["key"], "recorded but not on disk"))
-        for row in self.db.query("SELECT id, parent FROM layers WHERE parent IS NOT NULL AND parent NOT IN "
-                                 "(SELECT id FROM layers)"):
-            problems.append(Problem("broken parent chain", row["id"], f"parent {row['parent']} is missing"))
-        for row in self.db.query("SELECT id FROM layers WHERE content NOT IN (SELECT key FROM contents)"):
-            problems.append(Problem("layer without content", row["id"], "its content record is missing"))
-        for row in self.db.query("SELECT id, top_layer FROM images WHERE top_layer IS NOT NULL AND top_layer "
-                                 "NOT IN (SELECT id FROM layers)"):
-            problems.append(Problem("image without layers", row["id"], f"top layer {row['top_layer']} is missing"))
-        used = self._layers_in_use()
-        for row in self.db.query("SELECT id FROM layers"):
-            if row["id"] not in used:
-                problems.append(Problem("dangling layer", row["id"], "no image or container uses it"))
-        for row in self.db.query("SELECT target, path, boot_id FROM mounts"):
-            if row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
-                problems.append(Problem("stale mount", row["target"], f"recorded at {row['path']} but not mounted"))
-        for entry in (self.root / "staging").iterdir():
-            if entry.suffix != ".lock" and self._staging_abandoned(entry):
-                problems.append(Problem("staging leftover", entry.name, "work of an interrupted process"))
-        for entry in (self.root / "blobs" / "sha256").iterdir():
-            if entry.name.startswith(".") or self.db.one("SELECT 1 FROM blobs WHERE digest = ?",
-                                                         (f"sha256:{entry.name}",)) is None:
-                problems.append(Problem("unrecorded blob", entry.name, "a blob file no record describes"))
-        return problems
 
-    def repair(self) -> list[Problem]:
-        """Fix what :meth:`check` finds; returns what was fixed."""
-        problems = self.check()
-        with self.gc_lock(shared=False):
-            self._recover()
-            doomed = {p.what for p in problems if p.kind in ("incomplete content", "missing content")}
-            with self.db.write() as conn:
-                for p in problems:
-                    if p.kind == "stale mount":
-                        conn.execute("DELETE FROM mounts WHERE target = ?", (p.what,))
-                # Layers on doomed or missing content, and everything above them, go.
-                rows = conn.execute("SELECT l.id, l.parent, l.content, c.key AS known FROM layers l "
-                                    "LEFT JOIN contents c ON c.key = l.content").fetchall()
-                parent_of = {r["id"]: r["parent"] for r in rows}
-                bad = {r["id"] for r in rows if r["content"] in doomed or r["known"] is None}
-                changed = True
-                while changed:
-                    changed = False
-                    for layer, parent in parent_of.items():
-                        if layer not in bad and parent is not None and (parent in bad or parent not in parent_of):
-                            bad.add(layer)
-                            changed = True
-                # Images and containers standing on them cannot work: drop them (names too).
-                for row in conn.execute("SELECT id, top_layer FROM images").fetchall():
-                    if row["top_layer"] in bad or (row["top_layer"] is not None and row["top_layer"] not in parent_of):
-                        for container in conn.execute("SELECT id FROM containers WHERE image = ?",
-                                                      (row["id"],)).fetchall():
-                            conn.execute("DELETE FROM containers WHERE id = ?", (container["id"],))
-                            remove_dir(self.root / "containers" / container["id"])
-                        conn.execute("DELETE FROM names WHERE image = ?", (row["id"],))
-                        conn.execute("DELETE FROM images WHERE id = ?", (row["id"],))
-                while bad:
-                    leaves = [layer for layer in bad if not any(parent_of.get(o) == layer for o in bad)]
-                    conn.executemany("DELETE FROM layers WHERE id = ?", [(layer,) for layer in leaves])
-                    bad -= set(leaves)
-                conn.executemany("DELETE FROM contents WHERE key = ?", [(key,) for key in doomed])
-            for p in problems:
-                if p.kind in ("unrecorded content", "incomplete content", "missing content"):
-                    remove_dir(self.driver.root / p.what)
-                elif p.kind == "unrecorded blob":
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.root / "blobs" / "sha256" / p.what).unlink()
-        self.collect_garbage()
-        return problems
 
-    def df(self) -> dict:
-        images = self.images()
-        contents = self.db.query("SELECT size FROM contents WHERE key NOT LIKE 'diff-%'")
-        return {"images": len(images), "active_images": sum(1 for i in images if self.image_users(i.id)),
-                "layers_size": sum(r["size"] for r in contents),
-                "containers": len(self.containers()),
-                "blobs_size": sum(f.stat().st_size for f in (self.root / "blobs" / "sha256").iterdir())}
 
-    def reset(self) -> None:
-        """Remove everything: unmount, then delete the root's content."""
-        for row in self.db.query("SELECT path FROM mounts"):
-            with contextlib.suppress(OSError):
-                mounts.umount(row["path"], mounts.MNT_DETACH)
-        mounts_dir = self.root / "mounts"
-        for entry in mounts_dir.iterdir() if mounts_dir.exists() else []:
-            with contextlib.suppress(OSError):
-                mounts.umount(str(entry), mounts.MNT_DETACH)
-        with contextlib.suppress(OSError):
-            mounts.umount(str(mounts_dir), mounts.MNT_DETACH)
-        self.db.close()
-        for entry in self.root.iterdir():
-            remove_dir(entry)
 
 
 class _TeeHash:

@@ -1,0 +1,203 @@
+"""A container's place on its bridge networks, as a part of
+:class:`~ketch.containers.engine.Engine`: attaching (its namespace, addresses, published ports,
+veths set up in a child while the engine goes on) and releasing, as one owner. Each step is
+recorded in the container's ``state.json`` before it is taken, so whichever ketch process ends
+the container (the monitor, ``rm``, a later start finding a killed one) releases exactly what was
+taken; :meth:`ContainerNetworking._network_attached` releases at once when the start fails."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+
+from ketch.containers import state as states
+from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from ketch.containers.engine import ContainerRecord
+    from ketch.containers.options import CreateOptions
+    from ketch.storage.store import Store
+
+
+class ContainerNetworking:
+    """Networks of containers: mixed into the Engine."""
+
+    if TYPE_CHECKING:
+        store: Store
+        _network_helper: Any
+        _pending_network: Any
+
+        def _record(self, name_or_id: str) -> ContainerRecord: ...
+        def _status(self, record: ContainerRecord) -> dict[str, Any]: ...
+        def _userdata(self, container_id: str) -> str: ...
+
+    @contextlib.contextmanager
+    def _network_attached(self, record: ContainerRecord, image) -> Iterator[tuple[str | None, builtins.list[str]]]:
+        """Attach the container to its networks for the block: (namespace path or None, its
+        addresses). If the block fails, everything is released (a set-up still running is waited
+        for first); if it succeeds, the attachment stays with the container until
+        :meth:`_release_network`."""
+        try:
+            yield self._setup_network(record, image)
+        except BaseException:
+            self._network_ready_quietly()
+            self._release_network(record)
+            raise
+
+    def _release_network(self, record: ContainerRecord) -> None:
+        """Undo what state.json says was taken: ports' nftables entries, the namespace (its veths
+        go with it), the host-wide records; the peers' /etc/hosts learn it is gone."""
+        container_id = record.id
+        userdata = self._userdata(container_id)
+        current = states.read(userdata)
+        if not (current.get("netns") or self._uses_networks(container_id)):
+            return
+        from ketch.containers import netns, network
+
+        nets = self.networks()
+        names = list(nets.addresses_of(container_id))
+        ports = [network.PortMapping.from_dict(p) for p in current.get("ports") or []]
+        try:
+            nets.teardown(container_id, current.get("attachments") or 0, ports)
+        except KetchError as exc:
+            log_cleanup_failure(__name__, f"{record.name}: removing its published ports", exc)
+        if current.get("netns"):
+            netns.remove_namespace(current["netns"])
+        nets.release(container_id)
+        states.update(userdata, netns=None, ports=[], attachments=0)
+        self._refresh_peer_hosts(names, container_id)
+
+    def _network_names(self, options: CreateOptions) -> builtins.list[str]:
+        if options.network in ("none", "host") or options.network.startswith(("container:", "ns:")):
+            return []
+        from ketch.containers.network import DEFAULT_NETWORK
+
+        return [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in options.network.split(",") if n]
+
+    def _joined_namespaces(self, options: CreateOptions) -> dict[str, str]:
+        """Namespaces the container joins: another container's (``container:NAME``, which must
+        run) or one given by path (``ns:PATH``)."""
+        joined = {}
+        for kind, mode in (("network", options.network), ("pid", options.pid), ("ipc", options.ipc),
+                           ("uts", options.uts), ("cgroup", options.cgroupns)):
+            if not mode:
+                continue
+            if mode.startswith("ns:"):
+                path = mode[3:]
+                if not os.path.exists(path):
+                    raise InvalidInputError(f"--{'network' if kind == 'network' else kind} {mode}: {path} does not "
+                                            "exist")
+                joined[kind] = path
+            elif mode.startswith("container:"):
+                other = self._record(mode.split(":", 1)[1])
+                current = self._status(other)
+                if current["status"] not in ("running", "paused"):
+                    raise InvalidInputError(f"cannot join the {kind} namespace of container {other.name}: it is "
+                                            f"{current['status']}")
+                proc_name = {"network": "net"}.get(kind, kind)
+                joined[kind] = f"/proc/{current['pid']}/ns/{proc_name}"
+        return joined
+
+    def networks(self):
+        from ketch.containers.network import Networks
+
+        return Networks(self.store)
+
+    def volumes(self):
+        from ketch.containers.volumes import Volumes
+
+        return Volumes(self.store)
+
+    def _setup_network(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
+        """For bridge networks: a namespace of ours, addresses, veths, published ports."""
+        options: CreateOptions = record.options
+        names = self._network_names(options)
+        if not names:
+            return None, []
+        from ketch.containers import netns, network
+
+        container_id = record.id
+        userdata = self._userdata(container_id)
+        nets = self.networks()
+        netns_path = str(self.store.runroot / "netns" / f"ketch-{container_id[:32]}")
+        states.update(userdata, netns=netns_path, attachments=len(names))
+        netns.make_namespace(netns_path)
+        attachments = [(name, nets.allocate(container_id, name, options.ip if n == 0 else None))
+                       for n, name in enumerate(names)]
+        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
+        if options.publish_all and image is not None:
+            for exposed in (image.container_config.get("ExposedPorts") or {}):
+                port, _, protocol = exposed.partition("/")
+                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
+                    wanted.append(network.PortMapping("0.0.0.0", 0, int(port), protocol or "tcp"))
+        ports = nets.reserve_ports(container_id, wanted) if wanted else []
+        states.update(userdata, ports=[p.as_dict() for p in ports])
+        # The kernel side runs in a child while this process goes on; start() waits for it.
+        helper, self._network_helper = self._network_helper, None
+        self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, ports, helper)
+        self._refresh_peer_hosts(names, container_id)
+        return netns_path, [address for _, address in attachments]
+
+    def _network_ready_quietly(self) -> None:
+        try:
+            self._network_ready()
+        except KetchError as exc:
+            log_cleanup_failure(__name__, "the network set-up of a container that did not start", exc)
+
+    def _network_ready(self) -> None:
+        """Wait for the network set-up started by ``_prepare`` (before the container starts)."""
+        pending, self._pending_network = self._pending_network, None
+        if pending is not None:
+            pending.wait()
+        unused, self._network_helper = self._network_helper, None
+        if unused is not None:
+            unused.wait()  # started early, but no set-up came: it just goes
+
+    def _start_network_helper(self, options: CreateOptions) -> None:
+        """A bridge will be set up: load the netlink library in a child from now on."""
+        if self._network_names(options) and self._network_helper is None:
+            from ketch.containers.bridge import Helper
+
+            self._network_helper = Helper.start(self.store)
+
+    def _peer_hosts(self, container_id: str) -> str:
+        if not self._uses_networks(container_id):
+            return ""  # (no network: no peers, and no network module to import)
+        from ketch.containers.network import hosts_entries
+
+        names = list(self.networks().addresses_of(container_id))
+        return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
+
+    def _uses_networks(self, container_id: str) -> bool:
+        return bool(self.networks().addresses_of(container_id))
+
+    def _refresh_peer_hosts(self, network_names: builtins.list[str], changed: str) -> None:
+        """Every other running container of these networks learns who is there now (its
+        /etc/hosts is rewritten in place: it is bind-mounted by inode)."""
+        from ketch.containers.network import hosts_entries
+
+        seen = set()
+        for _, peer_name in hosts_entries(self.store, network_names, exclude=changed):
+            if peer_name in seen:
+                continue
+            seen.add(peer_name)
+            try:
+                peer = self._record(peer_name)
+            except NotFoundError:
+                continue
+            userdata = self._userdata(peer.id)
+            base = states.read(userdata).get("hosts_base")
+            if base is None:
+                continue
+            try:
+                with open(os.path.join(userdata, "hosts"), "r+") as f:
+                    f.seek(0)
+                    f.write(base + self._peer_hosts(peer.id))
+                    f.truncate()
+            except OSError as exc:
+                log_cleanup_failure(__name__, f"{peer_name}: rewriting its /etc/hosts", exc)

@@ -1,0 +1,172 @@
+"""Mounts of the store's images and working containers, counted in the database with the boot
+id (so a count from another boot, or a path that is not a mount point, counts as zero), as a part
+of :class:`~ketch.storage.store.Store`. Overlay mounts use the short ``l/`` links of their
+layers; a one-layer image is a read-only bind mount."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from ketch.errors import NotFoundError, StoreError
+from ketch.storage import mounts
+from ketch.storage.drivers import OverlayDriver, VfsDriver
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from ketch.storage.db import Database
+    from ketch.storage.drivers import Driver
+    from ketch.storage.events import EventLog
+    from ketch.storage.store import ImageRecord
+
+
+class StoreMounts:
+    """Counted mounts of images and working containers: mixed into the Store."""
+
+    if TYPE_CHECKING:
+        root: Path
+        db: Database
+        driver: Driver
+
+        def lookup(self, name: str) -> ImageRecord: ...
+        def image_layers(self, top: str | None) -> list[str]: ...
+        def container(self, name_or_id: str) -> dict: ...
+        def images(self) -> list[ImageRecord]: ...
+        def lock(self, name: str, *, shared: bool = False) -> AbstractContextManager[None]: ...
+        @property
+        def events(self) -> EventLog: ...
+
+    def _mount_count(self, target: str) -> int:
+        row = self.db.one("SELECT path, count, boot_id FROM mounts WHERE target = ?", (target,))
+        if row is None or row["boot_id"] != mounts.boot_id() or not mounts.is_mountpoint(row["path"]):
+            return 0
+        return row["count"]
+
+    def _private_mounts_dir(self) -> Path:
+        """Make mounts/ a private mount once, so mounts below never propagate."""
+        path = self.root / "mounts"
+        if not mounts.is_mountpoint(str(path)):
+            with self.lock("mounts-dir"):
+                if not mounts.is_mountpoint(str(path)):
+                    mounts.mount(str(path), str(path), None, mounts.MS_BIND)
+                    mounts.mount("none", str(path), None, mounts.MS_PRIVATE)
+        return path
+
+    def _layer_content(self, layer: str) -> str:
+        row = self.db.one("SELECT content FROM layers WHERE id = ?", (layer,))
+        if row is None:
+            raise StoreError(f"layer {layer} is not recorded (ketch storage check --repair)")
+        return row["content"]
+
+    def _chain_links(self, top: str) -> list[str]:
+        links = []
+        for layer in reversed(self.image_layers(top)):
+            row = self.db.one("SELECT c.link, c.key FROM layers l JOIN contents c ON c.key = l.content "
+                              "WHERE l.id = ?", (layer,))
+            if row is None:
+                raise StoreError(f"layer {layer} has no recorded content (ketch storage check --repair)")
+            links.append(row["link"])
+        return links
+
+    def _counted_mount(self, target: str, object_id: str, prefix: str, do_mount) -> Path:
+        """Mount once per target (``do_mount(path)``), counting every caller."""
+        with self.lock(f"mount-{object_id}"):
+            path = self._private_mounts_dir() / f"{prefix}-{object_id[:32]}"
+            count = self._mount_count(target)
+            if count == 0:
+                path.mkdir(exist_ok=True)
+                if mounts.is_mountpoint(str(path)):
+                    mounts.umount(str(path), mounts.MNT_DETACH)  # left from a previous boot's count
+                do_mount(path)
+            with self.db.write() as conn:
+                conn.execute("INSERT OR REPLACE INTO mounts VALUES (?, ?, ?, ?)",
+                             (target, str(path), count + 1, mounts.boot_id()))
+        return path
+
+    def _counted_unmount(self, target: str, object_id: str, prefix: str, force: bool) -> bool:
+        """Drop one count (all with ``force``); unmount at zero. False if it was not mounted.
+
+        At zero the mount point is unmounted even when no count was recorded: a process killed
+        between its mount and the record of it left a mount nobody counted (the mount point's
+        name is the object's, and counting happens under the same lock, so nobody else owns it)."""
+        with self.lock(f"mount-{object_id}"):
+            count = self._mount_count(target)
+            path = self.root / "mounts" / f"{prefix}-{object_id[:32]}"
+            new = 0 if force else max(count - 1, 0)
+            if new == 0 and (count or force) and mounts.is_mountpoint(str(path)):
+                mounts.umount(str(path))
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+            with self.db.write() as conn:
+                if new == 0:
+                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+                else:
+                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
+        return count > 0
+
+    def mount_image(self, name: str) -> Path:
+        """Mount an image read-only (nosuid, nodev); counted, so each mount needs an unmount."""
+        record = self.lookup(name)
+
+        def do_mount(path: Path) -> None:
+            if record.top_layer is None:
+                mounts.mount("tmpfs", str(path), "tmpfs", mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
+            elif isinstance(self.driver, OverlayDriver):
+                self.driver.mount(self._chain_links(record.top_layer), path)
+            else:
+                assert isinstance(self.driver, VfsDriver)
+                key = self._layer_content(record.top_layer)
+                self.driver.mount(self.driver.content_dir(key), path)
+
+        path = self._counted_mount(f"image:{record.id}", record.id, "image", do_mount)
+        self.events.emit("image", "mount", id=record.id, name=name)
+        return path
+
+    def unmount_image(self, name: str, *, force: bool = False) -> bool:
+        """Drop one mount count (all with ``force``); unmount at zero. False if it was not mounted."""
+        record = self.lookup(name)
+        return self._counted_unmount(f"image:{record.id}", record.id, "image", force)
+
+    def mounted_images(self) -> list[tuple[ImageRecord, Path]]:
+        out = []
+        for row in self.db.query("SELECT target, path FROM mounts WHERE target LIKE 'image:%'"):
+            if self._mount_count(row["target"]) > 0:
+                with contextlib.suppress(NotFoundError):
+                    out.append((self.lookup(row["target"][6:]), Path(row["path"])))
+        return out
+
+    def mount_record(self, target: str) -> dict | None:
+        """The mount count row of ``image:ID`` or ``container:ID`` (path, count), if any."""
+        row = self.db.one("SELECT path, count FROM mounts WHERE target = ?", (target,))
+        return None if row is None else dict(row)
+
+    def mount_container(self, name_or_id: str) -> Path:
+        """Mount a working container read-write; counted like image mounts."""
+        info = self.container(name_or_id)
+        base = self.root / "containers" / info["id"]
+        top = json.loads(info["metadata"]).get("top_layer")
+
+        def do_mount(path: Path) -> None:
+            if isinstance(self.driver, OverlayDriver):
+                links = self._chain_links(top) if top else []
+                if links:
+                    self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
+                else:
+                    mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+            else:
+                if top and not any((base / "diff").iterdir()):
+                    key = self._layer_content(top)
+                    from ketch.storage.apply import copy_tree
+
+                    copy_tree(str(self.driver.content_dir(key)), str(base / "diff"))
+                mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)
+
+        return self._counted_mount(f"container:{info['id']}", info["id"], "container", do_mount)
+
+    def unmount_container(self, name_or_id: str, *, force: bool = False) -> bool:
+        info = self.container(name_or_id)
+        return self._counted_unmount(f"container:{info['id']}", info["id"], "container", force)

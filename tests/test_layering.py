@@ -77,7 +77,7 @@ def all_modules() -> list[Path]:
 def test_the_walk_sees_lazy_imports():
     """The checker itself: an import inside a function is found (else the contract proves nothing)."""
     found = dict((target, line) for line, target in imports_of(SOURCE / "builder" / "working.py"))
-    assert "ketch.containers.process" in found  # imported inside Builder.run only
+    assert "ketch.containers.engine" in found  # imported inside Builder.run only
     assert not allowed("storage", "ketch.image.compression")
     assert not allowed("builder", "ketch.runtime.container")
     assert allowed("builder", "ketch.runtime.paths")
@@ -113,3 +113,26 @@ def test_no_sql_on_the_stores_tables_outside_storage(package):
                     r"\b(SELECT|INSERT|UPDATE|DELETE)\b", node.value):
                 offenders += [f"{path.name}: {t}" for t in SQL.findall(node.value) if t.lower() in STORE_TABLES]
     assert offenders == []
+
+
+def test_exit_statuses_come_from_error_classes():
+    """The CLI's status is the error class's ``exit_code``: nothing sets it on an instance."""
+    setters = []
+    for path in all_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Attribute) and t.attr == "exit_code"
+                                                    for t in node.targets):
+                setters.append(f"{path.relative_to(SOURCE)}:{node.lineno}")
+    assert setters == []
+
+
+def test_cleanup_failures_are_logged_by_kind(caplog):
+    import logging
+
+    from ketch.errors import KetchError, NotFoundError, log_cleanup_failure
+
+    with caplog.at_level(logging.DEBUG, logger="ketch.test"):
+        log_cleanup_failure("ketch.test", "c1: deleting its runtime state", NotFoundError("gone"))
+        log_cleanup_failure("ketch.test", "c1: unmounting", KetchError("busy"))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("DEBUG", "c1: deleting its runtime state: gone"), ("WARNING", "c1: unmounting: busy")]

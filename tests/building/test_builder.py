@@ -162,3 +162,45 @@ def test_quick_start_workflow_and_podman_reads_the_image(builders, tmp_path, pod
     assert inspected["Config"]["Env"] == ["PATH=/bin"] and inspected["Config"]["Labels"] == {"made.by": "hand"}
     under_podman = podman.run("run", "--rm", "--network", "none", "localhost/myimage:latest")
     assert "ketch quick start" in under_podman.stdout
+
+
+def test_a_run_killed_halfway_is_released(builders, tmp_path):
+    """``builder run`` goes through the engine's one path for a container's process, which records
+    each step before taking it: a run killed with SIGKILL (its network namespace, host-wide
+    address, runtime state and mounts taken) is released when the working container is removed."""
+    import signal
+    import subprocess
+    import time
+
+    from ketch.containers.hostnet import HostAllocations
+    from ketch.storage.store import Store
+
+    env = builders
+    ctr = env.cli("builder", "from", "--name", "killed-run", "busybox", check=True).stdout.strip()
+    marker = tmp_path / "started"
+    proc = subprocess.Popen(env.args("builder", "run", "--network", "bridge", "-v", f"{tmp_path}:/out", ctr, "--",
+                                     "sh", "-c", "touch /out/started; sleep 300"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never started"
+            time.sleep(0.05)
+        store = Store(str(env.root), str(env.runroot))
+        row = store.container(ctr)
+        host = HostAllocations(store)
+        assert host.addresses_of(row["id"]), "the run took no address"
+        os.killpg(proc.pid, signal.SIGKILL)  # the ketch process; the container's init goes with the runtime
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    removed = env.cli("builder", "rm", ctr)
+    assert removed.returncode == 0, removed.stderr
+    assert host.addresses_of(row["id"]) == {}
+    netns = env.runroot / "netns"
+    assert not netns.exists() or os.listdir(netns) == []
+    runtime_states = [p.name for p in (env.runroot / "runtime").glob("*")] if (env.runroot / "runtime").exists() else []
+    assert row["id"] not in runtime_states
+    assert env.mounts() == []

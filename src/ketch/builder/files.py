@@ -142,3 +142,39 @@ def glob(pattern: str) -> list[str]:
     import glob
 
     return glob.glob(pattern)
+
+
+def missing_tops(rootfs: str, destinations: list[str]) -> list[str]:
+    """For each mount destination missing in the root, the topmost path the runtime will create
+    for it (a mount point: not part of what the step made)."""
+    from ketch.runtime.paths import resolve_in_root
+
+    tops = []
+    for destination in destinations:
+        parts = [p for p in destination.split("/") if p]
+        for n in range(1, len(parts) + 1):
+            path = resolve_in_root(rootfs, "/" + "/".join(parts[:n]))
+            if not os.path.lexists(path):
+                tops.append(path)
+                break
+    return sorted(set(tops))
+
+
+def remove_placeholders(paths: list[str]) -> None:
+    """Remove mount points the runtime made, when they are still empty placeholders (empty files,
+    directories holding nothing else); what the process put there stays."""
+    def empty(path: str) -> bool:
+        if os.path.islink(path):
+            return False
+        if os.path.isdir(path):
+            return all(empty(os.path.join(path, entry)) for entry in os.listdir(path))
+        return os.path.isfile(path) and os.path.getsize(path) == 0
+
+    for path in sorted(paths, key=len, reverse=True):
+        if os.path.lexists(path) and empty(path):
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)

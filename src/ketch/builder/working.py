@@ -17,7 +17,12 @@ import time
 
 from ketch.builder import files
 from ketch.errors import (
+    BuilderCommandError,
+    BuilderCommandNotFoundError,
     BuilderError,
+    ContainerCommandError,
+    ContainerCommandNotFoundError,
+    ContainerError,
     DuplicateNameError,
     InvalidInputError,
     KetchError,
@@ -107,8 +112,28 @@ class Builder:
 
     def remove(self, name_or_id: str) -> str:
         record = self._record(name_or_id)
+        self._release_killed_run(record)
         self.store.remove_container(record["id"], force=True)
         return record["id"]
+
+    def _release_killed_run(self, record: dict) -> None:
+        """What a ``builder run`` killed halfway took (its runtime state, network namespace and
+        addresses, mounts: recorded in the working container's state by the engine), released."""
+        from ketch.containers import state as states
+
+        userdata = str(self.store.root / "containers" / record["id"] / "userdata")
+        current = states.read(userdata) if os.path.isdir(userdata) else {}
+        if not (current.get("mounted") or current.get("netns") or current.get("image_mounts")):
+            return
+        if _alive(record["meta"].get("run_pid") or 0, record["meta"].get("run_pid_start")):
+            raise BuilderError(f"working container {record['name']} is in use by a running `builder run`")
+        from ketch.containers.engine import ContainerRecord, Engine
+        from ketch.containers.options import CreateOptions
+
+        engine = Engine(self.store)
+        with self.store.lock(f"container-{record['id']}"):
+            engine._release(ContainerRecord(record["id"], record["name"], record["image"] or "", record["created"],
+                                            record["meta"], CreateOptions(log_driver="none")))
 
     # -- mount -----------------------------------------------------------------------------
 
@@ -329,11 +354,11 @@ class Builder:
             stdio: tuple[int, int, int] | None = None, oci_mounts: list[Mount] | None = None,
             cap_add: list[str] | None = None) -> int:
         """The command in the working container (its file system, the image config's environment,
-        user and working directory), with the build profile, through the containers layer's one
-        path for a process in a container (:mod:`ketch.containers.process`); its exit status.
-        Nothing is committed: the changes stay in the working container."""
-        from ketch.containers import process
+        user and working directory), with the build profile, through the engine's one path for a
+        process in a container (:meth:`ketch.containers.engine.Engine.run_process`); its exit
+        status. Nothing is committed: the changes stay in the working container."""
         from ketch.containers import volumes as volumes_mod
+        from ketch.containers.engine import ContainerRecord, Engine, ProcessSetup
         from ketch.containers.options import CreateOptions
         from ketch.oci.config import ImageConfig
 
@@ -346,30 +371,36 @@ class Builder:
                                 config.get("User") or None, workdir=workingdir or config.get("WorkingDir") or None,
                                 env=list(env or []), tty=tty, interactive=True, network=network,
                                 cap_add=list(EXTRA_BUILD_CAPABILITIES) + list(cap_add or []), sdnotify="ignore",
+                                log_driver="none",
                                 mounts=[m.as_dict() for m in ([volumes_mod.parse_volume(v) for v in volumes or []]
                                                               + [volumes_mod.parse_mount(m) for m in mounts or []])])
         options.check()
         image = ImageConfig.parse(json.dumps({"config": config}).encode())
-        userdata = str(self.store.root / "containers" / record["id"] / "userdata")
-        os.makedirs(userdata, exist_ok=True)
-        run_id = f"builder-{record['id'][:32]}-{os.getpid()}"
+        placeholders: list[str] = []
 
         def build_profile(spec: Spec) -> None:
             spec["root"]["readonly"] = False
             spec["linux"]["resources"]["devices"] = [  # mknod of nodes, not their use
                 {"allow": True, "type": "c", "major": -1, "minor": -1, "access": "m"},
                 {"allow": True, "type": "b", "major": -1, "minor": -1, "access": "m"}]
+            placeholders[:] = files.missing_tops(spec["root"]["path"], [m["destination"] for m in spec["mounts"]])
 
-        rootfs = str(self.store.mount_container(record["id"]))
         self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
+        container = ContainerRecord(record["id"], record["name"], record["image"] or "", record["created"], meta,
+                                    options)
         try:
-            return process.run_to_end(self.store, run_id=run_id, container_id=record["id"], name=record["name"],
-                                      rootfs=rootfs, userdata=userdata, image=image, options=options,
-                                      image_name=meta.get("from_image", ""), image_id=meta.get("from_image_id", ""),
-                                      extra_mounts=oci_mounts, adjust_spec=build_profile, stdio=stdio,
-                                      error_layer="builder")
+            # the mount points the runtime made are removed once the process is gone, while the tree
+            # is still mounted: they are not part of what the step made
+            return Engine(self.store).run_process(container, stdio=stdio, setup=ProcessSetup(
+                image=image, adjust_spec=build_profile, extra_mounts=list(oci_mounts or []), events=False,
+                finished=lambda: files.remove_placeholders(placeholders)))
+        except ContainerCommandNotFoundError as exc:
+            raise BuilderCommandNotFoundError(str(exc)) from exc
+        except ContainerCommandError as exc:
+            raise BuilderCommandError(str(exc)) from exc
+        except ContainerError as exc:
+            raise BuilderError(str(exc)) from exc
         finally:
-            self.store.unmount_container(record["id"])
             try:
                 self._update(record, run_pid=None, run_pid_start=None)
             except NotFoundError:

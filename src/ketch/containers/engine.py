@@ -42,7 +42,7 @@ from ketch.errors import (
     command_error,
     log_cleanup_failure,
 )
-from ketch.records import Record
+from ketch.records import Record, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -68,6 +68,19 @@ class ContainerRecord(Record):
     created: float
     meta: dict[str, Any]
     options: CreateOptions
+
+
+class ProcessSetup(Record):
+    """What a caller of :meth:`Engine.run_process` changes in the one path of a container's
+    process: the image config to take the environment, user and working directory from (a
+    working container's, not its base image's), the spec (a build's profile), mounts added last,
+    and whether the run is recorded as container events (a build step's is not)."""
+
+    image: Any = None  # ImageConfig | None: the record's image
+    adjust_spec: Any = None  # Callable[[Spec], None] | None
+    extra_mounts: list[Any] = field(default_factory=list)
+    events: bool = True
+    finished: Any = None  # Callable[[], None] | None: once the process is gone, before the release
 
 
 class RunResult(Record):
@@ -324,28 +337,33 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
     # -- start, attached or detached ---------------------------------------------------
 
-    def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0) -> tuple[str, Spec]:
+    def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0,
+                 setup: ProcessSetup | None = None) -> tuple[str, Spec]:
         """Mount the root file system, attach the networks, write the bundle; the bundle directory
         and the config. On failure everything taken so far is released."""
         options: CreateOptions = record.options
         container_id = record.id
         userdata = self._userdata(container_id)
         os.makedirs(userdata, exist_ok=True)
-        image = self.store.lookup(record.image).parsed_config if record.image else None
+        if setup is not None and setup.image is not None:
+            image = setup.image
+        else:
+            image = self.store.lookup(record.image).parsed_config if record.image else None
         states.update(userdata, mounted=True)  # before the mount: a kill in between leaves it removable
         rootfs = str(self.store.mount_container(container_id))
         try:
             joined = self._joined_namespaces(options)
             with self._network_attached(record, image) as (netns_path, addresses):
                 config = self._write_bundle(record, image, rootfs, userdata, joined, netns_path, addresses,
-                                            listen_fds)
+                                            listen_fds, setup)
         except BaseException:
             self._release(record)
             raise
         return userdata, config
 
     def _write_bundle(self, record: ContainerRecord, image, rootfs: str, userdata: str, joined: dict[str, str],
-                      netns_path: str | None, addresses: builtins.list[str], listen_fds: int) -> Spec:
+                      netns_path: str | None, addresses: builtins.list[str], listen_fds: int,
+                      setup: ProcessSetup | None = None) -> Spec:
         """/etc files, volumes, secrets and the OCI config of one start, written to the bundle."""
         from ketch.containers import spec as specs
 
@@ -379,12 +397,16 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             secret_mounts, secret_env = Secrets(self.store).for_container(options.secrets, userdata,
                                                                           (user.uid, user.gid))
             extra_mounts = secret_mounts + extra_mounts
+        if setup is not None:
+            extra_mounts = extra_mounts + list(setup.extra_mounts)
         notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
         config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
                              options=options, conf=self.conf, listen_fds=listen_fds,
                              notify_socket=notify if notify and not notify.startswith("@") else None,
                              netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
                              secret_env=secret_env)
+        if setup is not None and setup.adjust_spec is not None:
+            setup.adjust_spec(config)
         with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
             f.write(json.dumps(config))  # dumps uses the C encoder; dump iterates in Python
         os.replace(os.path.join(userdata, "config.json.tmp"), os.path.join(userdata, "config.json"))
@@ -463,9 +485,32 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             if self._status(required)["status"] not in ("running", "paused"):
                 self._start_detached(required)
 
-    def _run_attached(self, record: ContainerRecord, *, stdio=None, sig_proxy: bool = True) -> int:
+    def run_process(self, record: ContainerRecord, *, setup: ProcessSetup, stdio=None) -> int:
+        """A process in a container's tree run to its end in this process, through the same path
+        as ``ketch run`` in the foreground (mount, networks, /etc files, mounts, spec, bundle,
+        create/start/wait, and the release of all of it on every exit path, each step recorded in
+        the container's state first, so a later process can undo what a killed one took). For
+        the builder's working containers (``builder run``, every Dockerfile ``RUN``) and the
+        layers to come (the CRI server's one-shot work). Its exit status."""
+        try:
+            return self._run_attached(record, stdio=stdio, setup=setup)
+        except BaseException:
+            with self.store.lock(f"container-{record.id}"):
+                self._finish_process(setup)
+                self._release(record)  # (what is left of it: nothing, once released already)
+            raise
+
+    @staticmethod
+    def _finish_process(setup: ProcessSetup) -> None:
+        finished, setup.finished = setup.finished, None  # once
+        if finished is not None:
+            finished()
+
+    def _run_attached(self, record: ContainerRecord, *, stdio=None, sig_proxy: bool = True,
+                      setup: ProcessSetup | None = None) -> int:
         options: CreateOptions = record.options
-        self._start_required(options)
+        if setup is None:
+            self._start_required(options)
         container_id = record.id
         null_stdin = None
         if stdio is None and not options.interactive:
@@ -476,17 +521,19 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
         was_subreaper = syscalls.set_child_subreaper(True)  # the init is reparented to us
         try:
-            return self._run_attached_with(record, options, container_id, stdio, sig_proxy)
+            return self._run_attached_with(record, options, container_id, stdio, sig_proxy, setup)
         finally:
             syscalls.set_child_subreaper(was_subreaper)  # a library caller is not left adopting orphans
             if null_stdin is not None:
                 os.close(null_stdin)
 
-    def _run_attached_with(self, record, options, container_id, stdio, sig_proxy) -> int:
+    def _run_attached_with(self, record, options, container_id, stdio, sig_proxy,
+                           setup: ProcessSetup | None = None) -> int:
+        events = setup is None or setup.events
         with self.store.lock(f"container-{container_id}"):
             self._check_startable(record)
-            listen_fds = self._listen_fds(options)
-            userdata, _ = self._prepare(record, listen_fds=listen_fds)
+            listen_fds = self._listen_fds(options) if setup is None else 0
+            userdata, _ = self._prepare(record, listen_fds=listen_fds, setup=setup)
             preserve = max(options.preserve_fds, listen_fds)
             driver = self._driver(options)
             log = tee = None
@@ -507,6 +554,8 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                     self._network_ready()
                 except KetchError as network_exc:
                     log_cleanup_failure(__name__, f"{record.name}: the network set-up", network_exc)
+                if setup is not None:
+                    self._finish_process(setup)  # (while the tree is still mounted)
                 self._release(record)
                 states.update(userdata, status="created")
                 error = self._start_error(exc)
@@ -522,12 +571,14 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                 _write_pidfile(options.pidfile, pid)
             if options.conmon_pidfile:
                 _write_pidfile(options.conmon_pidfile, os.getpid())  # this process watches the container
-        self._record_event("init", record)
+        if events:
+            self._record_event("init", record)
 
         def start() -> None:
             driver.start(container_id)
-            self._record_event("start", record)
-            self._record_event("attach", record)
+            if events:
+                self._record_event("start", record)
+                self._record_event("attach", record)
             if options.sdnotify == "conmon" and os.environ.get("NOTIFY_SOCKET"):
                 from ketch.containers.monitor import _notify_ready
 
@@ -552,6 +603,11 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             if watchdog is not None and _stop_watchdog(watchdog):
                 status = TIMEOUT_EXIT
         states.exited(userdata, status)
+        if setup is not None and not events:  # (a build step's: released here, no events, no restart policy)
+            with self.store.lock(f"container-{container_id}"):
+                self._finish_process(setup)
+                self._release(record)
+            return status
         self._record_event("died", record, status)
         if options.restart_policy not in ("", "no") and not options.remove and \
                 _restart_wanted(options, status, states.read(userdata)):

@@ -12,28 +12,18 @@ import os
 import sys
 
 from ketch.containers import state as states
+from ketch.containers.enginepart import EnginePart
 from ketch.errors import ContainerError, InvalidInputError, KetchError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
 
     from ketch.containers.engine import ContainerRecord
     from ketch.containers.options import CreateOptions
-    from ketch.storage.store import Store
 
 
-class ContainerFiles:
+class ContainerFiles(EnginePart):
     """``mount``, ``umount``, ``diff``, ``cp``, ``export``, ``commit``: mixed into the Engine."""
-
-    if TYPE_CHECKING:
-        store: Store
-
-        def _record(self, name_or_id: str) -> ContainerRecord: ...
-        def _record_event(self, status: str, record: ContainerRecord, exit_code: int | None = None) -> None: ...
-        def _status(self, record: ContainerRecord) -> dict[str, Any]: ...
-        def _userdata(self, container_id: str) -> str: ...
-        def _driver(self, options: CreateOptions) -> Any: ...
 
     def mount(self, name_or_id: str) -> str:
         """Mount the container's root file system (counted, as a running container's is); where."""

@@ -12,29 +12,19 @@ import contextlib
 import os
 
 from ketch.containers import state as states
+from ketch.containers.enginepart import EnginePart
 from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Any
 
     from ketch.containers.engine import ContainerRecord
     from ketch.containers.options import CreateOptions
-    from ketch.storage.store import Store
 
 
-class ContainerNetworking:
+class ContainerNetworking(EnginePart):
     """Networks of containers: mixed into the Engine."""
-
-    if TYPE_CHECKING:
-        store: Store
-        _network_helper: Any
-        _pending_network: Any
-
-        def _record(self, name_or_id: str) -> ContainerRecord: ...
-        def _status(self, record: ContainerRecord) -> dict[str, Any]: ...
-        def _userdata(self, container_id: str) -> str: ...
 
     @contextlib.contextmanager
     def _network_attached(self, record: ContainerRecord, image) -> Iterator[tuple[str | None, builtins.list[str]]]:

@@ -8,28 +8,17 @@ import os
 import time
 
 from ketch.containers import logs as logfiles
+from ketch.containers.enginepart import EnginePart
 from ketch.errors import ContainerError, InvalidInputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Any
-
-    from ketch.containers.engine import ContainerRecord
-    from ketch.storage.store import Store
 
 
-class ContainerStdio:
+
+class ContainerStdio(EnginePart):
     """``logs`` and ``attach``: mixed into the Engine."""
-
-    if TYPE_CHECKING:
-        store: Store
-
-        def _record(self, name_or_id: str) -> ContainerRecord: ...
-        def _record_event(self, status: str, record: ContainerRecord, exit_code: int | None = None) -> None: ...
-        def _status(self, record: ContainerRecord) -> dict[str, Any]: ...
-        def _userdata(self, container_id: str) -> str: ...
-        def _log_path(self, record: ContainerRecord) -> str: ...
 
     def logs(self, name_or_id: str, *, follow: bool = False, tail: int | None = None, since: float | None = None,
              timestamps: bool = False, until: float | None = None) -> Iterator[tuple[str, bytes]]:

@@ -92,3 +92,29 @@ def test_records_of_a_store_that_is_gone_are_dropped(tmp_path):
         assert address  # (it was a real allocation)
     finally:
         other.host.release_store()
+
+
+def test_a_store_made_before_host_wide_records_hands_its_own_over(tmp_path):
+    """A store whose addresses and ports were in its own tables (before they were host-wide):
+    its running containers keep them, in the host-wide records, and the old tables go."""
+    root, runroot = str(tmp_path / "old"), str(tmp_path / "rold")
+    store = Store(root, runroot)
+    nets = Networks(store)  # (made at the current version: turn it back into an old one)
+    network = nets.ensure_default()
+    container = "e" * 64
+    with store.db.write() as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'schema.containers'")
+        conn.execute("CREATE TABLE network_addresses (network TEXT, ip TEXT, container TEXT)")
+        conn.execute("CREATE TABLE published_ports (host_ip TEXT, host_port INTEGER, protocol TEXT, "
+                     "container TEXT, container_port INTEGER)")
+        conn.execute("INSERT INTO network_addresses VALUES (?, ?, ?)", (network["name"], "10.123.0.77", container))
+        conn.execute("INSERT INTO published_ports VALUES ('127.0.0.1', 18977, 'tcp', ?, 80)", (container,))
+    try:
+        again = Networks(Store(root, runroot))
+        assert again.addresses_of(container) == {"ketch": "10.123.0.77"}
+        assert [(p.host_port, p.container_port) for p in again.ports_of(container)] == [(18977, 80)]
+        tables = {r[0] for r in again.db.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert not {"network_addresses", "published_ports"} & tables
+        assert again.allocate("f" * 64, "ketch") != "10.123.0.77"
+    finally:
+        HostAllocations(store).release_store()

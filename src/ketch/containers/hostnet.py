@@ -197,6 +197,19 @@ class HostAllocations:
             conn.execute("DELETE FROM addresses WHERE store = ? AND container = ?", (self.store_id, container_id))
             conn.execute("DELETE FROM ports WHERE store = ? AND container = ?", (self.store_id, container_id))
 
+    def adopt(self, addresses: list[tuple], ports: list[tuple]) -> None:
+        """Records this store made before they were host-wide: (bridge, subnet, network, ip,
+        container) and (host_ip, host_port, protocol, container, container_port). One already
+        taken by another store stays that store's."""
+        with self.db.write() as conn:
+            for bridge, subnet, network, ip, container in addresses:
+                conn.execute("INSERT OR IGNORE INTO bridges VALUES (?, ?, ?, ?)", (bridge, subnet, self.store_id, network))
+                conn.execute("INSERT OR IGNORE INTO addresses VALUES (?, ?, ?, ?, ?)",
+                             (bridge, ip, self.store_id, network, container))
+            for host_ip, host_port, protocol, container, container_port in ports:
+                conn.execute("INSERT OR IGNORE INTO ports VALUES (?, ?, ?, ?, ?, ?)",
+                             (host_ip, host_port, protocol, self.store_id, container, container_port))
+
     def release_store(self) -> None:
         """Everything this store holds (``system reset``)."""
         with self.db.write() as conn:

@@ -11,7 +11,30 @@ from __future__ import annotations
 
 from ketch.storage.db import Database, TableSet
 
-TABLES = TableSet("containers", 1, """
+
+def _adopt_host_records(conn, store) -> None:
+    """Version 2: the addresses and published ports a store made before they were host-wide
+    (its ``network_addresses`` and ``published_ports`` tables) go to the host-wide records, so
+    the containers running across the upgrade keep theirs; the old tables go."""
+    old = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN "
+                                      "('network_addresses', 'published_ports')")}
+    if not old:
+        return
+    from ketch.containers.hostnet import HostAllocations
+
+    host = HostAllocations(store)
+    bridges = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT name, bridge, subnet FROM networks")} \
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'networks'").fetchone() else {}
+    addresses = list(conn.execute("SELECT network, ip, container FROM network_addresses")) \
+        if "network_addresses" in old else []
+    ports = list(conn.execute("SELECT host_ip, host_port, protocol, container, container_port FROM published_ports")) \
+        if "published_ports" in old else []
+    host.adopt([(bridges[n][0], bridges[n][1], n, ip, c) for n, ip, c in addresses if n in bridges], ports)
+    for table in old:
+        conn.execute(f"DROP TABLE {table}")
+
+
+TABLES = TableSet("containers", 2, """
 CREATE TABLE IF NOT EXISTS networks (
     name TEXT PRIMARY KEY,
     id TEXT NOT NULL,
@@ -39,10 +62,10 @@ CREATE TABLE IF NOT EXISTS secrets (
     labels TEXT NOT NULL DEFAULT '{}',
     options TEXT NOT NULL DEFAULT '{}'
 );
-""")
+""", migrations={2: _adopt_host_records})
 
 
 def database(store) -> Database:
     """The store's database with this layer's tables made (or migrated)."""
-    store.db.ensure(TABLES)
+    store.db.ensure(TABLES, store)
     return store.db

@@ -92,10 +92,11 @@ CREATE INDEX IF NOT EXISTS layers_by_parent ON layers(parent);
 class TableSet:
     """Tables a layer above the store keeps in the store's database, and owns: ``schema`` (``CREATE
     ... IF NOT EXISTS`` statements) makes version ``version``; ``migrations[n]`` turns version
-    ``n - 1`` into ``n`` for a database made by an older ketch. The version is kept in ``meta``
-    under ``schema.OWNER``."""
+    ``n - 1`` into ``n`` for a database made by an older ketch: SQL, or a function given the
+    connection (inside the migration's transaction) and the caller's ``context``. The version is
+    kept in ``meta`` under ``schema.OWNER``."""
 
-    def __init__(self, owner: str, version: int, schema: str, migrations: dict[int, str] | None = None) -> None:
+    def __init__(self, owner: str, version: int, schema: str, migrations: dict | None = None) -> None:
         self.owner, self.version, self.schema, self.migrations = owner, version, schema, migrations or {}
 
 
@@ -164,7 +165,7 @@ class Database:
                 conn.execute(statement)
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
-    def ensure(self, tables: TableSet) -> None:
+    def ensure(self, tables: TableSet, context: object = None) -> None:
         """Make (or migrate) a layer's tables, once per process; cheap when they are current."""
         if tables.owner in self._tables_ready:
             return
@@ -178,7 +179,11 @@ class Database:
                 current = int(row[0]) if row is not None else 0
                 if current < tables.version:
                     for version in range(current + 1, tables.version + 1):
-                        for statement in _statements(tables.migrations.get(version, "")):
+                        step = tables.migrations.get(version, "")
+                        if callable(step):
+                            step(conn, context)
+                            continue
+                        for statement in _statements(step):
                             conn.execute(statement)
                     for statement in _statements(tables.schema):
                         conn.execute(statement)

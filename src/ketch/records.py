@@ -60,7 +60,10 @@ class _RecordType(type):
 class Record(metaclass=_RecordType):
     __slots__ = ()
     _fields: tuple[str, ...] = ()
-    _defaults: dict = {}  # field -> default value, or list/dict/set for a fresh empty one
+    _field_set: frozenset[str] = frozenset()
+    _defaults: dict = {}
+    _factories: dict = {}  # field -> what makes its default (list, dict, set, a field()'s factory)
+    _plain_defaults: dict = {}  # field -> default value, or list/dict/set for a fresh empty one
     _frozen = False
 
     def __init_subclass__(cls, *, frozen: bool = False, order: bool = False, **kwargs) -> None:
@@ -69,6 +72,11 @@ class Record(metaclass=_RecordType):
         cls._fields = tuple(getattr(cls.__base__, "_fields", ())) + tuple(own)
         cls._defaults = {**getattr(cls.__base__, "_defaults", {}), **cls.__dict__.get("_defaults", {})}
         cls._frozen = frozen or getattr(cls.__base__, "_frozen", False)
+        cls._field_set = frozenset(cls._fields)
+        cls._factories = {name: default.make if isinstance(default, _Factory) else default
+                          for name, default in cls._defaults.items()
+                          if isinstance(default, _Factory) or default in _FACTORIES}
+        cls._plain_defaults = {name: default for name, default in cls._defaults.items() if name not in cls._factories}
         if cls._frozen:
             cls.__hash__ = _hash  # type: ignore[method-assign,assignment]
         else:
@@ -79,27 +87,31 @@ class Record(metaclass=_RecordType):
                 setattr(cls, name, _comparison(test))
 
     def __init__(self, *args, **kwargs) -> None:
-        if len(args) > len(self._fields):
-            raise TypeError(f"{type(self).__name__}() takes {len(self._fields)} arguments, {len(args)} given")
-        values = dict(zip(self._fields, args))
-        for name, value in kwargs.items():
-            if name not in self._fields:
-                raise TypeError(f"{type(self).__name__}() got an unexpected argument {name!r}")
-            if name in values:
-                raise TypeError(f"{type(self).__name__}() got two values for {name!r}")
-            values[name] = value
-        for name in self._fields:
-            if name in values:
-                value = values[name]
-            elif name in self._defaults:
-                default = self._defaults[name]
-                if isinstance(default, _Factory):
-                    value = default.make()
-                else:
-                    value = default() if default in _FACTORIES else default
+        cls = type(self)
+        fields = cls._fields
+        if args:
+            if len(args) > len(fields):
+                raise TypeError(f"{cls.__name__}() takes {len(fields)} arguments, {len(args)} given")
+            given = dict(zip(fields, args))
+            twice = given.keys() & kwargs.keys()
+            if twice:
+                raise TypeError(f"{cls.__name__}() got two values for {sorted(twice)[0]!r}")
+            kwargs = {**given, **kwargs}
+        unknown = kwargs.keys() - cls._field_set
+        if unknown:
+            raise TypeError(f"{cls.__name__}() got an unexpected argument {sorted(unknown)[0]!r}")
+        plain, factories = cls._plain_defaults, cls._factories
+        set_field = object.__setattr__
+        for name in fields:  # (the hot loop of a 100-field record: one dict lookup per field)
+            if name in kwargs:
+                value = kwargs[name]
+            elif name in plain:
+                value = plain[name]
+            elif name in factories:
+                value = factories[name]()
             else:
-                raise TypeError(f"{type(self).__name__}() is missing the argument {name!r}")
-            object.__setattr__(self, name, value)
+                raise TypeError(f"{cls.__name__}() is missing the argument {name!r}")
+            set_field(self, name, value)
 
     def __setattr__(self, name: str, value) -> None:
         if self._frozen:

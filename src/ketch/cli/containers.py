@@ -11,7 +11,6 @@ Exit statuses follow podman: a container's own status from ``run``/``start -a``/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -35,16 +34,17 @@ def _engine(args):
     return Engine(root=args.root, runroot=args.runroot, storage_driver=args.storage_driver)
 
 
-@contextlib.contextmanager
-def _engine_failures():
+class _engine_failures:  # noqa: N801 - used as a ``with`` statement, as contextlib's would be
     """podman's statuses for run/create/start/exec/attach: 125 (a ContainerError, with the error
-    as its cause) unless the command itself could not run (126, 127: classes of their own)."""
-    try:
-        yield
-    except ContainerError:
-        raise
-    except KetchError as exc:
-        raise ContainerError(str(exc)) from exc
+    as its cause) unless the command itself could not run (126, 127: classes of their own). (A
+    class, not contextlib's decorator: contextlib is not imported on ``ketch run``'s path.)"""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if isinstance(exc, KetchError) and not isinstance(exc, ContainerError):
+            raise ContainerError(str(exc)) from exc
 
 
 def pull_context(args):

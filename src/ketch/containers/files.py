@@ -12,14 +12,15 @@ import os
 import sys
 
 from ketch.containers import state as states
-from ketch.containers.enginepart import EnginePart
 from ketch.errors import ContainerError, InvalidInputError, KetchError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-
     from ketch.containers.engine import ContainerRecord
+    from ketch.containers.enginepart import EnginePart
     from ketch.containers.options import CreateOptions
+else:
+    EnginePart = object  # (what the engine's parts use of it matters to type checkers only)
 
 
 class ContainerFiles(EnginePart):

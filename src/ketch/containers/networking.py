@@ -8,36 +8,29 @@ taken; :meth:`ContainerNetworking._network_attached` releases at once when the s
 from __future__ import annotations
 
 import builtins
-import contextlib
 import os
 
 from ketch.containers import state as states
-from ketch.containers.enginepart import EnginePart
 from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from ketch.containers.engine import ContainerRecord
+    from ketch.containers.enginepart import EnginePart
     from ketch.containers.options import CreateOptions
+else:
+    EnginePart = object  # (what the engine's parts use of it matters to type checkers only)
 
 
 class ContainerNetworking(EnginePart):
     """Networks of containers: mixed into the Engine."""
 
-    @contextlib.contextmanager
-    def _network_attached(self, record: ContainerRecord, image) -> Iterator[tuple[str | None, builtins.list[str]]]:
-        """Attach the container to its networks for the block: (namespace path or None, its
-        addresses). If the block fails, everything is released (a set-up still running is waited
-        for first); if it succeeds, the attachment stays with the container until
+    def _network_attached(self, record: ContainerRecord, image) -> _Attached:
+        """Attach the container to its networks for a ``with`` block, which gets (namespace path or
+        None, its addresses). If the block fails, everything is released (a set-up still running
+        is waited for first); if it succeeds, the attachment stays with the container until
         :meth:`_release_network`."""
-        try:
-            yield self._setup_network(record, image)
-        except BaseException:
-            self._network_ready_quietly()
-            self._release_network(record)
-            raise
+        return _Attached(self, record, image)
 
     def _release_network(self, record: ContainerRecord) -> None:
         """Undo what state.json says was taken: ports' nftables entries, the namespace (its veths
@@ -164,7 +157,12 @@ class ContainerNetworking(EnginePart):
         return "".join(f"{ip}\t{name}\n" for ip, name in hosts_entries(self.store, names, exclude=container_id))
 
     def _uses_networks(self, container_id: str) -> bool:
-        return bool(self.networks().addresses_of(container_id))
+        """Whether the container holds anything of a network: its state says so (``netns`` and
+        ``attachments`` are recorded before anything is allocated and cleared after all of it is
+        released), so a container without networks never opens the host-wide records nor
+        imports the network modules."""
+        current = states.read(self._userdata(container_id))
+        return bool(current.get("netns") or current.get("attachments"))
 
     def _refresh_peer_hosts(self, network_names: builtins.list[str], changed: str) -> None:
         """Every other running container of these networks learns who is there now (its
@@ -191,3 +189,26 @@ class ContainerNetworking(EnginePart):
                     f.truncate()
             except OSError as exc:
                 log_cleanup_failure(__name__, f"{peer_name}: rewriting its /etc/hosts", exc)
+
+
+class _Attached:
+    """The context manager of :meth:`ContainerNetworking._network_attached` (a class: contextlib is
+    not imported on ``ketch run``'s path)."""
+
+    def __init__(self, owner: ContainerNetworking, record: ContainerRecord, image) -> None:
+        self.owner, self.record, self.image = owner, record, image
+
+    def __enter__(self) -> tuple[str | None, builtins.list[str]]:
+        try:
+            return self.owner._setup_network(self.record, self.image)
+        except BaseException:
+            self._release()
+            raise
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        if exc is not None:
+            self._release()
+
+    def _release(self) -> None:
+        self.owner._network_ready_quietly()
+        self.owner._release_network(self.record)

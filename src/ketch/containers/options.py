@@ -229,7 +229,7 @@ class CreateOptions(Record):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CreateOptions:
         """Options as stored; keys of other versions are left out, missing ones take defaults."""
-        return cls(**{k: v for k, v in data.items() if k in cls._fields})
+        return cls(**{k: v for k, v in data.items() if k in cls._field_set})
 
 
 RESTART_POLICIES = ("", "no", "always", "on-failure", "unless-stopped")

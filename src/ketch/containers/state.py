@@ -100,4 +100,4 @@ def started(userdata: str, **fields) -> dict:
         os.unlink(os.path.join(userdata, EXIT_FILE))
     except FileNotFoundError:
         pass
-    return update(userdata, status="running", exit_code=None, finished_at=None, cleaned=False, **fields)
+    return update(userdata, status="running", exit_code=None, finished_at=None, cleaned=False, paused=False, **fields)

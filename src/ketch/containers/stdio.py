@@ -8,13 +8,16 @@ import os
 import time
 
 from ketch.containers import logs as logfiles
-from ketch.containers.enginepart import EnginePart
 from ketch.errors import ContainerError, InvalidInputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from ketch.containers.enginepart import EnginePart
+
+else:
+    EnginePart = object  # (what the engine's parts use of it matters to type checkers only)
 
 
 class ContainerStdio(EnginePart):

@@ -72,7 +72,7 @@ class State(Record):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> State:
         """From a ``state.json``: keys this version does not know are ignored, null is empty."""
-        known = {k: v for k, v in data.items() if k in cls._fields and v is not None}
+        known = {k: v for k, v in data.items() if k in cls._field_set and v is not None}
         return cls(**known)
 
     def cgroup_handle(self):

@@ -19,8 +19,8 @@ killed process leaves is either unreferenced (``check`` reports it,
 ``--repair`` and the next ``prune`` remove it) or reused by the next attempt.
 
 This module holds blobs and contents, images and names, and working containers' records; the
-counted mounts are in :mod:`ketch.storage.mounting`, check/repair/df/reset in
-:mod:`ketch.storage.checking` (both mixed into :class:`Store`).
+counted mounts are in :mod:`ketch.storage.mounting` (mixed into :class:`Store`), check/repair/df/
+reset in :mod:`ketch.storage.checking` (called by the methods of those names).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
 from ketch.oci.reference import parse_reference
 from ketch.records import Record, field
-from ketch.storage.checking import StoreCheck
 from ketch.storage.db import Database
 from ketch.storage.drivers import Driver, OverlayDriver, VfsDriver, make_driver, new_link_name, remove_dir
 from ketch.storage.mounting import StoreMounts
@@ -48,6 +47,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import BinaryIO
+
+    from ketch.storage.checking import Problem
 
 # Imported where used: hashlib (OpenSSL), tarfile (layers), the manifest parser. ``ketch run``
 # opens the store on every start and needs none of them.
@@ -90,7 +91,7 @@ class ImageRecord(Record):
         return ImageConfig.parse(self.config)
 
 
-class Store(StoreMounts, StoreCheck):
+class Store(StoreMounts):
     def __init__(self, root: str | os.PathLike | None = None, runroot: str | os.PathLike | None = None,
                  driver: str | None = None) -> None:
         self.root = Path(root or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT)
@@ -671,9 +672,27 @@ class Store(StoreMounts, StoreCheck):
 
     # -- check, repair, df, reset -----------------------------------------------
 
+    # -- check, repair, df, reset (ketch.storage.checking: imported only for them) ---------
 
+    def check(self) -> list[Problem]:
+        from ketch.storage import checking
 
+        return checking.check(self)
 
+    def repair(self) -> list[Problem]:
+        from ketch.storage import checking
+
+        return checking.repair(self)
+
+    def df(self) -> dict:
+        from ketch.storage import checking
+
+        return checking.df(self)
+
+    def reset(self) -> None:
+        from ketch.storage import checking
+
+        checking.reset(self)
 
 
 class _TeeHash:

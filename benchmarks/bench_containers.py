@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support import images
+from tests.support import cgroups, images
 from tests.support.networks import remove_networks
 from tests.support.podman import Podman
 
@@ -207,6 +207,11 @@ def main() -> int:
         subprocess.run([*podman.base, "rm", "-f", "-a", "-t", "0"], capture_output=True, env=penv)
         podman.reset()
         subprocess.run(["umount", "-R", "-l", str(base / "ketch-root" / "mounts")], capture_output=True)
+        for root in cgroups.roots():  # the containers' parent cgroup, once empty (another ketch's stays)
+            try:
+                os.rmdir(f"{root}/ketch")
+            except OSError:
+                pass
         if mounted_hugetlb:
             subprocess.run(["umount", "/sys/fs/cgroup/hugetlb"], capture_output=True)
             try:

@@ -127,13 +127,10 @@ class Builder:
             return
         if _alive(record["meta"].get("run_pid") or 0, record["meta"].get("run_pid_start")):
             raise BuilderError(f"working container {record['name']} is in use by a running `builder run`")
-        from ketch.containers.engine import ContainerRecord, Engine
+        from ketch.containers.engine import Engine
         from ketch.containers.options import CreateOptions
 
-        engine = Engine(self.store)
-        with self.store.lock(f"container-{record['id']}"):
-            engine._release(ContainerRecord(record["id"], record["name"], record["image"] or "", record["created"],
-                                            record["meta"], CreateOptions(log_driver="none")))
+        Engine(self.store).release_process(_container_record(record, CreateOptions(log_driver="none")))
 
     # -- mount -----------------------------------------------------------------------------
 
@@ -358,7 +355,7 @@ class Builder:
         process in a container (:meth:`ketch.containers.engine.Engine.run_process`); its exit
         status. Nothing is committed: the changes stay in the working container."""
         from ketch.containers import volumes as volumes_mod
-        from ketch.containers.engine import ContainerRecord, Engine, ProcessSetup
+        from ketch.containers.engine import Engine, ProcessSetup
         from ketch.containers.options import CreateOptions
         from ketch.oci.config import ImageConfig
 
@@ -386,8 +383,7 @@ class Builder:
             placeholders[:] = files.missing_tops(spec["root"]["path"], [m["destination"] for m in spec["mounts"]])
 
         self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
-        container = ContainerRecord(record["id"], record["name"], record["image"] or "", record["created"], meta,
-                                    options)
+        container = _container_record(record, options)
         try:
             # the mount points the runtime made are removed once the process is gone, while the tree
             # is still mounted: they are not part of what the step made
@@ -489,3 +485,11 @@ def _alive(pid: int, started: str | None) -> bool:
     from ketch.containers.state import alive
 
     return alive(pid, started)
+
+
+def _container_record(record: dict, options):
+    """A working container as the engine takes it (its row, its metadata, the run's options)."""
+    from ketch.containers.engine import ContainerRecord
+
+    return ContainerRecord(record["id"], record["name"], record["image"] or "", record["created"], record["meta"],
+                           options)

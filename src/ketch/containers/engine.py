@@ -497,10 +497,16 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         try:
             return self._run_attached(record, stdio=stdio, setup=setup)
         except BaseException:
-            with self.store.lock(f"container-{record.id}"):
-                self._finish_process(setup)
-                self._release(record)  # (what is left of it: nothing, once released already)
+            self._finish_process(setup)
+            self.release_process(record)  # (what is left of it: nothing, once released already)
             raise
+
+    def release_process(self, record: ContainerRecord) -> None:
+        """Release what a process of :meth:`run_process` took and still holds (a run killed
+        halfway: its runtime state, network namespace and addresses, mounts), as its state
+        records them; nothing when it was released already."""
+        with self.store.lock(f"container-{record.id}"):
+            self._release(record)
 
     @staticmethod
     def _finish_process(setup: ProcessSetup) -> None:

@@ -38,7 +38,7 @@ class ContainerNetworking(EnginePart):
         container_id = record.id
         userdata = self._userdata(container_id)
         current = states.read(userdata)
-        if not (current.get("netns") or self._uses_networks(container_id)):
+        if not (current.get("netns") or current.get("attachments")):  # (what _uses_networks reads)
             return
         from ketch.containers import netns, network
 

@@ -5,6 +5,10 @@
 - the ``ketch-runtime`` program (bin/ketch-runtime.c): CPython embedded and run without ``site``, as
   every container start pays for ``site`` (see its header); without a C compiler or a shared
   libpython, the Python script bin/ketch-runtime is installed instead.
+- the CRI's gRPC modules ``ketch.cri.api_pb2`` and ``api_pb2_grpc``, generated from
+  src/ketch/cri/api.proto with grpcio-tools (a build requirement, pinned to the protobuf major
+  version the package depends on): no maintained package ships the CRI v1 stubs for Python, and
+  generated code kept in git would go stale against the protobuf runtime; required.
 - ``ketch-monitor`` (src/ketch/containers/monitor.c): the long-lived part of a detached container's
   monitor is a small C program, so that each running container costs a fraction of a Python
   interpreter's memory (see ketch/containers/monitor.py). Without a C compiler the build goes on
@@ -34,9 +38,22 @@ def _compiler() -> str:
     return compiler if shutil.which(compiler) else "cc"
 
 
+def _generate_cri_modules(build_lib: str) -> None:
+    from grpc_tools import protoc  # the build requirement; its own protoc, no system one needed
+
+    import grpc_tools
+
+    includes = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    status = protoc.main(["protoc", "-Isrc", f"-I{includes}", f"--python_out={build_lib}",
+                          f"--grpc_python_out={build_lib}", os.path.join("src", "ketch", "cri", "api.proto")])
+    if status != 0:
+        raise RuntimeError("generating the CRI modules from src/ketch/cri/api.proto failed")
+
+
 class BuildWithMonitor(build_py):
     def run(self):
         super().run()
+        _generate_cri_modules(self.build_lib)
         target = os.path.join(self.build_lib, "ketch", "containers", "ketch-monitor")
         try:
             subprocess.run([_compiler(), "-O2", "-o", target, MONITOR_SOURCE], check=True)

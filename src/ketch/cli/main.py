@@ -134,7 +134,7 @@ def _go_message(message: str) -> str:
 _ROUTES: dict[str, tuple[str, ...]] = {
     "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
     "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
-    "storage": ("storage",),
+    "storage": ("storage",), "cri": ("cri",),
 }
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "history", "import")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
@@ -231,7 +231,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     elif word in _CONTAINER_COMMANDS:
         groups = ("containers",)
     else:
-        groups = ("image", "login", "storage", "containers", "builder", "build", "system")
+        groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri")
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -241,6 +241,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import system
 
         system.register(commands)
+    if "cri" in groups:
+        from ketch.cli import cri
+
+        cri.register(commands)
     if "login" in groups:
         from ketch.cli import login
 

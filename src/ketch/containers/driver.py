@@ -55,6 +55,9 @@ class OwnRuntime:
     def pids(self, container_id: str) -> list[int]:
         return self.runtime.pids(container_id)
 
+    def update(self, container_id: str, resources: dict) -> None:
+        self.runtime.update(container_id, resources)
+
 
 class ExternalRuntime:
     """A runc-compatible binary (runc, crun), with its state under our run directory."""
@@ -143,6 +146,19 @@ class ExternalRuntime:
 
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id)
+
+    def update(self, container_id: str, resources: dict) -> None:
+        import json
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", prefix="ketch-rt-resources-", suffix=".json") as f:
+            json.dump(resources, f)
+            f.flush()
+            self._run("update", "--resources", f.name, container_id)
+
+    def exec_argv(self, container_id: str, process_file: str) -> list[str]:
+        """The command that runs the process described in ``process_file`` in the container."""
+        return [self.binary, "--root", self.root, "exec", "--process", process_file, container_id]
 
     def pids(self, container_id: str) -> list[int]:
         import json

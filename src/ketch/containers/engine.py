@@ -119,6 +119,15 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
     # -- records ------------------------------------------------------------------------
 
+    def record(self, name_or_id: str) -> ContainerRecord:
+        """The container's record (its metadata and options), by name, id or id prefix."""
+        return self._record(name_or_id)
+
+    def records(self) -> builtins.list[ContainerRecord]:
+        """Every container's record, oldest first."""
+        rows = sorted((dict(r) for r in self.store.containers() if r["kind"] == KIND), key=lambda r: r["created"])
+        return [self._record_of(row) for row in rows]
+
     def _record(self, name_or_id: str) -> ContainerRecord:
         try:
             row = self.store.container(name_or_id)
@@ -199,9 +208,10 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     # -- create ---------------------------------------------------------------------------
 
     def create(self, image: str, options: CreateOptions | None = None, *, pull: str = "missing",
-               context=None, replace: bool = False, progress=None) -> str:
+               context=None, replace: bool = False, progress=None, extra_meta: dict | None = None) -> str:
         """A new container of ``image`` (pulled as ``pull`` says); its id. ``replace``: a container
-        of the same name is removed first (podman's ``--replace``)."""
+        of the same name is removed first (podman's ``--replace``). ``extra_meta``: what a layer
+        above keeps in the container's record (the CRI server's metadata), under its own keys."""
         options = (options or CreateOptions()).check()
         from ketch.containers import names
         from ketch.containers.images import find_or_pull
@@ -239,7 +249,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             except NotFoundError:
                 pass
         self._make_anonymous_volumes(options, image_config)
-        meta = {"options": options.to_dict(), "image_name": image}
+        meta = {**(extra_meta or {}), "options": options.to_dict(), "image_name": image}
         name = options.name or names.generate()
         for _ in range(5):
             try:
@@ -1053,8 +1063,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
              user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
              detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
-             preserve_fds: int = 0) -> int:
-        """Run another process in a running container; its exit status (0 when detached)."""
+             preserve_fds: int = 0, pid_file: str | None = None) -> int:
+        """Run another process in a running container; its exit status (0 when detached).
+        ``pid_file``: where its host pid is written once it runs (to time it out)."""
         from ketch.containers import users
         from ketch.runtime.container import Runtime
 
@@ -1063,9 +1074,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         current = self._status(record)
         if current["status"] != "running":
             raise ContainerStateError("can only create exec sessions on running containers: container state improper")
-        if options.runtime:
-            raise InvalidInputError("exec into a container of another --runtime is not supported; use that "
-                                    "runtime's exec")
+        if options.runtime and (detach or tty or preserve_fds):
+            raise InvalidInputError("exec into a container of another --runtime works only in the foreground, "
+                                    "without a terminal; use that runtime's exec")
         userdata = self._userdata(record.id)
         with open(os.path.join(userdata, "config.json")) as f:
             config = json.load(f)
@@ -1104,12 +1115,30 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         elif not interactive and stdio is None and not tty:
             null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (null, 1, 2)
-        runtime = Runtime(str(self.store.runroot / "runtime"))
         self._record_event("exec", record)
+        if options.runtime:
+            return self._exec_external(record, process, stdio, pid_file)
+        runtime = Runtime(str(self.store.runroot / "runtime"))
         try:
-            return runtime.exec(record.id, process, detach=detach, stdio=stdio, preserve_fds=preserve_fds)
+            return runtime.exec(record.id, process, detach=detach, stdio=stdio, preserve_fds=preserve_fds,
+                                pid_file=pid_file)
         except CannotExecuteError as exc:
             raise command_error(exc, "container") from exc
+
+    def _exec_external(self, record: ContainerRecord, process: dict, stdio, pid_file: str | None) -> int:
+        """exec through the container's runc-compatible runtime (``--process``), in the foreground."""
+        import subprocess
+        import tempfile
+
+        driver = self._driver(record.options)
+        with tempfile.NamedTemporaryFile("w", prefix="ketch-exec-", suffix=".json") as f:
+            json.dump(process, f)
+            f.flush()
+            argv = driver.exec_argv(record.id, f.name)
+            if pid_file:
+                argv[-1:-1] = ["--pid-file", pid_file]
+            stdin, stdout, stderr = stdio if stdio is not None else (None, None, None)
+            return subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=stderr, check=False).returncode
 
     # -- health, stats, attach -------------------------------------------------------------
 
@@ -1171,6 +1200,25 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
+
+    def reopen_log(self, name_or_id: str) -> None:
+        """The container's monitor goes on in a new log file at the same path (after a rotation)."""
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] not in ("running", "paused"):
+            raise ContainerStateError(f"container {record.name} is {current['status']}: its log cannot be reopened")
+        if not states.alive(current.get("monitor_pid"), current.get("monitor_start")):
+            raise ContainerError(f"container {record.name} has no monitor to reopen its log")
+        os.kill(current["monitor_pid"], signals.SIGHUP)
+
+    def update_resources(self, name_or_id: str, resources: dict[str, Any]) -> None:
+        """Change a running container's cgroup limits (the OCI ``linux.resources`` given)."""
+        record = self._record(name_or_id)
+        current = self._status(record)
+        if current["status"] not in ("running", "paused", "created"):
+            raise ContainerStateError(f"container {record.name} is {current['status']}: its resources cannot be "
+                                      "updated")
+        self._driver(record.options).update(record.id, resources)
 
     def pause(self, name_or_id: str) -> str:
         record = self._record(name_or_id)

@@ -18,8 +18,15 @@ def _timestamp(ts: float) -> str:
 
 class LogWriter:
     def __init__(self, path: str) -> None:
+        self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         self.pending = {"stdout": b"", "stderr": b""}
+
+    def reopen(self) -> None:
+        """Go on in a new file at the same path (the old one was rotated away: SIGHUP to the monitor)."""
+        fresh = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.dup2(fresh, self.fd, inheritable=False)
+        os.close(fresh)
 
     def write(self, stream: str, data: bytes) -> None:
         """Record ``data`` from ``stream``; complete lines at once, a trailing partial line when

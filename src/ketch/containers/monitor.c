@@ -43,6 +43,9 @@ struct stream {
 };
 
 static int log_fd = -1;
+/* SIGHUP: reopen the log at its path (the CRI's ReopenContainerLog, after the kubelet rotated it) */
+static volatile sig_atomic_t reopen_log = 0;
+static void on_hangup(int signo) { (void)signo; reopen_log = 1; }
 static long long log_max_size = 0;
 
 static void write_all(int fd, const char *data, size_t size) {
@@ -182,6 +185,8 @@ int main(int argc, char **argv) {
     streams[1] = (struct stream){.fd = atoi(argv[5]), .name = "stderr"};
     streams[2] = (struct stream){.fd = atoi(argv[6]), .name = "stdout"};
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction hangup = {.sa_handler = on_hangup};
+    sigaction(SIGHUP, &hangup, NULL); /* no SA_RESTART: poll returns, and the loop reopens */
     if (strcmp(log_path, "-") != 0) {
         log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     }
@@ -205,6 +210,13 @@ int main(int argc, char **argv) {
             fifo_slot = count;
             fds[count] = (struct pollfd){.fd = fifo, .events = POLLIN};
             which[count++] = NULL;
+        }
+        if (reopen_log) {
+            reopen_log = 0;
+            if (log_fd >= 0) {
+                int fresh = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+                if (fresh >= 0) { close(log_fd); log_fd = fresh; }
+            }
         }
         if (exited && count == 0) break;
         int ready = poll(fds, (nfds_t)count, exited ? 500 : 200);

@@ -42,6 +42,10 @@ def main() -> None:
     syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     container_id, userdata = args["id"], args["userdata"]
     log = logs.LogWriter(args["log_path"]) if args["log_driver"] == "k8s-file" else None
+    if log is not None:
+        import signal
+
+        signal.signal(signal.SIGHUP, lambda *_: log.reopen())  # as the C monitor: the log was rotated
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()

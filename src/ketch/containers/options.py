@@ -118,6 +118,10 @@ class CreateOptions(Record):
     personality: str | None = None  # LINUX or LINUX32
     remove_image: bool = False  # --rmi: with --rm, the image goes too when nothing else uses it
     requires: list[str] = field(default_factory=list)  # containers started first
+    pod: str | None = None  # the id of the pod whose namespaces the container joins (--pod, the CRI's sandboxes)
+    masked_paths: list[str] | None = None  # None: the engine's defaults (the CRI's kubelet sends its own)
+    readonly_paths: list[str] | None = None
+    hugepage_limits: dict[str, int] = field(default_factory=dict)  # page size ("2MB") -> bytes
 
     def check(self) -> CreateOptions:
         if self.image_volume not in ("bind", "tmpfs", "ignore"):

@@ -206,8 +206,10 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     }
     unmask_all = "ALL" in options.unmask or options.privileged
     if not unmask_all:
-        linux["maskedPaths"] = [p for p in engine_config.MASKED_PATHS if p not in options.unmask]
-        linux["readonlyPaths"] = [p for p in engine_config.READONLY_PATHS if p not in options.unmask]
+        masked = engine_config.MASKED_PATHS if options.masked_paths is None else options.masked_paths
+        read_only = engine_config.READONLY_PATHS if options.readonly_paths is None else options.readonly_paths
+        linux["maskedPaths"] = [p for p in masked if p not in options.unmask]
+        linux["readonlyPaths"] = [p for p in read_only if p not in options.unmask]
     resources = linux["resources"]
     memory: dict[str, Any] = {}
     if options.memory:  # 0 means no limit, as podman reads it
@@ -241,6 +243,9 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         cpu["realtimeRuntime"] = options.cpu_rt_runtime
     if cpu:
         resources["cpu"] = cpu
+    if options.hugepage_limits:
+        resources["hugepageLimits"] = [{"pageSize": size, "limit": limit}
+                                       for size, limit in sorted(options.hugepage_limits.items())]
     if options.pids_limit is not None and options.pids_limit > 0:
         resources["pids"] = {"limit": options.pids_limit}
     block_io = _block_io(options)

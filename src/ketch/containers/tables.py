@@ -1,8 +1,8 @@
-"""The container layer's tables in the store's database: networks, volumes and secrets.
+"""The container layer's tables in the store's database: networks, volumes, secrets and pods.
 
 They belong to this layer, not to :mod:`ketch.storage` (which owns images, layers, containers'
 rows and mounts): their schema and migrations are declared here, and only this layer's modules
-(``network``, ``volumes``, ``secrets``) read or write them, through :func:`database`.
+(``network``, ``volumes``, ``secrets``, ``pods``) read or write them, through :func:`database`.
 Allocations that belong to the whole host (addresses, published ports, bridges) are not here but
 in :mod:`ketch.containers.hostnet`, shared by every store on the machine.
 """
@@ -34,7 +34,7 @@ def _adopt_host_records(conn, store) -> None:
         conn.execute(f"DROP TABLE {table}")
 
 
-TABLES = TableSet("containers", 2, """
+TABLES = TableSet("containers", 3, """
 CREATE TABLE IF NOT EXISTS networks (
     name TEXT PRIMARY KEY,
     id TEXT NOT NULL,
@@ -62,7 +62,15 @@ CREATE TABLE IF NOT EXISTS secrets (
     labels TEXT NOT NULL DEFAULT '{}',
     options TEXT NOT NULL DEFAULT '{}'
 );
-""", migrations={2: _adopt_host_records})
+-- a pod's namespaces are pinned under the run directory; data holds what its users gave (JSON)
+CREATE TABLE IF NOT EXISTS pods (
+    id TEXT PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+""", migrations={2: _adopt_host_records, 3: ""})
 
 
 def database(store) -> Database:

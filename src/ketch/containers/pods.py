@@ -1,0 +1,268 @@
+"""Pods: containers that share a network, IPC and UTS namespace (and, when asked, a PID namespace),
+as podman's pods and the CRI's pod sandboxes are.
+
+No infra container and no pause image hold the namespaces: they are made by a forked child and
+pinned by bind mounts of its ``/proc/PID/ns/*`` files under the run directory (as CRI-O's
+``pinns`` does), so they outlive every process in them and nothing runs for an idle pod. A PID
+namespace cannot be pinned that way (it dies with its first process), so a pod that shares one
+has a holder: catatonit in pause mode, PID 1 of that namespace, its own session, owned by no
+ketch process.
+
+A pod is a row in the store's ``pods`` table (see :mod:`ketch.containers.tables`), written before
+anything is made and updated after each step, so that whatever a killed ``create`` made is found
+and undone by ``remove``. What a pod is to its users (the CRI's config, podman's published ports)
+is the caller's, kept in the row's ``data``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any
+
+from ketch.errors import DuplicateNameError, InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
+from ketch.records import Record
+
+# The namespaces pinned for every pod, by their /proc/PID/ns names, with their clone flags.
+PINNED = ("net", "ipc", "uts")
+READY = "ready"
+NOT_READY = "notready"
+CREATING = "creating"  # made in part: a create still runs, or was killed (remove cleans it)
+
+
+class NoSuchPodError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no pod with name or ID {name} found: no such pod")
+
+
+class PodRecord(Record):
+    id: str
+    name: str
+    created: float
+    state: str
+    data: dict[str, Any]
+
+    def namespace_path(self, kind: str) -> str | None:
+        """The pinned namespace file of ``kind`` (net, ipc, uts), or the holder's pid namespace."""
+        if kind == "pid":
+            holder = self.data.get("pid_holder") or {}
+            return f"/proc/{holder['pid']}/ns/pid" if holder and _alive(holder) else None
+        return (self.data.get("namespaces") or {}).get(kind)
+
+
+def _alive(holder: dict) -> bool:
+    from ketch.containers import state
+
+    return state.alive(holder.get("pid"), holder.get("start"))
+
+
+class Pods:
+    def __init__(self, store) -> None:
+        from ketch.containers.tables import database
+
+        self.store = store
+        self.db = database(store)
+
+    def _dir(self, pod_id: str) -> str:
+        return str(self.store.runroot / "pods" / pod_id)
+
+    # -- records ---------------------------------------------------------------------------
+
+    def get(self, name_or_id: str) -> PodRecord:
+        row = self.db.one("SELECT * FROM pods WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+        if row is None and len(name_or_id) >= 3:
+            rows = self.db.query("SELECT * FROM pods WHERE id LIKE ?", (name_or_id + "%",))
+            if len(rows) > 1:
+                raise InvalidInputError(f"more than one pod matches {name_or_id!r}: give more of its id")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NoSuchPodError(name_or_id)
+        return _record(row)
+
+    def list(self) -> builtins.list[PodRecord]:
+        return [_record(r) for r in self.db.query("SELECT * FROM pods ORDER BY created")]
+
+    def _update(self, pod_id: str, *, state: str | None = None, **data: Any) -> PodRecord:
+        with self.db.write() as conn:
+            row = conn.execute("SELECT * FROM pods WHERE id = ?", (pod_id,)).fetchone()
+            if row is None:
+                raise NoSuchPodError(pod_id)
+            record = _record(row)
+            record.data.update(data)
+            conn.execute("UPDATE pods SET state = ?, data = ? WHERE id = ?",
+                         (state or record.state, json.dumps(record.data), pod_id))
+        return self.get(pod_id)
+
+    def update_data(self, pod_id: str, **data: Any) -> PodRecord:
+        return self._update(pod_id, **data)
+
+    # -- life ------------------------------------------------------------------------------
+
+    def create(self, name: str, *, hostname: str = "", share_pid: bool = False, host_network: bool = False,
+               host_ipc: bool = False, sysctls: dict[str, str] | None = None, data: dict[str, Any] | None = None
+               ) -> PodRecord:
+        """A pod with pinned namespaces (``host_network``/``host_ipc``: the host's instead), in
+        state ``notready`` until the caller has set up its network and calls :meth:`ready`."""
+        pod_id = secrets.token_hex(32)
+        try:
+            with self.db.write() as conn:
+                conn.execute("INSERT INTO pods (id, name, created, state, data) VALUES (?, ?, ?, ?, ?)",
+                             (pod_id, name, time.time(), CREATING, json.dumps(dict(data or {}))))
+        except DuplicateNameError as exc:
+            raise DuplicateNameError(f"the pod name \"{name}\" is already in use by "
+                                     f"{self.get(name).id}; remove that pod or choose another name") from exc
+        try:
+            kinds = [k for k in PINNED if not (k == "net" and host_network) and not (k == "ipc" and host_ipc)]
+            directory = os.path.join(self._dir(pod_id), "ns")
+            paths = {kind: os.path.join(directory, kind) for kind in kinds}
+            self._update(pod_id, namespaces=paths)  # recorded first: a killed create leaves them findable
+            _pin_namespaces(paths, hostname, sysctls or {})
+            if share_pid:
+                self._update(pod_id, pid_holder=_start_pid_holder())
+            return self._update(pod_id, state=NOT_READY)
+        except BaseException:
+            try:
+                self.remove(pod_id)
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"pod {name}: undoing its create", exc)
+            raise
+
+    def ready(self, pod_id: str, **data: Any) -> PodRecord:
+        return self._update(pod_id, state=READY, **data)
+
+    def stop(self, pod_id: str) -> PodRecord:
+        """Not ready any more: its PID namespace holder ends (the caller stops the containers and
+        the network first). Its pinned namespaces stay until :meth:`remove`."""
+        record = self.get(pod_id)
+        holder = record.data.get("pid_holder") or {}
+        if holder and _alive(holder):
+            try:
+                os.kill(holder["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return self._update(record.id, state=NOT_READY)
+
+    def remove(self, pod_id: str) -> None:
+        """The pod's namespaces unpinned, its directory and its row gone; a missing piece is no
+        error (a create killed half-way, or a remove run twice)."""
+        from ketch.containers import netns
+
+        record = self.get(pod_id)
+        self.stop(record.id)
+        for path in (record.data.get("namespaces") or {}).values():
+            netns.remove_namespace(path)
+        shutil.rmtree(self._dir(record.id), ignore_errors=True)
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM pods WHERE id = ?", (record.id,))
+
+
+def _record(row) -> PodRecord:
+    return PodRecord(row["id"], row["name"], row["created"], row["state"], json.loads(row["data"]))
+
+
+_FLAGS = {"net": "CLONE_NEWNET", "ipc": "CLONE_NEWIPC", "uts": "CLONE_NEWUTS"}
+
+
+def _pin_namespaces(paths: dict[str, str], hostname: str, sysctls: dict[str, str]) -> None:
+    """New namespaces of each kind in ``paths``, made by a forked child (unshare changes the
+    caller for good), bind-mounted onto those paths. The child sets the pod's hostname and the
+    sysctls of its namespaces (net.*, and the IPC ones) before the parent pins them."""
+    from ketch import syscalls
+
+    if not paths:
+        return
+    os.makedirs(os.path.dirname(next(iter(paths.values()))), exist_ok=True)
+    for path in paths.values():
+        with open(path, "w"):
+            pass
+    flags = 0
+    for kind in paths:
+        flags |= getattr(syscalls, _FLAGS[kind])
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            syscalls.unshare(flags)
+            if "net" in paths:
+                _loopback_up()
+            if hostname and "uts" in paths:
+                syscalls.sethostname(hostname)
+            for key, value in sysctls.items():
+                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                    f.write(value)
+            os.write(ready_w, b"ok")
+            os.read(done_r, 1)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
+            os.write(ready_w, f"{type(exc).__name__}: {exc}".encode()[:1000])
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        answer = os.read(ready_r, 1100).decode(errors="replace")
+        if answer != "ok":
+            raise InvalidInputError(f"making the pod's namespaces: {answer or 'the helper died'}")
+        for kind, path in paths.items():
+            syscalls.mount(f"/proc/{pid}/ns/{kind}", path, None, syscalls.MS_BIND)
+    finally:
+        os.close(ready_r)
+        try:
+            os.write(done_w, b"1")
+        except BrokenPipeError:
+            pass  # (it failed, and said why, and is gone)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+
+
+def _loopback_up() -> None:
+    """``lo`` up in this process's (new) network namespace, as runtimes do for every pod whatever
+    its CNI config: two ioctls, where a netlink library would cost its import in this child."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, siocgifflags, request))[1]
+        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+
+
+def _start_pid_holder() -> dict[str, Any]:
+    """catatonit in pause mode as PID 1 of a new PID namespace, in a session of its own (it must
+    outlive this process); its host pid and start time."""
+    from ketch import syscalls
+    from ketch.containers import state
+
+    catatonit = shutil.which("catatonit") or "/usr/libexec/podman/catatonit"
+    if not os.access(catatonit, os.X_OK):
+        raise InvalidInputError("a pod that shares its PID namespace needs catatonit (Debian's catatonit package)")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            syscalls.unshare(syscalls.CLONE_NEWPID)
+            child = subprocess.Popen([catatonit, "-P"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, close_fds=True)
+            os.write(write_end, str(child.pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.read().decode()
+    os.waitpid(pid, 0)
+    if not answer.isdigit():
+        raise InvalidInputError("starting the pod's PID namespace holder (catatonit -P) failed")
+    holder = int(answer)
+    return {"pid": holder, "start": state.start_time(holder)}

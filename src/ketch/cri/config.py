@@ -1,0 +1,105 @@
+"""The CRI server's settings: a TOML file (``--config``, default /etc/ketch/cri.toml when it
+exists), then the command line's flags over it. See docs/cri.md for the file's keys."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from typing import Any
+
+from ketch.errors import InvalidInputError
+from ketch.records import Record, field
+
+DEFAULT_CONFIG = "/etc/ketch/cri.toml"
+DEFAULT_LISTEN = "unix:///run/ketch/cri.sock"
+DEFAULT_HANDLER = "ketch"
+
+
+class Handler(Record):
+    """A runtime handler (the kubelet's RuntimeClass): ``ketch`` is ketch's own runtime; others
+    name a runc-compatible binary."""
+
+    name: str
+    path: str = ""  # "" for ketch's own
+
+
+class CRIConfig(Record):
+    listen: str = DEFAULT_LISTEN
+    root: str | None = None  # the store (default: ketch's)
+    runroot: str | None = None
+    default_handler: str = DEFAULT_HANDLER
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    cni_conf_dirs: list[str] = field(default_factory=lambda: ["/etc/cni/net.d"])
+    cni_bin_dirs: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    cni_cache_dir: str = "/var/lib/cni"
+    log_directory: str = "/var/log/ketch-cri"  # a container's log when its pod names no directory
+    cgroup_driver: str = "cgroupfs"  # or systemd: how cgroup parents are read
+    restrict_oom_score_adj: bool | None = None  # None: when this process cannot lower its own
+    max_exec_output: int = 16 * 1024 * 1024  # ExecSync's cap per stream, as the CRI asks
+
+    def handler(self, name: str) -> Handler:
+        name = name or self.default_handler
+        found = self.handlers.get(name)
+        if found is None:
+            raise InvalidInputError(f"unknown runtime handler {name!r}: configured are "
+                                    f"{', '.join(sorted(self.handlers))}")
+        return found
+
+
+def _default_handlers() -> dict[str, Handler]:
+    handlers = {DEFAULT_HANDLER: Handler(DEFAULT_HANDLER)}
+    for name in ("runc", "crun"):
+        path = shutil.which(name)
+        if path:
+            handlers[name] = Handler(name, path)
+    return handlers
+
+
+def load(path: str | None = None, **overrides: Any) -> CRIConfig:
+    """The settings: defaults, then the file (``path``, or the default file when it exists), then
+    ``overrides`` (the flags given; None values are not given)."""
+    data: dict[str, Any] = {}
+    file = path or (DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None)
+    if file:
+        try:
+            with open(file, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise InvalidInputError(f"reading the CRI config {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInputError(f"the CRI config {file} is not valid TOML: {exc}") from exc
+    config = CRIConfig(handlers=_default_handlers())
+    known = {"listen", "root", "runroot", "runtime", "cni", "logs", "cgroup_driver", "restrict_oom_score_adj",
+             "max_exec_output"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidInputError(f"the CRI config {file}: unknown key {unknown[0]!r}")
+    for key in ("listen", "root", "runroot", "cgroup_driver", "restrict_oom_score_adj", "max_exec_output"):
+        if key in data:
+            setattr(config, key, data[key])
+    runtime = data.get("runtime") or {}
+    if "default_handler" in runtime:
+        config.default_handler = runtime["default_handler"]
+    for name, table in (runtime.get("handlers") or {}).items():
+        binary = table.get("path", "")
+        if binary and not os.access(binary, os.X_OK):
+            raise InvalidInputError(f"the CRI config {file}: runtime handler {name!r}: {binary} is not an "
+                                    "executable")
+        config.handlers[name] = Handler(name, binary)
+    cni = data.get("cni") or {}
+    if "conf_dirs" in cni:
+        config.cni_conf_dirs = list(cni["conf_dirs"])
+    if "bin_dirs" in cni:
+        config.cni_bin_dirs = list(cni["bin_dirs"])
+    if "cache_dir" in cni:
+        config.cni_cache_dir = cni["cache_dir"]
+    if "directory" in (data.get("logs") or {}):
+        config.log_directory = data["logs"]["directory"]
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if config.cgroup_driver not in ("cgroupfs", "systemd"):
+        raise InvalidInputError(f"invalid cgroup_driver {config.cgroup_driver!r}: cgroupfs or systemd")
+    config.handler(config.default_handler)  # the default must exist
+    return config

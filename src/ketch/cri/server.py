@@ -1,0 +1,623 @@
+"""The CRI v1 gRPC server: RuntimeService and ImageService on a unix socket (or the socket systemd
+passes, ``LISTEN_FDS``), each request answered from the store (see :mod:`ketch.cri.sandboxes`).
+
+Errors become the statuses the kubelet expects: NotFound for a missing pod, container or image,
+InvalidArgument for bad input, AlreadyExists for a pod or container name in use; anything else
+is Unknown with ketch's one-line message.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+import ketch.cri.api_pb2 as api
+import ketch.cri.api_pb2_grpc as rpc
+from ketch.cri.config import CRIConfig
+from ketch.cri.sandboxes import Sandboxes
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+RUNTIME_NAME = "ketch"
+
+
+def _to_dict(message) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def _grpc_errors(method):
+    """Turn ketch's errors into gRPC statuses (one line each)."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except NotFoundError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except DuplicateNameError as exc:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except InvalidInputError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except InUseError as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except KetchError as exc:
+            log.warning("%s: %s", method.__name__, exc)
+            context.abort(grpc.StatusCode.UNKNOWN, str(exc))
+        except OSError as exc:  # a system call ketch did not expect to fail: logged whole
+            log.exception("%s failed", method.__name__)
+            context.abort(grpc.StatusCode.UNKNOWN, f"{method.__name__}: {exc}")
+
+    return wrapper
+
+
+def _ns(seconds: float | None) -> int:
+    return int((seconds or 0) * 1e9)
+
+
+class _PerThread:
+    """An engine (and its store connection) per server thread: neither is shared across threads."""
+
+    def __init__(self, config: CRIConfig) -> None:
+        self.config = config
+        self.local = threading.local()
+
+    @property
+    def sandboxes(self) -> Sandboxes:
+        found = getattr(self.local, "sandboxes", None)
+        if found is None:
+            from ketch.containers.engine import Engine
+
+            found = self.local.sandboxes = Sandboxes(self.config, Engine(root=self.config.root,
+                                                                          runroot=self.config.runroot))
+        return found
+
+
+class RuntimeService(rpc.RuntimeServiceServicer):
+    def __init__(self, config: CRIConfig, shared: _PerThread) -> None:
+        self.config = config
+        self.shared = shared
+
+    @property
+    def sb(self) -> Sandboxes:
+        return self.shared.sandboxes
+
+    @_grpc_errors
+    def Version(self, request, context):
+        from ketch import __version__
+
+        return api.VersionResponse(version="0.1.0", runtime_name=RUNTIME_NAME, runtime_version=__version__,
+                                   runtime_api_version=API_VERSION)
+
+    @_grpc_errors
+    def Status(self, request, context):
+        network_ready, why = self.sb.network.status()
+        conditions = [api.RuntimeCondition(type="RuntimeReady", status=True),
+                      api.RuntimeCondition(type="NetworkReady", status=network_ready,
+                                           reason="" if network_ready else "NetworkPluginNotReady", message=why)]
+        info = {}
+        if request.verbose:
+            info["config"] = json.dumps(self.config.to_dict() if hasattr(self.config, "to_dict") else {},
+                                        default=str)
+        handlers = [api.RuntimeHandler(name=name if name != self.config.default_handler else "",
+                                       features=api.RuntimeHandlerFeatures(recursive_read_only_mounts=False))
+                    for name in sorted(self.config.handlers)]
+        return api.StatusResponse(status=api.RuntimeStatus(conditions=conditions), info=info,
+                                  runtime_handlers=handlers)
+
+    @_grpc_errors
+    def UpdateRuntimeConfig(self, request, context):
+        cidr = request.runtime_config.network_config.pod_cidr
+        if cidr:
+            log.info("the kubelet's pod CIDR is %s (the CNI configuration decides the pods' addresses)", cidr)
+        return api.UpdateRuntimeConfigResponse()
+
+    @_grpc_errors
+    def RuntimeConfig(self, request, context):
+        driver = api.SYSTEMD if self.config.cgroup_driver == "systemd" else api.CGROUPFS
+        return api.RuntimeConfigResponse(linux=api.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    # -- pods ------------------------------------------------------------------------------
+
+    @_grpc_errors
+    def RunPodSandbox(self, request, context):
+        if not request.HasField("config"):
+            raise InvalidInputError("RunPodSandbox needs a config")
+        pod_id = self.sb.run_pod(_to_dict(request.config), request.runtime_handler)
+        return api.RunPodSandboxResponse(pod_sandbox_id=pod_id)
+
+    @_grpc_errors
+    def StopPodSandbox(self, request, context):
+        if not request.pod_sandbox_id:
+            raise InvalidInputError("the pod sandbox id is empty")
+        self.sb.stop_pod(request.pod_sandbox_id)
+        return api.StopPodSandboxResponse()
+
+    @_grpc_errors
+    def RemovePodSandbox(self, request, context):
+        if not request.pod_sandbox_id:
+            raise InvalidInputError("the pod sandbox id is empty")
+        self.sb.remove_pod(request.pod_sandbox_id)
+        return api.RemovePodSandboxResponse()
+
+    def _pod_status(self, record) -> api.PodSandboxStatus:
+        config = record.data["cri"]
+        message = api.PodSandboxStatus()
+        json_format.ParseDict({"metadata": config.get("metadata") or {}, "labels": config.get("labels") or {},
+                               "annotations": config.get("annotations") or {}}, message, ignore_unknown_fields=True)
+        message.id = record.id
+        message.state = api.SANDBOX_READY if record.state == "ready" else api.SANDBOX_NOTREADY
+        message.created_at = _ns(record.created)
+        ips = self.sb.pod_ips(record)
+        if ips:
+            message.network.ip = ips[0]
+            message.network.additional_ips.extend(api.PodIP(ip=ip) for ip in ips[1:])
+        namespaces = ((config.get("linux") or {}).get("securityContext") or {}).get("namespaceOptions") or {}
+        json_format.ParseDict({"namespaces": {"options": namespaces}}, message.linux)
+        handler = record.data.get("handler", "")
+        message.runtime_handler = "" if handler == self.config.default_handler else handler
+        return message
+
+    @_grpc_errors
+    def PodSandboxStatus(self, request, context):
+        record = self.sb.sandbox(request.pod_sandbox_id)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"id": record.id, "name": record.name, "state": record.state,
+                                       "namespaces": record.data.get("namespaces"),
+                                       "pidHolder": record.data.get("pid_holder"),
+                                       "network": (record.data.get("network") or {}).get("result"),
+                                       "runtimeHandler": record.data.get("handler"),
+                                       "config": record.data["cri"]})
+        return api.PodSandboxStatusResponse(status=self._pod_status(record), info=info, timestamp=time.time_ns())
+
+    @_grpc_errors
+    def ListPodSandbox(self, request, context):
+        wanted = request.filter
+        items = []
+        for record in self.sb.pods.list():
+            if "cri" not in record.data:
+                continue  # (a pod of ``ketch pod``; one still being made is listed, not ready)
+            if wanted.id and not record.id.startswith(wanted.id):
+                continue
+            status = self._pod_status(record)
+            if wanted.HasField("state") and status.state != wanted.state.state:
+                continue
+            if any(status.labels.get(k) != v for k, v in wanted.label_selector.items()):
+                continue
+            items.append(api.PodSandbox(id=status.id, metadata=status.metadata, state=status.state,
+                                        created_at=status.created_at, labels=status.labels,
+                                        annotations=status.annotations, runtime_handler=status.runtime_handler))
+        return api.ListPodSandboxResponse(items=items)
+
+    # -- containers ------------------------------------------------------------------------
+
+    @_grpc_errors
+    def CreateContainer(self, request, context):
+        if not request.HasField("config"):
+            raise InvalidInputError("CreateContainer needs a config")
+        config = _to_dict(request.config)
+        image_name = request.config.image.image
+        if not image_name:
+            raise InvalidInputError("the container's image is empty")
+        image = ImageService.find(self.sb.store, image_name)
+        container_id = self.sb.create_container(request.pod_sandbox_id, config, _to_dict(request.sandbox_config),
+                                                {"id": image.id, "ref": _image_ref(image)})
+        return api.CreateContainerResponse(container_id=container_id)
+
+    @_grpc_errors
+    def StartContainer(self, request, context):
+        self.sb.start_container(request.container_id)
+        return api.StartContainerResponse()
+
+    @_grpc_errors
+    def StopContainer(self, request, context):
+        self.sb.stop_container(request.container_id, request.timeout)
+        return api.StopContainerResponse()
+
+    @_grpc_errors
+    def RemoveContainer(self, request, context):
+        self.sb.remove_container(request.container_id)
+        return api.RemoveContainerResponse()
+
+    def _container_status(self, record) -> api.ContainerStatus:
+        cri = record.meta["cri"]
+        state, current = self.sb.container_state(record)
+        message = api.ContainerStatus()
+        json_format.ParseDict({"metadata": cri["metadata"], "labels": cri["labels"], "annotations": cri["annotations"],
+                               "image": cri["image"], "mounts": cri["mounts"]}, message, ignore_unknown_fields=True)
+        message.id = record.id
+        message.state = api.ContainerState.Value(state)
+        message.created_at = _ns(record.created)
+        message.started_at = _ns(current.get("started_at"))
+        message.image_ref = cri["image_ref"]
+        message.image_id = record.image
+        message.log_path = cri["log_path"]
+        if state == "CONTAINER_EXITED":
+            status = int(current.get("exit_code") or 0)
+            reason = "OOMKilled" if current.get("oom_killed") else "Completed" if status == 0 else "Error"
+            message.MergeFrom(api.ContainerStatus(finished_at=_ns(current.get("finished_at")) or time.time_ns(),
+                                                  exit_code=status, reason=reason,
+                                                  message=str(current.get("error") or "")))
+        json_format.ParseDict({"linux": cri.get("resources") or {}}, message.resources, ignore_unknown_fields=True)
+        return message
+
+    @_grpc_errors
+    def ContainerStatus(self, request, context):
+        record = self.sb.container(request.container_id)
+        info = {}
+        if request.verbose:
+            state, current = self.sb.container_state(record)
+            info["info"] = json.dumps({"pid": current.get("pid") or 0, "sandboxID": record.meta["cri"]["pod"],
+                                       "name": record.name, "runtimeHandler": record.options.runtime or "ketch",
+                                       "state": current, "options": record.options.to_dict()}, default=str)
+        return api.ContainerStatusResponse(status=self._container_status(record), info=info)
+
+    @_grpc_errors
+    def ListContainers(self, request, context):
+        wanted = request.filter
+        out = []
+        for record in self.sb.engine.records():
+            cri = record.meta.get("cri")
+            if cri is None:
+                continue
+            if wanted.id and not record.id.startswith(wanted.id):
+                continue
+            if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
+                continue
+            if any((cri["labels"] or {}).get(k) != v for k, v in wanted.label_selector.items()):
+                continue
+            status = self._container_status(record)
+            if wanted.HasField("state") and status.state != wanted.state.state:
+                continue
+            out.append(api.Container(id=record.id, pod_sandbox_id=cri["pod"], metadata=status.metadata,
+                                     image=status.image, image_ref=status.image_ref, state=status.state,
+                                     created_at=status.created_at, labels=status.labels,
+                                     annotations=status.annotations, image_id=status.image_id))
+        return api.ListContainersResponse(containers=out)
+
+    @_grpc_errors
+    def UpdateContainerResources(self, request, context):
+        from ketch.cri import resources
+
+        record = self.sb.container(request.container_id)
+        resources.update(self.sb, record, _to_dict(request.linux))
+        return api.UpdateContainerResourcesResponse()
+
+    @_grpc_errors
+    def ReopenContainerLog(self, request, context):
+        record = self.sb.container(request.container_id)
+        state, _ = self.sb.container_state(record)
+        if state != "CONTAINER_RUNNING":
+            raise InvalidInputError(f"container {record.id} is not running: its log cannot be reopened")
+        from ketch.cri import resources
+
+        resources.reopen_log(self.sb, record)
+        return api.ReopenContainerLogResponse()
+
+    @_grpc_errors
+    def ExecSync(self, request, context):
+        from ketch.cri import execsync
+
+        record = self.sb.container(request.container_id)
+        if not request.cmd:
+            raise InvalidInputError("ExecSync needs a command")
+        state, _ = self.sb.container_state(record)
+        if state != "CONTAINER_RUNNING":
+            raise InvalidInputError(f"container {record.id} is not running: cannot exec in it")
+        outcome = execsync.run(self.config, record, list(request.cmd), request.timeout)
+        if outcome.timed_out:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"command {' '.join(request.cmd)!r} timed out after {request.timeout}s")
+        return api.ExecSyncResponse(stdout=outcome.stdout, stderr=outcome.stderr, exit_code=outcome.exit_code)
+
+    @_grpc_errors
+    def Exec(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming exec is not implemented yet; use ExecSync")
+
+    @_grpc_errors
+    def Attach(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "attach is not implemented yet")
+
+    @_grpc_errors
+    def PortForward(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "port-forward is not implemented yet")
+
+    # -- statistics ------------------------------------------------------------------------
+
+    @_grpc_errors
+    def ContainerStats(self, request, context):
+        from ketch.cri import resources
+
+        record = self.sb.container(request.container_id)
+        return api.ContainerStatsResponse(stats=resources.container_stats(self.sb, record))
+
+    @_grpc_errors
+    def ListContainerStats(self, request, context):
+        from ketch.cri import resources
+
+        wanted = request.filter
+        out = []
+        for record in self.sb.engine.records():
+            cri = record.meta.get("cri")
+            if cri is None or (wanted.id and not record.id.startswith(wanted.id)):
+                continue
+            if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
+                continue
+            if any((cri["labels"] or {}).get(k) != v for k, v in wanted.label_selector.items()):
+                continue
+            if self.sb.container_state(record)[0] != "CONTAINER_RUNNING":
+                continue
+            out.append(resources.container_stats(self.sb, record))
+        return api.ListContainerStatsResponse(stats=out)
+
+    @_grpc_errors
+    def PodSandboxStats(self, request, context):
+        from ketch.cri import resources
+
+        record = self.sb.sandbox(request.pod_sandbox_id)
+        return api.PodSandboxStatsResponse(stats=resources.pod_stats(self.sb, record))
+
+    @_grpc_errors
+    def ListPodSandboxStats(self, request, context):
+        from ketch.cri import resources
+
+        wanted = request.filter
+        out = []
+        for record in self.sb.pods.list():
+            if "cri" not in record.data or (wanted.id and not record.id.startswith(wanted.id)):
+                continue
+            labels = record.data["cri"].get("labels") or {}
+            if any(labels.get(k) != v for k, v in wanted.label_selector.items()):
+                continue
+            out.append(resources.pod_stats(self.sb, record))
+        return api.ListPodSandboxStatsResponse(stats=out)
+
+
+def _image_ref(image) -> str:
+    return image.id
+
+
+def _repo_digests(image) -> list[str]:
+    repos = sorted({n.rsplit(":", 1)[0] if ":" in n.rsplit("/", 1)[-1] else n for n in image.names})
+    return [f"{repo}@{image.digest}" for repo in repos] if image.digest else []
+
+
+class ImageService(rpc.ImageServiceServicer):
+    def __init__(self, config: CRIConfig, shared: _PerThread) -> None:
+        self.config = config
+        self.shared = shared
+
+    @property
+    def store(self):
+        return self.shared.sandboxes.store
+
+    @staticmethod
+    def find(store, name: str):
+        """The store's image of a reference, digest reference or id."""
+        if not name:
+            raise InvalidInputError("the image is empty")
+        try:
+            return store.lookup(name.removeprefix("sha256:") if name.startswith("sha256:") else name)
+        except NotFoundError:
+            if "@" in name:  # repo@digest: the image of that manifest digest
+                digest = name.split("@", 1)[1]
+                for image in store.images():
+                    if image.digest == digest:
+                        return image
+            raise
+
+    def _image(self, image) -> api.Image:
+        message = api.Image(id=image.id, repo_tags=[n for n in image.names if "@" not in n],
+                            repo_digests=_repo_digests(image), size=max(int(image.size or 0), 1))
+        message.spec.image = image.id
+        user = (image.parsed_config.container_config.get("User") or "").split(":", 1)[0]
+        if user.isdigit():
+            message.uid.value = int(user)
+        elif user:
+            message.username = user
+        return message
+
+    @_grpc_errors
+    def ListImages(self, request, context):
+        wanted = request.filter.image.image
+        images = self.store.images()
+        if wanted:
+            try:
+                found = self.find(self.store, wanted)
+            except NotFoundError:
+                return api.ListImagesResponse()
+            images = [i for i in images if i.id == found.id]
+        return api.ListImagesResponse(images=[self._image(i) for i in images])
+
+    @_grpc_errors
+    def ImageStatus(self, request, context):
+        try:
+            image = self.find(self.store, request.image.image)
+        except NotFoundError:
+            return api.ImageStatusResponse()  # (absent: no image, and no error, as the API asks)
+        info = {}
+        if request.verbose:
+            info["info"] = json.dumps({"id": image.id, "names": image.names, "digest": image.digest,
+                                       "imageSpec": json.loads(image.config)})
+        return api.ImageStatusResponse(image=self._image(image), info=info)
+
+    @_grpc_errors
+    def PullImage(self, request, context):
+        from ketch.containers.images import pull
+        from ketch.image.context import SystemContext
+
+        name = request.image.image
+        if not name:
+            raise InvalidInputError("the image to pull is empty")
+        ctx = SystemContext()
+        auth = request.auth
+        scratch = None
+        if auth.username or auth.password:
+            ctx.username, ctx.password = auth.username, auth.password
+        elif auth.auth:
+            try:
+                ctx.username, _, ctx.password = base64.b64decode(auth.auth).decode().partition(":")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise InvalidInputError("the pull's auth is not base64 of user:password") from exc
+        if auth.registry_token:
+            ctx.registry_token = auth.registry_token
+        if auth.identity_token:
+            from ketch.oci.reference import parse_reference
+
+            registry = auth.server_address or parse_reference(name).domain
+            scratch = tempfile.mkdtemp(prefix="ketch-cri-auth-")
+            ctx.authfile = os.path.join(scratch, "auth.json")
+            with open(os.open(ctx.authfile, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+                json.dump({"auths": {registry: {"identitytoken": auth.identity_token}}}, f)
+        try:
+            image_id = pull(self.store, name, ctx)
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return api.PullImageResponse(image_ref=image_id)
+
+    @_grpc_errors
+    def RemoveImage(self, request, context):
+        try:
+            image = self.find(self.store, request.image.image)
+        except NotFoundError:
+            return api.RemoveImageResponse()  # (removed already: done)
+        self.store.remove_image(image.id)  # by id: every tag goes
+        return api.RemoveImageResponse()
+
+    @_grpc_errors
+    def ImageFsInfo(self, request, context):
+        from ketch.cri import resources
+
+        return api.ImageFsInfoResponse(image_filesystems=[resources.filesystem_usage(self.store)])
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+def listen_fds() -> list[int]:
+    """The sockets systemd passed this process (socket activation), if any."""
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+        pid = int(os.environ.get("LISTEN_PID", "0"))
+    except ValueError:
+        return []
+    if count <= 0 or pid != os.getpid():
+        return []
+    return list(range(3, 3 + count))
+
+
+def _socket_path(listen: str) -> str:
+    if not listen.startswith("unix://"):
+        raise InvalidInputError(f"invalid --listen {listen!r}: want unix:///PATH")
+    return listen[len("unix://"):]
+
+
+def make_server(config: CRIConfig, *, workers: int = 16) -> grpc.Server:
+    shared = _PerThread(config)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                                  ("grpc.max_send_message_length", 40 * 1024 * 1024)])
+    rpc.add_RuntimeServiceServicer_to_server(RuntimeService(config, shared), server)
+    rpc.add_ImageServiceServicer_to_server(ImageService(config, shared), server)
+    return server
+
+
+def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None = None) -> None:
+    """Serve until ``stop_event`` is set (or SIGTERM/SIGINT, which the caller turns into it).
+
+    Under socket activation the passed socket is served: grpcio cannot adopt a listening
+    socket, so its connections are handed to the server over a private socket (see
+    :class:`_Relay`)."""
+    server = make_server(config)
+    fds = listen_fds()
+    relay = None
+    if fds:
+        private = tempfile.mkdtemp(prefix="ketch-cri-")
+        inner = os.path.join(private, "grpc.sock")
+        server.add_insecure_port(f"unix://{inner}")
+        relay = _Relay(socket.socket(fileno=fds[0]), inner)
+    else:
+        path = _socket_path(config.listen)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            os.unlink(path)  # a socket left by a killed server
+        except FileNotFoundError:
+            pass
+        if server.add_insecure_port(f"unix://{path}") == 0:
+            raise InvalidInputError(f"cannot listen on {config.listen}")
+        os.chmod(path, 0o660)
+    server.start()
+    if relay is not None:
+        relay.start()
+    if ready is not None:
+        ready()
+    try:
+        (stop_event or threading.Event()).wait()
+    finally:
+        server.stop(grace=2).wait()
+        if relay is not None:
+            relay.close()
+
+
+class _Relay:
+    """The systemd-passed listening socket's connections, each copied both ways to grpcio's own
+    unix socket (grpcio's Python API binds its sockets itself and cannot serve one it is given)."""
+
+    def __init__(self, listener: socket.socket, inner: str) -> None:
+        self.listener = listener
+        self.inner = inner
+        self.closed = False
+
+    def start(self) -> None:
+        threading.Thread(target=self._accept, name="cri-activation", daemon=True).start()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                outer, _ = self.listener.accept()
+            except OSError:
+                return
+            inner = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                inner.connect(self.inner)
+            except OSError:
+                outer.close()
+                inner.close()
+                continue
+            for source, target in ((outer, inner), (inner, outer)):
+                threading.Thread(target=_copy, args=(source, target), daemon=True).start()
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            target.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

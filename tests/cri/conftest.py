@@ -39,6 +39,7 @@ class CRIServer:
         self.conf_dir = base / "net.d"
         self.bin_dir = base / "cni-bin"
         self.log_dir = base / "logs"
+        self.registries_conf = base / "registries.conf"  # the tests add their registries (insecure: HTTP)
         self.bridge = f"kcri{os.getpid() % 100000}"
         self.subnet = f"10.235.{_subnet_octet()}"
         self.process: subprocess.Popen | None = None
@@ -66,7 +67,11 @@ class CRIServer:
         if self.socket.exists():
             self.socket.unlink()
         self.log = open(self.base / "server.log", "ab")
-        self.process = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log, start_new_session=True)
+        if not self.registries_conf.exists():
+            self.registries_conf.write_text("unqualified-search-registries = []\n")
+        env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(self.registries_conf))
+        self.process = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log, start_new_session=True,
+                                        env=env)
         deadline = time.monotonic() + 30
         while not self.socket.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -112,6 +117,20 @@ class CRIServer:
             self.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id))
             self.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
 
+    def load_busybox(self) -> None:
+        """The busybox image in the store (again, after a test removed it)."""
+        from ketch import CopyOptions, SystemContext, copy_image
+        from ketch.image.policy import Policy
+
+        ctx = SystemContext(storage_root=str(self.root), storage_runroot=str(self.runroot))
+        copy_image(f"oci:{images.ensure('busybox')}:latest", f"ketch-storage:{IMAGE}",
+                   CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
+
+    def trust_registry(self, host: str) -> None:
+        text = self.registries_conf.read_text()
+        if host not in text:
+            self.registries_conf.write_text(text + f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
+
     def pinned_mounts(self) -> list[str]:
         prefix = str(self.runroot) + "/"
         with open("/proc/self/mountinfo") as f:
@@ -120,17 +139,12 @@ class CRIServer:
 
 @pytest.fixture(scope="session")
 def cri_session():
-    from ketch import CopyOptions, SystemContext, copy_image
-    from ketch.image.policy import Policy
-
     if not os.path.exists(f"{CNI_BIN}/bridge"):
         pytest.fail("Debian's containernetworking-plugins is missing (scripts/install.sh installs it)")
     base = Path(tempfile.mkdtemp(prefix="ketch-cri-"))
     base.chmod(0o755)
     server = CRIServer(base)
-    ctx = SystemContext(storage_root=str(server.root), storage_runroot=str(server.runroot))
-    copy_image(f"oci:{images.ensure('busybox')}:latest", f"ketch-storage:{IMAGE}",
-               CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
+    server.load_busybox()
     server.start()
     try:
         yield server

@@ -1,0 +1,116 @@
+"""ImageService against the real server and a real registry on 127.0.0.1: pulls (with the
+kubelet's AuthConfig), status, list, remove, the image file system."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import grpc
+import pytest
+
+import ketch.cri.api_pb2 as api
+
+pytestmark = pytest.mark.registry
+
+
+@pytest.fixture(autouse=True)
+def busybox_back(cri):
+    """The registry's busybox is the store's preloaded one: a test that removes it loads it again."""
+    yield
+    cri.load_busybox()
+
+
+def _spec(name: str) -> api.ImageSpec:
+    return api.ImageSpec(image=name)
+
+
+def _status(cri, name: str) -> api.ImageStatusResponse:
+    return cri.images.ImageStatus(api.ImageStatusRequest(image=_spec(name), verbose=True))
+
+
+def test_pull_status_list_remove(cri, registry):
+    cri.trust_registry(registry.host)
+    name = f"{registry.host}/library/busybox:v1"
+    ref = cri.images.PullImage(api.PullImageRequest(image=_spec(name))).image_ref
+    assert len(ref) == 64
+    answer = _status(cri, name)
+    image = answer.image
+    assert image.id == ref and name in image.repo_tags
+    assert any(d.startswith(f"{registry.host}/library/busybox@sha256:") for d in image.repo_digests)
+    assert image.size > 0
+    assert image.uid.value == 0 and not image.username  # busybox runs as root (no User: uid 0)
+    assert '"imageSpec"' in answer.info["info"]
+    usage = cri.images.ImageFsInfo(api.ImageFsInfoRequest()).image_filesystems
+    assert usage[0].used_bytes.value >= image.size // 2 and usage[0].fs_id.mountpoint == str(cri.root)
+    # by id, by digest reference, and in the list (filtered too)
+    assert _status(cri, ref).image.id == ref
+    assert all(_status(cri, digest).image.id == ref for digest in image.repo_digests)
+    listed = cri.images.ListImages(api.ListImagesRequest(filter=api.ImageFilter(image=_spec(name)))).images
+    assert [i.id for i in listed] == [ref]
+    assert ref in {i.id for i in cri.images.ListImages(api.ListImagesRequest()).images}
+    # a second tag of the same image; RemoveImage by one tag removes the image and every tag
+    other = f"{registry.host}/library/busybox:latest"
+    assert cri.images.PullImage(api.PullImageRequest(image=_spec(other))).image_ref == ref
+    assert set(_status(cri, ref).image.repo_tags) >= {name, other}
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(name)))
+    assert not _status(cri, other).HasField("image")
+    assert not _status(cri, ref).HasField("image")
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(name)))  # removed already: no error
+    usage = cri.images.ImageFsInfo(api.ImageFsInfoRequest()).image_filesystems
+    assert usage[0].used_bytes.value == 0  # (no image left)
+
+
+def test_pull_errors(cri, registry):
+    cri.trust_registry(registry.host)
+    with pytest.raises(grpc.RpcError) as caught:
+        cri.images.PullImage(api.PullImageRequest(image=_spec(f"{registry.host}/library/no-such-image:1")))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        cri.images.PullImage(api.PullImageRequest(image=_spec("")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_pull_with_the_kubelets_credentials(cri, basic_registry):
+    cri.trust_registry(basic_registry.host)
+    name = f"{basic_registry.host}/private/busybox:latest"
+    with pytest.raises(grpc.RpcError) as caught:
+        cri.images.PullImage(api.PullImageRequest(image=_spec(name)))
+    assert caught.value.code() == grpc.StatusCode.UNKNOWN and "auth" in caught.value.details().lower()
+    wrong = api.AuthConfig(username="alice", password="queen-of-hearts")
+    with pytest.raises(grpc.RpcError):
+        cri.images.PullImage(api.PullImageRequest(image=_spec(name), auth=wrong))
+    encoded = api.AuthConfig(auth=base64.b64encode(b"alice:wonderland").decode())
+    ref = cri.images.PullImage(api.PullImageRequest(image=_spec(name), auth=encoded)).image_ref
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(ref)))
+    plain = api.AuthConfig(username="alice", password="wonderland", server_address=basic_registry.host)
+    assert cri.images.PullImage(api.PullImageRequest(image=_spec(name), auth=plain)).image_ref == ref
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(ref)))
+
+
+def test_two_pods_pulling_one_image_at_once_unpack_it_once(cri, registry):
+    cri.trust_registry(registry.host)
+    name = f"{registry.host}/library/busybox:v1"
+    refs: list[str] = []
+    errors: list[Exception] = []
+
+    def pull() -> None:
+        try:
+            refs.append(cri.images.PullImage(api.PullImageRequest(image=_spec(name))).image_ref)
+        except grpc.RpcError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pull) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(set(refs)) == 1
+    from ketch.storage.store import Store
+
+    store = Store(str(cri.root), str(cri.runroot))
+    layers = store.image_layers(store.lookup(refs[0]).top_layer)
+    # each layer once in the store: the same content was not unpacked twice under two ids
+    rows = store.db.query("SELECT id FROM layers")
+    assert len(rows) == len({r["id"] for r in rows}) and set(layers) <= {r["id"] for r in rows}
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(name)))

@@ -15,14 +15,13 @@ UNSUPPORTED_WITH_REASON = {
     "hostuser": "ketch does not add host users to the container's /etc/passwd",
     "passwd_entry": "ketch does not add entries to the container's /etc/passwd",
     "chrootdirs": "ketch does not manage chroot directories in containers",
-    "init_ctr": "pods are not supported by ketch",
+    "init_ctr": "ketch's pods have no infra container (their namespaces are pinned), so no init containers",
     "cgroup_conf": "--cgroup-conf needs cgroup v2 (this host: v1 controllers)" if not os.path.exists(
         "/sys/fs/cgroup/cgroup.controllers") else "--cgroup-conf is not supported yet",
     "network_alias": "ketch's networks resolve container names only, not aliases (not yet)",
     "health_on_failure": "health check actions are not supported yet: a failing check only marks the container "
                          "unhealthy",
-    "pod": "pods are not supported by ketch",
-    "pod_id_file": "pods are not supported by ketch",
+    "pod_id_file": "--pod-id-file is not supported: name the pod with --pod",
     "userns": "user namespaces for containers come with rootless support (not yet)",
     "uidmap": "user namespaces for containers come with rootless support (not yet)",
     "gidmap": "user namespaces for containers come with rootless support (not yet)",
@@ -139,7 +138,8 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
                         help="accepted: ketch does not run systemd-specific set-up")
     parser.add_argument("--cgroup-manager", help=argparse.SUPPRESS)
     add_bool(parser, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
-    for flag in ("--pod", "--pod-id-file", "--userns", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
+    parser.add_argument("--pod", metavar="NAME", help="run in the pod's namespaces (ketch pod create)")
+    for flag in ("--pod-id-file", "--userns", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--rootfs", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--subuidname", "--subgidname", "--hostuser", "--passwd-entry", "--chrootdirs", "--init-ctr",
@@ -269,6 +269,7 @@ def build_options(args):
     mounts = [parse_volume(v) for v in args.volume] + [parse_mount(m) for m in args.mount]
     log_driver = args.log_driver or "k8s-file"
     options = CreateOptions(
+        pod=args.pod or None,
         command=list(args.command) or None, entrypoint=entrypoint, name=args.name, env=env, workdir=args.workdir,
         user=args.user, group_add=_comma_list(args.group_add), hostname=args.hostname,
         interactive=args.interactive, tty=args.tty, read_only=args.read_only, read_only_tmpfs=args.read_only_tmpfs,

@@ -216,6 +216,11 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         from ketch.containers import names
         from ketch.containers.images import find_or_pull
 
+        if options.pod and "cri" not in (extra_meta or {}):  # --pod: the pod's namespaces (the CRI sets its own)
+            from ketch.containers.pods import PodEngine
+
+            PodEngine(self).join_options(options)
+
         for name in self._network_names(options):
             self.networks().get(name)  # an unknown network fails now, not at start
         for mode in (options.network, options.pid, options.ipc, options.uts):

@@ -266,3 +266,161 @@ def _start_pid_holder() -> dict[str, Any]:
         raise InvalidInputError("starting the pod's PID namespace holder (catatonit -P) failed")
     holder = int(answer)
     return {"pid": holder, "start": state.start_time(holder)}
+
+
+class PodEngine:
+    """podman's pod verbs on the same pods: a pod of ``ketch pod create`` gets its network from
+    ketch's bridge networks (an address, its published ports) in its pinned namespace; its
+    containers are engine containers made with ``--pod`` (``CreateOptions.pod``)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.pods = Pods(engine.store)
+
+    def containers(self, pod_id: str) -> builtins.list:
+        return [r for r in self.engine.records() if r.options.pod == pod_id]
+
+    def create(self, name: str | None = None, *, hostname: str | None = None, publish: builtins.list[str] | None = None,
+               network: str = "bridge", share: builtins.list[str] | None = None,
+               labels: dict[str, str] | None = None) -> str:
+        from ketch.containers import names
+        from ketch.containers.network import DEFAULT_NETWORK, parse_publish
+
+        share = list(share if share is not None else ["net", "ipc", "uts"])
+        unknown = [s for s in share if s not in ("net", "ipc", "uts", "pid")]
+        if unknown:
+            raise InvalidInputError(f"invalid --share {unknown[0]!r}: net, ipc, uts or pid")
+        if "net" not in share and (publish or network not in ("bridge", "host")):
+            raise InvalidInputError("a pod that does not share its network cannot publish ports or join networks")
+        wanted = [m for spec in publish or [] for m in parse_publish(spec)]
+        name = name or names.generate()
+        host_network = network == "host" or "net" not in share
+        data = {"kind": "ketch", "labels": dict(labels or {}), "share": share, "network": network,
+                "hostname": hostname or name}
+        record = self.pods.create(name, hostname=hostname or name, share_pid="pid" in share, host_network=host_network,
+                                  host_ipc="ipc" not in share, data=data)
+        try:
+            if not host_network and network != "none":
+                nets = self.engine.networks()
+                networks = [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in network.split(",") if n]
+                self.pods.update_data(record.id, attachments=len(networks), ports=[])
+                attachments = [(n, nets.allocate(record.id, n)) for n in networks]
+                ports = nets.reserve_ports(record.id, wanted) if wanted else []
+                self.pods.update_data(record.id, ports=[p.as_dict() for p in ports])
+                nets.setup_in_background(record.id, record.namespace_path("net") or "", attachments, ports).wait()
+            return self.pods.ready(record.id).id
+        except BaseException:
+            try:
+                self._release(self.pods.get(record.id))
+                self.pods.remove(record.id)
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"pod {name}: undoing its create", exc)
+            raise
+
+    def _release(self, record: PodRecord) -> None:
+        from ketch.containers.network import PortMapping
+
+        if not record.data.get("attachments"):
+            return
+        nets = self.engine.networks()
+        ports = [PortMapping.from_dict(p) for p in record.data.get("ports") or []]
+        try:
+            nets.teardown(record.id, record.data["attachments"], ports)
+        except KetchError as exc:
+            log_cleanup_failure(__name__, f"pod {record.name}: removing its network", exc)
+        nets.release(record.id)
+        self.pods.update_data(record.id, attachments=0, ports=[])
+
+    def _pod(self, name_or_id: str) -> PodRecord:
+        record = self.pods.get(name_or_id)
+        if record.data.get("kind") != "ketch":
+            raise NoSuchPodError(name_or_id)  # the kubelet's pods are the CRI server's
+        return record
+
+    def start(self, name_or_id: str) -> str:
+        record = self._pod(name_or_id)
+        for container in self.containers(record.id):
+            if self.engine.status(container.id)["status"] not in ("running", "paused"):
+                self.engine.start(container.id)
+        return record.id
+
+    def stop(self, name_or_id: str, timeout: int | None = None) -> str:
+        record = self._pod(name_or_id)
+        for container in self.containers(record.id):
+            if self.engine.status(container.id)["status"] in ("running", "paused"):
+                self.engine.stop(container.id, timeout)
+        return record.id
+
+    def remove(self, name_or_id: str, *, force: bool = False, timeout: int | None = None) -> str:
+        record = self._pod(name_or_id)
+        containers = self.containers(record.id)
+        running = [c.name for c in containers if self.engine.status(c.id)["status"] in ("running", "paused")]
+        if running and not force:
+            from ketch.errors import InUseError
+
+            raise InUseError(f"pod {record.name} has running containers ({', '.join(running)}): stop them "
+                             "first or use --force")
+        for container in containers:
+            self.engine.remove(container.id, force=True, timeout=timeout)
+        self._release(record)
+        self.pods.remove(record.id)
+        return record.id
+
+    def status_of(self, record: PodRecord) -> str:
+        """podman's pod status: Created, Running, Degraded or Exited."""
+        states = [self.engine.status(c.id)["status"] for c in self.containers(record.id)]
+        running = sum(s in ("running", "paused") for s in states)
+        if not states or all(s in ("created", "configured") for s in states):
+            return "Created"
+        if running == len(states):
+            return "Running"
+        return "Degraded" if running else "Exited"
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        out = []
+        for record in self.pods.list():
+            if record.data.get("kind") == "ketch":
+                out.append(self.inspect(record.id))
+        return out
+
+    def inspect(self, name_or_id: str) -> dict[str, Any]:
+        from ketch.containers import state
+
+        record = self._pod(name_or_id)
+        containers = self.containers(record.id)
+        addresses = self.engine.networks().addresses_of(record.id) if record.data.get("attachments") else {}
+        return {
+            "Id": record.id, "Name": record.name, "Created": state.now_rfc3339(record.created),
+            "CreatedAt": record.created,
+            "State": self.status_of(record), "Hostname": record.data.get("hostname", ""),
+            "Labels": record.data.get("labels") or {}, "SharedNamespaces": record.data.get("share") or [],
+            "NumContainers": len(containers),
+            "Containers": [{"Id": c.id, "Name": c.name, "State": self.engine.status(c.id)["status"]}
+                           for c in containers],
+            "InfraConfig": {"Networks": list(addresses) or [record.data.get("network", "")],
+                            "PortBindings": record.data.get("ports") or [],
+                            "Addresses": addresses, "PinnedNamespaces": record.data.get("namespaces") or {},
+                            "PidNamespaceHolder": (record.data.get("pid_holder") or {}).get("pid")},
+        }
+
+    def join_options(self, options) -> None:
+        """A container of the pod (``--pod``): its namespaces are the pod's, unless the caller
+        chose another; ports are the pod's to publish (podman refuses them too)."""
+        record = self._pod(options.pod)
+        options.pod = record.id
+        if options.publish or options.publish_all:
+            raise InvalidInputError("published ports must be defined when the pod is created (ketch pod create -p)")
+        share = record.data.get("share") or []
+        if "net" in share and options.network == "bridge":
+            path = record.namespace_path("net")
+            options.network = f"ns:{path}" if path else "host"
+        for kind in ("ipc", "uts"):
+            if kind in share and getattr(options, kind) is None:
+                setattr(options, kind, f"ns:{record.namespace_path(kind)}")
+        if "pid" in share and options.pid is None:
+            path = record.namespace_path("pid")
+            if path is None:
+                raise InvalidInputError(f"pod {record.name}: its PID namespace holder is gone; recreate the pod")
+            options.pid = f"ns:{path}"
+        if options.hostname is None and "uts" in share:
+            options.hostname = record.data.get("hostname") or None

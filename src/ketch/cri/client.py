@@ -40,7 +40,7 @@ class Client:
 
     @staticmethod
     def _dict(message) -> dict[str, Any]:
-        return json_format.MessageToDict(message)
+        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
 
     def pods(self) -> list[dict[str, Any]]:
         return [self._dict(p) for p in self._call(self.runtime.ListPodSandbox, api.ListPodSandboxRequest()).items]
@@ -72,7 +72,7 @@ class Client:
 
 
 def _with_info(answer) -> dict[str, Any]:
-    data = json_format.MessageToDict(answer)
+    data = json_format.MessageToDict(answer, always_print_fields_with_no_presence=True)
     info = data.get("info") or {}
     data["info"] = {k: _json_or_text(v) for k, v in info.items()}
     return data

@@ -1,0 +1,133 @@
+"""Runtime handlers (runc from Debian as a named handler), the server under systemd socket
+activation, its config file, and ``ketch cri pods|ps|images|inspect``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import grpc
+import pytest
+
+import ketch.cri.api_pb2 as api
+import ketch.cri.api_pb2_grpc as rpc
+from tests.cri.conftest import KETCH
+from tests.cri.helpers import container_config, exec_sync, pod_config, run_pod, start_container, status, wait_for
+
+
+@pytest.mark.peer
+def test_runc_handler_runs_the_pods_containers(cri):
+    runc = shutil.which("runc")
+    assert runc, "Debian's runc is missing (scripts/install.sh installs it)"
+    config = pod_config()
+    pod_id = run_pod(cri, config, handler="runc")
+    listed = cri.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=pod_id))).items
+    assert listed[0].runtime_handler == "runc"
+    container_id = start_container(cri, pod_id, config, container_config("c", ["sleep", "60"]))
+    states = json.loads(subprocess.run([runc, "--root", str(cri.runroot / "runtime-runc"), "list", "--format",
+                                        "json"], capture_output=True, check=True).stdout or b"[]")
+    assert [s["id"] for s in states if s["status"] == "running"] == [container_id]
+    answer = exec_sync(cri, container_id, "sh", "-c", "echo via runc; exit 4")
+    assert (answer.stdout, answer.exit_code) == (b"via runc\n", 4)
+    cri.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0))
+    assert status(cri, container_id).exit_code == 137
+
+
+def _wait_socket(path, timeout=30):
+    assert wait_for(lambda: os.path.exists(path), timeout=timeout), f"{path} never appeared"
+
+
+def test_socket_activation(cri_session, tmp_path):
+    activate = shutil.which("systemd-socket-activate")
+    assert activate, "systemd-socket-activate is missing (Debian's systemd; scripts/install.sh installs it)"
+    socket_path = tmp_path / "activated.sock"
+    args = cri_session.args()
+    args[args.index("--listen") + 1] = f"unix://{tmp_path / 'unused.sock'}"
+    env_names = ["PATH", "HOME", "CONTAINERS_REGISTRIES_CONF"]
+    env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(cri_session.registries_conf))
+    proc = subprocess.Popen([activate, "-l", str(socket_path), *[f"-E{n}" for n in env_names], *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        _wait_socket(socket_path)
+        with grpc.insecure_channel(f"unix://{socket_path}") as channel:
+            runtime = rpc.RuntimeServiceStub(channel)
+            assert runtime.Version(api.VersionRequest(), timeout=60).runtime_name == "ketch"
+            # the same store as the other server: it sees the same pods
+            config = pod_config()
+            pod_id = cri_session.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=config)).pod_sandbox_id
+            try:
+                ids = [p.id for p in runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=30).items]
+                assert pod_id in ids
+            finally:
+                cri_session.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+                cri_session.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+        assert not (tmp_path / "unused.sock").exists()  # it served the socket it was given
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_config_file_and_its_errors(cri_session, tmp_path):
+    from ketch.cri import config as settings
+
+    path = tmp_path / "cri.toml"
+    path.write_text(f"""
+listen = "unix://{tmp_path}/from-file.sock"
+cgroup_driver = "systemd"
+[runtime]
+default_handler = "runc"
+[runtime.handlers.mine]
+path = "{shutil.which('runc')}"
+[cni]
+conf_dirs = ["{tmp_path}/net.d"]
+bin_dirs = ["/usr/lib/cni"]
+[logs]
+directory = "{tmp_path}/logs"
+""")
+    loaded = settings.load(str(path), listen=None, cgroup_driver=None)
+    assert loaded.listen == f"unix://{tmp_path}/from-file.sock" and loaded.cgroup_driver == "systemd"
+    assert loaded.default_handler == "runc" and loaded.handler("mine").path == shutil.which("runc")
+    assert loaded.cni_conf_dirs == [f"{tmp_path}/net.d"] and loaded.log_directory == f"{tmp_path}/logs"
+    # a flag wins over the file
+    assert settings.load(str(path), listen="unix:///x.sock").listen == "unix:///x.sock"
+    for text, words in (("listen = [", "not valid TOML"), ("colour = 1", "unknown key 'colour'"),
+                        ('[runtime]\ndefault_handler = "nope"', "unknown runtime handler 'nope'"),
+                        ('[runtime.handlers.x]\npath = "/no/such/runtime"', "is not an executable")):
+        path.write_text(text)
+        result = subprocess.run([KETCH, "cri", "serve", "--config", str(path)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode != 0 and words in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cli_client(cri):
+    config = pod_config(name="cli-pod")
+    pod_id = run_pod(cri, config)
+    container_id = start_container(cri, pod_id, config, container_config("cli-ctr", ["sleep", "60"]))
+
+    def ketch(*args):
+        result = subprocess.run([KETCH, "cri", *args[:1], "--endpoint", cri.endpoint, *args[1:]],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    pods = ketch("pods")
+    assert pods.splitlines()[0].split() == ["POD", "ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT",
+                                           "RUNTIME"]
+    assert pod_id[:13] in pods and "cli-pod" in pods and "Ready" in pods
+    assert container_id[:13] in ketch("ps") and "cli-ctr" in ketch("ps")
+    assert [c["id"] for c in json.loads(ketch("ps", "-o", "json"))] == [container_id]
+    assert "docker.io/library/busybox" in ketch("images")
+    inspected = json.loads(ketch("inspect", container_id[:12]))
+    assert inspected["status"]["id"] == container_id and inspected["info"]["info"]["sandboxID"] == pod_id
+    assert json.loads(ketch("inspect", pod_id))["status"]["id"] == pod_id
+    missing = subprocess.run([KETCH, "cri", "inspect", "--endpoint", cri.endpoint, "f" * 64], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode != 0 and "no container, pod sandbox or image" in missing.stderr
+    down = subprocess.run([KETCH, "cri", "pods", "--endpoint", f"unix://{cri.base}/nothing.sock"],
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode != 0 and "cannot reach the CRI server" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1

@@ -25,6 +25,8 @@ PACKAGES=(
   # gcc and libc6-dev (above) also build the tests' small static helper (socket activation, sd_notify)
   debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
   gnupg             # image sign (GPG simple signing), and the tests' keys
+  containernetworking-plugins  # the CNI plugins (bridge, host-local, portmap) the CRI server runs for pods
+  containerd        # the CRI peer (containerd 1.6 with its CRI plugin) in tests and benchmarks
 )
 
 missing=()

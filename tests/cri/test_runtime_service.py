@@ -374,7 +374,8 @@ def test_bad_input_gets_the_expected_status_and_leaves_nothing(cri):
     assert _code(lambda: cri.runtime.StopContainer(api.StopContainerRequest(container_id=missing))) == \
         grpc.StatusCode.NOT_FOUND
     cri.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=missing))  # removed already: fine
-    cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=missing))
+    assert _code(lambda: cri.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=missing))) == \
+        grpc.StatusCode.NOT_FOUND  # (as containerd; the kubelet takes it as stopped)
     cri.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=missing))
     assert _code(lambda: cri.runtime.RunPodSandbox(api.RunPodSandboxRequest())) == grpc.StatusCode.INVALID_ARGUMENT
     no_uid = pod_config()

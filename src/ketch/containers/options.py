@@ -122,6 +122,7 @@ class CreateOptions(Record):
     masked_paths: list[str] | None = None  # None: the engine's defaults (the CRI's kubelet sends its own)
     readonly_paths: list[str] | None = None
     hugepage_limits: dict[str, int] = field(default_factory=dict)  # page size ("2MB") -> bytes
+    groups_include_primary: bool = False  # the primary group among the process's groups (the CRI's, as containerd)
 
     def check(self) -> CreateOptions:
         if self.image_volume not in ("bind", "tmpfs", "ignore"):

@@ -93,7 +93,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     """The config.json for one start of the container. ``namespace_paths`` are namespaces to
     join (type -> path: another container's, or one given by path)."""
     user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
-    exec_user = users.resolve(rootfs, user_spec, options.group_add)
+    exec_user = users.resolve(rootfs, user_spec, options.group_add, include_primary=options.groups_include_primary)
     hostname = options.hostname or container_id[:12]
     args = command_of(image, options)
     if options.init:

@@ -24,8 +24,10 @@ def _entries(rootfs: str, name: str) -> list[list[str]]:
         return []
 
 
-def resolve(rootfs: str, spec: str, group_add: list[str] | None = None) -> ExecUser:
-    """``user[:group]``, each a name or a number; a name must exist in the image."""
+def resolve(rootfs: str, spec: str, group_add: list[str] | None = None, *, include_primary: bool = False) -> ExecUser:
+    """``user[:group]``, each a name or a number; a name must exist in the image.
+    ``include_primary``: the primary group is among the additional ones too (as containerd and
+    Docker set a process's groups; podman does not)."""
     user_part, _, group_part = (spec or "0").partition(":")
     passwd = _entries(rootfs, "passwd")
     groups = _entries(rootfs, "group")
@@ -53,6 +55,8 @@ def resolve(rootfs: str, spec: str, group_add: list[str] | None = None) -> ExecU
         if extra == "keep-groups":
             raise InvalidInputError("--group-add keep-groups is for rootless podman; ketch runs as root")
         additional.append(_group_id(groups, extra))
+    if include_primary:
+        additional.append(gid)
     return ExecUser(uid, gid, home, sorted(set(additional)))
 
 

@@ -14,6 +14,10 @@ from ketch.records import Record, field
 DEFAULT_CONFIG = "/etc/ketch/cri.toml"
 DEFAULT_LISTEN = "unix:///run/ketch/cri.sock"
 DEFAULT_HANDLER = "ketch"
+# A container's capabilities when its security context adds and drops none: containerd's (and
+# Docker's) set, which Kubernetes workloads are written against (ping needs NET_RAW).
+DEFAULT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+                        "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
 
 
 class Handler(Record):
@@ -37,6 +41,7 @@ class CRIConfig(Record):
     cgroup_driver: str = "cgroupfs"  # or systemd: how cgroup parents are read
     restrict_oom_score_adj: bool | None = None  # None: when this process cannot lower its own
     max_exec_output: int = 16 * 1024 * 1024  # ExecSync's cap per stream, as the CRI asks
+    default_capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
 
     def handler(self, name: str) -> Handler:
         name = name or self.default_handler
@@ -71,11 +76,12 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
             raise InvalidInputError(f"the CRI config {file} is not valid TOML: {exc}") from exc
     config = CRIConfig(handlers=_default_handlers())
     known = {"listen", "root", "runroot", "runtime", "cni", "logs", "cgroup_driver", "restrict_oom_score_adj",
-             "max_exec_output"}
+             "max_exec_output", "default_capabilities"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidInputError(f"the CRI config {file}: unknown key {unknown[0]!r}")
-    for key in ("listen", "root", "runroot", "cgroup_driver", "restrict_oom_score_adj", "max_exec_output"):
+    for key in ("listen", "root", "runroot", "cgroup_driver", "restrict_oom_score_adj", "max_exec_output",
+                "default_capabilities"):
         if key in data:
             setattr(config, key, data[key])
     runtime = data.get("runtime") or {}

@@ -176,11 +176,10 @@ class Sandboxes:
         return [r for r in self.engine.records() if (r.meta.get("cri") or {}).get("pod") == pod_id]
 
     def stop_pod(self, pod_id: str) -> None:
-        """StopPodSandbox: its containers killed, its network given back; idempotent."""
-        try:
-            record = self.sandbox(pod_id)
-        except NotFoundError:
-            return  # (stop of what is gone is done, as the API asks)
+        """StopPodSandbox: its containers killed, its network given back; idempotent for a pod
+        that exists (an id never known is NotFound, as containerd answers; the kubelet takes
+        that as stopped)."""
+        record = self.sandbox(pod_id)
         for container in self.containers_of(record.id):
             self.stop_container(container.id, 0)
         self._network_down(record)
@@ -315,15 +314,19 @@ class Sandboxes:
                 raise InvalidInputError("run_as_group needs run_as_user or run_as_username")
             user = f"{user}:{security['runAsGroup'].get('value', 0)}"
         options.user = user
-        # the primary group is among the process's groups too, as containerd sets them
-        primary = [str(security["runAsGroup"].get("value", 0))] if "runAsGroup" in security else []
-        options.group_add = primary + [str(g) for g in security.get("supplementalGroups") or []
-                                       if str(g) not in primary]
+        options.groups_include_primary = True  # as containerd and the kubelet's other runtimes set groups
+        options.group_add = [str(g) for g in security.get("supplementalGroups") or []]
         options.read_only = bool(security.get("readonlyRootfs"))
         options.privileged = bool(security.get("privileged"))
         capabilities = security.get("capabilities") or {}
-        options.cap_add = [c.upper().removeprefix("CAP_") for c in capabilities.get("addCapabilities") or []]
-        options.cap_drop = [c.upper().removeprefix("CAP_") for c in capabilities.get("dropCapabilities") or []]
+        added = [c.upper().removeprefix("CAP_") for c in capabilities.get("addCapabilities") or []]
+        dropped = [c.upper().removeprefix("CAP_") for c in capabilities.get("dropCapabilities") or []]
+        # the CRI's default set (containerd's and Docker's, configurable) over the engine's (podman's)
+        engine_defaults = {c.upper().removeprefix("CAP_") for c in self.engine.conf.default_capabilities}
+        extra = [c for c in self.config.default_capabilities if c not in engine_defaults and c not in dropped]
+        gone = [c for c in engine_defaults if c not in self.config.default_capabilities]
+        options.cap_add = ([] if "ALL" in dropped else extra) + added
+        options.cap_drop = gone + dropped
         options.no_new_privileges = bool(security.get("noNewPrivs"))
         if security.get("maskedPaths"):
             options.masked_paths = list(security["maskedPaths"])

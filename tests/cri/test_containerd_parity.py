@@ -5,6 +5,7 @@ the statuses of requests naming what does not exist)."""
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -67,7 +68,7 @@ def containerd(cri_session):
     if not shutil.which("containerd"):
         pytest.fail("Debian's containerd is missing (scripts/install.sh installs it)")
     base = Path(tempfile.mkdtemp(prefix="ketch-containerd-"))
-    peer = Containerd(base, subnet=f"10.236.{64 + __import__('os').getpid() % 128}", bridge=f"kctd{__import__('os').getpid() % 100000}")
+    peer = Containerd(base, subnet=f"10.236.{64 + os.getpid() % 128}", bridge=f"kctd{os.getpid() % 100000}")
     try:
         peer.start()
         peer.import_images(cri_session.root, cri_session.runroot, "docker.io/library/busybox:latest")
@@ -93,41 +94,41 @@ def _log_records(path: str) -> list[tuple[str, str, str]]:
     return sorted(out, key=lambda record: record[0] != "stdout")
 
 
+def _lifecycle(name: str, peer: Peer, log_directory: str) -> dict:
+    """What a kubelet sees of one pod's life on ``peer``."""
+    pod = pod_config(name=f"parity-{name}", hostname="parity-host", log_directory=log_directory,
+                     dns=api.DNSConfig(servers=["10.96.0.10"], searches=["svc.cluster.local"], options=["ndots:5"]),
+                     labels={"app": "parity"})
+    pod_id = peer.run_pod(pod)
+    job = peer.create(pod_id, pod, container_config("job", ["sh", "-c", "echo one; echo two >&2; echo three; exit 3"]))
+    created = peer.status(job).state
+    peer.start(job)
+    finished = wait_for(lambda: (s := peer.status(job)).state == api.CONTAINER_EXITED and s)
+    server = peer.create(pod_id, pod, container_config("server", SERVE_PONG))
+    peer.start(server)
+    running = peer.status(server).state
+    ip = peer.pod_ip(pod_id)
+    answer = peer.exec(server, "sh", "-c", "echo o; echo e >&2; exit 9")
+    seen = {
+        "created": created, "running": running,
+        "exit": (finished.exit_code, finished.reason), "log": _log_records(finished.log_path),
+        "reached": wait_for(lambda: tcp_fetch(ip, 9000)), "hostname": peer.exec(server, "hostname").stdout,
+        "resolv": sorted(peer.exec(server, "cat", "/etc/resolv.conf").stdout.decode().split("\n")),
+        "exec": (answer.stdout, answer.stderr, answer.exit_code),
+        "pods": [(p.metadata.name.split("-")[0], p.state, dict(p.labels)) for p in
+                 peer.runtime.ListPodSandbox(api.ListPodSandboxRequest(filter=api.PodSandboxFilter(id=pod_id))).items],
+    }
+    peer.runtime.StopContainer(api.StopContainerRequest(container_id=server, timeout=0))
+    stopped = peer.status(server)
+    seen["stopped"] = (stopped.state, stopped.exit_code, stopped.reason)
+    peer.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id))
+    seen["pod_after_stop"] = peer.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status.state
+    peer.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    return seen
+
+
 def test_pod_and_container_lifecycle_agree(cri, containerd, tmp_path):
-    seen: dict[str, dict] = {}
-    script = "echo one; echo two >&2; echo three; exit 3"
-    for name, peer in _both(cri, containerd).items():
-        pod = pod_config(name=f"parity-{name}", hostname="parity-host", log_directory=str(tmp_path / name),
-                         dns=api.DNSConfig(servers=["10.96.0.10"], searches=["svc.cluster.local"],
-                                           options=["ndots:5"]), labels={"app": "parity"})
-        pod_id = peer.run_pod(pod)
-        job = peer.create(pod_id, pod, container_config("job", ["sh", "-c", script]))
-        created = peer.status(job).state
-        peer.start(job)
-        finished = wait_for(lambda: (s := peer.status(job)).state == api.CONTAINER_EXITED and s)
-        server = peer.create(pod_id, pod, container_config("server", SERVE_PONG))
-        peer.start(server)
-        running = peer.status(server).state
-        ip = peer.pod_ip(pod_id)
-        reached = wait_for(lambda: tcp_fetch(ip, 9000))
-        seen[name] = {
-            "created": created, "running": running,
-            "exit": (finished.exit_code, finished.reason), "log": _log_records(finished.log_path),
-            "reached": reached, "hostname": peer.exec(server, "hostname").stdout,
-            "resolv": sorted(peer.exec(server, "cat", "/etc/resolv.conf").stdout.decode().split("\n")),
-            "exec": (lambda r: (r.stdout, r.stderr, r.exit_code))(peer.exec(server, "sh", "-c",
-                                                                            "echo o; echo e >&2; exit 9")),
-            "pods": [(p.metadata.name.split("-")[0], p.state, dict(p.labels)) for p in
-                     peer.runtime.ListPodSandbox(api.ListPodSandboxRequest(
-                         filter=api.PodSandboxFilter(id=pod_id))).items],
-        }
-        peer.runtime.StopContainer(api.StopContainerRequest(container_id=server, timeout=0))
-        stopped = peer.status(server)
-        seen[name]["stopped"] = (stopped.state, stopped.exit_code, stopped.reason)
-        peer.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id))
-        seen[name]["pod_after_stop"] = peer.runtime.PodSandboxStatus(
-            api.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status.state
-        peer.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
+    seen = {name: _lifecycle(name, peer, str(tmp_path / name)) for name, peer in _both(cri, containerd).items()}
     assert seen["ketch"]["reached"] == b"pong\n"
     assert seen["ketch"] == seen["containerd"]
 
@@ -162,26 +163,27 @@ def test_security_context_effects_agree(cri, containerd):
     assert seen["ketch"] == seen["containerd"]
 
 
-def test_missing_things_get_the_same_statuses(cri, containerd):
+def _missing_codes(peer: Peer) -> list:
     missing = "0123456789abcdef" * 4
-    codes: dict[str, list] = {}
-    for name, peer in _both(cri, containerd).items():
-        got = []
-        for call in (
-            lambda: peer.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=missing)),
-            lambda: peer.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=missing)),
-            lambda: peer.runtime.StartContainer(api.StartContainerRequest(container_id=missing)),
-            lambda: peer.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=missing)),
-            lambda: peer.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=missing)),
-            lambda: peer.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=missing)),
-            lambda: peer.images.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image="localhost/none:1"))),
-        ):
-            try:
-                call()
-                got.append("OK")
-            except grpc.RpcError as exc:
-                got.append(exc.code().name)
-        status = peer.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image="localhost/none:1")))
-        got.append(status.HasField("image"))
-        codes[name] = got
+    got: list = []
+    for call in (
+        lambda: peer.runtime.ContainerStatus(api.ContainerStatusRequest(container_id=missing)),
+        lambda: peer.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=missing)),
+        lambda: peer.runtime.StartContainer(api.StartContainerRequest(container_id=missing)),
+        lambda: peer.runtime.RemoveContainer(api.RemoveContainerRequest(container_id=missing)),
+        lambda: peer.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=missing)),
+        lambda: peer.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=missing)),
+        lambda: peer.images.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image="localhost/none:1"))),
+    ):
+        try:
+            call()
+            got.append("OK")
+        except grpc.RpcError as exc:
+            got.append(exc.code().name)
+    status = peer.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image="localhost/none:1")))
+    return got + [status.HasField("image")]
+
+
+def test_missing_things_get_the_same_statuses(cri, containerd):
+    codes = {name: _missing_codes(peer) for name, peer in _both(cri, containerd).items()}
     assert codes["ketch"] == codes["containerd"]

@@ -46,6 +46,7 @@ class CRIServer:
         self.channel: grpc.Channel | None = None
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.bin_dir.mkdir(parents=True, exist_ok=True)
+        self.registries_conf.write_text("unqualified-search-registries = []\n")
         self.write_conflist()
 
     def write_conflist(self, extra_plugins: list[dict] | None = None) -> None:
@@ -67,8 +68,6 @@ class CRIServer:
         if self.socket.exists():
             self.socket.unlink()
         self.log = open(self.base / "server.log", "ab")
-        if not self.registries_conf.exists():
-            self.registries_conf.write_text("unqualified-search-registries = []\n")
         env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(self.registries_conf))
         self.process = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log, start_new_session=True,
                                         env=env)

@@ -20,8 +20,9 @@ PAUSE_IMAGE = "localhost/pause:ketch-test"
 
 
 class Containerd:
-    def __init__(self, base: Path, subnet: str, bridge: str) -> None:
+    def __init__(self, base: Path, subnet: str, bridge: str, plain_http_registries: tuple[str, ...] = ()) -> None:
         self.base = base
+        self.plain_http_registries = plain_http_registries  # 127.0.0.1:PORT registries it pulls from over HTTP
         self.socket = base / "containerd.sock"
         self.endpoint = f"unix://{self.socket}"
         self.subnet = subnet
@@ -30,6 +31,10 @@ class Containerd:
 
     def write_config(self) -> None:
         (self.base / "net.d").mkdir(parents=True, exist_ok=True)
+        for host in self.plain_http_registries:  # containerd's hosts directory: the registry speaks HTTP
+            (self.base / "certs.d" / host).mkdir(parents=True, exist_ok=True)
+            (self.base / "certs.d" / host / "hosts.toml").write_text(
+                f'server = "http://{host}"\n[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n')
         conflist = {"cniVersion": "1.0.0", "name": "containerd-test", "plugins": [
             {"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": f"{self.subnet}.0/24"}]],
@@ -59,6 +64,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{self.base}/certs.d"
 """)
 
     def start(self) -> None:

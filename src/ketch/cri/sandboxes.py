@@ -411,6 +411,8 @@ class Sandboxes:
         current = self.engine.status(record.id)
         if current["status"] in ("running", "paused"):
             self.engine.stop(record.id, max(0, int(timeout)))
+            # its tree unmounted now, not at RemoveContainer (which the kubelet makes wait on)
+            self.engine.cleanup(record.id)
 
     def remove_container(self, container_id: str) -> None:
         try:

@@ -75,6 +75,9 @@ class _PerThread:
     def __init__(self, config: CRIConfig) -> None:
         self.config = config
         self.local = threading.local()
+        # removed containers' files are deleted after RemoveContainer answers (see
+        # Store.remove_trees_in_background): one thread, in the order they were removed
+        self.tree_remover = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cri-remove")
 
     @property
     def sandboxes(self) -> Sandboxes:
@@ -82,8 +85,9 @@ class _PerThread:
         if found is None:
             from ketch.containers.engine import Engine
 
-            found = self.local.sandboxes = Sandboxes(self.config, Engine(root=self.config.root,
-                                                                          runroot=self.config.runroot))
+            engine = Engine(root=self.config.root, runroot=self.config.runroot)
+            engine.store.remove_trees_in_background(self.tree_remover)
+            found = self.local.sandboxes = Sandboxes(self.config, engine)
         return found
 
 
@@ -528,8 +532,7 @@ def _socket_path(listen: str) -> str:
     return listen[len("unix://"):]
 
 
-def make_server(config: CRIConfig, *, workers: int = 16) -> grpc.Server:
-    shared = _PerThread(config)
+def make_server(config: CRIConfig, shared: _PerThread, *, workers: int = 16) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                   ("grpc.max_send_message_length", 40 * 1024 * 1024)])
@@ -544,7 +547,8 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     Under socket activation the passed socket is served: grpcio cannot adopt a listening
     socket, so its connections are handed to the server over a private socket (see
     :class:`_Relay`)."""
-    server = make_server(config)
+    shared = _PerThread(config)
+    server = make_server(config, shared)
     fds = listen_fds()
     relay = None
     if fds:
@@ -573,6 +577,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
         server.stop(grace=2).wait()
         if relay is not None:
             relay.close()
+        shared.tree_remover.shutdown(wait=True)  # (what is left when killed instead: the next recovery's)
 
 
 class _Relay:

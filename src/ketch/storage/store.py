@@ -651,7 +651,39 @@ class Store(StoreMounts):
         self.unmount_container(info["id"], force=True)  # also a mount a killed process left uncounted
         with self.db.write() as conn:
             conn.execute("DELETE FROM containers WHERE id = ?", (info["id"],))
-        remove_dir(self.root / "containers" / info["id"])
+        self._remove_tree(self.root / "containers" / info["id"])
+
+    def remove_trees_in_background(self, executor) -> None:
+        """From now on a removed container's files go to staging/ at once (one rename, under a
+        lock this process holds) and ``executor`` deletes them afterwards: for a long-running
+        caller (the CRI server) whose callers wait on each removal. What it has not deleted when
+        it dies, the next recovery of any process deletes (the lock is free then)."""
+        self._tree_remover = executor
+
+    def _remove_tree(self, path: Path) -> None:
+        executor = getattr(self, "_tree_remover", None)
+        if executor is None:
+            remove_dir(path)
+            return
+        name = f"removed-{path.name}-{os.urandom(4).hex()}"
+        target = self.root / "staging" / name
+        lock_path = self.root / "staging" / f"{name}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+        def finish() -> None:
+            try:
+                remove_dir(target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    lock_path.unlink()
+                os.close(fd)
+
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            target = path  # (nothing to move: only the lock goes)
+        executor.submit(finish)
 
     def update_container_metadata(self, name_or_id: str, changes: dict) -> dict:
         """Merge ``changes`` into a container's metadata, in one transaction; the new metadata."""

@@ -107,7 +107,7 @@ class RegistryClient:
     def __init__(self, host: str, ctx: SystemContext, *, repository: str | None = None,
                  credentials: Credentials | None = None, registry_name: str | None = None,
                  insecure: bool = False) -> None:
-        from ketch.image.certs import ssl_context_for
+        from ketch.image.certs import shared_context, ssl_context_for
 
         self.host = host
         self.ctx = ctx
@@ -126,11 +126,10 @@ class RegistryClient:
         timeout = urllib3.Timeout(connect=min(ctx.timeout, 30.0), read=ctx.timeout)
         pool_args: dict = {}
         if self.verify_tls:
-            context = ssl_context_for(host, ctx.cert_dir)
-            if context is not None:
-                pool_args["ssl_context"] = context
+            pool_args["ssl_context"] = ssl_context_for(host, ctx.cert_dir) or shared_context(True)
         else:
             pool_args["cert_reqs"] = "CERT_NONE"
+            pool_args["ssl_context"] = shared_context(False)
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             if ctx.cert_dir:  # a client certificate may still be wanted without verification
                 context = ssl_context_for(host, ctx.cert_dir)

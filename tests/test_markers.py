@@ -1,4 +1,4 @@
-"""Every test that runs a peer tool (skopeo, podman, buildah, runc, crun) carries the ``peer``
+"""Every test that runs a peer tool (skopeo, podman, buildah, runc, crun, containerd) carries the ``peer``
 marker, so ``-m 'not peer'`` runs what needs no peer."""
 
 import ast
@@ -7,8 +7,8 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 # a peer's binary as a command word, or the helpers and fixtures that run one
-PEER = re.compile(r'''[\[(,]\s*["'](skopeo|podman|buildah|runc|crun)["']|\bPodman\(|\bskopeo_copy\(''')
-PEER_FIXTURES = {"podman", "pair", "podman_env", "buildah"}
+PEER = re.compile(r'''[\[(,]\s*["'](skopeo|podman|buildah|runc|crun|containerd)["']|\bPodman\(|\bskopeo_copy\(|\bContainerd\(''')
+PEER_FIXTURES = {"podman", "pair", "podman_env", "buildah", "containerd"}
 
 
 def test_tests_running_a_peer_are_marked():

@@ -88,29 +88,59 @@ def test_pull_with_the_kubelets_credentials(cri, basic_registry):
     cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(ref)))
 
 
-def test_two_pods_pulling_one_image_at_once_unpack_it_once(cri, registry):
-    cri.trust_registry(registry.host)
-    name = f"{registry.host}/library/busybox:v1"
-    refs: list[str] = []
-    errors: list[Exception] = []
+def test_pulls_of_one_image_at_once_unpack_it_once(cri):
+    """Three pulls of one image at once: while the first unpacks the layer, the others wait for
+    it (no second unpack in the store's staging area) and then use what it unpacked."""
+    import gzip
+    import hashlib
+    import io
+    import os
+    import tarfile
 
-    def pull() -> None:
+    from tests.cri.helpers import wait_for
+    from tests.support.fakeregistry import FakeRegistry, serve
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        payload = os.urandom(2_000_000)
+        info = tarfile.TarInfo("payload.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    layer = gzip.compress(data.getvalue(), compresslevel=1)
+    fake = FakeRegistry()
+    fake.add_image("shared", "latest", [layer], config={
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(data.getvalue()).hexdigest()]}})
+    digest = next(d for d, blob in fake.blobs.items() if blob == layer)
+    release, first = threading.Event(), threading.Event()
+
+    def stall_first(handler, info):
+        if info["path"].endswith(digest) and not first.is_set():
+            first.set()
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(layer)))
+            handler.end_headers()
+            handler.wfile.write(layer[:1_000_000])
+            handler.wfile.flush()
+            release.wait(30)
+            handler.wfile.write(layer[1_000_000:])
+            return True
+        return False
+
+    fake.behaviours.append(stall_first)
+    staging = cri.root / "staging"
+    with serve(fake):
+        cri.trust_registry(fake.host)
+        name = f"{fake.host}/shared:latest"
+        futures = [cri.images.PullImage.future(api.PullImageRequest(image=_spec(name))) for _ in range(3)]
         try:
-            refs.append(cri.images.PullImage(api.PullImageRequest(image=_spec(name))).image_ref)
-        except grpc.RpcError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=pull) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and len(set(refs)) == 1
-    from ketch.storage.store import Store
-
-    store = Store(str(cri.root), str(cri.runroot))
-    layers = store.image_layers(store.lookup(refs[0]).top_layer)
-    # each layer once in the store: the same content was not unpacked twice under two ids
-    rows = store.db.query("SELECT id FROM layers")
-    assert len(rows) == len({r["id"] for r in rows}) and set(layers) <= {r["id"] for r in rows}
+            assert first.wait(30)
+            # every pull has asked for the layer: the first unpacks, the others wait for it
+            assert wait_for(lambda: fake.count("GET", digest) == 3 or all(f.done() for f in futures), timeout=30)
+            unpacking = [e.name for e in staging.iterdir() if e.name.startswith("layer-") and e.suffix != ".lock"]
+            assert len(unpacking) == 1, unpacking
+        finally:
+            release.set()
+        refs = {f.result(timeout=60).image_ref for f in futures}
+    assert len(refs) == 1
     cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(name)))

@@ -425,3 +425,47 @@ def test_port_mapping_reaches_the_pod(cri):
     pod_ip = cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status.network.ip
     assert wait_for(lambda: tcp_fetch(pod_ip, 80)) == b"served\n"  # straight to the pod's address
     assert wait_for(lambda: tcp_fetch("127.0.0.1", host_port)) == b"served\n"  # the host port (portmap's DNAT)
+
+
+def test_pod_sysctls_ipc_modes_and_hugepage_limits(cri):
+    sysctls = {"net.ipv4.ip_unprivileged_port_start": "80", "kernel.shm_rmid_forced": "1"}
+    config = pod_config(sysctls=sysctls)
+    pod_id = run_pod(cri, config)
+    # the kubelet sends a limit for each page size the node has; without a hugetlb controller
+    # (as here, unless it is mounted) they are dropped and the container runs
+    resources = api.LinuxContainerResources(hugepage_limits=[api.HugepageLimit(page_size="2MB", limit=0)])
+    container_id = start_container(cri, pod_id, config, container_config("c", ["sleep", "60"], resources=resources))
+    read = lambda key: exec_sync(cri, container_id, "cat", "/proc/sys/" + key.replace(".", "/")).stdout.strip()  # noqa: E731
+    assert {key: read(key).decode() for key in sysctls} == sysctls
+    # a pod in the host's IPC namespace; net.* sysctls refused for a pod in the host's network
+    host_ipc = pod_config()
+    host_ipc.linux.security_context.namespace_options.ipc = api.NODE
+    other = run_pod(cri, host_ipc)
+    in_host_ipc = start_container(cri, other, host_ipc, container_config("c", ["sleep", "60"]))
+    assert exec_sync(cri, in_host_ipc, "readlink", "/proc/self/ns/ipc").stdout.decode().strip() == \
+        os.readlink("/proc/self/ns/ipc")
+    refused = pod_config(network=api.NODE, sysctls={"net.ipv4.ip_forward": "1"})
+    assert _code(lambda: run_pod(cri, refused)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_verbose_pod_status_runs_cni_check(cri):
+    pod_id = run_pod(cri, pod_config())
+    answer = cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+    assert json.loads(answer.info["info"])["networkCheck"] == "ok"
+    # the pod's interface taken away behind CNI's back: CHECK says so
+    netns = json.loads(answer.info["info"])["namespaces"]["net"]
+    import subprocess
+
+    subprocess.run(["nsenter", f"--net={netns}", "ip", "link", "del", "eth0"], check=True)
+    answer = cri.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+    assert json.loads(answer.info["info"])["networkCheck"] not in ("ok", "")
+
+
+def test_cgroup_parent_forms():
+    from ketch.cri.sandboxes import cgroup_parent
+
+    assert cgroup_parent("kubepods-burstable-pod1.slice", "systemd") == \
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"
+    assert cgroup_parent("/kubepods/burstable/pod1", "cgroupfs") == "/kubepods/burstable/pod1"
+    assert cgroup_parent("kubepods", "cgroupfs") == "/kubepods"
+    assert cgroup_parent("", "cgroupfs") is None

@@ -76,6 +76,26 @@ def _can_lower_oom_score_adj() -> bool:
         return False
 
 
+def _hugetlb_controller() -> bool:
+    """Whether containers' cgroups get the hugetlb controller: a v1 hierarchy of it, or a
+    cgroup v2-only host that delegates it."""
+    if os.path.exists("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes") or \
+            any(n.startswith("hugetlb.") for n in _listdir("/sys/fs/cgroup/hugetlb")):
+        return True
+    try:
+        with open("/sys/fs/cgroup/cgroup.controllers") as f:
+            return "hugetlb" in f.read().split()
+    except OSError:
+        return False
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
 class Sandboxes:
     """RuntimeService's work on one store (one per server thread: an engine is not shared)."""
 
@@ -195,6 +215,20 @@ class Sandboxes:
             self.remove_container(container.id)
         self._network_down(record)
         self.pods.remove(record.id)
+
+    def check_network(self, record: pod_model.PodRecord) -> str:
+        """CNI CHECK of a ready pod's network: "ok", or what is wrong ("" without a CNI network)."""
+        from ketch.cri.cni import CNIError
+
+        attachment = record.data.get("network")
+        netns = record.namespace_path("net")
+        if attachment is None or record.state != pod_model.READY or not netns:
+            return ""
+        try:
+            self.network.check(record.id, netns, attachment)
+        except CNIError as exc:
+            return str(exc)
+        return "ok"
 
     def pod_ips(self, record: pod_model.PodRecord) -> list[str]:
         from ketch.cri.cni import pod_ips
@@ -368,8 +402,14 @@ class Sandboxes:
         options.cpuset_mems = resources.get("cpusetMems") or None
         if number("memorySwapLimitInBytes"):
             options.memory_swap = number("memorySwapLimitInBytes")
-        options.hugepage_limits = {h["pageSize"]: int(h.get("limit") or 0)
-                                   for h in resources.get("hugepageLimits") or [] if h.get("pageSize")}
+        limits = {h["pageSize"]: int(h.get("limit") or 0) for h in resources.get("hugepageLimits") or []
+                  if h.get("pageSize")}
+        if limits and not _hugetlb_controller():
+            # the kubelet sends a limit for every page size the node has: without the controller
+            # they are dropped, as containerd does (tolerate_missing_hugetlb_controller)
+            log.info("container %s: hugepage limits ignored: no hugetlb cgroup controller here", options.name)
+            limits = {}
+        options.hugepage_limits = limits
         if "oomScoreAdj" in resources:
             options.oom_score_adj = self._oom_score_adj(number("oomScoreAdj"), options.name or "")
 

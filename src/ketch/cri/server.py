@@ -182,6 +182,7 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         info = {}
         if request.verbose:
             info["info"] = json.dumps({"id": record.id, "name": record.name, "state": record.state,
+                                       "networkCheck": self.sb.check_network(record),
                                        "namespaces": record.data.get("namespaces"),
                                        "pidHolder": record.data.get("pid_holder"),
                                        "network": (record.data.get("network") or {}).get("result"),

@@ -321,7 +321,7 @@ def test_stats_and_top(ketch_env):
     assert bad.returncode == 125 and "unknown descriptor" in bad.stderr
 
 
-@pytest.mark.parametrize("flag", ["--pod=x", "--userns=keep-id", "--ip6=fd00::2"])
+@pytest.mark.parametrize("flag", ["--pod-id-file=x", "--userns=keep-id", "--ip6=fd00::2"])
 def test_what_ketch_does_not_do_is_refused_with_the_reason(ketch_env, flag):
     refused = ketch_env.cli("run", "--rm", flag, "busybox", "true")
     assert refused.returncode == 125 and refused.stderr.startswith("Error: --")

@@ -91,3 +91,19 @@ def tcp_fetch(address: str, port: int, timeout: float = 2) -> bytes:
 
 
 SERVE_PONG = ["sh", "-c", "while true; do echo pong | nc -l -p 9000; done"]
+
+
+def random_layer(size: int) -> tuple[bytes, str]:
+    """A gzip layer of one file of ``size`` random bytes, and its diff id."""
+    import gzip
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("random.bin")
+        info.size = size
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    return gzip.compress(data.getvalue(), compresslevel=1), "sha256:" + hashlib.sha256(data.getvalue()).hexdigest()

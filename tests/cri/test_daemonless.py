@@ -4,12 +4,9 @@ request killed half-way made is listed and removable, and the store stays consis
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import signal
 import subprocess
-import tarfile
 import threading
 import time
 
@@ -17,7 +14,16 @@ import grpc
 import pytest
 
 import ketch.cri.api_pb2 as api
-from tests.cri.helpers import container_config, exec_sync, pod_config, run_pod, start_container, status, wait_for
+from tests.cri.helpers import (
+    container_config,
+    exec_sync,
+    pod_config,
+    random_layer,
+    run_pod,
+    start_container,
+    status,
+    wait_for,
+)
 from tests.support.fakeregistry import FakeRegistry, serve
 
 
@@ -129,20 +135,9 @@ def test_kill_9_during_create_container_leaves_nothing_unremovable(cri, delay):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _layer() -> bytes:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        payload = os.urandom(3_000_000)
-        info = tarfile.TarInfo("random.bin")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    return gzip.compress(data.getvalue(), compresslevel=1)
-
-
 def test_kill_9_during_pull_image_leaves_no_image_and_a_consistent_store(cri):
-    layer = _layer()
+    layer, diff_id = random_layer(3_000_000)
     fake = FakeRegistry()
-    diff_id = "sha256:" + __import__("hashlib").sha256(gzip.decompress(layer)).hexdigest()
     fake.add_image("app", "latest", [layer], config={"architecture": "amd64", "os": "linux",
                                                      "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
     digest = next(d for d, data in fake.blobs.items() if data == layer)

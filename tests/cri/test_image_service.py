@@ -88,29 +88,30 @@ def test_pull_with_the_kubelets_credentials(cri, basic_registry):
     cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(ref)))
 
 
+def test_pull_with_an_identity_token(cri, token_registry):
+    tokens = token_registry.extra["tokens"]
+    tokens.refresh_tokens["refresh-for-alice"] = "alice"
+    cri.trust_registry(token_registry.host)
+    name = f"{token_registry.host}/private/busybox:latest"
+    wrong = api.AuthConfig(identity_token="not-a-token", server_address=token_registry.host)
+    with pytest.raises(grpc.RpcError):
+        cri.images.PullImage(api.PullImageRequest(image=_spec(name), auth=wrong))
+    right = api.AuthConfig(identity_token="refresh-for-alice", server_address=token_registry.host)
+    ref = cri.images.PullImage(api.PullImageRequest(image=_spec(name), auth=right)).image_ref
+    assert any(r.get("form", {}).get("refresh_token") == ["refresh-for-alice"] for r in tokens.requests)
+    cri.images.RemoveImage(api.RemoveImageRequest(image=_spec(ref)))
+
+
 def test_pulls_of_one_image_at_once_unpack_it_once(cri):
     """Three pulls of one image at once: while the first unpacks the layer, the others wait for
     it (no second unpack in the store's staging area) and then use what it unpacked."""
-    import gzip
-    import hashlib
-    import io
-    import os
-    import tarfile
-
-    from tests.cri.helpers import wait_for
+    from tests.cri.helpers import random_layer, wait_for
     from tests.support.fakeregistry import FakeRegistry, serve
 
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        payload = os.urandom(2_000_000)
-        info = tarfile.TarInfo("payload.bin")
-        info.size = len(payload)
-        tar.addfile(info, io.BytesIO(payload))
-    layer = gzip.compress(data.getvalue(), compresslevel=1)
+    layer, diff_id = random_layer(2_000_000)
     fake = FakeRegistry()
     fake.add_image("shared", "latest", [layer], config={
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(data.getvalue()).hexdigest()]}})
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
     digest = next(d for d, blob in fake.blobs.items() if blob == layer)
     release, first = threading.Event(), threading.Event()
 

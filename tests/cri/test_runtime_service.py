@@ -164,6 +164,12 @@ def test_pod_namespaces_shared_and_pid_modes(cri):
     other_id = run_pod(cri, other)
     alone = start_container(cri, other_id, other, container_config("alone", ["sleep", "60"]))
     assert exec_sync(cri, alone, "cat", "/proc/1/cmdline").stdout == b"sleep\x0060\x00"
+    # TARGET (the kubelet's debug containers): the target container's PID namespace
+    debug = container_config("debug", ["sleep", "61"])
+    debug.linux.security_context.namespace_options.pid = api.TARGET
+    debug.linux.security_context.namespace_options.target_id = alone
+    debugger = start_container(cri, other_id, other, debug)
+    assert exec_sync(cri, debugger, "cat", "/proc/1/cmdline").stdout == b"sleep\x0060\x00"
 
 
 def test_host_network_pod(cri):

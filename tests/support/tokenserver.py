@@ -45,6 +45,7 @@ class TokenServer:
     host: str = ""
     cert_path: Path | None = None
     requests: list[dict] = field(default_factory=list)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)  # OAuth2 refresh token -> user (identity tokens)
 
     def __post_init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -103,6 +104,19 @@ class _Handler(BaseHTTPRequestHandler):
         if not user:
             scopes = [s.replace(":push,pull", ":pull").replace(":pull,push", ":pull") for s in scopes]
         self._send(200, {"token": ts.issue(user, scopes), "expires_in": 300})
+
+    def do_POST(self) -> None:
+        """OAuth2: a refresh token (docker's identity token) for an access token."""
+        ts = self.server.tokens
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode())
+        ts.requests.append({"form": form})
+        if form.get("grant_type") != ["refresh_token"]:
+            return self._send(400, {"details": "unsupported grant_type"})
+        user = ts.refresh_tokens.get((form.get("refresh_token") or [""])[0])
+        if user is None:
+            return self._send(401, {"details": "invalid refresh token"})
+        self._send(200, {"access_token": ts.issue(user, form.get("scope", [])), "expires_in": 300})
 
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()

@@ -109,6 +109,8 @@ class Pods:
                ) -> PodRecord:
         """A pod with pinned namespaces (``host_network``/``host_ipc``: the host's instead), in
         state ``notready`` until the caller has set up its network and calls :meth:`ready`."""
+        from ketch.containers import netns
+
         pod_id = secrets.token_hex(32)
         try:
             with self.db.write() as conn:
@@ -122,7 +124,8 @@ class Pods:
             directory = os.path.join(self._dir(pod_id), "ns")
             paths = {kind: os.path.join(directory, kind) for kind in kinds}
             self._update(pod_id, namespaces=paths)  # recorded first: a killed create leaves them findable
-            _pin_namespaces(paths, hostname, sysctls or {})
+            _check_sysctls(sysctls or {})
+            netns.pin_namespaces(paths, hostname=hostname, sysctls=sysctls or {})
             if share_pid:
                 self._update(pod_id, pid_holder=_start_pid_holder())
             return self._update(pod_id, state=NOT_READY)
@@ -166,75 +169,10 @@ def _record(row) -> PodRecord:
     return PodRecord(row["id"], row["name"], row["created"], row["state"], json.loads(row["data"]))
 
 
-_FLAGS = {"net": "CLONE_NEWNET", "ipc": "CLONE_NEWIPC", "uts": "CLONE_NEWUTS"}
-
-
-def _pin_namespaces(paths: dict[str, str], hostname: str, sysctls: dict[str, str]) -> None:
-    """New namespaces of each kind in ``paths``, made by a forked child (unshare changes the
-    caller for good), bind-mounted onto those paths. The child sets the pod's hostname and the
-    sysctls of its namespaces (net.*, and the IPC ones) before the parent pins them."""
-    from ketch import syscalls
-
-    if not paths:
-        return
-    os.makedirs(os.path.dirname(next(iter(paths.values()))), exist_ok=True)
-    for path in paths.values():
-        with open(path, "w"):
-            pass
-    flags = 0
-    for kind in paths:
-        flags |= getattr(syscalls, _FLAGS[kind])
-    ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            syscalls.unshare(flags)
-            if "net" in paths:
-                _loopback_up()
-            if hostname and "uts" in paths:
-                syscalls.sethostname(hostname)
-            for key, value in sysctls.items():
-                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                    f.write(value)
-            os.write(ready_w, b"ok")
-            os.read(done_r, 1)
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
-            os.write(ready_w, f"{type(exc).__name__}: {exc}".encode()[:1000])
-        finally:
-            os._exit(0)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        answer = os.read(ready_r, 1100).decode(errors="replace")
-        if answer != "ok":
-            raise InvalidInputError(f"making the pod's namespaces: {answer or 'the helper died'}")
-        for kind, path in paths.items():
-            syscalls.mount(f"/proc/{pid}/ns/{kind}", path, None, syscalls.MS_BIND)
-    finally:
-        os.close(ready_r)
-        try:
-            os.write(done_w, b"1")
-        except BrokenPipeError:
-            pass  # (it failed, and said why, and is gone)
-        os.close(done_w)
-        os.waitpid(pid, 0)
-
-
-def _loopback_up() -> None:
-    """``lo`` up in this process's (new) network namespace, as runtimes do for every pod whatever
-    its CNI config: two ioctls, where a netlink library would cost its import in this child."""
-    import fcntl
-    import socket
-    import struct
-
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14s", b"lo", 0, b"")
-        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, siocgifflags, request))[1]
-        fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b""))
+def _check_sysctls(sysctls: dict[str, str]) -> None:
+    for key in sysctls:
+        if not key or "/" in key or ".." in key or not os.path.exists("/proc/sys/" + key.replace(".", "/")):
+            raise InvalidInputError(f"invalid sysctl {key!r}: not a kernel setting here")
 
 
 def _start_pid_holder() -> dict[str, Any]:

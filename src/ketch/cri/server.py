@@ -194,15 +194,9 @@ class RuntimeService(rpc.RuntimeServiceServicer):
     def ListPodSandbox(self, request, context):
         wanted = request.filter
         items = []
-        for record in self.sb.pods.list():
-            if "cri" not in record.data:
-                continue  # (a pod of ``ketch pod``; one still being made is listed, not ready)
-            if wanted.id and not record.id.startswith(wanted.id):
-                continue
+        for record in self._pods(wanted):
             status = self._pod_status(record)
             if wanted.HasField("state") and status.state != wanted.state.state:
-                continue
-            if any(status.labels.get(k) != v for k, v in wanted.label_selector.items()):
                 continue
             items.append(api.PodSandbox(id=status.id, metadata=status.metadata, state=status.state,
                                         created_at=status.created_at, labels=status.labels,
@@ -272,20 +266,37 @@ class RuntimeService(rpc.RuntimeServiceServicer):
                                        "state": current, "options": record.options.to_dict()}, default=str)
         return api.ContainerStatusResponse(status=self._container_status(record), info=info)
 
+    def _containers(self, wanted) -> list:
+        """The kubelet's containers that a ContainerFilter or ContainerStatsFilter selects (the
+        id or pod id as a prefix, every label given)."""
+        out = []
+        for record in self.sb.engine.records():
+            cri = record.meta.get("cri")
+            if cri is None or (wanted.id and not record.id.startswith(wanted.id)):
+                continue
+            if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
+                continue
+            if all((cri["labels"] or {}).get(k) == v for k, v in wanted.label_selector.items()):
+                out.append(record)
+        return out
+
+    def _pods(self, wanted) -> list:
+        """The kubelet's pods that a PodSandboxFilter or PodSandboxStatsFilter selects."""
+        out = []
+        for record in self.sb.pods.list():
+            if "cri" not in record.data or (wanted.id and not record.id.startswith(wanted.id)):
+                continue  # (a pod of ``ketch pod`` is not the kubelet's; one being made is listed)
+            labels = record.data["cri"].get("labels") or {}
+            if all(labels.get(k) == v for k, v in wanted.label_selector.items()):
+                out.append(record)
+        return out
+
     @_grpc_errors
     def ListContainers(self, request, context):
         wanted = request.filter
         out = []
-        for record in self.sb.engine.records():
-            cri = record.meta.get("cri")
-            if cri is None:
-                continue
-            if wanted.id and not record.id.startswith(wanted.id):
-                continue
-            if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
-                continue
-            if any((cri["labels"] or {}).get(k) != v for k, v in wanted.label_selector.items()):
-                continue
+        for record in self._containers(wanted):
+            cri = record.meta["cri"]
             status = self._container_status(record)
             if wanted.HasField("state") and status.state != wanted.state.state:
                 continue
@@ -355,20 +366,9 @@ class RuntimeService(rpc.RuntimeServiceServicer):
     def ListContainerStats(self, request, context):
         from ketch.cri import resources
 
-        wanted = request.filter
-        out = []
-        for record in self.sb.engine.records():
-            cri = record.meta.get("cri")
-            if cri is None or (wanted.id and not record.id.startswith(wanted.id)):
-                continue
-            if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
-                continue
-            if any((cri["labels"] or {}).get(k) != v for k, v in wanted.label_selector.items()):
-                continue
-            if self.sb.container_state(record)[0] != "CONTAINER_RUNNING":
-                continue
-            out.append(resources.container_stats(self.sb, record))
-        return api.ListContainerStatsResponse(stats=out)
+        stats = [resources.container_stats(self.sb, record) for record in self._containers(request.filter)
+                 if self.sb.container_state(record)[0] == "CONTAINER_RUNNING"]
+        return api.ListContainerStatsResponse(stats=stats)
 
     @_grpc_errors
     def PodSandboxStats(self, request, context):
@@ -381,16 +381,8 @@ class RuntimeService(rpc.RuntimeServiceServicer):
     def ListPodSandboxStats(self, request, context):
         from ketch.cri import resources
 
-        wanted = request.filter
-        out = []
-        for record in self.sb.pods.list():
-            if "cri" not in record.data or (wanted.id and not record.id.startswith(wanted.id)):
-                continue
-            labels = record.data["cri"].get("labels") or {}
-            if any(labels.get(k) != v for k, v in wanted.label_selector.items()):
-                continue
-            out.append(resources.pod_stats(self.sb, record))
-        return api.ListPodSandboxStatsResponse(stats=out)
+        return api.ListPodSandboxStatsResponse(stats=[resources.pod_stats(self.sb, record)
+                                                      for record in self._pods(request.filter)])
 
 
 def _image_ref(image) -> str:

@@ -84,6 +84,8 @@ path = "/bin/true"
 [cni]
 conf_dirs = ["{tmp_path}/net.d"]
 bin_dirs = ["/usr/lib/cni"]
+[pod]
+pid_namespace_holder = "/usr/bin/catatonit"
 [logs]
 directory = "{tmp_path}/logs"
 """)
@@ -91,6 +93,7 @@ directory = "{tmp_path}/logs"
     assert loaded.listen == f"unix://{tmp_path}/from-file.sock" and loaded.cgroup_driver == "systemd"
     assert loaded.default_handler == "mine" and loaded.handler("").path == "/bin/true"
     assert loaded.cni_conf_dirs == [f"{tmp_path}/net.d"] and loaded.log_directory == f"{tmp_path}/logs"
+    assert loaded.pid_namespace_holder == "/usr/bin/catatonit"
     # a flag wins over the file
     assert settings.load(str(path), listen="unix:///x.sock").listen == "unix:///x.sock"
     for text, words in (("listen = [", "not valid TOML"), ("colour = 1", "unknown key 'colour'"),
@@ -131,3 +134,25 @@ def test_cli_client(cri):
                           capture_output=True, text=True, timeout=120)
     assert down.returncode != 0 and "cannot reach the CRI server" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_config_conflist_and_units_are_valid():
+    """What the project ships for a node: the example cri.toml loads, the example conflist is
+    what the server would pick, and the socket unit listens where the server listens by default."""
+    from pathlib import Path
+
+    import ketch.cri
+    from ketch.cri import cni
+    from ketch.cri import config as settings
+
+    shipped = Path(ketch.cri.__file__).parent
+    loaded = settings.load(str(shipped / "examples" / "cri.toml"))
+    assert loaded.listen == settings.DEFAULT_LISTEN and set(loaded.handlers) >= {"ketch", "runc", "crun"}
+    path, conflist = cni.find_config([str(shipped / "examples")])
+    assert path.endswith("10-ketch-bridge.conflist")
+    assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap", "firewall"]
+    socket_unit = (shipped / "units" / "ketch-cri.socket").read_text()
+    assert f"ListenStream={settings.DEFAULT_LISTEN[len('unix://'):]}" in socket_unit.splitlines()
+    service = (shipped / "units" / "ketch-cri.service").read_text().splitlines()
+    assert "KillMode=process" in service and "Type=notify" in service
+    assert any(line.startswith("ExecStart=") and " cri serve" in line for line in service)

@@ -105,10 +105,12 @@ class Pods:
     # -- life ------------------------------------------------------------------------------
 
     def create(self, name: str, *, hostname: str = "", share_pid: bool = False, host_network: bool = False,
-               host_ipc: bool = False, sysctls: dict[str, str] | None = None, data: dict[str, Any] | None = None
-               ) -> PodRecord:
+               host_ipc: bool = False, sysctls: dict[str, str] | None = None, data: dict[str, Any] | None = None,
+               pid_holder: str = "catatonit") -> PodRecord:
         """A pod with pinned namespaces (``host_network``/``host_ipc``: the host's instead), in
-        state ``notready`` until the caller has set up its network and calls :meth:`ready`."""
+        state ``notready`` until the caller has set up its network and calls :meth:`ready`.
+        ``pid_holder``: the program (catatonit, or one that pauses as ``catatonit -P``) that is PID 1
+        of a shared PID namespace."""
         from ketch.containers import netns
 
         pod_id = secrets.token_hex(32)
@@ -127,7 +129,7 @@ class Pods:
             _check_sysctls(sysctls or {})
             netns.pin_namespaces(paths, hostname=hostname, sysctls=sysctls or {})
             if share_pid:
-                self._update(pod_id, pid_holder=_start_pid_holder())
+                self._update(pod_id, pid_holder=_start_pid_holder(pid_holder))
             return self._update(pod_id, state=NOT_READY)
         except BaseException:
             try:
@@ -175,15 +177,15 @@ def _check_sysctls(sysctls: dict[str, str]) -> None:
             raise InvalidInputError(f"invalid sysctl {key!r}: not a kernel setting here")
 
 
-def _start_pid_holder() -> dict[str, Any]:
-    """catatonit in pause mode as PID 1 of a new PID namespace, in a session of its own (it must
-    outlive this process); its host pid and start time."""
+def _start_pid_holder(program: str = "catatonit") -> dict[str, Any]:
+    """catatonit in pause mode (``-P``) as PID 1 of a new PID namespace, in a session of its own
+    (it must outlive this process); its host pid and start time."""
     from ketch import syscalls
     from ketch.containers import state
 
-    catatonit = shutil.which("catatonit") or "/usr/libexec/podman/catatonit"
+    catatonit = (program if "/" in program else shutil.which(program)) or "/usr/libexec/podman/catatonit"
     if not os.access(catatonit, os.X_OK):
-        raise InvalidInputError("a pod that shares its PID namespace needs catatonit (Debian's catatonit package)")
+        raise InvalidInputError(f"a pod that shares its PID namespace needs {program} (Debian's catatonit package)")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:

@@ -42,6 +42,7 @@ class CRIConfig(Record):
     restrict_oom_score_adj: bool | None = None  # None: when this process cannot lower its own
     max_exec_output: int = 16 * 1024 * 1024  # ExecSync's cap per stream, as the CRI asks
     default_capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    pid_namespace_holder: str = "catatonit"  # PID 1 of a pod's shared PID namespace (run with -P), a name or path
 
     def handler(self, name: str) -> Handler:
         name = name or self.default_handler
@@ -75,7 +76,7 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInputError(f"the CRI config {file} is not valid TOML: {exc}") from exc
     config = CRIConfig(handlers=_default_handlers())
-    known = {"listen", "root", "runroot", "runtime", "cni", "logs", "cgroup_driver", "restrict_oom_score_adj",
+    known = {"listen", "root", "runroot", "runtime", "cni", "logs", "pod", "cgroup_driver", "restrict_oom_score_adj",
              "max_exec_output", "default_capabilities"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -100,6 +101,8 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
         config.cni_bin_dirs = list(cni["bin_dirs"])
     if "cache_dir" in cni:
         config.cni_cache_dir = cni["cache_dir"]
+    if "pid_namespace_holder" in (data.get("pod") or {}):
+        config.pid_namespace_holder = data["pod"]["pid_namespace_holder"]
     if "directory" in (data.get("logs") or {}):
         config.log_directory = data["logs"]["directory"]
     for key, value in overrides.items():

@@ -139,7 +139,8 @@ class Sandboxes:
         data = {"cri": config, "handler": handler or self.config.default_handler}
         record = self.pods.create(name, hostname=config.get("hostname", "") if not host_network else "",
                                   share_pid=namespaces.get("pid", "POD") == "POD", host_network=host_network,
-                                  host_ipc=host_ipc, sysctls=sysctls, data=data)
+                                  host_ipc=host_ipc, sysctls=sysctls, data=data,
+                                  pid_holder=self.config.pid_namespace_holder)
         try:
             if not host_network:
                 self._network_up(record, config)

@@ -43,13 +43,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_serve(args) -> int:
     import logging
-    import os
     import signal
     import threading
 
-    # ketch forks children that run a little Python and exit (namespaces, CNI): grpc's fork
-    # handlers are not wanted for them (and log a line per fork when other threads are in gRPC)
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from ketch.cri import config as settings
     from ketch.cri.server import serve
 

@@ -6,7 +6,10 @@ changes the calling thread for good)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import struct
 
 from ketch.errors import NetworkError
 
@@ -119,11 +122,8 @@ def _unlink(path: str) -> None:
 
 def _loopback_up() -> None:
     """``lo`` up in this process's (new) network namespace: two ioctls, where a netlink library
-    would cost its import in this child."""
-    import fcntl
-    import socket
-    import struct
-
+    would cost its import in this child (and a forked child of a threaded process must not
+    import: the modules it needs are imported at the top of this one)."""
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         request = struct.pack("16sH14s", b"lo", 0, b"")

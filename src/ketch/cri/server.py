@@ -21,14 +21,19 @@ import time
 from concurrent import futures
 from typing import Any
 
-import grpc
-from google.protobuf import json_format
+# The server forks children that run a little Python and exit (pinning namespaces, work inside
+# a pod's network namespace): grpc's fork handlers are not wanted for them (they also log a line
+# per fork while other threads are in gRPC). Read by grpc when it is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-import ketch.cri.api_pb2 as api
-import ketch.cri.api_pb2_grpc as rpc
-from ketch.cri.config import CRIConfig
-from ketch.cri.sandboxes import Sandboxes
-from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
+import ketch.cri.api_pb2 as api  # noqa: E402
+import ketch.cri.api_pb2_grpc as rpc  # noqa: E402
+from ketch.cri.config import CRIConfig  # noqa: E402
+from ketch.cri.sandboxes import Sandboxes  # noqa: E402
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

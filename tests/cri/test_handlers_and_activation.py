@@ -194,3 +194,30 @@ def test_shipped_config_conflist_and_units_are_valid():
     service = (shipped / "units" / "ketch-cri.service").read_text().splitlines()
     assert "KillMode=process" in service and "Type=notify" in service
     assert any(line.startswith("ExecStart=") and " cri serve" in line for line in service)
+
+
+def test_server_tells_systemd_it_is_ready(cri_session, tmp_path):
+    """ketch-cri.service is Type=notify: READY=1 goes to $NOTIFY_SOCKET once the socket serves."""
+    import socket as sockets
+
+    notify = tmp_path / "notify.sock"
+    receiver = sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM)
+    receiver.bind(str(notify))
+    receiver.settimeout(60)
+    args = cri_session.args()
+    listen = tmp_path / "notified.sock"
+    args[args.index("--listen") + 1] = f"unix://{listen}"
+    proc = subprocess.Popen(args, env=dict(os.environ, NOTIFY_SOCKET=str(notify)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        message = receiver.recv(4096)
+        assert message == b"READY=1"
+        with grpc.insecure_channel(f"unix://{listen}") as channel:  # ready means serving
+            assert rpc.RuntimeServiceStub(channel).Version(api.VersionRequest(), timeout=5).runtime_name == "ketch"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # a clean stop on TERM, as systemd stops it
+    finally:
+        receiver.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

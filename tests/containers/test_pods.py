@@ -7,6 +7,8 @@ import json
 import socket
 import time
 
+import pytest
+
 from tests.containers.conftest import IMAGE
 
 
@@ -48,7 +50,8 @@ def test_pod_shares_namespaces_and_publishes_ports(ketch_env):
         assert _fetch(port) == b"served\n"  # the pod's published port
         listed = json.loads(ketch_env.cli("pod", "ps", "--format", "json", check=True).stdout)
         entry = next(p for p in listed if p["Id"] == pod_id)
-        assert (entry["Name"], entry["State"], entry["NumContainers"]) == ("web-pod", "Running", 2)
+        assert (entry["Name"], entry["Status"], len(entry["Containers"])) == ("web-pod", "Running", 2)
+        assert entry["Networks"] == ["ketch"]
         shown = ketch_env.cli("pod", "ps", "--format", "{{.Name}} {{.Status}} {{.NumberOfContainers}}", check=True)
         assert "web-pod Running 2" in shown.stdout.splitlines()
         inspected = json.loads(ketch_env.cli("pod", "inspect", "web-pod", check=True).stdout)
@@ -77,10 +80,57 @@ def test_pod_errors(ketch_env):
     ketch_env.cli("pod", "create", "--name", "twice", check=True)
     try:
         again = ketch_env.cli("pod", "create", "--name", "twice")
-        assert again.returncode != 0 and "already in use" in again.stderr
+        assert again.returncode == 125 and "is in use: pod already exists" in again.stderr
         assert len(again.stderr.strip().splitlines()) == 1
         bad = ketch_env.cli("pod", "create", "--share", "net,bogus")
         assert bad.returncode != 0 and "invalid --share 'bogus'" in bad.stderr
     finally:
         ketch_env.cli("pod", "rm", "twice", check=True)
     assert ketch_env.cli("pod", "inspect", "twice").returncode != 0
+
+
+@pytest.mark.peer
+def test_pod_verbs_answer_as_podmans(ketch_env, podman):
+    """The same pod commands under ketch and podman (pods without an infra container, which is
+    what ketch's are): output shapes, statuses and messages agree."""
+    def both(*args):
+        mine = ketch_env.cli(*args)
+        theirs = podman.run(*args, check=False)
+        return mine, theirs
+
+    for tool in (ketch_env.cli, lambda *a: podman.run(*a, check=False)):
+        assert tool("pod", "create", "--infra=false", "--name", "same", "--label", "team=blue").returncode == 0
+    try:
+        mine, theirs = both("pod", "ps", "--format", "json")
+        mine_entry, their_entry = json.loads(mine.stdout)[0], json.loads(theirs.stdout)[0]
+        assert set(mine_entry) == set(their_entry)
+        for key in ("Name", "Status", "Labels", "Containers", "InfraId", "Namespace", "Cgroup"):
+            assert mine_entry[key] == their_entry[key], key
+        mine, theirs = both("pod", "ps", "--format", "{{.Name}} {{.Status}} {{.NumberOfContainers}} {{.InfraID}}")
+        assert mine.stdout == theirs.stdout == "same Created 0 \n"
+        mine, theirs = both("pod", "ps")
+        assert mine.stdout.splitlines()[0] == theirs.stdout.splitlines()[0]
+        mine, theirs = both("pod", "inspect", "same")
+        mine_pod, their_pod = json.loads(mine.stdout), json.loads(theirs.stdout)
+        assert set(their_pod) <= set(mine_pod)
+        for key in ("Name", "State", "Labels", "ExitPolicy", "CreateInfra", "NumContainers", "CgroupParent"):
+            assert mine_pod[key] == their_pod[key], key
+        for args in (("pod", "create", "--infra=false", "--name", "same"), ("pod", "inspect", "nosuch"),
+                     ("pod", "start", "same"), ("pod", "start", "nosuch"), ("pod", "stop", "nosuch"),
+                     ("pod", "rm", "nosuch"), ("pod", "rm", "-f", "nosuch"), ("pod", "exists", "nosuch"),
+                     ("pod", "exists", "same")):
+            mine, theirs = both(*args)
+            assert (mine.returncode, mine.stdout) == (theirs.returncode, theirs.stdout), args
+            assert mine.stderr.replace(ketch_pod_id(ketch_env), "ID") == \
+                theirs.stderr.replace(podman_pod_id(podman), "ID"), args
+    finally:
+        ketch_env.cli("pod", "rm", "-f", "same")
+        podman.run("pod", "rm", "-f", "same", check=False)
+
+
+def ketch_pod_id(env) -> str:
+    return json.loads(env.cli("pod", "inspect", "same").stdout or "{}").get("Id", "-")
+
+
+def podman_pod_id(podman) -> str:
+    return json.loads(podman.run("pod", "inspect", "same", check=False).stdout or "{}").get("Id", "-")

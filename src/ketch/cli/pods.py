@@ -65,12 +65,13 @@ def cmd_create(args) -> int:
     pods = _pods(args)
     share = [s.strip() for s in args.share.split(",") if s.strip()]
     print(pods.create(args.name, hostname=args.hostname, publish=args.publish, network=args.network, share=share,
-                      labels=parse_key_values(args.label, "--label")))
+                      labels=parse_key_values(args.label, "--label"), create_command=["ketch", *sys.argv[1:]]))
     return 0
 
 
 def cmd_ps(args) -> int:
-    from ketch.cli import humanize
+    from ketch.cli import humanize, report
+    from ketch.storage.filters import parse_time
 
     entries = _pods(args).list()
     if args.quiet:
@@ -78,45 +79,54 @@ def cmd_ps(args) -> int:
             print(entry["Id"] if args.no_trunc else entry["Id"][:12])
         return 0
     if args.format == "json":
-        print(json.dumps(entries, indent=4))
+        print(json.dumps(entries, indent=2))
         return 0
     if args.format:
-        from ketch.cli import report
         from ketch.cli.gotemplate import GoStruct, Template
 
         template = Template(report.normalize(args.format), "pod")
         for entry in entries:
-            text = template.execute(GoStruct({**entry, "ID": entry["Id"][:12], "Status": entry["State"],
-                                              "NumberOfContainers": entry["NumContainers"]}))
+            text = template.execute(GoStruct({**entry, "ID": entry["Id"][:12], "InfraID": "",
+                                              "NumberOfContainers": len(entry["Containers"])}))
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
-    rows = [["POD ID", "NAME", "STATUS", "CREATED", "# OF CONTAINERS"]]
+    lines = ["POD ID\tNAME\tSTATUS\tCREATED\tINFRA ID\t# OF CONTAINERS"]
     for entry in entries:
-        rows.append([entry["Id"] if args.no_trunc else entry["Id"][:12], entry["Name"], entry["State"],
-                     humanize.since(entry["CreatedAt"]) + " ago", str(entry["NumContainers"])])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+        created = humanize.since(parse_time(entry["Created"]))
+        lines.append("\t".join([entry["Id"] if args.no_trunc else entry["Id"][:12], entry["Name"], entry["Status"],
+                                created + " ago", "",
+                                str(len(entry["Containers"]))]))
+    sys.stdout.write(report.tabwrite("\n".join(lines) + "\n"))
     return 0
 
 
 def cmd_inspect(args) -> int:
     pods = _pods(args)
-    out = [pods.inspect(name) for name in args.pods]
-    print(json.dumps(out if len(out) > 1 else out[0], indent=4))
+    try:
+        out = [pods.inspect(name) for name in args.pods]
+    except NotFoundError as exc:
+        print("[]")  # (what podman prints before its error)
+        raise NotFoundError(f"inspecting object: no such pod {getattr(exc, 'subject', args.pods[0])}") from exc
+    print(json.dumps(out if len(out) > 1 else out[0], indent=5))
     return 0
 
 
 def cmd_lifecycle(args) -> int:
+    """podman's statuses: ``pod rm`` of a pod that is not there is 1 (0 with ``-f``), the
+    other verbs' 125; the last failure's status is ours."""
+    from ketch.cli.containers import _each
+
     pods = _pods(args)
-    for name in args.pods:
-        if args.pod_verb == "start":
-            print(pods.start(name))
-        elif args.pod_verb == "stop":
-            print(pods.stop(name, args.time))
-        else:
-            print(pods.remove(name, force=args.force, timeout=args.time))
-    return 0
+    if args.pod_verb == "start":
+        action = pods.start
+    elif args.pod_verb == "stop":
+        def action(name):
+            return pods.stop(name, args.time)
+    else:
+        def action(name):
+            return pods.remove(name, force=args.force, timeout=args.time)
+    args.all = True  # (_each prints what the action returns: the pod's full id, as podman)
+    return _each(args, args.pods, action, missing_status=1 if args.pod_verb == "rm" else 125)
 
 
 def cmd_exists(args) -> int:

@@ -29,8 +29,9 @@ from typing import Any
 from ketch.errors import DuplicateNameError, InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
 from ketch.records import Record
 
-# The namespaces pinned for every pod, by their /proc/PID/ns names, with their clone flags.
+# The namespaces pinned for every pod, by their /proc/PID/ns names.
 PINNED = ("net", "ipc", "uts")
+CGROUP_PARENT = "/libpod_parent"  # what podman reports for a pod without a cgroup of its own
 READY = "ready"
 NOT_READY = "notready"
 CREATING = "creating"  # made in part: a create still runs, or was killed (remove cleans it)
@@ -39,6 +40,7 @@ CREATING = "creating"  # made in part: a create still runs, or was killed (remov
 class NoSuchPodError(NotFoundError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no pod with name or ID {name} found: no such pod")
+        self.subject = name
 
 
 class PodRecord(Record):
@@ -208,6 +210,12 @@ def _start_pid_holder(program: str = "catatonit") -> dict[str, Any]:
     return {"pid": holder, "start": state.start_time(holder)}
 
 
+def _rfc3339(seconds: float) -> str:
+    from ketch.containers import state
+
+    return state.now_rfc3339(seconds)
+
+
 class PodEngine:
     """podman's pod verbs on the same pods: a pod of ``ketch pod create`` gets its network from
     ketch's bridge networks (an address, its published ports) in its pinned namespace; its
@@ -222,7 +230,7 @@ class PodEngine:
 
     def create(self, name: str | None = None, *, hostname: str | None = None, publish: builtins.list[str] | None = None,
                network: str = "bridge", share: builtins.list[str] | None = None,
-               labels: dict[str, str] | None = None) -> str:
+               labels: dict[str, str] | None = None, create_command: builtins.list[str] | None = None) -> str:
         from ketch.containers import names
         from ketch.containers.network import DEFAULT_NETWORK, parse_publish
 
@@ -236,7 +244,13 @@ class PodEngine:
         name = name or names.generate()
         host_network = network == "host" or "net" not in share
         data = {"kind": "ketch", "labels": dict(labels or {}), "share": share, "network": network,
-                "hostname": hostname or name}
+                "hostname": hostname or name, "create_command": builtins.list(create_command or [])}
+        try:
+            self.pods.get(name)
+        except NotFoundError:
+            pass
+        else:
+            raise DuplicateNameError(f'adding pod to state: name "{name}" is in use: pod already exists')
         record = self.pods.create(name, hostname=hostname or name, share_pid="pid" in share, host_network=host_network,
                                   host_ipc="ipc" not in share, data=data)
         try:
@@ -279,6 +293,9 @@ class PodEngine:
 
     def start(self, name_or_id: str) -> str:
         record = self._pod(name_or_id)
+        if not self.containers(record.id):
+            raise InvalidInputError(f"no containers in pod {record.id} have no dependencies, cannot start pod: no such "
+                                "container")
         for container in self.containers(record.id):
             if self.engine.status(container.id)["status"] not in ("running", "paused"):
                 self.engine.start(container.id)
@@ -317,31 +334,47 @@ class PodEngine:
         return "Degraded" if running else "Exited"
 
     def list(self) -> builtins.list[dict[str, Any]]:
+        """podman's ``pod ps --format json`` entries."""
         out = []
         for record in self.pods.list():
-            if record.data.get("kind") == "ketch":
-                out.append(self.inspect(record.id))
+            if record.data.get("kind") != "ketch":
+                continue
+            containers = self.containers(record.id)
+            addresses = self._addresses(record)
+            out.append({
+                "Cgroup": CGROUP_PARENT, "Containers": [
+                    {"Id": c.id, "Names": c.name, "Status": self.engine.status(c.id)["status"]} for c in containers],
+                "Created": _rfc3339(record.created), "Id": record.id, "InfraId": "", "Name": record.name,
+                "Namespace": "", "Networks": builtins.list(addresses), "Status": self.status_of(record),
+                "Labels": record.data.get("labels") or {},
+            })
         return out
 
-    def inspect(self, name_or_id: str) -> dict[str, Any]:
-        from ketch.containers import state
+    def _addresses(self, record: PodRecord) -> dict[str, str]:
+        return self.engine.networks().addresses_of(record.id) if record.data.get("attachments") else {}
 
+    def inspect(self, name_or_id: str) -> dict[str, Any]:
+        """podman's ``pod inspect``, with what ketch's pods have instead of an infra container
+        (``SharedNamespaces``, ``InfraConfig``: the pod's networks, ports and pinned namespaces)."""
         record = self._pod(name_or_id)
         containers = self.containers(record.id)
-        addresses = self.engine.networks().addresses_of(record.id) if record.data.get("attachments") else {}
-        return {
-            "Id": record.id, "Name": record.name, "Created": state.now_rfc3339(record.created),
-            "CreatedAt": record.created,
+        addresses = self._addresses(record)
+        inspected: dict[str, Any] = {
+            "Id": record.id, "Name": record.name, "Created": _rfc3339(record.created),
+            "CreateCommand": record.data.get("create_command") or [], "ExitPolicy": "continue",
             "State": self.status_of(record), "Hostname": record.data.get("hostname", ""),
-            "Labels": record.data.get("labels") or {}, "SharedNamespaces": record.data.get("share") or [],
-            "NumContainers": len(containers),
-            "Containers": [{"Id": c.id, "Name": c.name, "State": self.engine.status(c.id)["status"]}
-                           for c in containers],
-            "InfraConfig": {"Networks": list(addresses) or [record.data.get("network", "")],
-                            "PortBindings": record.data.get("ports") or [],
+            "Labels": record.data.get("labels") or {}, "CreateCgroup": False, "CgroupParent": CGROUP_PARENT,
+            "CreateInfra": False, "NumContainers": len(containers),
+            "SharedNamespaces": [{"net": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}[k]
+                                 for k in record.data.get("share") or []],
+            "InfraConfig": {"Networks": builtins.list(addresses), "PortBindings": record.data.get("ports") or [],
                             "Addresses": addresses, "PinnedNamespaces": record.data.get("namespaces") or {},
                             "PidNamespaceHolder": (record.data.get("pid_holder") or {}).get("pid")},
         }
+        if containers:
+            inspected["Containers"] = [{"Id": c.id, "Name": c.name, "State": self.engine.status(c.id)["status"]}
+                                       for c in containers]
+        return inspected
 
     def join_options(self, options) -> None:
         """A container of the pod (``--pod``): its namespaces are the pod's, unless the caller

@@ -973,12 +973,13 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
     # -- remove --------------------------------------------------------------------------
 
-    def remove(self, name_or_id: str, *, force: bool = False, timeout: int | None = None,
+    def remove(self, name_or_id: str | ContainerRecord, *, force: bool = False, timeout: int | None = None,
                volumes: bool = False) -> str:
-        """Remove the container. A running one only with ``force``: stopped first with ``timeout``
-        seconds for its stop signal (None: killed at once). ``volumes``: its anonymous volumes go
-        too (as they do for a ``--rm`` container)."""
-        record = self._record(name_or_id)
+        """Remove the container (by name, id, or its record when the caller has it already). A
+        running one only with ``force``: stopped first with ``timeout`` seconds for its stop
+        signal (None: killed at once). ``volumes``: its anonymous volumes go too (as they do for
+        a ``--rm`` container)."""
+        record = name_or_id if isinstance(name_or_id, ContainerRecord) else self._record(name_or_id)
         current = self._status(record)
         if current["status"] in ("running", "paused"):
             if not force:

@@ -460,7 +460,7 @@ class Sandboxes:
             record = self.container(container_id)
         except NotFoundError:
             return  # (removed already: done, as the API asks)
-        self.engine.remove(record.id, force=True)
+        self.engine.remove(record, force=True)
 
     def container_state(self, record) -> tuple[str, dict[str, Any]]:
         """The CRI state of a container (CONTAINER_CREATED, _RUNNING, _EXITED, _UNKNOWN) and its

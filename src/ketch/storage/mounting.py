@@ -94,18 +94,21 @@ class StoreMounts:
         between its mount and the record of it left a mount nobody counted (the mount point's
         name is the object's, and counting happens under the same lock, so nobody else owns it)."""
         with self.lock(f"mount-{object_id}"):
-            count = self._mount_count(target)
+            recorded = self.db.one("SELECT 1 FROM mounts WHERE target = ?", (target,)) is not None
+            count = self._mount_count(target) if recorded else 0
             path = self.root / "mounts" / f"{prefix}-{object_id[:32]}"
             new = 0 if force else max(count - 1, 0)
-            if new == 0 and (count or force) and mounts.is_mountpoint(str(path)):
+            # (no mount point directory: nothing can be mounted there, and mountinfo is not read)
+            if new == 0 and (count or force) and os.path.lexists(path) and mounts.is_mountpoint(str(path)):
                 mounts.umount(str(path))
                 with contextlib.suppress(OSError):
                     os.rmdir(path)
-            with self.db.write() as conn:
-                if new == 0:
-                    conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
-                else:
-                    conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
+            if recorded:  # (a stale record, from before a reboot or a lost mount, goes too)
+                with self.db.write() as conn:
+                    if new == 0:
+                        conn.execute("DELETE FROM mounts WHERE target = ?", (target,))
+                    else:
+                        conn.execute("UPDATE mounts SET count = ? WHERE target = ?", (new, target))
         return count > 0
 
     def mount_image(self, name: str) -> Path:

@@ -8,6 +8,9 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -86,6 +89,7 @@ def test_socket_activation(cri_session, tmp_path):
     args[args.index("--listen") + 1] = f"unix://{tmp_path / 'unused.sock'}"
     env_names = ["PATH", "HOME", "CONTAINERS_REGISTRIES_CONF"]
     env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(cri_session.registries_conf))
+    started = time.time()
     proc = subprocess.Popen([activate, "-l", str(socket_path), *[f"-E{n}" for n in env_names], *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
@@ -106,6 +110,9 @@ def test_socket_activation(cri_session, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+    # its private socket for grpcio went with it
+    assert wait_for(lambda: not any(p.name.startswith("ketch-cri-") and p.stat().st_mtime >= started and
+                                    not any(p.iterdir()) for p in Path(tempfile.gettempdir()).iterdir()), timeout=10)
 
 
 def test_config_file_and_its_errors(cri_session, tmp_path):

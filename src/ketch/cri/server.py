@@ -549,6 +549,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     server = make_server(config, shared)
     fds = listen_fds()
     relay = None
+    private = None
     if fds:
         private = tempfile.mkdtemp(prefix="ketch-cri-")
         inner = os.path.join(private, "grpc.sock")
@@ -576,6 +577,8 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
         if relay is not None:
             relay.close()
         shared.tree_remover.shutdown(wait=True)  # (what is left when killed instead: the next recovery's)
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
 
 
 class _Relay:

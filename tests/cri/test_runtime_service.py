@@ -285,33 +285,57 @@ def test_resources_update_and_oom_score_adj(cri):
 
 
 def test_mounts_and_devices(cri, tmp_path):
+    import subprocess
+
     shared = tmp_path / "data"
     shared.mkdir()
-    (shared / "hello").write_text("from the host")
-    link = tmp_path / "link"
-    link.symlink_to(shared)
-    config = pod_config()
-    pod_id = run_pod(cri, config)
-    mounts = [api.Mount(container_path="/data", host_path=str(shared)),
-              api.Mount(container_path="/ro", host_path=str(link), readonly=True,
-                        propagation=api.PROPAGATION_HOST_TO_CONTAINER)]
-    container = container_config("c", ["sleep", "60"], mounts=mounts)
-    container.devices.append(api.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw"))
-    container_id = start_container(cri, pod_id, config, container)
-    assert exec_sync(cri, container_id, "cat", "/ro/hello").stdout == b"from the host"
-    assert exec_sync(cri, container_id, "sh", "-c", "echo x > /data/new").exit_code == 0
-    assert (shared / "new").read_text() == "x\n"
-    assert exec_sync(cri, container_id, "sh", "-c", "echo x > /ro/other").exit_code != 0
-    mountinfo = exec_sync(cri, container_id, "cat", "/proc/self/mountinfo").stdout.decode()
-    ro_line = next(line for line in mountinfo.splitlines() if line.split()[4] == "/ro")
-    assert "master:" in ro_line or "shared:" not in ro_line  # rslave: receives, does not send
-    assert exec_sync(cri, container_id, "sh", "-c", "echo hi > /dev/mynull").exit_code == 0
-    # a missing host path: refused, and nothing left
-    before = {c.id for c in cri.runtime.ListContainers(api.ListContainersRequest()).containers}
-    bad = container_config("bad", ["true"], mounts=[api.Mount(container_path="/x", host_path=str(tmp_path / "no"))])
-    assert _code(lambda: cri.runtime.CreateContainer(api.CreateContainerRequest(
-        pod_sandbox_id=pod_id, sandbox_config=config, config=bad))) == grpc.StatusCode.INVALID_ARGUMENT
-    assert {c.id for c in cri.runtime.ListContainers(api.ListContainersRequest()).containers} == before
+    # the source is a shared mount of its own, so that propagation has something to carry
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ktest-src", str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        (shared / "hello").write_text("from the host")
+        (shared / "sub").mkdir()
+        link = tmp_path / "link"
+        link.symlink_to(shared)
+        config = pod_config()
+        pod_id = run_pod(cri, config)
+        mounts = [api.Mount(container_path="/data", host_path=str(shared)),
+                  api.Mount(container_path="/ro", host_path=str(link), readonly=True,
+                            propagation=api.PROPAGATION_HOST_TO_CONTAINER),
+                  api.Mount(container_path="/both", host_path=str(shared),
+                            propagation=api.PROPAGATION_BIDIRECTIONAL)]
+        # (privileged: Kubernetes allows Bidirectional only there, and mounting needs CAP_SYS_ADMIN)
+        container = container_config("c", ["sleep", "60"], mounts=mounts,
+                                     security=api.LinuxContainerSecurityContext(privileged=True))
+        container.devices.append(api.Device(container_path="/dev/mynull", host_path="/dev/null", permissions="rw"))
+        container_id = start_container(cri, pod_id, config, container)
+        assert exec_sync(cri, container_id, "cat", "/ro/hello").stdout == b"from the host"
+        assert exec_sync(cri, container_id, "sh", "-c", "echo x > /data/new").exit_code == 0
+        assert (shared / "new").read_text() == "x\n"
+        assert exec_sync(cri, container_id, "sh", "-c", "echo x > /ro/other").exit_code != 0
+        assert exec_sync(cri, container_id, "sh", "-c", "echo hi > /dev/mynull").exit_code == 0
+        # a mount made on the host afterwards: seen through rslave and rshared, not through rprivate
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ktest-later", str(shared / "sub")], check=True)
+        try:
+            mounted = exec_sync(cri, container_id, "cat", "/proc/self/mountinfo").stdout.decode()
+            points = {line.split()[4] for line in mounted.splitlines()}
+            assert {"/ro/sub", "/both/sub"} <= points and "/data/sub" not in points, points
+        finally:
+            subprocess.run(["umount", str(shared / "sub")], check=True)
+        # a mount made in the container under the rshared one reaches the host
+        assert exec_sync(cri, container_id, "mount", "-t", "tmpfs", "inner", "/both/sub").exit_code == 0
+        with open("/proc/self/mountinfo") as f:
+            assert any(line.split()[4] == str(shared / "sub") for line in f)
+        subprocess.run(["umount", str(shared / "sub")], check=True)
+        # a missing host path: refused, and nothing left
+        before = {c.id for c in cri.runtime.ListContainers(api.ListContainersRequest()).containers}
+        bad = container_config("bad", ["true"], mounts=[api.Mount(container_path="/x", host_path=str(tmp_path / "no"))])
+        assert _code(lambda: cri.runtime.CreateContainer(api.CreateContainerRequest(
+            pod_sandbox_id=pod_id, sandbox_config=config, config=bad))) == grpc.StatusCode.INVALID_ARGUMENT
+        assert {c.id for c in cri.runtime.ListContainers(api.ListContainersRequest()).containers} == before
+        cri.remove_everything()  # (the container's mounts of the source go before the source does)
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(shared)], capture_output=True)
 
 
 def test_exec_sync(cri):

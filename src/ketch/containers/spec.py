@@ -287,6 +287,15 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         profile_json = engine_config.seccomp_for(Path(path), [c[4:] for c in caps])
         if profile_json is not None:
             linux["seccomp"] = profile_json
+    # A bind mount that shares or receives mounts needs the container's tree to do so as well:
+    # rshared for shared ones (a mount made in the container reaches the host), rslave for
+    # slaves (the runtime's default); as podman and containerd set rootfsPropagation.
+    bind_propagation = {o for m in mounts for o in m.get("options") or [] if o in ("shared", "rshared", "slave",
+                                                                                    "rslave")}
+    if bind_propagation & {"shared", "rshared"}:
+        linux["rootfsPropagation"] = "rshared"
+    elif bind_propagation:
+        linux["rootfsPropagation"] = "rslave"
     config: Spec = {
         "ociVersion": "1.0.2",
         "process": process,

@@ -21,9 +21,9 @@ from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_clean
 
 log = logging.getLogger(__name__)
 
-RUNTIME_DEFAULT, UNCONFINED, LOCALHOST = 0, 1, 2  # SecurityProfile.ProfileType
-NS_POD, NS_CONTAINER, NS_NODE, NS_TARGET = 0, 1, 2, 3  # NamespaceMode
-PROPAGATION = {0: "rprivate", 1: "rslave", 2: "rshared"}
+# the CRI's MountPropagation (as the JSON form of its message names it) as a mount option
+PROPAGATION = {"PROPAGATION_PRIVATE": "rprivate", "PROPAGATION_HOST_TO_CONTAINER": "rslave",
+               "PROPAGATION_BIDIRECTIONAL": "rshared"}
 
 
 class NoSuchSandboxError(NotFoundError):
@@ -333,8 +333,7 @@ class Sandboxes:
         if not os.path.exists(real):
             raise InvalidInputError(f"the host path {source} of a mount does not exist")
         options = ["rbind", "ro" if mount.get("readonly") else "rw",
-                   PROPAGATION.get({"PROPAGATION_PRIVATE": 0, "PROPAGATION_HOST_TO_CONTAINER": 1,
-                                    "PROPAGATION_BIDIRECTIONAL": 2}.get(mount.get("propagation", ""), 0), "rprivate")]
+                   PROPAGATION.get(mount.get("propagation", ""), "rprivate")]
         return {"kind": "bind", "source": real, "destination": destination, "options": options}
 
     def _security(self, options: CreateOptions, security: dict) -> None:

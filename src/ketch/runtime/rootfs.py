@@ -213,8 +213,18 @@ def _setup_devices(rootfs: str, linux: dict[str, Any], dev_is_tmpfs: bool) -> No
 def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot: bool,
                   new_namespaces: set[str], before_root_change) -> None:
     linux = config.get("linux") or {}
-    # Keep our mounts from propagating back to the host (rootfsPropagation may share them later).
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_SLAVE)
+    propagation = linux.get("rootfsPropagation")
+    if propagation and propagation not in PROPAGATION:
+        raise SetupError(f"unknown rootfsPropagation {propagation!r}")
+    # As runc: the new mount namespace's tree as rootfsPropagation asks (rslave when it does not
+    # say: the host's mounts reach us, ours do not reach the host). A shared tree is what lets a
+    # container's mount under an rshared bind reach the host (the CRI's Bidirectional); then the
+    # rootfs's own mount is made private first, so that the mounts setting up the container do
+    # not propagate anywhere.
+    flags = PROPAGATION[propagation] if propagation else sc.MS_REC | sc.MS_SLAVE
+    sc.mount(None, "/", None, flags)
+    if flags & sc.MS_SHARED:
+        sc.mount(None, _mount_point_of(rootfs), None, sc.MS_PRIVATE)
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     dev_is_tmpfs = False
     real_root = os.path.realpath(rootfs)
@@ -223,7 +233,6 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
         if mount.get("destination", "").rstrip("/") == "/dev" and mount.get("type") in ("tmpfs", "devtmpfs"):
             dev_is_tmpfs = True
     _setup_devices(rootfs, linux, dev_is_tmpfs)
-    propagation = linux.get("rootfsPropagation")
     before_root_change()
     os.chdir(rootfs)
     if no_pivot:
@@ -244,9 +253,19 @@ def _setup_rootfs(config: dict[str, Any], bundle_dir: str, rootfs: str, no_pivot
             os.close(new_root)
     os.chdir("/")
     if propagation:
-        if propagation not in PROPAGATION:
-            raise SetupError(f"unknown rootfsPropagation {propagation!r}")
         sc.mount(None, "/", None, PROPAGATION[propagation])
+
+
+def _mount_point_of(path: str) -> str:
+    """The mount point of the mount that holds ``path`` (the longest mount point above it)."""
+    real = os.path.realpath(path)
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                best = point
+    return best
 
 
 def _finalize_rootfs(config: dict[str, Any]) -> None:

@@ -176,3 +176,26 @@ def test_kill_9_during_pull_image_leaves_no_image_and_a_consistent_store(cri):
         ref = cri.images.PullImage(api.PullImageRequest(image=api.ImageSpec(image=name))).image_ref
         assert cri.images.ImageStatus(api.ImageStatusRequest(image=api.ImageSpec(image=name))).image.id == ref
         cri.images.RemoveImage(api.RemoveImageRequest(image=api.ImageSpec(image=ref)))
+
+
+def test_a_removal_a_killed_server_did_not_finish_is_finished_at_start(cri):
+    """RemoveContainer answers once the container is marked removed; the rest follows. A server
+    killed in between leaves the mark in the store, and the next one finishes the removal."""
+    from ketch.storage.store import Store
+
+    config = pod_config()
+    pod_id = run_pod(cri, config)
+    container_id = start_container(cri, pod_id, config, container_config("c", ["sleep", "60"]))
+    cri.runtime.StopContainer(api.StopContainerRequest(container_id=container_id, timeout=0))
+    cri.kill9()
+    store = Store(str(cri.root), str(cri.runroot))
+    meta = __import__("json").loads(store.container(container_id)["metadata"])
+    store.update_container_metadata(container_id, {"cri": {**meta["cri"], "removing": True}})  # (as it marks it)
+    cri.start()
+    assert cri.runtime.ListContainers(api.ListContainersRequest()).containers == []
+    assert [r["id"] for r in store.containers() if r["id"] == container_id] == []
+    # the name is free again: the kubelet's next attempt of the same container is made
+    again = start_container(cri, pod_id, config, container_config("c", ["sleep", "60"]))
+    assert status(cri, again).state == api.CONTAINER_RUNNING
+    check = _storage_check(cri)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -17,7 +17,7 @@ from typing import Any
 from ketch.containers import pods as pod_model
 from ketch.containers.options import CreateOptions
 from ketch.cri.config import CRIConfig
-from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
+from ketch.errors import DuplicateNameError, InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +99,14 @@ def _listdir(path: str) -> list[str]:
 class Sandboxes:
     """RuntimeService's work on one store (one per server thread: an engine is not shared)."""
 
-    def __init__(self, config: CRIConfig, engine) -> None:
+    def __init__(self, config: CRIConfig, engine, remove_later=None) -> None:
+        """``remove_later(container_id)``: finishes a removal after the request has answered
+        (a long-running server's; without it a removal is done before the answer)."""
         from ketch.cri.cni import Network
 
         self.config = config
         self.engine = engine
+        self.remove_later = remove_later
         self.store = engine.store
         self.pods = pod_model.Pods(self.store)
         self.network = Network(config.cni_conf_dirs, config.cni_bin_dirs)
@@ -193,8 +196,10 @@ class Sandboxes:
             f.write("\n".join(lines) + "\n")
         self.pods.update_data(record.id, resolv_conf=path)
 
-    def containers_of(self, pod_id: str) -> list:
-        return [r for r in self.engine.records() if (r.meta.get("cri") or {}).get("pod") == pod_id]
+    def containers_of(self, pod_id: str, *, removing: bool = False) -> list:
+        """The pod's containers (``removing``: with those removed whose removal is not finished)."""
+        return [r for r in self.engine.records() if (r.meta.get("cri") or {}).get("pod") == pod_id and
+                (removing or not r.meta["cri"].get("removing"))]
 
     def stop_pod(self, pod_id: str) -> None:
         """StopPodSandbox: its containers killed, its network given back; idempotent for a pod
@@ -212,8 +217,8 @@ class Sandboxes:
             record = self.sandbox(pod_id)
         except NotFoundError:
             return
-        for container in self.containers_of(record.id):
-            self.remove_container(container.id)
+        for container in self.containers_of(record.id, removing=True):
+            self.finish_removal(container.id)
         self._network_down(record)
         self.pods.remove(record.id)
 
@@ -262,7 +267,19 @@ class Sandboxes:
                         "annotations": config.get("annotations") or {}, "image": config.get("image") or {},
                         "image_ref": image["ref"], "log_path": log_path, "mounts": config.get("mounts") or [],
                         "resources": (config.get("linux") or {}).get("resources") or {}}}
-        return self.engine.create(image["id"], options, pull="never", extra_meta=meta)
+        try:
+            return self.engine.create(image["id"], options, pull="never", extra_meta=meta)
+        except DuplicateNameError:
+            # the name may be held by a container removed whose removal is not finished yet
+            try:
+                previous = self.engine.record(name)
+            except NotFoundError:
+                previous = None  # (its removal finished meanwhile)
+            if previous is not None:
+                if not (previous.meta.get("cri") or {}).get("removing"):
+                    raise
+                self.finish_removal(previous.id)
+            return self.engine.create(image["id"], options, pull="never", extra_meta=meta)
 
     def _options(self, pod: pod_model.PodRecord, pod_config: dict, config: dict, name: str) -> CreateOptions:
         linux = config.get("linux") or {}
@@ -440,7 +457,7 @@ class Sandboxes:
         if not container_id:
             raise InvalidInputError("the container id is empty")
         record = self.engine.record(container_id)
-        if "cri" not in record.meta:
+        if "cri" not in record.meta or record.meta["cri"].get("removing"):
             raise NotFoundError(f"container {container_id!r} not found")
         return record
 
@@ -455,11 +472,32 @@ class Sandboxes:
             self.engine.cleanup(record.id)
 
     def remove_container(self, container_id: str) -> None:
+        """RemoveContainer; idempotent. A container that does not run is marked removed in the
+        store (from then on it is gone for every request) and removed after the answer, as
+        containerd leaves its snapshots to a later collection; a server killed before that
+        finishes it when it starts again (:meth:`finish_removals`)."""
         try:
             record = self.container(container_id)
         except NotFoundError:
             return  # (removed already: done, as the API asks)
-        self.engine.remove(record, force=True)
+        if self.remove_later is None or self.engine.status(record.id)["status"] in ("running", "paused"):
+            self.engine.remove(record, force=True)
+            return
+        self.store.update_container_metadata(record.id, {"cri": {**record.meta["cri"], "removing": True}})
+        self.remove_later(record.id)
+
+    def finish_removal(self, container_id: str) -> None:
+        """The removal of a container, done now (whether or not it was marked removed)."""
+        try:
+            self.engine.remove(self.engine.record(container_id), force=True)
+        except NotFoundError:
+            pass  # (finished by someone else meanwhile)
+
+    def finish_removals(self) -> None:
+        """Containers marked removed whose removal a killed server did not finish."""
+        for record in self.engine.records():
+            if (record.meta.get("cri") or {}).get("removing"):
+                self.finish_removal(record.id)
 
     def container_state(self, record) -> tuple[str, dict[str, Any]]:
         """The CRI state of a container (CONTAINER_CREATED, _RUNNING, _EXITED, _UNKNOWN) and its

@@ -80,9 +80,28 @@ class _PerThread:
     def __init__(self, config: CRIConfig) -> None:
         self.config = config
         self.local = threading.local()
-        # removed containers' files are deleted after RemoveContainer answers (see
-        # Store.remove_trees_in_background): one thread, in the order they were removed
+        # removed containers are removed, and their files deleted, after RemoveContainer answers
+        # (Sandboxes.remove_container, Store.remove_trees_in_background): one thread, in order
         self.tree_remover = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cri-remove")
+
+    def remove_later(self, container_id: str) -> None:
+        """Finish the removal in the background: once the request's answer has gone when the
+        request collects them (see RuntimeService.RemoveContainer), at once otherwise."""
+        pending = getattr(self.local, "pending_removals", None)
+        if pending is not None:
+            pending.append(container_id)
+        else:
+            self.tree_remover.submit(self._finish_removal, container_id)
+
+    def submit_removals(self, container_ids: list[str]) -> None:
+        for container_id in container_ids:
+            self.tree_remover.submit(self._finish_removal, container_id)
+
+    def _finish_removal(self, container_id: str) -> None:
+        try:
+            self.sandboxes.finish_removal(container_id)  # (this thread's engine: its own connection)
+        except KetchError as exc:
+            log.warning("finishing the removal of container %s: %s", container_id, exc)
 
     @property
     def sandboxes(self) -> Sandboxes:
@@ -92,7 +111,7 @@ class _PerThread:
 
             engine = Engine(root=self.config.root, runroot=self.config.runroot)
             engine.store.remove_trees_in_background(self.tree_remover)
-            found = self.local.sandboxes = Sandboxes(self.config, engine)
+            found = self.local.sandboxes = Sandboxes(self.config, engine, remove_later=self.remove_later)
         return found
 
 
@@ -235,7 +254,16 @@ class RuntimeService(rpc.RuntimeServiceServicer):
 
     @_grpc_errors
     def RemoveContainer(self, request, context):
-        self.sb.remove_container(request.container_id)
+        # the removal is finished after the answer has been sent: started before, it would hold
+        # this process's interpreter while the answer waits to go out
+        self.shared.local.pending_removals = []
+        try:
+            self.sb.remove_container(request.container_id)
+        finally:
+            pending, self.shared.local.pending_removals = self.shared.local.pending_removals, None
+        if pending and not (context is not None and
+                            context.add_callback(lambda: self.shared.submit_removals(pending))):
+            self.shared.submit_removals(pending)
         return api.RemoveContainerResponse()
 
     def _container_status(self, record) -> api.ContainerStatus:
@@ -277,7 +305,7 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         out = []
         for record in self.sb.engine.records():
             cri = record.meta.get("cri")
-            if cri is None or (wanted.id and not record.id.startswith(wanted.id)):
+            if cri is None or cri.get("removing") or (wanted.id and not record.id.startswith(wanted.id)):
                 continue
             if wanted.pod_sandbox_id and not cri["pod"].startswith(wanted.pod_sandbox_id):
                 continue
@@ -546,6 +574,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     socket, so its connections are handed to the server over a private socket (see
     :class:`_Relay`)."""
     shared = _PerThread(config)
+    shared.sandboxes.finish_removals()  # what a killed server left half-removed
     server = make_server(config, shared)
     fds = listen_fds()
     relay = None

@@ -33,13 +33,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--infra", default="true", choices=["true", "false"],
                         help="accepted: ketch's pods never have an infra container")
     create.set_defaults(func=cmd_create)
-    for name in ("ps", "ls", "list"):
-        listing = verbs.add_parser(name, help="list pods" if name == "ps" else argparse.SUPPRESS,
-                                   description="List the pods.")
-        listing.add_argument("--format", help="json, or {{.Name}} fields")
-        listing.add_argument("-q", "--quiet", action="store_true", help="ids only")
-        listing.add_argument("--no-trunc", action="store_true")
-        listing.set_defaults(func=cmd_ps)
+    listing = verbs.add_parser("ps", aliases=["ls", "list"], help="list pods", description="List the pods.")
+    listing.add_argument("--format", help="json, or a Go template ({{.Name}}, {{.Status}}, ...)")
+    listing.add_argument("-q", "--quiet", action="store_true", help="ids only")
+    listing.add_argument("--no-trunc", action="store_true")
+    listing.set_defaults(func=cmd_ps)
     inspect = verbs.add_parser("inspect", help="show pods", description="Show pods (JSON).")
     inspect.add_argument("pods", nargs="+", metavar="POD")
     inspect.set_defaults(func=cmd_inspect)

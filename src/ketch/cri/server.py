@@ -91,11 +91,14 @@ class _PerThread:
         if pending is not None:
             pending.append(container_id)
         else:
-            self.tree_remover.submit(self._finish_removal, container_id)
+            self.submit_removals([container_id])
 
     def submit_removals(self, container_ids: list[str]) -> None:
         for container_id in container_ids:
-            self.tree_remover.submit(self._finish_removal, container_id)
+            try:
+                self.tree_remover.submit(self._finish_removal, container_id)
+            except RuntimeError:
+                return  # (the server is stopping: the next start finishes what is marked removed)
 
     def _finish_removal(self, container_id: str) -> None:
         try:

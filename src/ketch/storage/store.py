@@ -683,7 +683,10 @@ class Store(StoreMounts):
             os.rename(path, target)
         except FileNotFoundError:
             target = path  # (nothing to move: only the lock goes)
-        executor.submit(finish)
+        try:
+            executor.submit(finish)
+        except RuntimeError:  # (the executor is shutting down: done here, now)
+            finish()
 
     def update_container_metadata(self, name_or_id: str, changes: dict) -> dict:
         """Merge ``changes`` into a container's metadata, in one transaction; the new metadata."""

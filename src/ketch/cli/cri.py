@@ -60,22 +60,9 @@ def cmd_serve(args) -> int:
 
     def ready() -> None:
         print(f"ketch cri: serving CRI v1 on {config.listen}", file=sys.stderr, flush=True)
-        _notify_systemd()
 
     serve(config, ready=ready, stop_event=stop)
     return 0
-
-
-def _notify_systemd() -> None:
-    import os
-    import socket
-
-    path = os.environ.get("NOTIFY_SOCKET")
-    if not path:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect("\0" + path[1:] if path.startswith("@") else path)
-        sock.send(b"READY=1")
 
 
 def _client(args):

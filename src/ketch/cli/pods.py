@@ -115,16 +115,17 @@ def cmd_lifecycle(args) -> int:
     from ketch.cli.containers import _each
 
     pods = _pods(args)
-    if args.pod_verb == "start":
-        action = pods.start
-    elif args.pod_verb == "stop":
-        def action(name):
-            return pods.stop(name, args.time)
-    else:
-        def action(name):
-            return pods.remove(name, force=args.force, timeout=args.time)
-    args.all = True  # (_each prints what the action returns: the pod's full id, as podman)
-    return _each(args, args.pods, action, missing_status=1 if args.pod_verb == "rm" else 125)
+
+    def action(name: str) -> None:
+        if args.pod_verb == "start":
+            pod_id = pods.start(name)
+        elif args.pod_verb == "stop":
+            pod_id = pods.stop(name, args.time)
+        else:
+            pod_id = pods.remove(name, force=args.force, timeout=args.time)
+        print(pod_id)  # (the pod's full id, as podman prints it)
+
+    return _each(args, args.pods, action, missing_status=1 if args.pod_verb == "rm" else 125, quiet=True)
 
 
 def cmd_exists(args) -> int:

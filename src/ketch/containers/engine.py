@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ketch.containers import logs as logfiles
 from ketch.containers import state as states
+from ketch.containers import systemd
 from ketch.containers.config import EngineConfig
 from ketch.containers.files import ContainerFiles
 from ketch.containers.networking import ContainerNetworking
@@ -486,15 +487,6 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         self._start_detached(record)
         return None
 
-    def _listen_fds(self, options: CreateOptions) -> int:
-        """Socket activation: fds systemd passed us, when they are for us (LISTEN_PID)."""
-        try:
-            count = int(os.environ.get("LISTEN_FDS", "0"))
-            pid = int(os.environ.get("LISTEN_PID", "0"))
-        except ValueError:
-            return 0
-        return count if count > 0 and pid == os.getpid() else 0
-
     def _start_required(self, options: CreateOptions) -> None:
         """--requires: those containers run first (started here when they do not)."""
         for name in options.requires:
@@ -555,7 +547,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         events = setup is None or setup.events
         with self.store.lock(f"container-{container_id}"):
             self._check_startable(record)
-            listen_fds = self._listen_fds(options) if setup is None else 0
+            listen_fds = systemd.listen_fds() if setup is None else 0
             userdata, _ = self._prepare(record, listen_fds=listen_fds, setup=setup)
             preserve = max(options.preserve_fds, listen_fds)
             driver = self._driver(options)
@@ -602,10 +594,8 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             if events:
                 self._record_event("start", record)
                 self._record_event("attach", record)
-            if options.sdnotify == "conmon" and os.environ.get("NOTIFY_SOCKET"):
-                from ketch.containers.monitor import _notify_ready
-
-                _notify_ready(os.environ["NOTIFY_SOCKET"], os.getpid())
+            if options.sdnotify == "conmon":
+                systemd.notify(f"MAINPID={os.getpid()}\nREADY=1\n")
 
         from ketch.runtime.container import Runtime
 
@@ -697,7 +687,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                 return
             self._check_startable(record)
             states.update(self._userdata(container_id), stopped_by_user=False)
-            listen_fds = self._listen_fds(options)
+            listen_fds = systemd.listen_fds()
             userdata, config = self._prepare(record, listen_fds=listen_fds)
             try:
                 self._network_ready()

@@ -85,7 +85,9 @@ def main() -> None:
         os._exit(1)
     _event(args, "start")
     if args.get("notify_ready"):
-        _notify_ready(args["notify_ready"], os.getpid())
+        from ketch.containers import systemd
+
+        systemd.notify(f"MAINPID={os.getpid()}\nREADY=1\n", args["notify_ready"])  # --sdnotify=conmon
     _report(report, f"ok {pid}")
     os.close(devnull)
     exit_file = os.path.join(userdata, EXIT_FILE)
@@ -296,18 +298,6 @@ def _copy_until_exit(pid: int, master: int | None, out_r: int, err_r: int, log, 
             elif log is not None:
                 log.write(streams[fd], data)
     return status
-
-
-def _notify_ready(socket_path: str, main_pid: int) -> None:
-    """--sdnotify=conmon: tell systemd we are ready (the container runs)."""
-    import socket
-
-    address = "\0" + socket_path[1:] if socket_path.startswith("@") else socket_path
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(f"MAINPID={main_pid}\nREADY=1\n".encode(), address)
-        except OSError:
-            pass
 
 
 def _cleanup(args: dict, status: int | None) -> None:

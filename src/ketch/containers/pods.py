@@ -120,9 +120,8 @@ class Pods:
             with self.db.write() as conn:
                 conn.execute("INSERT INTO pods (id, name, created, state, data) VALUES (?, ?, ?, ?, ?)",
                              (pod_id, name, time.time(), CREATING, json.dumps(dict(data or {}))))
-        except DuplicateNameError as exc:
-            raise DuplicateNameError(f"the pod name \"{name}\" is already in use by "
-                                     f"{self.get(name).id}; remove that pod or choose another name") from exc
+        except DuplicateNameError as exc:  # (podman's words)
+            raise DuplicateNameError(f'adding pod to state: name "{name}" is in use: pod already exists') from exc
         try:
             kinds = [k for k in PINNED if not (k == "net" and host_network) and not (k == "ipc" and host_ipc)]
             directory = os.path.join(self._dir(pod_id), "ns")
@@ -245,12 +244,6 @@ class PodEngine:
         host_network = network == "host" or "net" not in share
         data = {"kind": "ketch", "labels": dict(labels or {}), "share": share, "network": network,
                 "hostname": hostname or name, "create_command": builtins.list(create_command or [])}
-        try:
-            self.pods.get(name)
-        except NotFoundError:
-            pass
-        else:
-            raise DuplicateNameError(f'adding pod to state: name "{name}" is in use: pod already exists')
         record = self.pods.create(name, hostname=hostname or name, share_pid="pid" in share, host_network=host_network,
                                   host_ipc="ipc" not in share, data=data)
         try:

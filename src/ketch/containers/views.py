@@ -566,7 +566,7 @@ def info(engine) -> dict[str, Any]:
             "buildahVersion": __version__,  # ketch's builder is ketch
             "cgroupManager": "cgroupfs",
             "cgroupVersion": "v2" if cgroups.is_unified() else "v1",
-            "cgroupControllers": _cgroup_controllers(cgroups),
+            "cgroupControllers": cgroup_controllers(),
             "conmon": {"package": "ketch", "path": monitor.NATIVE if os.access(monitor.NATIVE, os.X_OK)
                        else monitor.__file__, "version": f"ketch-monitor version {__version__}"},
             "cpus": os.cpu_count() or 1,
@@ -638,7 +638,11 @@ def _key_values(path: str, separator: str) -> dict[str, str]:
     return out
 
 
-def _cgroup_controllers(cgroups) -> list[str]:
+def cgroup_controllers() -> list[str]:
+    """The controllers containers' cgroups get here: cgroup v2's (a v2-only host), or the v1
+    hierarchies' (a v1 or hybrid host, where ketch uses v1)."""
+    from ketch.runtime import cgroups
+
     if cgroups.is_unified():
         try:
             with open("/sys/fs/cgroup/cgroup.controllers") as f:

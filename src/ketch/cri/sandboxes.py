@@ -76,26 +76,6 @@ def _can_lower_oom_score_adj() -> bool:
         return False
 
 
-def _hugetlb_controller() -> bool:
-    """Whether containers' cgroups get the hugetlb controller: a v1 hierarchy of it, or a
-    cgroup v2-only host that delegates it."""
-    if os.path.exists("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes") or \
-            any(n.startswith("hugetlb.") for n in _listdir("/sys/fs/cgroup/hugetlb")):
-        return True
-    try:
-        with open("/sys/fs/cgroup/cgroup.controllers") as f:
-            return "hugetlb" in f.read().split()
-    except OSError:
-        return False
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
 class Sandboxes:
     """RuntimeService's work on one store (one per server thread: an engine is not shared)."""
 
@@ -421,7 +401,9 @@ class Sandboxes:
             options.memory_swap = number("memorySwapLimitInBytes")
         limits = {h["pageSize"]: int(h.get("limit") or 0) for h in resources.get("hugepageLimits") or []
                   if h.get("pageSize")}
-        if limits and not _hugetlb_controller():
+        from ketch.containers.views import cgroup_controllers
+
+        if limits and "hugetlb" not in cgroup_controllers():
             # the kubelet sends a limit for every page size the node has: without the controller
             # they are dropped, as containerd does (tolerate_missing_hugetlb_controller)
             log.info("container %s: hugepage limits ignored: no hugetlb cgroup controller here", options.name)

@@ -31,6 +31,7 @@ from google.protobuf import json_format  # noqa: E402
 
 import ketch.cri.api_pb2 as api  # noqa: E402
 import ketch.cri.api_pb2_grpc as rpc  # noqa: E402
+from ketch.containers import systemd  # noqa: E402
 from ketch.cri.config import CRIConfig  # noqa: E402
 from ketch.cri.sandboxes import Sandboxes  # noqa: E402
 from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError  # noqa: E402
@@ -543,18 +544,6 @@ class ImageService(rpc.ImageServiceServicer):
 # -- serving ---------------------------------------------------------------------------------
 
 
-def listen_fds() -> list[int]:
-    """The sockets systemd passed this process (socket activation), if any."""
-    try:
-        count = int(os.environ.get("LISTEN_FDS", "0"))
-        pid = int(os.environ.get("LISTEN_PID", "0"))
-    except ValueError:
-        return []
-    if count <= 0 or pid != os.getpid():
-        return []
-    return list(range(3, 3 + count))
-
-
 def _socket_path(listen: str) -> str:
     if not listen.startswith("unix://"):
         raise InvalidInputError(f"invalid --listen {listen!r}: want unix:///PATH")
@@ -579,7 +568,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     shared = _PerThread(config)
     shared.sandboxes.finish_removals()  # what a killed server left half-removed
     server = make_server(config, shared)
-    fds = listen_fds()
+    fds = list(range(3, 3 + systemd.listen_fds()))
     relay = None
     private = None
     if fds:
@@ -602,6 +591,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
         relay.start()
     if ready is not None:
         ready()
+    systemd.notify("READY=1")  # (ketch-cri.service is Type=notify)
     try:
         (stop_event or threading.Event()).wait()
     finally:

@@ -52,6 +52,9 @@ def test_pod_shares_namespaces_and_publishes_ports(ketch_env):
         entry = next(p for p in listed if p["Id"] == pod_id)
         assert (entry["Name"], entry["Status"], len(entry["Containers"])) == ("web-pod", "Running", 2)
         assert entry["Networks"] == ["ketch"]
+        in_pod = ketch_env.cli("ps", "--filter", "pod=web-pod", "--format", "{{.Names}} {{.PodName}}", check=True)
+        assert sorted(in_pod.stdout.splitlines()) == ["pod-peer web-pod", "pod-server web-pod"]
+        assert json.loads(ketch_env.cli("inspect", "--type", "pod", "web-pod", check=True).stdout)[0]["Id"] == pod_id
         shown = ketch_env.cli("pod", "ps", "--format", "{{.Name}} {{.Status}} {{.NumberOfContainers}}", check=True)
         assert "web-pod Running 2" in shown.stdout.splitlines()
         inspected = json.loads(ketch_env.cli("pod", "inspect", "web-pod", check=True).stdout)

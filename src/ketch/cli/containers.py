@@ -772,7 +772,9 @@ def inspect_any(engine, name: str, kind: str, size: bool = False) -> dict:
             if what == "network":
                 return engine.networks().inspect(name)
             if what == "pod":
-                raise NotFoundError(f"no pod with name or ID {name} found: no such pod")
+                from ketch.containers.pods import PodEngine
+
+                return PodEngine(engine).inspect(name)
         except NotFoundError as exc:
             if kind != "all":  # podman's words for each kind
                 message = {"container": f"no such container {name}", "volume": f"no such volume {name}",

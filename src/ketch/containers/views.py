@@ -131,8 +131,8 @@ def ps_entry(engine, record: ContainerRecord, current: dict, *, size: bool = Fal
         "Namespaces": _namespaces(current.get("pid")) if namespaces and running else {},
         "Networks": sorted(engine._network_names(record.options)),  # podman's: configured, in any state
         "Pid": (current.get("pid") or 0) if status in ("running", "paused") else 0,
-        "Pod": "",
-        "PodName": "",
+        "Pod": options.pod or "",
+        "PodName": _pod_name(engine, options.pod),
         "Ports": _ports(engine, record),
         "Restarts": current.get("restart_count", 0),
         "Size": _size(engine, record) if size else None,
@@ -213,7 +213,7 @@ def matches(entry: dict, record: ContainerRecord, filters: list[str] | dict, anc
                                for p in entry["Ports"] or [])
                 return any(e.split("/")[0] == port for e in record.options.expose)
             if key == "pod":
-                return False
+                return bool(entry["Pod"]) and (entry["Pod"].startswith(value) or entry["PodName"] == value)
             return False
         if key == "label!":
             if any(one(v) for v in values):
@@ -284,7 +284,7 @@ def inspect(engine, record: ContainerRecord, current: dict) -> dict[str, Any]:
         "ImageName": image_name(engine, record),
         "IsService": False,
         "Rootfs": "",
-        "Pod": "",
+        "Pod": record.options.pod or "",
         "ResolvConfPath": os.path.join(userdata, "resolv.conf"),
         "HostnamePath": os.path.join(userdata, "hostname"),
         "HostsPath": os.path.join(userdata, "hosts"),
@@ -636,6 +636,18 @@ def _key_values(path: str, separator: str) -> dict[str, str]:
     except OSError:
         pass
     return out
+
+
+def _pod_name(engine, pod_id: str | None) -> str:
+    if not pod_id:
+        return ""
+    from ketch.containers.pods import Pods
+    from ketch.errors import NotFoundError
+
+    try:
+        return Pods(engine.store).get(pod_id).name
+    except NotFoundError:
+        return ""  # (removed meanwhile)
 
 
 def cgroup_controllers() -> list[str]:

@@ -1059,9 +1059,11 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
              user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
              detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
-             preserve_fds: int = 0, pid_file: str | None = None) -> int:
+             preserve_fds: int = 0, pid_file: str | None = None, console_socket: str | None = None) -> int:
         """Run another process in a running container; its exit status (0 when detached).
-        ``pid_file``: where its host pid is written once it runs (to time it out)."""
+        ``pid_file``: where its host pid is written once it runs (to time it out);
+        ``console_socket``: with ``tty``, where the terminal's master is sent (the runtime
+        spec's console socket) instead of being copied to our own stdio."""
         from ketch.containers import users
         from ketch.runtime.container import Runtime
 
@@ -1117,7 +1119,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         runtime = Runtime(str(self.store.runroot / "runtime"))
         try:
             return runtime.exec(record.id, process, detach=detach, stdio=stdio, preserve_fds=preserve_fds,
-                                pid_file=pid_file)
+                                pid_file=pid_file, console_socket=console_socket if tty else None)
         except CannotExecuteError as exc:
             raise command_error(exc, "container") from exc
 

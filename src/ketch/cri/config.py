@@ -43,6 +43,14 @@ class CRIConfig(Record):
     max_exec_output: int = 16 * 1024 * 1024  # ExecSync's cap per stream, as the CRI asks
     default_capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
     pid_namespace_holder: str = "catatonit"  # PID 1 of a pod's shared PID namespace (run with -P), a name or path
+    # the streaming server (exec, attach, port-forward): 127.0.0.1 and any free port by default,
+    # as containerd's; its URLs carry one-use tokens that expire after stream_token_ttl seconds
+    stream_address: str = "127.0.0.1"
+    stream_port: int = 0
+    stream_token_ttl: float = 60.0
+    log_level: str = "info"
+    log_format: str = "json"  # or text
+    source: str | None = None  # the file read, for SIGHUP
 
     def handler(self, name: str) -> Handler:
         name = name or self.default_handler
@@ -77,12 +85,13 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
             raise InvalidInputError(f"the CRI config {file} is not valid TOML: {exc}") from exc
     config = CRIConfig(handlers=_default_handlers())
     known = {"listen", "root", "runroot", "runtime", "cni", "logs", "pod", "cgroup_driver", "restrict_oom_score_adj",
-             "max_exec_output", "default_capabilities"}
+             "max_exec_output", "default_capabilities", "streaming", "log_level", "log_format"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidInputError(f"the CRI config {file}: unknown key {unknown[0]!r}")
+    config.source = file
     for key in ("listen", "root", "runroot", "cgroup_driver", "restrict_oom_score_adj", "max_exec_output",
-                "default_capabilities"):
+                "default_capabilities", "log_level", "log_format"):
         if key in data:
             setattr(config, key, data[key])
     runtime = data.get("runtime") or {}
@@ -94,6 +103,10 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
             raise InvalidInputError(f"the CRI config {file}: runtime handler {name!r}: {binary} is not an "
                                     "executable")
         config.handlers[name] = Handler(name, binary)
+    streaming = data.get("streaming") or {}
+    for key in ("address", "port", "token_ttl"):
+        if key in streaming:
+            setattr(config, f"stream_{key}", streaming[key])
     cni = data.get("cni") or {}
     if "conf_dirs" in cni:
         config.cni_conf_dirs = list(cni["conf_dirs"])
@@ -108,6 +121,10 @@ def load(path: str | None = None, **overrides: Any) -> CRIConfig:
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise InvalidInputError(f"invalid log_level {config.log_level!r}: debug, info, warning or error")
+    if config.log_format not in ("json", "text"):
+        raise InvalidInputError(f"invalid log_format {config.log_format!r}: json or text")
     if config.cgroup_driver not in ("cgroupfs", "systemd"):
         raise InvalidInputError(f"invalid cgroup_driver {config.cgroup_driver!r}: cgroupfs or systemd")
     config.handler(config.default_handler)  # the default must exist

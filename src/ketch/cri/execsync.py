@@ -1,4 +1,6 @@
-"""ExecSync: a command run to its end in a running container, its output captured.
+"""ExecSync: a command run to its end in a running container, its output captured. The helper
+process here also runs the streaming server's execs (:mod:`ketch.cri.remotecommand`), with its
+stdio or a console socket as the process's.
 
 It runs in a helper process (``python -m ketch.cri.execsync``) rather than in the server: running
 a process in a container in the foreground makes the caller a child subreaper and forwards its
@@ -95,8 +97,9 @@ def _main(request: dict) -> int:
         engine = Engine(root=request["root"], runroot=request["runroot"])
         if timer is not None:
             timer.start()
-        null = os.open("/dev/null", os.O_RDONLY)
-        status = engine.exec(request["id"], request["command"], stdio=(null, 1, 2), pid_file=pid_file)
+        stdin = 0 if request.get("stdin") else os.open("/dev/null", os.O_RDONLY)
+        status = engine.exec(request["id"], request["command"], stdio=(stdin, 1, 2), pid_file=pid_file,
+                             tty=bool(request.get("tty")), console_socket=request.get("console_socket"))
         result: dict[str, object] = {"exit_code": status, "timed_out": timed_out.is_set()}
     except KetchError as exc:
         result = {"error": str(exc), "status": exc.exit_code}

@@ -120,9 +120,10 @@ class _PerThread:
 
 
 class RuntimeService(rpc.RuntimeServiceServicer):
-    def __init__(self, config: CRIConfig, shared: _PerThread) -> None:
+    def __init__(self, config: CRIConfig, shared: _PerThread, streaming=None) -> None:
         self.config = config
         self.shared = shared
+        self.streaming = streaming  # ketch.cri.streaming.StreamingServer
 
     @property
     def sb(self) -> Sandboxes:
@@ -378,17 +379,49 @@ class RuntimeService(rpc.RuntimeServiceServicer):
                           f"command {' '.join(request.cmd)!r} timed out after {request.timeout}s")
         return api.ExecSyncResponse(stdout=outcome.stdout, stderr=outcome.stderr, exit_code=outcome.exit_code)
 
+    def _running(self, container_id: str):
+        record = self.sb.container(container_id)
+        state, _ = self.sb.container_state(record)
+        if state != "CONTAINER_RUNNING":
+            raise InvalidInputError(f"container {record.id} is in {state} state: it must be running")
+        return record
+
     @_grpc_errors
     def Exec(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "streaming exec is not implemented yet; use ExecSync")
+        from ketch.cri.streaming import StreamRequest
+
+        record = self._running(request.container_id)
+        if not request.cmd:
+            raise InvalidInputError("Exec needs a command")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise InvalidInputError("one of stdin, stdout, or stderr must be set")
+        if request.tty and request.stderr and not request.stdout:
+            raise InvalidInputError("tty with stderr needs stdout (a terminal merges them)")
+        url = self.streaming.url(StreamRequest("exec", record.id, cmd=list(request.cmd), tty=request.tty,
+                                               stdin=request.stdin, stdout=request.stdout,
+                                               stderr=request.stderr and not request.tty))
+        return api.ExecResponse(url=url)
 
     @_grpc_errors
     def Attach(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "attach is not implemented yet")
+        from ketch.cri.streaming import StreamRequest
+
+        record = self._running(request.container_id)
+        if not (request.stdin or request.stdout or request.stderr):
+            raise InvalidInputError("one of stdin, stdout, or stderr must be set")
+        url = self.streaming.url(StreamRequest("attach", record.id, tty=request.tty or record.options.tty,
+                                               stdin=request.stdin, stdout=request.stdout,
+                                               stderr=request.stderr and not (request.tty or record.options.tty)))
+        return api.AttachResponse(url=url)
 
     @_grpc_errors
     def PortForward(self, request, context):
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "port-forward is not implemented yet")
+        from ketch.cri.streaming import StreamRequest
+
+        pod = self.sb.sandbox(request.pod_sandbox_id)
+        if pod.state != "ready":
+            raise InvalidInputError(f"pod sandbox {pod.id} is not ready: cannot forward a port into it")
+        return api.PortForwardResponse(url=self.streaming.url(StreamRequest("portforward", pod_id=pod.id)))
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -550,11 +583,11 @@ def _socket_path(listen: str) -> str:
     return listen[len("unix://"):]
 
 
-def make_server(config: CRIConfig, shared: _PerThread, *, workers: int = 16) -> grpc.Server:
+def make_server(config: CRIConfig, shared: _PerThread, streaming=None, *, workers: int = 16) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                   ("grpc.max_send_message_length", 40 * 1024 * 1024)])
-    rpc.add_RuntimeServiceServicer_to_server(RuntimeService(config, shared), server)
+    rpc.add_RuntimeServiceServicer_to_server(RuntimeService(config, shared, streaming), server)
     rpc.add_ImageServiceServicer_to_server(ImageService(config, shared), server)
     return server
 
@@ -565,9 +598,18 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     Under socket activation the passed socket is served: grpcio cannot adopt a listening
     socket, so its connections are handed to the server over a private socket (see
     :class:`_Relay`)."""
+    from ketch.cri.remotecommand import Backend
+    from ketch.cri.streaming import StreamingServer
+
     shared = _PerThread(config)
     shared.sandboxes.finish_removals()  # what a killed server left half-removed
-    server = make_server(config, shared)
+    try:
+        streaming = StreamingServer(config.stream_address, config.stream_port,
+                                    Backend(config, lambda: shared.sandboxes), token_ttl=config.stream_token_ttl)
+    except OSError as exc:
+        raise InvalidInputError(f"the streaming server cannot listen on {config.stream_address}:"
+                                f"{config.stream_port}: {exc.strerror}") from exc
+    server = make_server(config, shared, streaming)
     fds = list(range(3, 3 + systemd.listen_fds()))
     relay = None
     private = None
@@ -587,6 +629,8 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
             raise InvalidInputError(f"cannot listen on {config.listen}")
         os.chmod(path, 0o660)
     server.start()
+    streaming.start()
+    log.info("serving", extra={"fields": {"listen": config.listen, "streaming": streaming.base_url}})
     if relay is not None:
         relay.start()
     if ready is not None:
@@ -596,6 +640,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
         (stop_event or threading.Event()).wait()
     finally:
         server.stop(grace=2).wait()
+        streaming.close()
         if relay is not None:
             relay.close()
         shared.tree_remover.shutdown(wait=True)  # (what is left when killed instead: the next recovery's)

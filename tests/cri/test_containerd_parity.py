@@ -187,3 +187,76 @@ def _missing_codes(peer: Peer) -> list:
 def test_missing_things_get_the_same_statuses(cri, containerd):
     codes = {name: _missing_codes(peer) for name, peer in _both(cri, containerd).items()}
     assert codes["ketch"] == codes["containerd"]
+
+
+def _streaming(peer: Peer) -> dict:
+    """Exec, attach and port-forward on ``peer`` through ketch's SPDY client: what kubectl gets."""
+    from ketch.cri.streamclient import PortForward, RemoteCommand
+
+    pod = pod_config(name=f"stream-{os.urandom(3).hex()}")
+    pod_id = peer.run_pod(pod)
+    echo = container_config("echo", ["sh", "-c", "while true; do nc -l -p 9000 -e cat; done"])
+    echo_id = peer.create(pod_id, pod, echo)
+    peer.start(echo_id)
+    chat = container_config("chat", ["sh", "-c", "while read l; do echo out-$l; echo err-$l >&2; "
+                                                 "[ $l = end ] && exit 0; done"])
+    chat.stdin = True
+    chat_id = peer.create(pod_id, pod, chat)
+    peer.start(chat_id)
+
+    def execute(cmd, data=None, **kw):
+        url = peer.runtime.Exec(api.ExecRequest(container_id=echo_id, cmd=cmd, stdout=True,
+                                                stdin=data is not None, stderr=not kw.get("tty"), **kw)).url
+        outcome = RemoteCommand(url, stdin=data is not None, tty=kw.get("tty", False)).communicate(data or None)
+        return outcome.stdout, outcome.stderr, outcome.exit_code, outcome.status
+
+    seen: dict = {"exit": execute(["sh", "-c", "cat; echo e >&2; exit 3"], b"in\n"),
+                  "ok": execute(["echo", "fine"]),
+                  "tty": execute(["sh", "-c", "tty >/dev/null && echo a-terminal"], tty=True)}
+    _, _, code, status = execute(["no-such-command"])
+    seen["missing"] = (code, status.get("status"), "no-such-command" in status.get("message", ""))
+    url = peer.runtime.Attach(api.AttachRequest(container_id=chat_id, stdin=True, stdout=True, stderr=True)).url
+    session = RemoteCommand(url, stdin=True)
+    session.stdin.write(b"a\nend\n")
+    attached = session.communicate(None, close_stdin=False)
+    seen["attach"] = (attached.stdout, attached.stderr, attached.exit_code)
+    forward = PortForward(peer.runtime.PortForward(api.PortForwardRequest(pod_sandbox_id=pod_id)).url)
+    data, error = forward.open(9001)
+    refused = (data.read(), bool(error.read()))
+    wait_for(lambda: _forwarded(forward, b"ping") == b"ping", timeout=30)
+    seen["forward"] = (refused, _forwarded(forward, b"x" * 3_000_000) == b"x" * 3_000_000)
+    forward.close()
+    peer.runtime.StopContainer(api.StopContainerRequest(container_id=echo_id, timeout=1))
+    try:
+        peer.runtime.Exec(api.ExecRequest(container_id=echo_id, cmd=["true"], stdout=True))
+        seen["stopped"] = "answered"
+    except grpc.RpcError as exc:
+        seen["stopped"] = ("CONTAINER_EXITED" in exc.details(), exc.code() != grpc.StatusCode.OK)
+    peer.runtime.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    peer.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod_id), timeout=120)
+    return seen
+
+
+def _forwarded(forward, payload: bytes) -> bytes:
+    import threading
+
+    data, _ = forward.open(9000)
+    received: list[bytes] = []
+
+    def receive() -> None:
+        while chunk := data.read():
+            received.append(chunk)
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    data.write(payload)
+    data.close()
+    reader.join(timeout=60)
+    return b"".join(received)
+
+
+def test_streaming_exec_attach_and_port_forward_agree(cri, containerd):
+    seen = {name: _streaming(peer) for name, peer in _both(cri, containerd).items()}
+    assert seen["ketch"] == seen["containerd"], seen
+    assert seen["ketch"]["exit"][:3] == (b"in\n", b"e\n", 3)
+    assert seen["ketch"]["forward"] == ((b"", True), True)

@@ -57,11 +57,35 @@ class PodRecord(Record):
             return f"/proc/{holder['pid']}/ns/pid" if holder and _alive(holder) else None
         return (self.data.get("namespaces") or {}).get(kind)
 
+    def intact(self) -> bool:
+        """Whether what the pod's containers join is still there: each pinned namespace (a
+        reboot, or an unmounted run directory, loses them) and the PID namespace's holder (when
+        it dies, the shared PID namespace is gone with it)."""
+        nsfs = os.stat("/proc/self/ns/net").st_dev
+        for path in (self.data.get("namespaces") or {}).values():
+            try:
+                if os.stat(path).st_dev != nsfs:
+                    return False
+            except OSError:
+                return False
+        holder = self.data.get("pid_holder")
+        return not holder or _alive(holder)
+
 
 def _alive(holder: dict) -> bool:
     from ketch.containers import state
 
-    return state.alive(holder.get("pid"), holder.get("start"))
+    if not state.alive(holder.get("pid"), holder.get("start")):
+        return False
+    # A PID namespace's init that was killed stays in its exit until every process of the
+    # namespace is reaped (which the host's init may take its time over): it is dying already.
+    try:
+        with open(f"/proc/{holder['pid']}/stat", "rb") as f:
+            data = f.read()
+        flags = int(data[data.rindex(b")") + 2:].split()[6])
+    except (OSError, ValueError, IndexError):
+        return False
+    return not flags & 0x4  # PF_EXITING
 
 
 class Pods:

@@ -71,6 +71,10 @@ def _grpc_errors(method):
     return wrapper
 
 
+CONTAINER_EVENTS = {"create": api.CONTAINER_CREATED_EVENT, "start": api.CONTAINER_STARTED_EVENT,
+                    "died": api.CONTAINER_STOPPED_EVENT, "remove": api.CONTAINER_DELETED_EVENT}
+
+
 def _ns(seconds: float | None) -> int:
     return int((seconds or 0) * 1e9)
 
@@ -193,7 +197,7 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         json_format.ParseDict({"metadata": config.get("metadata") or {}, "labels": config.get("labels") or {},
                                "annotations": config.get("annotations") or {}}, message, ignore_unknown_fields=True)
         message.id = record.id
-        message.state = api.SANDBOX_READY if record.state == "ready" else api.SANDBOX_NOTREADY
+        message.state = api.SANDBOX_READY if record.state == "ready" and record.intact() else api.SANDBOX_NOTREADY
         message.created_at = _ns(record.created)
         ips = self.sb.pod_ips(record)
         if ips:
@@ -419,9 +423,49 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         from ketch.cri.streaming import StreamRequest
 
         pod = self.sb.sandbox(request.pod_sandbox_id)
-        if pod.state != "ready":
+        if pod.state != "ready" or not pod.intact():
             raise InvalidInputError(f"pod sandbox {pod.id} is not ready: cannot forward a port into it")
         return api.PortForwardResponse(url=self.streaming.url(StreamRequest("portforward", pod_id=pod.id)))
+
+    # -- events (the evented PLEG) ---------------------------------------------------------
+
+    def GetContainerEvents(self, request, context):
+        """Created, started, stopped and deleted, for every container of the kubelet's, as the
+        store's event log records them (the monitor writes a container's exit there, with or
+        without a server running): a stream sends what is recorded after it opens, each event
+        of a container once."""
+        from ketch.storage.events import EventLog
+
+        sb = self.sb
+        known = {r.id: r.meta["cri"]["pod"] for r in sb.engine.records() if "cri" in r.meta}
+        sent: set[tuple[str, int]] = set()
+        for event in EventLog(sb.store.root).follow(interval=0.05):
+            if not context.is_active():
+                return
+            if event is None or event.get("Type") != "container" or event.get("Status") not in CONTAINER_EVENTS:
+                continue
+            kind = CONTAINER_EVENTS[event["Status"]]
+            container_id = event.get("ID", "")
+            if (container_id, kind) in sent:
+                continue
+            if container_id not in known:
+                try:
+                    record = sb.engine.record(container_id)
+                except KetchError:
+                    continue
+                if "cri" not in record.meta:
+                    continue
+                known[container_id] = record.meta["cri"]["pod"]
+            sent.add((container_id, kind))
+            answer = api.ContainerEventResponse(container_id=container_id, container_event_type=kind,
+                                                created_at=int(event.get("Time") or time.time_ns()))
+            try:
+                pod = sb.sandbox(known[container_id])
+                answer.pod_sandbox_status.CopyFrom(self._pod_status(pod))
+                answer.containers_statuses.extend(self._container_status(r) for r in sb.containers_of(pod.id))
+            except KetchError:
+                pass  # (the pod is gone already: the event still goes)
+            yield answer
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -205,8 +205,8 @@ def success() -> dict:
 def exit_status(code: int, command: list[str]) -> dict:
     """A non-zero exit as the kubelet reports it: kubectl exits with the code in ``causes``."""
     return {"status": "Failure",
-            "message": f"command terminated with non-zero exit code: command '{' '.join(command)}' exited with "
-                       f"{code}: ",
+            "message": f"command terminated with non-zero exit code: error executing command [{' '.join(command)}], "
+                       f"exit code {code}",
             "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
 

@@ -94,7 +94,22 @@ class EventLog:
             except FileNotFoundError:
                 st = None
             if st is not None and inode is not None and st.st_ino != inode:
-                offset, pending = 0, b""  # rotated: the new file starts from its beginning
+                # rotated: what the old file gained since the last look, then the new one's beginning
+                try:
+                    with open(str(self.path) + ".1", "rb") as f:
+                        if os.fstat(f.fileno()).st_ino == inode:
+                            f.seek(offset)
+                            pending += f.read()
+                except OSError:
+                    pass
+                offset = 0
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        continue
+                pending = b""
             if st is not None:
                 inode = st.st_ino
                 with open(self.path, "rb") as f:

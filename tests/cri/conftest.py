@@ -44,6 +44,7 @@ class CRIServer:
         self.subnet = f"10.235.{_subnet_octet()}"
         self.process: subprocess.Popen | None = None
         self.channel: grpc.Channel | None = None
+        self.extra_args: list[str] = []
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         self.registries_conf.write_text("unqualified-search-registries = []\n")
@@ -69,7 +70,7 @@ class CRIServer:
             self.socket.unlink()
         self.log = open(self.base / "server.log", "ab")
         env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(self.registries_conf))
-        self.process = subprocess.Popen(self.args(), stdout=self.log, stderr=self.log, start_new_session=True,
+        self.process = subprocess.Popen(self.args(*self.extra_args), stdout=self.log, stderr=self.log, start_new_session=True,
                                         env=env)
         deadline = time.monotonic() + 30
         while not self.socket.exists():

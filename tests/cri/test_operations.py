@@ -19,6 +19,7 @@ class EventStream:
 
     def __init__(self, cri) -> None:
         self.call = cri.runtime.GetContainerEvents(api.GetEventsRequest())
+        self.call.initial_metadata()  # the server has opened the stream: what happens next is sent
         self.events: list = []
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -162,3 +163,77 @@ def test_after_a_reboot_old_containers_are_exited_and_removed_on_request(tmp_pat
         subprocess.run(["umount", "-R", "-l", str(server.root / "mounts")], capture_output=True)
         subprocess.run(["umount", "-R", "-l", str(server.runroot)], capture_output=True)
         subprocess.run(["ip", "link", "del", server.bridge], capture_output=True)
+
+
+def test_the_server_logs_json_lines_and_rereads_its_config_on_sighup(tmp_path):
+    import shutil
+    import time
+
+    from tests.cri.conftest import CRIServer
+
+    server = CRIServer(tmp_path)
+    config = tmp_path / "cri.toml"
+    config.write_text('log_level = "debug"\n')
+    server.extra_args = ["--config", str(config)]
+    try:
+        server.start()
+        pod = pod_config(network=api.NODE)
+        try:
+            server.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=pod, runtime_handler="extra"))
+            raise AssertionError("an unknown handler was accepted")
+        except grpc.RpcError as exc:
+            assert "unknown runtime handler 'extra'" in exc.details()
+        config.write_text(f'log_level = "info"\n[runtime.handlers.extra]\npath = "{shutil.which("runc")}"\n')
+        server.process.send_signal(signal.SIGHUP)
+
+        def log_entries() -> list[dict]:
+            text = (tmp_path / "server.log").read_text()
+            return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+        assert wait_for(lambda: any(e["msg"] == "configuration reloaded" for e in log_entries()), timeout=20)
+        reloaded = next(e for e in log_entries() if e["msg"] == "configuration reloaded")
+        assert {"handlers", "log_level"} <= set(reloaded["changed"]) and reloaded["level"] == "info"
+        pod_id = server.runtime.RunPodSandbox(api.RunPodSandboxRequest(config=pod, runtime_handler="extra")
+                                              ).pod_sandbox_id
+        assert server.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(
+            pod_sandbox_id=pod_id)).status.runtime_handler == "extra"
+        server.remove_everything()
+        serving = next(e for e in log_entries() if e["msg"] == "serving")
+        assert serving["streaming"].startswith("http://127.0.0.1:") and time.strptime(serving["time"][:19],
+                                                                                       "%Y-%m-%dT%H:%M:%S")
+    finally:
+        server.stop()
+
+
+def test_a_gigabyte_of_output_with_a_rotation_midway_keeps_every_line_in_order(cri, tmp_path):
+    """1 GB in lines of ~1 KB (every 50000th of 40 KB: written as partial records), the log
+    rotated as the kubelet rotates it (renamed, then ReopenContainerLog) while it is written."""
+    log_dir = tmp_path / "pod-logs"
+    log_dir.mkdir()
+    pod = pod_config(log_directory=str(log_dir))
+    pod_id = run_pod(cri, pod)
+    script = ('BEGIN { pad = sprintf("%1000s", ""); long = sprintf("%40000s", ""); '
+              'for (i = 0; i < 1000000; i++) print i, (i % 50000 == 0 ? long : pad) }')
+    container_id = start_container(cri, pod_id, pod, container_config("writer", ["awk", script]))
+    log_path = log_dir / "writer" / "0.log"
+    assert wait_for(lambda: log_path.exists() and log_path.stat().st_size > 200 * 1024 * 1024, timeout=120)
+    log_path.rename(log_dir / "writer" / "0.log.rotated")
+    cri.runtime.ReopenContainerLog(api.ReopenContainerLogRequest(container_id=container_id))
+    status = wait_state(cri, container_id, api.CONTAINER_EXITED, timeout=300)
+    assert status.exit_code == 0
+    expected, partial = 0, b""
+    for path in (log_dir / "writer" / "0.log.rotated", log_path):
+        assert path.stat().st_size > 0
+        with open(path, "rb") as f:
+            for record in f:
+                stamp, stream, tag, text = record.rstrip(b"\n").split(b" ", 3)
+                assert stream == b"stdout"
+                partial += text
+                if tag == b"P":
+                    continue
+                number, _, rest = partial.partition(b" ")
+                assert int(number) == expected, (path, expected, number)
+                assert len(rest) == (40000 if expected % 50000 == 0 else 1000)
+                expected += 1
+                partial = b""
+    assert expected == 1000000

@@ -8,9 +8,7 @@ import base64
 import hashlib
 import json
 import os
-import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -21,7 +19,7 @@ import ketch.cri.api_pb2 as api
 from ketch.cri.streamclient import PortForward, RemoteCommand, UpgradeRefused
 from tests.cri.helpers import container_config, pod_config, run_pod, start_container, wait_for, wait_state
 
-ECHO_SERVER = ["sh", "-c", "while true; do nc -l -p 9000 -e cat; done"]
+ECHO_SERVER = ["nc", "-ll", "-p", "9000", "-e", "cat"]  # (-ll: a cat for each connection)
 
 
 def _pod_with(cri, command: list[str], *, stdin: bool = False, tty: bool = False, name: str = "main"):
@@ -236,3 +234,58 @@ def test_websocket_exec_and_port_forward(cri):
             message = ws.recv(timeout=30)
             assert message[0] == 0, message
             got += message[1:]
+
+
+def _server_resources(cri) -> dict:
+    pid = cri.process.pid
+    tasks = os.listdir(f"/proc/{pid}/task")
+    own_netns = os.readlink(f"/proc/{pid}/ns/net")
+    children = [t for t in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": len(tasks), "children": children,
+            "foreign_netns": [t for t in tasks if os.readlink(f"/proc/{pid}/task/{t}/ns/net") != own_netns]}
+
+
+def test_load_50_concurrent_execs_and_10_port_forwards_leak_nothing(cri):
+    from concurrent.futures import ThreadPoolExecutor
+
+    containers, pods = [], []
+    for _ in range(10):
+        pod_id, container_id = _pod_with(cri, ECHO_SERVER)
+        containers.append(container_id)
+        pods.append(pod_id)
+
+    def one_exec(index: int) -> tuple[int | None, bytes]:
+        url = _exec_url(cri, containers[index % 10], ["sh", "-c", f"cat; echo {index} >&2"], stdin=True)
+        outcome = RemoteCommand(url, stdin=True).communicate(f"exec {index}\n".encode() * 1000)
+        return outcome.exit_code, outcome.stdout + outcome.stderr
+
+    def exec_round() -> None:
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(one_exec, range(50)))
+        assert results == [(0, f"exec {i}\n".encode() * 1000 + f"{i}\n".encode()) for i in range(50)]
+
+    def forward_round(size: int) -> None:
+        forward = PortForward(cri.runtime.PortForward(api.PortForwardRequest(pod_sandbox_id=pods[0])).url)
+        try:
+            assert wait_for(lambda: _echo_ready(forward), timeout=20)
+            payload = os.urandom(1024 * 1024) * size
+            digest = hashlib.sha256(payload).hexdigest()
+
+            def one_forward(_: int) -> str:
+                data, _error = forward.open(9000)
+                return hashlib.sha256(_roundtrip(data, payload)).hexdigest()
+
+            with ThreadPoolExecutor(10) as pool:
+                assert list(pool.map(one_forward, range(10))) == [digest] * 10
+        finally:
+            forward.close()
+
+    # a first round at a small size: the server's pools (gRPC's workers, each with its store
+    # connection) grow to what this load needs; the second must leave exactly that behind
+    exec_round()
+    forward_round(1)
+    assert wait_for(lambda: _server_resources(cri)["children"] == [], timeout=30)
+    before = _server_resources(cri)
+    exec_round()
+    forward_round(100)  # 10 connections at once, 100 MB each way
+    assert wait_for(lambda: _server_resources(cri) == before, timeout=30), (_server_resources(cri), before)

@@ -25,6 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-dir", metavar="DIR", help="logs of containers whose pod names no log directory")
     serve.add_argument("--default-runtime-handler", metavar="NAME", help="ketch (default), runc, crun or one of "
                                                                          "the config's")
+    serve.add_argument("--stream-address", metavar="ADDRESS",
+                       help="where the streaming server (exec, attach, port-forward) listens (default 127.0.0.1)")
+    serve.add_argument("--stream-port", type=int, metavar="PORT", help="its port (default 0: any free one)")
     serve.add_argument("--cgroup-driver", choices=["cgroupfs", "systemd"], help="how cgroup parents are read")
     serve.set_defaults(func=cmd_serve)
     for name, what in (("pods", "list pod sandboxes"), ("ps", "list containers"), ("images", "list images")):
@@ -42,26 +45,32 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args) -> int:
-    import logging
     import signal
     import threading
 
     from ketch.cri import config as settings
+    from ketch.cri import serverlog
     from ketch.cri.server import serve
 
-    config = settings.load(args.config, listen=args.listen, cni_conf_dirs=args.cni_conf_dir,
-                           cni_bin_dirs=args.cni_bin_dir, log_directory=args.log_dir,
-                           default_handler=args.default_runtime_handler, cgroup_driver=args.cgroup_driver,
-                           root=args.root, runroot=args.runroot)
-    logging.basicConfig(level=logging.INFO, format="ketch cri: %(levelname)s %(message)s")
+    overrides = dict(listen=args.listen, cni_conf_dirs=args.cni_conf_dir, cni_bin_dirs=args.cni_bin_dir,
+                     log_directory=args.log_dir, default_handler=args.default_runtime_handler,
+                     cgroup_driver=args.cgroup_driver, root=args.root, runroot=args.runroot,
+                     stream_address=args.stream_address, stream_port=args.stream_port)
+    config = settings.load(args.config, **overrides)
+    serverlog.configure(config)
     stop = threading.Event()
+    reload_requested = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
 
     def ready() -> None:
         print(f"ketch cri: serving CRI v1 on {config.listen}", file=sys.stderr, flush=True)
 
-    serve(config, ready=ready, stop_event=stop)
+    def reload():
+        return settings.load(args.config, **overrides)
+
+    serve(config, ready=ready, stop_event=stop, reload_event=reload_requested, reload=reload)
     return 0
 
 

@@ -38,11 +38,13 @@ POLL = 0.05  # how often attach looks at the log and the container's state
 
 
 class Backend:
-    """``sandboxes`` gives the calling thread's :class:`ketch.cri.sandboxes.Sandboxes`."""
+    """``sandboxes`` gives the calling thread's :class:`ketch.cri.sandboxes.Sandboxes`,
+    ``release`` lets it go when the thread's session ends."""
 
-    def __init__(self, config, sandboxes) -> None:
+    def __init__(self, config, sandboxes, release=lambda: None) -> None:
         self.config = config
         self.sandboxes = sandboxes
+        self.release = release
 
     def run(self, request: StreamRequest, channels: Channels) -> None:
         try:
@@ -55,6 +57,8 @@ class Backend:
         except Exception as exc:  # noqa: BLE001 - the client gets the failure, the server goes on
             log.exception("streaming %s into %s", request.kind, request.container_id)
             status = internal_error(str(exc))
+        finally:
+            self.release()
         channels.finish(status)
 
     # -- exec ------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ class Backend:
         pumps: list[threading.Thread] = []
         master = None
         try:
-            if request.tty:
+            if listener is not None:
                 master = _receive_console(listener, result_r)
             if master is not None:
                 pumps.append(_start(_copy_out, _reading(master), channels.stdout))
@@ -95,9 +99,9 @@ class Backend:
                     _start(_resize_from, channels.resize, master)
             elif not request.tty:
                 if helper.stdout is not None:
-                    pumps.append(_start(_copy_out, helper.stdout.read1, channels.stdout))
+                    pumps.append(_start(_copy_out, _reading(helper.stdout.fileno()), channels.stdout))
                 if helper.stderr is not None:
-                    pumps.append(_start(_copy_out, helper.stderr.read1, channels.stderr))
+                    pumps.append(_start(_copy_out, _reading(helper.stderr.fileno()), channels.stderr))
                 if helper.stdin is not None and channels.stdin is not None:
                     stdin = helper.stdin
                     _start(_copy_in, channels.stdin, lambda data: (stdin.write(data), stdin.flush()), stdin.close)
@@ -179,13 +183,14 @@ class Backend:
         try:
             target = self._connect(request.pod_id, port)
         except (OSError, KetchError) as exc:
+            self.release()
             message = f"error forwarding port {port} to pod {request.pod_id}: {exc}"
             try:
                 error.write(message.encode())
                 error.close()
-                data.close()
             except (OSError, KetchError):
                 pass
+            _discard(data)  # what the client sent already: it must not wait in the session unread
             return
         try:
             upstream = _start(_copy_in, data, target.sendall, lambda: _shutdown_write(target))
@@ -211,6 +216,8 @@ class Backend:
             made.close()
             raise KetchError(f"failed to connect to localhost:{port} inside the pod's network namespace: "
                              f"{exc.strerror or exc}") from exc
+        finally:
+            self.release()
         made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return made
 
@@ -275,7 +282,9 @@ def _copy_out(read, channel) -> None:
 
 
 def _copy_in(stream, write, done) -> None:
-    """From a client's stream to a local writer until the client closes it."""
+    """From a client's stream to a local writer until the client closes it. Once the writer
+    fails (the process or connection is gone), what still comes is read and dropped: one
+    stream's unread data would hold up the whole session."""
     try:
         while True:
             data = stream.read(65536)
@@ -283,13 +292,34 @@ def _copy_in(stream, write, done) -> None:
                 break
             write(data)
     except (OSError, ValueError, KetchError):
-        pass
+        if done is not None:
+            try:
+                done()
+            except OSError:
+                pass
+            done = None
+        _discard(stream)
     finally:
         if done is not None:
             try:
                 done()
             except OSError:
                 pass
+
+
+def _discard(stream) -> None:
+    """Read a client's stream to its end, dropping what comes."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        try:
+            close()
+        except (OSError, KetchError):
+            pass
+    try:
+        while stream.read(65536):
+            pass
+    except (OSError, KetchError):
+        pass
 
 
 def _reading(fd: int):
@@ -344,8 +374,8 @@ def _receive_console(listener: socket.socket, result_fd: int) -> int | None:
     import select
 
     while True:
-        ready = select.select([listener, result_fd], [], [], 30)[0]
-        if listener in ready:
+        ready: list = select.select([listener.fileno(), result_fd], [], [], 30)[0]
+        if listener.fileno() in ready:
             conn, _ = listener.accept()
             with conn:
                 _, fds, _, _ = socket.recv_fds(conn, 4096, 1)

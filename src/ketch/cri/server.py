@@ -85,6 +85,7 @@ class _PerThread:
     def __init__(self, config: CRIConfig) -> None:
         self.config = config
         self.local = threading.local()
+        self.generation = 0  # raised by a reload: each thread makes its Sandboxes anew
         # removed containers are removed, and their files deleted, after RemoveContainer answers
         # (Sandboxes.remove_container, Store.remove_trees_in_background): one thread, in order
         self.tree_remover = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cri-remove")
@@ -111,15 +112,24 @@ class _PerThread:
         except KetchError as exc:
             log.warning("finishing the removal of container %s: %s", container_id, exc)
 
+    def release(self) -> None:
+        """This thread is done (a streaming session's): its engine and store connection go now,
+        not when the garbage collector finds them."""
+        found = getattr(self.local, "sandboxes", None)
+        if found is not None:
+            self.local.sandboxes = None
+            found.store.db.close()
+
     @property
     def sandboxes(self) -> Sandboxes:
         found = getattr(self.local, "sandboxes", None)
-        if found is None:
+        if found is None or getattr(self.local, "generation", 0) != self.generation:
             from ketch.containers.engine import Engine
 
             engine = Engine(root=self.config.root, runroot=self.config.runroot)
             engine.store.remove_trees_in_background(self.tree_remover)
             found = self.local.sandboxes = Sandboxes(self.config, engine, remove_later=self.remove_later)
+            self.local.generation = self.generation
         return found
 
 
@@ -437,9 +447,12 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         from ketch.storage.events import EventLog
 
         sb = self.sb
+        events = EventLog(sb.store.root)
+        start = events.position()
+        context.send_initial_metadata(())  # the client may know the stream is open: events count from here
         known = {r.id: r.meta["cri"]["pod"] for r in sb.engine.records() if "cri" in r.meta}
         sent: set[tuple[str, int]] = set()
-        for event in EventLog(sb.store.root).follow(interval=0.05):
+        for event in events.follow(interval=0.05, position=start):
             if not context.is_active():
                 return
             if event is None or event.get("Type") != "container" or event.get("Status") not in CONTAINER_EVENTS:
@@ -636,7 +649,31 @@ def make_server(config: CRIConfig, shared: _PerThread, streaming=None, *, worker
     return server
 
 
-def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None = None) -> None:
+RELOADABLE = ("handlers", "default_handler", "cni_conf_dirs", "cni_bin_dirs", "cni_cache_dir", "log_directory",
+              "restrict_oom_score_adj", "max_exec_output", "default_capabilities", "pid_namespace_holder",
+              "log_level", "log_format", "stream_token_ttl")
+
+
+def reload_config(config: CRIConfig, fresh: CRIConfig, shared: _PerThread, streaming) -> None:
+    """SIGHUP: the settings that can change while serving take the file's new values (each
+    thread makes its Sandboxes anew); the others are logged as needing a restart."""
+    from ketch.cri import serverlog
+
+    changed = [key for key in RELOADABLE if getattr(config, key) != getattr(fresh, key)]
+    for key in changed:
+        setattr(config, key, getattr(fresh, key))
+    streaming.tokens.ttl = config.stream_token_ttl
+    serverlog.configure(config)
+    shared.generation += 1
+    fixed = [key for key in ("listen", "root", "runroot", "cgroup_driver", "stream_address", "stream_port")
+             if getattr(config, key) != getattr(fresh, key)]
+    log.info("configuration reloaded", extra={"fields": {"changed": changed, "file": config.source}})
+    if fixed:
+        log.warning("these settings change only with a restart", extra={"fields": {"settings": fixed}})
+
+
+def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None = None,
+          reload_event: threading.Event | None = None, reload=None) -> None:
     """Serve until ``stop_event`` is set (or SIGTERM/SIGINT, which the caller turns into it).
 
     Under socket activation the passed socket is served: grpcio cannot adopt a listening
@@ -649,7 +686,7 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     shared.sandboxes.finish_removals()  # what a killed server left half-removed
     try:
         streaming = StreamingServer(config.stream_address, config.stream_port,
-                                    Backend(config, lambda: shared.sandboxes), token_ttl=config.stream_token_ttl)
+                                    Backend(config, lambda: shared.sandboxes, shared.release), token_ttl=config.stream_token_ttl)
     except OSError as exc:
         raise InvalidInputError(f"the streaming server cannot listen on {config.stream_address}:"
                                 f"{config.stream_port}: {exc.strerror}") from exc
@@ -680,8 +717,15 @@ def serve(config: CRIConfig, *, ready=None, stop_event: threading.Event | None =
     if ready is not None:
         ready()
     systemd.notify("READY=1")  # (ketch-cri.service is Type=notify)
+    stop_event = stop_event or threading.Event()
     try:
-        (stop_event or threading.Event()).wait()
+        while not stop_event.wait(0.2):
+            if reload_event is not None and reload_event.is_set():
+                reload_event.clear()
+                try:
+                    reload_config(config, reload(), shared, streaming)
+                except KetchError as exc:
+                    log.error("configuration not reloaded: %s", exc)
     finally:
         server.stop(grace=2).wait()
         streaming.close()

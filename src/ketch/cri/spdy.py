@@ -39,6 +39,8 @@ MAX_FRAME_DATA = 16 * 1024 * 1024 - 1  # the 24-bit length
 MAX_HEADER_BLOCK = 256 * 1024  # a decompressed header block larger than this is refused
 WRITE_CHUNK = 32 * 1024
 BACKLOG = 1024 * 1024  # received but unread bytes a stream may hold before the reader waits
+RECEIVE_WINDOW = BACKLOG  # the window each stream announces (SETTINGS), and the session's:
+SESSION_WINDOW = 16 * 1024 * 1024
 
 
 class SPDYError(KetchError):
@@ -158,11 +160,13 @@ class Stream:
             del self._inbox[:size]
             self._ready.notify_all()  # the reader may be waiting for room
             self._unacknowledged += len(data)
-            give_back = self._unacknowledged if self._unacknowledged >= INITIAL_WINDOW // 2 else 0
+            give_back = self._unacknowledged if self._unacknowledged >= RECEIVE_WINDOW // 2 else 0
             if give_back:
                 self._unacknowledged = 0
         if give_back and not self.remote_closed:
             self.session._window_update(self.id, give_back)
+        if data:
+            self.session._consumed(len(data))
         return data
 
     def write(self, data: bytes) -> None:
@@ -246,13 +250,25 @@ class Session:
     def _window_update(self, stream_id: int, delta: int) -> None:
         try:
             self._send_control(WINDOW_UPDATE, 0, struct.pack(">II", stream_id & 0x7FFFFFFF, delta))
-            with self._lock:
-                self._session_unacknowledged += delta
-                session_delta = self._session_unacknowledged
-                self._session_unacknowledged = 0
-            self._send_control(WINDOW_UPDATE, 0, struct.pack(">II", 0, session_delta))
         except OSError:
             pass
+
+    def _consumed(self, size: int) -> None:
+        """The session's window (3.1) given back as any stream's data is read: per stream it
+        could stay short of each stream's threshold while the session's runs out."""
+        with self._lock:
+            self._session_unacknowledged += size
+            delta = self._session_unacknowledged if self._session_unacknowledged >= SESSION_WINDOW // 2 else 0
+            if delta:
+                self._session_unacknowledged = 0
+        if delta:
+            self._window_update(0, delta)
+
+    def announce_windows(self) -> None:
+        """Tell the peer the windows this side keeps: RECEIVE_WINDOW per stream, SESSION_WINDOW
+        for the session (a peer like spdystream ignores both)."""
+        self._send_control(SETTINGS, 0, struct.pack(">III", 1, SETTINGS_INITIAL_WINDOW_SIZE, RECEIVE_WINDOW))
+        self._window_update(0, SESSION_WINDOW - INITIAL_WINDOW)
 
     def _take_window(self, stream: Stream, wanted: int) -> int:
         with self._window_changed:
@@ -269,13 +285,15 @@ class Session:
                 self._window_changed.wait()
 
     def open_stream(self, headers: Headers, *, fin: bool = False, wait_reply: bool = True) -> Stream:
-        with self._lock:
-            stream_id = self._next_id
-            self._next_id += 2
-            stream = Stream(self, stream_id, headers)
-            self.streams[stream_id] = stream
-        payload = struct.pack(">IIBB", stream_id, 0, 0, 0)
-        self._send_control(SYN_STREAM, FLAG_FIN if fin else 0, payload, headers)
+        with self._write_lock:  # ids must reach the peer in increasing order
+            with self._lock:
+                stream_id = self._next_id
+                self._next_id += 2
+                stream = Stream(self, stream_id, headers)
+                self.streams[stream_id] = stream
+            block = self._encoder.encode(headers)
+            payload = struct.pack(">IIBB", stream_id, 0, 0, 0) + block
+            self.sock.sendall(control_frame(SYN_STREAM, FLAG_FIN if fin else 0, payload))
         if fin:
             stream.local_closed = True
         if wait_reply:
@@ -314,6 +332,7 @@ class Session:
     # -- receiving ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self.announce_windows()
         self._thread = threading.Thread(target=self.serve, name="spdy-reader", daemon=True)
         self._thread.start()
 
@@ -382,16 +401,16 @@ class Session:
         elif kind in (SYN_REPLY, HEADERS):
             stream_id = struct.unpack_from(">I", payload)[0] & 0x7FFFFFFF
             self._decoder.decode(payload[4:])
-            stream = self.streams.get(stream_id)
-            if stream is not None:
-                stream.replied.set()
+            replied = self.streams.get(stream_id)
+            if replied is not None:
+                replied.replied.set()
                 if flags & FLAG_FIN:
-                    self._remote_fin(stream)
+                    self._remote_fin(replied)
         elif kind == RST_STREAM:
             stream_id, status = struct.unpack(">II", payload[:8])
-            stream = self.streams.get(stream_id & 0x7FFFFFFF)
-            if stream is not None:
-                stream._was_reset(status)
+            reset = self.streams.get(stream_id & 0x7FFFFFFF)
+            if reset is not None:
+                reset._was_reset(status)
         elif kind == SETTINGS:
             (count,) = struct.unpack_from(">I", payload)
             for index in range(count):

@@ -28,12 +28,12 @@ import socket
 import struct
 import threading
 import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import h11
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request,
-                            TextMessage)
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, RejectConnection, Request, TextMessage
 
 from ketch.cri import spdy
 from ketch.errors import KetchError, NotFoundError
@@ -172,7 +172,11 @@ class Channels:
 
     def __init__(self, protocol: str) -> None:
         self.protocol = protocol
-        self.stdin = self.stdout = self.stderr = self.resize = None
+        # readers have read(n), writers write(data) and close(): the transports' own types
+        self.stdin: Any = None
+        self.stdout: Any = None
+        self.stderr: Any = None
+        self.resize: Any = None
 
     @property
     def structured_status(self) -> bool:
@@ -347,6 +351,7 @@ class _WebSocket:
         threading.Thread(target=self._read, daemon=True, name="cri-websocket").start()
 
     def send(self, channel: int, data: bytes) -> None:
+        event: BytesMessage | TextMessage
         if self.binary:
             event = BytesMessage(data=bytes([channel]) + data)
         else:

@@ -82,11 +82,19 @@ class EventLog:
             except FileNotFoundError:
                 continue
 
-    def follow(self, interval: float = 0.1) -> Iterator[dict[str, Any] | None]:
-        """Events written from now on, as they come (None at each idle poll, so a caller can
-        check its own ending conditions)."""
-        offset = self.path.stat().st_size if self.path.exists() else 0
-        inode = self.path.stat().st_ino if self.path.exists() else None
+    def position(self) -> tuple[int | None, int]:
+        """Where the log ends now (for :meth:`follow` to start there)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None, 0
+        return st.st_ino, st.st_size
+
+    def follow(self, interval: float = 0.1, position: tuple[int | None, int] | None = None
+               ) -> Iterator[dict[str, Any] | None]:
+        """Events written from now (or ``position``) on, as they come (None at each idle poll,
+        so a caller can check its own ending conditions)."""
+        inode, offset = position if position is not None else self.position()
         pending = b""
         while True:
             try:

@@ -1,7 +1,7 @@
 """What runs behind a streaming session (:mod:`ketch.cri.streaming`): exec, attach and
 port-forward, whichever protocol carries their streams.
 
-- exec runs in a helper process (``python -m ketch.cri.execsync``, as ExecSync does, and for the
+- exec runs in a helper process (:func:`ketch.cri.execsync.start`, as ExecSync does, and for the
   same reason: a foreground exec makes its caller a subreaper). Without a terminal the helper's
   stdin, stdout and stderr are pipes to this server, handed on to the process; with one, the
   runtime sends the terminal's master to a console socket this server listens on, and a resize
@@ -18,17 +18,16 @@ port-forward, whichever protocol carries their streams.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import termios
 import threading
 import time
 
+from ketch.cri import execsync
 from ketch.cri.streaming import Channels, StreamRequest, exit_status, internal_error, read_sizes, success
 from ketch.errors import KetchError
 
@@ -71,43 +70,49 @@ class Backend:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(console_path)
             listener.listen(1)
-        result_r, result_w = os.pipe()
         helper_request = {"root": self.config.root, "runroot": self.config.runroot, "id": request.container_id,
-                          "command": request.cmd, "timeout": 0, "result_fd": result_w, "tty": request.tty,
-                          "stdin": request.stdin and not request.tty,
+                          "command": request.cmd, "timeout": 0, "tty": request.tty,
                           "console_socket": console_path if request.tty else None}
-        pipe = subprocess.PIPE
+        local: dict[str, int] = {}  # our ends of the helper's stdio pipes
+        given: list[int] = []  # its ends, closed here once it has them
+
+        def stdio(name: str, wanted: bool, ours_reads: bool) -> int:
+            if not wanted or request.tty:
+                fd = os.open("/dev/null", os.O_RDWR)
+            else:
+                read_end, write_end = os.pipe()
+                local[name], fd = (read_end, write_end) if ours_reads else (write_end, read_end)
+            given.append(fd)
+            return fd
+
         try:
-            helper = subprocess.Popen(
-                [sys.executable, "-m", "ketch.cri.execsync", json.dumps(helper_request)],
-                stdin=pipe if helper_request["stdin"] else subprocess.DEVNULL,
-                stdout=pipe if request.stdout and not request.tty else subprocess.DEVNULL,
-                stderr=pipe if request.stderr and not request.tty else subprocess.DEVNULL,
-                pass_fds=(result_w,))
+            helper = execsync.start(helper_request, stdio("stdin", request.stdin, False),
+                                    stdio("stdout", request.stdout, True), stdio("stderr", request.stderr, True))
         finally:
-            os.close(result_w)
+            for fd in given:
+                os.close(fd)
         pumps: list[threading.Thread] = []
         master = None
         try:
             if listener is not None:
-                master = _receive_console(listener, result_r)
+                master = _receive_console(listener, helper.result_fd)
             if master is not None:
                 pumps.append(_start(_copy_out, _reading(master), channels.stdout))
                 if channels.stdin is not None:
                     _start(_copy_in, channels.stdin, lambda data: _write_all(master, data), None)
                 if channels.resize is not None:
                     _start(_resize_from, channels.resize, master)
-            elif not request.tty:
-                if helper.stdout is not None:
-                    pumps.append(_start(_copy_out, _reading(helper.stdout.fileno()), channels.stdout))
-                if helper.stderr is not None:
-                    pumps.append(_start(_copy_out, _reading(helper.stderr.fileno()), channels.stderr))
-                if helper.stdin is not None and channels.stdin is not None:
-                    stdin = helper.stdin
-                    _start(_copy_in, channels.stdin, lambda data: (stdin.write(data), stdin.flush()), stdin.close)
-            with os.fdopen(result_r, "rb") as result_pipe:
-                answer = result_pipe.read()
-            helper.wait()
+            for name, channel in (("stdout", channels.stdout), ("stderr", channels.stderr)):
+                if name in local:
+                    pumps.append(_start(_copy_out, _reading(local[name]), channel, local[name]))
+            if "stdin" in local:
+                stdin_fd = local["stdin"]
+                if channels.stdin is not None:
+                    _start(_copy_in, channels.stdin, lambda data: _write_all(stdin_fd, data),
+                           lambda: os.close(stdin_fd))
+                else:
+                    os.close(stdin_fd)
+            result = helper.wait()
             for pump in pumps:
                 pump.join()
         finally:
@@ -118,11 +123,6 @@ class Backend:
             for name in os.listdir(scratch):
                 os.unlink(os.path.join(scratch, name))
             os.rmdir(scratch)
-        try:
-            result = json.loads(answer)
-        except ValueError:
-            return internal_error(f"exec in container {request.container_id[:12]}: the helper died "
-                                  f"(exit status {helper.returncode})")
         if "error" in result:
             return internal_error(result["error"])
         code = result["exit_code"]
@@ -259,8 +259,9 @@ def _start(target, *args) -> threading.Thread:
     return thread
 
 
-def _copy_out(read, channel) -> None:
-    """From a local reader to a client's stream, until the reader ends; then the stream is closed."""
+def _copy_out(read, channel, fd: int | None = None) -> None:
+    """From a local reader to a client's stream, until the reader ends; then the stream is
+    closed (and ``fd``, the reader's)."""
     try:
         while True:
             try:
@@ -274,6 +275,8 @@ def _copy_out(read, channel) -> None:
     except (OSError, KetchError):
         pass  # the client went away: the process goes on until it ends (as with the kubelet)
     finally:
+        if fd is not None:
+            os.close(fd)
         if channel is not None:
             try:
                 channel.close()

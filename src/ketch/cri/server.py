@@ -640,8 +640,19 @@ def _socket_path(listen: str) -> str:
     return listen[len("unix://"):]
 
 
+def _started_pool(workers: int) -> futures.ThreadPoolExecutor:
+    """A pool whose threads are all made now: a node's thread count stays the same however the
+    load comes (an executor otherwise adds threads as it goes)."""
+    pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cri-grpc")
+    everyone = threading.Barrier(workers + 1)
+    for _ in range(workers):
+        pool.submit(everyone.wait)
+    everyone.wait()
+    return pool
+
+
 def make_server(config: CRIConfig, shared: _PerThread, streaming=None, *, workers: int = 16) -> grpc.Server:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+    server = grpc.server(_started_pool(workers),
                          options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                   ("grpc.max_send_message_length", 40 * 1024 * 1024)])
     rpc.add_RuntimeServiceServicer_to_server(RuntimeService(config, shared, streaming), server)

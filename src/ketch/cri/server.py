@@ -62,7 +62,7 @@ def _grpc_errors(method):
         except InUseError as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except KetchError as exc:
-            log.warning("%s: %s", method.__name__, exc)
+            log.warning("request failed", extra={"fields": {"method": method.__name__, "error": str(exc)}})
             context.abort(grpc.StatusCode.UNKNOWN, str(exc))
         except OSError as exc:  # a system call ketch did not expect to fail: logged whole
             log.exception("%s failed", method.__name__)

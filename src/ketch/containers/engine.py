@@ -1056,25 +1056,32 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
 
 
-    def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
-             user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
-             detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
-             preserve_fds: int = 0, pid_file: str | None = None, console_socket: str | None = None) -> int:
-        """Run another process in a running container; its exit status (0 when detached).
-        ``pid_file``: where its host pid is written once it runs (to time it out);
-        ``console_socket``: with ``tty``, where the terminal's master is sent (the runtime
-        spec's console socket) instead of being copied to our own stdio."""
-        from ketch.containers import users
+    @staticmethod
+    def run_exec_process(runtime_root: str, container_id: str, process: dict[str, Any], *,
+                         stdio: tuple[int, int, int], pid_file: str | None = None,
+                         console_socket: str | None = None) -> int:
+        """Run a process made by :meth:`exec_process` in the foreground, with no engine (the CRI's
+        exec helpers): its exit status, or the container layer's error for a command that
+        cannot run."""
         from ketch.runtime.container import Runtime
 
+        try:
+            return Runtime(runtime_root).exec(container_id, process, stdio=stdio, pid_file=pid_file,
+                                              console_socket=console_socket)
+        except CannotExecuteError as exc:
+            raise command_error(exc, "container") from exc
+
+    def exec_process(self, name_or_id: str, command: builtins.list[str], *, tty: bool = False,
+                     user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
+                     privileged: bool = False) -> tuple[ContainerRecord, dict[str, Any]]:
+        """The running container and the OCI process ``exec`` would run in it (its config's
+        process with this command, user, directory and environment)."""
+        from ketch.containers import users
+
         record = self._record(name_or_id)
-        options: CreateOptions = record.options
         current = self._status(record)
         if current["status"] != "running":
             raise ContainerStateError("can only create exec sessions on running containers: container state improper")
-        if options.runtime and (detach or tty or preserve_fds):
-            raise InvalidInputError("exec into a container of another --runtime works only in the foreground, "
-                                    "without a terminal; use that runtime's exec")
         userdata = self._userdata(record.id)
         with open(os.path.join(userdata, "config.json")) as f:
             config = json.load(f)
@@ -1106,6 +1113,24 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
             caps = sorted("CAP_" + c for c in bounding_set())
             process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+        return record, process
+
+    def exec(self, name_or_id: str, command: builtins.list[str], *, interactive: bool = False, tty: bool = False,
+             user: str | None = None, workdir: str | None = None, env: builtins.list[str] | None = None,
+             detach: bool = False, privileged: bool = False, stdio: tuple[int, int, int] | None = None,
+             preserve_fds: int = 0, pid_file: str | None = None, console_socket: str | None = None) -> int:
+        """Run another process in a running container; its exit status (0 when detached).
+        ``pid_file``: where its host pid is written once it runs (to time it out);
+        ``console_socket``: with ``tty``, where the terminal's master is sent (the runtime
+        spec's console socket) instead of being copied to our own stdio."""
+        from ketch.runtime.container import Runtime
+
+        record, process = self.exec_process(name_or_id, command, tty=tty, user=user, workdir=workdir, env=env,
+                                            privileged=privileged)
+        options: CreateOptions = record.options
+        if options.runtime and (detach or tty or preserve_fds):
+            raise InvalidInputError("exec into a container of another --runtime works only in the foreground, "
+                                    "without a terminal; use that runtime's exec")
         if detach and stdio is None:
             # the process must not hold the caller's output open: $(ketch exec -d ...) returns at once
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)

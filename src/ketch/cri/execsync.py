@@ -103,7 +103,21 @@ def _helper_main(request: dict, stdin: int, stdout: int, stderr: int, result: in
     _main({**request, "result_fd": result})
 
 
-def run(config, record, command: list[str], timeout: int) -> Outcome:
+def request_for(config, engine, container_id: str, command: list[str], *, tty: bool = False, timeout: int = 0,
+                console_socket: str | None = None) -> dict:
+    """What a helper is asked to run: the OCI process made here (the server has the store open),
+    so that the helper only runs it; a container of another runtime handler goes through the
+    engine in the helper."""
+    record, process = engine.exec_process(container_id, command, tty=tty)
+    request = {"root": config.root, "runroot": config.runroot, "id": record.id, "command": command,
+               "timeout": int(timeout or 0), "tty": tty, "console_socket": console_socket}
+    if record.options.runtime:
+        return request
+    engine._record_event("exec", record)
+    return {**request, "process": process, "runtime_root": str(engine.store.runroot / "runtime")}
+
+
+def run(config, engine, record, command: list[str], timeout: int) -> Outcome:
     """Run ``command`` in the container of ``record``; its exit code and output."""
     from ketch.errors import ContainerCommandError, KetchError
 
@@ -111,8 +125,7 @@ def run(config, record, command: list[str], timeout: int) -> Outcome:
     err_r, err_w = os.pipe()
     null = os.open("/dev/null", os.O_RDONLY)
     try:
-        helper = start({"root": config.root, "runroot": config.runroot, "id": record.id, "command": command,
-                        "timeout": int(timeout or 0)}, null, out_w, err_w)
+        helper = start(request_for(config, engine, record.id, command, timeout=timeout), null, out_w, err_w)
     finally:
         for fd in (null, out_w, err_w):
             os.close(fd)
@@ -166,11 +179,16 @@ def _main(request: dict) -> int:
 
     timer = threading.Timer(request["timeout"], expire) if request["timeout"] > 0 else None
     try:
-        engine = Engine(root=request["root"], runroot=request["runroot"])
         if timer is not None:
             timer.start()
-        status = engine.exec(request["id"], request["command"], stdio=(0, 1, 2), pid_file=pid_file,
-                             tty=bool(request.get("tty")), console_socket=request.get("console_socket"))
+        if "process" in request:  # made by the server: run it
+            status = Engine.run_exec_process(
+                request["runtime_root"], request["id"], request["process"], stdio=(0, 1, 2), pid_file=pid_file,
+                console_socket=request.get("console_socket") if request.get("tty") else None)
+        else:
+            engine = Engine(root=request["root"], runroot=request["runroot"])
+            status = engine.exec(request["id"], request["command"], stdio=(0, 1, 2), pid_file=pid_file,
+                                 tty=bool(request.get("tty")), console_socket=request.get("console_socket"))
         result: dict[str, object] = {"exit_code": status, "timed_out": timed_out.is_set()}
     except KetchError as exc:
         result = {"error": str(exc), "status": exc.exit_code}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -70,9 +71,15 @@ class Backend:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(console_path)
             listener.listen(1)
-        helper_request = {"root": self.config.root, "runroot": self.config.runroot, "id": request.container_id,
-                          "command": request.cmd, "timeout": 0, "tty": request.tty,
-                          "console_socket": console_path if request.tty else None}
+        try:
+            helper_request = execsync.request_for(self.config, self.sandboxes().engine, request.container_id,
+                                                  request.cmd, tty=request.tty,
+                                                  console_socket=console_path if request.tty else None)
+        except BaseException:
+            if listener is not None:
+                listener.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         local: dict[str, int] = {}  # our ends of the helper's stdio pipes
         given: list[int] = []  # its ends, closed here once it has them
 

@@ -387,7 +387,7 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         state, _ = self.sb.container_state(record)
         if state != "CONTAINER_RUNNING":
             raise InvalidInputError(f"container {record.id} is not running: cannot exec in it")
-        outcome = execsync.run(self.config, record, list(request.cmd), request.timeout)
+        outcome = execsync.run(self.config, self.sb.engine, record, list(request.cmd), request.timeout)
         if outcome.timed_out:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                           f"command {' '.join(request.cmd)!r} timed out after {request.timeout}s")
@@ -461,6 +461,12 @@ class RuntimeService(rpc.RuntimeServiceServicer):
             container_id = event.get("ID", "")
             if (container_id, kind) in sent:
                 continue
+            kinds = [kind]
+            if kind == api.CONTAINER_DELETED_EVENT and (container_id, api.CONTAINER_STARTED_EVENT) in sent and \
+                    (container_id, api.CONTAINER_STOPPED_EVENT) not in sent:
+                # the monitor logs an exit after recording it, so a removal can be logged first:
+                # the kubelet is told of the stop before the deletion
+                kinds = [api.CONTAINER_STOPPED_EVENT, kind]
             if container_id not in known:
                 try:
                     record = sb.engine.record(container_id)
@@ -469,16 +475,17 @@ class RuntimeService(rpc.RuntimeServiceServicer):
                 if "cri" not in record.meta:
                     continue
                 known[container_id] = record.meta["cri"]["pod"]
-            sent.add((container_id, kind))
-            answer = api.ContainerEventResponse(container_id=container_id, container_event_type=kind,
-                                                created_at=int(event.get("Time") or time.time_ns()))
-            try:
-                pod = sb.sandbox(known[container_id])
-                answer.pod_sandbox_status.CopyFrom(self._pod_status(pod))
-                answer.containers_statuses.extend(self._container_status(r) for r in sb.containers_of(pod.id))
-            except KetchError:
-                pass  # (the pod is gone already: the event still goes)
-            yield answer
+            for kind in kinds:
+                sent.add((container_id, kind))
+                answer = api.ContainerEventResponse(container_id=container_id, container_event_type=kind,
+                                                    created_at=int(event.get("Time") or time.time_ns()))
+                try:
+                    pod = sb.sandbox(known[container_id])
+                    answer.pod_sandbox_status.CopyFrom(self._pod_status(pod))
+                    answer.containers_statuses.extend(self._container_status(r) for r in sb.containers_of(pod.id))
+                except KetchError:
+                    pass  # (the pod is gone already: the event still goes)
+                yield answer
 
     # -- statistics ------------------------------------------------------------------------
 

@@ -224,7 +224,7 @@ def _streaming(peer: Peer) -> dict:
     data, error = forward.open(9001)
     refused = (data.read(), bool(error.read()))
     wait_for(lambda: _forwarded(forward, b"ping") == b"ping", timeout=30)
-    seen["forward"] = (refused, _forwarded(forward, b"x" * 3_000_000) == b"x" * 3_000_000)
+    seen["forward"] = (refused, _forwarded(forward, b"x" * 30_000_000) == b"x" * 30_000_000)
     forward.close()
     peer.runtime.StopContainer(api.StopContainerRequest(container_id=echo_id, timeout=1))
     try:

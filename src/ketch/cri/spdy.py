@@ -231,6 +231,7 @@ class Session:
         self._peer_keeps_windows = False
         self._session_unacknowledged = 0
         self._pings: dict[int, threading.Event] = {}
+        self._pending: list[tuple[int, int, bytes, Headers | None]] = []  # control frames to send
         self._next_ping = 2 if server else 1
         self.closed = threading.Event()
         self.gone_away = False
@@ -238,14 +239,44 @@ class Session:
 
     # -- sending -----------------------------------------------------------------------
 
+    # A data write may block for as long as the peer does not read. Control frames (replies,
+    # window updates, pings) must never wait behind it: the reading thread and the consumers
+    # send them, and a consumer stuck there stops reading, which stops the peer reading... So
+    # they are queued, and sent by whoever holds the write lock (at once when nobody does).
+
     def _send(self, frame: bytes) -> None:
         with self._write_lock:
+            self._flush_locked()
             self.sock.sendall(frame)
+            self._flush_locked()
+        self._flush()
 
     def _send_control(self, kind: int, flags: int, payload: bytes, headers: Headers | None = None) -> None:
-        with self._write_lock:  # the compressor's state follows the order frames go out in
+        with self._lock:
+            self._pending.append((kind, flags, payload, headers))
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._pending and self._write_lock.acquire(blocking=False):
+            try:
+                self._flush_locked()
+            finally:
+                self._write_lock.release()
+
+    def _flush_locked(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                kind, flags, payload, headers = self._pending.pop(0)
+            # (encoded here: the compressor's state follows the order frames go out in)
             block = self._encoder.encode(headers) if headers is not None else b""
-            self.sock.sendall(control_frame(kind, flags, payload + block))
+            try:
+                self.sock.sendall(control_frame(kind, flags, payload + block))
+            except OSError:
+                with self._lock:
+                    self._pending.clear()
+                return
 
     def _window_update(self, stream_id: int, delta: int) -> None:
         try:
@@ -286,6 +317,7 @@ class Session:
 
     def open_stream(self, headers: Headers, *, fin: bool = False, wait_reply: bool = True) -> Stream:
         with self._write_lock:  # ids must reach the peer in increasing order
+            self._flush_locked()
             with self._lock:
                 stream_id = self._next_id
                 self._next_id += 2
@@ -294,6 +326,7 @@ class Session:
             block = self._encoder.encode(headers)
             payload = struct.pack(">IIBB", stream_id, 0, 0, 0) + block
             self.sock.sendall(control_frame(SYN_STREAM, FLAG_FIN if fin else 0, payload))
+        self._flush()
         if fin:
             stream.local_closed = True
         if wait_reply:

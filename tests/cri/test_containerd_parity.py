@@ -238,21 +238,10 @@ def _streaming(peer: Peer) -> dict:
 
 
 def _forwarded(forward, payload: bytes) -> bytes:
-    import threading
+    from tests.cri.test_streaming import _roundtrip
 
     data, _ = forward.open(9000)
-    received: list[bytes] = []
-
-    def receive() -> None:
-        while chunk := data.read():
-            received.append(chunk)
-
-    reader = threading.Thread(target=receive)
-    reader.start()
-    data.write(payload)
-    data.close()
-    reader.join(timeout=60)
-    return b"".join(received)
+    return _roundtrip(data, payload)
 
 
 def test_streaming_exec_attach_and_port_forward_agree(cri, containerd):

@@ -127,7 +127,19 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def records(self) -> builtins.list[ContainerRecord]:
         """Every container's record, oldest first."""
         rows = sorted((dict(r) for r in self.store.containers() if r["kind"] == KIND), key=lambda r: r["created"])
-        return [self._record_of(row) for row in rows]
+        # a row whose metadata has not changed gives the record parsed before (a CRI server lists
+        # every container every second; parsing the options is most of that)
+        cache = self.__dict__.setdefault("_parsed_records", {})
+        out = []
+        for row in rows:
+            key = (row["id"], row["name"], row["image"], row["metadata"])
+            found = cache.get(row["id"])
+            if found is None or found[0] != key:
+                found = cache[row["id"]] = (key, self._record_of(row))
+            out.append(found[1])
+        for gone in set(cache) - {row["id"] for row in rows}:
+            del cache[gone]
+        return out
 
     def _record(self, name_or_id: str) -> ContainerRecord:
         try:

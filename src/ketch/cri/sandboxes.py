@@ -484,7 +484,7 @@ class Sandboxes:
     def container_state(self, record) -> tuple[str, dict[str, Any]]:
         """The CRI state of a container (CONTAINER_CREATED, _RUNNING, _EXITED, _UNKNOWN) and its
         engine state."""
-        current = self.engine.status(record.id)
+        current = self.engine._status(record)  # (the record in hand: no second lookup)
         status = current.get("status")
         if status in ("running", "paused"):
             return "CONTAINER_RUNNING", current

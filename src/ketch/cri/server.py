@@ -238,12 +238,19 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         wanted = request.filter
         items = []
         for record in self._pods(wanted):
-            status = self._pod_status(record)
-            if wanted.HasField("state") and status.state != wanted.state.state:
+            config = record.data["cri"]
+            state = api.SANDBOX_READY if record.state == "ready" and record.intact() else api.SANDBOX_NOTREADY
+            if wanted.HasField("state") and state != wanted.state.state:
                 continue
-            items.append(api.PodSandbox(id=status.id, metadata=status.metadata, state=status.state,
-                                        created_at=status.created_at, labels=status.labels,
-                                        annotations=status.annotations, runtime_handler=status.runtime_handler))
+            metadata = config.get("metadata") or {}
+            handler = record.data.get("handler", "")
+            items.append(api.PodSandbox(
+                id=record.id, state=state, created_at=_ns(record.created),
+                metadata=api.PodSandboxMetadata(name=metadata.get("name", ""), uid=metadata.get("uid", ""),
+                                                namespace=metadata.get("namespace", ""),
+                                                attempt=int(metadata.get("attempt", 0))),
+                labels=config.get("labels") or {}, annotations=config.get("annotations") or {},
+                runtime_handler="" if handler == self.config.default_handler else handler))
         return api.ListPodSandboxResponse(items=items)
 
     # -- containers ------------------------------------------------------------------------
@@ -348,14 +355,17 @@ class RuntimeService(rpc.RuntimeServiceServicer):
         wanted = request.filter
         out = []
         for record in self._containers(wanted):
+            # (built field by field: the kubelet lists every second, and json_format is slow)
             cri = record.meta["cri"]
-            status = self._container_status(record)
-            if wanted.HasField("state") and status.state != wanted.state.state:
+            state = api.ContainerState.Value(self.sb.container_state(record)[0])
+            if wanted.HasField("state") and state != wanted.state.state:
                 continue
-            out.append(api.Container(id=record.id, pod_sandbox_id=cri["pod"], metadata=status.metadata,
-                                     image=status.image, image_ref=status.image_ref, state=status.state,
-                                     created_at=status.created_at, labels=status.labels,
-                                     annotations=status.annotations, image_id=status.image_id))
+            metadata = cri["metadata"]
+            out.append(api.Container(
+                id=record.id, pod_sandbox_id=cri["pod"], state=state, created_at=_ns(record.created),
+                metadata=api.ContainerMetadata(name=metadata.get("name", ""), attempt=int(metadata.get("attempt", 0))),
+                image=api.ImageSpec(image=(cri["image"] or {}).get("image", "")), image_ref=cri["image_ref"],
+                labels=cri["labels"] or {}, annotations=cri["annotations"] or {}, image_id=record.image))
         return api.ListContainersResponse(containers=out)
 
     @_grpc_errors

@@ -241,7 +241,8 @@ class _SPDYChannels(Channels):
         self.session.close()
 
 
-def _spdy_remotecommand(sock, reader, protocol: str, request: StreamRequest) -> Channels | None:
+def _accepting_session(sock, reader) -> tuple[spdy.Session, queue.Queue]:
+    """A server session that accepts every stream the client opens, and the queue they come in."""
     arrived: queue.Queue = queue.Queue()
 
     def on_stream(stream: spdy.Stream) -> None:
@@ -250,6 +251,11 @@ def _spdy_remotecommand(sock, reader, protocol: str, request: StreamRequest) -> 
 
     session = spdy.Session(sock, reader, server=True, on_stream=on_stream)
     session.start()
+    return session, arrived
+
+
+def _spdy_remotecommand(sock, reader, protocol: str, request: StreamRequest) -> Channels | None:
+    session, arrived = _accepting_session(sock, reader)
     wanted = {"error"}
     if request.stdin:
         wanted.add("stdin")
@@ -281,14 +287,7 @@ class _PortForwardPair:
 def _spdy_portforward(sock, reader, request: StreamRequest, forward) -> None:
     """Pairs of streams (data and error, one ``requestID``) for as long as the client keeps the
     connection; each pair is one connection to a port inside the pod."""
-    arrived: queue.Queue = queue.Queue()
-
-    def on_stream(stream: spdy.Stream) -> None:
-        stream.reply()
-        arrived.put(stream)
-
-    session = spdy.Session(sock, reader, server=True, on_stream=on_stream)
-    session.start()
+    session, arrived = _accepting_session(sock, reader)
     pairs: dict[str, _PortForwardPair] = {}
     try:
         while True:

@@ -103,8 +103,9 @@ def test_pull_with_an_identity_token(cri, token_registry):
 
 
 def test_pulls_of_one_image_at_once_unpack_it_once(cri):
-    """Three pulls of one image at once: while the first unpacks the layer, the others wait for
-    it (no second unpack in the store's staging area) and then use what it unpacked."""
+    """Three pulls of one image at once, one of them stalled half-way through the layer: one pull
+    unpacks the layer while the others wait for it (never a second unpack in the store's staging
+    area), and all end with the same image."""
     from tests.cri.helpers import random_layer, wait_for
     from tests.support.fakeregistry import FakeRegistry, serve
 
@@ -136,10 +137,16 @@ def test_pulls_of_one_image_at_once_unpack_it_once(cri):
         futures = [cri.images.PullImage.future(api.PullImageRequest(image=_spec(name))) for _ in range(3)]
         try:
             assert first.wait(30)
-            # every pull has asked for the layer: the first unpacks, the others wait for it
+            # every pull has asked for the layer
             assert wait_for(lambda: fake.count("GET", digest) == 3 or all(f.done() for f in futures), timeout=30)
-            unpacking = [e.name for e in staging.iterdir() if e.name.startswith("layer-") and e.suffix != ".lock"]
-            assert len(unpacking) == 1, unpacking
+
+            def unpacking() -> list[str]:
+                return [e.name for e in staging.iterdir() if e.name.startswith("layer-") and e.suffix != ".lock"]
+
+            # Whichever pull takes the layer's lock first unpacks it (the stalled one, or one whose
+            # download was not stalled); the others wait and then use it: never two at once.
+            seen = [len(unpacking()) for _ in range(200)]
+            assert max(seen) <= 1, seen
         finally:
             release.set()
         refs = {f.result(timeout=60).image_ref for f in futures}

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -22,11 +23,12 @@ from tests.cri.helpers import container_config, pod_config, run_pod, start_conta
 ECHO_SERVER = ["nc", "-ll", "-p", "9000", "-e", "cat"]  # (-ll: a cat for each connection)
 
 
-def _pod_with(cri, command: list[str], *, stdin: bool = False, tty: bool = False, name: str = "main"):
+def _pod_with(cri, command: list[str], *, stdin: bool = False, tty: bool = False, name: str = "main",
+              stdin_once: bool = False):
     pod = pod_config()
     pod_id = run_pod(cri, pod)
     config = container_config(name, command)
-    config.stdin, config.tty = stdin, tty
+    config.stdin, config.tty, config.stdin_once = stdin, tty, stdin_once
     container_id = start_container(cri, pod_id, pod, config)
     wait_state(cri, container_id, api.CONTAINER_RUNNING)
     return pod_id, container_id
@@ -132,6 +134,27 @@ def test_attach_without_a_terminal_keeps_stdout_and_stderr_apart(cri):
     assert outcome.stdout == b"out-a\nout-end\n"
     assert outcome.stderr == b"err-a\nerr-end\n"
     assert outcome.exit_code == 0
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_attach_stdin_once_closes_the_containers_stdin_when_the_client_closes_its_own(cri, once):
+    _, container_id = _pod_with(cri, ["sh", "-c", "cat; echo stdin-closed"], stdin=True, stdin_once=once)
+    url = cri.runtime.Attach(api.AttachRequest(container_id=container_id, stdin=True, stdout=True,
+                                               stderr=True)).url
+    session = RemoteCommand(url, stdin=True)
+    session.stdin.write(b"typed\n")
+    assert wait_for(lambda: b"typed" in _read_some(session.stdout, 1), timeout=20)
+    session.stdin.close()
+    if once:
+        status = wait_state(cri, container_id, api.CONTAINER_EXITED)
+        assert status.exit_code == 0
+        assert b"stdin-closed" in _read_some(session.stdout, 5) or b"stdin-closed" in open(status.log_path,
+                                                                                             "rb").read()
+    else:
+        time.sleep(1)  # (what must not happen has had time to: the container still reads)
+        assert cri.runtime.ContainerStatus(api.ContainerStatusRequest(
+            container_id=container_id)).status.state == api.CONTAINER_RUNNING
+    session.close()
 
 
 _buffers: dict[int, bytes] = {}
@@ -262,8 +285,15 @@ def _server_resources(cri) -> dict:
     # to 16 workers), so bounded by the threads, which are compared
     database = [t for t in targets if t.startswith(str(cri.root / "ketch.db"))]
     assert len(database) <= 3 * len(tasks), database
+    foreign = []
+    for task in tasks:
+        try:
+            if os.readlink(f"/proc/{pid}/task/{task}/ns/net") != own_netns:
+                foreign.append(task)
+        except OSError:
+            pass  # (a thread that has just ended)
     return {"fds": len(targets) - len(database), "threads": len(tasks), "children": children,
-            "foreign_netns": [t for t in tasks if os.readlink(f"/proc/{pid}/task/{t}/ns/net") != own_netns]}
+            "foreign_netns": foreign}
 
 
 def test_load_50_concurrent_execs_and_10_port_forwards_leak_nothing(cri):

@@ -668,6 +668,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             "name": record.name, "image_name": views.image_name(self, record), "labels": dict(options.labels),
             "restart_policy": options.restart_policy, "restart_retries": options.restart_retries,
             "timeout": options.timeout, "interactive": options.interactive,
+            "stdin_once": options.stdin_once and not options.tty,
             "log_max_size": _log_size(options.log_opts.get("max-size")),
         }
         check = options.healthcheck

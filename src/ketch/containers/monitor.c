@@ -19,6 +19,7 @@
  *   --health-argv FILE       FILE (``ketch healthcheck run ID``), as a child with no stdio
  *   --stdin-fifo PATH        copy what is written into the FIFO PATH (``ketch attach``) to
  *   --stdin-fd FD            FD: the container's stdin pipe, or its terminal's master
+ *   --stdin-once             close FD once the first client that wrote the FIFO closes it
  *   --log-max-size BYTES     truncate the log when it grows past BYTES
  */
 #define _GNU_SOURCE
@@ -159,7 +160,7 @@ static void run_health_check(char **argv) {
 int main(int argc, char **argv) {
     double timeout = 0, health_interval = 0;
     const char *health_file = NULL, *stdin_fifo = NULL;
-    int stdin_target = -1, arg = 1;
+    int stdin_target = -1, stdin_once = 0, arg = 1;
     while (arg + 1 < argc && strncmp(argv[arg], "--", 2) == 0 && argv[arg][2] != '\0') {
         const char *flag = argv[arg], *value = argv[arg + 1];
         if (strcmp(flag, "--timeout") == 0) timeout = atof(value);
@@ -167,6 +168,7 @@ int main(int argc, char **argv) {
         else if (strcmp(flag, "--health-argv") == 0) health_file = value;
         else if (strcmp(flag, "--stdin-fifo") == 0) stdin_fifo = value;
         else if (strcmp(flag, "--stdin-fd") == 0) stdin_target = atoi(value);
+        else if (strcmp(flag, "--stdin-once") == 0) { stdin_once = 1; arg -= 1; }
         else if (strcmp(flag, "--log-max-size") == 0) log_max_size = atoll(value);
         else { fprintf(stderr, "ketch-monitor: unknown option %s\n", flag); return 2; }
         arg += 2;
@@ -190,8 +192,9 @@ int main(int argc, char **argv) {
     if (strcmp(log_path, "-") != 0) {
         log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     }
-    /* O_RDWR: the FIFO always has a writer (us), so it never reads end-of-file between attaches */
-    int fifo = stdin_fifo ? open(stdin_fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+    /* O_RDWR: the FIFO always has a writer (us), so it never reads end-of-file between attaches;
+     * --stdin-once: read-only, so the first client's end (once one has written) reads as the end */
+    int fifo = stdin_fifo ? open(stdin_fifo, (stdin_once ? O_RDONLY : O_RDWR) | O_NONBLOCK | O_CLOEXEC) : -1;
     char **health_argv = health_file && health_interval > 0 ? read_argv(health_file) : NULL;
     double started = now_seconds(), next_health = started + health_interval;
     int status = -1, exited = 0, timed_out = 0;
@@ -224,10 +227,16 @@ int main(int argc, char **argv) {
         if (exited && ready == 0) break; /* exited, and nothing more came: something it left holds a pipe */
         for (int i = 0; i < count && ready > 0; i++) {
             if (i == fifo_slot) {
-                if (fds[i].revents & POLLIN) {
+                if (fds[i].revents & (POLLIN | POLLHUP)) {
                     char buffer[65536];
                     ssize_t n = read(fifo, buffer, sizeof(buffer));
                     if (n > 0 && stdin_target >= 0) write_all(stdin_target, buffer, (size_t)n);
+                    if (n == 0 && stdin_once) { /* the client has gone: so does the container's stdin */
+                        close(fifo);
+                        fifo = -1;
+                        if (stdin_target >= 0) close(stdin_target);
+                        stdin_target = -1;
+                    }
                 }
                 continue;
             }

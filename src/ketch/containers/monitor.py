@@ -108,6 +108,8 @@ def main() -> None:
                         os.path.join(userdata, HEALTH_ARGV_FILE)]
         if fifo is not None and stdin_target is not None:
             options += ["--stdin-fifo", fifo, "--stdin-fd", str(stdin_target)]
+            if args.get("stdin_once"):
+                options += ["--stdin-once"]
         if args.get("log_max_size"):
             options += ["--log-max-size", str(args["log_max_size"])]
         os.execv(NATIVE, [NATIVE, *options, args["log_path"] if log is not None else "-", exit_file, str(pid),
@@ -250,7 +252,10 @@ def _copy_until_exit(pid: int, master: int | None, out_r: int, err_r: int, log, 
     streams = {out_r: "stdout", err_r: "stderr"}
     if master is not None:
         streams[master] = "stdout"
-    fifo_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK) if fifo and stdin_target is not None else None
+    # O_RDWR: the FIFO always has a writer (us), so it never reads end-of-file between attaches;
+    # stdin_once: read-only, so the first attached client's end closes the container's stdin
+    mode = os.O_RDONLY if args.get("stdin_once") else os.O_RDWR
+    fifo_fd = os.open(fifo, mode | os.O_NONBLOCK) if fifo and stdin_target is not None else None
     started = time.monotonic()
     interval = args.get("health_interval") or 0
     next_health = started + interval
@@ -283,6 +288,10 @@ def _copy_until_exit(pid: int, master: int | None, out_r: int, err_r: int, log, 
                 data = os.read(fifo_fd, 65536)
                 if data and stdin_target is not None:
                     os.write(stdin_target, data)
+                elif not data and stdin_target is not None:  # (stdin_once: the client has gone)
+                    os.close(fifo_fd)
+                    os.close(stdin_target)
+                    fifo_fd = stdin_target = None
             except OSError:
                 pass
         if status is not None and streams and not ready:

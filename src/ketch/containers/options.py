@@ -30,6 +30,7 @@ class CreateOptions(Record):
     group_add: list[str] = field(default_factory=list)
     hostname: str | None = None
     interactive: bool = False
+    stdin_once: bool = False  # (the CRI's) stdin closes when the first attached client closes its own
     tty: bool = False
     read_only: bool = False
     read_only_tmpfs: bool = True

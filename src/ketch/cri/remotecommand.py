@@ -153,8 +153,8 @@ class Backend:
             try:
                 fifo = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
-                raise KetchError(f"container {record.id} was not created with stdin open: cannot attach its "
-                                 "stdin") from exc
+                raise KetchError(f"container {record.id} has no stdin to attach to: it was not created with "
+                                 "stdin, or its stdin was closed (stdin_once) by an earlier attach") from exc
             os.set_blocking(fifo, True)
             _start(_copy_in, channels.stdin, lambda data: _write_all(fifo, data), lambda: os.close(fifo))
         if channels.resize is not None and current.get("pid"):

@@ -276,6 +276,7 @@ class Sandboxes:
             options.workdir = config["workingDir"]
         options.env = [f"{e.get('key', '')}={e.get('value', '')}" for e in config.get("envs") or []]
         options.interactive = bool(config.get("stdin"))
+        options.stdin_once = bool(config.get("stdinOnce"))
         options.tty = bool(config.get("tty"))
         options.labels = dict(config.get("labels") or {})
         options.annotations = dict(config.get("annotations") or {})

@@ -192,6 +192,8 @@ def _main(request: dict) -> int:
         result: dict[str, object] = {"exit_code": status, "timed_out": timed_out.is_set()}
     except KetchError as exc:
         result = {"error": str(exc), "status": exc.exit_code}
+    except OSError as exc:  # (a system call the runtime did not expect to fail: said, not a silent death)
+        result = {"error": f"exec in container {request['id'][:12]}: {exc}", "status": 1}
     finally:
         if timer is not None:
             timer.cancel()

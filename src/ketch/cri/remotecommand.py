@@ -59,6 +59,9 @@ class Backend:
             status = internal_error(str(exc))
         finally:
             self.release()
+        if status.get("reason") == "InternalError":
+            log.warning("streaming session failed", extra={"fields": {
+                "kind": request.kind, "container": request.container_id, "error": status["details"]["causes"][0]["message"]}})
         channels.finish(status)
 
     # -- exec ------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ class Helper:
             answer = pipe.read()
         self.process.join()
         exit_code = self.process.exitcode
-        self.process.close()  # (its sentinel fd, now)
+        with _processes_lock:
+            self.process.close()  # (its sentinel fd, now)
         try:
             return json.loads(answer)
         except ValueError:
@@ -47,6 +48,9 @@ class Helper:
 
 _context_lock = threading.Lock()
 _context = None
+# multiprocessing is not thread-safe here: start() polls every child it knows while close() of
+# another (in another thread) drops its handle ('NoneType' object has no attribute 'poll')
+_processes_lock = threading.Lock()
 
 
 def _fork_server():
@@ -90,7 +94,8 @@ def start(request: dict, stdin: int, stdout: int, stderr: int) -> Helper:
     try:
         process = _fork_server().Process(target=_helper_main, daemon=False, args=(
             request, _Fd(stdin), _Fd(stdout), _Fd(stderr), _Fd(result_w)))
-        process.start()
+        with _processes_lock:
+            process.start()
     finally:
         os.close(result_w)
     return Helper(process, result_r)

@@ -110,15 +110,29 @@ def main() -> int:
                 theirs = statistics.median(containerd_times[what]) * 1000
                 print(f"{what:46} {mine:9.1f} {theirs:11.1f} {mine / theirs:7.2f}")
     finally:
-        try:
-            ketch_server.stop()
-        finally:
-            if peer is not None:
-                peer.stop()
-            subprocess.run(["ip", "link", "del", ketch_server.bridge], capture_output=True)
-            subprocess.run(["umount", "-R", "-l", str(ketch_server.root / "mounts")], capture_output=True)
-            shutil.rmtree(base, ignore_errors=True)
+        tear_down(base, ketch_server, peer)
     return 0
+
+
+def tear_down(base: Path, ketch_server: CRIServer, peer: Containerd | None, *, remove_pods: bool = False) -> None:
+    """Both servers stopped (their pods removed first when asked), the bridge, mounts and files gone."""
+    try:
+        if remove_pods and ketch_server.process is not None:
+            ketch_server.remove_everything()
+        ketch_server.stop()
+    finally:
+        if peer is not None:
+            if remove_pods:
+                try:
+                    from tests.cri.test_containerd_parity import Peer
+
+                    Peer(peer.endpoint).remove_everything()
+                except Exception:  # noqa: BLE001 - stopping it is what matters
+                    pass
+            peer.stop()
+        subprocess.run(["ip", "link", "del", ketch_server.bridge], capture_output=True)
+        subprocess.run(["umount", "-R", "-l", str(ketch_server.root / "mounts")], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

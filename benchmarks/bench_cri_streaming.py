@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -29,7 +27,7 @@ import uuid
 from pathlib import Path
 
 import ketch.cri.api_pb2 as api
-from benchmarks.bench_cri import Endpoint
+from benchmarks.bench_cri import Endpoint, tear_down
 from ketch.cri.streamclient import PortForward, RemoteCommand
 from tests.cri.conftest import CRIServer
 from tests.cri.helpers import container_config, pod_config
@@ -165,22 +163,7 @@ def main() -> int:
                 p99 = [statistics.quantiles(t, n=100)[98] * 1000 for t in (mine_all[what], theirs_all[what])]
                 print(f"{'ExecSync true, p99':46} {p99[0]:9.1f} {p99[1]:11.1f} {p99[0] / p99[1]:7.2f}")
     finally:
-        try:
-            if ketch_server.process is not None:
-                ketch_server.remove_everything()
-            ketch_server.stop()
-        finally:
-            if peer is not None:
-                try:
-                    from tests.cri.test_containerd_parity import Peer
-
-                    Peer(peer.endpoint).remove_everything()
-                except Exception:  # noqa: BLE001 - stopping it is what matters
-                    pass
-                peer.stop()
-            subprocess.run(["ip", "link", "del", ketch_server.bridge], capture_output=True)
-            subprocess.run(["umount", "-R", "-l", str(ketch_server.root / "mounts")], capture_output=True)
-            shutil.rmtree(base, ignore_errors=True)
+        tear_down(base, ketch_server, peer, remove_pods=True)
     return 0
 
 

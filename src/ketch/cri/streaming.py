@@ -19,6 +19,7 @@ unless configured otherwise. What runs behind a session is in :mod:`ketch.cri.re
 
 from __future__ import annotations
 
+import abc
 import base64
 import json
 import logging
@@ -165,7 +166,7 @@ def read_sizes(reader):
                 yield int(size.get("Width") or size.get("width") or 0), int(size.get("Height") or size.get("height") or 0)
 
 
-class Channels:
+class Channels(abc.ABC):
     """A remote command's streams, whichever transport carries them: ``stdin`` (``read``),
     ``stdout``/``stderr`` (``write``/``close``), ``resize`` (``read`` of JSON sizes), and the
     error stream, where the outcome is written as the negotiated protocol wants it."""
@@ -195,11 +196,13 @@ class Channels:
             pass
         self.close()
 
+    @abc.abstractmethod
     def _write_error(self, payload: bytes) -> None:
-        raise NotImplementedError
+        """The transport's error stream (SPDY: its own stream; WebSocket: channel 3)."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Every stream closed, then the connection."""
 
 
 def success() -> dict:

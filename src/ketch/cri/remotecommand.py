@@ -173,7 +173,7 @@ class Backend:
                         target.write(text + (b"" if partial else b"\n"))
                     except (OSError, KetchError):
                         return success()  # the client has gone
-            if _gone(channels):
+            if channels.gone():
                 return success()
             if not entries:
                 current = engine._status(record)
@@ -230,11 +230,6 @@ class Backend:
             self.release()
         made.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return made
-
-
-def _gone(channels: Channels) -> bool:
-    session = getattr(channels, "session", None) or getattr(channels, "conn", None)
-    return bool(session is not None and session.closed.is_set())
 
 
 def _socket_in(netns: str) -> socket.socket:

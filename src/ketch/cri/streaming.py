@@ -204,6 +204,10 @@ class Channels(abc.ABC):
     def close(self) -> None:
         """Every stream closed, then the connection."""
 
+    @abc.abstractmethod
+    def gone(self) -> bool:
+        """Whether the client's connection has ended."""
+
 
 def success() -> dict:
     return {"status": "Success"}
@@ -242,6 +246,9 @@ class _SPDYChannels(Channels):
         for stream in self.streams.values():
             stream.close()
         self.session.close()
+
+    def gone(self) -> bool:
+        return self.session.closed.is_set()
 
 
 def _accepting_session(sock, reader) -> tuple[spdy.Session, queue.Queue]:
@@ -463,6 +470,9 @@ class _WebSocketChannels(Channels):
 
     def close(self) -> None:
         self.conn.close()
+
+    def gone(self) -> bool:
+        return self.conn.closed.is_set()
 
 
 class _WebSocketPort:

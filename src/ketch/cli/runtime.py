@@ -272,6 +272,13 @@ def _pretty(value, indent) -> str:
     return json.dumps(value, indent=indent)
 
 
+def _notify_socket() -> str | None:
+    """systemd's notify socket, passed through to the container as runc does."""
+    import os
+
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
 def dispatch(args) -> int:
     from ketch.runtime import leanjson
     from ketch.runtime.container import Runtime, parse_signal
@@ -280,11 +287,11 @@ def dispatch(args) -> int:
     command = args.command
     if command == "create":
         runtime.create(args.id, args.bundle, pid_file=args.pid_file, console_socket=args.console_socket,
-                       no_pivot=args.no_pivot, preserve_fds=args.preserve_fds)
+                       no_pivot=args.no_pivot, preserve_fds=args.preserve_fds, notify_socket=_notify_socket())
     elif command == "run":
         return runtime.run(args.id, args.bundle, detach=args.detach, pid_file=args.pid_file,
                            console_socket=args.console_socket, no_pivot=args.no_pivot,
-                           preserve_fds=args.preserve_fds)
+                           preserve_fds=args.preserve_fds, notify_socket=_notify_socket())
     elif command == "start":
         runtime.start(args.id)
     elif command == "state":

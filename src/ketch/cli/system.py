@@ -1,4 +1,6 @@
-"""``ketch system ...`` (df, prune, reset, info) and ``ketch info``, as podman's."""
+"""``ketch system ...``: the store-wide verbs (df, prune, reset, info; ``ketch info``) as
+podman's, and system containers (install, update, rollback, uninstall, list, status) as
+``atomic install --system`` and its friends."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import json
 import sys
 
+from ketch.cli.flags import add_bool
 from ketch.errors import InvalidInputError
 
 
@@ -34,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                              description="Stop and remove every container, network, volume, image and layer.")
     reset.add_argument("-f", "--force", action="store_true", help="do not ask")
     reset.set_defaults(func=cmd_reset)
+    _register_system_containers(verbs)
     for parent, name in ((verbs, "info"), (commands, "info")):
         info = parent.add_parser(name, help="show ketch's view of the host and store",
                                  description="Show the host, the store and the engine's settings (YAML, as "
@@ -41,6 +45,165 @@ def register(commands: argparse._SubParsersAction) -> None:
         info.add_argument("-f", "--format", metavar="FORMAT", help="json, or a Go template (.Host.Arch ...)")
         info.add_argument("-D", "--debug", action="store_true", help="accepted, as podman's")
         info.set_defaults(func=cmd_info)
+
+
+def _register_system_containers(verbs) -> None:
+    def common(parser) -> None:
+        parser.add_argument("--host-root", default="/", metavar="DIR",
+                            help="the root whose /etc/systemd/system and /etc/tmpfiles.d get the units (default /)")
+        parser.add_argument("--system-dir", metavar="DIR",
+                            help="where deployments and their objects live (default ROOT/system)")
+
+    def pulling(parser) -> None:
+        parser.add_argument("--creds", metavar="USER[:PASS]")
+        parser.add_argument("--authfile", metavar="PATH")
+        parser.add_argument("--cert-dir", metavar="DIR")
+        add_bool(parser, "--tls-verify", help="require HTTPS and verify certificates (default true)")
+        parser.add_argument("-q", "--quiet", action="store_true", help="no pull progress")
+
+    install = verbs.add_parser("install", help="install an image as a system container",
+                               description="Pull IMAGE, check it out as a read-only deployment and install its "
+                                           "systemd unit, enabled (atomic install --system).")
+    install.add_argument("image", metavar="IMAGE")
+    install.add_argument("-n", "--name", metavar="NAME", help="the unit's name (default: the image's)")
+    install.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a template variable")
+    install.add_argument("--runtime", metavar="RUNTIME",
+                         help="the OCI runtime the unit runs: ketch-runtime (default), runc, crun or a path")
+    common(install)
+    pulling(install)
+    install.set_defaults(func=cmd_install)
+    update = verbs.add_parser("update", help="update a system container to its image's newest version",
+                              description="Pull the image again; if it changed, deploy it, switch the unit to it "
+                                          "and restart the unit. The previous deployment is kept for rollback.")
+    update.add_argument("name", metavar="NAME")
+    update.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a variable")
+    update.add_argument("--runtime", metavar="RUNTIME")
+    update.add_argument("--image", metavar="IMAGE", help="switch to another image")
+    update.add_argument("-f", "--force", action="store_true", help="deploy again even if nothing changed")
+    common(update)
+    pulling(update)
+    update.set_defaults(func=cmd_update)
+    rollback = verbs.add_parser("rollback", help="switch a system container back to its previous deployment",
+                                description="Switch the unit back to the previous deployment and restart it.")
+    rollback.add_argument("name", metavar="NAME")
+    common(rollback)
+    rollback.set_defaults(func=cmd_rollback)
+    uninstall = verbs.add_parser("uninstall", help="remove a system container",
+                                 description="Stop and disable the unit; remove it, its tmpfiles.d file, the host "
+                                             "files the image put there, and its deployments.")
+    uninstall.add_argument("names", nargs="+", metavar="NAME")
+    common(uninstall)
+    uninstall.set_defaults(func=cmd_uninstall)
+    listing = verbs.add_parser("list", help="list system containers", description="List system containers.")
+    listing.add_argument("--format", metavar="FORMAT", help="json, or a Go template (.Name .Image .ImageID ...)")
+    listing.add_argument("--noheading", "-n", action="store_true")
+    common(listing)
+    listing.set_defaults(func=cmd_list)
+    status = verbs.add_parser("status", help="show a system container's deployments and unit",
+                              description="Show the deployments (the active one, each image digest) and the unit.")
+    status.add_argument("name", metavar="NAME")
+    status.add_argument("--format", metavar="FORMAT", help="json, or a Go template")
+    common(status)
+    status.set_defaults(func=cmd_status)
+
+
+def _system_containers(args):
+    from ketch.storage.store import Store
+    from ketch.system import SystemContainers
+
+    store = Store(args.root, args.runroot, args.storage_driver)
+    return SystemContainers(store, directory=args.system_dir, host_root=args.host_root)
+
+
+def _puller(args, system, stack):
+    from ketch.cli.storage import pull_image
+
+    args.retry_times = getattr(args, "retry_times", 3)
+    return lambda name: pull_image(args, system.store, name, stack)
+
+
+def cmd_install(args) -> int:
+    import contextlib
+
+    from ketch.system.templates import parse_sets
+
+    system = _system_containers(args)
+    with contextlib.ExitStack() as stack:
+        deployment = system.install(args.image, name=args.name, values=parse_sets(args.set), runtime=args.runtime,
+                                    pull=_puller(args, system, stack))
+    print(f"Extracted {deployment.image} to {deployment.path}")
+    print(f"Installed {system.unit_path(deployment.name)} (enabled)"
+          + ("" if system.systemd.running else "; systemd is not running: it starts at the next boot"))
+    return 0
+
+
+def cmd_update(args) -> int:
+    import contextlib
+
+    from ketch.system.templates import parse_sets
+
+    system = _system_containers(args)
+    with contextlib.ExitStack() as stack:
+        deployment = system.update(args.name, values=parse_sets(args.set), runtime=args.runtime, image=args.image,
+                                   force=args.force, pull=_puller(args, system, stack))
+    if deployment is None:
+        print(f"{args.name}: the latest version is already installed")
+    else:
+        print(f"Updated {args.name} to deployment {deployment.number} ({deployment.image_id[:12]}) at "
+              f"{deployment.path}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    deployment = _system_containers(args).rollback(args.name)
+    print(f"Rolled {args.name} back to deployment {deployment.number} ({deployment.image_id[:12]})")
+    return 0
+
+
+def cmd_uninstall(args) -> int:
+    system = _system_containers(args)
+    for name in args.names:
+        system.uninstall(name)
+        print(name)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ketch.cli import humanize, report
+    from ketch.cli.gotemplate import GoStruct
+
+    rows = _system_containers(args).list()
+    if report.is_json(args.format):
+        print(json.dumps(rows, indent=4))
+        return 0
+    for row in rows:
+        row["ID"] = row["ImageID"][:12]
+        row["CreatedSince"] = humanize.since(row["Created"]) + " ago"
+    report.Formatter(args.format, name="list", default="{{.Name}}\t{{.Image}}\t{{.ID}}\t{{.Deployment}}\t"
+                                                       "{{.CreatedSince}}\t{{.State}}",
+                     headers={"Name": "NAME", "Image": "IMAGE", "ID": "IMAGE ID", "Deployment": "DEPLOYMENT",
+                              "CreatedSince": "CREATED", "State": "STATE"},
+                     noheading=args.noheading).write([GoStruct(r) for r in rows])
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ketch.cli import report
+    from ketch.cli.gotemplate import GoStruct
+
+    status = _system_containers(args).status(args.name)
+    if report.is_json(args.format):
+        print(json.dumps(status, indent=4))
+        return 0
+    if args.format:
+        report.Formatter(args.format, name="status", default="").write([GoStruct(status)])
+        return 0
+    print(f"{status['Name']}: unit {status['Unit']}, {status['UnitState']}"
+          + (f" ({status['SubState']})" if status["SubState"] else ""))
+    for d in status["Deployments"]:
+        mark = "*" if d["Active"] else " "
+        print(f"{mark} {d['Deployment']}  {d['Image']}  {d['Digest'] or d['ImageID']}  {d['Path']}")
+    return 0
 
 
 def _ask(question: str, force: bool) -> bool:

@@ -56,6 +56,16 @@ def relative_path(recorded: dict[str, str], container_id: str) -> str:
     return recorded.get("path") or f"{DEFAULT_PARENT}/{container_id}"
 
 
+def own_cgroup() -> str:
+    """This process's cgroup: its v2 path, else its ``name=systemd`` one (what systemd manages on a
+    hybrid or legacy host), else the root."""
+    lines = read_bytes("/proc/self/cgroup").decode(errors="surrogateescape").splitlines()
+    paths = dict(line.split(":", 2)[1:] for line in lines if line.count(":") >= 2)
+    if is_unified() and "" in paths:
+        return paths[""]
+    return paths.get("name=systemd") or paths.get("") or "/"
+
+
 _NOT_CONTROLLERS = {"rw", "ro", "noprefix", "xattr", "clone_children", "cpuset_v2_mode", "all", "none"}
 
 
@@ -104,7 +114,8 @@ class Cgroup:
 
     def create(self, resources: dict | None) -> list[str]:
         """Make the directories; return those the first process joins.
-        Without write access (a rootless runtime) and without resources, no cgroup is made."""
+        Without write access to a hierarchy (a rootless runtime, the read-only v1 controllers of a
+        systemd container) and without resources, none is made there."""
         made = []
         for controller, directory in sorted(self.dirs.items()):
             if directory in made:
@@ -113,7 +124,9 @@ class Cgroup:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and not resources:
-                    return []
+                    # a hierarchy we may not write (a rootless runtime; the read-only v1
+                    # controllers of a systemd container): the container stays in ours there
+                    continue
                 raise CgroupError(f"making cgroup {directory}: {exc.strerror}") from exc
             if controller == "cpuset":
                 _inherit_cpuset(directory)

@@ -115,6 +115,26 @@ def _container_root(linux: Linux) -> tuple[int, int]:
     return host(linux.get("uidMappings")), host(linux.get("gidMappings"))
 
 
+NOTIFY_SOCKET_IN_CONTAINER = "/run/notify/notify.sock"
+
+
+def _pass_notify_socket(config, notify_socket: str) -> None:
+    """Let the container's process notify systemd itself: the host's notify socket bound at
+    ``/run/notify/notify.sock`` (an abstract one, ``@...``, is reachable in the host's network
+    namespace as it is), and ``NOTIFY_SOCKET`` set. systemd takes the message from any process of
+    the unit with ``NotifyAccess=all``; runc relays through a socket of its own instead, but with
+    the same effect for the unit, and no process of ours has to stay to relay."""
+    process = config["process"]
+    env = [e for e in process.get("env") or [] if not e.startswith("NOTIFY_SOCKET=")]
+    if notify_socket.startswith("@"):
+        process["env"] = env + [f"NOTIFY_SOCKET={notify_socket}"]
+        return
+    config.setdefault("mounts", []).append({"destination": NOTIFY_SOCKET_IN_CONTAINER, "type": "bind",
+                                            "source": notify_socket, "options": ["bind", "nosuid", "nodev",
+                                                                                  "noexec"]})
+    process["env"] = env + [f"NOTIFY_SOCKET={NOTIFY_SOCKET_IN_CONTAINER}"]
+
+
 def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
     """``linux.cgroupsPath``: with --systemd-cgroup ``slice:prefix:name``, else a path.
 
@@ -134,7 +154,11 @@ def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
         return {"manager": "systemd", "slice": slice_name, "unit": unit}
     if ".." in path.split("/"):
         raise InvalidInputError(f"cgroupsPath {path!r} must not contain '..'")
-    return {"manager": "cgroupfs", "path": path if path.startswith("/") else "/" + path}
+    if not path.startswith("/"):
+        # runc's reading: a relative path is under the runtime's own cgroup, so a runtime that a
+        # systemd unit starts puts the container inside the unit's cgroup
+        path = cgroups.own_cgroup().rstrip("/") + "/" + path
+    return {"manager": "cgroupfs", "path": path}
 
 
 class Runtime:
@@ -146,14 +170,17 @@ class Runtime:
 
     def create(self, container_id: str, bundle: str, *, pid_file: str | None = None,
                console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
-               stdio: tuple[int, int, int] | None = None) -> State:
+               stdio: tuple[int, int, int] | None = None, notify_socket: str | None = None) -> State:
         """Create the container; its init waits for ``start``. Its stdin, stdout and stderr are
-        ours, or the three fds of ``stdio``."""
+        ours, or the three fds of ``stdio``. ``notify_socket``: systemd's (the runtime's
+        ``NOTIFY_SOCKET``), passed through to the container's process."""
         specs.check_id(container_id)
         bundle = os.path.abspath(bundle)
         config = specs.load(bundle)
         if config.get("process") is None:
             raise InvalidInputError("config.json has no process to run")
+        if notify_socket:
+            _pass_notify_socket(config, notify_socket)
         if (config["process"].get("terminal")) and not console_socket:
             raise InvalidInputError("process.terminal is true: --console-socket is required")
         linux = config.get("linux") or {}
@@ -511,7 +538,8 @@ class Runtime:
     # -- run ----------------------------------------------------------------------
 
     def run(self, container_id: str, bundle: str, *, detach: bool = False, pid_file: str | None = None,
-            console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0) -> int:
+            console_socket: str | None = None, no_pivot: bool = False, preserve_fds: int = 0,
+            notify_socket: str | None = None) -> int:
         """create + start; in the foreground wait for the container and return its exit status.
 
         A foreground container with ``process.terminal`` and no console socket gets its pty
@@ -531,7 +559,7 @@ class Runtime:
                 raise InvalidInputError(f"open /dev/tty: {(exc.strerror or str(exc)).lower()}", errno=exc.errno) from exc
         if detach:
             self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
-                        preserve_fds=preserve_fds)
+                        preserve_fds=preserve_fds, notify_socket=notify_socket)
             self.start(container_id)
             return 0
         was_subreaper = syscalls.set_child_subreaper(True)  # the init becomes our child again
@@ -540,7 +568,7 @@ class Runtime:
             master = None
             try:
                 state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                                    no_pivot=no_pivot, preserve_fds=preserve_fds)
+                                    no_pivot=no_pivot, preserve_fds=preserve_fds, notify_socket=notify_socket)
                 if listener is not None:
                     master = _receive_fd(listener)
             finally:

@@ -1,0 +1,58 @@
+"""Images for the system container tests: busybox plus ktest (tests/support/ktest.c, which
+notifies systemd) and a layer of the test's own files, written as OCI layouts offline."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+from tests.support import images
+from tests.support.images import LayoutWriter, _gzip_layer, _info
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: str = "busybox-ktest") -> Path:
+    """An OCI layout at ``target`` with one image per tag: ``base``'s layers, then a layer of
+    ``files`` (path → bytes, or (bytes, mode), or None for a directory), and ``config`` merged
+    into ``base``'s config (``Labels``, ``Cmd``, ``Entrypoint``...)."""
+    source = images.ensure(base)
+    index = json.loads((source / "index.json").read_text())
+    manifest = json.loads(_blob(source, index["manifests"][0]["digest"]).read_bytes())
+    base_config = json.loads(_blob(source, manifest["config"]["digest"]).read_bytes())
+    target.mkdir(parents=True, exist_ok=True)
+    writer = LayoutWriter(target)
+    for layer in manifest["layers"]:
+        dest = _blob(target, layer["digest"])
+        if not dest.exists():
+            os.link(_blob(source, layer["digest"]), dest)
+    for tag, (files, config) in tags.items():
+        def tree(tar, files=files):
+            made = set()
+            for path in sorted(files):
+                parts = path.split("/")
+                for i in range(1, len(parts)):
+                    parent = "/".join(parts[:i])
+                    if parent not in made and parent not in files:
+                        made.add(parent)
+                        tar.addfile(_info(parent, tarfile.DIRTYPE, 0o755))
+                value = files[path]
+                if value is None:
+                    tar.addfile(_info(path, tarfile.DIRTYPE, 0o755))
+                    continue
+                data, mode = value if isinstance(value, tuple) else (value, 0o644)
+                tar.addfile(_info(path, mode=mode, size=len(data)), io.BytesIO(data))
+
+        layers = [(layer, diff) for layer, diff in zip(manifest["layers"], base_config["rootfs"]["diff_ids"])]
+        if files:
+            layers.append(_gzip_layer(writer, tree, level=1))
+        merged = dict(base_config.get("config") or {})
+        merged.update(config)
+        writer.add(writer.image(layers, {"config": merged, "history": base_config.get("history", [])}), tag)
+    writer.finish()
+    return target

@@ -189,6 +189,9 @@ def _labels(args) -> dict[str, str]:
             raise InvalidInputError(f"--label-file {path}: {exc.strerror}") from exc
         labels.update(parse_key_values(lines, "label"))
     labels.update(parse_key_values(args.label, "label"))
+    unit = os.environ.get("PODMAN_SYSTEMD_UNIT")
+    if unit:  # (as podman: the unit that runs the container, for auto-update to restart)
+        labels.setdefault("PODMAN_SYSTEMD_UNIT", unit)
     return labels
 
 
@@ -219,8 +222,15 @@ def build_options(args):
     for key, reason in UNSUPPORTED_WITH_REASON.items():
         if getattr(args, key, None):
             raise InvalidInputError(f"--{key.replace('_', '-')}: {reason}")
-    if args.cgroups != "enabled":
+    if args.cgroups not in ("enabled", "split"):
         raise InvalidInputError(f"--cgroups {args.cgroups}: ketch always gives a container its own cgroup")
+    if args.cgroups == "split":
+        if args.cgroup_parent:
+            raise InvalidInputError("--cgroups split and --cgroup-parent cannot be given together")
+        from ketch.runtime.cgroups import own_cgroup
+
+        # podman's split: the container's cgroup under the caller's (a systemd unit's)
+        args.cgroup_parent = own_cgroup()
     if args.seccomp_policy == "image":
         raise InvalidInputError("--seccomp-policy image: ketch does not take seccomp profiles from images")
     env = [entry for path in args.env_file for entry in read_env_file(path)] + list(args.env)

@@ -134,7 +134,7 @@ def _go_message(message: str) -> str:
 _ROUTES: dict[str, tuple[str, ...]] = {
     "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
     "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
-    "storage": ("storage",), "cri": ("cri",), "pod": ("pod",),
+    "storage": ("storage",), "cri": ("cri",), "pod": ("pod",), "generate": ("units",), "auto-update": ("units",),
 }
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "history", "import")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
@@ -231,7 +231,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     elif word in _CONTAINER_COMMANDS:
         groups = ("containers",)
     else:
-        groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri", "pod")
+        groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri", "pod", "units")
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -241,6 +241,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import system
 
         system.register(commands)
+    if "units" in groups:
+        from ketch.cli import units
+
+        units.register(commands)
     if "pod" in groups:
         from ketch.cli import pods
 

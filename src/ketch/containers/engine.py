@@ -56,6 +56,7 @@ EXIT_ENGINE_FAILED = 125  # podman's: ketch itself failed
 
 
 TIMEOUT_EXIT = 255  # what podman reports for a container ended by --timeout
+MONITOR_PIDFILE = "conmon.pid"  # in userdata: the monitor's pid (podman's name, for generate systemd)
 
 
 class ContainerRecord(Record):
@@ -753,8 +754,11 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                 raise ContainerError(text)
             if options.pidfile:
                 _write_pidfile(options.pidfile, int(answer.split()[1]))
+            monitor_pid = states.read(userdata).get("monitor_pid") or 0
+            # where a unit of `generate systemd` finds its main process (podman's conmon.pid)
+            _write_pidfile(os.path.join(userdata, MONITOR_PIDFILE), monitor_pid)
             if options.conmon_pidfile:
-                _write_pidfile(options.conmon_pidfile, states.read(userdata).get("monitor_pid") or 0)
+                _write_pidfile(options.conmon_pidfile, monitor_pid)
             # (the monitor recorded the init and start events, in their order)
 
     def _start_initialized(self, record: ContainerRecord) -> None:

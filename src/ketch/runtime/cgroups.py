@@ -117,15 +117,18 @@ class Cgroup:
         Without write access to a hierarchy (a rootless runtime, the read-only v1 controllers of a
         systemd container) and without resources, none is made there."""
         made = []
-        for controller, directory in sorted(self.dirs.items()):
+        for controller, directory in sorted(list(self.dirs.items())):
             if directory in made:
                 continue
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
-                if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and not resources:
-                    # a hierarchy we may not write (a rootless runtime; the read-only v1
-                    # controllers of a systemd container): the container stays in ours there
+                if exc.errno == errno.EROFS or (exc.errno in (errno.EACCES, errno.EPERM) and not resources):
+                    # a hierarchy mounted read-only (the v1 controllers systemd-nspawn gives a
+                    # booted systemd: their owner outside enforces them) or one we may not write
+                    # (a rootless runtime): the container stays in our cgroup there, and a
+                    # resource that needs the controller is refused by apply, naming it
+                    del self.dirs[controller]
                     continue
                 raise CgroupError(f"making cgroup {directory}: {exc.strerror}") from exc
             if controller == "cpuset":

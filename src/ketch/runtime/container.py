@@ -119,11 +119,10 @@ NOTIFY_SOCKET_IN_CONTAINER = "/run/notify/notify.sock"
 
 
 def _pass_notify_socket(config, notify_socket: str) -> None:
-    """Let the container's process notify systemd itself: the host's notify socket bound at
-    ``/run/notify/notify.sock`` (an abstract one, ``@...``, is reachable in the host's network
-    namespace as it is), and ``NOTIFY_SOCKET`` set. systemd takes the message from any process of
-    the unit with ``NotifyAccess=all``; runc relays through a socket of its own instead, but with
-    the same effect for the unit, and no process of ours has to stay to relay."""
+    """Give the container's process a notify socket: ``notify_socket`` (a foreground run's relay,
+    see :class:`_NotifyRelay`; for create, systemd's own, which then needs ``NotifyAccess=all``)
+    bound at ``/run/notify/notify.sock``, and ``NOTIFY_SOCKET`` set. An abstract socket
+    (``@...``) is reachable as it is in the host's network namespace."""
     process = config["process"]
     env = [e for e in process.get("env") or [] if not e.startswith("NOTIFY_SOCKET=")]
     if notify_socket.startswith("@"):
@@ -133,6 +132,52 @@ def _pass_notify_socket(config, notify_socket: str) -> None:
                                             "source": notify_socket, "options": ["bind", "nosuid", "nodev",
                                                                                   "noexec"]})
     process["env"] = env + [f"NOTIFY_SOCKET={NOTIFY_SOCKET_IN_CONTAINER}"]
+
+
+class _NotifyRelay:
+    """A foreground ``run``'s notify socket, as runc's: the container's process writes to it, and
+    the runtime (the unit's main process) passes each message on to systemd's socket. systemd
+    finds a sender's unit from its pid, and a client that exits right after sending (``systemd-
+    notify``, a script) is often gone before systemd looks: from the runtime, that never happens."""
+
+    def __init__(self, state_root: str, container_id: str, target: str) -> None:
+        os.makedirs(state_root, mode=0o700, exist_ok=True)
+        self.path = os.path.join(state_root, f".notify-{container_id}-{os.getpid()}.sock")
+        self.target = "\0" + target[1:] if target.startswith("@") else target
+        _unlink(self.path)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o777)  # (the container's user may not be root)
+        self.out = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+        self.closed = False
+
+    def start(self) -> None:
+        import threading
+
+        threading.Thread(target=self._relay, name="notify-relay", daemon=True).start()
+
+    def _relay(self) -> None:
+        while True:
+            try:
+                message = self.sock.recv(65536)
+            except OSError:
+                return  # closed
+            if self.closed:
+                return
+            try:
+                self.out.sendto(message, self.target)
+            except OSError as exc:
+                _warn(f"passing a notification on to {self.target!r}: {exc.strerror}")
+
+    def close(self) -> None:
+        self.closed = True
+        _unlink(self.path)
+        try:
+            self.sock.shutdown(_socket.SHUT_RDWR)  # (wakes the thread's recv; a close alone would not)
+        except OSError:
+            pass
+        self.sock.close()
+        self.out.close()
 
 
 def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
@@ -563,21 +608,27 @@ class Runtime:
             self.start(container_id)
             return 0
         was_subreaper = syscalls.set_child_subreaper(True)  # the init becomes our child again
+        relay = _NotifyRelay(self.states.root, container_id, notify_socket) if notify_socket else None
         try:
             listener, console_socket = self._own_console(not console_socket and terminal, console_socket)
             master = None
             try:
                 state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
-                                    no_pivot=no_pivot, preserve_fds=preserve_fds, notify_socket=notify_socket)
+                                    no_pivot=no_pivot, preserve_fds=preserve_fds,
+                                    notify_socket=relay.path if relay else None)
                 if listener is not None:
                     master = _receive_fd(listener)
             finally:
                 _close_listener(listener, console_socket)
+            if relay is not None:
+                relay.start()  # (a thread: only now, the container forked)
             try:
                 return _wait_foreground(lambda: state.pid, master, lambda: self.start(container_id))
             finally:
                 self.delete(container_id, force=True)
         finally:
+            if relay is not None:
+                relay.close()
             syscalls.set_child_subreaper(was_subreaper)  # a library caller is not left adopting orphans
 
     def create_attached(self, container_id: str, bundle: str, *, terminal: bool,

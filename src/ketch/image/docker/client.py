@@ -380,6 +380,25 @@ class RegistryClient:
         if response.status != 200:
             raise RegistryError(f"authenticating to {self.host}: HTTP {response.status}", status=response.status)
 
+    def manifest_digest(self, reference: str) -> Digest:
+        """The digest of a manifest, from a HEAD request (the registry's Docker-Content-Digest):
+        nothing is downloaded. A registry that sends no digest costs a GET."""
+        what = f"checking manifest {reference} in {self.host}/{self.repository}"
+        response = self.request("HEAD", f"/v2/{self.repository}/manifests/{reference}",
+                                {"Accept": mt.MANIFEST_ACCEPT})
+        try:
+            self._raise_for_status(response, what)
+            announced = response.headers.get("Docker-Content-Digest")
+        finally:
+            response.release_conn()
+        if announced:
+            try:
+                return Digest.parse(announced)
+            except InvalidInputError:
+                pass
+        raw, _ = self.get_manifest(reference)
+        return Digest.of(raw)
+
     def get_manifest(self, reference: str) -> tuple[bytes, str]:
         """Fetch a manifest by tag or digest; returns (raw bytes, media type).
 

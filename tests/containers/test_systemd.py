@@ -4,6 +4,7 @@ systemd-socket-activate stands in for the socket unit, and the tests own the not
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -84,6 +85,29 @@ def test_sdnotify_container_lets_the_container_say_ready(ketch_env, notify_socke
     assert result.returncode == 0, result.stderr
     assert result.stdout == "/run/notify/sd.sock\n"
     assert sock.recv(4096) == b"READY=1\nSTATUS=from the container"
+
+
+def test_sdnotify_container_detached_passes_ready_on_with_the_monitor_as_main_pid(ketch_env, notify_socket):
+    """podman's notify proxy: ``run -d`` returns once the container said READY=1, and systemd
+    hears it from ketch (alive), with MAINPID the monitor that stays."""
+    path, sock = notify_socket
+    ketch_env.env = {**os.environ, "NOTIFY_SOCKET": path}
+    result = ketch_env.cli("run", "-d", "--name", "proxied", "--sdnotify=container", KTEST_IMAGE, "sh", "-c",
+                           "echo $NOTIFY_SOCKET > /tmp/said; ktest notify 'STATUS=warming up'; sleep 0.3; "
+                           "ktest notify READY=1; exec sleep 30")
+    assert result.returncode == 0, result.stderr
+    message = sock.recv(4096).decode()
+    monitor = json.loads(ketch_env.cli("inspect", "proxied", check=True).stdout)[0]["State"]["ConmonPid"]
+    assert message == f"MAINPID={monitor}\nSTATUS=warming up\nREADY=1\n"
+    assert ketch_env.cli("exec", "proxied", "cat", "/tmp/said", check=True).stdout == "/run/notify/notify.sock\n"
+    ketch_env.cli("rm", "-f", "-t", "0", "proxied", check=True)
+    # a container that ends before it is ready: run -d fails, naming it, and systemd hears nothing
+    failed = ketch_env.cli("run", "-d", "--name", "unready", "--sdnotify=container", KTEST_IMAGE, "true")
+    assert failed.returncode != 0 and "container unready stopped before it notified READY=1" in failed.stderr
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(4096)
+    ketch_env.cli("rm", "-f", "unready")
 
 
 def test_preserve_fds_passes_our_fds_on(ketch_env, tmp_path):

@@ -185,3 +185,109 @@ def test_system_containers_start_in_order_at_boot_and_update_rollback_uninstall(
     assert parse(second, "engine-deployments") == ["fabric kv "]
     assert parse(second, "engine-serves") == [""]
     assert second.rstrip().endswith("done"), second
+
+
+REGISTRIES_CONF = """unqualified-search-registries = []
+[[registry]]
+location = "{registry}"
+insecure = true
+"""
+
+DRIVER_UPDATES = """set -u
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+K="{ketch}"
+R={registry}
+serves() {{ timeout 5 bash -c "cat </dev/tcp/127.0.0.1/$1" 2>/dev/null; }}
+wait_reply() {{ i=0; while [ "$(serves $1)" != "$2" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; echo "serves $3 $(serves $1)"; }}
+retag() {{ $K image copy -q docker://$R/sys/$1 docker://$R/sys/$2 || echo "copy $1 failed"; }}
+retag web:v1 web:latest
+retag sysweb:v1 sysweb:latest
+systemctl daemon-reload
+ls /run/systemd/generator/ > /ketch-test/generated.txt
+systemctl start web.service; echo "quadlet-start $? $(systemctl is-active web.service)"
+systemctl is-active web.service >/dev/null || journalctl -b -u web.service --no-pager | tail -20
+wait_reply {web} web1 quadlet
+echo "volume $(systemctl is-active data-volume.service) $($K volume ls --format '{{{{.Name}}}}' | tr '\\n' ' ')"
+$K system install -q $R/sys/sysweb:latest && systemctl start sysweb.service
+wait_reply {sysweb} sysweb1 system
+$K auto-update --dry-run --format '{{{{.Unit}}}} {{{{.Updated}}}}' | sed 's/^/dry1 /'
+retag web:v2 web:latest
+retag sysweb:v2 sysweb:latest
+$K auto-update --dry-run --format '{{{{.Unit}}}} {{{{.Updated}}}}' | sed 's/^/dry2 /'
+$K auto-update --format '{{{{.Unit}}}} {{{{.Updated}}}}' | sed 's/^/update /'
+wait_reply {web} web2 quadlet
+wait_reply {sysweb} sysweb2 system
+retag web:bad web:latest
+retag sysweb:bad sysweb:latest
+$K auto-update --format '{{{{.Unit}}}} {{{{.Updated}}}}' | sed 's/^/rollback /'
+echo "after-rollback $(systemctl is-active web.service) $(systemctl is-active sysweb.service)"
+wait_reply {web} web2 quadlet
+wait_reply {sysweb} sysweb2 system
+$K system status sysweb --format json > /ketch-test/sysweb.json
+# generate systemd --new: a unit from a container's command, that makes its own container
+$K create --name gen --network host $R/sys/web:v1 >/dev/null
+$K generate systemd --new --name --files gen >/dev/null && mv container-gen.service /etc/systemd/system/
+$K rm gen >/dev/null
+systemctl stop web.service
+systemctl daemon-reload; systemctl start container-gen.service; echo "generated $(systemctl is-active container-gen.service)"
+wait_reply {web} web1 generated
+systemctl stop container-gen.service; echo "generated-stopped $(systemctl is-active container-gen.service) $($K ps -a --format '{{{{.Names}}}}' | grep -c gen)"
+systemctl stop sysweb.service
+echo "done"
+"""
+
+WEB_CONTAINER = """[Unit]
+Description=a web server from Quadlet
+
+[Container]
+Image={registry}/sys/web:latest
+AutoUpdate=registry
+Network=host
+Notify=true
+Volume=data.volume:/data
+"""
+
+
+def test_quadlet_units_and_auto_update_with_rollback(booted, tmp_path):
+    ports = {"web": free_port(), "sysweb": free_port()}
+    auto = {"io.containers.autoupdate": "registry"}
+
+    def image(name, reply, port, good=True):
+        cmd = server(name, reply, port) if good else ["sh", "-c", "echo broken; exit 3"]
+        return ({"srv/reply": reply.encode()}, {"Cmd": cmd, "Labels": {**auto, "io.ketch.system.notify": "true"}})
+
+    with run_registry(workdir=tmp_path) as reg:
+        for name in ("web", "sysweb"):
+            tags = {"v1": image(name, f"{name}1", ports[name]), "v2": image(name, f"{name}2", ports[name]),
+                    "bad": image(name, "bad", ports[name], good=False)}
+            layout = sysimages.write(tmp_path / f"layout-{name}", tags)
+            for tag in tags:
+                skopeo_copy(f"oci:{layout}:{tag}", reg.url(f"sys/{name}", tag))
+        values = dict(ketch=KETCH, registry=reg.host, **ports)
+        (booted.path / "etc/containers/registries.conf").write_text(REGISTRIES_CONF.format(**values))
+        units = booted.path / "etc/containers/systemd"
+        units.mkdir(parents=True)
+        (units / "web.container").write_text(WEB_CONTAINER.format(**values))
+        (units / "data.volume").write_text("[Volume]\nLabel=app=web\n")
+        generators = booted.path / "etc/systemd/system-generators"
+        generators.mkdir(parents=True)
+        (generators / "ketch-system-generator").symlink_to(Path(KETCH).parent / "ketch-quadlet")
+        output = booted.boot(DRIVER_UPDATES.format(**values))
+    assert "failed" not in output, output
+    generated = (booted.path / "ketch-test/generated.txt").read_text().split()
+    assert "web.service" in generated and "data-volume.service" in generated, generated
+    assert parse(output, "quadlet-start") == ["0 active"], output
+    assert parse(output, "volume") == ["active systemd-data "], output
+    assert parse(output, "dry1") == ["web.service false", "sysweb.service false"], output
+    assert parse(output, "dry2") == ["web.service pending", "sysweb.service pending"], output
+    assert parse(output, "update") == ["web.service true", "sysweb.service true"], output
+    assert parse(output, "rollback") == ["web.service rolled back", "sysweb.service rolled back"], output
+    assert parse(output, "after-rollback") == ["active active"], output
+    assert parse(output, "serves") == ["quadlet web1", "system sysweb1", "quadlet web2", "system sysweb2",
+                                       "quadlet web2", "system sysweb2", "generated web1"], output
+    status = json.loads((booted.path / "ketch-test/sysweb.json").read_text())
+    # v2 (deployment 1) active again; the failed one (2) kept; v1 (0) gone
+    assert [(d["Deployment"], d["Active"]) for d in status["Deployments"]] == [(1, True), (2, False)], status
+    assert parse(output, "generated") == ["active"], output
+    assert parse(output, "generated-stopped") == ["inactive 0"], output
+    assert output.rstrip().endswith("done"), output

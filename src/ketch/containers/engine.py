@@ -368,8 +368,8 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
     # -- start, attached or detached ---------------------------------------------------
 
-    def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0,
-                 setup: ProcessSetup | None = None) -> tuple[str, Spec]:
+    def _prepare(self, record: ContainerRecord, *, listen_fds: int = 0, setup: ProcessSetup | None = None,
+                 notify_socket: str | None = None) -> tuple[str, Spec]:
         """Mount the root file system, attach the networks, write the bundle; the bundle directory
         and the config. On failure everything taken so far is released."""
         options: CreateOptions = record.options
@@ -386,7 +386,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             joined = self._joined_namespaces(options)
             with self._network_attached(record, image) as (netns_path, addresses):
                 config = self._write_bundle(record, image, rootfs, userdata, joined, netns_path, addresses,
-                                            listen_fds, setup)
+                                            listen_fds, setup, notify_socket)
         except BaseException:
             self._release(record)
             raise
@@ -394,7 +394,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
     def _write_bundle(self, record: ContainerRecord, image, rootfs: str, userdata: str, joined: dict[str, str],
                       netns_path: str | None, addresses: builtins.list[str], listen_fds: int,
-                      setup: ProcessSetup | None = None) -> Spec:
+                      setup: ProcessSetup | None = None, notify_socket: str | None = None) -> Spec:
         """/etc files, volumes, secrets and the OCI config of one start, written to the bundle."""
         from ketch.containers import spec as specs
 
@@ -430,7 +430,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             extra_mounts = secret_mounts + extra_mounts
         if setup is not None:
             extra_mounts = extra_mounts + list(setup.extra_mounts)
-        notify = os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None
+        notify = notify_socket or (os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None)
         config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
                              options=options, conf=self.conf, listen_fds=listen_fds,
                              notify_socket=notify if notify and not notify.startswith("@") else None,
@@ -694,6 +694,28 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         options: CreateOptions = record.options
         container_id = record.id
         self._start_required(options)
+        proxy = None
+        notify = os.environ.get("NOTIFY_SOCKET")
+        if options.sdnotify == "container" and notify and not init_only:
+            proxy = systemd.NotifyProxy(os.path.join(str(self.store.runroot), "notify", container_id[:12]))
+        try:
+            self._start_detached_locked(record, init_only, proxy)
+            if proxy is not None:
+                # podman's: the container's READY=1 reaches systemd from us, with MAINPID the monitor
+                monitor_pid = states.read(self._userdata(container_id)).get("monitor_pid") or 0
+                proxy.wait_ready(notify, monitor_pid, lambda: self._status(record).get("status") == "running",
+                                 record.name)
+        finally:
+            if proxy is not None:
+                proxy.close()
+
+    def _start_detached_locked(self, record: ContainerRecord, init_only: bool, proxy) -> None:
+        import subprocess
+
+        import ketch
+
+        options: CreateOptions = record.options
+        container_id = record.id
         with self.store.lock(f"container-{container_id}"):
             current = self._status(record)
             if current["status"] == "initialized" and not init_only:
@@ -702,7 +724,8 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             self._check_startable(record)
             states.update(self._userdata(container_id), stopped_by_user=False)
             listen_fds = systemd.listen_fds()
-            userdata, config = self._prepare(record, listen_fds=listen_fds)
+            userdata, config = self._prepare(record, listen_fds=listen_fds,
+                                             notify_socket=proxy.path if proxy is not None else None)
             try:
                 self._network_ready()
             except BaseException:

@@ -92,8 +92,8 @@ def generate(engine, name_or_id: str, options: UnitOptions, ketch: str) -> tuple
     if options.new:
         globals_, args = _run_args(list(record.options.create_command or []))
         prefix = " ".join(_quote(w) for w in [ketch, *globals_])  # (the same store for stop and rm)
-        run = [ketch, *globals_, "run", "--cidfile=%t/%n.ctr-id", "--cgroups=split", "--rm", "--sdnotify=conmon",
-               "--replace", "-d", *args]
+        run = [ketch, *globals_, "run", "--cidfile=%t/%n.ctr-id", "--cgroups=split", "--rm", "--sdnotify=conmon", "-d",
+               "--replace", *args]
         lines += ["ExecStartPre=/bin/rm \\\n\t-f %t/%n.ctr-id",
                   "ExecStart=" + _continued(run),
                   f"ExecStop={prefix} stop \\\n\t--ignore -t {stop} \\\n\t--cidfile=%t/%n.ctr-id",

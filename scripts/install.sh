@@ -21,7 +21,8 @@ PACKAGES=(
   libseccomp2       # what pyseccomp loads: the runtime's seccomp filters
   catatonit         # ketch run --init (podman's init_path)
   nftables          # nft: masquerading and published ports of bridge networks
-  systemd           # systemd-socket-activate, for the socket-activation tests
+  systemd           # systemd-socket-activate (socket-activation tests), systemd-analyze verify of units
+  systemd-container # systemd-nspawn: boots a Debian root with systemd, for the system container tests
   # gcc and libc6-dev (above) also build the tests' small static helper (socket activation, sd_notify)
   debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
   gnupg             # image sign (GPG simple signing), and the tests' keys

@@ -96,19 +96,24 @@ for unit in kv fabric engine; do
   systemctl is-active -q $unit || journalctl -b -u $unit --no-pager | tail -15
   echo "times $unit $(systemctl show $unit -p InactiveExitTimestampMonotonic --value) $(systemctl show $unit -p ActiveEnterTimestampMonotonic --value)"
 done
+echo "t $(cut -d' ' -f1 /proc/uptime) booted"
 wait_reply {kv} kv1
 wait_reply {fabric} fabric
 wait_reply {engine} engine
 echo "engine-conf $(cat /etc/engine.conf)"
 echo "cgroup $(cat /sys/fs/cgroup/systemd/system.slice/kv.service/ketch-kv/cgroup.procs 2>/dev/null | wc -l)"
+echo "t $(cut -d' ' -f1 /proc/uptime) update"
 $K system update --tls-verify=false -q kv && echo "update ok"
+echo "t $(cut -d' ' -f1 /proc/uptime) updated"
 wait_reply {kv} kv2
 echo "after-update $(readlink /etc/systemd/system/kv.service)"
 $K system rollback kv && echo "rollback ok"
+echo "t $(cut -d' ' -f1 /proc/uptime) rolled back"
 wait_reply {kv} kv1
 echo "after-rollback $(readlink /etc/systemd/system/kv.service)"
 $K system status kv --format json > /ketch-test/status.json
 $K system uninstall engine && echo "uninstall ok"
+echo "t $(cut -d' ' -f1 /proc/uptime) uninstalled"
 echo "engine-unit $(systemctl is-active engine) $(test -e /etc/systemd/system/engine.service && echo present || echo gone)"
 echo "engine-conf-left $(test -e /etc/engine.conf && echo present || echo gone)"
 echo "engine-deployments $(ls /var/lib/ketch/system/deployments/ | tr '\\n' ' ')"

@@ -292,3 +292,31 @@ def test_the_runtime_runs_a_deployment_as_its_unit_would(env):
         key, path = line.split(":", 2)[1:]
         assert path == own[key].rstrip("/") + "/ketch-ntest", (line, own)
     assert deployment.path.is_dir()
+
+
+def test_the_runtime_relaying_notifications_still_forwards_stop_signals(env):
+    """systemd stops a unit with SIGTERM to the runtime: with the notify relay's thread running,
+    the signal must still reach the container at once (it once waited for the stop timeout)."""
+    image = env.layout("term", {"v1": ({}, {"Cmd": ["sh", "-c", "trap 'echo stopped; exit 0' TERM; "
+                                                                 "ktest notify READY=1; sleep 1000 & wait"]})})
+    deployment = env.system.install(f"{image}:v1", name="term", pull=env.pull,
+                                    values={"STATE_DIRECTORY": str(env.base / "state")})
+    (env.base / "state/term").mkdir(parents=True, exist_ok=True)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(env.base / "notify.sock"))
+    notify.settimeout(30)
+    for attempt in range(3):  # (which thread the kernel picks is not fixed: try a few times)
+        proc = subprocess.Popen([RUNTIME, "run", "--bundle", str(deployment.path), "term"], stdout=subprocess.PIPE,
+                                text=True, env={**os.environ, "NOTIFY_SOCKET": str(env.base / "notify.sock")})
+        try:
+            assert notify.recv(4096) == b"READY=1"
+            proc.send_signal(signal.SIGTERM)  # what systemd sends a unit's main process to stop it
+            proc.send_signal(signal.SIGCONT)
+            out, _ = proc.communicate(timeout=10)
+            assert proc.returncode == 0 and out == "stopped\n"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            subprocess.run([RUNTIME, "delete", "--force", "term"], capture_output=True)
+    notify.close()

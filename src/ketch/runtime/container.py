@@ -157,6 +157,9 @@ class _NotifyRelay:
         threading.Thread(target=self._relay, name="notify-relay", daemon=True).start()
 
     def _relay(self) -> None:
+        # Signals are for the main thread, which forwards them to the container: one delivered
+        # to this thread would wait for the main thread's next bytecode, and it waits in waitpid.
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, range(1, _signal.NSIG))
         while True:
             try:
                 message = self.sock.recv(65536)

@@ -23,6 +23,7 @@ PACKAGES=(
   nftables          # nft: masquerading and published ports of bridge networks
   systemd           # systemd-socket-activate (socket-activation tests), systemd-analyze verify of units
   systemd-container # systemd-nspawn: boots a Debian root with systemd, for the system container tests
+  xfsprogs          # benchmarks/bench_system.py measures deployments on XFS as well as ext4
   # gcc and libc6-dev (above) also build the tests' small static helper (socket activation, sd_notify)
   debootstrap       # the tests' Debian base image (minbase, from the Debian archive apt uses)
   gnupg             # image sign (GPG simple signing), and the tests' keys

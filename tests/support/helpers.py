@@ -22,3 +22,14 @@ def ktest_binary() -> Path:
             subprocess.run(["gcc", "-static", "-O2", "-o", str(target) + ".tmp", str(SOURCE)], check=True)
             Path(str(target) + ".tmp").rename(target)
     return target
+
+
+def unmount_under(path) -> None:
+    """Lazily unmount every mount at or under ``path`` (deepest first): what a test's store left."""
+    import subprocess
+
+    prefix = str(path).rstrip("/")
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)

@@ -279,9 +279,29 @@ def make_debian(root: Path) -> None:
         shutil.rmtree(target, ignore_errors=True)
 
 
+def make_systemd(root: Path) -> None:
+    """Debian with systemd as its init (tests/support/systemd_root.py's root), one layer."""
+    from tests.support import systemd_root
+
+    source = systemd_root.pristine()
+    writer = LayoutWriter(root)
+
+    def tree(tar):
+        for path in sorted(source.rglob("*")):
+            rel = str(path.relative_to(source))
+            if rel.startswith(("proc/", "sys/", "dev/")):
+                continue
+            tar.add(str(path), arcname=rel, recursive=False)
+
+    config = {"config": {"Env": DEBIAN_CONFIG["config"]["Env"], "Cmd": ["/sbin/init"]},
+              "history": [{"created": CREATED, "created_by": "ketch test fixture: debootstrap with systemd"}]}
+    writer.add(writer.image([_gzip_layer(writer, tree, level=1)], config), "latest")
+    writer.finish()
+
+
 MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "debian": make_debian,
           "multiarch": make_multiarch, "big": make_big, "whiteouts": make_whiteouts,
-          "deep": make_deep, "derived": make_derived}
+          "deep": make_deep, "derived": make_derived, "systemd": make_systemd}
 
 
 def ensure(name: str) -> Path:

@@ -85,14 +85,21 @@ class BootedRoot:
             out.append(f"--bind-ro={source}")
         return out
 
-    def boot(self, driver: str, timeout: float = 300) -> str:
-        """Boot with ``driver`` as this boot's test script; return what it printed."""
+    def boot(self, driver: str, timeout: float = 300, unified: bool = False, syscalls: str = "") -> str:
+        """Boot with ``driver`` as this boot's test script; return what it printed. ``unified``:
+        the container gets the cgroup v2 tree alone (on a hybrid host, nspawn otherwise gives it
+        the v1 controllers read-only, which runc and crun cannot start a container under);
+        ``syscalls``: system calls nspawn's filter should let through (``bpf`` for runc's cgroup
+        v2 device filter)."""
         (self.path / "ketch-test/driver.sh").write_text(driver)
         log = self.path / "ketch-test/driver.log"
         log.unlink(missing_ok=True)
         result = subprocess.run(["systemd-nspawn", "-q", "--register=no", "--keep-unit", "-b", "-D", str(self.path),
-                                 "--capability=all", *self.binds()], capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
+                                 "--capability=all", *self.binds(),
+                                 *([f"--system-call-filter={syscalls}"] if syscalls else [])],
+                                capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1" if unified else "0"})
         output = log.read_text() if log.exists() else ""
         if result.returncode != 0:
             raise AssertionError(f"the booted root failed ({result.returncode}): {result.stderr[-2000:]}\n{output}")

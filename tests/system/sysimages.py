@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -30,7 +31,10 @@ def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: s
     for layer in manifest["layers"]:
         dest = _blob(target, layer["digest"])
         if not dest.exists():
-            os.link(_blob(source, layer["digest"]), dest)
+            try:
+                os.link(_blob(source, layer["digest"]), dest)
+            except OSError:  # (another file system)
+                shutil.copyfile(_blob(source, layer["digest"]), dest)
     for tag, (files, config) in tags.items():
         def tree(tar, files=files):
             made = set()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -89,12 +88,16 @@ DRIVER_CHECK = """set -u
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 K="{ketch}"
 serves() {{ timeout 5 bash -c "cat </dev/tcp/127.0.0.1/$1" 2>/dev/null; }}
-wait_reply() {{ i=0; while [ "$(serves $1)" != "$2" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo "serves $1 $(serves $1)"; }}
+wait_reply() {{
+  i=0; while [ "$(serves $1)" != "$2" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+  echo "serves $1 $(serves $1)"
+}}
 for unit in kv fabric engine; do
   i=0; while [ "$(systemctl is-active $unit)" != active ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
   echo "boot $unit $(systemctl is-active $unit)"
   systemctl is-active -q $unit || journalctl -b -u $unit --no-pager | tail -15
-  echo "times $unit $(systemctl show $unit -p InactiveExitTimestampMonotonic --value) $(systemctl show $unit -p ActiveEnterTimestampMonotonic --value)"
+  began=$(systemctl show $unit -p InactiveExitTimestampMonotonic --value)
+  echo "times $unit $began $(systemctl show $unit -p ActiveEnterTimestampMonotonic --value)"
 done
 echo "t $(cut -d' ' -f1 /proc/uptime) booted"
 wait_reply {kv} kv1
@@ -203,7 +206,10 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 K="{ketch}"
 R={registry}
 serves() {{ timeout 5 bash -c "cat </dev/tcp/127.0.0.1/$1" 2>/dev/null; }}
-wait_reply() {{ i=0; while [ "$(serves $1)" != "$2" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; echo "serves $3 $(serves $1)"; }}
+wait_reply() {{
+  i=0; while [ "$(serves $1)" != "$2" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+  echo "serves $3 $(serves $1)"
+}}
 retag() {{ $K image copy -q docker://$R/sys/$1 docker://$R/sys/$2 || echo "copy $1 failed"; }}
 retag web:v1 web:latest
 retag sysweb:v1 sysweb:latest
@@ -236,7 +242,8 @@ $K rm gen >/dev/null
 systemctl stop web.service
 systemctl daemon-reload; systemctl start container-gen.service; echo "generated $(systemctl is-active container-gen.service)"
 wait_reply {web} web1 generated
-systemctl stop container-gen.service; echo "generated-stopped $(systemctl is-active container-gen.service) $($K ps -a --format '{{{{.Names}}}}' | grep -c gen)"
+systemctl stop container-gen.service
+echo "generated-stopped $(systemctl is-active container-gen.service) $($K ps -a --format '{{{{.Names}}}}' | grep -c gen)"
 systemctl stop sysweb.service
 echo "done"
 """

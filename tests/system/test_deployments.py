@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from ketch.containers.images import pull
-from ketch.errors import InvalidInputError, KetchError, NotFoundError
+from ketch.errors import InvalidInputError, NotFoundError
 from ketch.image.context import SystemContext
 from ketch.image.policy import Policy
 from ketch.storage.store import Store
-from ketch.system import SystemContainers, SystemContainerError
+from ketch.system import SystemContainerError, SystemContainers
+from tests.support.helpers import unmount_under
 from tests.system import sysimages
 
 BIN = Path(sys.executable).parent
@@ -90,6 +91,7 @@ def env():
     finally:
         for row in e.store.mounted_images():
             e.store.unmount_image(row[0].id, force=True)
+        unmount_under(base)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -167,7 +169,7 @@ def test_templates_variables_hostfs_update_rollback_uninstall(env):
     unit = env.unit("tpl").read_text()
     assert f"Description=tpl from {image}:v1 ({first.image_id})" in unit
     assert "Environment=GREETING=hi RUN=/run" in unit  # --set beats the manifest's default
-    assert f"PIDFile=/run/container-tpl.pid" in unit and f"ExecStop={RUNTIME} kill tpl TERM" in unit
+    assert "PIDFile=/run/container-tpl.pid" in unit and f"ExecStop={RUNTIME} kill tpl TERM" in unit
     assert f"WorkingDirectory={first.path}\n" in unit
     uuid = first.values["UUID"]
     assert len(uuid) == 36 and uuid in unit
@@ -305,7 +307,7 @@ def test_the_runtime_relaying_notifications_still_forwards_stop_signals(env):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(env.base / "notify.sock"))
     notify.settimeout(30)
-    for attempt in range(3):  # (which thread the kernel picks is not fixed: try a few times)
+    for _attempt in range(3):  # (which thread the kernel picks is not fixed: try a few times)
         proc = subprocess.Popen([RUNTIME, "run", "--bundle", str(deployment.path), "term"], stdout=subprocess.PIPE,
                                 text=True, env={**os.environ, "NOTIFY_SOCKET": str(env.base / "notify.sock")})
         try:

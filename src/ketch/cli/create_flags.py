@@ -135,7 +135,9 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cert-dir", metavar="DIR")
     parser.add_argument("--runtime", metavar="PATH", help="a runc-compatible runtime instead of ketch's own")
     parser.add_argument("--systemd", default="true", choices=["true", "false", "always"],
-                        help="accepted: ketch does not run systemd-specific set-up")
+                        help="systemd mode (tmpfs /run, /run/lock, /tmp, /var/log/journal; a writable cgroup "
+                             "in its own namespace; container=ketch; stop signal SIGRTMIN+3): always, or "
+                             "true (the default) when the command is systemd or an init")
     parser.add_argument("--cgroup-manager", help=argparse.SUPPRESS)
     add_bool(parser, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
     parser.add_argument("--pod", metavar="NAME", help="run in the pod's namespaces (ketch pod create)")
@@ -287,7 +289,7 @@ def build_options(args):
         privileged=args.privileged, seccomp_profile=seccomp, no_new_privileges=no_new_privileges, unmask=unmask,
         memory=parse_memory(args.memory, zero=True) if args.memory else None, cpus=args.cpus,
         pids_limit=args.pids_limit, ulimits=list(args.ulimit), network=args.network,
-        preserve_fds=args.preserve_fds, sdnotify=args.sdnotify, stop_signal=args.stop_signal,
+        preserve_fds=args.preserve_fds, sdnotify=args.sdnotify, systemd=args.systemd, stop_signal=args.stop_signal,
         stop_timeout=args.stop_timeout, labels=_labels(args),
         annotations=parse_key_values(args.annotation, "annotation"),
         log_driver=log_driver, init=args.init, remove=args.rm or args.rmi, runtime=args.runtime or args.global_runtime,

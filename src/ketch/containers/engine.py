@@ -687,9 +687,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         return args
 
     def _start_detached(self, record: ContainerRecord, *, init_only: bool = False) -> None:
-        import subprocess
 
-        import ketch
 
         options: CreateOptions = record.options
         container_id = record.id
@@ -700,7 +698,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             proxy = systemd.NotifyProxy(os.path.join(str(self.store.runroot), "notify", container_id[:12]))
         try:
             self._start_detached_locked(record, init_only, proxy)
-            if proxy is not None:
+            if proxy is not None and notify:
                 # podman's: the container's READY=1 reaches systemd from us, with MAINPID the monitor
                 monitor_pid = states.read(self._userdata(container_id)).get("monitor_pid") or 0
                 proxy.wait_ready(notify, monitor_pid, lambda: self._status(record).get("status") == "running",
@@ -922,7 +920,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             driver.kill(record.id, signals.SIGKILL, all_processes=True)
         elif timeout > 0:
             try:
-                os.kill(pid, _signal_number(options.stop_signal or self._image_stop_signal(record) or "TERM"))
+                os.kill(pid, _signal_number(self._stop_signal(record)))
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
@@ -934,7 +932,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
                 logging.getLogger("ketch").warning(
                     "StopSignal %s failed to stop container %s in %d seconds, resorting to SIGKILL",
-                    options.stop_signal or self._image_stop_signal(record) or "SIGTERM", record.name, timeout)
+                    self._stop_signal(record), record.name, timeout)
             try:
                 driver.kill(record.id, signals.SIGKILL, all_processes=True)
             except KetchError:
@@ -943,11 +941,15 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         self._record_event("stop", record)
         return record.id
 
-    def _image_stop_signal(self, record: ContainerRecord) -> str | None:
+    def _stop_signal(self, record: ContainerRecord) -> str:
+        from ketch.containers import spec as specs
+        from ketch.oci.config import ImageConfig
+
         try:
-            return self.store.lookup(record.image).parsed_config.container_config.get("StopSignal")
+            image = self.store.lookup(record.image).parsed_config
         except KetchError:
-            return None
+            image = ImageConfig.parse(b'{"config": {}}')
+        return specs.stop_signal(image, record.options)
 
     def _wait_recorded(self, record: ContainerRecord, pid: int, started: str | None, timeout: float = 10) -> None:
         """Until the process is gone and whoever watched it has recorded the exit (or is gone too)."""

@@ -48,6 +48,7 @@ class CreateOptions(Record):
     network: str = "bridge"  # none, host, bridge (the default network) or network names, comma-separated
     preserve_fds: int = 0
     sdnotify: str = "container"
+    systemd: str = "true"  # podman's --systemd: true (when the command is an init), always, false
     stop_signal: str | None = None
     stop_timeout: int = 10
     labels: dict[str, str] = field(default_factory=dict)

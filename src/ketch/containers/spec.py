@@ -25,6 +25,31 @@ NOTIFY_DIR_IN_CONTAINER = "/run/notify"
 CGROUP_PARENT = "/ketch"
 
 
+SYSTEMD_INITS = ("/sbin/init", "/usr/sbin/init", "/usr/local/sbin/init")
+SYSTEMD_STOP_SIGNAL = "SIGRTMIN+3"  # what makes systemd power off
+SYSTEMD_TMPFS = ("/run", "/run/lock", "/tmp", "/var/log/journal")
+
+
+def systemd_mode(image: ImageConfig, options: CreateOptions) -> bool:
+    """podman's systemd mode: ``--systemd=always``, or (true, the default) a command that is
+    systemd or an init."""
+    if options.systemd == "always":
+        return True
+    if options.systemd != "true":
+        return False
+    try:
+        program = command_of(image, options)[0]
+    except InvalidInputError:
+        return False
+    return program in SYSTEMD_INITS or os.path.basename(program) == "systemd"
+
+
+def stop_signal(image: ImageConfig, options: CreateOptions) -> str:
+    """--stop-signal, else the image's, else SIGRTMIN+3 in systemd mode, else SIGTERM."""
+    return options.stop_signal or image.container_config.get("StopSignal") or \
+        (SYSTEMD_STOP_SIGNAL if systemd_mode(image, options) else "SIGTERM")
+
+
 def command_of(image: ImageConfig, options: CreateOptions) -> list[str]:
     """Entrypoint + Cmd as podman combines them; ``--entrypoint`` replaces the image's and clears
     its Cmd."""
@@ -96,6 +121,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     exec_user = users.resolve(rootfs, user_spec, options.group_add, include_primary=options.groups_include_primary)
     hostname = options.hostname or container_id[:12]
     args = command_of(image, options)
+    systemd = systemd_mode(image, options)
     if options.init:
         args = [INIT_IN_CONTAINER, "--", *args]
     extra_env = []
@@ -105,6 +131,8 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
             extra_env.append(f"LISTEN_FDNAMES={os.environ['LISTEN_FDNAMES']}")
     if notify_socket and options.sdnotify == "container":
         extra_env.append(f"NOTIFY_SOCKET={NOTIFY_DIR_IN_CONTAINER}/{os.path.basename(notify_socket)}")
+    if systemd:
+        extra_env.append("container=ketch")  # (systemd's sign that it runs in a container, and whose)
     env = _environment(image, options, conf, hostname, exec_user.home, extra_env + list(secret_env or []))
     caps = engine_config.capabilities(conf.default_capabilities, options.cap_add, options.cap_drop, options.privileged)
     rlimits = [engine_config.parse_ulimit(u) for u in conf.default_ulimits] or engine_config.default_rlimits()
@@ -142,7 +170,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "rw" if options.privileged else "ro"]},
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if options.privileged else "ro"]},
+         "options": ["nosuid", "noexec", "nodev", "relatime", "rw" if options.privileged or systemd else "ro"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777",
                      f"size={options.shm_size if options.shm_size is not None else conf.shm_size}"]},
@@ -169,6 +197,13 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         mounts.append({"destination": destination, "type": "tmpfs", "source": "tmpfs",
                        "options": (tmpfs_options.split(",") if tmpfs_options else [])
                        + ["rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]})
+    if systemd:  # podman's systemd mode: what systemd wants fresh at each boot
+        taken = {m["destination"] for m in mounts} | {e.partition(":")[0] for e in options.tmpfs}
+        for destination in SYSTEMD_TMPFS:
+            if destination not in taken:
+                mounts.append({"destination": destination, "type": "tmpfs", "source": "tmpfs",
+                               "options": ["rw", "rprivate", "nosuid", "nodev", "mode=755"
+                                           if destination != "/tmp" else "mode=1777"]})
     if options.init:
         mounts.append({"destination": INIT_IN_CONTAINER, "type": "bind", "source": conf.init_binary(options.init_path),
                        "options": ["bind", "ro", "rprivate"]})
@@ -185,7 +220,8 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         elif mode != "host":
             namespaces.append({"type": kind})
     namespaces.append({"type": "mount"})
-    if options.cgroupns == "private":
+    if options.cgroupns == "private" or (systemd and options.cgroupns is None and "cgroup" not in joined):
+        # (systemd must see its own cgroup as the root of the tree it is given)
         namespaces.append({"type": "cgroup"})
     elif "cgroup" in joined:
         namespaces.append({"type": "cgroup", "path": joined["cgroup"]})

@@ -249,7 +249,7 @@ def inspect(engine, record: ContainerRecord, current: dict) -> dict[str, Any]:
     caps = (process.get("capabilities") or {})
     status = current["status"]
     code = current.get("exit_code")
-    stop_signal = options.stop_signal or image.get("StopSignal") or "SIGTERM"
+    stop_signal = engine._stop_signal(record)
     try:
         stop_number = parse_signal(stop_signal)
     except KetchError:

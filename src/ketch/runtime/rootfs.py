@@ -144,8 +144,9 @@ def _tmpfs_copy_up(target: str, flags: int, data: str | None) -> None:
 
 
 def _mount_cgroups(target: str, flags: int) -> None:
-    """The container's own cgroup of each hierarchy, read-only, as runc lays out v1 (a tmpfs of
-    per-controller mounts); on a unified host, cgroup2 itself (in the cgroup namespace, if any)."""
+    """The container's own cgroup of each hierarchy, read-only (but for systemd's, when the mount
+    is writable), as runc lays out v1 (a tmpfs of per-controller mounts); on a unified host,
+    cgroup2 itself (in the cgroup namespace, if any)."""
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         try:
             sc.mount("cgroup2", target, "cgroup2", flags)
@@ -165,8 +166,11 @@ def _mount_cgroups(target: str, flags: int) -> None:
         elif os.path.isdir(source):
             os.makedirs(os.path.join(target, entry), exist_ok=True)
             sc.mount(source, os.path.join(target, entry), None, sc.MS_BIND | sc.MS_REC)
-            sc.mount(None, os.path.join(target, entry), None,
-                     sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+            # a writable cgroup mount (podman's systemd mode) makes systemd's own hierarchies
+            # writable -- the container's cgroup in them, no more; the controllers stay read-only
+            writable = not flags & sc.MS_RDONLY and entry in ("systemd", "unified")
+            sc.mount(None, os.path.join(target, entry), None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NOSUID | sc.MS_NODEV
+                     | sc.MS_NOEXEC | (0 if writable else sc.MS_RDONLY))
     if flags & sc.MS_RDONLY:
         sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
 

@@ -91,18 +91,24 @@ def auto_update(engine, system, ctx, policy, *, dry_run: bool = False, rollback:
             new_id = pull(name) if mode == "registry" else engine.store.lookup(name).id
             if new_id == old_id:
                 continue
-            if systemctl.restart(unit):
-                report.updated = "true"
-                continue
-            report.updated = "failed"
-            if rollback:
-                engine.store.tag(old_id, name)  # the old image gets its name back
-                report.updated = "rolled back" if systemctl.restart(unit) else "failed"
+            # (on failure the old image gets its name back)
+            _restart(report, systemctl, rollback, lambda old_id=old_id, name=name: engine.store.tag(old_id, name))
         except KetchError as exc:
             report.updated = f"failed: {exc}"
     if system is not None:
         reports += _system_containers(system, dry_run, rollback, systemctl, ctx, pull)
     return reports
+
+
+def _restart(report: Report, systemctl: Systemctl, rollback: bool, undo) -> None:
+    """Restart the report's unit on its new image; when it fails, ``undo`` and restart again."""
+    if systemctl.restart(report.unit):
+        report.updated = "true"
+        return
+    report.updated = "failed"
+    if rollback:
+        undo()
+        report.updated = "rolled back" if systemctl.restart(report.unit) else "failed"
 
 
 def _system_containers(system, dry_run, rollback, systemctl, ctx, pull) -> list[Report]:
@@ -131,13 +137,7 @@ def _system_containers(system, dry_run, rollback, systemctl, ctx, pull) -> list[
             deployment = system.update(name, pull=pull if mode == "registry" else None, restart=False)
             if deployment is None:
                 continue
-            if systemctl.restart(unit):
-                report.updated = "true"
-                continue
-            report.updated = "failed"
-            if rollback:
-                system.rollback(name, restart=False)
-                report.updated = "rolled back" if systemctl.restart(unit) else "failed"
+            _restart(report, systemctl, rollback, lambda name=name: system.rollback(name, restart=False))
         except KetchError as exc:
             report.updated = f"failed: {exc}"
     return reports

@@ -109,7 +109,7 @@ class _Args:
 
 
 # [Container] keys → ketch run flags: one value each, or one per word ("words"), or many lines.
-_SIMPLE = {
+_SIMPLE: dict[str, str | None] = {
     "ContainerName": None, "HostName": "--hostname", "IP": "--ip", "IP6": "--ip6", "LogDriver": "--log-driver",
     "Pull": "--pull", "ShmSize": "--shm-size", "StopTimeout": "--stop-timeout",
     "Timezone": "--tz", "UserNS": "--userns", "WorkingDir": "--workdir", "PidsLimit": "--pids-limit",
@@ -186,10 +186,9 @@ class Generator:
         notify = _bool(unit.last(section, "Notify"), "Notify")
         args.add("--sdnotify=container" if notify else "--sdnotify=conmon", "-d")
         for key, flag in _SIMPLE.items():
-            value = unit.last(section, key)
-            if value is None or flag is None:
-                continue
-            args.add(flag, value)
+            simple = unit.last(section, key)
+            if simple is not None and flag is not None:
+                args.add(flag, simple)
         user, group = unit.last(section, "User"), unit.last(section, "Group")
         if group and not user:
             raise InvalidInputError(f"{path}: Group= needs User=")
@@ -275,8 +274,9 @@ class Generator:
         self._check(path, unit, section, known)
         name = unit.last(section, "VolumeName") or f"systemd-{stem}"
         args = [self.ketch, "volume", "create", "--ignore"]
-        if unit.last(section, "Driver"):
-            args += ["--driver", unit.last(section, "Driver")]
+        driver = unit.last(section, "Driver")
+        if driver:
+            args += ["--driver", driver]
         for value in unit.values(section, "Label"):
             args += [a for item in words(value) for a in ("--label", item)]
         options = []
@@ -307,8 +307,9 @@ class Generator:
         self._check(path, unit, section, known)
         name = unit.last(section, "NetworkName") or f"systemd-{stem}"
         args = [self.ketch, "network", "create", "--ignore"]
-        if unit.last(section, "Driver"):
-            args += ["--driver", unit.last(section, "Driver")]
+        driver = unit.last(section, "Driver")
+        if driver:
+            args += ["--driver", driver]
         for key, flag in (("Subnet", "--subnet"), ("Gateway", "--gateway"), ("IPRange", "--ip-range")):
             for value in unit.values(section, key):
                 args += [flag, value]

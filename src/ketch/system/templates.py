@@ -147,7 +147,7 @@ def default_config(image_config: dict, user: tuple[int, int, list[int]], name: s
     linux = spec["linux"]
     linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
     linux["cgroupsPath"] = f"ketch-{name}"
-    return spec
+    return dict(spec)
 
 
 def default_unit(values: dict[str, str], labels: dict[str, str]) -> str:
@@ -163,7 +163,8 @@ def default_unit(values: dict[str, str], labels: dict[str, str]) -> str:
     if notify:
         lines.append("NotifyAccess=all")  # READY=1 comes from the container's process, not the runtime
     lines += [
-        "ExecStartPre=-$EXEC_STARTPRE",
+        # (no ExecStartPre clearing a stale state: ExecStopPost runs after every stop, a failed
+        # start included, and /run starts empty at boot; a process start is a third of a start)
         "ExecStart=$EXEC_START",
         "ExecStopPost=-$EXEC_STOPPOST",
         "WorkingDirectory=$DESTDIR",
@@ -183,7 +184,7 @@ def default_tmpfiles(values: dict[str, str]) -> str:
     return f"d {values['STATE_DIRECTORY']}/{values['NAME']} 0700 - - -\n"
 
 
-def wanted_by(unit_text: str) -> list[str]:
+def wanted_by(unit_text: str) -> list[tuple[str, str]]:
     """The ``[Install]`` section's WantedBy= and RequiredBy= targets (what enabling links)."""
     section, found = None, []
     for line in unit_text.splitlines():

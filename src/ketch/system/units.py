@@ -112,7 +112,7 @@ def generate(engine, name_or_id: str, options: UnitOptions, ketch: str) -> tuple
 def _continued(words: list[str]) -> str:
     """podman's layout: a line per flag, its value beside it (and the words after it)."""
     lines: list[list[str]] = []
-    for index, word in enumerate(words):
+    for word in words:
         if not lines or word.startswith("-"):
             lines.append([])
         lines[-1].append(_quote(word))

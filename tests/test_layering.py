@@ -22,7 +22,10 @@ ALLOWED = {
     "builder": BASE | {"oci", "storage", "image", "containers", "runtime.paths", "runtime.spectypes"},
     # the CRI server runs containers through the engine; of the runtime it reads capability numbers only
     "cri": BASE | {"oci", "storage", "image", "containers", "runtime.capabilities"},
-    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri"},
+    # system containers deploy through storage and containers; of the runtime they take the
+    # default spec to fill and the capability names (nothing that runs a container)
+    "system": BASE | {"oci", "storage", "image", "containers", "runtime.spec", "runtime.capabilities"},
+    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system"},
 }
 BASE_ALLOWED = {"errors": set(), "records": {"errors"}, "filelocks": {"errors"}, "syscalls": {"errors", "_linux"}}
 

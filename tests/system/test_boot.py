@@ -17,8 +17,9 @@ from tests.support import systemd_root
 from tests.support.registry import free_port, run_registry, skopeo_copy
 from tests.system import sysimages
 
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/systemd-nspawn").exists(),
-                                reason="systemd-nspawn (systemd-container) is not installed")
+pytestmark = [pytest.mark.peer,  # (skopeo puts the images in the registry)
+              pytest.mark.skipif(not Path("/usr/bin/systemd-nspawn").exists(),
+                                 reason="systemd-nspawn (systemd-container) is not installed")]
 
 KETCH = str(Path(sys.executable).parent / "ketch")
 

@@ -208,6 +208,7 @@ def normalized(text: str, program: str) -> dict[str, dict[str, list[str]]]:
     return keys
 
 
+@pytest.mark.peer
 def test_generate_systemd_matches_podman(tmp_path, podman, busybox_layout):
     """The same container in ketch and podman: the same unit, but for the program, the cgroup
     mode (ketch: split, podman 4.3: no-conmon), the store's paths and global flags."""

@@ -19,7 +19,9 @@ def _engine(args):
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    system = commands.add_parser("system", help="manage the store", description="Store-wide commands.")
+    system = commands.add_parser("system", help="manage the store and system containers",
+                                 description="Store-wide commands, and system containers (units that boot with "
+                                             "no ketch process running).")
     verbs = system.add_subparsers(dest="system_verb", metavar="COMMAND", required=True)
     df = verbs.add_parser("df", help="show disk usage", description="Show how much the store uses.")
     df.add_argument("--format", metavar="FORMAT", help="json, or a Go template (.Type .Total .Size ...)")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from tests.support import images
 
-PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3"]
+# python3 for the virtual environment bound in; libpython3.11 for ketch-runtime where it is built
+# as a C program embedding Python (setup.py does so wherever a shared libpython is installed)
+PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "libpython3.11"]
 DRIVER_UNIT = """[Unit]
 Description=the test's driver
 After=multi-user.target

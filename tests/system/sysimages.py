@@ -20,7 +20,7 @@ def _blob(layout: Path, digest: str) -> Path:
 
 def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: str = "busybox-ktest") -> Path:
     """An OCI layout at ``target`` with one image per tag: ``base``'s layers, then a layer of
-    ``files`` (path → bytes, or (bytes, mode), or None for a directory), and ``config`` merged
+    ``files`` (path → bytes, or (bytes, mode), (target, "symlink"), or None for a directory), and ``config`` merged
     into ``base``'s config (``Labels``, ``Cmd``, ``Entrypoint``...)."""
     source = images.ensure(base)
     index = json.loads((source / "index.json").read_text())
@@ -48,6 +48,9 @@ def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: s
                 value = files[path]
                 if value is None:
                     tar.addfile(_info(path, tarfile.DIRTYPE, 0o755))
+                    continue
+                if isinstance(value, tuple) and value[1] == "symlink":
+                    tar.addfile(_info(path, tarfile.SYMTYPE, 0o777, linkname=value[0]))
                     continue
                 data, mode = value if isinstance(value, tuple) else (value, 0o644)
                 tar.addfile(_info(path, mode=mode, size=len(data)), io.BytesIO(data))

@@ -237,6 +237,13 @@ def test_failures_leave_the_previous_state(env):
     with pytest.raises(InvalidInputError, match="ketch sets"):
         from ketch.system.templates import parse_sets
         parse_sets(["NAME=x"])
+    linked = env.layout("linked", {"v1": ({}, {"Cmd": ["sh"]})})
+    layout_dir = Path(linked[4:])
+    # an image whose /exports is a link to the host's /etc: refused, nothing read through it
+    sysimages.write(layout_dir, {"v1": ({"exports": ("/etc", "symlink")}, {"Cmd": ["sh"]})})
+    with pytest.raises(InvalidInputError, match="/exports is a symbolic link"):
+        env.system.install(f"{linked}:v1", name="linked", pull=env.pull)
+    assert not os.path.lexists(env.unit("linked"))
     with pytest.raises(InvalidInputError, match="invalid system container name"):
         env.system.install(f"{image}:good", name="../x", pull=env.pull)
 

@@ -50,6 +50,10 @@ class Exports:
     @classmethod
     def read(cls, rootfs: str) -> Exports:
         base = os.path.join(rootfs, EXPORTS)
+        if os.path.islink(base):
+            # (an absolute link resolves on the host, not in the image: templates and host files
+            # could then be read from anywhere)
+            raise InvalidInputError(f"/{EXPORTS} is a symbolic link in the image: refused")
 
         def text(name: str) -> str | None:
             path = os.path.join(base, name)

@@ -250,6 +250,18 @@ DEBIAN_CONFIG = {"config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sb
                  "history": [{"created": CREATED, "created_by": "ketch test fixture: debootstrap --variant=minbase"}]}
 
 
+def _root_tree(source: Path):
+    """A layer builder adding a root file system's tree (its /proc, /sys and /dev left out)."""
+    def tree(tar):
+        for path in sorted(source.rglob("*")):
+            rel = str(path.relative_to(source))
+            if rel.startswith(("proc/", "sys/", "dev/")):
+                continue
+            tar.add(str(path), arcname=rel, recursive=False)
+
+    return tree
+
+
 def make_debian(root: Path) -> None:
     """Debian bookworm minbase, made with debootstrap from the Debian archive apt uses (the only
     network the tests have: a package registry); one layer."""
@@ -265,15 +277,7 @@ def make_debian(root: Path) -> None:
                 if entry.is_file():
                     entry.unlink()
         writer = LayoutWriter(root)
-
-        def tree(tar):
-            for path in sorted(target.rglob("*")):
-                rel = str(path.relative_to(target))
-                if rel.startswith(("proc/", "sys/", "dev/")):
-                    continue
-                tar.add(str(path), arcname=rel, recursive=False)
-
-        writer.add(writer.image([_gzip_layer(writer, tree, level=1)], DEBIAN_CONFIG), "latest")
+        writer.add(writer.image([_gzip_layer(writer, _root_tree(target), level=1)], DEBIAN_CONFIG), "latest")
         writer.finish()
     finally:
         shutil.rmtree(target, ignore_errors=True)
@@ -283,19 +287,11 @@ def make_systemd(root: Path) -> None:
     """Debian with systemd as its init (tests/support/systemd_root.py's root), one layer."""
     from tests.support import systemd_root
 
-    source = systemd_root.pristine()
     writer = LayoutWriter(root)
-
-    def tree(tar):
-        for path in sorted(source.rglob("*")):
-            rel = str(path.relative_to(source))
-            if rel.startswith(("proc/", "sys/", "dev/")):
-                continue
-            tar.add(str(path), arcname=rel, recursive=False)
-
     config = {"config": {"Env": DEBIAN_CONFIG["config"]["Env"], "Cmd": ["/sbin/init"]},
               "history": [{"created": CREATED, "created_by": "ketch test fixture: debootstrap with systemd"}]}
-    writer.add(writer.image([_gzip_layer(writer, tree, level=1)], config), "latest")
+    layer = _gzip_layer(writer, _root_tree(systemd_root.pristine()), level=1)
+    writer.add(writer.image([layer], config), "latest")
     writer.finish()
 
 

@@ -262,6 +262,18 @@ def _root_tree(source: Path):
     return tree
 
 
+def debootstrap(target: Path, packages: list[str] | None = None) -> None:
+    """Debian bookworm minbase (and ``packages``) at ``target``, from the Debian archive apt uses
+    (the only network the tests have: a package registry); apt's caches emptied."""
+    include = [f"--include={','.join(packages)}"] if packages else []
+    subprocess.run(["debootstrap", "--variant=minbase", *include, "bookworm", str(target),
+                    "http://deb.debian.org/debian"], check=True, capture_output=True, timeout=1200)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (target / cache).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+
+
 def make_debian(root: Path) -> None:
     """Debian bookworm minbase, made with debootstrap from the Debian archive apt uses (the only
     network the tests have: a package registry); one layer."""
@@ -270,12 +282,7 @@ def make_debian(root: Path) -> None:
 
     target = Path(tempfile.mkdtemp(prefix="ketch-debootstrap-"))
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(target), "http://deb.debian.org/debian"],
-                       check=True, capture_output=True)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for entry in (target / cache).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
+        debootstrap(target)
         writer = LayoutWriter(root)
         writer.add(writer.image([_gzip_layer(writer, _root_tree(target), level=1)], DEBIAN_CONFIG), "latest")
         writer.finish()
@@ -300,22 +307,29 @@ MAKERS = {"busybox": make_busybox, "busybox-ktest": make_busybox_ktest, "debian"
           "deep": make_deep, "derived": make_derived, "systemd": make_systemd}
 
 
-def ensure(name: str) -> Path:
-    """The OCI layout of fixture ``name``, made once and cached (safe across processes)."""
+def cached(name: str, make, ready: str) -> Path:
+    """``cache_dir()/name``, made once by ``make(path)`` and complete when ``ready`` (a path in
+    it) exists; safe across processes. Each name has its own lock, so a maker may use another
+    cached thing (the systemd image is made from the systemd root)."""
     base = cache_dir()
     base.mkdir(parents=True, exist_ok=True)
     final = base / name
-    if (final / "index.json").exists():
+    if (final / ready).exists():
         return final
-    with open(base / ".lock", "w") as lock:
+    with open(base / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "index.json").exists():
+        if (final / ready).exists():
             return final
         tmp = base / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        MAKERS[name](tmp)
+        make(tmp)
         os.replace(tmp, final)
     return final
+
+
+def ensure(name: str) -> Path:
+    """The OCI layout of fixture ``name``, made once and cached (safe across processes)."""
+    return cached(name, MAKERS[name], "index.json")
 
 
 if __name__ == "__main__":

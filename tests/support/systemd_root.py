@@ -8,7 +8,6 @@ so a registry on the host's 127.0.0.1 is reachable, and the store inside it is t
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -36,25 +35,7 @@ WantedBy=multi-user.target
 
 def pristine(name: str = "systemd-root", packages: list[str] | None = None) -> Path:
     """The cached root (made once, safe across processes)."""
-    base = images.cache_dir()
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / name
-    if (final / "etc/os-release").exists():
-        return final
-    with open(base / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "etc/os-release").exists():
-            return final
-        tmp = base / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages or PACKAGES)}", "bookworm",
-                        str(tmp), "http://deb.debian.org/debian"], check=True, capture_output=True, timeout=1200)
-        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for entry in (tmp / cache).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
-        os.rename(tmp, final)
-    return final
+    return images.cached(name, lambda path: images.debootstrap(path, packages or PACKAGES), "etc/os-release")
 
 
 class BootedRoot:

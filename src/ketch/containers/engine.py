@@ -687,8 +687,6 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         return args
 
     def _start_detached(self, record: ContainerRecord, *, init_only: bool = False) -> None:
-
-
         options: CreateOptions = record.options
         container_id = record.id
         self._start_required(options)
@@ -916,11 +914,12 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         driver = self._driver(options)
         timeout = options.stop_timeout if timeout is None else timeout
         pid, started = current["pid"], current.get("pid_start")
+        stop_signal = self._stop_signal(record)
         if current["status"] == "paused":
             driver.kill(record.id, signals.SIGKILL, all_processes=True)
         elif timeout > 0:
             try:
-                os.kill(pid, _signal_number(self._stop_signal(record)))
+                os.kill(pid, _signal_number(stop_signal))
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
@@ -932,7 +931,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
                 logging.getLogger("ketch").warning(
                     "StopSignal %s failed to stop container %s in %d seconds, resorting to SIGKILL",
-                    self._stop_signal(record), record.name, timeout)
+                    stop_signal, record.name, timeout)
             try:
                 driver.kill(record.id, signals.SIGKILL, all_processes=True)
             except KetchError:
@@ -941,14 +940,16 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         self._record_event("stop", record)
         return record.id
 
-    def _stop_signal(self, record: ContainerRecord) -> str:
+    def _stop_signal(self, record: ContainerRecord, image=None) -> str:
+        """The signal stop sends (``image``: the record's ImageConfig, when the caller has it)."""
         from ketch.containers import spec as specs
         from ketch.oci.config import ImageConfig
 
-        try:
-            image = self.store.lookup(record.image).parsed_config
-        except KetchError:
-            image = ImageConfig.parse(b'{"config": {}}')
+        if image is None:
+            try:
+                image = self.store.lookup(record.image).parsed_config
+            except KetchError:
+                image = ImageConfig.parse(b'{"config": {}}')
         return specs.stop_signal(image, record.options)
 
     def _wait_recorded(self, record: ContainerRecord, pid: int, started: str | None, timeout: float = 10) -> None:

@@ -242,14 +242,15 @@ def inspect(engine, record: ContainerRecord, current: dict) -> dict[str, Any]:
     command = _command(engine, record)
     try:
         image_record = engine.store.lookup(record.image)
-        image, image_digest = image_record.parsed_config.container_config, image_record.digest
+        parsed = image_record.parsed_config
+        image, image_digest = parsed.container_config, image_record.digest
     except KetchError:
-        image, image_digest = {}, ""
+        parsed, image, image_digest = None, {}, ""
     process = config.get("process") or {}
     caps = (process.get("capabilities") or {})
     status = current["status"]
     code = current.get("exit_code")
-    stop_signal = engine._stop_signal(record)
+    stop_signal = engine._stop_signal(record, parsed)
     try:
         stop_number = parse_signal(stop_signal)
     except KetchError:

@@ -100,6 +100,12 @@ def _bool(value: str | None, what: str) -> bool:
     raise InvalidInputError(f"{what}={value}: not a boolean")
 
 
+def _oneshot(args: list[str]) -> list[tuple[str, str]]:
+    """The [Service] keys of a resource's unit: one command, done once, counted as running."""
+    return [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", " ".join(quote(a) for a in args)),
+            ("SyslogIdentifier", "%N")]
+
+
 class _Args:
     def __init__(self) -> None:
         self.items: list[str] = []
@@ -296,9 +302,7 @@ class Generator:
         for value in unit.values(section, "PodmanArgs"):
             args += words(value)
         args.append(name)
-        service = [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", " ".join(quote(a) for a in args)),
-                   ("SyslogIdentifier", "%N")]
-        return Generated(path, f"{stem}-volume.service", self._render(path, unit, section, [], service, None))
+        return Generated(path, f"{stem}-volume.service", self._render(path, unit, section, [], _oneshot(args), None))
 
     def network(self, path: Path, unit: UnitFile) -> Generated:
         section, stem = "Network", path.name[: -len(".network")]
@@ -323,9 +327,7 @@ class Generator:
         for value in unit.values(section, "PodmanArgs"):
             args += words(value)
         args.append(name)
-        service = [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", " ".join(quote(a) for a in args)),
-                   ("SyslogIdentifier", "%N")]
-        return Generated(path, f"{stem}-network.service", self._render(path, unit, section, [], service, None))
+        return Generated(path, f"{stem}-network.service", self._render(path, unit, section, [], _oneshot(args), None))
 
     @staticmethod
     def _check(path: Path, unit: UnitFile, section: str, known: set[str]) -> None:

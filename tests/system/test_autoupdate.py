@@ -15,19 +15,20 @@ import pytest
 from ketch.containers import Engine
 from ketch.image.context import SystemContext
 from ketch.image.policy import Policy
-from ketch.system.autoupdate import Systemctl, auto_update
+from ketch.system.autoupdate import auto_update
+from ketch.system.deployments import Systemd
 from tests.support.helpers import unmount_under
 from tests.system import sysimages
 
 KETCH = str(Path(sys.executable).parent / "ketch")
 
 
-class Recorded(Systemctl):
+class Recorded(Systemd):
     def __init__(self, results: list[bool]) -> None:
         self.results = results
         self.restarted: list[str] = []
 
-    def restart(self, unit: str) -> bool:
+    def restart_checked(self, unit: str) -> bool:
         self.restarted.append(unit)
         return self.results.pop(0)
 

@@ -11,10 +11,11 @@ restarted unit fails, the previous image gets its name back and the unit is rest
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from ketch.errors import KetchError
+from ketch.system.deployments import Systemd
 from ketch.system.quadlet import AUTOUPDATE_LABEL
 
 UNIT_LABEL = "PODMAN_SYSTEMD_UNIT"
@@ -35,14 +36,6 @@ class Report:
                 "Updated": self.updated}
 
 
-class Systemctl:
-    """Restart and check a unit (replaceable: a test without systemd passes its own)."""
-
-    def restart(self, unit: str) -> bool:
-        return subprocess.run(["systemctl", "restart", unit], capture_output=True).returncode == 0 and \
-            subprocess.run(["systemctl", "is-active", "-q", unit], capture_output=True).returncode == 0
-
-
 def _registry_digest(name: str, ctx) -> str:
     from ketch.image.docker.transport import DockerReference
 
@@ -51,13 +44,13 @@ def _registry_digest(name: str, ctx) -> str:
 
 
 def auto_update(engine, system, ctx, policy, *, dry_run: bool = False, rollback: bool = True,
-                systemctl: Systemctl | None = None, pull=None) -> list[Report]:
+                systemctl: Systemd | None = None, pull=None) -> list[Report]:
     """Check and update every labelled container and system container; one report each.
     ``pull(name) -> image id`` pulls into the store (default: the registry through ``ctx``)."""
     from ketch.containers.images import pull as pull_image
     from ketch.containers.views import image_name
 
-    systemctl = systemctl or Systemctl()
+    systemctl = systemctl or Systemd(Path("/"))
     pull = pull or (lambda name: pull_image(engine.store, name, ctx, policy))
     reports: list[Report] = []
     seen_units: set[str] = set()
@@ -100,15 +93,15 @@ def auto_update(engine, system, ctx, policy, *, dry_run: bool = False, rollback:
     return reports
 
 
-def _restart(report: Report, systemctl: Systemctl, rollback: bool, undo) -> None:
+def _restart(report: Report, systemctl: Systemd, rollback: bool, undo) -> None:
     """Restart the report's unit on its new image; when it fails, ``undo`` and restart again."""
-    if systemctl.restart(report.unit):
+    if systemctl.restart_checked(report.unit):
         report.updated = "true"
         return
     report.updated = "failed"
     if rollback:
         undo()
-        report.updated = "rolled back" if systemctl.restart(report.unit) else "failed"
+        report.updated = "rolled back" if systemctl.restart_checked(report.unit) else "failed"
 
 
 def _system_containers(system, dry_run, rollback, systemctl, ctx, pull) -> list[Report]:

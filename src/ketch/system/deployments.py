@@ -98,9 +98,11 @@ class Systemd:
         if self.running:
             self._call("try-restart", unit)
 
-    def restart(self, unit: str) -> None:
-        if self.running:
-            self._call("restart", unit)
+    def restart_checked(self, unit: str) -> bool:
+        """Restart ``unit`` and say whether it is active then (auto-update's test of an update);
+        False too when systemd does not run."""
+        return self._call("restart", unit, check=False).returncode == 0 and \
+            self._call("is-active", "-q", unit, check=False).returncode == 0
 
     def stop(self, unit: str) -> None:
         if self.running:

@@ -103,6 +103,10 @@ class StoreError(KetchError):
     """The local store (its database, layer content, mounts) failed or is damaged."""
 
 
+class ScanError(KetchError):
+    """A scan could not be made: a database in the wrong format, a scanner that failed."""
+
+
 class DuplicateNameError(InUseError):
     """A name (image tag, container, secret, network, volume) is taken: the database's UNIQUE
     constraint said so (mapped once, in :mod:`ketch.storage.db`)."""

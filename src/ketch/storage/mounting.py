@@ -6,11 +6,14 @@ layers; a one-layer image is a read-only bind mount."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
 
 from ketch.errors import NotFoundError, StoreError
+from ketch.filelocks import if_abandoned
+from ketch.records import Record
 from ketch.storage import mounts
 from ketch.storage.drivers import OverlayDriver, VfsDriver
 
@@ -24,11 +27,61 @@ if TYPE_CHECKING:
     from ketch.storage.store import ImageRecord
 
 
+class ViewLayer(Record, frozen=True):
+    """One layer under a :class:`View`: its directory in the store, read directly (never
+    executed). ``snapshot`` layers (the vfs driver's) hold the whole tree up to them; the others
+    only what the layer changed, with overlay's whiteouts (0/0 character devices) and opaque
+    directories (the ``trusted.overlay.opaque`` attribute)."""
+    diff_id: str  # the layer's uncompressed digest ("" for a container's own layer)
+    chain_id: str
+    path: Path
+    snapshot: bool
+
+
+class View(Record, frozen=True):
+    """A read-only view of an image or of a container's current tree (see ``Store.view``)."""
+    path: Path  # the merged tree, ro,nosuid,nodev,noexec (through the holder's /proc/PID/root)
+    image_id: str
+    layers: list  # [ViewLayer], bottom first; a container's own layer last
+    holder: int  # the PID of the process that holds the view's mount namespace
+
+
+def _view_helper(driver_root: str, target: str, lowers: list[str], keep: tuple[int, int]) -> None:
+    """In a forked child: a mount namespace of its own, the view mounted in it, then wait for the
+    parent to close the hold pipe (or to die). Never returns."""
+    ready, hold = keep
+    try:
+        for fd in range(3, 1024):  # other holders' pipes must not keep their holders alive
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        mounts.unshare(mounts.CLONE_NEWNS)
+        mounts.mount("none", "/", None, mounts.MS_REC | mounts.MS_PRIVATE)
+        os.chdir(driver_root)
+        flags = mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC
+        if len(lowers) == 1:
+            mounts.mount(lowers[0], target, None, mounts.MS_BIND)
+            mounts.mount("none", target, None, mounts.MS_BIND | mounts.MS_REMOUNT | flags)
+        else:
+            options = f"lowerdir={':'.join(lowers)},redirect_dir=off,index=off,metacopy=off"
+            if len(options) >= 4000:
+                raise OSError(errno.E2BIG, f"{len(lowers)} layers are too many to mount (options over one page)")
+            mounts.mount("overlay", target, "overlay", flags, options)
+        os.write(ready, b"0")
+        os.read(hold, 1)  # EOF: the parent closed its end, or died
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(ready, str(exc.errno or errno.EIO).encode() + b" " + str(exc).encode()[:400])
+    finally:
+        os._exit(0)
+
+
 class StoreMounts:
     """Counted mounts of images and working containers: mixed into the Store."""
 
     if TYPE_CHECKING:
         root: Path
+        runroot: Path
         db: Database
         driver: Driver
 
@@ -173,3 +226,74 @@ class StoreMounts:
     def unmount_container(self, name_or_id: str, *, force: bool = False) -> bool:
         info = self.container(name_or_id)
         return self._counted_unmount(f"container:{info['id']}", info["id"], "container", force)
+
+    # -- private read-only views (ketch scan) ---------------------------------
+
+    def view_held(self, image_id: str) -> bool:
+        """Whether a live process holds a view of the image (its lock is held: a dead one's is not)."""
+        path = self.runroot / "locks" / f"view-{image_id}.lock"
+        if not path.exists():
+            return False
+        with if_abandoned(path) as abandoned:
+            return not abandoned
+
+    @contextlib.contextmanager
+    def view(self, name: str, *, container: bool = False):
+        """A read-only (ro, nosuid, nodev, noexec) view of an image, or of a container's current
+        tree (its own layer included), for reading without running anything.
+
+        The view is mounted in a mount namespace of its own, held by a forked helper process that
+        waits on a pipe: whatever ends the caller (an exception, Ctrl-C, ``kill -9``), the pipe
+        closes, the helper exits and the kernel takes the mount with its namespace. Nothing is
+        counted, so nothing can be left counted; while the view lives the image is held by a
+        shared lock that ``rmi`` sees (:meth:`image_users`), and the kernel drops with the process."""
+        from ketch.storage.store import Store
+
+        assert isinstance(self, Store)
+        info = self.container(name) if container else None
+        image_name = info["image"] if info is not None else name
+        if info is not None and not image_name:
+            raise StoreError(f"container {name} has no image to view")
+        first = self.lookup(image_name)
+        with self.lock(f"view-{first.id}", shared=True):
+            with self.db.write():  # (serialized with rmi's check of the image's users and its delete)
+                record = self.lookup(first.id)
+            chains = self.image_layers(record.top_layer)
+            layers = []
+            parsed = record.parsed_config
+            for chain, diff_id, key in zip(chains, parsed.diff_ids, self.layer_contents(chains)):
+                layers.append(ViewLayer(diff_id, chain, self.driver.content_dir(key), isinstance(self.driver, VfsDriver)))
+            lowers = [f"l/{link}" for link in self._chain_links(record.top_layer)] if (
+                record.top_layer and isinstance(self.driver, OverlayDriver)) else []
+            if isinstance(self.driver, VfsDriver) and layers:
+                lowers = [str(layers[-1].path)]
+            if info is not None:
+                upper = self.root / "containers" / info["id"] / "diff"
+                layers.append(ViewLayer("", "container:" + info["id"], upper, isinstance(self.driver, VfsDriver)))
+                lowers = [str(upper)] if isinstance(self.driver, VfsDriver) else [str(upper)] + lowers
+            if not lowers:
+                empty = self.root / "views"  # an image with no layers: an empty tree
+                lowers = [str(empty)]
+            target = str(self.root / "views")
+            ready_r, ready_w = os.pipe()
+            hold_r, hold_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(ready_r)
+                os.close(hold_w)
+                _view_helper(str(self.driver.root), target, lowers, (ready_w, hold_r))
+            os.close(ready_w)
+            os.close(hold_r)
+            try:
+                try:
+                    report = os.read(ready_r, 1024)  # (one write: "0" or the error; "" if the helper died)
+                finally:
+                    os.close(ready_r)
+                if report != b"0":
+                    code, _, message = report.decode(errors="replace").partition(" ")
+                    raise StoreError(f"cannot mount a view of {name}: {message or 'the helper failed'}",
+                                     errno=int(code) if code.isdigit() else None)
+                yield View(Path(f"/proc/{pid}/root{target}"), record.id, layers, pid)
+            finally:
+                os.close(hold_w)
+                os.waitpid(pid, 0)

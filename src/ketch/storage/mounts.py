@@ -12,7 +12,20 @@ import errno
 import os
 from pathlib import Path
 
-from ketch.syscalls import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, mount  # noqa: F401
+from ketch.syscalls import (  # noqa: F401
+    CLONE_NEWNS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    mount,
+    unshare,
+)
 from ketch.syscalls import umount as _umount
 
 

@@ -97,7 +97,7 @@ class Store(StoreMounts):
         self.root = Path(root or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT)
         self.runroot = Path(runroot or os.environ.get("KETCH_RUNROOT") or DEFAULT_RUNROOT)
         try:
-            for sub in ("blobs/sha256", "staging", "containers", "mounts"):
+            for sub in ("blobs/sha256", "staging", "containers", "mounts", "views"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             (self.runroot / "locks").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -452,6 +452,8 @@ class Store(StoreMounts):
                  self.db.query("SELECT id, name, kind FROM containers WHERE image = ?", (image_id,))]
         if self._mount_count(f"image:{image_id}") > 0:
             users.append("a mount of the image (ketch image unmount)")
+        if self.view_held(image_id):
+            users.append("a read-only view of the image (a running ketch scan)")
         return users
 
     def remove_image(self, name: str, *, force: bool = False) -> list[str]:

@@ -29,6 +29,10 @@ PACKAGES=(
   gnupg             # image sign (GPG simple signing), and the tests' keys
   containernetworking-plugins  # the CNI plugins (bridge, host-local, portmap) the CRI server runs for pods
   containerd        # the CRI peer (containerd 1.6 with its CRI plugin) in tests and benchmarks
+  clamav            # ketch scan --scanner clamav (the tests give it an EICAR signature of their own)
+  openscap-scanner openscap-utils ssg-debian  # ketch scan --scanner openscap (oscap-chroot, SSG content)
+  rpm               # the scan tests make a real rpm database (rpmbuild, rpm --justdb) and read it back with rpm -qa
+  golang-go         # the scan tests build a Go program with modules and read its build info back with go version -m
 )
 
 missing=()

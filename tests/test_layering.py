@@ -25,7 +25,10 @@ ALLOWED = {
     # system containers deploy through storage and containers; of the runtime they take the
     # default spec to fill and the capability names (nothing that runs a container)
     "system": BASE | {"oci", "storage", "image", "containers", "runtime.spec", "runtime.capabilities"},
-    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system"},
+    # scanning reads images through the store's read-only views and pulls remote ones into a
+    # temporary store; of the runtime it takes safe path resolution and capability names only
+    "scanning": BASE | {"oci", "storage", "image", "runtime.paths", "runtime.capabilities"},
+    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system", "scanning"},
 }
 BASE_ALLOWED = {"errors": set(), "records": {"errors"}, "filelocks": {"errors"}, "syscalls": {"errors", "_linux"}}
 

@@ -12,6 +12,7 @@ EXPECTED = {
     "RegistriesConf", "RegistryError", "RegistryUnreachableError", "SystemContext", "UnsupportedError",
     "__version__", "copy_image", "delete_image", "inspect_config", "inspect_image", "list_tags", "login", "logout",
     "parse_image_name", "parse_reference", "Engine", "CreateOptions", "RunResult", "ContainerError", "run", "Builder",
+    "scan", "ScanOptions", "ScanReport", "ScanError",
 }
 
 

@@ -24,6 +24,7 @@ from ketch.errors import (
     PolicyDeniedError,
     RegistryError,
     RegistryUnreachableError,
+    ScanError,
     UnsupportedError,
 )
 
@@ -53,6 +54,9 @@ _LAZY = {
     "ContainerError": "ketch.containers.engine",
     "run": "ketch.containers.engine",
     "Builder": "ketch.builder.working",
+    "scan": "ketch.scanning.engine",
+    "ScanOptions": "ketch.scanning.engine",
+    "ScanReport": "ketch.scanning.model",
 }
 
 
@@ -78,6 +82,10 @@ __all__ = [
     "Engine",
     "RunResult",
     "run",
+    "scan",
+    "ScanOptions",
+    "ScanReport",
+    "ScanError",
     "BlobUnknownError",
     "CopyOptions",
     "DockerArchiveWriter",

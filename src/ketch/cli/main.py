@@ -135,6 +135,7 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
     "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
     "storage": ("storage",), "cri": ("cri",), "pod": ("pod",), "generate": ("units",), "auto-update": ("units",),
+    "scan": ("scan",),
 }
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "history", "import")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
@@ -231,7 +232,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     elif word in _CONTAINER_COMMANDS:
         groups = ("containers",)
     else:
-        groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri", "pod", "units")
+        groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri", "pod", "units",
+                  "scan")
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -245,6 +247,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import units
 
         units.register(commands)
+    if "scan" in groups:
+        from ketch.cli import scan
+
+        scan.register(commands)
     if "pod" in groups:
         from ketch.cli import pods
 

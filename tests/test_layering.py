@@ -26,8 +26,8 @@ ALLOWED = {
     # default spec to fill and the capability names (nothing that runs a container)
     "system": BASE | {"oci", "storage", "image", "containers", "runtime.spec", "runtime.capabilities"},
     # scanning reads images through the store's read-only views and pulls remote ones into a
-    # temporary store; of the runtime it takes safe path resolution and capability names only
-    "scanning": BASE | {"oci", "storage", "image", "runtime.paths", "runtime.capabilities"},
+    # temporary store; of the runtime it takes the capability names only
+    "scanning": BASE | {"oci", "storage", "image", "runtime.capabilities"},
     "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system", "scanning"},
 }
 BASE_ALLOWED = {"errors": set(), "records": {"errors"}, "filelocks": {"errors"}, "syscalls": {"errors", "_linux"}}

@@ -51,10 +51,10 @@ def _view_helper(driver_root: str, target: str, lowers: list[str], keep: tuple[i
     parent to close the hold pipe (or to die). Never returns."""
     ready, hold = keep
     try:
-        for fd in range(3, 1024):  # other holders' pipes must not keep their holders alive
-            if fd not in keep:
+        for name in os.listdir("/proc/self/fd"):  # other holders' pipes must not keep their holders alive
+            if int(name) > 2 and int(name) not in keep:
                 with contextlib.suppress(OSError):
-                    os.close(fd)
+                    os.close(int(name))
         mounts.unshare(mounts.CLONE_NEWNS)
         mounts.mount("none", "/", None, mounts.MS_REC | mounts.MS_PRIVATE)
         os.chdir(driver_root)

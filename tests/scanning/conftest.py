@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import run_ketch
 from tests.support import images
+from tests.support.helpers import unmount_under
 
 
 class ScanStore:
@@ -42,9 +43,12 @@ class ScanStore:
 @pytest.fixture
 def scan_store(tmp_path):
     store = ScanStore(tmp_path / "store")
-    yield store
-    for container in json.loads(store.ketch("ps", "-a", "--format", "json", check=False).stdout or "[]"):
-        store.ketch("rm", "-f", container["Id"], check=False)
+    try:
+        yield store
+    finally:
+        for container in json.loads(store.ketch("ps", "-a", "--format", "json", check=False).stdout or "[]"):
+            store.ketch("rm", "-f", container["Id"], check=False)
+        unmount_under(tmp_path / "store")  # (the store's private mounts directory, made by run)
 
 
 RPM_SPEC = """\

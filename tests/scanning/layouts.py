@@ -4,18 +4,11 @@ and layers of the test's own entries, including what a hostile image may hold.""
 from __future__ import annotations
 
 import io
-import json
-import os
-import shutil
 import tarfile
 from pathlib import Path
 
 from tests.support import images
 from tests.support.images import EPOCH, LayoutWriter, _gzip_layer, _info
-
-
-def _blob(layout: Path, digest: str) -> Path:
-    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
 
 
 def F(data: bytes | str = b"", mode: int = 0o644, mtime: int = EPOCH, **kw) -> dict:
@@ -37,15 +30,11 @@ FIFO = {"type": "fifo"}
 
 
 def _add(tar: tarfile.TarFile, entries: dict[str, dict]) -> None:
-    made = set()
+    made: set[str] = set()
     for path in sorted(entries):
         entry = entries[path]
         parts = path.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent not in made and parent not in entries:
-                made.add(parent)
-                tar.addfile(_info(parent, tarfile.DIRTYPE, 0o755))
+        images.add_parents(tar, path, made, entries)
         kind = entry["type"]
         if kind == "whiteout":
             tar.addfile(_info("/".join(parts[:-1] + [".wh." + parts[-1]])))
@@ -75,18 +64,7 @@ def write(target: Path, layers: list[dict[str, dict]], config: dict | None = Non
     descriptors: list[tuple[dict, str]] = []
     base_config: dict = {"config": {}}
     if base:
-        source = images.ensure(base)
-        index = json.loads((source / "index.json").read_text())
-        manifest = json.loads(_blob(source, index["manifests"][0]["digest"]).read_bytes())
-        base_config = json.loads(_blob(source, manifest["config"]["digest"]).read_bytes())
-        for layer, diff in zip(manifest["layers"], base_config["rootfs"]["diff_ids"]):
-            destination = _blob(target, layer["digest"])
-            if not destination.exists():
-                try:
-                    os.link(_blob(source, layer["digest"]), destination)
-                except OSError:
-                    shutil.copyfile(_blob(source, layer["digest"]), destination)
-            descriptors.append((layer, diff))
+        descriptors, base_config = images.base_layers(base, target)
     for entries in layers:
         descriptors.append(_gzip_layer(writer, lambda tar, entries=entries: _add(tar, entries), level=1))
     merged = {"config": {**base_config.get("config", {}), **(config or {}).get("config", {})},

@@ -182,6 +182,38 @@ def make_big(root: Path) -> None:
     writer.finish()
 
 
+def base_layers(base: str, target: Path) -> tuple[list[tuple[dict, str]], dict]:
+    """The layers (descriptor, diff_id) and config of fixture ``base``'s image, with its layer
+    blobs linked (or copied) into the layout at ``target``: a new image's lower layers."""
+    source = ensure(base)
+
+    def blob(layout: Path, digest: str) -> Path:
+        return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+    index = json.loads((source / "index.json").read_text())
+    manifest = json.loads(blob(source, index["manifests"][0]["digest"]).read_bytes())
+    config = json.loads(blob(source, manifest["config"]["digest"]).read_bytes())
+    (target / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    for layer in manifest["layers"]:
+        destination = blob(target, layer["digest"])
+        if not destination.exists():
+            try:
+                os.link(blob(source, layer["digest"]), destination)
+            except OSError:  # (another file system)
+                shutil.copyfile(blob(source, layer["digest"]), destination)
+    return list(zip(manifest["layers"], config["rootfs"]["diff_ids"])), config
+
+
+def add_parents(tar: tarfile.TarFile, path: str, made: set, listed) -> None:
+    """Directory entries (0755) for the parents of ``path`` not yet made nor ``listed``."""
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        parent = "/".join(parts[:i])
+        if parent not in made and parent not in listed:
+            made.add(parent)
+            tar.addfile(_info(parent, tarfile.DIRTYPE, 0o755))
+
+
 def make_whiteouts(root: Path) -> None:
     """Two layers: the second deletes a file and makes a directory opaque."""
     writer = LayoutWriter(root)

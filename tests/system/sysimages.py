@@ -4,9 +4,6 @@ notifies systemd) and a layer of the test's own files, written as OCI layouts of
 from __future__ import annotations
 
 import io
-import json
-import os
-import shutil
 import tarfile
 from pathlib import Path
 
@@ -14,37 +11,18 @@ from tests.support import images
 from tests.support.images import LayoutWriter, _gzip_layer, _info
 
 
-def _blob(layout: Path, digest: str) -> Path:
-    return layout / "blobs" / "sha256" / digest.split(":", 1)[1]
-
-
 def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: str = "busybox-ktest") -> Path:
     """An OCI layout at ``target`` with one image per tag: ``base``'s layers, then a layer of
     ``files`` (path → bytes, or (bytes, mode), (target, "symlink"), or None for a directory), and ``config`` merged
     into ``base``'s config (``Labels``, ``Cmd``, ``Entrypoint``...)."""
-    source = images.ensure(base)
-    index = json.loads((source / "index.json").read_text())
-    manifest = json.loads(_blob(source, index["manifests"][0]["digest"]).read_bytes())
-    base_config = json.loads(_blob(source, manifest["config"]["digest"]).read_bytes())
     target.mkdir(parents=True, exist_ok=True)
     writer = LayoutWriter(target)
-    for layer in manifest["layers"]:
-        dest = _blob(target, layer["digest"])
-        if not dest.exists():
-            try:
-                os.link(_blob(source, layer["digest"]), dest)
-            except OSError:  # (another file system)
-                shutil.copyfile(_blob(source, layer["digest"]), dest)
+    lower, base_config = images.base_layers(base, target)
     for tag, (files, config) in tags.items():
         def tree(tar, files=files):
-            made = set()
+            made: set[str] = set()
             for path in sorted(files):
-                parts = path.split("/")
-                for i in range(1, len(parts)):
-                    parent = "/".join(parts[:i])
-                    if parent not in made and parent not in files:
-                        made.add(parent)
-                        tar.addfile(_info(parent, tarfile.DIRTYPE, 0o755))
+                images.add_parents(tar, path, made, files)
                 value = files[path]
                 if value is None:
                     tar.addfile(_info(path, tarfile.DIRTYPE, 0o755))
@@ -55,7 +33,7 @@ def write(target: Path, tags: dict[str, tuple[dict[str, object], dict]], base: s
                 data, mode = value if isinstance(value, tuple) else (value, 0o644)
                 tar.addfile(_info(path, mode=mode, size=len(data)), io.BytesIO(data))
 
-        layers = [(layer, diff) for layer, diff in zip(manifest["layers"], base_config["rootfs"]["diff_ids"])]
+        layers = list(lower)
         if files:
             layers.append(_gzip_layer(writer, tree, level=1))
         merged = dict(base_config.get("config") or {})

@@ -7,6 +7,7 @@ stores it that way, and ``ketch scan --format json`` prints it (the schema is in
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Self
 
 SEVERITIES = ("unknown", "info", "low", "medium", "high", "critical")
 
@@ -16,12 +17,23 @@ def _shallow(value) -> dict:
     return {name: getattr(value, name) for name in value.__dataclass_fields__}
 
 
+class _Json:
+    """to_json/from_json for the record dataclasses below (unknown keys in the JSON are ignored)."""
+
+    def to_json(self) -> dict:
+        return _shallow(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Self:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})  # type: ignore[arg-type]
+
+
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
 @dataclass
-class Package:
+class Package(_Json):
     """One installed package, as its ecosystem's database or metadata file describes it."""
     type: str  # purl type: deb, rpm, apk, pypi, npm, golang, maven
     name: str
@@ -40,16 +52,10 @@ class Package:
     def key(self) -> tuple:
         return (self.type, self.namespace, self.name, self.version, self.arch, self.path)
 
-    def to_json(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Package:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
-class Finding:
+class Finding(_Json):
     """Something in the image worth a look: a setuid file, a private key, root as the user..."""
     kind: str  # setuid, setgid, world-writable, file-capabilities, private-key, credentials, secret-env,
     #            secret-history, root-user, no-user, no-healthcheck, modified-package-file, warning, scanner
@@ -63,16 +69,10 @@ class Finding:
     def key(self) -> tuple:
         return (self.kind, self.path, self.message, self.scanner)
 
-    def to_json(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Finding:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
-class Vulnerability:
+class Vulnerability(_Json):
     """An advisory of the vulnerability database that names an installed package's version."""
     id: str
     package: str
@@ -89,24 +89,15 @@ class Vulnerability:
     def key(self) -> tuple:
         return (self.id, self.ecosystem, self.package, self.version)
 
-    def to_json(self) -> dict:
-        return _shallow(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> Vulnerability:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
-class Distro:
+class Distro(_Json):
     """The operating system of the tree, from /etc/os-release."""
     id: str = ""  # debian, alpine, rhel, fedora, ...
     version_id: str = ""
     codename: str = ""
     pretty_name: str = ""
-
-    def to_json(self) -> dict:
-        return _shallow(self)
 
 
 @dataclass

@@ -177,6 +177,8 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
         _wait_for(lambda helper=helper: not Path(f"/proc/{helper}").exists() or
                   Path(f"/proc/{helper}/stat").read_text().split()[2] == "Z", "the view holder to end")
     scan_store.ketch("storage", "check")
+    # the scanner's output directory was in the store's staging: the next command removed it
+    assert not [p for p in (scan_store.root / "staging").iterdir() if p.name.startswith("scanner-")]
     scan_store.ketch("rmi", scenario_image)
     subprocess.run(["pkill", "-KILL", "-f", f"touch {marker}"], check=False)  # (the scanner's own sleep)
 

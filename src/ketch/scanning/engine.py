@@ -199,7 +199,9 @@ class _Scanner:
 
                 report.findings += [Finding.from_json(f) for f in cached["findings"]]
                 continue
-            results = external.run(definition, tree, report.target, self.options.scanner_options)
+            with (self.store.staging_dir("scanner") if self.store is not None else
+                  contextlib.nullcontext(None)) as workdir:
+                results = external.run(definition, tree, report.target, self.options.scanner_options, workdir)
             if key:
                 self.cache.put(key, {"findings": [f.to_json() for f in results]})
             report.findings += results

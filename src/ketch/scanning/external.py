@@ -113,13 +113,16 @@ def _expand(words: list[str], values: dict[str, str], definition: ScannerDefinit
                                 "or an option") from exc
 
 
-def run(definition: ScannerDefinition, rootfs: str, image: str, options: dict[str, str] | None = None) -> list[Finding]:
-    """Run the scanner against ``rootfs``; its results as findings (paths as the image sees them)."""
+def run(definition: ScannerDefinition, rootfs: str, image: str, options: dict[str, str] | None = None,
+        workdir: str | os.PathLike | None = None) -> list[Finding]:
+    """Run the scanner against ``rootfs``; its results as findings (paths as the image sees them).
+    Its ``{output}`` directory is made under ``workdir`` (a store's staging directory, which the
+    next command clears when a killed scan left it), else under the system's temporary directory."""
     unknown = set(options or {}) - set(definition.options)
     if unknown:
         raise InvalidInputError(f"scanner {definition.name} has no option {sorted(unknown)[0]} "
                                 f"(it has: {', '.join(sorted(definition.options)) or 'none'})")
-    with tempfile.TemporaryDirectory(prefix="ketch-scanner-") as output:
+    with tempfile.TemporaryDirectory(prefix="ketch-scanner-", dir=workdir) as output:
         values = {**definition.options, **(options or {}), "rootfs": rootfs, "output": output, "image": image}
         # setpriv --pdeathsig: the scanner is killed when ketch dies (even by kill -9), rather than
         # scanning on in a session of its own

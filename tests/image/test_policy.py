@@ -36,8 +36,11 @@ def test_rules():
     p.check(parse_image_name("dir:/anything"))
     with pytest.raises(PolicyDeniedError, match="rejects docker://example.com/other"):
         p.check(parse_image_name("docker://example.com/other"))
-    with pytest.raises(UnsupportedError, match="signedBy"):
-        p.check(parse_image_name("docker://example.com/signed:1"))
+    # signedBy is left to verify once the manifest and its signatures are read; sigstore is refused
+    assert p.check(parse_image_name("docker://example.com/signed:1")) == [{"type": "signedBy", "keyType": "GPGKeys"}]
+    sigstore = policy({"default": [{"type": "sigstoreSigned", "keyPath": "/k.pub"}]})
+    with pytest.raises(UnsupportedError, match="sigstoreSigned"):
+        sigstore.check(parse_image_name("docker://example.com/x:1"))
     with pytest.raises(PolicyDeniedError):
         p.check(parse_image_name("oci:/tmp/x"))
 

@@ -49,6 +49,14 @@ def _context(args: argparse.Namespace, prefix: str = ""):
     return ctx
 
 
+def _add_signing_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sign-by", metavar="FINGERPRINT",
+                        help="sign the written manifest with this GnuPG key (simple signing)")
+    parser.add_argument("--sign-passphrase-file", metavar="PATH", help="the signing key's passphrase, in a file")
+    parser.add_argument("--sign-identity", metavar="REFERENCE",
+                        help="the image name the signature states (default: the destination's)")
+
+
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-times", type=non_negative_int, default=3, metavar="N",
                         help="times to retry a failed request (429, 5xx, broken connection) (default 3)")
@@ -101,12 +109,30 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
                       help="keep uncompressed layers uncompressed in an oci: destination")
     copy.add_argument("--preserve-digests", action="store_true",
                       help="fail rather than change the manifest's digest")
-    copy.add_argument("--remove-signatures", action="store_true",
-                      help="do not copy signatures (ketch copies none yet; accepted for skopeo scripts)")
+    copy.add_argument("--remove-signatures", action="store_true", help="do not copy the source's signatures")
+    _add_signing_flags(copy)
     copy.add_argument("--additional-tag", action="append", default=[], metavar="NAME:TAG",
                       help="more tags for a docker-archive destination (repeatable)")
     _add_common_flags(copy)
     copy.set_defaults(func=cmd_copy)
+
+    sign = verbs.add_parser("standalone-sign", help="sign a manifest file (skopeo's standalone-sign)",
+                            description="Write a simple signing signature of MANIFEST for DOCKER-REFERENCE with "
+                                        "the GnuPG key KEY-FINGERPRINT.")
+    sign.add_argument("manifest", metavar="MANIFEST")
+    sign.add_argument("docker_reference", metavar="DOCKER-REFERENCE")
+    sign.add_argument("fingerprint", metavar="KEY-FINGERPRINT")
+    sign.add_argument("-o", "--output", required=True, metavar="SIGNATURE", help="where to write the signature")
+    sign.add_argument("--passphrase-file", metavar="PATH", help="the key's passphrase, in a file")
+    sign.set_defaults(func=cmd_standalone_sign)
+    verify = verbs.add_parser("standalone-verify", help="verify a signature of a manifest file (skopeo's)",
+                              description="Verify SIGNATURE of MANIFEST for DOCKER-REFERENCE, made by one of the "
+                                          "keys KEY-FINGERPRINTS (comma-separated) of the user's GnuPG keyring.")
+    verify.add_argument("manifest", metavar="MANIFEST")
+    verify.add_argument("docker_reference", metavar="DOCKER-REFERENCE")
+    verify.add_argument("fingerprints", metavar="KEY-FINGERPRINTS")
+    verify.add_argument("signature", metavar="SIGNATURE")
+    verify.set_defaults(func=cmd_standalone_verify)
 
     tags = verbs.add_parser("list-tags", help="list the tags of a repository",
                             description="List the tags of a repository in a registry, or the names in a docker "
@@ -166,6 +192,47 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_standalone_sign(args: argparse.Namespace) -> int:
+    from ketch.image.signing import gpg_sign, payload
+    from ketch.oci import Digest
+    from ketch.oci.reference import parse_reference
+
+    manifest = _read(args.manifest)
+    signature = gpg_sign(payload(str(parse_reference(args.docker_reference)), str(Digest.of(manifest))),
+                         args.fingerprint, passphrase_file=args.passphrase_file)
+    with open(args.output, "wb") as file:
+        file.write(signature)
+    return 0
+
+
+def cmd_standalone_verify(args: argparse.Namespace) -> int:
+    from ketch.errors import PolicyDeniedError
+    from ketch.image.trust import gpg_verify, parse_payload
+    from ketch.oci import Digest
+    from ketch.oci.reference import parse_reference
+
+    manifest, signature = _read(args.manifest), _read(args.signature)
+    payload, fingerprints = gpg_verify(signature)
+    wanted = {f.strip().upper() for f in args.fingerprints.split(",") if f.strip()}
+    if not fingerprints & wanted:
+        raise PolicyDeniedError(f"signature by key {sorted(fingerprints)[0]}, not one of {', '.join(sorted(wanted))}")
+    digest, identity = parse_payload(payload)
+    if Digest.of(manifest, digest.algorithm) != digest:
+        raise PolicyDeniedError(f"the signature is of manifest {digest}, not of {Digest.of(manifest)}")
+    if str(parse_reference(identity)) != str(parse_reference(args.docker_reference)):
+        raise PolicyDeniedError(f"the signature names {identity}, not {args.docker_reference}")
+    print(f"Signature verified using fingerprint {sorted(fingerprints & wanted)[0]}, digest {digest}")
+    return 0
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(64 << 20)
+    except OSError as exc:
+        raise InvalidInputError(f"reading {path}: {exc.strerror}") from exc
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     from ketch.image.conversion import manifest_type_for_format
     from ketch.image.copy import CopyOptions, copy_image
@@ -194,6 +261,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
         decompress=args.dest_decompress,
         policy=policy_from(args),
         additional_tags=list(args.additional_tag),
+        remove_signatures=args.remove_signatures,
+        sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file, sign_identity=args.sign_identity,
     )
     with contextlib.ExitStack() as stack:
         if not args.quiet:

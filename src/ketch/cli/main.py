@@ -143,6 +143,7 @@ _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm"
                        "export", "commit", "network", "volume", "attach", "init", "mount", "umount", "unmount",
                        "events", "stats", "secret", "healthcheck")
 _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
+                        "--signature-policy",
                         "--override-arch", "--override-os", "--override-variant", "--cgroup-manager",
                         "--events-backend", "--runtime", "--storage-opt", "--conmon", "--tmpdir", "--registries.d"}
 
@@ -202,7 +203,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         help="accepted for podman's scripts; ketch's drivers take no options")
     parser.add_argument("--registries-conf", metavar="PATH",
                         help="registries.conf to read instead of /etc/containers/registries.conf")
-    parser.add_argument("--policy", metavar="PATH", help="trust policy (default /etc/containers/policy.json)")
+    parser.add_argument("--policy", "--signature-policy", dest="policy", metavar="PATH",
+                        help="trust policy (default ~/.config/containers/policy.json, else /etc/containers/policy.json)")
+    parser.add_argument("--registries.d", dest="registries_d", metavar="DIR",
+                        help="read registries.d (where signatures live) from DIR alone")
     parser.add_argument("--insecure-policy", action="store_true",
                         help="accept any image, ignoring the trust policy")
     parser.add_argument("--override-arch", dest="global_override_arch", metavar="ARCH",

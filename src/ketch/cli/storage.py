@@ -108,7 +108,9 @@ def _add_push(verbs) -> None:
     push.add_argument("-f", "--format", choices=["oci", "v2s2", "docker"], help="manifest format")
     push.add_argument("--compression-format", choices=["gzip", "zstd"], help="recompress layers")
     push.add_argument("--compress", action="store_true", help="compress layers when pushing to dir:")
-    push.add_argument("--remove-signatures", action="store_true", help="copy no signatures (ketch copies none)")
+    push.add_argument("--remove-signatures", action="store_true", help="copy no signatures")
+    push.add_argument("--sign-by", metavar="FINGERPRINT", help="sign the pushed manifest with this GnuPG key")
+    push.add_argument("--sign-passphrase-file", metavar="PATH", help="the signing key's passphrase, in a file")
     push.add_argument("--digestfile", metavar="PATH")
     push.add_argument("--retry-times", "--retry", type=non_negative_int, default=3, metavar="N")
     push.set_defaults(func=cmd_push)
@@ -306,7 +308,8 @@ def cmd_push(args) -> int:
         result = copy_image(StorageReference(record.id), parse_image_name(target), CopyOptions(
             src_ctx=ctx, dest_ctx=ctx, policy=policy_from(args), progress=_progress(args, stack),
             manifest_type=manifest_type_for_format(fmt) if fmt else None,
-            compress_format=args.compression_format))
+            compress_format=args.compression_format, remove_signatures=args.remove_signatures,
+            sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file))
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(str(result.manifest_digest))

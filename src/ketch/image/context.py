@@ -31,6 +31,8 @@ class SystemContext:
     cert_dir: str | None = None
     # registries.conf to read instead of the default (``--registries-conf``).
     registries_conf: str | None = None
+    # The registries.d directory to read alone instead of the user's and the system's (``--registries.d``).
+    registries_d: str | None = None
     # Upload blobs in PATCH chunks of this many bytes; None streams one PATCH.
     upload_chunk_size: int | None = None
     # The local store (ketch-storage:): root, run directory, driver; None = defaults.

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from ketch.errors import DigestMismatchError, ImageFormatError, UnsupportedError
+from ketch.errors import DigestMismatchError, ImageFormatError, InvalidInputError, UnsupportedError
 from ketch.image import compression
 from ketch.image.context import SystemContext
 from ketch.image.conversion import convert_manifest, index_type_for, is_layer, layer_media_type
@@ -50,6 +50,13 @@ class CopyOptions:
     policy: object | None = None
     #: More tags for a docker-archive destination.
     additional_tags: list[str] = field(default_factory=list)
+    #: Do not copy the source's signatures (``--remove-signatures``).
+    remove_signatures: bool = False
+    #: Sign the written manifest with this GnuPG key (``--sign-by``), its passphrase in a file.
+    sign_by: str | None = None
+    sign_passphrase_file: str | None = None
+    #: The identity the signature names (``--sign-identity``; default: the destination's reference).
+    sign_identity: str | None = None
 
 
 @dataclass
@@ -78,19 +85,29 @@ def copy_image(source: ImageReference | str, destination: ImageReference | str,
     from ketch.image.policy import Policy
 
     policy = options.policy if options.policy is not None else Policy.load_default()
-    policy.check(src_ref)  # type: ignore[attr-defined]
+    pending = policy.check(src_ref)  # type: ignore[attr-defined]
+    if options.sign_by and getattr(dst_ref, "ref", None) is None and not options.sign_identity:
+        raise InvalidInputError(f"signing a copy to {dst_ref} needs --sign-identity (the destination names no "
+                                "docker reference)")
     with src_ref.new_source(options.src_ctx) as src:
         with dst_ref.new_destination(options.dest_ctx) as dst:
             if options.additional_tags and hasattr(dst, "additional_tags"):
                 from ketch.oci.reference import parse_reference
 
                 dst.additional_tags = [str(parse_reference(t).with_default_tag()) for t in options.additional_tags]
-            return _Copier(src, dst, options).run()
+
+            def verify(manifest: bytes, signatures: list[bytes]) -> None:
+                policy.verify(src_ref, pending, manifest, signatures)  # type: ignore[attr-defined]
+
+            return _Copier(src, dst, options, verify if pending else None, dst_ref).run()
 
 
 class _Copier:
-    def __init__(self, src: ImageSource, dst: ImageDestination, options: CopyOptions) -> None:
+    def __init__(self, src: ImageSource, dst: ImageDestination, options: CopyOptions, verify=None,
+                 dst_ref: ImageReference | None = None) -> None:
         self.src, self.dst, self.options = src, dst, options
+        self.verify = verify
+        self.dst_ref = dst_ref
         self.progress = options.progress
         self.counts = {"copied": 0, "skipped": 0, "bytes": 0}
         self._lock = threading.Lock()
@@ -102,6 +119,13 @@ class _Copier:
     def run(self) -> CopyResult:
         raw, media_type = self.src.get_manifest()
         top = parse_manifest(raw, media_type)
+        source_raw = raw
+        carry = self.dst.supports_signatures and not self.options.remove_signatures
+        signatures = self.src.get_signatures(raw) if self.verify is not None or carry else []
+        if self.verify is not None:  # (before anything is written)
+            self.verify(raw, signatures)
+        if not carry:
+            signatures = []
         if isinstance(top, Index):
             if self.options.all_images:
                 raw, media_type = self._copy_index(top)
@@ -111,11 +135,37 @@ class _Copier:
                 raw, media_type = self._copy_image(self._parse_instance(instance_raw, chosen), None)
         else:
             raw, media_type = self._copy_image(top, None)
+        if signatures and raw != source_raw:
+            raise UnsupportedError("Would invalidate signatures: the copy changes the manifest (an instance of a "
+                                   "list, another format or compression); copy with --remove-signatures")
+        if self.options.sign_by:
+            signatures = signatures + [self._sign(raw)]
         self.progress.message("Storing list signatures" if isinstance(top, Index) and self.options.all_images
                               else "Storing signatures")
+        if signatures:
+            self.dst.put_signatures(raw, signatures)
         self.dst.commit()
         return CopyResult(Digest.of(raw), media_type, raw, self.counts["copied"], self.counts["skipped"],
                           self.counts["bytes"])
+
+    def _sign(self, manifest: bytes) -> bytes:
+        from ketch.image.signing import gpg_sign, payload
+
+        if not self.dst.supports_signatures:
+            raise UnsupportedError(f"{self.dst.reference} cannot keep signatures: sign copies to docker:// or dir:")
+        identity = self.options.sign_identity
+        if identity is None:
+            ref = getattr(self.dst_ref, "ref", None)
+            assert ref is not None  # (checked by copy_image)
+            identity = str(ref.with_default_tag() if ref.digest is None else ref)
+        else:
+            from ketch.oci.reference import parse_reference
+
+            identity = str(parse_reference(identity))
+        self.progress.message("Signing manifest using simple signing")
+        assert self.options.sign_by is not None
+        return gpg_sign(payload(identity, str(Digest.of(manifest))), self.options.sign_by,
+                        passphrase_file=self.options.sign_passphrase_file)
 
     @staticmethod
     def _parse_instance(raw: bytes, descriptor: Descriptor) -> Manifest:

@@ -68,6 +68,13 @@ class DirectorySource(ImageSource):
         except OSError as exc:
             raise from_oserror(exc, f"reading {path}") from exc
 
+    def get_signatures(self, manifest: bytes) -> list[bytes]:
+        """``signature-1``, ``signature-2``... beside the manifest, as skopeo writes them."""
+        signatures: list[bytes] = []
+        while (path := self.root / f"signature-{len(signatures) + 1}").is_file():
+            signatures.append(path.read_bytes()[:4 << 20])
+        return signatures
+
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         path = self.root / _blob_name(descriptor.digest)
         try:
@@ -117,6 +124,16 @@ class DirectoryDestination(ImageDestination):
 
     def put_blob(self, stream: BinaryIO, info: BlobInfo, on_progress=None) -> Descriptor:
         return store_blob_file(self.root, lambda digest: self.root / _blob_name(digest), stream, info, on_progress)
+
+    supports_signatures = True
+
+    def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
+        index = 0
+        for index, signature in enumerate(signatures, 1):
+            write_atomically(self.root / f"signature-{index}", signature)
+        while (extra := self.root / f"signature-{index + 1}").exists():  # (an older image's)
+            extra.unlink()
+            index += 1
 
     def put_manifest(self, raw: bytes, media_type: str, instance: Digest | None = None) -> None:
         if instance is None:

@@ -1,9 +1,10 @@
 """Trust policy: ``policy.json`` as containers/image reads it.
 
 A policy maps transports and scopes to requirements. ketch honours
-``insecureAcceptAnything`` and ``reject``; requirements that need signature
-verification (``signedBy``, ``sigstoreSigned``) are refused with a clear
-error until signatures are implemented, rather than silently accepted.
+``insecureAcceptAnything``, ``reject`` and ``signedBy`` (GPG simple signing,
+verified in :mod:`ketch.image.trust` once the manifest and the signatures are
+read, before anything is written); ``sigstoreSigned`` is refused with a clear
+error, never silently accepted.
 
 Lookup, most specific first: the transport's scopes for the image (for
 ``docker``: ``host/ns/repo:tag``, ``host/ns/repo``, ``host/ns``, ``host``,
@@ -128,14 +129,35 @@ class Policy:
             return f"{reference.transport}:", scopes[""]
         return "default", self.default
 
-    def check(self, reference: ImageReference) -> None:
-        """Raise unless every requirement for the image is met."""
+    def check(self, reference: ImageReference) -> list[dict]:
+        """Raise for a ``reject``; the requirements left to verify once the manifest and its
+        signatures are read (``signedBy``), for :meth:`verify`."""
         scope, requirements = self.requirements_for(reference)
+        pending = []
         for requirement in requirements:
             kind = requirement["type"]
             if kind == "reject":
                 raise PolicyDeniedError(f"trust policy {self.source} rejects {reference} (scope {scope})")
-            if kind in ("signedBy", "sigstoreSigned"):
+            if kind == "sigstoreSigned":
                 raise UnsupportedError(
-                    f"trust policy {self.source} requires a {kind} signature for {reference} (scope {scope}); "
-                    f"ketch does not verify signatures yet")
+                    f"trust policy {self.source} requires a sigstoreSigned signature for {reference} (scope {scope}); "
+                    f"ketch verifies signedBy (GPG) signatures, not sigstore ones yet")
+            if kind == "signedBy":
+                pending.append(requirement)
+        return pending
+
+    def verify(self, reference: ImageReference, requirements: list[dict], manifest: bytes,
+               signatures: list[bytes]) -> None:
+        """Every requirement must be met by the image's signatures (PolicyDeniedError naming the
+        failed requirement and why each signature failed)."""
+        from ketch.image.trust import check_simple_signing
+
+        scope, _ = self.requirements_for(reference)
+        docker_ref = getattr(reference, "ref", None) if reference.transport == "docker" else None
+        policy_dir = Path(self.source).parent if os.path.isabs(self.source) else None
+        for requirement in requirements:
+            try:
+                check_simple_signing(requirement, policy_dir, docker_ref, manifest, signatures)
+            except PolicyDeniedError as exc:
+                raise PolicyDeniedError(f"{reference} is refused by trust policy {self.source} (scope {scope}, "
+                                        f"signedBy): {exc.message}") from exc

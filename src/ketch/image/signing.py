@@ -35,10 +35,12 @@ def payload(docker_reference: str, manifest_digest: str, *, creator: str = "ketc
     }, separators=(",", ":"), sort_keys=True).encode()
 
 
-def gpg_sign(data: bytes, key: str) -> bytes:
-    """An OpenPGP signed message of ``data`` (not detached: the payload is inside)."""
+def gpg_sign(data: bytes, key: str, *, passphrase_file: str | None = None) -> bytes:
+    """An OpenPGP signed message of ``data`` (not detached: the payload is inside); the key's
+    passphrase from ``passphrase_file`` (else the user's agent asks, as for skopeo)."""
+    secret = ["--pinentry-mode", "loopback", "--passphrase-file", passphrase_file] if passphrase_file else []
     try:
-        result = subprocess.run(["gpg", "--batch", "--no-tty", "--local-user", key, "--sign"], input=data,
+        result = subprocess.run(["gpg", "--batch", "--no-tty", *secret, "--local-user", key, "--sign"], input=data,
                                 capture_output=True, timeout=120)
     except FileNotFoundError as exc:
         raise SigningError("signing needs GnuPG: the gpg program is not installed") from exc

@@ -86,6 +86,10 @@ class ImageSource(abc.ABC):
         The copy engine then copies these and rewrites the manifest to match."""
         return None
 
+    def get_signatures(self, manifest: bytes) -> list[bytes]:
+        """The image's simple signatures (of the top-level ``manifest``); none by default."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional: most have nothing to release
         pass
 
@@ -116,6 +120,15 @@ class ImageDestination(abc.ABC):
     #: are, "compress" uncompressed ones (a registry), or "decompress" them
     #: (a docker archive stores plain tars).
     desired_layer_compression: str = "preserve"
+    #: Whether the destination keeps simple signatures (``put_signatures``): dir: and docker://.
+    supports_signatures: bool = False
+
+    def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
+        """Keep ``signatures`` of the top-level ``manifest`` (before ``commit``)."""
+        from ketch.errors import UnsupportedError
+
+        if signatures:
+            raise UnsupportedError(f"{self.reference} cannot keep signatures (use --remove-signatures)")
 
     def try_reusing_blob(self, descriptor: Descriptor, source: ImageReference | None = None) -> bool:
         """Optional capability: True if the blob is already at the destination (or

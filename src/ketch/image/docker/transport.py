@@ -106,6 +106,18 @@ class DockerImageSource(ImageSource):
         stream = self.client.open_blob(descriptor.digest, descriptor.size)
         return stream, descriptor.size
 
+    def get_signatures(self, manifest: bytes) -> list[bytes]:
+        """Simple signatures from the lookaside registries.d names for the repository (none when
+        it names none)."""
+        from ketch.image.registries_d import RegistriesD, read_signatures
+        from ketch.oci import Digest
+
+        ref = self.reference.ref
+        base = RegistriesD(self.ctx.registries_d).read_base(ref.name)
+        if base is None:
+            return []
+        return read_signatures(base, ref.path, str(Digest.of(manifest)), self.ctx)
+
     def list_tags(self) -> list[str]:
         client = self.reference.client(self.ctx)
         try:
@@ -126,6 +138,18 @@ class DockerImageDestination(ImageDestination):
 
     supported_manifest_types = None
     desired_layer_compression = "compress"
+    supports_signatures = True
+
+    def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
+        """Into the lookaside staging registries.d names (containers/image's default directory
+        when it names none)."""
+        from ketch.image.registries_d import RegistriesD, store_signatures
+        from ketch.oci import Digest
+
+        ref = self.reference.ref
+        if signatures:
+            store_signatures(RegistriesD(self.ctx.registries_d).write_base(ref.name), ref.path,
+                             str(Digest.of(manifest)), signatures)
 
     def __init__(self, reference: DockerReference, ctx: SystemContext) -> None:
         self.reference = reference

@@ -227,6 +227,27 @@ def _add_image_only(image_verbs) -> None:
     add_bool(sign, "--tls-verify", help="require HTTPS and verify certificates (default true)")
     sign.set_defaults(func=cmd_sign)
 
+    trust = image_verbs.add_parser("trust", help="show or set the trust policy (podman's image trust)",
+                                   description="Show the trust policy and where signatures are read, or set the "
+                                               "requirement of a registry or repository.")
+    trust_verbs = trust.add_subparsers(dest="trust_verb", metavar="COMMAND", required=True)
+    show = trust_verbs.add_parser("show", help="show the trust policy")
+    show.add_argument("registry", nargs="?", metavar="REGISTRY", help="only this scope")
+    show.add_argument("--policypath", metavar="PATH", help="the policy (default: the one in use)")
+    show.add_argument("--registrypath", metavar="DIR", help="registries.d to read (default: the one in use)")
+    show.add_argument("-j", "--json", action="store_true", help="as JSON")
+    show.add_argument("--raw", action="store_true", help="print the policy file as it is")
+    show.add_argument("-n", "--noheading", action="store_true", help="no heading line")
+    show.set_defaults(func=cmd_trust_show)
+    setter = trust_verbs.add_parser("set", help="set the requirement of a registry or repository (or default)")
+    setter.add_argument("registry", metavar="REGISTRY", help="a registry or repository, or default")
+    setter.add_argument("-t", "--type", required=True, choices=["accept", "reject", "signedBy"],
+                        help="accept, reject or signedBy")
+    setter.add_argument("-f", "--pubkeysfile", action="append", default=[], metavar="PATH",
+                        help="a public key for signedBy (repeatable)")
+    setter.add_argument("--policypath", metavar="PATH", help="the policy file to edit (default: the one in use)")
+    setter.set_defaults(func=cmd_trust_set)
+
     exists = image_verbs.add_parser("exists", help="exit 0 if an image is in the store, 1 if not",
                                     description="Check whether an image is in the local store.")
     exists.add_argument("image", metavar="IMAGE")
@@ -313,6 +334,41 @@ def cmd_push(args) -> int:
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(str(result.manifest_digest))
+    return 0
+
+
+def _policy_path(args) -> str:
+    from ketch.image.policy import default_policy_path
+
+    return args.policypath or getattr(args, "policy", None) or str(default_policy_path())
+
+
+def cmd_trust_show(args) -> int:
+    from ketch.cli.report import tabwrite
+    from ketch.image.policy import trust_entries
+
+    path = _policy_path(args)
+    if args.raw:
+        with open(path) as file:
+            print(file.read())
+        return 0
+    entries = trust_entries(path, args.registrypath or getattr(args, "registries_d", None))
+    if args.registry:
+        entries = [e for e in entries if e.get("repo_name") == args.registry or e.get("name") == args.registry]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    lines = [] if args.noheading else ["TRANSPORT\tNAME\tTYPE\tID\tSTORE"]
+    lines += [f"{e['transport']}\t{e.get('repo_name', '')}\t{e['type']}\t{e.get('gpg_id', '')}\t{e.get('sigstore', '')}"
+              for e in entries]
+    sys.stdout.write(tabwrite("\n".join(lines) + "\n"))
+    return 0
+
+
+def cmd_trust_set(args) -> int:
+    from ketch.image.policy import set_trust
+
+    set_trust(_policy_path(args), args.registry, args.type, args.pubkeysfile)
     return 0
 
 

@@ -161,3 +161,92 @@ class Policy:
             except PolicyDeniedError as exc:
                 raise PolicyDeniedError(f"{reference} is refused by trust policy {self.source} (scope {scope}, "
                                         f"signedBy): {exc.message}") from exc
+
+
+# -- podman's ``image trust show|set`` -----------------------------------------
+
+_TRUST_NAMES = {"insecureAcceptAnything": "accept", "reject": "reject", "signedBy": "signed",
+                "sigstoreSigned": "sigstoreSigned"}
+
+
+def _key_identities(requirement: dict) -> list[str]:
+    """The user ids of a signedBy requirement's keys, as podman finds them (through ``gpg2``; none
+    when it is not installed, as podman shows none then)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("gpg2") is None:
+        return []
+    paths = [requirement["keyPath"]] if "keyPath" in requirement else list(requirement.get("keyPaths") or [])
+    found = []
+    for path in paths:
+        result = subprocess.run(["gpg2", "--with-colons", path], capture_output=True, text=True, check=False)
+        found += [line.split(":")[9] for line in result.stdout.splitlines() if line.startswith(("uid:", "pub:"))
+                  and line.split(":")[9]]
+    return found
+
+
+def trust_entries(policy_path: str | os.PathLike, registries_d: str | os.PathLike | None = None) -> list[dict]:
+    """``podman image trust show --json``: the default, each docker scope (with the lookaside
+    registries.d names for it), then the other transports' requirements."""
+    from ketch.image.registries_d import RegistriesD
+
+    policy = Policy.load(policy_path)
+    lookasides = RegistriesD(registries_d)
+    entries = []
+    for requirement in policy.default:
+        entries.append({"transport": "all", "name": "* (default)", "repo_name": "default",
+                        "type": _TRUST_NAMES[requirement["type"]]})
+    for scope, requirements in sorted(policy.transports.get("docker", {}).items()):
+        for requirement in requirements:
+            entry = {"transport": "repository", "name": scope, "repo_name": scope}
+            identities = _key_identities(requirement) if requirement["type"] == "signedBy" else []
+            if identities:
+                entry["gpg_id"] = ", ".join(identities)
+            store = lookasides.scopes.get(scope)
+            if store is not None and store.lookaside:
+                entry["sigstore"] = store.lookaside
+            entry["type"] = _TRUST_NAMES[requirement["type"]]
+            entries.append(entry)
+    for transport, scopes in policy.transports.items():
+        if transport == "docker":
+            continue
+        for scope, requirements in scopes.items():
+            for requirement in requirements:
+                entry = {"transport": transport}
+                if scope:
+                    entry.update(name=scope, repo_name=scope)
+                entry["type"] = _TRUST_NAMES[requirement["type"]]
+                entries.append(entry)
+    return entries
+
+
+def set_trust(policy_path: str | os.PathLike, scope: str, kind: str, pubkeys: list[str]) -> None:
+    """``podman image trust set``: the requirement of ``scope`` (``default``, or a registry or
+    repository of the docker transport) becomes ``kind`` (accept, reject, signedBy); the file is
+    replaced whole (a temporary file, then a rename), never left half written."""
+    path = Path(policy_path)
+    if kind not in ("accept", "reject", "signedBy"):
+        raise InvalidInputError(f"invalid trust type {kind!r}: accept, reject or signedBy")
+    if kind == "signedBy" and not pubkeys:
+        raise InvalidInputError("at least one public key must be defined for type 'signedBy'")
+    if kind != "signedBy" and pubkeys:
+        raise InvalidInputError(f"public keys are only for type 'signedBy', not {kind!r}")
+    data: dict
+    try:
+        data = json.loads(path.read_bytes()) if path.exists() else {"default": [{"type": "insecureAcceptAnything"}]}
+    except ValueError as exc:
+        raise InvalidInputError(f"policy {path} is not valid JSON") from exc
+    Policy.from_json(data, str(path))  # (refuse to edit a policy that does not hold)
+    if kind == "signedBy":
+        requirements = [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key} for key in pubkeys]
+    else:
+        requirements = [{"type": "insecureAcceptAnything" if kind == "accept" else "reject"}]
+    if scope == "default":
+        data["default"] = requirements
+    else:
+        data.setdefault("transports", {}).setdefault("docker", {})[scope] = requirements
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(data, indent=4))
+    os.replace(temporary, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -280,3 +281,20 @@ def test_copies_carry_signatures_and_refuse_to_invalidate_them(trust, busybox_la
     ketch(trust, "image", "copy", "-q", "--src-tls-verify=false", "--format", "v2s2", "--remove-signatures",
           f"docker://{reference}", f"dir:{out}")
     assert (out / "manifest.json").exists() and not (out / "signature-1").exists()
+
+
+def test_podman_pulls_what_ketch_signed(trust, busybox_layout, podman, isolated_auth):
+    """podman reads registries.d from the user's ~/.config/containers/registries.d (HOME is the test's)."""
+    reference = f"{trust['registry'].host}/signed/forpodman:1"
+    ketch(trust, "image", "copy", "-q", "--dest-tls-verify=false", "--sign-by", trust["keys"].fingerprints["alice"],
+          f"oci:{busybox_layout}:latest", f"docker://{reference}")
+    user_d = isolated_auth / ".config" / "containers" / "registries.d"
+    user_d.mkdir(parents=True)
+    shutil.copy(trust["registries_d"] / "test.yaml", user_d / "test.yaml")
+    podman.run("pull", "-q", "--tls-verify=false", "--signature-policy", str(trust["policy"]), reference)
+    unsigned = f"{trust['registry'].host}/signed/forpodman-unsigned:1"
+    ketch(trust, "image", "copy", "-q", "--dest-tls-verify=false", f"oci:{busybox_layout}:latest",
+          f"docker://{unsigned}")
+    refused = podman.run("pull", "-q", "--tls-verify=false", "--signature-policy", str(trust["policy"]), unsigned,
+                         check=False)
+    assert refused.returncode != 0 and "signature" in refused.stderr.lower()

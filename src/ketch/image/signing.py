@@ -68,28 +68,16 @@ def store_signature(directory: Path, repository: str, manifest_digest: str, sign
     return path
 
 
-def default_directory(registry: str) -> Path:
-    """Where signatures are staged: registries.d's ``sigstore-staging`` (or ``sigstore``) for the
-    registry when it is a file: URL, else the containers tools' default."""
-    for base in (Path.home() / ".config/containers/registries.d", Path("/etc/containers/registries.d")):
-        try:
-            files = sorted(base.glob("*.yaml"))
-        except OSError:
-            continue
-        for config in files:
-            try:
-                import yaml
+def default_directory(repository: str, registries_d: str | None = None) -> Path:
+    """Where signatures of a repository are staged: registries.d's ``lookaside-staging`` (or
+    ``lookaside``) for it, which must be a file: URL, else the containers tools' default."""
+    from ketch.image.registries_d import RegistriesD
 
-                data = yaml.safe_load(config.read_text()) or {}
-            except Exception:  # noqa: BLE001 - a broken file is skipped, as a lookaside is optional
-                continue
-            entries = [((data.get("docker") or {}).get(registry) or {}), data.get("default-docker") or {}]
-            for entry in entries:
-                url = entry.get("sigstore-staging") or entry.get("lookaside-staging") or entry.get("sigstore") \
-                    or entry.get("lookaside")
-                if url and url.startswith("file://"):
-                    return Path(url[len("file://"):])
-    return Path("/var/lib/containers/sigstore")
+    base = RegistriesD(registries_d).write_base(repository)
+    if not base.startswith("file://"):
+        raise InvalidInputError(f"registries.d stages signatures of {repository} at {base}: only a file:// "
+                                "lookaside-staging can be written (or give --directory)")
+    return Path(base[len("file://"):])
 
 
 def sign_image(name: str, key: str, *, directory: str | None = None, all_instances: bool = False,
@@ -113,7 +101,7 @@ def sign_image(name: str, key: str, *, directory: str | None = None, all_instanc
     manifest = parse_manifest(raw)
     if isinstance(manifest, Index) and all_instances:
         digests += [str(entry.digest) for entry in manifest.manifests]
-    where = Path(directory) if directory else default_directory(full.domain)
+    where = Path(directory) if directory else default_directory(full.name, ctx.registries_d)
     written = []
     for digest in digests:
         signature = gpg_sign(payload(str(full), digest), key)

@@ -298,3 +298,15 @@ def test_podman_pulls_what_ketch_signed(trust, busybox_layout, podman, isolated_
     refused = podman.run("pull", "-q", "--tls-verify=false", "--signature-policy", str(trust["policy"]), unsigned,
                          check=False)
     assert refused.returncode != 0 and "signature" in refused.stderr.lower()
+
+
+def test_push_signs(trust, busybox_layout):
+    image_id = ketch(trust, "pull", "-q", f"oci:{busybox_layout}:latest").stdout.split()[-1]
+    reference = f"{trust['registry'].host}/signed/pushed:1"
+    ketch(trust, "push", "-q", "--tls-verify=false", "--sign-by", trust["keys"].fingerprints["alice"], image_id,
+          f"docker://{reference}")
+    ketch(trust, "rmi", image_id)
+    ketch(trust, "pull", "-q", "--tls-verify=false", reference)  # under the policy requiring alice's signature
+    verified = skopeo(trust, "copy", "-q", "--src-tls-verify=false", f"docker://{reference}",
+                      f"dir:{trust['tmp'] / 'pushed'}")
+    assert verified.returncode == 0 and (trust["tmp"] / "pushed" / "signature-1").exists()

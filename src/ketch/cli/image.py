@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 from ketch.cli.flags import add_bool, add_platform_overrides, make_context, non_negative_int, policy_from
@@ -125,6 +126,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     sign.add_argument("-o", "--output", required=True, metavar="SIGNATURE", help="where to write the signature")
     sign.add_argument("--passphrase-file", metavar="PATH", help="the key's passphrase, in a file")
     sign.set_defaults(func=cmd_standalone_sign)
+    keygen = verbs.add_parser("generate-sigstore-key", help="make a sigstore signing key pair (skopeo's)",
+                              description="Write PREFIX.private (an ECDSA P-256 key, encrypted with a passphrase, "
+                                          "in the sigstore/cosign format) and PREFIX.pub.")
+    keygen.add_argument("--output-prefix", required=True, metavar="PREFIX", help="write PREFIX.private and PREFIX.pub")
+    keygen.add_argument("--passphrase-file", metavar="PATH",
+                        help="the passphrase, in a file (else asked on the terminal)")
+    keygen.set_defaults(func=cmd_generate_sigstore_key)
     verify = verbs.add_parser("standalone-verify", help="verify a signature of a manifest file (skopeo's)",
                               description="Verify SIGNATURE of MANIFEST for DOCKER-REFERENCE, made by one of the "
                                           "keys KEY-FINGERPRINTS (comma-separated) of the user's GnuPG keyring.")
@@ -222,6 +230,33 @@ def cmd_standalone_verify(args: argparse.Namespace) -> int:
     if str(parse_reference(identity)) != str(parse_reference(args.docker_reference)):
         raise PolicyDeniedError(f"the signature names {identity}, not {args.docker_reference}")
     print(f"Signature verified using fingerprint {sorted(fingerprints & wanted)[0]}, digest {digest}")
+    return 0
+
+
+def cmd_generate_sigstore_key(args: argparse.Namespace) -> int:
+    from ketch.image.sigstore import generate_key_pair
+
+    private, public = f"{args.output_prefix}.private", f"{args.output_prefix}.pub"
+    for path in (private, public):
+        if os.path.lexists(path):
+            raise InvalidInputError(f"refusing to overwrite {path}")
+    if args.passphrase_file:
+        passphrase = _read(args.passphrase_file).split(b"\n", 1)[0]
+    else:
+        import getpass
+
+        if not sys.stdin.isatty():
+            raise InvalidInputError("no --passphrase-file and no terminal to ask for a passphrase")
+        passphrase = getpass.getpass("Passphrase for the private key: ").encode()
+        if getpass.getpass("Repeat it: ").encode() != passphrase:
+            raise InvalidInputError("the passphrases differ")
+    private_pem, public_pem = generate_key_pair(passphrase)
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(private_pem)
+    with open(public, "xb") as file:
+        file.write(public_pem)
+    print(f"Key written to {private} and {public}")
     return 0
 
 

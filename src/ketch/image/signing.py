@@ -51,8 +51,9 @@ def gpg_sign(data: bytes, key: str, *, passphrase_file: str | None = None) -> by
 
 
 def signature_path(directory: Path, repository: str, manifest_digest: str, index: int) -> Path:
-    algorithm, _, hex_digest = manifest_digest.partition(":")
-    return directory / f"{repository}@{algorithm}={hex_digest}" / f"signature-{index}"
+    from ketch.image.registries_d import signature_url  # (the one lookaside layout)
+
+    return Path(signature_url(str(directory), repository, manifest_digest, index))
 
 
 def store_signature(directory: Path, repository: str, manifest_digest: str, signature: bytes) -> Path:

@@ -35,16 +35,13 @@ class GPGKeyring:
         atexit.register(shutil.rmtree, self.home, True)
         self.fingerprints: set[str] = set()
         for key in keys:
-            result = self._gpg(["--import", "--import-options", "import-show", "--with-colons"], key)
+            result = _gpg(self.home, ["--import", "--import-options", "import-show", "--with-colons"], key)
             if result.returncode != 0:
                 raise InvalidInputError(f"trust policy: a GPG key does not import: {_last_line(result.stderr)}")
             self.fingerprints |= {line.split(":")[9] for line in result.stdout.decode(errors="replace").splitlines()
                                   if line.startswith("fpr:")}
         if not self.fingerprints:
             raise InvalidInputError("trust policy: signedBy names no usable GPG key")
-
-    def _gpg(self, args: list[str], data: bytes) -> subprocess.CompletedProcess:
-        return _gpg(self.home, args, data)
 
     def verify(self, signature: bytes) -> tuple[bytes, str]:
         """The signed payload and the signing key's fingerprint; PolicyDeniedError if the

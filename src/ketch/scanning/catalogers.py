@@ -286,6 +286,8 @@ def java_archive(file, path: str, depth: int = 0) -> list[Package]:
                 elif depth == 0 and name.endswith((".jar", ".war", ".ear")) and info.file_size <= 64 << 20:
                     with archive.open(info) as member:
                         packages += java_archive(io.BytesIO(member.read(64 << 20)), f"{path}:{name}", depth + 1)
+    # (what a broken or hostile archive raises: zipfile's NotImplementedError is a compression
+    # method it does not know, EOFError a member cut short)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         raise CatalogError(f"not a readable Java archive: {exc}") from exc
     return packages

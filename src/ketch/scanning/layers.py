@@ -79,21 +79,9 @@ class _LayerScanner:
     def warn(self, path: str, message: str) -> None:
         self.add(path, "findings", [Finding("warning", "info", message, "/" + path)])
 
-    def read(self, dir_fd: int, name: str, limit: int) -> bytes:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # (swapped for something else since it was listed)
-                raise OSError(0, "not a regular file")
-            chunks, left = [], limit
-            while left > 0:
-                chunk = os.read(fd, min(left, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+    @staticmethod
+    def read(dir_fd: int, name: str, limit: int) -> bytes:
+        return read_bounded(dir_fd, name, limit)
 
     def catalog(self, path: str, what, *args, **kwargs) -> None:
         try:
@@ -217,8 +205,7 @@ class _LayerScanner:
         elif name == "pom.properties" and "/META-INF/maven/" in "/" + path:
             self.catalog(path, catalogers.maven_properties, self.read(dir_fd, name, MAX_DATABASE), "/" + path)
         elif name.endswith((".jar", ".war", ".ear")):
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-            with os.fdopen(fd, "rb") as archive:
+            with os.fdopen(open_regular(dir_fd, name), "rb") as archive:
                 self.catalog(path, catalogers.java_archive, archive, "/" + path)
             return
         if mode & 0o111 and size >= 64:
@@ -239,8 +226,7 @@ class _LayerScanner:
             raw = b""
         if raw:
             self.add(path, "findings", [findings.file_capabilities("/" + path, raw)])
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        with os.fdopen(fd, "rb") as file:
+        with os.fdopen(open_regular(dir_fd, name), "rb") as file:
             if file.read(4) != b"\x7fELF":
                 return False
             file.seek(0)
@@ -284,15 +270,34 @@ class _LayerScanner:
             os.close(root_fd)
 
 
-def read_listing(root_fd: int, path: str) -> bytes:
-    """A package database file of the tree at ``root_fd``, read without following links ("" if it
-    cannot be read)."""
+def open_regular(dir_fd: int, path: str) -> int:
+    """A file descriptor of the regular file at ``path`` (relative to ``dir_fd``), opened without
+    following a link or blocking on a fifo; OSError for anything else (or anything swapped in
+    since it was listed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, "not a regular file")
+    return fd
+
+
+def read_bounded(dir_fd: int, path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the regular file at ``path`` (OSError if it is not one)."""
+    fd = open_regular(dir_fd, path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
-        with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return b""
-            return file.read(MAX_DATABASE)
+        chunks, left = [], limit
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 20))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_listing(root_fd: int, path: str) -> bytes:
+    """A package database file of the tree at ``root_fd`` ("" if it cannot be read)."""
+    try:
+        return read_bounded(root_fd, path, MAX_DATABASE)
     except OSError:
         return b""
 
@@ -316,12 +321,10 @@ def changed_package_files(listing: bytes, present: dict, suspect, md5) -> list[s
 
 def md5_of(root_fd: int, path: str) -> str | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
+        fd = open_regular(root_fd, path)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         digest = hashlib.md5(usedforsecurity=False)
         while chunk := os.read(fd, 1 << 20):
             digest.update(chunk)

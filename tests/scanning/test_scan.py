@@ -162,8 +162,7 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
                                 "slow", "localhost/scenario:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(marker.exists, "the scanner to start")
-        comm = Path(f"/proc/{process.pid}/comm").read_text()
-        helpers = [c for c in _children(process.pid) if Path(f"/proc/{c}/comm").read_text() == comm]
+        helpers = [c for c in _children(process.pid) if b"ketch-view" in Path(f"/proc/{c}/cmdline").read_bytes()]
         assert helpers, "no view holder"
         process.send_signal(how)
         _, stderr = process.communicate(timeout=120)

@@ -6,7 +6,6 @@ layers; a one-layer image is a read-only bind mount."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 from pathlib import Path
@@ -46,34 +45,23 @@ class View(Record, frozen=True):
     holder: int  # the PID of the process that holds the view's mount namespace
 
 
-def _view_helper(driver_root: str, target: str, lowers: list[str], keep: tuple[int, int]) -> None:
-    """In a forked child: a mount namespace of its own, the view mounted in it, then wait for the
-    parent to close the hold pipe (or to die). Never returns."""
-    ready, hold = keep
-    try:
-        for name in os.listdir("/proc/self/fd"):  # other holders' pipes must not keep their holders alive
-            if int(name) > 2 and int(name) not in keep:
-                with contextlib.suppress(OSError):
-                    os.close(int(name))
-        mounts.unshare(mounts.CLONE_NEWNS)
-        mounts.mount("none", "/", None, mounts.MS_REC | mounts.MS_PRIVATE)
-        os.chdir(driver_root)
-        flags = mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC
-        if len(lowers) == 1:
-            mounts.mount(lowers[0], target, None, mounts.MS_BIND)
-            mounts.mount("none", target, None, mounts.MS_BIND | mounts.MS_REMOUNT | flags)
-        else:
-            options = f"lowerdir={':'.join(lowers)},redirect_dir=off,index=off,metacopy=off"
-            if len(options) >= 4000:
-                raise OSError(errno.E2BIG, f"{len(lowers)} layers are too many to mount (options over one page)")
-            mounts.mount("overlay", target, "overlay", flags, options)
-        os.write(ready, b"0")
-        os.read(hold, 1)  # EOF: the parent closed its end, or died
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.write(ready, str(exc.errno or errno.EIO).encode() + b" " + str(exc).encode()[:400])
-    finally:
-        os._exit(0)
+# The view's holder: in a mount namespace of its own (unshare), mount the view, say "ready", then
+# wait on standard input, which reaches end of file when the caller closes it or dies. A program
+# of its own rather than a fork of the caller: a fork would carry the caller's threads' libraries
+# (gRPC's fork handlers, for one) into a process that lives as long as the view.
+_VIEW_HOLDER = r"""set -e
+target=$1
+lowers=$2
+if [ "${lowers#*:}" = "$lowers" ]; then
+    mount --bind "$lowers" "$target"
+    mount -o remount,bind,ro,nosuid,nodev,noexec "$target"
+else
+    mount -t overlay overlay -o "ro,nosuid,nodev,noexec,lowerdir=$lowers,redirect_dir=off,index=off,metacopy=off" \
+        "$target"
+fi
+echo ready
+read -r _ || true
+"""
 
 
 class StoreMounts:
@@ -242,8 +230,9 @@ class StoreMounts:
         """A read-only (ro, nosuid, nodev, noexec) view of an image, or of a container's current
         tree (its own layer included), for reading without running anything.
 
-        The view is mounted in a mount namespace of its own, held by a forked helper process that
-        waits on a pipe: whatever ends the caller (an exception, Ctrl-C, ``kill -9``), the pipe
+        The view is mounted in a mount namespace of its own, held by a small holder process
+        (``unshare`` running ``sh``: a program of its own, not a fork of the caller) that waits on
+        its standard input, a pipe from the caller: whatever ends the caller (an exception, Ctrl-C, ``kill -9``), the pipe
         closes, the helper exits and the kernel takes the mount with its namespace. Nothing is
         counted, so nothing can be left counted; while the view lives the image is held by a
         shared lock that ``rmi`` sees (:meth:`image_users`), and the kernel drops with the process."""
@@ -275,25 +264,21 @@ class StoreMounts:
                 empty = self.root / "views"  # an image with no layers: an empty tree
                 lowers = [str(empty)]
             target = str(self.root / "views")
-            ready_r, ready_w = os.pipe()
-            hold_r, hold_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(ready_r)
-                os.close(hold_w)
-                _view_helper(str(self.driver.root), target, lowers, (ready_w, hold_r))
-            os.close(ready_w)
-            os.close(hold_r)
+            joined = ":".join(lowers)
+            if len(joined) >= 3900:
+                raise StoreError(f"{len(lowers)} layers are too many to view (options over one page)")
+            import subprocess
+
+            holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", _VIEW_HOLDER,
+                                       "ketch-view", target, joined], cwd=str(self.driver.root),
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
-                try:
-                    report = os.read(ready_r, 1024)  # (one write: "0" or the error; "" if the helper died)
-                finally:
-                    os.close(ready_r)
-                if report != b"0":
-                    code, _, message = report.decode(errors="replace").partition(" ")
-                    raise StoreError(f"cannot mount a view of {name}: {message or 'the helper failed'}",
-                                     errno=int(code) if code.isdigit() else None)
-                yield View(Path(f"/proc/{pid}/root{target}"), record.id, layers, pid)
+                assert holder.stdout is not None and holder.stdin is not None
+                if holder.stdout.readline() != b"ready\n":  # ("" if the mount failed and the holder ended)
+                    holder.stdin.close()
+                    error = holder.communicate()[1].decode(errors="replace").strip().splitlines()
+                    raise StoreError(f"cannot mount a view of {name}: {error[-1] if error else 'the holder failed'}")
+                yield View(Path(f"/proc/{holder.pid}/root{target}"), record.id, layers, holder.pid)
             finally:
-                os.close(hold_w)
-                os.waitpid(pid, 0)
+                if holder.returncode is None:
+                    holder.communicate()  # (closes its standard input: it unmounts by ending)

@@ -13,18 +13,15 @@ import os
 from pathlib import Path
 
 from ketch.syscalls import (  # noqa: F401
-    CLONE_NEWNS,
     MNT_DETACH,
     MS_BIND,
     MS_NODEV,
-    MS_NOEXEC,
     MS_NOSUID,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
     mount,
-    unshare,
 )
 from ketch.syscalls import umount as _umount
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ketch.errors import InvalidInputError, PolicyDeniedError, UnsupportedError
+from ketch.errors import InvalidInputError, PolicyDeniedError
 from ketch.image.policy import Policy, scopes_for
 from ketch.image.transports import parse_image_name
 from tests.conftest import run_ketch
@@ -36,11 +36,11 @@ def test_rules():
     p.check(parse_image_name("dir:/anything"))
     with pytest.raises(PolicyDeniedError, match="rejects docker://example.com/other"):
         p.check(parse_image_name("docker://example.com/other"))
-    # signedBy is left to verify once the manifest and its signatures are read; sigstore is refused
+    # signedBy and sigstoreSigned are left to verify once the manifest and its signatures are read
     assert p.check(parse_image_name("docker://example.com/signed:1")) == [{"type": "signedBy", "keyType": "GPGKeys"}]
     sigstore = policy({"default": [{"type": "sigstoreSigned", "keyPath": "/k.pub"}]})
-    with pytest.raises(UnsupportedError, match="sigstoreSigned"):
-        sigstore.check(parse_image_name("docker://example.com/x:1"))
+    assert sigstore.check(parse_image_name("docker://example.com/x:1")) == [{"type": "sigstoreSigned",
+                                                                             "keyPath": "/k.pub"}]
     with pytest.raises(PolicyDeniedError):
         p.check(parse_image_name("oci:/tmp/x"))
 

@@ -53,6 +53,8 @@ def _context(args: argparse.Namespace, prefix: str = ""):
 def _add_signing_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sign-by", metavar="FINGERPRINT",
                         help="sign the written manifest with this GnuPG key (simple signing)")
+    parser.add_argument("--sign-by-sigstore-private-key", metavar="PATH",
+                        help="sign the written manifest with this sigstore (cosign) private key")
     parser.add_argument("--sign-passphrase-file", metavar="PATH", help="the signing key's passphrase, in a file")
     parser.add_argument("--sign-identity", metavar="REFERENCE",
                         help="the image name the signature states (default: the destination's)")
@@ -298,6 +300,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         additional_tags=list(args.additional_tag),
         remove_signatures=args.remove_signatures,
         sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file, sign_identity=args.sign_identity,
+        sign_by_sigstore_private_key=args.sign_by_sigstore_private_key,
     )
     with contextlib.ExitStack() as stack:
         if not args.quiet:

@@ -110,6 +110,8 @@ def _add_push(verbs) -> None:
     push.add_argument("--compress", action="store_true", help="compress layers when pushing to dir:")
     push.add_argument("--remove-signatures", action="store_true", help="copy no signatures")
     push.add_argument("--sign-by", metavar="FINGERPRINT", help="sign the pushed manifest with this GnuPG key")
+    push.add_argument("--sign-by-sigstore-private-key", metavar="PATH",
+                      help="sign the pushed manifest with this sigstore (cosign) private key")
     push.add_argument("--sign-passphrase-file", metavar="PATH", help="the signing key's passphrase, in a file")
     push.add_argument("--digestfile", metavar="PATH")
     push.add_argument("--retry-times", "--retry", type=non_negative_int, default=3, metavar="N")
@@ -241,11 +243,13 @@ def _add_image_only(image_verbs) -> None:
     show.set_defaults(func=cmd_trust_show)
     setter = trust_verbs.add_parser("set", help="set the requirement of a registry or repository (or default)")
     setter.add_argument("registry", metavar="REGISTRY", help="a registry or repository, or default")
-    setter.add_argument("-t", "--type", required=True, choices=["accept", "reject", "signedBy"],
-                        help="accept, reject or signedBy")
+    setter.add_argument("-t", "--type", required=True, choices=["accept", "reject", "signedBy", "sigstoreSigned"],
+                        help="accept, reject, signedBy or sigstoreSigned")
     setter.add_argument("-f", "--pubkeysfile", action="append", default=[], metavar="PATH",
-                        help="a public key for signedBy (repeatable)")
+                        help="a public key for signedBy or sigstoreSigned (repeatable)")
     setter.add_argument("--policypath", metavar="PATH", help="the policy file to edit (default: the one in use)")
+    setter.add_argument("--registrypath", metavar="DIR",
+                        help="registries.d to edit for sigstoreSigned (default: /etc/containers/registries.d)")
     setter.set_defaults(func=cmd_trust_set)
 
     exists = image_verbs.add_parser("exists", help="exit 0 if an image is in the store, 1 if not",
@@ -330,7 +334,8 @@ def cmd_push(args) -> int:
             src_ctx=ctx, dest_ctx=ctx, policy=policy_from(args), progress=_progress(args, stack),
             manifest_type=manifest_type_for_format(fmt) if fmt else None,
             compress_format=args.compression_format, remove_signatures=args.remove_signatures,
-            sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file))
+            sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file,
+            sign_by_sigstore_private_key=args.sign_by_sigstore_private_key))
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(str(result.manifest_digest))
@@ -368,7 +373,8 @@ def cmd_trust_show(args) -> int:
 def cmd_trust_set(args) -> int:
     from ketch.image.policy import set_trust
 
-    set_trust(_policy_path(args), args.registry, args.type, args.pubkeysfile)
+    set_trust(_policy_path(args), args.registry, args.type, args.pubkeysfile,
+              args.registrypath or getattr(args, "registries_d", None))
     return 0
 
 
@@ -617,7 +623,9 @@ def cmd_save(args) -> int:
         raise InvalidInputError("several images need -m and the docker-archive format")
     records = [(name, store.lookup(name)) for name in args.images]
     ctx = storage_context(args, store, creds=None, tls_verify=None, authfile=None)
-    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything())
+    # (the store's own images: no policy to meet; their signatures are not saved, as podman's save
+    # drops them -- archives cannot keep them)
+    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything(), remove_signatures=True)
     if directory:
         from ketch.image.conversion import manifest_type_for_format
 
@@ -696,7 +704,7 @@ def cmd_load(args) -> int:
                 while chunk := sys.stdin.buffer.read(1 << 20):
                     f.write(chunk)
         ctx = storage_context(args, store, creds=None, tls_verify=None, authfile=None)
-        for name in load_archive(store, path, ctx, _progress(args, stack)):
+        for name in load_archive(store, path, ctx, _progress(args, stack), policy_from(args)):
             print(f"Loaded image: {name}")
     return 0
 

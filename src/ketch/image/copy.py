@@ -55,6 +55,9 @@ class CopyOptions:
     #: Sign the written manifest with this GnuPG key (``--sign-by``), its passphrase in a file.
     sign_by: str | None = None
     sign_passphrase_file: str | None = None
+    #: Sign it (also) with this sigstore private key file (``--sign-by-sigstore-private-key``),
+    #: opened with the passphrase of ``sign_passphrase_file``.
+    sign_by_sigstore_private_key: str | None = None
     #: The identity the signature names (``--sign-identity``; default: the destination's reference).
     sign_identity: str | None = None
 
@@ -86,7 +89,8 @@ def copy_image(source: ImageReference | str, destination: ImageReference | str,
 
     policy = options.policy if options.policy is not None else Policy.load_default()
     pending = policy.check(src_ref)  # type: ignore[attr-defined]
-    if options.sign_by and getattr(dst_ref, "ref", None) is None and not options.sign_identity:
+    signing = options.sign_by or options.sign_by_sigstore_private_key
+    if signing and getattr(dst_ref, "ref", None) is None and not options.sign_identity:
         raise InvalidInputError(f"signing a copy to {dst_ref} needs --sign-identity (the destination names no "
                                 "docker reference)")
     with src_ref.new_source(options.src_ctx) as src:
@@ -120,12 +124,15 @@ class _Copier:
         raw, media_type = self.src.get_manifest()
         top = parse_manifest(raw, media_type)
         source_raw = raw
-        carry = self.dst.supports_signatures and not self.options.remove_signatures
+        carry = not self.options.remove_signatures
         signatures = self.src.get_signatures(raw) if self.verify is not None or carry else []
         if self.verify is not None:  # (before anything is written)
             self.verify(raw, signatures)
         if not carry:
             signatures = []
+        if signatures and not self.dst.supports_signatures:  # (as containers/image: never dropped silently)
+            raise UnsupportedError(f"cannot copy signatures to {self.dst.reference}: it cannot keep them; copy "
+                                   "with --remove-signatures")
         if isinstance(top, Index):
             if self.options.all_images:
                 raw, media_type = self._copy_index(top)
@@ -140,6 +147,8 @@ class _Copier:
                                    "list, another format or compression); copy with --remove-signatures")
         if self.options.sign_by:
             signatures = signatures + [self._sign(raw)]
+        if self.options.sign_by_sigstore_private_key:
+            signatures = signatures + [self._sign_sigstore(raw)]
         self.progress.message("Storing list signatures" if isinstance(top, Index) and self.options.all_images
                               else "Storing signatures")
         if signatures:
@@ -148,24 +157,38 @@ class _Copier:
         return CopyResult(Digest.of(raw), media_type, raw, self.counts["copied"], self.counts["skipped"],
                           self.counts["bytes"])
 
-    def _sign(self, manifest: bytes) -> bytes:
-        from ketch.image.signing import gpg_sign, payload
-
+    def _identity(self) -> str:
+        """What a new signature names: ``--sign-identity``, else the destination's reference."""
         if not self.dst.supports_signatures:
-            raise UnsupportedError(f"{self.dst.reference} cannot keep signatures: sign copies to docker:// or dir:")
+            raise UnsupportedError(f"{self.dst.reference} cannot keep signatures: sign copies to docker://, dir: or "
+                                   "the store")
         identity = self.options.sign_identity
         if identity is None:
             ref = getattr(self.dst_ref, "ref", None)
             assert ref is not None  # (checked by copy_image)
-            identity = str(ref.with_default_tag() if ref.digest is None else ref)
-        else:
-            from ketch.oci.reference import parse_reference
+            return str(ref.with_default_tag() if ref.digest is None else ref)
+        from ketch.oci.reference import parse_reference
 
-            identity = str(parse_reference(identity))
+        return str(parse_reference(identity))
+
+    def _sign(self, manifest: bytes) -> bytes:
+        from ketch.image.signing import gpg_sign, payload
+
+        identity = self._identity()
         self.progress.message("Signing manifest using simple signing")
         assert self.options.sign_by is not None
         return gpg_sign(payload(identity, str(Digest.of(manifest))), self.options.sign_by,
                         passphrase_file=self.options.sign_passphrase_file)
+
+    def _sign_sigstore(self, manifest: bytes) -> bytes:
+        from ketch.image import sigstore
+
+        identity = self._identity()
+        self.progress.message("Signing manifest using a sigstore signature")
+        assert self.options.sign_by_sigstore_private_key is not None
+        passphrase = sigstore.read_passphrase(self.options.sign_passphrase_file)
+        return sigstore.sign_with_key_file(self.options.sign_by_sigstore_private_key, passphrase, identity,
+                                           str(Digest.of(manifest))).blob()
 
     @staticmethod
     def _parse_instance(raw: bytes, descriptor: Descriptor) -> Manifest:

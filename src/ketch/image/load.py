@@ -18,11 +18,13 @@ from ketch.image.storage_transport import StorageReference
 from ketch.oci.reference import parse_reference
 
 
-def load_archive(store, path: str, ctx: SystemContext, progress=None) -> list[str]:
+def load_archive(store, path: str, ctx: SystemContext, progress=None, policy: Policy | None = None) -> list[str]:
     """Load every image of the archive; returns the names (or ids) loaded. ``progress``: the
-    copy's report (ketch.image.progress)."""
+    copy's report (ketch.image.progress). The trust policy (``policy``, else the system's) is
+    checked for each image, as podman's load does (the ``docker-archive``/``oci-archive``
+    transports' scopes)."""
     tar = TarReader(Path(path))
-    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything())
+    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=policy if policy is not None else Policy.load_default())
     if progress is not None:
         options.progress = progress
     loaded: list[str] = []

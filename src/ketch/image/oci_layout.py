@@ -1,7 +1,9 @@
 """The ``oci:PATH[:REF]`` transport: an OCI image layout directory.
 
 REF is the ``org.opencontainers.image.ref.name`` annotation of an entry in
-``index.json``, as skopeo and umoci spell it. Blobs are written under a
+``index.json``, as skopeo and umoci spell it. Sigstore signatures of an image are kept beside it
+as cosign keeps them in a layout: the attachment manifest named ``sha256-HEX.sig`` (simple
+signatures have no place in a layout, as in containers/image). Blobs are written under a
 temporary name and renamed; ``index.json`` is replaced last and atomically,
 under an exclusive lock on the layout, so an interrupted copy never leaves
 an entry that points at missing content.
@@ -35,6 +37,13 @@ from ketch.oci.manifest import dump_json
 
 TRANSPORT = "oci"
 REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def _is_attachment(descriptor: Descriptor) -> bool:
+    """Whether an index entry is an image's sigstore attachment (named ``ALGO-HEX.sig``)."""
+    name = descriptor.annotations.get(REF_NAME, "")
+    algorithm, _, rest = name.partition("-")
+    return name.endswith(".sig") and algorithm in ("sha256", "sha512") and len(rest) in (68, 132)
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 
@@ -136,6 +145,7 @@ class OCILayoutSource(ImageSource):
             if not matches:
                 raise ManifestUnknownError(f"no image named {name!r} in OCI layout {self.where}")
             return matches[0]
+        entries = [d for d in entries if not _is_attachment(d)]  # (an image's signatures are not another image)
         if len(entries) == 1:
             return entries[0]
         if not entries:
@@ -152,6 +162,28 @@ class OCILayoutSource(ImageSource):
                 raise DigestMismatchError(f"manifest {descriptor.digest} in {self.where} does not match its digest")
             return raw, descriptor.media_type
         return self._read_blob(instance, "manifest"), ""
+
+    def get_signatures(self, manifest: bytes) -> list[bytes]:
+        """The sigstore signatures in the attachment named ``sha256-HEX.sig`` (none without one)."""
+        from ketch.image.sigstore import MAX_PAYLOAD_SIZE, SigstoreSignature, attachment_tag
+
+        tag = attachment_tag(str(Digest.of(manifest)))
+        index = parse_index(self._read("index.json"), self.where)
+        entries = [Descriptor.from_dict(d, where="index.json entry") for d in index.get("manifests", [])]
+        found = next((d for d in entries if d.annotations.get(REF_NAME) == tag), None)
+        if found is None:
+            return []
+        attachment = json.loads(self._read_blob(found.digest, "signature attachment"))
+        blobs = []
+        for layer in attachment.get("layers") or []:
+            descriptor = Descriptor.from_dict(layer, where=f"layer of {tag}")
+            if descriptor.size > MAX_PAYLOAD_SIZE:
+                raise ImageFormatError(f"a signature in {tag} of {self.where} is over {MAX_PAYLOAD_SIZE >> 20} MiB")
+            payload = self._read_blob(descriptor.digest, "signature")
+            if Digest.of(payload, descriptor.digest.algorithm) != descriptor.digest:
+                raise DigestMismatchError(f"signature {descriptor.digest} in {self.where} does not match its digest")
+            blobs.append(SigstoreSignature(descriptor.media_type, payload, dict(descriptor.annotations)).blob())
+        return blobs
 
     def _blob_relpath(self, digest: Digest) -> str:
         if self.shared_blob_dir is not None:  # an absolute path: the layout's root does not apply
@@ -200,6 +232,51 @@ class OCILayoutDestination(ImageDestination):
         except OSError as exc:
             raise DestinationError(f"creating OCI layout {self.root}: {exc.strerror}", errno=exc.errno) from exc
 
+    supports_signatures = True
+    _sigstore: list[bytes] = []
+
+    def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
+        from ketch.errors import UnsupportedError
+        from ketch.image.sigstore import is_sigstore
+
+        if any(not is_sigstore(blob) for blob in signatures):
+            raise UnsupportedError(f"{self.reference.transport}: layouts keep sigstore signatures only, not simple "
+                                   "(GPG) ones; copy with --remove-signatures")
+        self._sigstore = list(signatures)  # (written at commit, beside the image)
+
+    def _attachment(self, index: dict, tag: str) -> dict | None:
+        """The layout's index entry of the signature attachment named ``tag``, with the
+        signatures it holds already, written out merged with the new ones."""
+        import io
+
+        from ketch.image.sigstore import SigstoreSignature
+
+        manifest: dict = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "layers": []}
+        config: dict = {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+        for entry in index.get("manifests", []):
+            if (entry.get("annotations") or {}).get(REF_NAME) == tag:
+                manifest = json.loads((self.blobs / "sha256" / entry["digest"].split(":", 1)[1]).read_bytes())
+                config = json.loads((self.blobs / "sha256" / manifest["config"]["digest"].split(":", 1)[1]).read_bytes())
+        for blob in self._sigstore:
+            signature = SigstoreSignature.from_blob(blob)
+            digest = Digest.of(signature.payload)
+            if any(layer.get("digest") == str(digest) and (layer.get("annotations") or {}) == signature.annotations
+                   for layer in manifest["layers"]):
+                continue
+            store_blob_file(self.blobs / "sha256", self._blob_path, io.BytesIO(signature.payload),
+                            BlobInfo(signature.mime_type, digest, len(signature.payload)), None)
+            manifest["layers"].append({"mediaType": signature.mime_type, "digest": str(digest),
+                                       "size": len(signature.payload), "annotations": signature.annotations})
+            config["rootfs"]["diff_ids"].append(str(digest))
+        config_raw = dump_json(config)
+        write_atomically(self._blob_path(Digest.of(config_raw)), config_raw, fsync=False)
+        manifest["config"] = {"mediaType": mt.OCI_CONFIG, "digest": str(Digest.of(config_raw)),
+                              "size": len(config_raw)}
+        raw = dump_json(manifest)
+        write_atomically(self._blob_path(Digest.of(raw)), raw, fsync=False)
+        return {"mediaType": mt.OCI_MANIFEST, "digest": str(Digest.of(raw)), "size": len(raw),
+                "annotations": {REF_NAME: tag}}
+
     def _blob_path(self, digest: Digest) -> Path:
         path = self.blobs / digest.algorithm / digest.encoded
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,5 +314,11 @@ class OCILayoutDestination(ImageDestination):
                     continue
                 kept.append(entry)
             kept.append(self._top.to_dict())
+            if self._sigstore:
+                from ketch.image.sigstore import attachment_tag
+
+                tag = attachment_tag(str(self._top.digest))
+                attachment = self._attachment(index, tag)
+                kept = [e for e in kept if (e.get("annotations") or {}).get(REF_NAME) != tag] + [attachment]
             index["manifests"] = kept
             write_atomically(index_path, dump_json(index))

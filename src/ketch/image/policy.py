@@ -1,10 +1,10 @@
 """Trust policy: ``policy.json`` as containers/image reads it.
 
 A policy maps transports and scopes to requirements. ketch honours
-``insecureAcceptAnything``, ``reject`` and ``signedBy`` (GPG simple signing,
-verified in :mod:`ketch.image.trust` once the manifest and the signatures are
-read, before anything is written); ``sigstoreSigned`` is refused with a clear
-error, never silently accepted.
+``insecureAcceptAnything``, ``reject``, ``signedBy`` (GPG simple signing, verified in
+:mod:`ketch.image.trust`) and ``sigstoreSigned`` with public keys (:mod:`ketch.image.sigstore`;
+Fulcio and Rekor are refused, never ignored), all verified once the manifest and the signatures
+are read, before anything is written.
 
 Lookup, most specific first: the transport's scopes for the image (for
 ``docker``: ``host/ns/repo:tag``, ``host/ns/repo``, ``host/ns``, ``host``,
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ketch.errors import InvalidInputError, PolicyDeniedError, UnsupportedError
+from ketch.errors import InvalidInputError, PolicyDeniedError
 from ketch.image.types import ImageReference
 
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
@@ -131,18 +131,14 @@ class Policy:
 
     def check(self, reference: ImageReference) -> list[dict]:
         """Raise for a ``reject``; the requirements left to verify once the manifest and its
-        signatures are read (``signedBy``), for :meth:`verify`."""
+        signatures are read (``signedBy``, ``sigstoreSigned``), for :meth:`verify`."""
         scope, requirements = self.requirements_for(reference)
         pending = []
         for requirement in requirements:
             kind = requirement["type"]
             if kind == "reject":
                 raise PolicyDeniedError(f"trust policy {self.source} rejects {reference} (scope {scope})")
-            if kind == "sigstoreSigned":
-                raise UnsupportedError(
-                    f"trust policy {self.source} requires a sigstoreSigned signature for {reference} (scope {scope}); "
-                    f"ketch verifies signedBy (GPG) signatures, not sigstore ones yet")
-            if kind == "signedBy":
+            if kind in ("signedBy", "sigstoreSigned"):
                 pending.append(requirement)
         return pending
 
@@ -150,17 +146,19 @@ class Policy:
                signatures: list[bytes]) -> None:
         """Every requirement must be met by the image's signatures (PolicyDeniedError naming the
         failed requirement and why each signature failed)."""
+        from ketch.image.sigstore import check_sigstore_signed
         from ketch.image.trust import check_simple_signing
 
         scope, _ = self.requirements_for(reference)
         docker_ref = getattr(reference, "ref", None) if reference.transport == "docker" else None
         policy_dir = Path(self.source).parent if os.path.isabs(self.source) else None
         for requirement in requirements:
+            check = check_sigstore_signed if requirement["type"] == "sigstoreSigned" else check_simple_signing
             try:
-                check_simple_signing(requirement, policy_dir, docker_ref, manifest, signatures)
+                check(requirement, policy_dir, docker_ref, manifest, signatures)
             except PolicyDeniedError as exc:
                 raise PolicyDeniedError(f"{reference} is refused by trust policy {self.source} (scope {scope}, "
-                                        f"signedBy): {exc.message}") from exc
+                                        f"{requirement['type']}): {exc.message}") from exc
 
 
 # -- podman's ``image trust show|set`` -----------------------------------------
@@ -221,17 +219,23 @@ def trust_entries(policy_path: str | os.PathLike, registries_d: str | os.PathLik
     return entries
 
 
-def set_trust(policy_path: str | os.PathLike, scope: str, kind: str, pubkeys: list[str]) -> None:
+def set_trust(policy_path: str | os.PathLike, scope: str, kind: str, pubkeys: list[str],
+              registries_d: str | os.PathLike | None = None) -> None:
     """``podman image trust set``: the requirement of ``scope`` (``default``, or a registry or
-    repository of the docker transport) becomes ``kind`` (accept, reject, signedBy); the file is
-    replaced whole (a temporary file, then a rename), never left half written."""
+    repository of the docker transport) becomes ``kind`` (accept, reject, signedBy, or newer
+    podman's sigstoreSigned, which also turns on ``use-sigstore-attachments`` for the scope in
+    registries.d, where those signatures are read). Each file is replaced whole (a temporary
+    file, then a rename), never left half written."""
     path = Path(policy_path)
-    if kind not in ("accept", "reject", "signedBy"):
-        raise InvalidInputError(f"invalid trust type {kind!r}: accept, reject or signedBy")
-    if kind == "signedBy" and not pubkeys:
-        raise InvalidInputError("at least one public key must be defined for type 'signedBy'")
-    if kind != "signedBy" and pubkeys:
-        raise InvalidInputError(f"public keys are only for type 'signedBy', not {kind!r}")
+    if kind not in ("accept", "reject", "signedBy", "sigstoreSigned"):
+        raise InvalidInputError(f"invalid trust type {kind!r}: accept, reject, signedBy or sigstoreSigned")
+    signed = kind in ("signedBy", "sigstoreSigned")
+    if signed and not pubkeys:
+        raise InvalidInputError(f"at least one public key must be defined for type {kind!r}")
+    if not signed and pubkeys:
+        raise InvalidInputError(f"public keys are only for types 'signedBy' and 'sigstoreSigned', not {kind!r}")
+    if kind == "sigstoreSigned" and scope == "default":
+        raise InvalidInputError("sigstoreSigned needs a registry or repository scope (registries.d is set per scope)")
     data: dict
     try:
         data = json.loads(path.read_bytes()) if path.exists() else {"default": [{"type": "insecureAcceptAnything"}]}
@@ -240,13 +244,23 @@ def set_trust(policy_path: str | os.PathLike, scope: str, kind: str, pubkeys: li
     Policy.from_json(data, str(path))  # (refuse to edit a policy that does not hold)
     if kind == "signedBy":
         requirements = [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": key} for key in pubkeys]
+    elif kind == "sigstoreSigned":
+        requirements = [{"type": "sigstoreSigned", "keyPath": key} for key in pubkeys]
     else:
         requirements = [{"type": "insecureAcceptAnything" if kind == "accept" else "reject"}]
+    if kind == "sigstoreSigned":
+        from ketch.image.registries_d import enable_sigstore_attachments
+
+        enable_sigstore_attachments(registries_d, scope)
     if scope == "default":
         data["default"] = requirements
     else:
         data.setdefault("transports", {}).setdefault("docker", {})[scope] = requirements
+    _replace(path, json.dumps(data, indent=4))
+
+
+def _replace(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=4))
+    temporary.write_text(text)
     os.replace(temporary, path)

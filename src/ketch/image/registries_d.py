@@ -155,3 +155,32 @@ def store_signatures(base: str, path: str, manifest_digest: str, signatures: lis
     while os.path.exists(extra := signature_url(directory, path, manifest_digest, index + 1)):
         os.unlink(extra)
         index += 1
+
+
+def enable_sigstore_attachments(directory: str | os.PathLike | None, scope: str) -> Path:
+    """Set ``use-sigstore-attachments: true`` for a docker scope: in the file that names the scope
+    already, else in a new ``SCOPE.yaml`` (``directory``, else the system's registries.d). The file
+    is replaced whole through a temporary file and a rename; returns it."""
+    import yaml
+
+    base = Path(directory) if directory else SYSTEM_DIR
+    RegistriesD(base)  # (refuse to edit a directory that does not read)
+    target = None
+    for path in sorted(base.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        if scope in (data.get("docker") or {}):
+            target, document = path, data
+            break
+    if target is None:
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in scope)
+        target, document = base / f"{name}.yaml", {}
+        if target.exists():  # (a file of that name for another scope)
+            document = yaml.safe_load(target.read_text()) or {}
+    entry = document.setdefault("docker", {}).setdefault(scope, {}) or {}
+    entry["use-sigstore-attachments"] = True
+    document["docker"][scope] = entry
+    base.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(yaml.safe_dump(document, sort_keys=False))
+    os.replace(temporary, target)
+    return target

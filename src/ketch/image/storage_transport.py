@@ -18,8 +18,30 @@ from ketch.image.context import SystemContext
 from ketch.image.conversion import is_layer
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
 from ketch.oci import Descriptor, Digest, parse_manifest
+from ketch.storage.db import TableSet
 
 TRANSPORT = "ketch-storage"
+
+# The signatures an image was pulled with (as containers/storage keeps them beside the image),
+# so a push carries them on, as podman's does. Blobs as containers/image stores them (simple
+# signatures raw, sigstore ones in its sigstore-json form). Rows of removed images are dropped
+# when the next image's signatures are written.
+TABLES = TableSet("image", 1, """
+CREATE TABLE IF NOT EXISTS image_signatures (
+    image TEXT NOT NULL,              -- image id (config digest, hex)
+    manifest_digest TEXT NOT NULL,    -- what they sign
+    position INTEGER NOT NULL,
+    blob BLOB NOT NULL,
+    PRIMARY KEY (image, position)
+);
+""")
+
+
+def image_signatures(store, image_id: str, manifest_digest: str) -> list[bytes]:
+    store.db.ensure(TABLES)
+    return [row["blob"] for row in store.db.query(
+        "SELECT blob FROM image_signatures WHERE image = ? AND manifest_digest = ? ORDER BY position",
+        (image_id, manifest_digest))]
 
 
 def open_store(ctx: SystemContext):
@@ -67,6 +89,9 @@ class StorageSource(ImageSource):
             raise NotFoundError("the store keeps single images, not indexes")
         return self.image.manifest, self.image.manifest_type
 
+    def get_signatures(self, manifest: bytes) -> list[bytes]:
+        return image_signatures(self.store, self.image.id, str(Digest.of(manifest)))
+
     def get_blob(self, descriptor: Descriptor) -> tuple[BinaryIO, int | None]:
         if Digest.of(self.image.config, descriptor.digest.algorithm) == descriptor.digest:
             return io.BytesIO(self.image.config), len(self.image.config)
@@ -82,6 +107,11 @@ class StorageSource(ImageSource):
 class StorageDestination(ImageDestination):
     supported_manifest_types = None
     desired_layer_compression = "preserve"
+    supports_signatures = True
+    _signatures: list[bytes] = []
+
+    def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
+        self._signatures = list(signatures)  # (kept at commit, with the image)
 
     def __init__(self, reference: StorageReference, store) -> None:
         self.reference = reference
@@ -142,6 +172,19 @@ class StorageDestination(ImageDestination):
         self.image_id = self.store.create_image(raw, media_type, config,
                                                 [str(layer.digest) for layer in manifest.layers],
                                                 [self.name] if self.name else [], decompress=decompressed)
+        self.store.db.ensure(TABLES)
+        gone = []  # (signatures of images removed since: the store's rmi does not know this table)
+        for row in self.store.db.query("SELECT DISTINCT image FROM image_signatures WHERE image != ?",
+                                       (self.image_id,)):
+            try:
+                self.store.lookup(row["image"])
+            except NotFoundError:
+                gone.append(row["image"])
+        with self.store.db.write() as conn:
+            conn.executemany("DELETE FROM image_signatures WHERE image = ?", [(i,) for i in [self.image_id, *gone]])
+            conn.executemany("INSERT INTO image_signatures VALUES (?, ?, ?, ?)",
+                             [(self.image_id, str(Digest.of(raw)), position, blob)
+                              for position, blob in enumerate(self._signatures)])
 
 
 class _Counting:
@@ -200,7 +243,7 @@ def _pull_from_transport(store, name: str, ctx, policy, progress=None) -> str:
     if transport == "docker-archive" and within == path:
         from ketch.image.load import load_archive
 
-        names = load_archive(store, path, ctx)
+        names = load_archive(store, path, ctx, progress, policy)
         return store.lookup(names[0].removeprefix("sha256:")).id
     storage_name = ""
     if transport == "containers-storage":

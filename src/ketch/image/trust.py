@@ -171,11 +171,16 @@ def check_simple_signing(requirement: dict, policy_dir: Path | None, image_refer
                          signatures: list[bytes]) -> None:
     """Accept if one signature satisfies the ``signedBy`` requirement; else PolicyDeniedError
     saying why each failed."""
-    if not signatures:
-        raise PolicyDeniedError("the image has no signatures, and the policy requires signedBy")
+    from ketch.image.sigstore import is_sigstore
+
+    simple = [blob for blob in signatures if not is_sigstore(blob)]
+    if not simple:
+        others = len(signatures)
+        raise PolicyDeniedError("the image has no signatures, and the policy requires signedBy"
+                                + (f" ({others} sigstore signatures, which signedBy does not take)" if others else ""))
     keyring = keyring_for(requirement, policy_dir)
     reasons = []
-    for number, signature in enumerate(signatures, 1):
+    for number, signature in enumerate(simple, 1):
         try:
             payload, _ = keyring.verify(signature)
             signed_digest, identity = parse_payload(payload)

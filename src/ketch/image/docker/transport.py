@@ -10,7 +10,14 @@ from __future__ import annotations
 import logging
 from typing import BinaryIO
 
-from ketch.errors import InvalidReferenceError, KetchError, RegistryError
+from ketch.errors import (
+    ImageFormatError,
+    InvalidReferenceError,
+    KetchError,
+    NotFoundError,
+    RegistryError,
+    UnsupportedError,
+)
 from ketch.image.context import SystemContext
 from ketch.image.registries import Endpoint
 from ketch.image.types import BlobInfo, ImageDestination, ImageReference, ImageSource
@@ -107,16 +114,20 @@ class DockerImageSource(ImageSource):
         return stream, descriptor.size
 
     def get_signatures(self, manifest: bytes) -> list[bytes]:
-        """Simple signatures from the lookaside registries.d names for the repository (none when
-        it names none)."""
+        """Simple signatures from the lookaside registries.d names for the repository, then the
+        sigstore attachment when registries.d says ``use-sigstore-attachments`` (as containers/image
+        reads them; none when it names neither)."""
         from ketch.image.registries_d import RegistriesD, read_signatures
-        from ketch.oci import Digest
 
         ref = self.reference.ref
-        base = RegistriesD(self.ctx.registries_d).read_base(ref.name)
-        if base is None:
-            return []
-        return read_signatures(base, ref.path, str(Digest.of(manifest)), self.ctx)
+        config = RegistriesD(self.ctx.registries_d).config_for(ref.name)
+        digest = str(Digest.of(manifest))
+        signatures = read_signatures(config.lookaside, ref.path, digest, self.ctx) if config.lookaside else []
+        if config.use_sigstore_attachments:
+            if self.client is None:
+                self.get_manifest()
+            signatures += read_attachment(self.client, digest)
+        return signatures
 
     def list_tags(self) -> list[str]:
         client = self.reference.client(self.ctx)
@@ -141,15 +152,25 @@ class DockerImageDestination(ImageDestination):
     supports_signatures = True
 
     def put_signatures(self, manifest: bytes, signatures: list[bytes]) -> None:
-        """Into the lookaside staging registries.d names (containers/image's default directory
-        when it names none)."""
+        """Simple signatures into the lookaside staging registries.d names (containers/image's
+        default directory when it names none); sigstore ones into the registry's attachment,
+        which registries.d must enable (``use-sigstore-attachments``), as containers/image
+        decides."""
         from ketch.image.registries_d import RegistriesD, store_signatures
-        from ketch.oci import Digest
+        from ketch.image.sigstore import is_sigstore
 
         ref = self.reference.ref
-        if signatures:
-            store_signatures(RegistriesD(self.ctx.registries_d).write_base(ref.name), ref.path,
-                             str(Digest.of(manifest)), signatures)
+        config = RegistriesD(self.ctx.registries_d)
+        digest = str(Digest.of(manifest))
+        sigstore = [blob for blob in signatures if is_sigstore(blob)]
+        simple = [blob for blob in signatures if not is_sigstore(blob)]
+        if sigstore:
+            if not config.config_for(ref.name).use_sigstore_attachments:
+                raise UnsupportedError(f"writing sigstore signatures of {self.reference} needs "
+                                       f"use-sigstore-attachments: true in registries.d for {ref.name}")
+            write_attachment(self.client, digest, sigstore)
+        if simple:
+            store_signatures(config.write_base(ref.name), ref.path, digest, simple)
 
     def __init__(self, reference: DockerReference, ctx: SystemContext) -> None:
         self.reference = reference
@@ -216,3 +237,92 @@ def delete_image(reference: DockerReference | str, ctx: SystemContext | None = N
         return digest
     finally:
         client.close()
+
+
+# -- sigstore attachments -----------------------------------------------------
+
+def read_attachment(client, manifest_digest: str) -> list[bytes]:
+    """The sigstore signatures in the OCI manifest tagged ``sha256-HEX.sig`` (none when there is
+    no such tag), each as a signature blob; every layer is read (bounded), whatever its type, as
+    containers/image reads them (the policy counts non-signature attachments apart)."""
+    import json
+
+    from ketch.image.registries_d import MAX_SIGNATURES
+    from ketch.image.sigstore import MAX_PAYLOAD_SIZE, SigstoreSignature, attachment_tag
+    from ketch.oci import VerifyingReader
+
+    tag = attachment_tag(manifest_digest)
+    try:
+        raw, _ = client.get_manifest(tag)
+    except NotFoundError:
+        return []
+    try:
+        document = json.loads(raw)
+        layers = document.get("layers") or []
+        if not isinstance(layers, list):
+            raise ValueError("layers is not a list")
+    except (ValueError, AttributeError) as exc:
+        raise ImageFormatError(f"the sigstore attachment {tag} is not an OCI manifest ({exc})") from exc
+    if len(layers) > MAX_SIGNATURES:
+        raise ImageFormatError(f"the sigstore attachment {tag} has {len(layers)} layers, over {MAX_SIGNATURES}")
+    blobs = []
+    for layer in layers:
+        descriptor = Descriptor.from_dict(layer, where=f"layer of the sigstore attachment {tag}")
+        if descriptor.size > MAX_PAYLOAD_SIZE:
+            raise ImageFormatError(f"a signature in {tag} is {descriptor.size} bytes, over {MAX_PAYLOAD_SIZE >> 20} MiB")
+        stream = client.open_blob(descriptor.digest, descriptor.size)
+        try:
+            reader = VerifyingReader(stream, descriptor.digest, descriptor.size, what="signature")
+            chunks = []
+            while chunk := reader.read(1 << 16):
+                chunks.append(chunk)
+            payload = b"".join(chunks)
+        finally:
+            stream.close()
+        annotations = {str(k): str(v) for k, v in (descriptor.annotations or {}).items()}
+        blobs.append(SigstoreSignature(descriptor.media_type, payload, annotations).blob())
+    return blobs
+
+
+def write_attachment(client, manifest_digest: str, blobs: list[bytes]) -> None:
+    """Add sigstore signatures to the image's attachment (made when there is none; a signature
+    already there is not added twice), as containers/image writes it: payload blobs as layers
+    with their annotations, a config listing them as diff_ids, the manifest tagged
+    ``sha256-HEX.sig``."""
+    import io
+    import json
+
+    from ketch.image.docker import push
+    from ketch.image.sigstore import SigstoreSignature, attachment_tag
+    from ketch.oci import mediatypes as mt
+
+    tag = attachment_tag(manifest_digest)
+    existing = read_attachment(client, manifest_digest)
+    manifest: dict = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": {}, "layers": []}
+    config: dict = {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}}
+    if existing:
+        raw, _ = client.get_manifest(tag)
+        manifest = json.loads(raw)
+        old_config = manifest.get("config") or {}
+        stream = client.open_blob(Digest.parse(old_config["digest"]), old_config.get("size"))
+        try:
+            config = json.loads(stream.read(1 << 20))
+        finally:
+            stream.close()
+    changed = False
+    for blob in blobs:
+        if blob in existing:
+            continue
+        signature = SigstoreSignature.from_blob(blob)
+        digest, size = push.upload_blob(client, io.BytesIO(signature.payload), Digest.of(signature.payload),
+                                        len(signature.payload), None)
+        manifest.setdefault("layers", []).append({"mediaType": signature.mime_type, "digest": str(digest),
+                                                  "size": size, "annotations": signature.annotations})
+        config.setdefault("rootfs", {"type": "layers"}).setdefault("diff_ids", []).append(str(digest))
+        changed = True
+    if not changed:
+        return
+    config_raw = json.dumps(config, separators=(",", ":")).encode()
+    digest, size = push.upload_blob(client, io.BytesIO(config_raw), Digest.of(config_raw), len(config_raw), None)
+    manifest["config"] = {"mediaType": mt.OCI_CONFIG, "digest": str(digest), "size": size}
+    push.put_manifest(client, tag, json.dumps(manifest, separators=(",", ":")).encode(), mt.OCI_MANIFEST)

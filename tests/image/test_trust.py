@@ -345,3 +345,30 @@ def test_generate_sigstore_key(tmp_path):
     assert public.public_numbers() == private.public_key().public_numbers()
     with pytest.raises(InvalidInputError, match="passphrase"):
         load_private_key(text.encode(), b"nope")
+
+
+def test_every_way_in_checks_the_policy(trust, busybox_layout, tmp_path):
+    """run and create (their pulls), build's FROM and load meet the policy of the global
+    --signature-policy, as pull and image copy do; nothing is stored when they are refused."""
+    unsigned = push_signed(trust, busybox_layout, "signed/everyway", None)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {unsigned}\nRUN true\n")
+    for args in (["run", "--rm", "--tls-verify=false", unsigned, "true"], ["create", "--tls-verify=false", unsigned],
+                 ["build", "--tls-verify=false", "-t", "x", str(context)]):
+        result = ketch(trust, *args, check=False)
+        assert result.returncode != 0 and "signedBy" in result.stderr and "no signatures" in result.stderr, \
+            (args, result.stderr)
+        assert images(trust) == []
+    signed = push_signed(trust, busybox_layout, "signed/everyway-signed")
+    ketch(trust, "create", "--tls-verify=false", signed)
+    assert len(images(trust)) == 1
+    archive = tmp_path / "busybox.tar"
+    ketch(trust, "save", "-o", str(archive), signed)
+    ketch(trust, "rm", "-a")
+    ketch(trust, "rmi", "-a")
+    policy = json.loads(trust["policy"].read_text())
+    policy["transports"]["docker-archive"] = {"": [{"type": "reject"}]}
+    trust["policy"].write_text(json.dumps(policy))
+    refused = ketch(trust, "load", "-i", str(archive), check=False)
+    assert refused.returncode != 0 and "rejects docker-archive:" in refused.stderr and images(trust) == []

@@ -60,6 +60,8 @@ def make_context(args: argparse.Namespace, *, creds: str | None, tls_verify: boo
     ctx.cert_dir = cert_dir
     ctx.registries_conf = getattr(args, "registries_conf", None)
     ctx.registries_d = getattr(args, "registries_d", None)
+    ctx.signature_policy_path = getattr(args, "policy", None)
+    ctx.insecure_policy = bool(getattr(args, "insecure_policy", False))
     ctx.retry_times = getattr(args, "retry_times", 3)
     for name in ("override_arch", "override_os", "override_variant"):
         value = getattr(args, name, None) or getattr(args, f"global_{name}", None)

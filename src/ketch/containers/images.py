@@ -33,4 +33,11 @@ def pull(store, name: str, context=None, trust_policy=None, progress=None) -> st
     from ketch.image.storage_transport import pull as pull_into
 
     ctx = (context() if callable(context) else context) or SystemContext()
-    return pull_into(store, name, ctx, trust_policy or Policy.load_default(), progress)
+    if trust_policy is None:  # (the context's: the global --signature-policy / --insecure-policy)
+        if ctx.insecure_policy:
+            trust_policy = Policy.insecure_accept_anything()
+        elif ctx.signature_policy_path:
+            trust_policy = Policy.load(ctx.signature_policy_path)
+        else:
+            trust_policy = Policy.load_default()
+    return pull_into(store, name, ctx, trust_policy, progress)

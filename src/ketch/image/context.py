@@ -33,6 +33,10 @@ class SystemContext:
     registries_conf: str | None = None
     # The registries.d directory to read alone instead of the user's and the system's (``--registries.d``).
     registries_d: str | None = None
+    # The trust policy of pulls made with this context (``--signature-policy``; None: the user's or
+    # the system's policy.json), or none at all (``--insecure-policy``).
+    signature_policy_path: str | None = None
+    insecure_policy: bool = False
     # Upload blobs in PATCH chunks of this many bytes; None streams one PATCH.
     upload_chunk_size: int | None = None
     # The local store (ketch-storage:): root, run directory, driver; None = defaults.

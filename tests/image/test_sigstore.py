@@ -248,3 +248,50 @@ def test_layouts_keep_sigstore_signatures_and_archives_refuse_them(sigstore, bus
     assert not (s["tmp"] / "a.tar").exists()
     _ketch(s, "image", "copy", "-q", "--remove-signatures", f"oci:{layout}:v1",
            f"docker-archive:{s['tmp'] / 'a.tar'}")
+
+
+@pytest.mark.registry
+@pytest.mark.peer
+def test_a_lying_attachment_is_refused(sigstore, busybox_layout):
+    """An attachment whose signature layer claims more than 4 MiB, or with more layers than any
+    image has signatures: one line, nothing stored."""
+    import io
+
+    from ketch.image.context import SystemContext
+    from ketch.image.docker import push
+    from ketch.image.docker.client import RegistryClient
+    from ketch.oci import Digest
+
+    s = sigstore
+    host = s["registry"].host
+    reference = f"{host}/signed/lying:1"
+    _ketch(s, "image", "copy", "-q", "--dest-tls-verify=false", f"oci:{busybox_layout}:latest", f"docker://{reference}")
+    digest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                             f"docker://{reference}"], capture_output=True, text=True, check=True).stdout.strip()
+    ctx = SystemContext()
+    ctx.tls_verify = False
+    client = RegistryClient(host, ctx, repository="signed/lying", registry_name=host, insecure=True)
+    tag = digest.replace(":", "-") + ".sig"
+    try:
+        big = b"x" * ((4 << 20) + 1)
+        config = b'{"rootfs":{"type":"layers","diff_ids":[]}}'
+        for blob in (big, config):
+            push.upload_blob(client, io.BytesIO(blob), Digest.of(blob), len(blob), None)
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                               "digest": str(Digest.of(config)), "size": len(config)},
+                    "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                                "digest": str(Digest.of(big)), "size": len(big)}]}
+        push.put_manifest(client, tag, json.dumps(manifest).encode(), manifest["mediaType"])
+        result = _ketch(s, "pull", "-q", "--tls-verify=false", reference, check=False)
+        assert result.returncode != 0 and "over 4 MiB" in result.stderr and result.stderr.count("\n") == 1, \
+            result.stderr
+        assert _images(s) == []
+        manifest["layers"] = [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                               "digest": str(Digest.of(config)), "size": len(config)}] * 129
+        push.put_manifest(client, tag, json.dumps(manifest).encode(), manifest["mediaType"])
+        result = _ketch(s, "pull", "-q", "--tls-verify=false", reference, check=False)
+        assert result.returncode != 0 and "129 layers, over 128" in result.stderr, result.stderr
+        assert _images(s) == []
+    finally:
+        client.close()

@@ -138,9 +138,26 @@ def test_the_view_is_read_only_private_and_ends_with_its_holder(scan_store, scen
 
 def _children(pid: int) -> list[int]:
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        pass  # (it ended meanwhile)
     return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found = _children(pid)
+    for child in list(found):
+        found += _descendants(child)
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _wait_for(condition, what: str, deadline: float = 60) -> None:
@@ -162,8 +179,14 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
                                 "slow", "localhost/scenario:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(marker.exists, "the scanner to start")
-        helpers = [c for c in _children(process.pid) if b"ketch-view" in Path(f"/proc/{c}/cmdline").read_bytes()]
-        assert helpers, "no view holder"
+        helpers: list[int] = []
+
+        def holders_found() -> bool:  # (any depth below the scan, read again until seen: /proc's children
+            # lists are not a snapshot, and a busy machine shows them late)
+            helpers[:] = [c for c in _descendants(process.pid) if b"ketch-view" in _cmdline(c)]
+            return bool(helpers)
+
+        _wait_for(holders_found, "the view holder")
         process.send_signal(how)
         _, stderr = process.communicate(timeout=120)
     finally:

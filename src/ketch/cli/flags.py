@@ -82,3 +82,15 @@ def policy_from(args: argparse.Namespace):
     if getattr(args, "policy", None):
         return Policy.load(args.policy)
     return Policy.load_default()
+
+
+def sigstore_passphrase(args: argparse.Namespace) -> bytes | None:
+    """The sigstore key's passphrase asked on the terminal, as skopeo asks it, when signing with
+    one and no ``--sign-passphrase-file`` gives it (None: from the file, or empty)."""
+    import getpass
+    import sys
+
+    if getattr(args, "sign_by_sigstore_private_key", None) and not getattr(args, "sign_passphrase_file", None) \
+            and sys.stdin.isatty():
+        return getpass.getpass("Key Passphrase: ").encode()
+    return None

@@ -8,7 +8,14 @@ import contextlib
 import os
 import sys
 
-from ketch.cli.flags import add_bool, add_platform_overrides, make_context, non_negative_int, policy_from
+from ketch.cli.flags import (
+    add_bool,
+    add_platform_overrides,
+    make_context,
+    non_negative_int,
+    policy_from,
+    sigstore_passphrase,
+)
 from ketch.errors import InvalidInputError
 
 
@@ -300,7 +307,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         additional_tags=list(args.additional_tag),
         remove_signatures=args.remove_signatures,
         sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file, sign_identity=args.sign_identity,
-        sign_by_sigstore_private_key=args.sign_by_sigstore_private_key,
+        sign_by_sigstore_private_key=args.sign_by_sigstore_private_key, sign_passphrase=sigstore_passphrase(args),
     )
     with contextlib.ExitStack() as stack:
         if not args.quiet:

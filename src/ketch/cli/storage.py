@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from ketch.cli.flags import add_bool, make_context, non_negative_int, policy_from
+from ketch.cli.flags import add_bool, make_context, non_negative_int, policy_from, sigstore_passphrase
 from ketch.errors import InUseError, InvalidInputError, KetchError, NotFoundError
 
 TRANSPORT_PREFIXES = ("docker:", "oci:", "dir:", "oci-archive:", "docker-archive:", "ketch-storage:",
@@ -335,7 +335,8 @@ def cmd_push(args) -> int:
             manifest_type=manifest_type_for_format(fmt) if fmt else None,
             compress_format=args.compression_format, remove_signatures=args.remove_signatures,
             sign_by=args.sign_by, sign_passphrase_file=args.sign_passphrase_file,
-            sign_by_sigstore_private_key=args.sign_by_sigstore_private_key))
+            sign_by_sigstore_private_key=args.sign_by_sigstore_private_key,
+            sign_passphrase=sigstore_passphrase(args)))
     if args.digestfile:
         with open(args.digestfile, "w") as f:
             f.write(str(result.manifest_digest))

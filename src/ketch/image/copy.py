@@ -58,6 +58,8 @@ class CopyOptions:
     #: Sign it (also) with this sigstore private key file (``--sign-by-sigstore-private-key``),
     #: opened with the passphrase of ``sign_passphrase_file``.
     sign_by_sigstore_private_key: str | None = None
+    #: That key's passphrase itself (asked on the terminal), instead of ``sign_passphrase_file``.
+    sign_passphrase: bytes | None = None
     #: The identity the signature names (``--sign-identity``; default: the destination's reference).
     sign_identity: str | None = None
 
@@ -186,7 +188,9 @@ class _Copier:
         identity = self._identity()
         self.progress.message("Signing manifest using a sigstore signature")
         assert self.options.sign_by_sigstore_private_key is not None
-        passphrase = sigstore.read_passphrase(self.options.sign_passphrase_file)
+        passphrase = self.options.sign_passphrase
+        if passphrase is None:
+            passphrase = sigstore.read_passphrase(self.options.sign_passphrase_file)
         return sigstore.sign_with_key_file(self.options.sign_by_sigstore_private_key, passphrase, identity,
                                            str(Digest.of(manifest))).blob()
 

@@ -32,6 +32,10 @@ PACKAGES=(
   clamav            # ketch scan --scanner clamav (the tests give it an EICAR signature of their own)
   openscap-scanner openscap-utils ssg-debian  # ketch scan --scanner openscap (oscap-chroot, SSG content)
   rpm               # the scan tests make a real rpm database (rpmbuild, rpm --justdb) and read it back with rpm -qa
+  uidmap            # newuidmap/newgidmap: rootless ketch's (and podman's) user namespaces
+  passt             # pasta: rootless ketch's default network and published ports
+  slirp4netns       # rootless podman's network, for the peer side of the rootless tests
+  fuse-overlayfs    # rootless storage where native overlay is refused
   golang-go         # the scan tests build a Go program with modules and read its build info back with go version -m
 )
 
@@ -52,7 +56,10 @@ else
   echo "install.sh: the Debian packages are installed"
 fi
 
-# Any Python >= 3.11 on PATH will do (Debian 12 ships 3.11).
+# Any Python >= 3.11 will do (Debian 12 ships 3.11). Debian's own first: the environment must be
+# usable by every user (the rootless tests run ketch as an ordinary user), which an interpreter
+# under root's home is not; else python3 on PATH.
+if [ -z "${PYTHON:-}" ] && [ -x /usr/bin/python3 ]; then PYTHON=/usr/bin/python3; fi
 PYTHON=${PYTHON:-python3}
 "$PYTHON" - <<'PY'
 import sys

@@ -21,14 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     login.add_argument("--cert-dir", metavar="DIR", help="CA certificates and client keys for the registry")
     add_bool(login, "--tls-verify", help="require HTTPS and verify certificates (default true)")
     login.add_argument("--get-login", action="store_true", help="print the user logged in to REGISTRY")
-    login.set_defaults(func=cmd_login)
+    login.set_defaults(func=cmd_login, enter_userns=False)
 
     logout = subparsers.add_parser("logout", help="log out of a registry",
                                    description="Remove a registry's credentials from auth.json.")
     logout.add_argument("registry", metavar="REGISTRY", nargs="?")
     logout.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
     logout.add_argument("--authfile", metavar="PATH", help="auth file to change (default: as podman)")
-    logout.set_defaults(func=cmd_logout)
+    logout.set_defaults(func=cmd_logout, enter_userns=False)
 
 
 def cmd_login(args: argparse.Namespace) -> int:

@@ -227,7 +227,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print ketch's version",
                                   description="Print ketch's version, as podman version lays it out.")
     version.add_argument("-f", "--format", metavar="FORMAT", help="json, or a Go template (.Client.Version)")
-    version.set_defaults(func=cmd_version)
+    version.set_defaults(func=cmd_version, enter_userns=False)
+    unshare = commands.add_parser("unshare", help="run a command in rootless ketch's user namespace",
+                                  description="Run COMMAND (default: your shell) in the user namespace rootless "
+                                              "ketch uses, as podman unshare: root inside, your subordinate ids "
+                                              "mapped, the store's files with their owners as containers see them.")
+    unshare.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command and its arguments")
+    unshare.set_defaults(func=cmd_unshare)
     word = _command_word(argv) if argv is not None else None
     if word in _ROUTES:
         groups = _ROUTES[word]
@@ -367,8 +373,26 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
+def cmd_unshare(args: argparse.Namespace) -> int:
+    """``podman unshare``: as root, the command runs as it is (no namespace to enter)."""
+    from ketch.userns import host_uid
+
+    command = args.command or [os.environ.get("SHELL") or "/bin/sh"]
+    os.environ["_CONTAINERS_USERNS_CONFIGURED"] = "done"  # (podman's name: scripts look for it)
+    os.environ["_CONTAINERS_ROOTLESS_UID"] = str(host_uid())
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        print(f"Error: {command[0]}: {exc.strerror}", file=sys.stderr)
+        return 127 if exc.errno == 2 else 126
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "enter_userns", True) and os.geteuid() != 0:
+            from ketch import userns  # (rootless: every command but a few runs as root of the user's namespace)
+
+            userns.enter()
         return args.func(args)
     except UsageError as exc:
         print(f"Error: {exc.message}", file=sys.stderr)

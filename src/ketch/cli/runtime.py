@@ -32,7 +32,8 @@ def build_parser():
 
     parser = _Parser(prog="ketch-runtime", description="ketch's OCI runtime (runc-compatible command line).")
     parser.add_argument("--version", "-v", action="store_true", help="print the version (handled in main)")
-    parser.add_argument("--root", default="/run/ketch-runtime", help="state directory (default /run/ketch-runtime)")
+    parser.add_argument("--root", default=None,
+                        help="state directory (default /run/ketch-runtime; $XDG_RUNTIME_DIR/ketch-runtime for users)")
     parser.add_argument("--log", metavar="PATH", help="also write errors to this file")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--debug", action="store_true")
@@ -382,7 +383,7 @@ class _Args:
 
 
 def _fast_parse(argv: list[str]) -> _Args | None:
-    values: dict = {"root": "/run/ketch-runtime", "log": None, "log_format": "text", "debug": False,
+    values: dict = {"root": None, "log": None, "log_format": "text", "debug": False,
                     "systemd_cgroup": False, "rootless": "auto", "criu": None}
     words = list(argv)
     while words and words[0].startswith("-"):

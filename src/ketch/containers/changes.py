@@ -10,7 +10,6 @@ import stat
 from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
 from ketch.runtime.paths import resolve_in_root
 
-OPAQUE_XATTR = "trusted.overlay.opaque"
 # What the runtime makes in the upper directory as mount points for the files ketch binds in:
 # not the container's own changes, as podman's diff leaves them out too.
 MOUNT_POINTS = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv"}

@@ -2,7 +2,8 @@
 security profile.
 
 Files: ``$CONTAINERS_CONF`` alone when set; otherwise ``/usr/share/containers/containers.conf``
-then ``/etc/containers/containers.conf`` (a later file overrides the keys it sets). Keys read
+then ``/etc/containers/containers.conf``, then for a rootless user
+``$XDG_CONFIG_HOME/containers/containers.conf`` (a later file overrides the keys it sets). Keys read
 from ``[containers]``: ``default_capabilities``, ``default_ulimits``, ``default_sysctls``,
 ``env``, ``init_path``, ``seccomp_profile``.
 """
@@ -81,7 +82,13 @@ class EngineConfig(Record):
         """Read the files; with ``cache_dir``, what was read last time is reused while no file
         changed (tomllib's import and parse cost ~8 ms of every ``ketch run``)."""
         wanted = path or os.environ.get("CONTAINERS_CONF")
-        files = [wanted] if wanted else [f for f in SYSTEM_FILES if os.path.exists(f)]
+        if wanted:
+            files = [wanted]
+        else:
+            from ketch.userns import config_home, is_rootless
+
+            user = [str(config_home() / "containers" / "containers.conf")] if is_rootless() else []
+            files = [f for f in (*SYSTEM_FILES, *user) if os.path.exists(f)]
         key = []
         for name in files:
             try:

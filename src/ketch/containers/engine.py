@@ -1131,7 +1131,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         process = dict(config["process"])
         rootfs = config["root"]["path"]
         if user is not None:
-            exec_user = users.resolve(rootfs, user)
+            exec_user = users.resolve(rootfs, user, include_primary=self.store.rootless)
             process["user"] = {"uid": exec_user.uid, "gid": exec_user.gid,
                                **({"additionalGids": exec_user.additional_gids} if exec_user.additional_gids
                                   else {})}

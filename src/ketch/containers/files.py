@@ -110,6 +110,8 @@ class ContainerFiles(EnginePart):
                 if side == 1 and archive:
                     owner = self._user_ids(record, root)
             src, dst = places
+            if dst.root is None and owner is None and self.store.rootless:
+                owner = (0, 0)  # (to the host, a rootless copy is the user's, not a subordinate id's)
             if src.root is None and src.path == "-":
                 changes.extract_tar(stdin or sys.stdin.buffer, dst, owner)
             elif dst.root is None and dst.path == "-":

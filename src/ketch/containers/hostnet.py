@@ -59,7 +59,12 @@ _databases: dict[str, Database] = {}
 
 
 def host_dir() -> str:
-    return os.environ.get("KETCH_HOST_RUNDIR") or DEFAULT_DIR
+    if os.environ.get("KETCH_HOST_RUNDIR"):
+        return os.environ["KETCH_HOST_RUNDIR"]
+    from ketch.userns import is_rootless, runtime_dir
+
+    # (a user's networks are the user's: their records live in the user's run directory)
+    return str(runtime_dir() / "ketch" / "host") if is_rootless() else DEFAULT_DIR
 
 
 def _database() -> Database:

@@ -42,6 +42,14 @@ class ContainerNetworking(EnginePart):
             return
         from ketch.containers import netns, network
 
+        if current.get("pasta") is not None:  # a rootless container's: pasta, and its namespace
+            from ketch.containers import pasta
+
+            netns.remove_namespace(current["netns"])
+            pasta.stop(current.get("pasta"))
+            states.update(userdata, netns=None, ports=[], attachments=0, pasta=None)
+            return
+
         nets = self.networks()
         names = list(nets.addresses_of(container_id))
         ports = [network.PortMapping.from_dict(p) for p in current.get("ports") or []]
@@ -96,12 +104,50 @@ class ContainerNetworking(EnginePart):
 
         return Volumes(self.store)
 
+    def _rootless_network(self, options: CreateOptions) -> bool:
+        """Whether the container gets pasta's network (a rootless container on the default
+        network); a rootless container on a network of its own is refused."""
+        if not self.store.rootless or not self._network_names(options):
+            return False
+        from ketch.containers.network import DEFAULT_NETWORK
+
+        if self._network_names(options) != [DEFAULT_NETWORK] and options.network not in ("pasta", "slirp4netns"):
+            from ketch.errors import UnsupportedError
+
+            raise UnsupportedError(f"--network {options.network}: rootless containers get the default network "
+                                   "(pasta), none or host; networks of their own are not there yet")
+        return True
+
+    def _setup_pasta(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
+        """A rootless container's network: a namespace of ours, given to pasta with the ports."""
+        from ketch.containers import netns, network, pasta
+
+        options: CreateOptions = record.options
+        userdata = self._userdata(record.id)
+        netns_path = str(self.store.runroot / "netns" / f"ketch-{record.id[:32]}")
+        os.makedirs(os.path.dirname(netns_path), exist_ok=True)
+        states.update(userdata, netns=netns_path, attachments=0, pasta=0)
+        netns.pin_namespaces({"net": netns_path})
+        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
+        if options.publish_all and image is not None:
+            for exposed in (image.container_config.get("ExposedPorts") or {}):
+                port, _, protocol = exposed.partition("/")
+                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
+                    wanted.append(network.PortMapping("", 0, int(port), protocol or "tcp"))
+        ports = pasta.assign_ports(wanted)
+        states.update(userdata, ports=[p.as_dict() for p in ports])
+        pid = pasta.start(netns_path, ports, os.path.join(userdata, "pasta.pid"))
+        states.update(userdata, pasta=pid)
+        return netns_path, []
+
     def _setup_network(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
         """For bridge networks: a namespace of ours, addresses, veths, published ports."""
         options: CreateOptions = record.options
         names = self._network_names(options)
         if not names:
             return None, []
+        if self._rootless_network(options):
+            return self._setup_pasta(record, image)
         from ketch.containers import netns, network
 
         container_id = record.id
@@ -143,14 +189,14 @@ class ContainerNetworking(EnginePart):
 
     def _start_network_helper(self, options: CreateOptions) -> None:
         """A bridge will be set up: load the netlink library in a child from now on."""
-        if self._network_names(options) and self._network_helper is None:
+        if self._network_names(options) and self._network_helper is None and not self.store.rootless:
             from ketch.containers.bridge import Helper
 
             self._network_helper = Helper.start(self.store)
 
     def _peer_hosts(self, container_id: str) -> str:
-        if not self._uses_networks(container_id):
-            return ""  # (no network: no peers, and no network module to import)
+        if not self._uses_networks(container_id) or self.store.rootless:
+            return ""  # (no network, or pasta's: no peers, and no network module to import)
         from ketch.containers.network import hosts_entries
 
         names = list(self.networks().addresses_of(container_id))

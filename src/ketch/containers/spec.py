@@ -118,7 +118,11 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     """The config.json for one start of the container. ``namespace_paths`` are namespaces to
     join (type -> path: another container's, or one given by path)."""
     user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
-    exec_user = users.resolve(rootfs, user_spec, options.group_add, include_primary=options.groups_include_primary)
+    from ketch.userns import is_rootless
+
+    # (rootless podman gives the process its primary group among its groups too; root's does not)
+    exec_user = users.resolve(rootfs, user_spec, options.group_add,
+                              include_primary=options.groups_include_primary or is_rootless())
     hostname = options.hostname or container_id[:12]
     args = command_of(image, options)
     systemd = systemd_mode(image, options)
@@ -165,7 +169,8 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620",
+                     *(["gid=5"] if _gid_mapped(5) else [])]},  # (a single-id user namespace has no tty group)
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "rw" if options.privileged else "ro"]},
@@ -548,3 +553,16 @@ def _write(path: str, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _gid_mapped(gid: int) -> bool:
+    """Whether ``gid`` exists in our user namespace (always, outside one)."""
+    try:
+        with open("/proc/self/gid_map") as f:
+            for line in f:
+                inside, _, size = (int(x) for x in line.split())
+                if inside <= gid < inside + size:
+                    return True
+    except (OSError, ValueError):
+        return True
+    return False

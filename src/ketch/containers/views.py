@@ -589,7 +589,7 @@ def info(engine) -> dict[str, Any]:
             "remoteSocket": {"path": ""},  # no service: ketch has no daemon
             "serviceIsRemote": False,
             "security": {"apparmorEnabled": False, "capabilities": ",".join(
-                "CAP_" + c for c in engine.conf.default_capabilities), "rootless": os.geteuid() != 0,
+                "CAP_" + c for c in engine.conf.default_capabilities), "rootless": engine.store.rootless,
                 "seccompEnabled": True, "seccompProfilePath": str(engine.conf.seccomp_file()),
                 "selinuxEnabled": False},
             "slirp4netns": {"executable": "", "package": "", "version": ""},

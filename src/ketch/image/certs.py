@@ -23,7 +23,9 @@ def cert_dir_for(host: str, explicit: str | None = None) -> Path | None:
     if explicit:
         return Path(explicit)
     candidates = []
-    if os.getuid() != 0:
+    from ketch.userns import is_rootless
+
+    if is_rootless():
         home = Path(os.environ.get("HOME") or os.path.expanduser("~"))
         candidates.append(Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "containers" / "certs.d")
     candidates += SYSTEM_DIRS

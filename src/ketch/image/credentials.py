@@ -37,10 +37,14 @@ class Credentials:
 
 def default_auth_file() -> Path:
     """Where podman writes auth.json for the current user."""
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir:
-        return Path(runtime_dir) / "containers" / "auth.json"
-    return Path(f"/run/containers/{os.getuid()}/auth.json")
+    from ketch.userns import host_uid, is_rootless, runtime_dir
+
+    given = os.environ.get("XDG_RUNTIME_DIR")
+    if given:
+        return Path(given) / "containers" / "auth.json"
+    if is_rootless():  # (the user's private run directory; never root's /run/containers/0 from inside)
+        return runtime_dir() / "containers" / "auth.json"
+    return Path(f"/run/containers/{host_uid()}/auth.json")
 
 
 def auth_file_paths(authfile: str | None = None) -> list[tuple[Path, bool]]:

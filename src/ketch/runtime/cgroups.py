@@ -117,13 +117,20 @@ class Cgroup:
         Without write access to a hierarchy (a rootless runtime, the read-only v1 controllers of a
         systemd container) and without resources, none is made there."""
         made = []
+        # (device rules are no limit: where no cgroup can be made, a user namespace already keeps
+        # the container from making or opening devices it was not given)
+        limits = {key: value for key, value in (resources or {}).items() if key != "devices" and value}
         for controller, directory in sorted(list(self.dirs.items())):
             if directory in made:
                 continue
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
-                if exc.errno == errno.EROFS or (exc.errno in (errno.EACCES, errno.EPERM) and not resources):
+                if exc.errno in (errno.EACCES, errno.EPERM) and limits:
+                    raise CgroupError(f"resource limits ({', '.join(sorted(limits))}) need a cgroup this user may "
+                                      f"write, and {os.path.dirname(directory)} is not one (no delegated cgroup: "
+                                      "run without limits, or delegate a cgroup v2 subtree)") from exc
+                if exc.errno == errno.EROFS or exc.errno in (errno.EACCES, errno.EPERM):
                     # a hierarchy mounted read-only (the v1 controllers systemd-nspawn gives a
                     # booted systemd: their owner outside enforces them) or one we may not write
                     # (a rootless runtime): the container stays in our cgroup there, and a

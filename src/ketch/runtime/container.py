@@ -44,6 +44,14 @@ if TYPE_CHECKING:
     from ketch.runtime.spectypes import Linux
 
 DEFAULT_ROOT = "/run/ketch-runtime"
+
+
+def default_state_root() -> str:
+    """Where container states live: root's /run/ketch-runtime, or for an ordinary user (as runc
+    keeps $XDG_RUNTIME_DIR/runc) the user's run directory."""
+    from ketch.userns import is_rootless, runtime_dir
+
+    return str(runtime_dir() / "ketch-runtime") if is_rootless() else DEFAULT_ROOT
 SIGNALS = {name: getattr(_signal, name) for name in dir(_signal)
            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
 
@@ -95,6 +103,22 @@ def _id_maps(pid: int, linux: dict[str, Any]) -> None:
     gid_map = render(linux.get("gidMappings"))
     if not uid_map or not gid_map:
         raise OCIRuntimeError("a user namespace needs linux.uidMappings and linux.gidMappings")
+    if os.geteuid() != 0:  # an ordinary user (runc's rootless mode)
+        from ketch.userns import IDMap, UserNamespaceError, write_maps_of
+
+        def entries(items):
+            return [IDMap(e["containerID"], e["hostID"], e["size"]) for e in items or []]
+
+        uids, gids = entries(linux.get("uidMappings")), entries(linux.get("gidMappings"))
+        own = len(uids) == 1 == len(gids) and uids[0].outside == os.geteuid() and gids[0].outside == os.getegid() \
+            and uids[0].size == 1 == gids[0].size
+        try:
+            # our own id alone: written by us (setgroups denied first, as the kernel asks); more:
+            # through the setuid helpers, which check /etc/subuid and /etc/subgid
+            write_maps_of(pid, uids, gids, None if own else "helpers")
+        except UserNamespaceError as exc:
+            raise OCIRuntimeError(str(exc)) from exc
+        return
     try:
         _write(f"/proc/{pid}/uid_map", uid_map)
         _write(f"/proc/{pid}/gid_map", gid_map)
@@ -211,7 +235,7 @@ def parse_cgroups_path(path: str, systemd: bool) -> dict[str, str]:
 
 class Runtime:
     def __init__(self, root: str | None = None, *, systemd_cgroup: bool = False) -> None:
-        self.states = StateDir(root or DEFAULT_ROOT)
+        self.states = StateDir(root or default_state_root())
         self.systemd_cgroup = systemd_cgroup
 
     # -- create / start ---------------------------------------------------------

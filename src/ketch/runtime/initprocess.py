@@ -81,7 +81,14 @@ def prepare_process(process: dict[str, Any], linux: dict[str, Any],
                     if exc.errno != errno.EINVAL:
                         raise
         sc.prctl(sc.PR_SET_KEEPCAPS, 1)
-    os.setgroups(list(user.get("additionalGids") or []))
+    groups = list(user.get("additionalGids") or [])
+    try:
+        os.setgroups(groups)
+    except PermissionError:
+        # a user namespace mapping its maker's ids alone denies setgroups (a rootless runtime):
+        # as runc, go on without additional groups unless some besides the primary were asked for
+        if set(groups) - {user.get("gid", 0)} or _setgroups_allowed():
+            raise
     os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
     os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
     if "umask" in user:
@@ -181,3 +188,11 @@ def _lookup(program: str, env: list[str], cwd: str = "/") -> str:
 
 
 # Options of podman's and the runtimes' own that are not mount(2) data.
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:
+        return True

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from ketch.scanning import catalogers, findings
 from ketch.scanning.catalogers import CatalogError
 from ketch.scanning.model import Finding, Package
+from ketch.storage.apply import is_opaque
 
 # Bump when what a layer scan records changes: it is part of every cache key.
 SCANNER_VERSION = "1"
 
 MAX_DATABASE = 64 << 20  # a package database larger than this is reported, not read
 MAX_CONTENT = 1 << 20  # files searched for keys and credentials
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _NOT_SEARCHED = re.compile(r"^usr/share/(doc|man|info|locale|i18n|zoneinfo|terminfo)/|\.(gz|xz|bz2|zst|mo)$")
 _USRMERGED = ("bin/", "sbin/", "lib/", "lib32/", "lib64/", "libx32/")
 _DPKG_INFO = "var/lib/dpkg/info/"
@@ -129,11 +129,8 @@ class _LayerScanner:
             if stat.S_ISDIR(mode):
                 self.result.dirs.append(path)
                 if not self.snapshot:
-                    try:
-                        if os.getxattr(f"{self.root}/{path}", OPAQUE_XATTR, follow_symlinks=False) == b"y":
-                            self.result.opaque.append(path)
-                    except OSError:
-                        pass
+                    if is_opaque(f"{self.root}/{path}"):
+                        self.result.opaque.append(path)
                 if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
                     self.add(path, "findings", findings.file_metadata("/" + path, st))
                 pending.append(path)

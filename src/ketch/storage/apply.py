@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 import tarfile
@@ -30,7 +31,30 @@ from ketch.errors import ImageFormatError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
+_log = logging.getLogger(__name__)
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# In a user namespace trusted.* cannot be written: overlay mounted with ``userxattr`` reads the
+# user.* name instead (kernel 5.11+), as containers/storage does for rootless stores.
+USER_OPAQUE_XATTR = "user.overlay.opaque"
+OPAQUE_XATTRS = (OPAQUE_XATTR, USER_OPAQUE_XATTR)
+
+
+def opaque_xattr() -> str:
+    """The opaque-directory attribute this process's stores use (rootless: the user.* one)."""
+    from ketch.userns import is_rootless
+
+    return USER_OPAQUE_XATTR if is_rootless() else OPAQUE_XATTR
+
+
+def is_opaque(path: str) -> bool:
+    """Whether a directory of an overlay layer is opaque (under either attribute name)."""
+    for name in OPAQUE_XATTRS:
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            continue
+    return False
 _XATTR_PAX = "SCHILY.xattr."
 _MAX_SYMLINKS = 40
 _CHUNK = 1 << 20
@@ -174,7 +198,7 @@ def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
     for key, value in (member.pax_headers or {}).items():
         if key.startswith(_XATTR_PAX):
             name = key[len(_XATTR_PAX):]
-            if name.startswith("trusted.overlay."):
+            if name.startswith(("trusted.overlay.", "user.overlay.")):
                 continue  # never let an image steer overlayfs
             out[name] = value.encode("utf-8", "surrogateescape")
     return out
@@ -243,7 +267,7 @@ def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, wh
     fd, parent_key = tree.directory(parent, what)
     if name == OPAQUE:
         if whiteouts == "overlay":
-            os.setxattr(f"/proc/self/fd/{fd}", OPAQUE_XATTR, b"y", follow_symlinks=True)
+            os.setxattr(f"/proc/self/fd/{fd}", opaque_xattr(), b"y", follow_symlinks=True)
         else:
             for entry in os.listdir(fd):
                 if parent_key + (entry,) not in created:
@@ -305,7 +329,17 @@ def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: _Tree, wh
         return  # a hardlink shares its target's metadata
     elif member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-        os.mknod(name, 0o600 | kind, os.makedev(member.devmajor, member.devminor), dir_fd=fd)
+        try:
+            os.mknod(name, 0o600 | kind, os.makedev(member.devmajor, member.devminor), dir_fd=fd)
+        except PermissionError:
+            from ketch.userns import in_user_namespace
+
+            if not in_user_namespace():
+                raise
+            # a user namespace cannot make devices: skipped, as containers/storage skips them for rootless
+            # users (a container gets its devices from the runtime, bound from the host)
+            _log.debug("%s: a device cannot be made in a user namespace; skipped", what)
+            return
     elif member.isfifo():
         os.mkfifo(name, 0o600, dir_fd=fd)
     else:
@@ -321,7 +355,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _metadata(fd: int, name: str, member: tarfile.TarInfo, *, is_link: bool) -> None:
-    os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+    try:
+        os.chown(name, member.uid, member.gid, dir_fd=fd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        # (only a user namespace has ids it cannot map)
+        raise ImageFormatError(f"layer entry {member.name!r} is owned by {member.uid}:{member.gid}, an id outside "
+                               "your user namespace's mapping (add subordinate ids in /etc/subuid and /etc/subgid, "
+                               "enough for that id)") from exc
     for key, value in _xattrs(member).items():
         try:
             os.setxattr(f"/proc/self/fd/{fd}/{name}", key, value, follow_symlinks=False)

@@ -15,7 +15,7 @@ import stat
 import tarfile
 from pathlib import Path
 
-from ketch.storage.apply import OPAQUE, OPAQUE_XATTR, WHITEOUT_PREFIX
+from ketch.storage.apply import OPAQUE, WHITEOUT_PREFIX, is_opaque
 
 _XATTR_PAX = "SCHILY.xattr."
 
@@ -46,7 +46,7 @@ def _xattrs(path: str) -> dict[str, str]:
     except OSError:
         return out
     for name in names:
-        if name.startswith("trusted.overlay.") or name.startswith("security.selinux"):
+        if name.startswith(("trusted.overlay.", "user.overlay.", "security.selinux")):
             continue
         try:
             out[_XATTR_PAX + name] = os.getxattr(path, name, follow_symlinks=False).decode("utf-8", "surrogateescape")
@@ -65,12 +65,8 @@ def write_diff(upper: Path, output: Path) -> tuple[str, int]:
                 dirnames.sort()
                 rel_dir = os.path.relpath(dirpath, upper)
                 if rel_dir != ".":
-                    try:
-                        if os.getxattr(dirpath, OPAQUE_XATTR, follow_symlinks=False) == b"y":
-                            info = tarfile.TarInfo(f"{rel_dir}/{OPAQUE}")
-                            tar.addfile(info)
-                    except OSError:
-                        pass
+                    if is_opaque(dirpath):
+                        tar.addfile(tarfile.TarInfo(f"{rel_dir}/{OPAQUE}"))
                 for name in sorted(dirnames) + sorted(filenames):
                     path = os.path.join(dirpath, name)
                     arcname = os.path.normpath(os.path.join(rel_dir, name))

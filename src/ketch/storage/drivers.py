@@ -28,6 +28,17 @@ def new_link_name() -> str:
     return "".join(LINK_CHARS[b % len(LINK_CHARS)] for b in os.urandom(LINK_LENGTH))
 
 
+def overlay_options() -> str:
+    """The options every overlay mount of the store takes: no redirects, no index, no metacopy
+    (so an upper directory is a plain diff). In a user namespace ``userxattr`` (overlay then reads
+    the user.overlay.* attributes the store writes there; trusted.* are the host root's alone),
+    and no explicit ``redirect_dir``, which the kernel refuses to unprivileged mounts (its module
+    default, off, applies)."""
+    from ketch.userns import in_user_namespace
+
+    return "index=off,metacopy=off,userxattr" if in_user_namespace() else "redirect_dir=off,index=off,metacopy=off"
+
+
 def overlay_supported() -> bool:
     try:
         return "overlay" in Path("/proc/filesystems").read_text()
@@ -85,7 +96,7 @@ class OverlayDriver(Driver):
             mounts.mount("none", str(target), None,
                          mounts.MS_BIND | mounts.MS_REMOUNT | mounts.MS_RDONLY | mounts.MS_NOSUID | mounts.MS_NODEV)
             return
-        options = f"lowerdir={lowers},redirect_dir=off,index=off,metacopy=off"
+        options = f"lowerdir={lowers},{overlay_options()}"
         if upper is not None:
             options += f",upperdir={upper},workdir={work}"
         if len(options) >= 4000:

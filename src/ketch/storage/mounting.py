@@ -14,7 +14,7 @@ from ketch.errors import NotFoundError, StoreError
 from ketch.filelocks import if_abandoned
 from ketch.records import Record
 from ketch.storage import mounts
-from ketch.storage.drivers import OverlayDriver, VfsDriver
+from ketch.storage.drivers import OverlayDriver, VfsDriver, overlay_options
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,8 +56,7 @@ if [ "${lowers#*:}" = "$lowers" ]; then
     mount --bind "$lowers" "$target"
     mount -o remount,bind,ro,nosuid,nodev,noexec "$target"
 else
-    mount -t overlay overlay -o "ro,nosuid,nodev,noexec,lowerdir=$lowers,redirect_dir=off,index=off,metacopy=off" \
-        "$target"
+    mount -t overlay overlay -o "ro,nosuid,nodev,noexec,lowerdir=$lowers,$3" "$target"
 fi
 echo ready
 read -r _ || true
@@ -270,7 +269,8 @@ class StoreMounts:
             import subprocess
 
             holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", _VIEW_HOLDER,
-                                       "ketch-view", target, joined], cwd=str(self.driver.root),
+                                       "ketch-view", target, joined, overlay_options()],
+                                      cwd=str(self.driver.root),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:
                 assert holder.stdout is not None and holder.stdin is not None

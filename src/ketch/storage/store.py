@@ -26,6 +26,7 @@ reset in :mod:`ketch.storage.checking` (called by the methods of those names).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -94,20 +95,51 @@ class ImageRecord(Record):
 class Store(StoreMounts):
     def __init__(self, root: str | os.PathLike | None = None, runroot: str | os.PathLike | None = None,
                  driver: str | None = None) -> None:
-        self.root = Path(root or os.environ.get("KETCH_ROOT") or DEFAULT_ROOT)
-        self.runroot = Path(runroot or os.environ.get("KETCH_RUNROOT") or DEFAULT_RUNROOT)
+        from ketch import userns
+
+        self.rootless = userns.is_rootless()
+        self.root = Path(root or os.environ.get("KETCH_ROOT") or userns.default_root())
+        self.runroot = Path(runroot or os.environ.get("KETCH_RUNROOT") or userns.default_runroot())
+        if self.rootless and self.root.exists() and self.root.stat().st_uid != os.geteuid():
+            # (checked before anything is opened: SQLite would leave files of ours in another's store)
+            raise InvalidInputError(f"store {self.root} was made by root or another user, not you: rootless ketch "
+                                    f"cannot use it (yours is {userns.default_root()})")
         try:
+            if self.rootless and not self.root.exists():
+                # a user's store is the user's alone (podman keeps its rootless storage 0700 too)
+                self.root.mkdir(mode=0o700, parents=True)
             for sub in ("blobs/sha256", "staging", "containers", "mounts", "views"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             (self.runroot / "locks").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if self.rootless and exc.errno in (errno.EACCES, errno.EPERM):
+                raise KetchError(f"cannot use store {self.root} as uid {userns.host_uid()}: {exc.strerror} (a store "
+                                 f"made by root is root's; yours is {userns.default_root()})", errno=exc.errno) from exc
             raise KetchError(f"cannot use store {self.root}: {exc.strerror}", errno=exc.errno) from exc
         self.db = Database(self.root / "ketch.db")
+        self._check_owner()
         self.driver_name = self._choose_driver(driver)
         self.driver: Driver = make_driver(self.driver_name, self.root)
         self._recover()
 
     # -- set-up ------------------------------------------------------------
+
+    def _check_owner(self) -> None:
+        """A store is root's or one user's (rootless): their overlay attributes differ (trusted.*
+        against user.*), so neither may use the other's. Recorded when the store is made."""
+        kind = "rootless" if self.rootless else "root"
+        with self.db.write() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key='owner'").fetchone()
+            if row is None:
+                made = conn.execute("SELECT value FROM meta WHERE key='driver'").fetchone() is not None
+                conn.execute("INSERT INTO meta VALUES ('owner', ?)", ("root" if made else kind,))
+                recorded = "root" if made else kind  # (a store older than this record is root's)
+            else:
+                recorded = row["value"]
+        if recorded != kind:
+            raise InvalidInputError(f"store {self.root} was made by {'root' if recorded == 'root' else 'a user'} "
+                                    f"and cannot be used {'rootless' if self.rootless else 'by root'}: use "
+                                    "another --root")
 
     def _choose_driver(self, wanted: str | None) -> str:
         with self.db.write() as conn:

@@ -101,9 +101,11 @@ class User:
 
 @pytest.fixture(scope="module")
 def tun_usable():
-    """pasta opens /dev/net/tun, which a normal Debian machine has mode 0666 (MACHINE.md)."""
-    if os.stat("/dev/net/tun").st_mode & 0o006 != 0o006:
-        os.chmod("/dev/net/tun", 0o666)
+    """pasta opens /dev/net/tun and fuse-overlayfs /dev/fuse, which a normal Debian machine has
+    mode 0666 and these machines 0600 (MACHINE.md)."""
+    for device in ("/dev/net/tun", "/dev/fuse"):
+        if os.stat(device).st_mode & 0o006 != 0o006:
+            os.chmod(device, 0o666)
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +173,10 @@ def test_files_owned_by_other_ids(user, busybox_layout):
     # the peer, as the same user: the same owners inside
     user.podman("load", "-q", "-i", str(archive))
     for tool in (user.ketch, user.podman):
-        seen = tool("run", "--rm", "--network", "none", "--user", "0", "localhost/committed", "stat", "-c", "%u:%g",
+        seen = tool("run", "--rm", "--pull", "never", "--network", "none", "--user", "0", "localhost/committed", "stat", "-c", "%u:%g",
                     "/made", "/hello", "/bin/busybox").stdout.decode().split()
         assert seen == ["2000:3000", "1234:1234", "0:0"], tool
-    theirs = user.podman("run", "--rm", "--network", "none", "localhost/committed", "sh", "-c",
+    theirs = user.podman("run", "--rm", "--pull", "never", "--network", "none", "localhost/committed", "sh", "-c",
                          "id; cat /proc/self/uid_map").stdout
     mine = user.ketch("run", "--rm", "--network", "none", "localhost/committed", "sh", "-c",
                       "id; cat /proc/self/uid_map").stdout
@@ -332,3 +334,32 @@ def test_the_runtime_as_a_user(user, busybox_layout):
         outputs[tool] = user.run(tool, "run", "--bundle", str(bundle), f"c-{secrets.token_hex(3)}").stdout
     assert outputs[RUNTIME] == outputs["runc"]
     assert outputs[RUNTIME].startswith(b"uid=0(root) gid=0(root)")
+
+
+def test_keep_id_as_podman(user, busybox_layout, tmp_path):
+    """--userns keep-id: the user's uid and gid inside too, a passwd entry, the image's files still
+    root's, a bind-mounted directory of the user's owned by the user inside; podman's view the same."""
+    image = busybox(busybox_layout)
+    shared = user.home / "shared"
+    user.run("mkdir", str(shared))
+    user.run("touch", str(shared / "mine"))
+    user.ketch("save", "-o", str(user.home / "busybox.tar"), image)
+    user.podman("load", "-q", "-i", str(user.home / "busybox.tar"))
+    probe = "id; stat -c %u:%g /bin/busybox /shared/mine; grep :1001: /etc/passwd || true; " \
+            "cat /proc/self/uid_map /proc/self/gid_map; touch /shared/made"
+    views = {}
+    for name, tool in (("ketch", user.ketch), ("podman", user.podman)):
+        views[name] = tool("run", "--rm", "--pull", "never", "--network", "none", "--userns", "keep-id", "-v",
+                           f"{shared}:/shared",
+                           image, "sh", "-c", probe.replace("1001", str(user.uid))).stdout.decode()
+        assert (shared / "made").stat().st_uid == user.uid
+        user.run("rm", str(shared / "made"))
+    assert views["ketch"] == views["podman"]
+    assert views["ketch"].startswith(f"uid={user.uid}({user.name}) gid={user.gid}({user.name})")
+    assert f"0:0\n{user.uid}:{user.gid}\n" in views["ketch"]
+    custom = user.ketch("run", "--rm", "--network", "none", "--userns", "keep-id:uid=200,gid=300", image, "id",
+                        "-u").stdout
+    assert custom == b"200\n"
+    refused = subprocess.run([KETCH, "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"), "create",
+                              "--userns", "keep-id", image], capture_output=True)
+    assert refused.returncode != 0 and b"keep-id is only supported in rootless mode" in refused.stderr

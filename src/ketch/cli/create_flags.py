@@ -10,8 +10,8 @@ from ketch.cli.flags import add_bool, non_negative_int
 from ketch.errors import InvalidInputError
 
 UNSUPPORTED_WITH_REASON = {
-    "subuidname": "user namespaces for containers come with rootless support (not yet)",
-    "subgidname": "user namespaces for containers come with rootless support (not yet)",
+    "subuidname": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
+    "subgidname": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
     "hostuser": "ketch does not add host users to the container's /etc/passwd",
     "passwd_entry": "ketch does not add entries to the container's /etc/passwd",
     "chrootdirs": "ketch does not manage chroot directories in containers",
@@ -22,9 +22,8 @@ UNSUPPORTED_WITH_REASON = {
     "health_on_failure": "health check actions are not supported yet: a failing check only marks the container "
                          "unhealthy",
     "pod_id_file": "--pod-id-file is not supported: name the pod with --pod",
-    "userns": "user namespaces for containers come with rootless support (not yet)",
-    "uidmap": "user namespaces for containers come with rootless support (not yet)",
-    "gidmap": "user namespaces for containers come with rootless support (not yet)",
+    "uidmap": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
+    "gidmap": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
     "ip6": "ketch's networks are IPv4 only",
     "mac_address": "ketch does not set MAC addresses",
     "rootfs": "--rootfs is not supported: run an image",
@@ -141,7 +140,9 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cgroup-manager", help=argparse.SUPPRESS)
     add_bool(parser, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
     parser.add_argument("--pod", metavar="NAME", help="run in the pod's namespaces (ketch pod create)")
-    for flag in ("--pod-id-file", "--userns", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
+    parser.add_argument("--userns", default="", metavar="MODE",
+                        help="host (the default), or keep-id[:uid=UID,gid=GID] (rootless: your ids inside too)")
+    for flag in ("--pod-id-file", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--rootfs", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--subuidname", "--subgidname", "--hostuser", "--passwd-entry", "--chrootdirs", "--init-ctr",
@@ -224,6 +225,11 @@ def build_options(args):
     for key, reason in UNSUPPORTED_WITH_REASON.items():
         if getattr(args, key, None):
             raise InvalidInputError(f"--{key.replace('_', '-')}: {reason}")
+    if args.userns:
+        from ketch.containers import keepid
+        from ketch.userns import is_rootless
+
+        keepid.parse(args.userns, is_rootless())  # (a bad mode refused before anything is pulled or made)
     if args.cgroups not in ("enabled", "split"):
         raise InvalidInputError(f"--cgroups {args.cgroups}: ketch always gives a container its own cgroup")
     if args.cgroups == "split":
@@ -283,7 +289,7 @@ def build_options(args):
     options = CreateOptions(
         pod=args.pod or None,
         command=list(args.command) or None, entrypoint=entrypoint, name=args.name, env=env, workdir=args.workdir,
-        user=args.user, group_add=_comma_list(args.group_add), hostname=args.hostname,
+        user=args.user, group_add=_comma_list(args.group_add), hostname=args.hostname, userns=args.userns or "",
         interactive=args.interactive, tty=args.tty, read_only=args.read_only, read_only_tmpfs=args.read_only_tmpfs,
         tmpfs=list(args.tmpfs), cap_add=_comma_list(args.cap_add), cap_drop=_comma_list(args.cap_drop),
         privileged=args.privileged, seccomp_profile=seccomp, no_new_privileges=no_new_privileges, unmask=unmask,

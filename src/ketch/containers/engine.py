@@ -267,8 +267,13 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                 self.remove(options.name, force=True)
             except NotFoundError:
                 pass
+        from ketch.containers import keepid
+
+        keep = keepid.parse(options.userns, self.store.rootless)  # (refused now, not at start)
         self._make_anonymous_volumes(options, image_config)
         meta = {**(extra_meta or {}), "options": options.to_dict(), "image_name": image}
+        if keep is not None:  # (the store mounts the root file system through the mapping)
+            meta["id_mappings"] = keep.fuse_options()
         name = options.name or names.generate()
         for _ in range(5):
             try:
@@ -430,6 +435,12 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             extra_mounts = secret_mounts + extra_mounts
         if setup is not None:
             extra_mounts = extra_mounts + list(setup.extra_mounts)
+        from ketch.containers import keepid
+
+        keep = keepid.parse(options.userns, self.store.rootless)
+        if keep is not None:
+            workdir = options.workdir or (image.container_config.get("WorkingDir") if image else None) or "/"
+            extra_mounts = extra_mounts + keepid.user_entries(userdata, rootfs, keep, workdir)
         notify = notify_socket or (os.environ.get("NOTIFY_SOCKET") if options.sdnotify == "container" else None)
         config = specs.build(container_id=container_id, rootfs=rootfs, userdata=userdata, image=image,
                              options=options, conf=self.conf, listen_fds=listen_fds,

@@ -27,6 +27,7 @@ class CreateOptions(Record):
     env: list[str] = field(default_factory=list)  # KEY=VALUE, or KEY to take ours
     workdir: str | None = None
     user: str | None = None
+    userns: str = ""  # --userns: "" / host, or keep-id[:uid=,gid=] (rootless)
     group_add: list[str] = field(default_factory=list)
     hostname: str | None = None
     interactive: bool = False

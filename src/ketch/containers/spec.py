@@ -10,6 +10,7 @@ from ketch.containers import config as engine_config
 from ketch.containers import users
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError
+from ketch.userns import is_rootless
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -117,8 +118,11 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
           namespace_paths: dict[str, str] | None = None, secret_env: list[str] | None = None) -> Spec:
     """The config.json for one start of the container. ``namespace_paths`` are namespaces to
     join (type -> path: another container's, or one given by path)."""
-    user_spec = options.user if options.user is not None else (image.container_config.get("User") or "0")
-    from ketch.userns import is_rootless
+    from ketch.containers import keepid
+
+    keep = keepid.parse(options.userns, is_rootless())
+    user_spec = options.user if options.user is not None else \
+        f"{keep.uid}:{keep.gid}" if keep is not None else (image.container_config.get("User") or "0")
 
     # (rootless podman gives the process its primary group among its groups too; root's does not)
     exec_user = users.resolve(rootfs, user_spec, options.group_add,
@@ -239,12 +243,17 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     own_name: str | None = hostname
     if options.uts == "host" or "uts" in joined:
         own_name = None  # the host's (or the other container's) name stays
+    if keep is not None:
+        namespaces.insert(0, {"type": "user"})
     linux: Linux = {
         "namespaces": namespaces,
         "cgroupsPath": f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}",
         # every device denied (the runtime still allows the default nodes), all of them when privileged
         "resources": {"devices": [{"allow": options.privileged, "access": "rwm"}]},
     }
+    if keep is not None:
+        linux["uidMappings"] = keep.uid_mappings  # type: ignore[typeddict-item]
+        linux["gidMappings"] = keep.gid_mappings  # type: ignore[typeddict-item]
     unmask_all = "ALL" in options.unmask or options.privileged
     if not unmask_all:
         masked = engine_config.MASKED_PATHS if options.masked_paths is None else options.masked_paths
@@ -537,7 +546,7 @@ def etc_files(userdata: str, hostname: str, options: CreateOptions, image_name: 
     _write(os.path.join(userdata, "hostname"), hostname + "\n")
     _write(os.path.join(userdata, ".containerenv"),
            f'engine="ketch"\nname="{name}"\nid="{container_id}"\nimage="{image_name}"\n'
-           f'imageid="{image_id}"\nrootless=0\n')
+           f'imageid="{image_id}"\nrootless={1 if is_rootless() else 0}\n')
 
 
 def _read(path: str) -> str:

@@ -104,6 +104,27 @@ class OverlayDriver(Driver):
         mounts.mount_in_child(str(self.root), "overlay", str(target), "overlay", flags, options)
 
 
+    def mount_mapped(self, links: list[str], target: Path, upper: Path, work: Path, mappings: dict) -> None:
+        """Mount the chain read-write through fuse-overlayfs, which shows every file's owner shifted
+        by ``mappings`` (``{"uid": "C:H:N:...", "gid": ...}``, a container's id mappings), as
+        podman mounts a rootless keep-id container. (The kernel's overlay cannot shift ids, and
+        an idmapped mount of the store's file system needs the host's root.)"""
+        import shutil
+        import subprocess
+
+        program = shutil.which("fuse-overlayfs")
+        if program is None:
+            raise UnsupportedError("this container's id mapping needs fuse-overlayfs (Debian: apt install "
+                                   "fuse-overlayfs)")
+        lowers = ":".join(str(self.root / "l" / link) for link in links) or str(upper)
+        options = (f"lowerdir={lowers},upperdir={upper},workdir={work},uidmapping={mappings['uid']},"
+                   f"gidmapping={mappings['gid']},allow_other")
+        result = subprocess.run([program, "-o", options, str(target)], capture_output=True, timeout=60)
+        if result.returncode != 0:
+            lines = result.stderr.decode(errors="replace").strip().splitlines()
+            raise UnsupportedError(f"fuse-overlayfs could not mount the container: {lines[-1] if lines else 'failed'}")
+
+
 class VfsDriver(Driver):
     name = "vfs"
     whiteouts = "vfs"

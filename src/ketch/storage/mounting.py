@@ -193,10 +193,14 @@ class StoreMounts:
         base = self.root / "containers" / info["id"]
         top = json.loads(info["metadata"]).get("top_layer")
 
+        id_mappings = json.loads(info["metadata"]).get("id_mappings")
+
         def do_mount(path: Path) -> None:
             if isinstance(self.driver, OverlayDriver):
                 links = self._chain_links(top) if top else []
-                if links:
+                if id_mappings:  # the files seen through a container's own id mapping (keep-id)
+                    self.driver.mount_mapped(links, path, base / "diff", base / "work", id_mappings)
+                elif links:
                     self.driver.mount(links, path, upper=base / "diff", work=base / "work", readonly=False)
                 else:
                     mounts.mount(str(base / "diff"), str(path), None, mounts.MS_BIND)

@@ -1,0 +1,113 @@
+"""``--userns``: ``host`` (the default: for root the host's ids, for a rootless user the user's
+namespace) and rootless podman's ``keep-id`` -- the user's own uid and gid inside the container
+too, with a passwd and group entry, the image's files still owned by the ids the image gave them.
+
+keep-id is a user namespace of the container's own, nested in the user's: container uid U (the
+user's, or ``keep-id:uid=U,gid=G``) is the user's namespace's 0 (the user on the host); 0 up to
+U-1 are its 1 up to U (the subordinate ids); the rest map to themselves. So that the image's
+files keep their owners in that view, the container's root file system is mounted through
+fuse-overlayfs with the same mapping (``uidmapping``/``gidmapping``), as podman mounts it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from ketch.errors import InvalidInputError, UnsupportedError
+
+
+@dataclass(frozen=True)
+class KeepId:
+    uid: int  # inside the container
+    gid: int
+    uid_mappings: list[dict]  # containerID -> the user's namespace's id (the runtime's view)
+    gid_mappings: list[dict]
+
+    def fuse_options(self) -> dict[str, str]:
+        def text(entries: list[dict]) -> str:
+            return ":".join(f"{e['containerID']}:{e['hostID']}:{e['size']}" for e in entries)
+
+        return {"uid": text(self.uid_mappings), "gid": text(self.gid_mappings)}
+
+
+def _own_ids(kind: str) -> tuple[int, int]:
+    """(the host id our namespace's 0 stands for, how many ids our namespace has)."""
+    host, total = 0, 0
+    for line in Path(f"/proc/self/{kind}_map").read_text().splitlines():
+        inside, outside, size = (int(x) for x in line.split())
+        if inside == 0:
+            host = outside
+        total += size
+    return host, total
+
+
+def _mappings(target: int, total: int) -> list[dict]:
+    if target >= total:
+        raise InvalidInputError(f"--userns keep-id: id {target} is beyond the {total} ids your user namespace has "
+                                "(/etc/subuid and /etc/subgid)")
+    out = []
+    if target > 0:
+        out.append({"containerID": 0, "hostID": 1, "size": target})
+    out.append({"containerID": target, "hostID": 0, "size": 1})
+    if total - target - 1 > 0:
+        out.append({"containerID": target + 1, "hostID": target + 1, "size": total - target - 1})
+    return out
+
+
+def parse(mode: str, rootless: bool) -> KeepId | None:
+    """The keep-id set-up of ``--userns MODE`` (None for the host's / the user's namespace)."""
+    if mode in ("", "host"):
+        return None
+    name, _, rest = mode.partition(":")
+    if name == "auto":
+        raise UnsupportedError("--userns auto (a range of /etc/subuid per container) is not supported yet")
+    if name != "keep-id":
+        raise InvalidInputError(f"invalid --userns {mode!r}: host, keep-id[:uid=UID,gid=GID] or auto")
+    if not rootless:
+        raise InvalidInputError("keep-id is only supported in rootless mode")
+    host_uid, uid_total = _own_ids("uid")
+    host_gid, gid_total = _own_ids("gid")
+    if uid_total < 2 or gid_total < 2:
+        raise InvalidInputError("--userns keep-id needs subordinate ids (/etc/subuid and /etc/subgid)")
+    uid, gid = host_uid, host_gid
+    for option in filter(None, rest.split(",")):
+        key, _, value = option.partition("=")
+        if key not in ("uid", "gid") or not value.isdigit():
+            raise InvalidInputError(f"invalid --userns keep-id option {option!r}: uid=UID or gid=GID")
+        if key == "uid":
+            uid = int(value)
+        else:
+            gid = int(value)
+    return KeepId(uid, gid, _mappings(uid, uid_total), _mappings(gid, gid_total))
+
+
+def user_entries(userdata: str, rootfs: str, keep: KeepId, workdir: str) -> list:
+    """/etc/passwd and /etc/group of the container with the user's entries added (as podman 4
+    adds them for keep-id: the user's name and comment, the container's working directory as
+    home), written beside the container and bound over the image's."""
+    host_uid = int(os.environ.get("_KETCH_ROOTLESS_UID", "0")) or _own_ids("uid")[0]
+    try:
+        entry = pwd.getpwuid(host_uid)
+        name, comment = entry.pw_name, entry.pw_gecos
+    except KeyError:
+        name, comment = f"user{host_uid}", ""
+    mounts = []
+    for file, line, taken in (("passwd", f"{name}:*:{keep.uid}:{keep.gid}:{comment}:{workdir or '/'}:/bin/sh\n", keep.uid),
+                              ("group", f"{name}:x:{keep.gid}:{name}\n", keep.gid)):
+        try:
+            text = (Path(rootfs) / "etc" / file).read_text()
+        except OSError:
+            continue  # (no such file in the image: nothing to add to)
+        ids = {fields[2] for fields in (entry.split(":") for entry in text.splitlines()) if len(fields) > 2}
+        if str(taken) not in ids:
+            text = (text if text.endswith("\n") or not text else text + "\n") + line
+        path = os.path.join(userdata, file)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
+        mounts.append({"destination": f"/etc/{file}", "type": "bind", "source": path, "options": ["bind", "rprivate"]})
+    return mounts

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import secrets
 import shutil
 import subprocess
@@ -19,84 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.registry import free_port
+from tests.support.rootless import KETCH, User
 
 pytestmark = pytest.mark.peer
 
-KETCH = str(Path(sys.executable).parent / "ketch")
 RUNTIME = str(Path(sys.executable).parent / "ketch-runtime")
-PODMAN_CONF = """[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
-                        "SETPCAP", "SETUID", "SYS_CHROOT"]
-"""
-
-
-class User:
-    """An ordinary user of the test's own, with a home, a private run directory and a store."""
-
-    def __init__(self, subordinate: bool = True) -> None:
-        self.name = f"krl{secrets.token_hex(3)}"
-        extra = [] if subordinate else ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
-        subprocess.run(["useradd", "-m", "-s", "/bin/sh", *extra, self.name], check=True, capture_output=True)
-        entry = pwd.getpwnam(self.name)
-        self.uid, self.gid, self.home = entry.pw_uid, entry.pw_gid, Path(entry.pw_dir)
-        self.run_dir = Path(f"/tmp/{self.name}-run")
-        self.run_dir.mkdir(mode=0o700)
-        os.chown(self.run_dir, self.uid, self.gid)
-        (self.home / "containers.conf").write_text(PODMAN_CONF)
-        self.env = {"HOME": str(self.home), "USER": self.name, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                    "XDG_RUNTIME_DIR": str(self.run_dir), "LANG": "C.UTF-8"}
-
-    def subordinate_start(self) -> int:
-        for line in Path("/etc/subuid").read_text().splitlines():
-            name, start, _ = line.split(":")
-            if name == self.name:
-                return int(start)
-        raise AssertionError(f"{self.name} has no subordinate ids")
-
-    def run(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 300,
-            stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(list(args), user=self.uid, group=self.gid, extra_groups=[], cwd=self.home,
-                                env={**self.env, **(env or {})}, capture_output=True, timeout=timeout, input=stdin)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{self.name}: {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr.decode(errors='replace')}")
-        return result
-
-    def ketch(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return self.run(KETCH, *args, **kwargs)
-
-    def podman(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        env = {"CONTAINERS_CONF": str(self.home / "containers.conf")}
-        # (runc: crun refuses this machine's hybrid cgroups, see MACHINE.md)
-        return self.run("podman", "--runtime", "runc", *args, env=env, **kwargs)
-
-    def processes(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if entry.stat().st_uid == self.uid:
-                        found.append(int(entry.name))
-                except OSError:
-                    continue
-        return found
-
-    def remove(self) -> None:
-        """End what ran as the user (by PID: all of it was started by these tests), then the user."""
-        for _ in range(50):
-            pids = self.processes()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.1)
-        subprocess.run(["userdel", "-r", "-f", self.name], capture_output=True)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +63,12 @@ def test_run_as_a_user(user, busybox_layout):
     info = json.loads(user.ketch("info", "--format", "json").stdout)
     assert info["host"]["security"]["rootless"] is True
     assert user.ketch("unshare", "id", "-u").stdout.strip() == b"0"
+    # mounts live in the user's mount namespace: made from `ketch unshare`, as podman's and buildah's
+    outside = user.ketch("image", "mount", image, check=False)
+    assert outside.returncode != 0 and b"`ketch unshare` session" in outside.stderr
+    inside = user.ketch("unshare", "sh", "-c", f"ls -n $({KETCH} image mount {image})/bin/busybox; "
+                        f"{KETCH} image umount {image}").stdout
+    assert inside.split()[2:4] == [b"0", b"0"]
     # cgroup limits: no delegated cgroup here (cgroup v1): refused in one line, nothing left
     limited = user.ketch("run", "--rm", "--network", "none", "--memory", "64m", image, "true", check=False)
     assert limited.returncode != 0 and b"resource limits (memory" in limited.stderr
@@ -173,8 +105,8 @@ def test_files_owned_by_other_ids(user, busybox_layout):
     # the peer, as the same user: the same owners inside
     user.podman("load", "-q", "-i", str(archive))
     for tool in (user.ketch, user.podman):
-        seen = tool("run", "--rm", "--pull", "never", "--network", "none", "--user", "0", "localhost/committed", "stat", "-c", "%u:%g",
-                    "/made", "/hello", "/bin/busybox").stdout.decode().split()
+        seen = tool("run", "--rm", "--pull", "never", "--network", "none", "--user", "0", "localhost/committed",
+                    "stat", "-c", "%u:%g", "/made", "/hello", "/bin/busybox").stdout.decode().split()
         assert seen == ["2000:3000", "1234:1234", "0:0"], tool
     theirs = user.podman("run", "--rm", "--pull", "never", "--network", "none", "localhost/committed", "sh", "-c",
                          "id; cat /proc/self/uid_map").stdout
@@ -363,3 +295,33 @@ def test_keep_id_as_podman(user, busybox_layout, tmp_path):
     refused = subprocess.run([KETCH, "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"), "create",
                               "--userns", "keep-id", image], capture_output=True)
     assert refused.returncode != 0 and b"keep-id is only supported in rootless mode" in refused.stderr
+
+
+def test_fuse_overlayfs_store(user, busybox_layout):
+    """A store whose overlay goes through fuse-overlayfs (chosen when the kernel refuses the user
+    namespace its overlay; asked here with --storage-opt overlay.mount_program, as
+    containers/storage's option): whiteouts and opaque directories read as the kernel's overlay
+    reads them, containers run and commit, and the choice stays with the store."""
+    from tests.support import images
+
+    whiteouts = images.ensure("whiteouts")
+    trees = {}
+    for name, extra in (("native", []), ("fuse", ["--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs"])):
+        root = str(user.home / f"store-{name}")
+        user.ketch("--root", root, *extra, "pull", "-q", f"oci:{whiteouts}:latest")
+        image = "localhost/" + str(whiteouts).lstrip("/").lower()
+        listing = user.ketch("--root", root, "unshare", "sh", "-c",
+                             f"m=$({KETCH} --root {root} image mount {image}) && (cd $m && find . | sort); "
+                             f"{KETCH} --root {root} image umount {image} >/dev/null").stdout
+        trees[name] = listing.decode().split()
+    assert trees["fuse"] == trees["native"] == [".", "./a", "./a/y", "./b", "./b/new", "./c", "./c/keep"]
+    fuse = ["--root", str(user.home / "store-fuse")]
+    user.ketch(*fuse, "pull", "-q", f"oci:{busybox_layout}:latest")
+    user.ketch(*fuse, "run", "--name", "f", "--network", "none", busybox(busybox_layout), "sh", "-c",
+               "rm /bin/ls && mkdir /data && echo x > /data/file")
+    user.ketch(*fuse, "commit", "-q", "f", "localhost/fused")
+    seen = user.ketch(*fuse, "run", "--rm", "--network", "none", "localhost/fused", "sh", "-c",
+                      "cat /data/file; test -e /bin/ls || echo gone").stdout
+    assert seen == b"x\ngone\n"
+    mismatch = user.ketch(*fuse, "--storage-opt", "overlay.mount_program=/bin/false", "images", check=False)
+    assert mismatch.returncode != 0 and b"was made with /usr/bin/fuse-overlayfs" in mismatch.stderr

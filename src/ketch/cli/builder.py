@@ -226,6 +226,10 @@ def cmd_from(args) -> int:
 @_buildah_statuses
 def cmd_mount(args) -> int:
     builder = _builder(args)
+    if args.names:
+        from ketch.cli.flags import require_unshare_for_mounts
+
+        require_unshare_for_mounts()
     if not args.names:
         for entry in builder.containers():
             point = builder.inspect(entry["id"])["MountPoint"]

@@ -942,6 +942,10 @@ def cmd_init(args) -> int:
 
 def cmd_mount(args) -> int:
     engine = _engine(args)
+    if args.names or args.all or args.latest:
+        from ketch.cli.flags import require_unshare_for_mounts
+
+        require_unshare_for_mounts()
     if not args.names and not args.all and not args.latest:
         mounted = engine.mounted()
         if args.format == "json":

@@ -94,3 +94,16 @@ def sigstore_passphrase(args: argparse.Namespace) -> bytes | None:
             and sys.stdin.isatty():
         return getpass.getpass("Key Passphrase: ").encode()
     return None
+
+
+def require_unshare_for_mounts() -> None:
+    """podman's and buildah's rule: a rootless mount lives in the user's mount namespace, so it is
+    made only from inside ``ketch unshare``, where it can be used."""
+    import os
+
+    from ketch.errors import InvalidInputError
+    from ketch.userns import is_rootless
+
+    if is_rootless() and os.environ.get("_CONTAINERS_USERNS_CONFIGURED") != "done":
+        raise InvalidInputError("cannot mount using driver overlay in rootless mode. You need to run it in a "
+                                "`ketch unshare` session")

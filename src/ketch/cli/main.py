@@ -200,7 +200,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--storage-driver", metavar="DRIVER", choices=["overlay", "vfs"],
                         help="overlay (default) or vfs")
     parser.add_argument("--storage-opt", action="append", default=[], metavar="OPTION",
-                        help="accepted for podman's scripts; ketch's drivers take no options")
+                        help="a storage option, as $STORAGE_OPTS: overlay.mount_program=PATH (fuse-overlayfs) for a "
+                             "new store; others are accepted for podman's scripts")
     parser.add_argument("--registries-conf", metavar="PATH",
                         help="registries.conf to read instead of /etc/containers/registries.conf")
     parser.add_argument("--policy", "--signature-policy", dest="policy", metavar="PATH",
@@ -389,6 +390,8 @@ def cmd_unshare(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
+        if getattr(args, "storage_opt", None):
+            os.environ["STORAGE_OPTS"] = ",".join(args.storage_opt)  # (containers/storage's variable)
         if getattr(args, "enter_userns", True) and os.geteuid() != 0:
             from ketch import userns  # (rootless: every command but a few runs as root of the user's namespace)
 

@@ -575,6 +575,10 @@ def cmd_prune(args) -> int:
 def cmd_mount(args) -> int:
     store = open_store(args)
     names = [r.id for r in store.images()] if args.all else args.images
+    if names:
+        from ketch.cli.flags import require_unshare_for_mounts
+
+        require_unshare_for_mounts()
     if not names:
         mounted = store.mounted_images()
         if args.format == "json":

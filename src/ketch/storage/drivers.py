@@ -58,15 +58,42 @@ class Driver:
         return self.root / key / "diff"
 
 
+def storage_option(name: str) -> str | None:
+    """A containers/storage option from ``$STORAGE_OPTS`` (``--storage-opt`` sets it), such as
+    ``overlay.mount_program``."""
+    for item in os.environ.get("STORAGE_OPTS", "").split(","):
+        key, _, value = item.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+def native_overlay_works(scratch: Path) -> bool:
+    """Whether the kernel's overlay mounts here (a user namespace may be refused it: kernels before
+    5.11, or a distribution's policy); tried in a forked child, so nothing stays mounted."""
+    for sub in ("lower1", "lower2", "merged"):
+        (scratch / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        mounts.mount_in_child(str(scratch), "overlay", str(scratch / "merged"), "overlay", mounts.MS_RDONLY,
+                              f"lowerdir=lower1:lower2,{overlay_options()}")
+    except OSError:
+        return False
+    mounts.umount(str(scratch / "merged"), mounts.MNT_DETACH)
+    return True
+
+
 class OverlayDriver(Driver):
     name = "overlay"
     whiteouts = "overlay"
 
-    def __init__(self, root: Path) -> None:
-        if not overlay_supported():
+    def __init__(self, root: Path, mount_program: str | None = None) -> None:
+        if not overlay_supported() and not mount_program:
             raise UnsupportedError("overlayfs is not available here; use --storage-driver vfs")
         super().__init__(root)
         (self.root / "l").mkdir(exist_ok=True)
+        # fuse-overlayfs where the kernel's overlay is refused (recorded with the store, as
+        # containers/storage's overlay.mount_program)
+        self.mount_program = mount_program
 
     def publish(self, key: str, link: str) -> None:
         """Create the short link for a content directory (idempotent)."""
@@ -88,6 +115,9 @@ class OverlayDriver(Driver):
     def mount(self, links: list[str], target: Path, *, upper: Path | None = None, work: Path | None = None,
               readonly: bool = True) -> None:
         """Mount the chain (``links`` top first) on ``target``."""
+        if self.mount_program:
+            self._mount_program(links, target, upper, work, {})
+            return
         flags = mounts.MS_NOSUID | mounts.MS_NODEV | (mounts.MS_RDONLY if readonly and upper is None else 0)
         lowers = ":".join(f"l/{link}" for link in links)
         if upper is None and len(links) == 1:
@@ -109,20 +139,31 @@ class OverlayDriver(Driver):
         by ``mappings`` (``{"uid": "C:H:N:...", "gid": ...}``, a container's id mappings), as
         podman mounts a rootless keep-id container. (The kernel's overlay cannot shift ids, and
         an idmapped mount of the store's file system needs the host's root.)"""
+        self._mount_program(links, target, upper, work, mappings)
+
+    def _mount_program(self, links: list[str], target: Path, upper: Path | None, work: Path | None,
+                       mappings: dict) -> None:
         import shutil
         import subprocess
 
-        program = shutil.which("fuse-overlayfs")
+        program = self.mount_program or shutil.which("fuse-overlayfs")
         if program is None:
-            raise UnsupportedError("this container's id mapping needs fuse-overlayfs (Debian: apt install "
-                                   "fuse-overlayfs)")
-        lowers = ":".join(str(self.root / "l" / link) for link in links) or str(upper)
-        options = (f"lowerdir={lowers},upperdir={upper},workdir={work},uidmapping={mappings['uid']},"
-                   f"gidmapping={mappings['gid']},allow_other")
+            raise UnsupportedError("this mount needs fuse-overlayfs (Debian: apt install fuse-overlayfs)")
+        lowers = ":".join(str(self.root / "l" / link) for link in links)
+        if not lowers:  # (an empty image: the upper directory alone, under an empty lower one)
+            empty = self.root / "empty"
+            empty.mkdir(exist_ok=True)
+            lowers = str(empty)
+        options = f"lowerdir={lowers}"
+        if upper is not None:
+            options += f",upperdir={upper},workdir={work}"
+        if mappings:
+            options += f",uidmapping={mappings['uid']},gidmapping={mappings['gid']}"
+        options += ",allow_other"
         result = subprocess.run([program, "-o", options, str(target)], capture_output=True, timeout=60)
         if result.returncode != 0:
             lines = result.stderr.decode(errors="replace").strip().splitlines()
-            raise UnsupportedError(f"fuse-overlayfs could not mount the container: {lines[-1] if lines else 'failed'}")
+            raise UnsupportedError(f"{os.path.basename(program)} could not mount: {lines[-1] if lines else 'failed'}")
 
 
 class VfsDriver(Driver):
@@ -135,9 +176,9 @@ class VfsDriver(Driver):
         mounts.mount("none", str(target), None, flags | (mounts.MS_RDONLY if readonly else 0))
 
 
-def make_driver(name: str, root: Path) -> Driver:
+def make_driver(name: str, root: Path, mount_program: str | None = None) -> Driver:
     if name == "overlay":
-        return OverlayDriver(root)
+        return OverlayDriver(root, mount_program)
     if name == "vfs":
         return VfsDriver(root)
     raise UnsupportedError(f"unknown storage driver {name!r} (use overlay or vfs)")

@@ -119,7 +119,7 @@ class Store(StoreMounts):
         self.db = Database(self.root / "ketch.db")
         self._check_owner()
         self.driver_name = self._choose_driver(driver)
-        self.driver: Driver = make_driver(self.driver_name, self.root)
+        self.driver: Driver = make_driver(self.driver_name, self.root, self._mount_program)
         self._recover()
 
     # -- set-up ------------------------------------------------------------
@@ -142,6 +142,14 @@ class Store(StoreMounts):
                                     "another --root")
 
     def _choose_driver(self, wanted: str | None) -> str:
+        """The store's driver, chosen once when it is made and recorded so it never changes under
+        existing layers: overlay, else vfs; for a rootless store, native overlay if the kernel
+        lets the user namespace mount it, else overlay through fuse-overlayfs (the recorded
+        ``overlay.mount_program``), else vfs. ``--storage-opt overlay.mount_program=PATH`` (or
+        ``$STORAGE_OPTS``) asks for a mount program when the store is made."""
+        from ketch.storage.drivers import native_overlay_works, overlay_supported, storage_option
+
+        asked_program = storage_option("overlay.mount_program")
         with self.db.write() as conn:
             row = conn.execute("SELECT value FROM meta WHERE key='driver'").fetchone()
             if row is not None:
@@ -149,11 +157,28 @@ class Store(StoreMounts):
                     raise InvalidInputError(
                         f"store {self.root} uses the {row['value']} driver, not {wanted} "
                         f"(reset it or use another --root)")
+                program = conn.execute("SELECT value FROM meta WHERE key='overlay.mount_program'").fetchone()
+                self._mount_program = program["value"] if program else None
+                if asked_program and asked_program != self._mount_program:
+                    made = f"with {self._mount_program}" if self._mount_program else "for the kernel's overlay"
+                    raise InvalidInputError(f"store {self.root} was made {made}, not {asked_program} (use another "
+                                            "--root)")
                 return row["value"]
-            from ketch.storage.drivers import overlay_supported
+            chosen = wanted or ("overlay" if overlay_supported() or asked_program else "vfs")
+            program = asked_program
+            if chosen == "overlay" and program is None and self.rootless:
+                import shutil
+                import tempfile
 
-            chosen = wanted or ("overlay" if overlay_supported() else "vfs")
+                with tempfile.TemporaryDirectory(dir=self.root / "staging", prefix="overlay-probe-") as scratch:
+                    native = native_overlay_works(Path(scratch))
+                if not native:
+                    program = shutil.which("fuse-overlayfs")
+                    chosen = "overlay" if program else (wanted or "vfs")
             conn.execute("INSERT INTO meta VALUES ('driver', ?)", (chosen,))
+            if chosen == "overlay" and program:
+                conn.execute("INSERT INTO meta VALUES ('overlay.mount_program', ?)", (program,))
+            self._mount_program = program if chosen == "overlay" else None
             return chosen
 
     def lock(self, name: str, *, shared: bool = False):

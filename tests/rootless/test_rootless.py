@@ -142,7 +142,7 @@ def test_detached_container_with_a_published_port(user, busybox_layout):
                 time.sleep(0.1)
         assert body is not None, "the published port never answered"
         assert user.ketch("exec", "web", "id", "-u").stdout == b"0\n"
-        assert b"web" in user.ketch("ps").stdout
+        assert f"127.0.0.1:{port}->8000/tcp".encode() in user.ketch("ps").stdout
         pasta = [p for p in user.processes() if Path(f"/proc/{p}/comm").read_text().strip().startswith("pas")]
         assert pasta, "no pasta for the container"
     finally:
@@ -325,3 +325,49 @@ def test_fuse_overlayfs_store(user, busybox_layout):
     assert seen == b"x\ngone\n"
     mismatch = user.ketch(*fuse, "--storage-opt", "overlay.mount_program=/bin/false", "images", check=False)
     assert mismatch.returncode != 0 and b"was made with /usr/bin/fuse-overlayfs" in mismatch.stderr
+
+
+@pytest.fixture
+def auto_ranges():
+    """The containers user's subordinate ids that --userns auto hands out (podman's convention),
+    added for the test and removed after it (only the line added)."""
+    line = "containers:2147483647:2147483648"
+    for path in ("/etc/subuid", "/etc/subgid"):
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    try:
+        yield
+    finally:
+        for path in ("/etc/subuid", "/etc/subgid"):
+            text = Path(path).read_text().splitlines(keepends=True)
+            Path(path).write_text("".join(entry for entry in text if entry.strip() != line))
+
+
+def test_userns_auto_for_root(auto_ranges, busybox_layout, shared_dir, podman):
+    """root's --userns auto: a range of the containers user's ids per container, none shared,
+    sized from the image's passwd and group as podman sizes it; the image's files keep their
+    owners inside; podman shows the same. (The store is under a directory others may pass
+    through, as /var/lib/ketch is: the container's root, an id of its range, must reach it.)"""
+    from tests.conftest import run_ketch
+
+    tmp_path = shared_dir
+    store = ["--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run")]
+    run_ketch(*store, "pull", "-q", f"oci:{busybox_layout}:latest")
+    image = busybox(busybox_layout)
+    run_ketch(*store, "save", "-o", str(tmp_path / "bb.tar"), image)
+    podman.run("load", "-q", "-i", str(tmp_path / "bb.tar"))
+    probe = ["sh", "-c", "cat /proc/self/uid_map; stat -c %u:%g /bin/busybox; id"]
+    mine = run_ketch(*store, "run", "--rm", "--network", "none", "--userns", "auto", image, *probe).stdout
+    theirs = podman.run("run", "--rm", "--pull", "never", "--network", "none", "--userns", "auto", image,
+                        *probe).stdout
+    assert mine == theirs
+    assert mine.split()[:3] == ["0", "2147483647", "1024"]
+    run_ketch(*store, "run", "-d", "--name", "first", "--network", "none", "--userns", "auto", image, "sleep", "60")
+    try:
+        second = run_ketch(*store, "run", "--rm", "--network", "none", "--userns", "auto:size=2000", image, "cat",
+                           "/proc/self/uid_map").stdout.split()
+        assert second == ["0", str(2147483647 + 1024), "2000"]
+    finally:
+        run_ketch(*store, "rm", "-f", "-t", "0", "first")
+    refused = run_ketch(*store, "create", "--userns", "auto:size=x", image, check=False)
+    assert refused.returncode != 0 and "invalid --userns auto option" in refused.stderr

@@ -10,8 +10,8 @@ from ketch.cli.flags import add_bool, non_negative_int
 from ketch.errors import InvalidInputError
 
 UNSUPPORTED_WITH_REASON = {
-    "subuidname": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
-    "subgidname": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
+    "subuidname": "explicit id maps are not supported yet (--userns host, keep-id and auto are)",
+    "subgidname": "explicit id maps are not supported yet (--userns host, keep-id and auto are)",
     "hostuser": "ketch does not add host users to the container's /etc/passwd",
     "passwd_entry": "ketch does not add entries to the container's /etc/passwd",
     "chrootdirs": "ketch does not manage chroot directories in containers",
@@ -22,8 +22,8 @@ UNSUPPORTED_WITH_REASON = {
     "health_on_failure": "health check actions are not supported yet: a failing check only marks the container "
                          "unhealthy",
     "pod_id_file": "--pod-id-file is not supported: name the pod with --pod",
-    "uidmap": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
-    "gidmap": "explicit id maps are not supported yet (--userns host and, rootless, keep-id are)",
+    "uidmap": "explicit id maps are not supported yet (--userns host, keep-id and auto are)",
+    "gidmap": "explicit id maps are not supported yet (--userns host, keep-id and auto are)",
     "ip6": "ketch's networks are IPv4 only",
     "mac_address": "ketch does not set MAC addresses",
     "rootfs": "--rootfs is not supported: run an image",
@@ -141,7 +141,8 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     add_bool(parser, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
     parser.add_argument("--pod", metavar="NAME", help="run in the pod's namespaces (ketch pod create)")
     parser.add_argument("--userns", default="", metavar="MODE",
-                        help="host (the default), or keep-id[:uid=UID,gid=GID] (rootless: your ids inside too)")
+                        help="host (the default), keep-id[:uid=UID,gid=GID] (rootless: your ids inside too) or "
+                             "auto[:size=N] (root: a range of the containers user's subordinate ids)")
     for flag in ("--pod-id-file", "--uidmap", "--gidmap", "--ip6", "--mac-address"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--rootfs", action="store_true", help=argparse.SUPPRESS)

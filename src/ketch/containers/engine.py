@@ -274,6 +274,21 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         meta = {**(extra_meta or {}), "options": options.to_dict(), "image_name": image}
         if keep is not None:  # (the store mounts the root file system through the mapping)
             meta["id_mappings"] = keep.fuse_options()
+        elif options.userns.split(":", 1)[0] == "auto":
+            taken = []
+            for other in self.store.containers():  # (ranges of the store's other auto containers)
+                mapping = json.loads(other["metadata"] or "{}").get("id_mappings")
+                if mapping and json.loads(other["metadata"]).get("userns_auto"):
+                    entry = keepid.mappings_of(mapping["uid"])[0]
+                    taken.append((entry["hostID"], entry["size"]))
+            # (the range's size from the image's /etc/passwd and /etc/group, as podman sizes it)
+            image_root = str(self.store.mount_image(record.id)) if record.top_layer else None
+            try:
+                meta["id_mappings"] = keepid.allocate_auto(options.userns, taken, image_root)
+            finally:
+                if image_root:
+                    self.store.unmount_image(record.id)
+            meta["userns_auto"] = True
         name = options.name or names.generate()
         for _ in range(5):
             try:
@@ -447,6 +462,11 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                              notify_socket=notify if notify and not notify.startswith("@") else None,
                              netns_path=netns_path, extra_mounts=extra_mounts, namespace_paths=joined,
                              secret_env=secret_env)
+        auto = record.meta.get("id_mappings") if record.meta.get("userns_auto") else None
+        if auto:  # --userns auto: the container's own range, as the store mounts its files
+            config["linux"]["namespaces"].insert(0, {"type": "user"})
+            config["linux"]["uidMappings"] = keepid.mappings_of(auto["uid"])  # type: ignore[typeddict-item]
+            config["linux"]["gidMappings"] = keepid.mappings_of(auto["gid"])  # type: ignore[typeddict-item]
         if setup is not None and setup.adjust_spec is not None:
             setup.adjust_spec(config)
         with open(os.path.join(userdata, "config.json.tmp"), "w") as f:
@@ -1360,6 +1380,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def _ports_of(self, container_id: str) -> builtins.list[dict[str, Any]]:
         if not self._uses_networks(container_id):
             return []
+        current = states.read(self._userdata(container_id))
+        if current.get("pasta") is not None:  # (a rootless container's: pasta publishes, its state lists them)
+            return [dict(p) for p in current.get("ports") or []]
         return [p.as_dict() for p in self.networks().ports_of(container_id)]
 
 

@@ -1,6 +1,9 @@
 """``--userns``: ``host`` (the default: for root the host's ids, for a rootless user the user's
-namespace) and rootless podman's ``keep-id`` -- the user's own uid and gid inside the container
-too, with a passwd and group entry, the image's files still owned by the ids the image gave them.
+namespace); rootless podman's ``keep-id`` -- the user's own uid and gid inside the container
+too, with a passwd and group entry, the image's files still owned by the ids the image gave them;
+and root's ``auto[:size=N]`` -- every container a range of its own from the ``containers``
+user's subordinate ids (``/etc/subuid``, ``/etc/subgid``), none shared with another container
+of the store.
 
 keep-id is a user namespace of the container's own, nested in the user's: container uid U (the
 user's, or ``keep-id:uid=U,gid=G``) is the user's namespace's 0 (the user on the host); 0 up to
@@ -16,7 +19,10 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from ketch.errors import InvalidInputError, UnsupportedError
+from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
+
+AUTO_USER = "containers"  # whose subordinate ids --userns auto hands out, as podman's
+AUTO_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,10 @@ def parse(mode: str, rootless: bool) -> KeepId | None:
         return None
     name, _, rest = mode.partition(":")
     if name == "auto":
-        raise UnsupportedError("--userns auto (a range of /etc/subuid per container) is not supported yet")
+        if rootless:
+            raise UnsupportedError("--userns auto is for root's containers here (rootless: keep-id or host)")
+        auto_size(mode)  # (the syntax checked now)
+        return None
     if name != "keep-id":
         raise InvalidInputError(f"invalid --userns {mode!r}: host, keep-id[:uid=UID,gid=GID] or auto")
     if not rootless:
@@ -111,3 +120,76 @@ def user_entries(userdata: str, rootfs: str, keep: KeepId, workdir: str) -> list
         os.replace(path + ".tmp", path)
         mounts.append({"destination": f"/etc/{file}", "type": "bind", "source": path, "options": ["bind", "rprivate"]})
     return mounts
+
+
+# -- --userns auto ----------------------------------------------------------------
+
+def auto_size(mode: str, image_root: str | None = None) -> int:
+    """The range's size: ``size=N``, else as podman computes it -- one more than the largest id in
+    the image's /etc/passwd and /etc/group (nobody's aside), at least 1024. (containers/storage
+    also counts the owners of the image's files, which ketch's store does not record: an image
+    with files of ids above its passwd entries needs ``size=``.)"""
+    size = _image_ids(image_root) if image_root else AUTO_SIZE
+    _, _, rest = mode.partition(":")
+    for option in filter(None, rest.split(",")):
+        key, _, value = option.partition("=")
+        if key != "size" or not value.isdigit() or not 0 < int(value) <= 1 << 24:
+            raise InvalidInputError(f"invalid --userns auto option {option!r}: size=N")
+        size = int(value)
+    return size
+
+
+def _ranges(path: str) -> list[tuple[int, int]]:
+    out = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] == AUTO_USER and parts[1].isdigit() and parts[2].isdigit():
+            out.append((int(parts[1]), int(parts[2])))
+    return out
+
+
+def _image_ids(root: str) -> int:
+    largest = 0
+    for name in ("passwd", "group"):
+        try:
+            text = (Path(root) / "etc" / name).read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            fields = line.split(":")
+            for index in ((2, 3) if name == "passwd" else (2,)):
+                # (nobody and nogroup, 65534, do not count: containers/storage leaves them out too)
+                if len(fields) > index and fields[index].isdigit() and int(fields[index]) < 65534:
+                    largest = max(largest, int(fields[index]))
+    return max(largest + 1, 1024)
+
+
+def allocate_auto(mode: str, taken: list[tuple[int, int]], image_root: str | None = None) -> dict:
+    """A range for a new ``--userns auto`` container: the first ``size`` ids of the containers
+    user's subordinate ranges that no range in ``taken`` overlaps (the store's other auto
+    containers'); the same offset for uids and gids. The container's id mappings, as the store
+    keeps them (``uid``/``gid``: ``0:START:SIZE``)."""
+    size = auto_size(mode, image_root)
+    uids, gids = _ranges("/etc/subuid"), _ranges("/etc/subgid")
+    if not uids or not gids:
+        raise NotFoundError(f"--userns auto: no subordinate ids for user {AUTO_USER!r} in /etc/subuid and "
+                            f"/etc/subgid (add them: usermod --add-subuids 2147483647-2147549183 ... {AUTO_USER})")
+    for (ustart, ucount), (gstart, gcount) in zip(uids, gids):
+        offset = 0
+        while offset + size <= min(ucount, gcount):
+            start = ustart + offset
+            clash = next(((s, n) for s, n in taken if s < start + size and start < s + n), None)
+            if clash is None:
+                return {"uid": f"0:{start}:{size}", "gid": f"0:{gstart + offset}:{size}"}
+            offset = clash[0] + clash[1] - ustart
+    raise NotFoundError(f"--userns auto: no free range of {size} ids left in {AUTO_USER}'s subordinate ids")
+
+
+def mappings_of(text: str) -> list[dict]:
+    numbers = [int(x) for x in text.split(":")]
+    return [{"containerID": numbers[i], "hostID": numbers[i + 1], "size": numbers[i + 2]}
+            for i in range(0, len(numbers), 3)]

@@ -136,6 +136,20 @@ def test_the_view_is_read_only_private_and_ends_with_its_holder(scan_store, scen
     scan_store.ketch("rmi", scenario_image)
 
 
+def _process_report(pid: int) -> str:
+    lines = []
+    for each in [pid, *_descendants(pid)]:
+        try:
+            status = {k: v.strip() for k, v in (line.split(":", 1) for line in
+                                                 Path(f"/proc/{each}/status").read_text().splitlines())}
+            wchan = Path(f"/proc/{each}/wchan").read_text()
+            lines.append(f"{each} {_cmdline(each)[:80]!r} state={status.get('State')} threads={status.get('Threads')} "
+                         f"ignored={status.get('SigIgn')} blocked={status.get('SigBlk')} wchan={wchan}")
+        except OSError:
+            continue
+    return "; ".join(lines)
+
+
 def _children(pid: int) -> list[int]:
     found = []
     try:
@@ -175,8 +189,11 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
     marker = tmp_path / "scanner-started"
     (scanners / "slow.toml").write_text(f'name = "slow"\nformat = "lines"\n'
                                         f'command = ["sh", "-c", "touch {marker}; exec sleep 600"]\n')
-    process = subprocess.Popen([KETCH, *scan_store.args(), "scan", "--scanners-dir", str(scanners), "--scanner",
-                                "slow", "localhost/scenario:1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # (env --default-signal: the scan gets SIGINT's default disposition whatever this test process
+    # was left with by earlier tests, as a shell gives a command it starts)
+    process = subprocess.Popen(["env", "--default-signal=INT", KETCH, *scan_store.args(), "scan", "--scanners-dir",
+                                str(scanners), "--scanner", "slow", "localhost/scenario:1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     try:
         _wait_for(marker.exists, "the scanner to start")
         helpers: list[int] = []
@@ -188,7 +205,10 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
 
         _wait_for(holders_found, "the view holder")
         process.send_signal(how)
-        _, stderr = process.communicate(timeout=120)
+        try:
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # (say what the scan was doing, for the one who reads this)
+            raise AssertionError(f"the scan did not end after signal {how}: {_process_report(process.pid)}") from None
     finally:
         if process.poll() is None:
             process.kill()

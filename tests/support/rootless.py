@@ -37,12 +37,19 @@ class User:
         self.env = {"HOME": str(self.home), "USER": self.name, "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                     "XDG_RUNTIME_DIR": str(self.run_dir), "LANG": "C.UTF-8"}
 
-    def subordinate_start(self) -> int:
+    def subordinate_range(self) -> tuple[int, int]:
+        """(first, count) of the user's subordinate uids; (0, 0) without any."""
         for line in Path("/etc/subuid").read_text().splitlines():
-            name, start, _ = line.split(":")
+            name, start, count = line.split(":")
             if name == self.name:
-                return int(start)
-        raise AssertionError(f"{self.name} has no subordinate ids")
+                return int(start), int(count)
+        return 0, 0
+
+    def subordinate_start(self) -> int:
+        start, count = self.subordinate_range()
+        if not count:
+            raise AssertionError(f"{self.name} has no subordinate ids")
+        return start
 
     def run(self, *args: str, check: bool = True, env: dict | None = None, timeout: float = 300,
             stdin: bytes | None = None) -> subprocess.CompletedProcess:
@@ -61,21 +68,44 @@ class User:
         # (runc: crun refuses this machine's hybrid cgroups, see MACHINE.md)
         return self.run("podman", "--runtime", "runc", *args, env=env, **kwargs)
 
-    def processes(self) -> list[int]:
+    def _namespaces(self) -> set[str]:
+        """The user namespaces of the user's pause processes (ketch's and podman's)."""
+        found = set()
+        for pid_file in (self.run_dir / "ketch" / "pause.pid", self.run_dir / "libpod" / "tmp" / "pause.pid"):
+            try:
+                found.add(os.readlink(f"/proc/{int(pid_file.read_text())}/ns/user"))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def processes(self, namespaces: set[str] | None = None) -> list[int]:
+        """What ran for this user and is still there: every process in the user's namespaces
+        (pause processes, monitors, containers, pasta, fuse-overlayfs), any process of one of the
+        user's subordinate ids (a keep-id container's own namespace), and the user's own
+        processes on the host that run with the user's environment. Never another test's
+        process that merely has the same uid (a CRI container run as that uid, say)."""
+        namespaces = self._namespaces() if namespaces is None else namespaces
+        sub_start, sub_count = self.subordinate_range()
         found = []
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if entry.stat().st_uid == self.uid:
-                        found.append(int(entry.name))
-                except OSError:
-                    continue
+            if not entry.name.isdigit():
+                continue
+            try:
+                uid = entry.stat().st_uid
+                mine = os.readlink(entry / "ns/user") in namespaces or sub_start <= uid < sub_start + sub_count
+                if not mine and uid == self.uid:
+                    mine = f"HOME={self.home}".encode() in (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if mine:
+                found.append(int(entry.name))
         return found
 
     def remove(self) -> None:
         """End what ran as the user (by PID: all of it was started by these tests), then the user."""
+        namespaces = self._namespaces()  # (read while the pause processes still name them)
         for _ in range(50):
-            pids = self.processes()
+            pids = self.processes(namespaces)
             if not pids:
                 break
             for pid in pids:

@@ -371,3 +371,43 @@ def test_userns_auto_for_root(auto_ranges, busybox_layout, shared_dir, podman):
         run_ketch(*store, "rm", "-f", "-t", "0", "first")
     refused = run_ketch(*store, "create", "--userns", "auto:size=x", image, check=False)
     assert refused.returncode != 0 and "invalid --userns auto option" in refused.stderr
+
+
+def test_a_rootless_pod_publishes_and_cgroup_verbs_say_why_not(user, busybox_layout):
+    image = busybox(busybox_layout)
+    port = free_port()
+    user.ketch("pod", "create", "--name", "pod1", "-p", f"127.0.0.1:{port}:8000")
+    try:
+        user.ketch("run", "-d", "--pod", "pod1", "--name", "inpod", image, "httpd", "-f", "-p", "8000", "-h", "/etc")
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as response:
+                    body = response.read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert body is not None, "the pod's published port never answered"
+        # no delegated cgroup here (cgroup v1): stats and pause refuse in one line, as rootless podman's do
+        for verb in (["stats", "--no-stream", "inpod"], ["pause", "inpod"]):
+            refused = user.ketch(*verb, check=False)
+            assert refused.returncode != 0 and b"rootless" in refused.stderr and refused.stderr.count(b"\n") == 1
+    finally:
+        user.ketch("pod", "rm", "-f", "pod1")
+
+    def pastas() -> list[int]:
+        found = []
+        for pid in user.processes():
+            try:
+                status = Path(f"/proc/{pid}/stat").read_text().split()
+            except OSError:
+                continue
+            if status[1].startswith("(pas") and status[2] != "Z":
+                found.append(pid)
+        return found
+
+    for _ in range(100):  # (pasta quits once its namespace is gone and its SIGTERM is handled)
+        if not pastas():
+            break
+        time.sleep(0.05)
+    assert pastas() == []

@@ -40,6 +40,7 @@ from ketch.errors import (
     KetchError,
     NoSuchContainerError,
     NotFoundError,
+    UnsupportedError,
     command_error,
     log_cleanup_failure,
 )
@@ -1287,6 +1288,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         """One sample of each running container's resource use (``ketch stats``)."""
         from ketch.containers import stats as sampling
 
+        if self.store.rootless and not self._user_cgroups():
+            raise UnsupportedError("stats is not supported in rootless mode without cgroups v2 (no cgroup is "
+                                   "delegated to this user)")
         records = [self._record(n) for n in names] if names else \
             [self._record(e["Id"]) for e in self.list(all=all)]
         out = []
@@ -1295,6 +1299,19 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             out.append(sampling.sample(record, current))
         return out
 
+
+    @staticmethod
+    def _user_cgroups() -> bool:
+        """Whether this (rootless) user may make cgroups: a cgroup v2 hierarchy whose directory of
+        our process is writable (a delegated subtree)."""
+        try:
+            line = next(entry for entry in open("/proc/self/cgroup").read().splitlines() if entry.startswith("0::"))
+        except (OSError, StopIteration):
+            return False
+        for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+            if os.path.exists(os.path.join(base, "cgroup.controllers")):
+                return os.access(base + line[3:], os.W_OK)
+        return False
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
 

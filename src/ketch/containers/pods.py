@@ -26,7 +26,14 @@ import subprocess
 import time
 from typing import Any
 
-from ketch.errors import DuplicateNameError, InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
+from ketch.errors import (
+    DuplicateNameError,
+    InvalidInputError,
+    KetchError,
+    NotFoundError,
+    UnsupportedError,
+    log_cleanup_failure,
+)
 from ketch.records import Record
 
 # The namespaces pinned for every pod, by their /proc/PID/ns names.
@@ -271,7 +278,19 @@ class PodEngine:
         record = self.pods.create(name, hostname=hostname or name, share_pid="pid" in share, host_network=host_network,
                                   host_ipc="ipc" not in share, data=data)
         try:
-            if not host_network and network != "none":
+            if not host_network and network != "none" and self.engine.store.rootless:
+                # a rootless pod: pasta on its pinned namespace, publishing its ports (as a container's)
+                from ketch.containers import pasta
+
+                if network not in ("bridge", "private", "pasta"):
+                    raise UnsupportedError(f"--network {network}: rootless pods get the default network (pasta), "
+                                           "none or host; networks of their own are not there yet")
+                ports = pasta.assign_ports(wanted)
+                self.pods.update_data(record.id, ports=[p.as_dict() for p in ports], pasta=0)
+                pid_file = str(self.engine.store.runroot / f"pod-{record.id[:32]}-pasta.pid")
+                pid = pasta.start(record.namespace_path("net") or "", ports, pid_file)
+                self.pods.update_data(record.id, pasta=pid)
+            elif not host_network and network != "none":
                 nets = self.engine.networks()
                 networks = [DEFAULT_NETWORK if n in ("bridge", "private") else n for n in network.split(",") if n]
                 self.pods.update_data(record.id, attachments=len(networks), ports=[])
@@ -291,6 +310,12 @@ class PodEngine:
     def _release(self, record: PodRecord) -> None:
         from ketch.containers.network import PortMapping
 
+        if record.data.get("pasta"):
+            from ketch.containers import pasta
+
+            pasta.stop(record.data["pasta"])  # (it also quits when the pinned namespace goes)
+            self.pods.update_data(record.id, pasta=0, ports=[])
+            return
         if not record.data.get("attachments"):
             return
         nets = self.engine.networks()

@@ -561,7 +561,13 @@ class Runtime:
         if status not in statuses:
             raise InvalidInputError(f"container {container_id} is {status}, not {' or '.join(statuses)}")
         group = state.cgroup_handle()
-        if group is None:
+        if group is None or not group.dirs:
+            from ketch.userns import is_rootless
+
+            if is_rootless():  # (podman says as much for rootless containers on cgroup v1)
+                raise OCIRuntimeError(f"container {container_id} has no cgroup: a rootless container gets one only "
+                                      "where a cgroup v2 subtree is delegated to the user (pause, resume and "
+                                      "update need it)")
             raise OCIRuntimeError(f"container {container_id} has no cgroup")
         return state, group
 

@@ -330,3 +330,17 @@ def enter(*, quiet: bool = False) -> None:
         os.chdir(cwd)
     except OSError:
         os.chdir("/")
+
+
+def delegated_cgroup() -> bool:
+    """Whether this user may make cgroups: a cgroup v2 hierarchy in which our process's cgroup
+    directory is writable (a subtree delegated to the user, as systemd delegates user@.service)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            line = next(entry for entry in f.read().splitlines() if entry.startswith("0::"))
+    except (OSError, StopIteration):
+        return False
+    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        if os.path.exists(os.path.join(base, "cgroup.controllers")):
+            return os.access(base + line[3:], os.W_OK)
+    return False

@@ -252,8 +252,9 @@ def test_the_runtime_as_a_user(user, busybox_layout):
     """ketch-runtime as runc's rootless mode: a spec from `spec --rootless`, the same output as runc."""
     bundle = user.home / "bundle"
     user.run("mkdir", "-p", str(bundle / "rootfs"))
-    user.ketch("export", "-o", str(user.home / "rootfs.tar"),
-               user.ketch("create", "--network", "none", busybox(busybox_layout)).stdout.decode().strip())
+    container = user.ketch("create", "--network", "none", busybox(busybox_layout)).stdout.decode().strip()
+    user.ketch("export", "-o", str(user.home / "rootfs.tar"), container)
+    user.ketch("rm", container)
     user.run("tar", "-C", str(bundle / "rootfs"), "-xf", str(user.home / "rootfs.tar"))
     outputs = {}
     for tool in (RUNTIME, "runc"):
@@ -411,3 +412,74 @@ def test_a_rootless_pod_publishes_and_cgroup_verbs_say_why_not(user, busybox_lay
             break
         time.sleep(0.05)
     assert pastas() == []
+
+
+def test_the_same_commands_as_root_and_as_a_user(user, busybox_layout, shared_dir):
+    """The same command lines run by root (on a store of the test's own) and by the user give the
+    same output: images, inspect and history templates, run, create, exec, logs, cp, commit, build,
+    save and load. Only what is per store (container ids, times) is left out of the comparison."""
+    from tests.conftest import run_ketch
+
+    image = busybox(busybox_layout)
+    root_store = ["--root", str(shared_dir / "root"), "--runroot", str(shared_dir / "run")]
+    run_ketch(*root_store, "pull", "-q", f"oci:{busybox_layout}:latest")
+    context = shared_dir / "ctx"
+    context.mkdir()
+    (context / "data.txt").write_text("copied\n")
+    (context / "Dockerfile").write_text(f"FROM {image}\nENV GREETING=hello\nCOPY data.txt /srv/data.txt\n"
+                                        "RUN mkdir /work && echo built > /work/made && chown -R 99:99 /work\n"
+                                        "WORKDIR /work\nUSER 99\nCMD [\"cat\", \"made\"]\n")
+    subprocess.run(["chmod", "-R", "a+rX", str(shared_dir)], check=True)
+    host_file = shared_dir / "in.txt"
+    host_file.write_text("from the host\n")
+    host_file.chmod(0o644)
+
+    def as_root(*args: str) -> str:
+        return run_ketch(*root_store, *args).stdout
+
+    def as_user(*args: str) -> str:
+        return user.ketch(*args).stdout.decode()
+
+    scenarios = [
+        ["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}", "localhost/same"],
+        ["images", "--format", "{{.Repository}}:{{.Tag}} {{.Size}} {{.Digest}}", image],
+        ["images", "-q", "--no-trunc", image],
+        ["image", "inspect", "--format", "{{.Id}} {{.Config.Cmd}} {{.Os}}/{{.Architecture}}", image],
+        ["history", "--format", "{{.CreatedBy}}", image],
+        ["run", "--rm", "--network", "none", image, "sh", "-c", "id; echo $((6*7)); ls /; stat -c %u:%g /bin/sh"],
+        ["run", "--rm", "--network", "none", "-e", "A=b", "-w", "/tmp", image, "sh", "-c", "echo $A; pwd"],
+        ["run", "--rm", "--network", "none", "localhost/same"],
+        # (`id -u; id -g`: rootless podman, and so ketch, also lists an asked-for user's primary
+        # group among its groups, root's does not)
+        ["run", "--rm", "--network", "none", "localhost/same", "sh", "-c",
+         "id -u; id -g; echo $GREETING; cat /srv/data.txt; stat -c %u:%g:%a /work /work/made /srv/data.txt"],
+        ["image", "inspect", "--format", "{{.Config.User}} {{.Config.WorkingDir}} {{.Config.Env}}", "localhost/same"],
+    ]
+    for run in (as_root, as_user):  # (the ids differ: a build's config records when it was made)
+        run("build", "-q", "-t", "localhost/same", str(context))
+    for args in scenarios:
+        mine, theirs = as_user(*args), as_root(*args)
+        assert mine == theirs, args
+    for run in (as_root, as_user):
+        run("run", "-d", "--name", "same", "--network", "none", image, "sh", "-c", "echo started; sleep 60")
+    try:
+        for args in (["exec", "same", "sh", "-c", "echo $((2+2)); id -u"], ["logs", "same"],
+                     ["inspect", "--format", "{{.Config.Cmd}} {{.State.Status}} {{.ImageName}}", "same"],
+                     ["cp", str(host_file), "same:/tmp/in.txt"], ["exec", "same", "cat", "/tmp/in.txt"],
+                     ["exec", "same", "sh", "-c", "echo changed > /changed"]):
+            assert as_user(*args) == as_root(*args), args
+        for run in (as_root, as_user):
+            run("commit", "-q", "same", "localhost/committed-same")
+        assert as_user("run", "--rm", "--network", "none", "localhost/committed-same", "cat", "/changed",
+                       "/tmp/in.txt") == as_root("run", "--rm", "--network", "none", "localhost/committed-same",
+                                                  "cat", "/changed", "/tmp/in.txt")
+    finally:
+        for run in (as_root, as_user):
+            run("rm", "-f", "-t", "0", "same")
+    # an image saved by root loads for the user with the same id, and the other way round
+    archive = shared_dir / "busybox.tar"
+    as_root("save", "-o", str(archive), image)
+    archive.chmod(0o644)
+    as_user("rmi", image)
+    loaded = as_user("load", "-q", "-i", str(archive))
+    assert as_user("images", "-q", "--no-trunc", image) == as_root("images", "-q", "--no-trunc", image), loaded

@@ -1163,7 +1163,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         process = dict(config["process"])
         rootfs = config["root"]["path"]
         if user is not None:
-            exec_user = users.resolve(rootfs, user, include_primary=self.store.rootless)
+            exec_user = users.resolve(rootfs, user)
+            if self.store.rootless and exec_user.gid not in exec_user.additional_gids:
+                exec_user.additional_gids = sorted({*exec_user.additional_gids, exec_user.gid})  # (as in spec.build)
             process["user"] = {"uid": exec_user.uid, "gid": exec_user.gid,
                                **({"additionalGids": exec_user.additional_gids} if exec_user.additional_gids
                                   else {})}
@@ -1287,8 +1289,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
     def stats(self, names: builtins.list[str] | None = None, *, all: bool = False) -> builtins.list[dict[str, Any]]:
         """One sample of each running container's resource use (``ketch stats``)."""
         from ketch.containers import stats as sampling
+        from ketch.userns import delegated_cgroup
 
-        if self.store.rootless and not self._user_cgroups():
+        if self.store.rootless and not delegated_cgroup():
             raise UnsupportedError("stats is not supported in rootless mode without cgroups v2 (no cgroup is "
                                    "delegated to this user)")
         records = [self._record(n) for n in names] if names else \
@@ -1299,19 +1302,6 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             out.append(sampling.sample(record, current))
         return out
 
-
-    @staticmethod
-    def _user_cgroups() -> bool:
-        """Whether this (rootless) user may make cgroups: a cgroup v2 hierarchy whose directory of
-        our process is writable (a delegated subtree)."""
-        try:
-            line = next(entry for entry in open("/proc/self/cgroup").read().splitlines() if entry.startswith("0::"))
-        except (OSError, StopIteration):
-            return False
-        for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-            if os.path.exists(os.path.join(base, "cgroup.controllers")):
-                return os.access(base + line[3:], os.W_OK)
-        return False
 
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
 

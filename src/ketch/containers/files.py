@@ -171,13 +171,17 @@ class ContainerFiles(EnginePart):
         """A new image from the container's changes; its id (``include_volumes``: the
         container's volumes become the image's VOLUMEs)."""
         from ketch.containers import commit as committer
+        from ketch.userns import delegated_cgroup
 
         record = self._record(name_or_id)
         if include_volumes:
             changes = list(changes or []) + [f"VOLUME {m['destination']}" for m in record.options.mounts
                                              if m["kind"] == "volume"]
         paused = False
-        if pause and self._status(record)["status"] == "running" and not record.options.runtime:
+        # (a rootless container without a delegated cgroup cannot be frozen: committed running, as
+        # podman commits, whose default is not to pause)
+        if pause and self._status(record)["status"] == "running" and not record.options.runtime and \
+                not (self.store.rootless and not delegated_cgroup()):
             self._driver(record.options).pause(record.id)
             paused = True
         try:

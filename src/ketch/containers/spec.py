@@ -124,9 +124,12 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     user_spec = options.user if options.user is not None else \
         f"{keep.uid}:{keep.gid}" if keep is not None else (image.container_config.get("User") or "0")
 
-    # (rootless podman gives the process its primary group among its groups too; root's does not)
-    exec_user = users.resolve(rootfs, user_spec, options.group_add,
-                              include_primary=options.groups_include_primary or is_rootless())
+    exec_user = users.resolve(rootfs, user_spec, options.group_add, include_primary=options.groups_include_primary)
+    user_given = options.user is not None or keep is not None or bool(image.container_config.get("User"))
+    if is_rootless() and user_given and exec_user.gid not in exec_user.additional_gids:
+        # rootless podman gives a user that is asked for (--user, the image's USER, keep-id) its
+        # primary group among its groups too; root's podman does not
+        exec_user.additional_gids = sorted({*exec_user.additional_gids, exec_user.gid})
     hostname = options.hostname or container_id[:12]
     args = command_of(image, options)
     systemd = systemd_mode(image, options)

@@ -29,6 +29,14 @@ MAX_SIGNATURE_SIZE = 4 << 20  # containers/image's limit for one signature body
 MAX_SIGNATURES = 128
 
 
+def default_staging() -> str:
+    """containers/image's default lookaside-staging: root's /var/lib/containers/sigstore, a
+    user's ~/.local/share/containers/sigstore."""
+    from ketch.userns import data_home, is_rootless
+
+    return f"file://{data_home() / 'containers' / 'sigstore'}" if is_rootless() else DEFAULT_STAGING
+
+
 @dataclass
 class ScopeConfig:
     lookaside: str | None = None
@@ -91,7 +99,7 @@ class RegistriesD:
 
     def write_base(self, repository: str) -> str:
         config = self.config_for(repository)
-        return config.lookaside_staging or config.lookaside or DEFAULT_STAGING
+        return config.lookaside_staging or config.lookaside or default_staging()
 
 
 def signature_url(base: str, path: str, manifest_digest: str, index: int) -> str:

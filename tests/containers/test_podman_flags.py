@@ -321,11 +321,17 @@ def test_stats_and_top(ketch_env):
     assert bad.returncode == 125 and "unknown descriptor" in bad.stderr
 
 
-@pytest.mark.parametrize("flag", ["--pod-id-file=x", "--userns=keep-id", "--ip6=fd00::2"])
+@pytest.mark.parametrize("flag", ["--pod-id-file=x", "--uidmap=0:100000:65536", "--ip6=fd00::2"])
 def test_what_ketch_does_not_do_is_refused_with_the_reason(ketch_env, flag):
     refused = ketch_env.cli("run", "--rm", flag, "busybox", "true")
     assert refused.returncode == 125 and refused.stderr.startswith("Error: --")
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_keep_id_is_for_rootless_users(ketch_env):
+    """As podman says it to root (rootless keep-id: tests/rootless)."""
+    refused = ketch_env.cli("run", "--rm", "--userns=keep-id", "busybox", "true")
+    assert refused.returncode == 125 and refused.stderr == "Error: keep-id is only supported in rootless mode\n"
 
 
 def test_resource_and_environment_flags(ketch_env, tmp_path):
@@ -386,7 +392,7 @@ def test_resource_and_environment_flags(ketch_env, tmp_path):
     assert ketch_env.cli("image", "exists", "busybox").returncode == 0  # its other name stays
     assert ketch_env.ps() == []
     for flags, words in ((["--cgroups", "disabled"], "own cgroup"), (["--network-alias", "x"], "aliases"),
-                         (["--subuidname", "u"], "user namespaces"), (["--seccomp-policy", "image"], "seccomp")):
+                         (["--subuidname", "u"], "explicit id maps"), (["--seccomp-policy", "image"], "seccomp")):
         refused = ketch_env.cli("run", "--rm", *flags, "busybox", "true")
         assert refused.returncode == 125 and words in refused.stderr, (flags, refused.stderr)
 

@@ -126,20 +126,24 @@ def test_files_owned_by_other_ids(user, busybox_layout):
     assert (user.home / "hello.txt").stat().st_uid == user.uid
 
 
+def _fetch_when_up(port: int) -> bytes | None:
+    """GET /hostname from 127.0.0.1:PORT once something answers there (None if nothing does)."""
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as response:
+                return response.read()
+        except OSError:
+            time.sleep(0.1)
+    return None
+
+
 def test_detached_container_with_a_published_port(user, busybox_layout):
     image = busybox(busybox_layout)
     port = free_port()
     user.ketch("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:8000", image, "httpd", "-f", "-p", "8000",
                "-h", "/etc")
     try:
-        body = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as response:
-                    body = response.read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        body = _fetch_when_up(port)
         assert body is not None, "the published port never answered"
         assert user.ketch("exec", "web", "id", "-u").stdout == b"0\n"
         assert f"127.0.0.1:{port}->8000/tcp".encode() in user.ketch("ps").stdout
@@ -380,14 +384,7 @@ def test_a_rootless_pod_publishes_and_cgroup_verbs_say_why_not(user, busybox_lay
     user.ketch("pod", "create", "--name", "pod1", "-p", f"127.0.0.1:{port}:8000")
     try:
         user.ketch("run", "-d", "--pod", "pod1", "--name", "inpod", image, "httpd", "-f", "-p", "8000", "-h", "/etc")
-        body = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as response:
-                    body = response.read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        body = _fetch_when_up(port)
         assert body is not None, "the pod's published port never answered"
         # no delegated cgroup here (cgroup v1): stats and pause refuse in one line, as rootless podman's do
         for verb in (["stats", "--no-stream", "inpod"], ["pause", "inpod"]):

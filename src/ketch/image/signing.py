@@ -26,11 +26,12 @@ class SigningError(KetchError):
 
 
 def payload(docker_reference: str, manifest_digest: str, *, creator: str = "ketch",
-            timestamp: int | None = None) -> bytes:
-    """The signed content: containers/image's "atomic container signature" JSON."""
+            timestamp: int | None = None, kind: str = PAYLOAD_TYPE) -> bytes:
+    """The signed content: containers/image's "atomic container signature" JSON (``kind``: the
+    sigstore payload's "cosign container image signature" has the same fields)."""
     return json.dumps({
         "critical": {"identity": {"docker-reference": docker_reference},
-                     "image": {"docker-manifest-digest": manifest_digest}, "type": PAYLOAD_TYPE},
+                     "image": {"docker-manifest-digest": manifest_digest}, "type": kind},
         "optional": {"creator": creator, "timestamp": int(time.time()) if timestamp is None else timestamp},
     }, separators=(",", ":"), sort_keys=True).encode()
 

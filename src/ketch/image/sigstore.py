@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,23 +143,16 @@ def attachment_tag(manifest_digest: str) -> str:
     return f"{algorithm}-{hex_digest}.sig"
 
 
-def payload(docker_reference: str, manifest_digest: str, *, creator: str = "ketch",
-            timestamp: int | None = None) -> bytes:
-    return json.dumps({
-        "critical": {"identity": {"docker-reference": docker_reference},
-                     "image": {"docker-manifest-digest": manifest_digest}, "type": PAYLOAD_TYPE},
-        "optional": {"creator": creator, "timestamp": int(time.time()) if timestamp is None else timestamp},
-    }, separators=(",", ":")).encode()
-
-
 def sign(private_key, docker_reference: str, manifest_digest: str) -> SigstoreSignature:
     """Sign a manifest digest for an identity with an ECDSA key (as ``load_private_key`` gives)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from ketch.image.signing import payload
+
     if not isinstance(private_key, ec.EllipticCurvePrivateKey):
         raise UnsupportedError("sigstore signing takes an ECDSA private key")
-    data = payload(docker_reference, manifest_digest)
+    data = payload(docker_reference, manifest_digest, kind=PAYLOAD_TYPE)
     signature = private_key.sign(data, ec.ECDSA(hashes.SHA256()))
     return SigstoreSignature(MIME_TYPE, data, {SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()})
 
@@ -256,7 +248,7 @@ def check_sigstore_signed(requirement: dict, policy_dir: Path | None, image_refe
     PolicyDeniedError saying why each failed (containers/image's rules: a good signature by one
     of the keys, over a payload naming this manifest's digest and an identity ``signedIdentity``
     accepts)."""
-    from ketch.image.trust import identity_matches
+    from ketch.image.trust import check_claims
 
     keys = load_public_keys(requirement, policy_dir)
     candidates = [blob for blob in signatures if is_sigstore(blob)]
@@ -283,11 +275,7 @@ def check_sigstore_signed(requirement: dict, policy_dir: Path | None, image_refe
             if not _verified_by(keys, signature.payload, raw):
                 raise PolicyDeniedError("the signature is not valid for the policy's keys (another key, or the "
                                         "payload was changed)")
-            signed_digest, identity = parse_payload(signature.payload)
-            if Digest.of(manifest, signed_digest.algorithm) != signed_digest:
-                raise PolicyDeniedError(f"it signs another manifest ({signed_digest})")
-            if not identity_matches(requirement.get("signedIdentity"), image_reference, identity):
-                raise PolicyDeniedError(f"it names {identity}, which the policy's signedIdentity does not accept")
+            check_claims(requirement, image_reference, manifest, *parse_payload(signature.payload))
             return
         except PolicyDeniedError as exc:
             reasons.append(f"sigstore signature {number}: {exc.message}")

@@ -167,6 +167,15 @@ def parse_payload(payload: bytes) -> tuple[Digest, str]:
         raise PolicyDeniedError(f"its payload is not a container signature ({exc})") from exc
 
 
+def check_claims(requirement: dict, image_reference, manifest: bytes, signed_digest: Digest, identity: str) -> None:
+    """What a verified payload claims must fit: this manifest's digest, and an identity the
+    requirement's ``signedIdentity`` accepts (both kinds of signatures)."""
+    if Digest.of(manifest, signed_digest.algorithm) != signed_digest:
+        raise PolicyDeniedError(f"it signs another manifest ({signed_digest})")
+    if not identity_matches(requirement.get("signedIdentity"), image_reference, identity):
+        raise PolicyDeniedError(f"it names {identity}, which the policy's signedIdentity does not accept")
+
+
 def check_simple_signing(requirement: dict, policy_dir: Path | None, image_reference, manifest: bytes,
                          signatures: list[bytes]) -> None:
     """Accept if one signature satisfies the ``signedBy`` requirement; else PolicyDeniedError
@@ -183,11 +192,7 @@ def check_simple_signing(requirement: dict, policy_dir: Path | None, image_refer
     for number, signature in enumerate(simple, 1):
         try:
             payload, _ = keyring.verify(signature)
-            signed_digest, identity = parse_payload(payload)
-            if Digest.of(manifest, signed_digest.algorithm) != signed_digest:
-                raise PolicyDeniedError(f"it signs another manifest ({signed_digest})")
-            if not identity_matches(requirement.get("signedIdentity"), image_reference, identity):
-                raise PolicyDeniedError(f"it names {identity}, which the policy's signedIdentity does not accept")
+            check_claims(requirement, image_reference, manifest, *parse_payload(payload))
             return
         except PolicyDeniedError as exc:
             reasons.append(f"signature {number}: {exc.message}")

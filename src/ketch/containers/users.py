@@ -53,7 +53,8 @@ def resolve(rootfs: str, spec: str, group_add: list[str] | None = None, *, inclu
                       and int(e[2]) != gid]
     for extra in group_add or []:
         if extra == "keep-groups":
-            raise InvalidInputError("--group-add keep-groups is for rootless podman; ketch runs as root")
+            raise InvalidInputError("--group-add keep-groups is not supported: ketch maps no supplementary groups of "
+                                    "yours into its user namespace")
         additional.append(_group_id(groups, extra))
     if include_primary:
         additional.append(gid)

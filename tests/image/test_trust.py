@@ -142,7 +142,14 @@ def skopeo(trust, *args: str, check: bool = True) -> subprocess.CompletedProcess
 
 
 def ketch(trust, *args: str, check: bool = True):
-    return run_ketch(*trust["common"], *trust["store"], *args, check=check, env=trust["keys"].env)
+    scratch = trust["tmp"] / "ketch-tmp"  # (TMPDIR of ketch's commands: what they leave there is seen)
+    scratch.mkdir(exist_ok=True)
+    return run_ketch(*trust["common"], *trust["store"], *args, check=check,
+                     env={**trust["keys"].env, "TMPDIR": str(scratch)})
+
+
+def left_behind(trust) -> list[str]:
+    return sorted(p.name for p in (trust["tmp"] / "ketch-tmp").glob("ketch-gpg-*"))
 
 
 def push_signed(trust, busybox_layout, repository: str, key: str | None = "alice", *extra: str) -> str:
@@ -171,6 +178,7 @@ def test_skopeo_signs_and_ketch_verifies(trust, busybox_layout):
     # the HTTP lookaside
     web = push_signed(trust, busybox_layout, "web/skopeo")
     ketch(trust, "pull", "-q", "--tls-verify=false", web)
+    assert left_behind(trust) == []  # (the GnuPG homes of the checks are gone with them)
 
 
 def test_ketch_signs_and_skopeo_verifies(trust, busybox_layout):
@@ -253,6 +261,7 @@ def test_refused_signatures(trust, busybox_layout, tmp_path):
             str(trust["keys"].home.parent / f"{name}.pub")
         trust["policy"].write_text(json.dumps(policy))
         _refused(trust, reference, f"made by {'an expired' if name == 'expired' else 'a revoked'} key")
+    assert left_behind(trust) == []
 
 
 def test_a_lying_lookaside_is_refused(trust, busybox_layout):
@@ -372,3 +381,4 @@ def test_every_way_in_checks_the_policy(trust, busybox_layout, tmp_path):
     trust["policy"].write_text(json.dumps(policy))
     refused = ketch(trust, "load", "-i", str(archive), check=False)
     assert refused.returncode != 0 and "rejects docker-archive:" in refused.stderr and images(trust) == []
+    assert left_behind(trust) == []  # (run and create end with os._exit: no exit handler cleans up for them)

@@ -10,29 +10,40 @@ user's keyring, so a key the user trusts for mail does not become a key that adm
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from pathlib import Path
 
 from ketch.errors import InvalidInputError, PolicyDeniedError
 from ketch.oci import Digest
 
-_KEYRINGS: dict[tuple[bytes, ...], GPGKeyring] = {}
-_KEYRINGS_LOCK = threading.Lock()
-
 
 class GPGKeyring:
-    """A private GnuPG home holding some public keys, to verify signatures with."""
+    """A private GnuPG home holding some public keys, to verify signatures with; removed when the
+    ``with`` block ends (not at exit: commands that end with ``os._exit`` run no exit handlers)."""
 
     def __init__(self, keys: list[bytes]) -> None:
         self.home = tempfile.mkdtemp(prefix="ketch-gpg-")
-        atexit.register(shutil.rmtree, self.home, True)
+        try:
+            self._import(keys)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> GPGKeyring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _import(self, keys: list[bytes]) -> None:
         self.fingerprints: set[str] = set()
         for key in keys:
             result = _gpg(self.home, ["--import", "--import-options", "import-show", "--with-colons"], key)
@@ -106,11 +117,7 @@ def keyring_for(requirement: dict, policy_dir: Path | None) -> GPGKeyring:
                 keys.append(full.read_bytes())
     except (OSError, ValueError, TypeError) as exc:
         raise InvalidInputError(f"trust policy: signedBy keys do not read: {exc}") from exc
-    with _KEYRINGS_LOCK:
-        key = tuple(keys)
-        if key not in _KEYRINGS:
-            _KEYRINGS[key] = GPGKeyring(keys)
-        return _KEYRINGS[key]
+    return GPGKeyring(keys)
 
 
 # -- identities ---------------------------------------------------------------
@@ -187,13 +194,13 @@ def check_simple_signing(requirement: dict, policy_dir: Path | None, image_refer
         others = len(signatures)
         raise PolicyDeniedError("the image has no signatures, and the policy requires signedBy"
                                 + (f" ({others} sigstore signatures, which signedBy does not take)" if others else ""))
-    keyring = keyring_for(requirement, policy_dir)
     reasons = []
-    for number, signature in enumerate(simple, 1):
-        try:
-            payload, _ = keyring.verify(signature)
-            check_claims(requirement, image_reference, manifest, *parse_payload(payload))
-            return
-        except PolicyDeniedError as exc:
-            reasons.append(f"signature {number}: {exc.message}")
+    with keyring_for(requirement, policy_dir) as keyring:
+        for number, signature in enumerate(simple, 1):
+            try:
+                payload, _ = keyring.verify(signature)
+                check_claims(requirement, image_reference, manifest, *parse_payload(payload))
+                return
+            except PolicyDeniedError as exc:
+                reasons.append(f"signature {number}: {exc.message}")
     raise PolicyDeniedError("; ".join(reasons))

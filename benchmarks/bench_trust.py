@@ -80,21 +80,21 @@ def main() -> int:
                             "--sign-passphrase-file", str(work / "pass"), f"oci:{layout}:latest",
                             f"docker://{sigstore_reference}"], check=True, capture_output=True)
             times: dict[tuple[str, str], list[float]] = {}
+
+            def ketch_pull(label: str, policy: str, image: str) -> None:
+                """One pull into an empty store under ``policy``, timed under ``label``."""
+                root = work / "store"
+                times.setdefault((label, policy), []).append(timed(
+                    [KETCH, "--root", str(root / "root"), "--runroot", str(root / "run"), "--registries.d",
+                     str(registries_d), "--policy", str(policies[policy]), "pull", "-q", "--tls-verify=false",
+                     image], env))
+                shutil.rmtree(root)
+
             for _ in range(args.rounds):
                 for policy in ("sigstoreSigned", "insecure"):
-                    root = work / "store"
-                    times.setdefault(("ketch-sigstore", policy), []).append(timed(
-                        [KETCH, "--root", str(root / "root"), "--runroot", str(root / "run"), "--registries.d",
-                         str(registries_d), "--policy", str(policies[policy]), "pull", "-q", "--tls-verify=false",
-                         sigstore_reference], env))
-                    shutil.rmtree(root)
+                    ketch_pull("ketch-sigstore", policy, sigstore_reference)
                 for policy in ("signedBy", "insecure"):
-                    root = work / "store"
-                    times.setdefault(("ketch", policy), []).append(timed(
-                        [KETCH, "--root", str(root / "root"), "--runroot", str(root / "run"), "--registries.d",
-                         str(registries_d), "--policy", str(policies[policy]), "pull", "-q", "--tls-verify=false",
-                         reference], env))
-                    shutil.rmtree(root)
+                    ketch_pull("ketch", policy, reference)
                     times.setdefault(("skopeo", policy), []).append(timed(
                         ["skopeo", "--registries.d", str(registries_d), "--policy", str(policies[policy]), "copy",
                          "-q", "--src-tls-verify=false", f"docker://{reference}", f"dir:{work / 'dir'}"], env))

@@ -118,9 +118,23 @@ class ContainerNetworking(EnginePart):
                                    "(pasta), none or host; networks of their own are not there yet")
         return True
 
+    @staticmethod
+    def _wanted_ports(options: CreateOptions, image, *, any_address: str) -> builtins.list:
+        """``-p`` mappings, and with ``-P`` the image's exposed ports not mapped yet (on
+        ``any_address``, a host port chosen later)."""
+        from ketch.containers import network
+
+        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
+        if options.publish_all and image is not None:
+            for exposed in (image.container_config.get("ExposedPorts") or {}):
+                port, _, protocol = exposed.partition("/")
+                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
+                    wanted.append(network.PortMapping(any_address, 0, int(port), protocol or "tcp"))
+        return wanted
+
     def _setup_pasta(self, record: ContainerRecord, image) -> tuple[str | None, builtins.list[str]]:
         """A rootless container's network: a namespace of ours, given to pasta with the ports."""
-        from ketch.containers import netns, network, pasta
+        from ketch.containers import netns, pasta
 
         options: CreateOptions = record.options
         userdata = self._userdata(record.id)
@@ -128,13 +142,7 @@ class ContainerNetworking(EnginePart):
         os.makedirs(os.path.dirname(netns_path), exist_ok=True)
         states.update(userdata, netns=netns_path, attachments=0, pasta=0)
         netns.pin_namespaces({"net": netns_path})
-        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
-        if options.publish_all and image is not None:
-            for exposed in (image.container_config.get("ExposedPorts") or {}):
-                port, _, protocol = exposed.partition("/")
-                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
-                    wanted.append(network.PortMapping("", 0, int(port), protocol or "tcp"))
-        ports = pasta.assign_ports(wanted)
+        ports = pasta.assign_ports(self._wanted_ports(options, image, any_address=""))
         states.update(userdata, ports=[p.as_dict() for p in ports])
         pid = pasta.start(netns_path, ports, os.path.join(userdata, "pasta.pid"))
         states.update(userdata, pasta=pid)
@@ -148,7 +156,7 @@ class ContainerNetworking(EnginePart):
             return None, []
         if self._rootless_network(options):
             return self._setup_pasta(record, image)
-        from ketch.containers import netns, network
+        from ketch.containers import netns
 
         container_id = record.id
         userdata = self._userdata(container_id)
@@ -158,12 +166,7 @@ class ContainerNetworking(EnginePart):
         netns.make_namespace(netns_path)
         attachments = [(name, nets.allocate(container_id, name, options.ip if n == 0 else None))
                        for n, name in enumerate(names)]
-        wanted = [m for spec in options.publish for m in network.parse_publish(spec)]
-        if options.publish_all and image is not None:
-            for exposed in (image.container_config.get("ExposedPorts") or {}):
-                port, _, protocol = exposed.partition("/")
-                if port.isdigit() and not any(m.container_port == int(port) for m in wanted):
-                    wanted.append(network.PortMapping("0.0.0.0", 0, int(port), protocol or "tcp"))
+        wanted = self._wanted_ports(options, image, any_address="0.0.0.0")
         ports = nets.reserve_ports(container_id, wanted) if wanted else []
         states.update(userdata, ports=[p.as_dict() for p in ports])
         # The kernel side runs in a child while this process goes on; start() waits for it.

@@ -195,8 +195,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         choices=["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"],
                         help="log messages at this level and above, to stderr (default warn)")
     parser.add_argument("--root", metavar="DIR",
-                        help="store root (default $KETCH_ROOT or /var/lib/ketch)")
-    parser.add_argument("--runroot", metavar="DIR", help="store run directory (default /run/ketch)")
+                        help="store root (default $KETCH_ROOT, else /var/lib/ketch; a user's ~/.local/share/ketch)")
+    parser.add_argument("--runroot", metavar="DIR",
+                        help="store run directory (default /run/ketch; a user's $XDG_RUNTIME_DIR/ketch)")
     parser.add_argument("--storage-driver", metavar="DRIVER", choices=["overlay", "vfs"],
                         help="overlay (default) or vfs")
     parser.add_argument("--storage-opt", action="append", default=[], metavar="OPTION",

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -480,3 +481,88 @@ def test_the_same_commands_as_root_and_as_a_user(user, busybox_layout, shared_di
     as_user("rmi", image)
     loaded = as_user("load", "-q", "-i", str(archive))
     assert as_user("images", "-q", "--no-trunc", image) == as_root("images", "-q", "--no-trunc", image), loaded
+
+
+def _default_gateway() -> str:
+    for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == "00000000":
+            return socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "little"))
+    raise AssertionError("the host has no default route")
+
+
+def test_a_network_of_the_users_own(user, busybox_layout):
+    """`network create` and `--network NAME` as a user, as rootless podman has them: the bridge
+    and the veths are in the user's rootless network namespace, none on the host; containers
+    reach each other by name; a published port answers on the host's 127.0.0.1 through the
+    relay, a pod's too; the containers reach the host's loopback through pasta (its gateway
+    address is the host); when the last container goes, the namespace, its pasta and the relays
+    go too."""
+    import http.server
+    import threading
+
+    image = busybox(busybox_layout)
+    user.ketch("network", "create", "usernet")
+    bridge = user.ketch("network", "inspect", "--format", "{{.NetworkInterface}}", "usernet").stdout.decode().strip()
+    rootless_netns = f"{user.run_dir}/ketch/netns/rootless-netns"
+    port, pod_port = free_port(), free_port()
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"from the host\n")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        srv = user.ketch("run", "-d", "--name", "srv", "--network", "usernet", "-p", f"127.0.0.1:{port}:8000", image,
+                         "httpd", "-f", "-p", "8000", "-h", "/etc").stdout.decode().strip()
+        assert _fetch_when_up(port) == srv[:12].encode() + b"\n"
+        assert f"127.0.0.1:{port}->8000/tcp".encode() in user.ketch("ps").stdout
+        by_name = user.ketch("run", "--rm", "--network", "usernet", image, "sh", "-c",
+                             "wget -qO- http://srv:8000/hostname; ip -o -4 addr show eth0").stdout.decode()
+        assert by_name.startswith(srv[:12] + "\n") and " 10.123." in by_name
+        outbound = user.ketch("run", "--rm", "--network", "usernet", image, "wget", "-qO-",
+                              f"http://{_default_gateway()}:{server.server_address[1]}/").stdout
+        assert outbound == b"from the host\n"
+        # the kernel side is in the user's namespace: the bridge with the veth, nothing on the host
+        inside = user.ketch("unshare", "nsenter", f"--net={rootless_netns}", "ip", "-o", "link").stdout.decode()
+        assert f" {bridge}:" in inside and f"veth{srv[:8]}0@" in inside
+        assert not Path(f"/sys/class/net/veth{srv[:8]}0").exists()
+        # a pod on the network publishes through a relay too
+        user.ketch("pod", "create", "--name", "netpod", "--network", "usernet", "-p", f"127.0.0.1:{pod_port}:8000")
+        try:
+            user.ketch("run", "-d", "--pod", "netpod", "--name", "inpod", image, "httpd", "-f", "-p", "8000", "-h",
+                       "/etc")
+            assert _fetch_when_up(pod_port) is not None, "the pod's published port never answered"
+        finally:
+            user.ketch("pod", "rm", "-f", "netpod")
+        relays = [p for p in user.processes() if b"ketch.containers.portrelay" in _cmdline(p)]
+        assert len(relays) == 1, "one relay for srv, the pod's gone with the pod"
+    finally:
+        server.shutdown()
+        server.server_close()
+        user.ketch("rm", "-f", "-t", "0", "srv")
+
+    def leftovers() -> list[int]:
+        return [p for p in user.processes() if b"ketch.containers.portrelay" in _cmdline(p)
+                or _cmdline(p).startswith(b"/usr/bin/pasta")]
+
+    for _ in range(100):
+        if not leftovers():
+            break
+        time.sleep(0.05)
+    assert leftovers() == []
+    assert user.ketch("unshare", "test", "-e", rootless_netns, check=False).returncode != 0
+    user.ketch("network", "rm", "usernet")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

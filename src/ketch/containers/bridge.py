@@ -90,10 +90,16 @@ def _iproute():
     return IPRoute
 
 
+def _nft_program() -> str:
+    import shutil
+
+    return shutil.which("nft") or "/usr/sbin/nft"  # (a user's PATH may lack /usr/sbin)
+
+
 def _nft(script: str) -> None:
     import subprocess
 
-    result = subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True)
+    result = subprocess.run([_nft_program(), "-f", "-"], input=script.encode(), capture_output=True)
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         raise NetworkError(f"nftables: {message[0] if message else 'nft failed'}")
@@ -103,9 +109,10 @@ def _remove_table_if_empty() -> None:
     """Delete ketch's nftables table when no bridge of any store is in it any more."""
     import subprocess
 
-    listing = subprocess.run(["nft", "-j", "list", "set", "ip", TABLE, "bridges"], capture_output=True, text=True)
+    listing = subprocess.run([_nft_program(), "-j", "list", "set", "ip", TABLE, "bridges"], capture_output=True,
+                             text=True)
     if listing.returncode == 0 and '"elem"' not in listing.stdout:
-        subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True)
+        subprocess.run([_nft_program(), "delete", "table", "ip", TABLE], capture_output=True)
 
 
 def _write_sysctl(path: str, value: str) -> None:
@@ -114,11 +121,12 @@ def _write_sysctl(path: str, value: str) -> None:
 
 
 class Bridges:
-    """Bridges, veths and nftables entries of a store's networks (locks: the store's)."""
+    """Bridges, veths and nftables entries of a store's networks (locks: the store's). A rootless
+    store's are in the user's rootless network namespace (:mod:`ketch.containers.rootlessnet`),
+    where the set-up's child and the removals enter first."""
 
     def __init__(self, store) -> None:
         self.store = store
-
 
     def _ensure_bridge(self, ipr, network: dict) -> int:
         """The network's bridge with its gateway address, forwarding on, and its nftables part
@@ -142,7 +150,7 @@ class Bridges:
             _write_sysctl(f"/proc/sys/net/ipv4/conf/{network['bridge']}/route_localnet", "1")
             import subprocess
 
-            if subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True).returncode != 0:
+            if subprocess.run([_nft_program(), "list", "table", "ip", TABLE], capture_output=True).returncode != 0:
                 _nft(TABLE_SCRIPT)
             script = f"add element ip {TABLE} bridges {{ {network['bridge']} }}\n"
             if not network["internal"]:
@@ -154,6 +162,20 @@ class Bridges:
         """Delete the network's bridge and its elements of the nftables table, and the table
         once no bridge is left in it. With ``only_if_unused``, a bridge that still has ports (a
         container of any store is attached) stays. True if the bridge is gone."""
+        if self.store.rootless:
+            from ketch.containers import rootlessnet
+
+            where = rootlessnet.existing(self.store)
+            if where is None:
+                return True  # (no rootless namespace: its bridges went with it)
+            fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return bool(in_namespace(fd, lambda: self._teardown_bridge_here(network, only_if_unused)))
+            finally:
+                os.close(fd)
+        return self._teardown_bridge_here(network, only_if_unused)
+
+    def _teardown_bridge_here(self, network: dict, only_if_unused: bool) -> bool:
         IPRoute = _iproute()
 
         with self.store.lock("network-setup"):
@@ -180,8 +202,13 @@ class Bridges:
         ``wait()``s. The child uses no database connection (the network records are read by the
         caller and sent along)."""
         helper = helper or Helper.start(self.store)
+        enter = None
+        if self.store.rootless:
+            from ketch.containers import rootlessnet
+
+            enter = rootlessnet.path(self.store)
         helper.submit({"container_id": container_id, "netns_path": netns_path, "records": records,
-                       "ports": [p.as_dict() for p in ports]})
+                       "ports": [p.as_dict() for p in ports], "enter": enter})
         return helper
 
     def _setup_job(self, job: dict) -> None:
@@ -268,6 +295,10 @@ class Helper:
                 if not data:
                     os._exit(0)  # no set-up after all
                 job = json.loads(data)
+                if job.get("enter"):  # (a rootless store's bridges: in the user's network namespace)
+                    from ketch import syscalls
+
+                    syscalls.setns(os.open(job["enter"], os.O_RDONLY), syscalls.CLONE_NEWNET)
                 Bridges(store)._setup_job(job)
                 os.write(answer_w, b"ok")
             except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line

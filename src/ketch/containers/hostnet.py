@@ -164,6 +164,10 @@ class HostAllocations:
             "SELECT container, ip FROM addresses WHERE store = ? AND network = ? ORDER BY rowid",
             (self.store_id, network))}
 
+    def holds_addresses(self) -> bool:
+        """Whether any container or pod of this store has an address on a network."""
+        return self.db.one("SELECT 1 FROM addresses WHERE store = ? LIMIT 1", (self.store_id,)) is not None
+
     # -- published ports -----------------------------------------------------------------
 
     def reserve_ports(self, container_id: str, ports: list, free_port, check_bindable) -> list[tuple]:

@@ -14,9 +14,12 @@ import struct
 from ketch.errors import NetworkError
 
 
-def in_namespace(netns_fd: int, work) -> None:
-    """Run ``work`` in a forked child that entered the network namespace: setns changes the
-    calling thread for good, and this process must stay where it is."""
+def in_namespace(netns_fd: int, work):
+    """Run ``work`` in a forked child that entered the network namespace (setns changes the
+    calling thread for good, and this process must stay where it is); what it returns, if that
+    is a bool, int or str (it comes back through a pipe)."""
+    import json
+
     from ketch import syscalls
 
     read_end, write_end = os.pipe()
@@ -25,8 +28,8 @@ def in_namespace(netns_fd: int, work) -> None:
         try:
             os.close(read_end)
             syscalls.setns(netns_fd, syscalls.CLONE_NEWNET)
-            work()
-            os.write(write_end, b"ok")
+            result = work()
+            os.write(write_end, b"ok" + json.dumps(result).encode())
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, one line
             os.write(write_end, f"{type(exc).__name__}: {exc}".encode()[:2000])
         finally:
@@ -35,8 +38,9 @@ def in_namespace(netns_fd: int, work) -> None:
     with os.fdopen(read_end, "rb") as pipe:
         answer = pipe.read().decode(errors="replace")
     os.waitpid(pid, 0)
-    if answer != "ok":
+    if not answer.startswith("ok"):
         raise NetworkError(f"configuring the container's network: {answer or 'the helper died'}")
+    return json.loads(answer[2:])
 
 
 def make_namespace(path: str) -> None:

@@ -53,14 +53,20 @@ class ContainerNetworking(EnginePart):
         nets = self.networks()
         names = list(nets.addresses_of(container_id))
         ports = [network.PortMapping.from_dict(p) for p in current.get("ports") or []]
-        try:
-            nets.teardown(container_id, current.get("attachments") or 0, ports)
-        except KetchError as exc:
-            log_cleanup_failure(__name__, f"{record.name}: removing its published ports", exc)
+        if not self.store.rootless:  # (a rootless container's ports are a relay's: see rootlessnet)
+            try:
+                nets.teardown(container_id, current.get("attachments") or 0, ports)
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"{record.name}: removing its published ports", exc)
         if current.get("netns"):
             netns.remove_namespace(current["netns"])
         nets.release(container_id)
         states.update(userdata, netns=None, ports=[], attachments=0)
+        if self.store.rootless:
+            from ketch.containers import rootlessnet
+
+            rootlessnet.detach(self.store, current.get("relay"), nets.host.holds_addresses)
+            states.update(userdata, relay=None)
         self._refresh_peer_hosts(names, container_id)
 
     def _network_names(self, options: CreateOptions) -> builtins.list[str]:
@@ -105,18 +111,10 @@ class ContainerNetworking(EnginePart):
         return Volumes(self.store)
 
     def _rootless_network(self, options: CreateOptions) -> bool:
-        """Whether the container gets pasta's network (a rootless container on the default
-        network); a rootless container on a network of its own is refused."""
-        if not self.store.rootless or not self._network_names(options):
-            return False
-        from ketch.containers.network import DEFAULT_NETWORK
-
-        if self._network_names(options) != [DEFAULT_NETWORK] and options.network not in ("pasta", "slirp4netns"):
-            from ketch.errors import UnsupportedError
-
-            raise UnsupportedError(f"--network {options.network}: rootless containers get the default network "
-                                   "(pasta), none or host; networks of their own are not there yet")
-        return True
+        """Whether the container gets pasta's network: a rootless container in the default mode
+        (``bridge``, ``private``, or ``pasta``/``slirp4netns`` by name). Named networks, the
+        default one (``ketch``) too, are bridges in the user's rootless network namespace."""
+        return self.store.rootless and options.network in ("bridge", "private", "pasta", "slirp4netns")
 
     @staticmethod
     def _wanted_ports(options: CreateOptions, image, *, any_address: str) -> builtins.list:
@@ -169,9 +167,15 @@ class ContainerNetworking(EnginePart):
         wanted = self._wanted_ports(options, image, any_address="0.0.0.0")
         ports = nets.reserve_ports(container_id, wanted) if wanted else []
         states.update(userdata, ports=[p.as_dict() for p in ports])
+        kernel_ports = ports
+        if self.store.rootless:  # (after the addresses are recorded: see rootlessnet)
+            from ketch.containers import rootlessnet
+
+            kernel_ports = []
+            states.update(userdata, relay=rootlessnet.attach(self.store, netns_path, attachments[0][1], ports))
         # The kernel side runs in a child while this process goes on; start() waits for it.
         helper, self._network_helper = self._network_helper, None
-        self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, ports, helper)
+        self._pending_network = nets.setup_in_background(container_id, netns_path, attachments, kernel_ports, helper)
         self._refresh_peer_hosts(names, container_id)
         return netns_path, [address for _, address in attachments]
 
@@ -192,13 +196,13 @@ class ContainerNetworking(EnginePart):
 
     def _start_network_helper(self, options: CreateOptions) -> None:
         """A bridge will be set up: load the netlink library in a child from now on."""
-        if self._network_names(options) and self._network_helper is None and not self.store.rootless:
+        if self._network_names(options) and self._network_helper is None and not self._rootless_network(options):
             from ketch.containers.bridge import Helper
 
             self._network_helper = Helper.start(self.store)
 
     def _peer_hosts(self, container_id: str) -> str:
-        if not self._uses_networks(container_id) or self.store.rootless:
+        if not self._uses_networks(container_id) or states.read(self._userdata(container_id)).get("pasta") is not None:
             return ""  # (no network, or pasta's: no peers, and no network module to import)
         from ketch.containers.network import hosts_entries
 

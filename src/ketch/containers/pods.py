@@ -31,7 +31,6 @@ from ketch.errors import (
     InvalidInputError,
     KetchError,
     NotFoundError,
-    UnsupportedError,
     log_cleanup_failure,
 )
 from ketch.records import Record
@@ -278,13 +277,11 @@ class PodEngine:
         record = self.pods.create(name, hostname=hostname or name, share_pid="pid" in share, host_network=host_network,
                                   host_ipc="ipc" not in share, data=data)
         try:
-            if not host_network and network != "none" and self.engine.store.rootless:
+            if not host_network and network in ("bridge", "private", "pasta", "slirp4netns") and \
+                    self.engine.store.rootless:
                 # a rootless pod: pasta on its pinned namespace, publishing its ports (as a container's)
                 from ketch.containers import pasta
 
-                if network not in ("bridge", "private", "pasta"):
-                    raise UnsupportedError(f"--network {network}: rootless pods get the default network (pasta), "
-                                           "none or host; networks of their own are not there yet")
                 ports = pasta.assign_ports(wanted)
                 self.pods.update_data(record.id, ports=[p.as_dict() for p in ports], pasta=0)
                 pid_file = str(self.engine.store.runroot / f"pod-{record.id[:32]}-pasta.pid")
@@ -297,7 +294,14 @@ class PodEngine:
                 attachments = [(n, nets.allocate(record.id, n)) for n in networks]
                 ports = nets.reserve_ports(record.id, wanted) if wanted else []
                 self.pods.update_data(record.id, ports=[p.as_dict() for p in ports])
-                nets.setup_in_background(record.id, record.namespace_path("net") or "", attachments, ports).wait()
+                netns_path = record.namespace_path("net") or ""
+                if self.engine.store.rootless:  # a rootless pod's: in the user's network namespace, a relay
+                    from ketch.containers import rootlessnet
+
+                    relay = rootlessnet.attach(self.engine.store, netns_path, attachments[0][1], ports)
+                    self.pods.update_data(record.id, relay=relay)
+                    ports = []
+                nets.setup_in_background(record.id, netns_path, attachments, ports).wait()
             return self.pods.ready(record.id).id
         except BaseException:
             try:
@@ -320,12 +324,17 @@ class PodEngine:
             return
         nets = self.engine.networks()
         ports = [PortMapping.from_dict(p) for p in record.data.get("ports") or []]
-        try:
-            nets.teardown(record.id, record.data["attachments"], ports)
-        except KetchError as exc:
-            log_cleanup_failure(__name__, f"pod {record.name}: removing its network", exc)
+        if not self.engine.store.rootless:
+            try:
+                nets.teardown(record.id, record.data["attachments"], ports)
+            except KetchError as exc:
+                log_cleanup_failure(__name__, f"pod {record.name}: removing its network", exc)
         nets.release(record.id)
         self.pods.update_data(record.id, attachments=0, ports=[])
+        if self.engine.store.rootless:
+            from ketch.containers import rootlessnet
+
+            rootlessnet.detach(self.engine.store, record.data.get("relay"), nets.host.holds_addresses)
 
     def _pod(self, name_or_id: str) -> PodRecord:
         record = self.pods.get(name_or_id)

@@ -79,13 +79,9 @@ def pod_stats(sandboxes, pod) -> api.PodSandboxStats:
 
 def _interfaces(netns: str) -> dict[str, tuple[int, int, int, int]]:
     """/proc/net/dev of a network namespace, read in a child that entered it."""
-    import json
-
     from ketch.containers.netns import in_namespace
 
-    read_end, write_end = os.pipe()
-
-    def work() -> None:
+    def work() -> dict:
         with open("/proc/net/dev") as f:
             lines = f.read().splitlines()[2:]
         table = {}
@@ -93,16 +89,14 @@ def _interfaces(netns: str) -> dict[str, tuple[int, int, int, int]]:
             name, _, rest = line.partition(":")
             fields = rest.split()
             table[name.strip()] = (int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10]))
-        os.write(write_end, json.dumps(table).encode())
+        return table
 
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        in_namespace(fd, work)
+        table = in_namespace(fd, work)
     finally:
         os.close(fd)
-        os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        return {k: tuple(v) for k, v in json.loads(pipe.read() or b"{}").items()}
+    return {k: tuple(v) for k, v in (table or {}).items()}
 
 
 def _tree_usage(path: str) -> tuple[int, int]:

@@ -17,4 +17,10 @@ echo "test.sh: ruff check"
 "$VENV/bin/ruff" check src tests benchmarks
 echo "test.sh: mypy"
 "$VENV/bin/mypy"
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests
+status=0
+"$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests || status=$?
+# The container and build suites again, as an ordinary user made for the run (rootless ketch);
+# what only root may do is marked root_only and skipped there, with its reason.
+echo "test.sh: the container and build suites as a user"
+"$VENV/bin/python" -m tests.rootless.as_user -q tests/containers tests/building || status=$?
+exit "$status"

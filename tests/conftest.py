@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from tests.support import images, tls, tokenserver
 from tests.support.registry import run_registry, skopeo_copy
 
 KETCH = str(Path(sys.executable).parent / "ketch")
+# set by tests/rootless/as_user.py: the suite runs as an ordinary user (rootless ketch)
+AS_USER = "KETCH_TEST_USER" in os.environ
 
 
 def run_ketch(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
@@ -29,7 +32,8 @@ def isolated_auth(tmp_path_factory, monkeypatch):
     """No test reads or writes the machine's real auth files."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    if not AS_USER:  # (a user's run directory holds its pause process: one for the whole rootless run)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
     return home
@@ -101,9 +105,12 @@ def tls_registry(busybox_layout, tmp_path_factory):
 @pytest.fixture
 def podman(tmp_path_factory):
     """podman with a private vfs store, reset afterwards."""
+    import tempfile
+
     from tests.support.podman import Podman
 
-    instance = Podman(tmp_path_factory.mktemp("podman"))
+    # (rootless podman refuses a run directory path over 50 characters: a short one for a user's run)
+    instance = Podman(Path(tempfile.mkdtemp(prefix="kp")) if AS_USER else tmp_path_factory.mktemp("podman"))
     try:
         yield instance
     finally:
@@ -128,3 +135,13 @@ def mtls_registry(busybox_layout, tmp_path_factory):
         reg.extra["certs"] = certs
         reg.extra["client_dir"] = client_dir
         yield reg
+
+
+def pytest_collection_modifyitems(config, items):
+    """A rootless run (tests/rootless/as_user.py) skips what only root may do, saying why."""
+    if not AS_USER:
+        return
+    for item in items:
+        marker = item.get_closest_marker("root_only")
+        if marker is not None:
+            item.add_marker(pytest.mark.skip(reason=f"root only: {marker.args[0] if marker.args else ''}"))

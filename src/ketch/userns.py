@@ -292,9 +292,14 @@ def enter(*, quiet: bool = False) -> None:
     thread starts. Does nothing for root or when already inside a namespace."""
     if os.geteuid() == 0 or in_user_namespace():
         return
+    import threading
+
     from ketch import syscalls as sc
     from ketch.filelocks import file_lock
 
+    if threading.active_count() > 1:  # (the kernel refuses setns of a user namespace to a threaded process)
+        raise UserNamespaceError("a rootless program must enter ketch's user namespace before it starts threads: "
+                                 "call ketch.userns.enter() first")
     uid, gid = os.geteuid(), os.getegid()
     state = runtime_dir() / "ketch"
     state.mkdir(parents=True, exist_ok=True)

@@ -229,6 +229,7 @@ def test_bad_input_names_the_step(builds, tmp_path):
 
 
 @pytest.mark.peer
+@pytest.mark.root_only("compared with buildah as root; rootless peers are compared in tests/rootless")
 def test_buildah_builds_the_same_tree_and_config(builds, tmp_path, podman):
     """buildah 1.28 and ketch build one Dockerfile (multi-stage, ARG/ENV, owners and modes, a directory
     deleted and made again, .dockerignore exceptions): the same files and config; podman runs ketch's."""
@@ -322,6 +323,7 @@ def test_onbuild_healthcheck_shell_and_squash(builds, tmp_path):
 
 
 @pytest.mark.peer
+@pytest.mark.root_only("compared with buildah as root; rootless peers are compared in tests/rootless")
 def test_a_debian_base_built_by_ketch_and_by_buildah(builds, tmp_path, podman):
     """A Dockerfile on Debian bookworm (debootstrap minbase, made from the Debian archive): users,
     owners and modes, a deleted and re-made directory; the same tree and config as buildah's."""

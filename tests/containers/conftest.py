@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import AS_USER
 from tests.support import cgroups, images
 from tests.support.networks import remove_networks
 
@@ -64,7 +65,17 @@ class KetchEnv:
         assert self.status(name) == wanted
 
     def mounts(self) -> list[str]:
-        with open("/proc/self/mountinfo") as f:
+        """The store's mounts: in this process's mount namespace, or for a rootless run in the
+        user's (its pause process's)."""
+        where = "/proc/self/mountinfo"
+        if AS_USER:
+            from ketch.userns import runtime_dir
+
+            pid_file = runtime_dir() / "ketch" / "pause.pid"
+            if not pid_file.exists():
+                return []
+            where = f"/proc/{int(pid_file.read_text())}/mountinfo"
+        with open(where) as f:
             return [line.split()[4] for line in f if line.split()[4].startswith(str(self.root / "mounts") + "/")]
 
 
@@ -78,6 +89,10 @@ def ketch_session(tmp_path_factory):
     env = KetchEnv(base)
     ctx = SystemContext(storage_root=str(env.root), storage_runroot=str(env.runroot))
     for fixture, name in (("busybox", IMAGE), ("busybox-ktest", KTEST_IMAGE)):
+        if AS_USER:  # (a rootless run, tests/rootless/as_user.py: the store is filled in the user's namespace)
+            env.cli("--insecure-policy", "image", "copy", "-q", f"oci:{images.ensure(fixture)}:latest",
+                    f"ketch-storage:{name}", check=True)
+            continue
         copy_image(f"oci:{images.ensure(fixture)}:latest", f"ketch-storage:{name}",
                    CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything()))
     yield env

@@ -14,6 +14,11 @@ import urllib.request
 import pytest
 
 from ketch.errors import InvalidInputError
+from tests.conftest import AS_USER
+
+# the default network by name: for root it is the default; a user's default is pasta, and the
+# bridge is asked for by name (tests/rootless/as_user.py runs this module as a user)
+BRIDGE = ("--network", "ketch") if AS_USER else ()
 
 HTTPD = ("sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www")
 
@@ -64,8 +69,8 @@ def network_env(ketch_env):
 
 def test_default_bridge_network_address_and_published_port(network_env):
     port = _free_port()
-    started = network_env.cli("run", "-d", "--name", "web", "--hostname", "web", "-p", f"127.0.0.1:{port}:80",
-                              "busybox", *HTTPD)
+    started = network_env.cli("run", "-d", *BRIDGE, "--name", "web", "--hostname", "web", "-p",
+                              f"127.0.0.1:{port}:80", "busybox", *HTTPD)
     assert started.returncode == 0, started.stderr
     assert _get(f"http://127.0.0.1:{port}/") == "hello-from-web\n"
     info = json.loads(network_env.cli("inspect", "web", check=True).stdout)[0]
@@ -75,15 +80,19 @@ def test_default_bridge_network_address_and_published_port(network_env):
     assert network_env.cli("port", "web", check=True).stdout == f"80/tcp -> 127.0.0.1:{port}\n"
     ps = json.loads(network_env.cli("ps", "--format", "json", check=True).stdout)[0]
     assert ps["Networks"] == ["ketch"] and ps["Ports"][0]["host_port"] == port
-    inside = network_env.cli("run", "--rm", "busybox", "sh", "-c", "ip -4 route; grep nameserver /etc/resolv.conf || "
-                                                                   "true")
+    inside = network_env.cli("run", "--rm", *BRIDGE, "busybox", "sh", "-c",
+                             "ip -4 route; grep nameserver /etc/resolv.conf || true")
     assert "default via 10.123.0.1" in inside.stdout
     # the port is ours while the container runs; then free again
-    taken = network_env.cli("run", "--rm", "-p", f"127.0.0.1:{port}:80", "busybox", "true")
+    taken = network_env.cli("run", "--rm", *BRIDGE, "-p", f"127.0.0.1:{port}:80", "busybox", "true")
     assert taken.returncode == 125 and "already" in taken.stderr
     network_env.cli("rm", "-f", "-t", "0", "web", check=True)
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", port))  # nothing holds it any more
+        # nothing holds it any more (a user's relay made the host's side of the connection: the
+        # kernel may keep it in TIME_WAIT, which SO_REUSEADDR allows, as a listener it would not)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+        probe.listen(1)
 
 
 def test_a_host_port_in_use_elsewhere_is_a_clear_error(network_env):

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
+from tests.conftest import AS_USER
 from tests.containers.conftest import IMAGE
+
+BRIDGE = ("--network", "ketch") if AS_USER else ()  # (a user's default is pasta: the bridge by name)
 
 
 def _fetch(port: int, patience: float = 20) -> bytes:
@@ -34,7 +37,7 @@ def _free_port() -> int:
 
 def test_pod_shares_namespaces_and_publishes_ports(ketch_env):
     port = _free_port()
-    pod_id = ketch_env.cli("pod", "create", "--name", "web-pod", "-p", f"127.0.0.1:{port}:80", "--share",
+    pod_id = ketch_env.cli("pod", "create", "--name", "web-pod", *BRIDGE, "-p", f"127.0.0.1:{port}:80", "--share",
                            "net,ipc,uts,pid", check=True).stdout.strip()
     try:
         assert len(pod_id) == 64
@@ -93,6 +96,7 @@ def test_pod_errors(ketch_env):
 
 
 @pytest.mark.peer
+@pytest.mark.root_only("compared with root's podman here; rootless podman is compared in tests/rootless")
 def test_pod_verbs_answer_as_podmans(ketch_env, podman):
     """The same pod commands under ketch and podman (pods without an infra container, which is
     what ketch's are): output shapes, statuses and messages agree."""

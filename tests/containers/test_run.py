@@ -153,6 +153,7 @@ def test_privileged_read_only_and_capability_flags(ketch_env):
     assert bad.returncode == 125 and "unknown capability" in bad.stderr
 
 
+@pytest.mark.root_only("resource limits need a delegated cgroup, which these machines lack (cgroup v1)")
 def test_resources_user_workdir_ulimit_and_init(ketch_env):
     result = ketch_env.cli("run", "--rm", "--memory", "64m", "--pids-limit", "50", "--cpus", "0.5",
                            "--ulimit", "nofile=512:1024", "-u", "nobody", "-w", "/tmp", "--group-add", "10",

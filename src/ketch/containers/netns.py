@@ -43,6 +43,26 @@ def in_namespace(netns_fd: int, work):
     return json.loads(answer[2:])
 
 
+def write_sysctls(path: str, sysctls: dict[str, str]) -> None:
+    """Set net.* ``sysctls`` in the network namespace pinned at ``path``."""
+    if not sysctls:
+        return
+
+    def work() -> None:
+        for key, value in sysctls.items():
+            try:
+                with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                    f.write(value)
+            except OSError as exc:
+                raise NetworkError(f"sysctl {key}={value}: {exc.strerror}") from exc
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        in_namespace(fd, work)
+    finally:
+        os.close(fd)
+
+
 def make_namespace(path: str) -> None:
     """A new network namespace kept alive by a bind mount on ``path`` (as ``ip netns add``)."""
     pin_namespaces({"net": path}, loopback=False)  # (the bridge set-up brings lo up itself)

@@ -238,7 +238,7 @@ class Networks:
         """Host ports for the container: free ones chosen where 0 was asked, each checked against
         every container on the host (any store) and against listening sockets (by binding it)."""
         return [PortMapping(host_ip, host_port, container_port, protocol) for host_ip, host_port, protocol,
-                container_port in self.host.reserve_ports(container_id, ports, _free_port, _check_bindable)]
+                container_port in self.host.reserve_ports(container_id, ports, _free_port, check_bindable)]
 
     def ports_of(self, container_id: str) -> builtins.list[PortMapping]:
         return [PortMapping(host_ip, host_port, container_port, protocol)
@@ -299,7 +299,7 @@ def _host_routes() -> list[ipaddress.IPv4Network]:
     return out
 
 
-def _check_bindable(host_ip: str, port: int, protocol: str) -> None:
+def check_bindable(host_ip: str, port: int, protocol: str) -> None:
     kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

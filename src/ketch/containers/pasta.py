@@ -32,10 +32,15 @@ def _free_port(protocol: str, address: str) -> int:
 
 
 def assign_ports(ports: list) -> list:
-    """A host port for each mapping that asks for any (host port 0), chosen free now."""
+    """A host port for each mapping that asks for any (host port 0), chosen free now; one asked
+    for by number is checked free (a clear error, where pasta would say only that it failed)."""
+    from ketch.containers.network import check_bindable
+
     for mapping in ports:
         if not mapping.host_port:
             mapping.host_port = _free_port(mapping.protocol, mapping.host_ip)
+        elif ":" not in mapping.host_ip:  # (IPv4 here; pasta itself says so for an IPv6 one)
+            check_bindable(mapping.host_ip or "0.0.0.0", mapping.host_port, mapping.protocol)
     return ports
 
 

@@ -20,6 +20,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 from ketch.errors import InUseError, NetworkError
 
@@ -70,16 +71,29 @@ def start(netns_path: str, container_netns: str, target_ip: str, ports: list) ->
 
 
 def stop(pid: int | None) -> None:
-    """End a container's relay if it is still there (the PID is checked to be one)."""
+    """End a container's relay if it is still there (the PID is checked to be one), and wait
+    until it is gone: its ports are free when the container's removal returns, as root's."""
     if not pid:
         return
     import signal
+    import time
 
+    def running() -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"ketch.containers.portrelay" in f.read()  # (a zombie's is empty: its sockets are closed)
+        except OSError:
+            return False
+
+    if not running():
+        return
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"ketch.containers.portrelay" not in f.read():
-                return
         os.kill(pid, signal.SIGTERM)
+        for _ in range(500):
+            if not running():
+                return
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
 
@@ -122,7 +136,9 @@ def _serve(plan: dict) -> None:
 
     class UdpFront(asyncio.DatagramProtocol):
         def __init__(self, port: int) -> None:
-            self.port, self.peers, self.transport = port, {}, None
+            self.port = port
+            self.peers: dict[Any, UdpBack] = {}
+            self.transport: Any = None
 
         def connection_made(self, transport) -> None:
             self.transport = transport
@@ -136,7 +152,9 @@ def _serve(plan: dict) -> None:
 
     class UdpBack(asyncio.DatagramProtocol):
         def __init__(self, front: UdpFront, client) -> None:
-            self.front, self.client, self.transport, self.waiting = front, client, None, []
+            self.front, self.client = front, client
+            self.transport: Any = None
+            self.waiting: list[bytes] = []
             self.last = loop.time()
 
         def connection_made(self, transport) -> None:
@@ -164,6 +182,8 @@ def _serve(plan: dict) -> None:
                 self.front.peers.pop(self.client, None)
                 self.transport.close()
 
+    def udp_front(port: int):
+        return lambda: UdpFront(port)
 
     async def main() -> None:
         for entry in plan["ports"]:
@@ -172,7 +192,7 @@ def _serve(plan: dict) -> None:
             if entry["protocol"] == "tcp":
                 await asyncio.start_server(tcp_handler(entry["port"]), sock=sock)
             else:
-                await loop.create_datagram_endpoint(lambda port=entry["port"]: UdpFront(port), sock=sock)
+                await loop.create_datagram_endpoint(udp_front(entry["port"]), sock=sock)
         os.write(1, b"ok\n")
         os.close(1)
         while os.path.exists(plan["container_netns"]):

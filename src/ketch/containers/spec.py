@@ -10,7 +10,7 @@ from ketch.containers import config as engine_config
 from ketch.containers import users
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError
-from ketch.userns import is_rootless
+from ketch.userns import delegated_cgroup, is_rootless
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -189,6 +189,10 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
     ]
     if options.ipc == "host":
         mounts[-1] = {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "rw"]}
+    if options.pid == "host" and is_rootless():
+        # a user may not mount the proc of a pid namespace it does not own: the host's is bound (as podman)
+        mounts[0] = {"destination": "/proc", "type": "bind", "source": "/proc",
+                     "options": ["rbind", "nosuid", "noexec", "nodev"]}
     own_hosts = not (options.no_hosts or conf.no_hosts)
     for name in (("hosts",) if own_hosts else ()) + ("resolv.conf", "hostname"):
         mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": os.path.join(userdata, name),
@@ -250,10 +254,12 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         namespaces.insert(0, {"type": "user"})
     linux: Linux = {
         "namespaces": namespaces,
-        "cgroupsPath": f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}",
         # every device denied (the runtime still allows the default nodes), all of them when privileged
         "resources": {"devices": [{"allow": options.privileged, "access": "rwm"}]},
     }
+    if not is_rootless() or delegated_cgroup():
+        # (a user without a delegated cgroup names none, as rootless podman: runc then does without one)
+        linux["cgroupsPath"] = f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}"
     if keep is not None:
         linux["uidMappings"] = keep.uid_mappings  # type: ignore[typeddict-item]
         linux["gidMappings"] = keep.gid_mappings  # type: ignore[typeddict-item]
@@ -308,7 +314,14 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         resources["devices"] += [device_cgroup_rule(text) for text in options.device_cgroup_rules]
     if options.personality:
         linux["personality"] = {"domain": options.personality}
-    if options.devices and not options.privileged:
+    if options.devices and not options.privileged and is_rootless():
+        # a user cannot make device nodes: the host's are bound in, as rootless podman does (and
+        # no device cgroup limits them: the user's own permissions on the node do)
+        for text in options.devices:
+            device, rule = device_entry(text)
+            mounts.append({"destination": device["path"], "type": "bind", "source": text.split(":")[0],
+                           "options": ["rbind", "nosuid", "noexec", "rw" if "w" in rule["access"] else "ro"]})
+    elif options.devices and not options.privileged:
         linux["devices"] = []
         for text in options.devices:
             device, rule = device_entry(text)
@@ -328,6 +341,13 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         if key.startswith("kernel.") and not key.startswith(("kernel.msg", "kernel.sem", "kernel.shm")):
             raise InvalidInputError(f"sysctl {key!r} is not namespaced: not allowed in a container")
         sysctls[key] = value
+    if keep is not None and netns_path:
+        # the container's own user namespace does not own the network namespace ketch made for it:
+        # its net.* sysctls are written by ketch, from the namespace that owns it
+        from ketch.containers.netns import write_sysctls
+
+        write_sysctls(netns_path, {k: v for k, v in sysctls.items() if k.startswith("net.")})
+        sysctls = {k: v for k, v in sysctls.items() if not k.startswith("net.")}
     if sysctls:
         linux["sysctl"] = sysctls
     if options.privileged:

@@ -489,15 +489,28 @@ class Runtime:
             return []
         if target == host:
             return [state.pid]
-        pids = []
+        in_namespace, parents = [], {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
                     if os.stat(f"/proc/{entry}/ns/pid").st_ino == target:
-                        pids.append(int(entry))
-                except OSError:
+                        in_namespace.append(int(entry))
+                        with open(f"/proc/{entry}/stat") as f:
+                            parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     pass
-        return sorted(pids)
+        if _is_namespace_init(state.pid):
+            return sorted(in_namespace)
+        # a pid namespace shared with others (a pod's, another container's): the init and its
+        # descendants only, never the namespace's other processes
+        ours, changed = {state.pid}, True
+        while changed:
+            changed = False
+            for pid, parent in parents.items():
+                if parent in ours and pid not in ours:
+                    ours.add(pid)
+                    changed = True
+        return sorted(p for p in in_namespace if p in ours)
 
     # -- kill / delete ------------------------------------------------------------
 
@@ -855,3 +868,14 @@ def _kill(pid: int, number: int) -> None:
     except ProcessLookupError:
         pass
 
+
+def _is_namespace_init(pid: int) -> bool:
+    """Whether ``pid`` is PID 1 of its own pid namespace (the last NSpid value)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return line.split()[-1] == "1"
+    except OSError:
+        pass
+    return False

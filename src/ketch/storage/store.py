@@ -97,6 +97,9 @@ class Store(StoreMounts):
                  driver: str | None = None) -> None:
         from ketch import userns
 
+        # a user's program (the Python API) works in the user's namespace, as the command line does:
+        # entered here, once, for the whole process (nothing when root, or when entered already)
+        userns.enter()
         self.rootless = userns.is_rootless()
         self.root = Path(root or os.environ.get("KETCH_ROOT") or userns.default_root())
         self.runroot = Path(runroot or os.environ.get("KETCH_RUNROOT") or userns.default_runroot())

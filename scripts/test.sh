@@ -19,8 +19,8 @@ echo "test.sh: mypy"
 "$VENV/bin/mypy"
 status=0
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests || status=$?
-# The container and build suites again, as an ordinary user made for the run (rootless ketch);
+# The container, image and build suites again, as an ordinary user made for the run (rootless ketch);
 # what only root may do is marked root_only and skipped there, with its reason.
-echo "test.sh: the container and build suites as a user"
-"$VENV/bin/python" -m tests.rootless.as_user -q tests/containers tests/building || status=$?
+echo "test.sh: the container, image and build suites as a user"
+"$VENV/bin/python" -m tests.rootless.as_user -q tests/containers tests/image tests/building || status=$?
 exit "$status"

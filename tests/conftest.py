@@ -28,11 +28,16 @@ def run_ketch(*args: str, check: bool = True, timeout: float = 300, **kwargs) ->
 
 
 @pytest.fixture(autouse=True)
-def isolated_auth(tmp_path_factory, monkeypatch):
-    """No test reads or writes the machine's real auth files."""
+def isolated_auth(request, tmp_path_factory, monkeypatch):
+    """No test reads or writes the machine's real auth files (nor another test's)."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
-    if not AS_USER:  # (a user's run directory holds its pause process: one for the whole rootless run)
+    if not AS_USER:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    elif "ketch_env" not in request.fixturenames:
+        # (a user's run directory also holds its pause process: the container and build suites
+        # keep the user's own for their whole session, the mounts of their store live in it)
+        (home / "run").mkdir(mode=0o700)
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
@@ -105,12 +110,9 @@ def tls_registry(busybox_layout, tmp_path_factory):
 @pytest.fixture
 def podman(tmp_path_factory):
     """podman with a private vfs store, reset afterwards."""
-    import tempfile
-
     from tests.support.podman import Podman
 
-    # (rootless podman refuses a run directory path over 50 characters: a short one for a user's run)
-    instance = Podman(Path(tempfile.mkdtemp(prefix="kp")) if AS_USER else tmp_path_factory.mktemp("podman"))
+    instance = Podman.temporary(tmp_path_factory, "podman")
     try:
         yield instance
     finally:

@@ -21,6 +21,7 @@ def test_cert_dir_makes_the_registry_trusted(tls_registry, tmp_path):
     run_ketch("image", "copy", "--dest-cert-dir", str(certs), f"oci:{tmp_path}/l", tls_registry.url("copied/back"))
 
 
+@pytest.mark.root_only("it writes /etc/containers/certs.d, root's")
 def test_system_certs_d_directory(tls_registry):
     """/etc/containers/certs.d/HOST:PORT is read without any flag (removed again afterwards)."""
     directory = Path("/etc/containers/certs.d") / tls_registry.host

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import tarfile
 
 import pytest
 
-from tests.conftest import KETCH, run_ketch
+from tests.conftest import AS_USER, KETCH, run_ketch
 from tests.support import images
 from tests.support.podman import Podman
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.peer
 
 @pytest.fixture(params=["vfs", "overlay"])
 def store(request, tmp_path_factory):
-    instance = Podman(tmp_path_factory.mktemp(f"cs-{request.param}"), driver=request.param)
+    instance = Podman.temporary(tmp_path_factory, f"cs-{request.param}", driver=request.param)
     try:
         yield instance
     finally:
@@ -98,13 +99,20 @@ def test_podman_runs_and_saves_what_ketch_wrote(store, tmp_path):
     out = store.run("run", "--rm", "--network", "none", "localhost/derived:1", "cat", "/etc/derived").stdout
     assert out == "hello from the derived image\n"
     # whiteouts and opaque directories in the driver's own form
-    mount = store.run("image", "mount", "localhost/whiteouts:1").stdout.strip()
-    try:
-        assert sorted(os.listdir(os.path.join(mount, "a"))) == ["y"]
-        assert sorted(os.listdir(os.path.join(mount, "b"))) == ["new"]
-        assert sorted(os.listdir(os.path.join(mount, "c"))) == ["keep"]
-    finally:
-        store.run("image", "unmount", "localhost/whiteouts:1")
+    if AS_USER:  # (rootless podman mounts in its own namespace: from `podman unshare`)
+        podman = " ".join(shlex.quote(arg) for arg in store.base)
+        listed_dirs = store.run("unshare", "sh", "-c", f"m=$({podman} image mount localhost/whiteouts:1) && "
+                                f"for d in a b c; do echo $(ls $m/$d); done; {podman} image unmount "
+                                "localhost/whiteouts:1 >/dev/null").stdout
+        assert listed_dirs == "y\nnew\nkeep\n"
+    else:
+        mount = store.run("image", "mount", "localhost/whiteouts:1").stdout.strip()
+        try:
+            assert sorted(os.listdir(os.path.join(mount, "a"))) == ["y"]
+            assert sorted(os.listdir(os.path.join(mount, "b"))) == ["new"]
+            assert sorted(os.listdir(os.path.join(mount, "c"))) == ["keep"]
+        finally:
+            store.run("image", "unmount", "localhost/whiteouts:1")
     # podman's save reassembles our layers from their tar-split: the bytes the image was made of
     store.run("save", "--format", "oci-archive", "-o", str(tmp_path / "saved.tar"), "localhost/derived:1")
     with tarfile.open(tmp_path / "saved.tar") as archive:
@@ -154,7 +162,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_kill_9_inside_a_write_leaves_podmans_store_usable(tmp_path_factory):
-    store = Podman(tmp_path_factory.mktemp("cs-kill"), driver="vfs")  # (podman: a runroot under 50 characters)
+    store = Podman.temporary(tmp_path_factory, "cs-kill", driver="vfs")  # (podman: a runroot under 50 characters)
     busybox = images.ensure("busybox")
     try:
         store.run("pull", "-q", f"oci:{busybox}:latest")  # an image already there must survive
@@ -190,7 +198,7 @@ def test_kill_9_inside_a_write_leaves_podmans_store_usable(tmp_path_factory):
 
 def test_ketch_fails_cleanly_on_a_layer_that_lies(tmp_path, tmp_path_factory):
     """A layer whose content is not what the config says: refused, and nothing left in podman's store."""
-    store = Podman(tmp_path_factory.mktemp("cs-lie"), driver="overlay")
+    store = Podman.temporary(tmp_path_factory, "cs-lie", driver="overlay")
     try:
         lying = tmp_path / "lying"
         images.make_busybox(lying)

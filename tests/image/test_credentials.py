@@ -26,6 +26,7 @@ def test_lookup_order_and_legacy_keys(isolated_auth, tmp_path):
     assert not lookup_credentials("other.example")
 
 
+@pytest.mark.root_only("it is about root's auth file places")
 def test_root_without_runtime_dir(monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     path, _ = auth_file_paths()[0]

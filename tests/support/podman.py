@@ -17,6 +17,17 @@ default_capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NE
 
 
 class Podman:
+    @classmethod
+    def temporary(cls, tmp_path_factory, name: str, **kwargs) -> Podman:
+        """On a directory of the test's own; a short one when the suite runs as a user (rootless
+        podman refuses a run directory path over 50 characters)."""
+        import os
+        import tempfile
+
+        if "KETCH_TEST_USER" in os.environ:
+            return cls(Path(tempfile.mkdtemp(prefix="kp")), **kwargs)
+        return cls(tmp_path_factory.mktemp(name), **kwargs)
+
     def __init__(self, root: Path, runtime: str = "runc", driver: str = "vfs") -> None:
         self.root, self.driver = root, driver
         root.mkdir(parents=True, exist_ok=True)

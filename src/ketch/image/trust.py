@@ -47,10 +47,14 @@ class GPGKeyring:
         self.fingerprints: set[str] = set()
         for key in keys:
             result = _gpg(self.home, ["--import", "--import-options", "import-show", "--with-colons"], key)
-            if result.returncode != 0:
+            imported = {line.split(":")[9] for line in result.stdout.decode(errors="replace").splitlines()
+                        if line.startswith("fpr:")}
+            # (gpg also exits 2 when it merely cannot reach an agent, which importing public keys
+            # does not need: under a long TMPDIR its socket path is too long. The keys it shows
+            # as imported are what counts.)
+            if result.returncode != 0 and not imported:
                 raise InvalidInputError(f"trust policy: a GPG key does not import: {_last_line(result.stderr)}")
-            self.fingerprints |= {line.split(":")[9] for line in result.stdout.decode(errors="replace").splitlines()
-                                  if line.startswith("fpr:")}
+            self.fingerprints |= imported
         if not self.fingerprints:
             raise InvalidInputError("trust policy: signedBy names no usable GPG key")
 

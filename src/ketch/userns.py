@@ -327,6 +327,12 @@ def enter(*, quiet: bool = False) -> None:
         os.close(user_fd)
         os.close(mount_fd)
     os.environ[_ENTERED_ENV] = str(uid)
+    # podman's, skopeo's and buildah's names for "already in the user's namespace": run from a
+    # process that entered ours (a user's program, `ketch unshare`), they use it as their own
+    # (the mapping is the same) instead of taking this uid 0 for root
+    os.environ["_CONTAINERS_USERNS_CONFIGURED"] = "done"
+    os.environ["_CONTAINERS_ROOTLESS_UID"] = str(uid)
+    os.environ["_CONTAINERS_ROOTLESS_GID"] = str(gid)
     try:
         os.setgroups([])
     except OSError:

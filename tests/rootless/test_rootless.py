@@ -566,3 +566,17 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_peers_run_from_a_program_in_the_users_namespace(user):
+    """A user's Python program that used ketch's library is in the user's namespace as its root;
+    podman run from it must still know it is rootless (as from `podman unshare`), not take
+    itself for the host's root (whose /run/libpod it may not write)."""
+    program = ("from ketch.storage.store import Store; Store(); import os, subprocess; "
+               "print(os.environ['_CONTAINERS_USERNS_CONFIGURED'], os.environ['_CONTAINERS_ROOTLESS_UID']); "
+               "r = subprocess.run(['podman', '--runtime', 'runc', '--root', os.path.expanduser('~/peer-root'), "
+               "'--runroot', os.environ['XDG_RUNTIME_DIR'] + '/pr', 'images', '-q'], capture_output=True, text=True); "
+               "print(r.returncode, r.stderr.strip()[-200:])")
+    out = user.run(sys.executable, "-c", program).stdout.decode().split("\n")
+    assert out[0] == f"done {user.uid}"
+    assert out[1] == "0 ", out

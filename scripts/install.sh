@@ -37,6 +37,8 @@ PACKAGES=(
   slirp4netns       # rootless podman's network, for the peer side of the rootless tests
   fuse-overlayfs    # rootless storage where native overlay is refused
   golang-go         # the scan tests build a Go program with modules and read its build info back with go version -m
+  docker.io         # the docker CLI, a client of ketch system service in the tests (its daemon is never started)
+  docker-compose    # compose 1.29, another client of it
 )
 
 missing=()
@@ -51,6 +53,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   echo "install.sh: installing ${#missing[@]} Debian packages (${missing[*]}); this takes a few minutes"
   apt-get update -qq
+  # No service may start from a package's scripts (docker.io would start dockerd where there is
+  # no systemd): a policy-rc.d saying so, unless the machine has one already.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
   echo "install.sh: the Debian packages are installed"

@@ -28,7 +28,10 @@ ALLOWED = {
     # scanning reads images through the store's read-only views and pulls remote ones into a
     # temporary store; of the runtime it takes the capability names only
     "scanning": BASE | {"oci", "storage", "image", "runtime.capabilities"},
-    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system", "scanning"},
+    # the Docker API service translates to the engine, the store, the image library and the builder
+    "dockerapi": BASE | {"oci", "storage", "image", "containers", "builder"},
+    "cli": BASE | {"oci", "storage", "image", "runtime", "containers", "builder", "cri", "system", "scanning",
+                   "dockerapi"},
 }
 BASE_ALLOWED = {"errors": set(), "records": {"errors"}, "filelocks": {"errors"}, "syscalls": {"errors", "_linux"},
                 "userns": {"errors", "syscalls", "filelocks"}}

@@ -611,7 +611,7 @@ def cmd_save(args) -> int:
     import tempfile
 
     from ketch.image.copy import CopyOptions, copy_image
-    from ketch.image.docker_archive import DockerArchiveWriter
+    from ketch.image.docker_archive import save_images
     from ketch.image.policy import Policy
     from ketch.image.storage_transport import StorageReference
     from ketch.image.transports import parse_image_name
@@ -650,16 +650,7 @@ def cmd_save(args) -> int:
             named = next((n for n in store.candidates(name) if n in record.names), None)
             tag_of[record.id] = named or (record.names[0] if record.names else None)
         if args.format == "docker-archive":
-            writer = DockerArchiveWriter(output)
-            try:
-                for _name, record in records:
-                    tag = tag_of[record.id]
-                    copy_image(StorageReference(record.id), writer.reference(tag) if tag else
-                               writer.reference(None), options)
-            except BaseException:
-                writer.abandon()
-                raise
-            writer.close()
+            save_images(store, list(args.images), output, ctx, options.progress)
         else:
             name, record = records[0]
             tag = tag_of[record.id]

@@ -39,6 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:
                              description="Stop and remove every container, network, volume, image and layer.")
     reset.add_argument("-f", "--force", action="store_true", help="do not ask")
     reset.set_defaults(func=cmd_reset)
+    service = verbs.add_parser("service", help="serve the Docker API on a socket",
+                               description="Serve the Docker Engine API (docker, docker-compose, the docker SDK) "
+                                           "on URI: unix:///run/ketch/ketch.sock by default ($XDG_RUNTIME_DIR/ketch/"
+                                           "ketch.sock for a user), tcp://127.0.0.1:PORT, or the socket systemd "
+                                           "passes. The containers it starts do not depend on it.")
+    service.add_argument("uri", nargs="?", metavar="URI", help="unix:///PATH or tcp://HOST:PORT")
+    service.add_argument("-t", "--time", type=float, default=5, metavar="SECONDS",
+                         help="exit after this many idle seconds (0: never; default 5)")
+    service.set_defaults(func=cmd_service)
     _register_system_containers(verbs)
     for parent, name in ((verbs, "info"), (commands, "info")):
         info = parent.add_parser(name, help="show ketch's view of the host and store",
@@ -315,3 +324,13 @@ def cmd_info(args) -> int:
 
 for _command in (cmd_df, cmd_prune, cmd_reset, cmd_info):
     _command.fast_exit = True  # type: ignore[attr-defined]  # see ketch.cli.main.main
+
+
+def cmd_service(args) -> int:
+    """``podman system service``: the Docker API until idle for ``--time`` seconds."""
+    from ketch.dockerapi.server import serve
+
+    if args.time < 0:
+        raise InvalidInputError("--time must not be negative (0: never stop)")
+    serve(args.uri, root=args.root, runroot=args.runroot, idle=args.time)
+    return 0

@@ -260,7 +260,7 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         image_config = record.parsed_config.container_config
         options.labels = {**(image_config.get("Labels") or {}), **options.labels}
         if options.healthcheck is None and not options.no_healthcheck:
-            options.healthcheck = _image_healthcheck(image_config.get("Healthcheck"))
+            options.healthcheck = docker_healthcheck(image_config.get("Healthcheck"))
         if options.no_healthcheck:
             options.healthcheck = None
         if replace and options.name:
@@ -1418,8 +1418,9 @@ def run(image: str, command: list[str] | None = None, *, detach: bool = False, p
                       capture_output=capture_output)
 
 
-def _image_healthcheck(check: dict | None) -> dict | None:
-    """The image's HEALTHCHECK (Docker's config: nanoseconds), as the container's."""
+def docker_healthcheck(check: dict | None) -> dict | None:
+    """A HEALTHCHECK in Docker's form (an image's config, a Docker API create: nanoseconds), as
+    a container's."""
     if not check or not check.get("Test") or check["Test"][0] == "NONE":
         return None
     test = list(check["Test"])

@@ -280,3 +280,27 @@ class DockerArchiveDestination(ImageDestination):
 
 def compression_of(descriptor: Descriptor) -> str | None:
     return mt.LAYER_COMPRESSION.get(descriptor.media_type)
+
+
+def save_images(store, names: list[str], output: str, ctx: SystemContext, progress=None) -> None:
+    """``save`` in the docker-archive format: the store's images ``names`` (each under the name
+    it was asked by, as podman's save names them) into one archive at ``output``. The store's own
+    images meet no trust policy; their signatures are not written (an archive cannot keep them)."""
+    from ketch.image.copy import CopyOptions, copy_image
+    from ketch.image.policy import Policy
+    from ketch.image.storage_transport import StorageReference
+
+    records = [(name, store.lookup(name)) for name in names]
+    options = CopyOptions(src_ctx=ctx, dest_ctx=ctx, policy=Policy.insecure_accept_anything(), remove_signatures=True)
+    if progress is not None:
+        options.progress = progress
+    writer = DockerArchiveWriter(output)
+    try:
+        for name, record in records:
+            tag = next((n for n in store.candidates(name) if n in record.names), None) or (
+                record.names[0] if record.names else None)
+            copy_image(StorageReference(record.id), writer.reference(tag), options)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close()

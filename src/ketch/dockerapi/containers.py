@@ -1,0 +1,598 @@
+"""``/containers/...``: create (Docker's config, host config and networking config made
+ketch's CreateOptions), start, stop, kill, restart, wait, remove, list, inspect, logs, attach,
+top, changes, export, pause, unpause, rename, prune, archive; and ``/exec/...``.
+
+Containers are started under their own monitor, as ``ketch run -d`` starts them: the service
+can end and they go on. ``attach`` and ``logs`` read the container's log as it grows and write
+its stdin FIFO, as ``ketch attach`` does, so any number of clients may attach."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from aiohttp import web
+
+from ketch.dockerapi import shapes
+from ketch.dockerapi.server import Conflict, NotModified, Service
+from ketch.dockerapi.streams import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDOUT, Hijacked, frame, head_now
+from ketch.dockerapi.system import _filters
+from ketch.errors import InvalidInputError, NotFoundError
+
+RESTART_NAMES = {"": "", "no": "no", "always": "always", "on-failure": "on-failure", "unless-stopped": "unless-stopped"}
+
+
+def _flag(request: web.Request, name: str, default: bool = False) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return default
+    return value.lower() in ("1", "true", "yes")
+
+
+def _int(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInputError(f"invalid {name} {value!r}: want a number") from None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    data = await request.json(loads=json.loads)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError("the request body must be a JSON object")
+    return data
+
+
+def _no_such_container(exc: NotFoundError, name: str) -> NotFoundError:
+    return NotFoundError(f"No such container: {name}")
+
+
+async def _record_id(service: Service, name: str) -> str:
+    try:
+        return (await service.call(service.engine.record, name)).id
+    except NotFoundError as exc:
+        raise _no_such_container(exc, name) from None
+
+
+# -- create ------------------------------------------------------------------------------------
+
+def create_options(body: dict[str, Any], name: str | None):
+    """Docker's create body made ketch's CreateOptions (what is not understood is refused by
+    name rather than ignored, where it would change what runs)."""
+    from ketch.containers import CreateOptions
+    from ketch.containers.volumes import parse_mount, parse_volume
+
+    host = body.get("HostConfig") or {}
+    networking = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    mounts = [parse_volume(path) for path in (body.get("Volumes") or {})]
+    mounts += [parse_volume(bind) for bind in host.get("Binds") or []]
+    for mount in host.get("Mounts") or []:
+        kind = (mount.get("Type") or "volume").lower()
+        parts = [f"type={kind}"]
+        if mount.get("Source"):
+            parts.append(f"source={mount['Source']}")
+        parts.append(f"target={mount.get('Target') or mount.get('Destination')}")
+        if mount.get("ReadOnly"):
+            parts.append("readonly")
+        tmpfs = mount.get("TmpfsOptions") or {}
+        if tmpfs.get("SizeBytes"):
+            parts.append(f"tmpfs-size={tmpfs['SizeBytes']}")
+        if tmpfs.get("Mode"):
+            parts.append(f"tmpfs-mode={tmpfs['Mode']:o}")
+        mounts.append(parse_mount(",".join(parts)))
+    publish = []
+    for container_port, bindings in (host.get("PortBindings") or {}).items():
+        port, _, protocol = container_port.partition("/")
+        for binding in bindings or [{}]:
+            host_ip = (binding or {}).get("HostIp") or ""
+            host_port = (binding or {}).get("HostPort") or ""
+            spec = f"{host_ip}:{host_port}:{port}" if host_ip else (f"{host_port}:{port}" if host_port else port)
+            publish.append(f"{spec}/{protocol or 'tcp'}")
+    network = host.get("NetworkMode") or "bridge"
+    if network == "default":
+        network = "bridge"
+    if network not in ("bridge", "host", "none", "private") and not network.startswith(("container:", "ns:")):
+        names = [network] + [n for n in networking if n != network]
+        network = ",".join(names)
+    elif networking and network == "bridge":
+        names = [n for n in networking if n not in ("bridge", "default")]
+        if names:
+            network = ",".join(names)
+    first_endpoint = next(iter(networking.values()), None) or {}
+    ip = ((first_endpoint.get("IPAMConfig") or {}).get("IPv4Address")) or None
+    restart = host.get("RestartPolicy") or {}
+    policy = RESTART_NAMES.get(restart.get("Name") or "", None)
+    if policy is None:
+        raise InvalidInputError(f"invalid restart policy {restart.get('Name')!r}")
+    ulimits = [f"{u['Name']}={u.get('Soft', 0)}:{u.get('Hard', u.get('Soft', 0))}" for u in host.get("Ulimits") or []]
+    devices = []
+    for device in host.get("Devices") or []:
+        devices.append(":".join(filter(None, [device.get("PathOnHost"), device.get("PathInContainer"),
+                                               device.get("CgroupPermissions")])))
+    tmpfs = [f"{path}:{opts}" if opts else path for path, opts in (host.get("Tmpfs") or {}).items()]
+    security = host.get("SecurityOpt") or []
+    seccomp = None
+    no_new_privileges = False
+    for entry in security:
+        key, _, value = entry.partition("=")
+        if key == "seccomp":
+            seccomp = value
+        elif key in ("no-new-privileges", "no_new_privileges") and value in ("", "true"):
+            no_new_privileges = True
+        elif key in ("label", "apparmor"):
+            continue
+        else:
+            raise InvalidInputError(f"unsupported security option {entry!r}")
+    from ketch.containers.engine import docker_healthcheck
+
+    health = body.get("Healthcheck") or None
+    healthcheck = docker_healthcheck(health)
+    nano_cpus = host.get("NanoCpus") or 0
+    entrypoint: Any = body.get("Entrypoint")
+    if isinstance(entrypoint, str):
+        entrypoint = [entrypoint]
+    command: Any = body.get("Cmd")
+    if isinstance(command, str):
+        command = [command]
+    exposed = [p for p in (body.get("ExposedPorts") or {})]
+    return CreateOptions(
+        name=name or None, command=list(command) if command else None,
+        entrypoint=list(entrypoint) if entrypoint is not None else None, env=list(body.get("Env") or []),
+        workdir=body.get("WorkingDir") or None, user=body.get("User") or None, hostname=body.get("Hostname") or None,
+        hostname_given=bool(body.get("Hostname")), interactive=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")), tty=bool(body.get("Tty")), labels=dict(body.get("Labels") or {}),
+        stop_signal=body.get("StopSignal") or None,
+        stop_timeout=body["StopTimeout"] if body.get("StopTimeout") is not None else 10,
+        read_only=bool(host.get("ReadonlyRootfs")), tmpfs=tmpfs, cap_add=list(host.get("CapAdd") or []),
+        cap_drop=list(host.get("CapDrop") or []), privileged=bool(host.get("Privileged")), seccomp_profile=seccomp,
+        no_new_privileges=no_new_privileges, memory=host.get("Memory") or None,
+        cpus=nano_cpus / 1e9 if nano_cpus else None, pids_limit=host.get("PidsLimit") or None, ulimits=ulimits,
+        network=network, ip=ip, dns=list(host.get("Dns") or []), dns_search=list(host.get("DnsSearch") or []),
+        dns_options=list(host.get("DnsOptions") or []),
+        add_host=[_extra_host(h) for h in host.get("ExtraHosts") or []], publish=publish,
+        publish_all=bool(host.get("PublishAllPorts")), mounts=[m.as_dict() for m in mounts],
+        volumes_from=list(host.get("VolumesFrom") or []), restart_policy=policy,
+        restart_retries=int(restart.get("MaximumRetryCount") or 0), remove=bool(host.get("AutoRemove")),
+        init=bool(host.get("Init")), devices=devices, shm_size=host.get("ShmSize") or None,
+        sysctls=dict(host.get("Sysctls") or {}), healthcheck=healthcheck,
+        no_healthcheck=bool(health and health.get("Test") and health["Test"][0] == "NONE"),
+        pid=host.get("PidMode") or None, ipc=_namespace(host.get("IpcMode")), uts=host.get("UTSMode") or None,
+        expose=exposed, group_add=list(host.get("GroupAdd") or []), oom_score_adj=host.get("OomScoreAdj"),
+        cpu_shares=host.get("CpuShares") or None, cpu_quota=host.get("CpuQuota") or None,
+        cpu_period=host.get("CpuPeriod") or None, cpuset_cpus=host.get("CpusetCpus") or None,
+        cpuset_mems=host.get("CpusetMems") or None, memory_reservation=host.get("MemoryReservation") or None,
+        memory_swap=host.get("MemorySwap") or None, oom_kill_disable=bool(host.get("OomKillDisable")),
+        cgroup_parent=host.get("CgroupParent") or None, create_command=["docker", "create"],
+    )
+
+
+def _extra_host(entry: str) -> str:
+    # Docker's HOST:IP (an IPv6 address keeps its colons after the first)
+    return entry
+
+
+def _namespace(mode: str | None) -> str | None:
+    if not mode or mode in ("private", "shareable"):
+        return None
+    return mode
+
+
+async def create(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    body = await _json_body(request)
+    image = body.get("Image")
+    if not image:
+        raise InvalidInputError("config.Image: the image to run is missing")
+    options = create_options(body, request.query.get("name"))
+    try:
+        await service.call(service.store.lookup, image)
+    except NotFoundError:
+        raise NotFoundError(f"No such image: {image}") from None
+    container_id = await service.call(service.engine.create, image, options, pull="never")
+    return web.json_response({"Id": container_id, "Warnings": []}, status=201)
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+async def start(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    status = (await service.call(service.engine.status, container_id))["status"]
+    if status in ("running", "paused"):
+        raise NotModified("already running")
+    await service.call(service.engine.start, container_id)
+    return web.Response(status=204)
+
+
+async def stop(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    status = (await service.call(service.engine.status, container_id))["status"]
+    if status not in ("running", "paused"):
+        raise NotModified("already stopped")
+    await service.call(service.engine.stop, container_id, _int(request, "t"))
+    return web.Response(status=204)
+
+
+async def kill(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    name = request.match_info["name"]
+    container_id = await _record_id(service, name)
+    status = (await service.call(service.engine.status, container_id))["status"]
+    if status not in ("running", "paused"):
+        raise Conflict(f"Container {container_id} is not running")
+    await service.call(service.engine.kill, container_id, request.query.get("signal") or "KILL")
+    return web.Response(status=204)
+
+
+async def restart(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    status = (await service.call(service.engine.status, container_id))["status"]
+    if status in ("running", "paused"):
+        await service.call(service.engine.restart, container_id, _int(request, "t"))
+    else:
+        await service.call(service.engine.start, container_id)
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    await service.call(service.engine.pause, await _record_id(service, request.match_info["name"]))
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    await service.call(service.engine.unpause, await _record_id(service, request.match_info["name"]))
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    new_name = request.query.get("name")
+    if not new_name:
+        raise InvalidInputError("rename: the new name is missing")
+    await service.call(service.engine.rename, await _record_id(service, request.match_info["name"]), new_name)
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    force = _flag(request, "force")
+    status = (await service.call(service.engine.status, container_id))["status"]
+    if status in ("running", "paused") and not force:
+        raise Conflict(f"You cannot remove a {status} container {container_id}. Stop the container before "
+                       "attempting removal or force remove")
+    try:
+        await service.call(service.engine.remove, container_id, force=force, timeout=None,
+                           volumes=_flag(request, "v"))
+    except NotFoundError:
+        pass  # (removed meanwhile: its --rm)
+    return web.Response(status=204)
+
+
+async def wait(request: web.Request) -> web.StreamResponse:
+    """Until the container is ``not-running`` (the default), has exited after this request
+    (``next-exit``) or is ``removed``; its exit code. A container removed by its own ``--rm``
+    before it is seen exit still has its code in the event log."""
+    service: Service = request.app["service"]
+    name = request.match_info["name"]
+    container_id = await _record_id(service, name)
+    condition = request.query.get("condition") or "not-running"
+    if condition not in ("not-running", "next-exit", "removed"):
+        raise InvalidInputError(f"invalid condition {condition!r}: not-running, next-exit or removed")
+    first = await service.call(service.engine.status, container_id)
+    seen_running = first["status"] in ("running", "paused")
+    initial_finish = first.get("finished_at")
+    # The head goes at once, the body when the wait is over: docker's client waits for the head
+    # before it starts the container it waits for.
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await head_now(request, response)
+    code: int | None = None
+    while code is None:
+        try:
+            current = await service.call(service.engine.status, container_id)
+        except NotFoundError:
+            code = await service.call(_exit_code_from_events, service, container_id)
+            break
+        running = current["status"] in ("running", "paused", "initialized")
+        seen_running = seen_running or running
+        if not running and condition != "removed":
+            exited = current["status"] in ("exited", "stopped")
+            if condition == "not-running" or (exited and (seen_running or current.get("finished_at") != initial_finish)):
+                code = current.get("exit_code") or 0
+                break
+        if request.transport is None or request.transport.is_closing():
+            return response
+        await asyncio.sleep(0.05)
+    await response.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+def _exit_code_from_events(service: Service, container_id: str) -> int:
+    from ketch.storage.events import EventLog
+
+    code = 0
+    for record in EventLog(service.store.root).read():
+        if record.get("ID") == container_id and record.get("Status") == "died":
+            code = record.get("ContainerExitCode", 0)
+    return code
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+def _filter_list(filters: dict[str, list[str]]) -> list[str]:
+    mapped = {"name": "name", "id": "id", "label": "label", "status": "status", "ancestor": "ancestor",
+              "exited": "exited", "before": "before", "since": "since", "volume": "volume", "network": "network",
+              "health": "health", "publish": "publish", "expose": "expose"}
+    out = []
+    for key, values in filters.items():
+        if key not in mapped:
+            raise InvalidInputError(f"invalid filter {key!r}")
+        out += [f"{mapped[key]}={value}" for value in values]
+    return out
+
+
+def _listing(service: Service, everything: bool, filters: list[str], size: bool, limit: int | None) -> list[dict]:
+    entries = service.engine.list(all=everything, filters=filters, size=size)
+    entries.sort(key=lambda e: -e.get("Created", 0))
+    if limit is not None and limit > 0:
+        entries = entries[:limit]
+    out = []
+    for entry in entries:
+        try:
+            inspected = service.engine.inspect(entry["Id"])
+        except NotFoundError:
+            continue
+        summary = shapes.container_summary(entry, inspected)
+        if size and entry.get("Size"):
+            summary["SizeRw"] = entry["Size"].get("rwSize", 0)
+            summary["SizeRootFs"] = entry["Size"].get("rootFsSize", 0)
+        out.append(summary)
+    return out
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    limit = _int(request, "limit")
+    everything = _flag(request, "all") or (limit is not None and limit > 0)
+    filters = _filter_list(_filters(request.query.get("filters")))
+    return web.json_response(await service.call(_listing, service, everything, filters, _flag(request, "size"), limit))
+
+
+async def inspect(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    name = request.match_info["name"]
+    try:
+        data = await service.call(service.engine.inspect, name, size=_flag(request, "size"))
+    except NotFoundError as exc:
+        raise _no_such_container(exc, name) from None
+    return web.json_response(shapes.container_inspect(data))
+
+
+async def top(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    rows = await service.call(service.engine.top, container_id)
+    titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    keys = ["user", "pid", "ppid", "cpu", "started", "tty", "time", "command"]
+    processes = [[str(row.get(k, "")) for k in keys] for row in rows]
+    return web.json_response({"Titles": titles, "Processes": processes})
+
+
+async def changes(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    listed = await service.call(service.engine.diff, container_id)
+    kinds = {"C": 0, "A": 1, "D": 2}
+    return web.json_response([{"Path": path, "Kind": kinds.get(kind, 0)} for kind, path in listed] or None)
+
+
+async def logs(request: web.Request) -> web.StreamResponse:
+    """The container's log, multiplexed (without a terminal) or raw; ``follow`` until it ends."""
+    from ketch.containers import logs as logfiles
+
+    service: Service = request.app["service"]
+    name = request.match_info["name"]
+    container_id = await _record_id(service, name)
+    record = await service.call(service.engine.record, container_id)
+    want = {"stdout": _flag(request, "stdout"), "stderr": _flag(request, "stderr")}
+    if not any(want.values()):
+        raise InvalidInputError("you must choose at least one stream")
+    timestamps = _flag(request, "timestamps")
+    tail_text = request.query.get("tail", "all")
+    tail = None if tail_text in ("all", "", "-1") else int(tail_text)
+    since = float(request.query["since"]) if request.query.get("since") not in (None, "", "0") else None
+    until = float(request.query["until"]) if request.query.get("until") not in (None, "", "0") else None
+    path = service.engine._log_path(record)
+    tty = record.options.tty
+    response = web.StreamResponse(headers={"Content-Type": RAW_STREAM if tty else MULTIPLEXED_STREAM})
+    await response.prepare(request)
+
+    def encode(entry) -> bytes:
+        stream = entry[1]
+        if not want.get(stream, False):
+            return b""
+        data = logfiles.render(entry, timestamps)
+        return data if tty else frame(STDERR if stream == "stderr" else STDOUT, data)
+
+    follower = logfiles.LogFollower(path)
+    follower.offset = 0
+    records = await service.call(logfiles.read_records, path, since=since, tail=tail, until=until)
+    follower.offset = os.path.getsize(path) if os.path.exists(path) else 0
+    chunk = b"".join(encode(entry) for entry in records)
+    if chunk:
+        await response.write(chunk)
+    if _flag(request, "follow") and until is None:
+        while True:
+            status = (await service.call(service.engine.status, container_id))["status"]
+            fresh = follower.new_records()
+            chunk = b"".join(encode(entry) for entry in fresh)
+            if chunk:
+                await response.write(chunk)
+            if status not in ("running", "paused", "initialized"):
+                break
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
+    await response.write_eof()
+    return response
+
+
+async def attach(request: web.Request) -> web.StreamResponse:
+    """A hijacked connection: the container's output from now on (``logs=1``: from its start)
+    while it runs, and the client's input into its stdin."""
+    from ketch.containers import logs as logfiles
+    from ketch.containers.monitor import STDIN_FIFO
+
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    record = await service.call(service.engine.record, container_id)
+    tty = record.options.tty
+    want = {"stdout": _flag(request, "stdout"), "stderr": _flag(request, "stderr")}
+    with_stdin = _flag(request, "stdin") and record.options.interactive
+    path = service.engine._log_path(record)
+    follower = logfiles.LogFollower(path)
+    if _flag(request, "logs"):
+        follower.offset = 0
+    connection = await Hijacked.accept(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    userdata = service.engine._userdata(container_id)
+    stdin_task = None
+    if with_stdin:
+        stdin_task = asyncio.ensure_future(_feed_stdin(connection, os.path.join(userdata, STDIN_FIFO)))
+    started = False
+    try:
+        while True:
+            try:
+                status = (await service.call(service.engine.status, container_id))["status"]
+            except NotFoundError:
+                status = "removed"
+            started = started or status in ("running", "paused", "exited", "stopped", "removed")
+            chunk = b""
+            for entry in follower.new_records():
+                if want.get(entry[1], False):
+                    data = logfiles.render(entry, False)
+                    chunk += data if tty else frame(STDERR if entry[1] == "stderr" else STDOUT, data)
+            if chunk and not await connection.write(chunk):
+                break
+            if started and status not in ("running", "paused", "initialized"):
+                break
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.03)
+    finally:
+        if stdin_task is not None:
+            stdin_task.cancel()
+    await connection.close()
+    return connection.response
+
+
+async def _feed_stdin(connection: Hijacked, fifo_path: str) -> None:
+    """What the client sends, into the container's stdin FIFO; its end closes the FIFO (the
+    monitor then closes the container's stdin)."""
+    loop = asyncio.get_running_loop()
+    fd = None
+    for _ in range(200):  # (the FIFO is made when the container is created; its reader when it starts)
+        try:
+            fd = os.open(fifo_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            break
+        except OSError:
+            await asyncio.sleep(0.05)
+    if fd is None:
+        return
+    try:
+        while True:
+            data = await connection.read()
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                except OSError:
+                    return
+        await loop.run_in_executor(None, lambda: None)
+    finally:
+        os.close(fd)
+
+
+async def resize(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def prune(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    filters = _filter_list(_filters(request.query.get("filters")))
+    removed = await service.call(service.engine.prune, filters)
+    return web.json_response({"ContainersDeleted": removed or None, "SpaceReclaimed": 0})
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    return await written_response(request, service, lambda out: service.engine.export(container_id, out),
+                                  "application/x-tar")
+
+
+async def written_response(request: web.Request, service: Service, write, content_type: str) -> web.StreamResponse:
+    """The response is what ``write(file)`` writes, as it writes it (on the pool, into a pipe);
+    an error before its first byte is the API's error instead."""
+    read_fd, write_fd = os.pipe()
+
+    def produce() -> None:
+        with os.fdopen(write_fd, "wb") as out:
+            write(out)
+
+    job = asyncio.ensure_future(service.call(produce))
+    reader = os.fdopen(read_fd, "rb")
+    try:
+        first = await service.call(reader.read1, 1 << 20)
+        if not first:
+            await job  # (its error, if it failed before writing anything)
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        while first:
+            await response.write(first)
+            first = await service.call(reader.read1, 1 << 20)
+        await job
+        await response.write_eof()
+        return response
+    finally:
+        reader.close()
+
+
+ROUTES = [
+    ("POST", "/containers/create", create),
+    ("GET", "/containers/json", list_containers),
+    ("POST", "/containers/prune", prune),
+    ("GET", "/containers/{name}/json", inspect),
+    ("POST", "/containers/{name}/start", start),
+    ("POST", "/containers/{name}/stop", stop),
+    ("POST", "/containers/{name}/kill", kill),
+    ("POST", "/containers/{name}/restart", restart),
+    ("POST", "/containers/{name}/pause", pause),
+    ("POST", "/containers/{name}/unpause", unpause),
+    ("POST", "/containers/{name}/rename", rename),
+    ("POST", "/containers/{name}/wait", wait),
+    ("DELETE", "/containers/{name}", remove),
+    ("GET", "/containers/{name}/top", top),
+    ("GET", "/containers/{name}/changes", changes),
+    ("GET", "/containers/{name}/logs", logs),
+    ("POST", "/containers/{name}/attach", attach),
+    ("POST", "/containers/{name}/resize", resize),
+    ("GET", "/containers/{name}/export", export),
+]

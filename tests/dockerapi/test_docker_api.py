@@ -1,0 +1,214 @@
+"""ketch system service against the real clients: the docker CLI (Debian's docker.io) and the
+docker SDK, on the container tests' store; what they see is what ketch's own commands see."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.dockerapi.conftest import start_service, stop_service
+
+pytestmark = pytest.mark.peer
+
+HTTPD = ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str, patience: float = 20) -> str:
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=60)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(60)
+        self.sock.connect(self.path)
+
+
+def request(service, method: str, path: str, body: bytes | None = None,
+            headers: dict | None = None) -> tuple[int, bytes]:
+    connection = UnixHTTP(str(service.socket_path))
+    try:
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_docker_run_ps_logs_images_as_ketch_sees_them(api):
+    out = api.docker("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (3, b"out\n", b"err\n")
+    piped = api.docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo end", input=b"piped\n")
+    assert piped.stdout == b"piped\nend\n"
+    port = _free_port()
+    web_id = api.docker("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "--label", "team=blue",
+                        "busybox", *HTTPD).stdout.decode().strip()
+    assert _get(f"http://127.0.0.1:{port}/") == f"hello-from-{web_id[:12]}\n"
+    api.docker("run", "--name", "done", "busybox", "echo", "finished")
+    # the same containers as ketch's own commands list, in docker's words
+    theirs = set(api.docker("ps", "-a", "-q", "--no-trunc").stdout.decode().split())
+    ours = set(api.env.cli("ps", "-a", "-q", "--no-trunc", check=True).stdout.split())
+    assert theirs == ours and web_id in theirs
+    listed = api.docker("ps", "--format", "{{.Names}}|{{.Status}}|{{.Ports}}|{{.Labels}}").stdout.decode()
+    name, status, ports, labels = listed.strip().split("|")
+    assert (name, status.startswith("Up"), ports, "team=blue" in labels) == (
+        "web", True, f"127.0.0.1:{port}->80/tcp", True)
+    exited = api.docker("ps", "-a", "--filter", "status=exited", "--format", "{{.Names}} {{.Status}}").stdout.decode()
+    assert exited.startswith("done Exited (0)")
+    assert api.docker("logs", "done").stdout == b"finished\n"
+    inspected = json.loads(api.docker("inspect", "web").stdout)[0]
+    assert inspected["Name"] == "/web" and inspected["State"]["Running"] is True
+    assert inspected["NetworkSettings"]["Ports"]["80/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
+    # images: the same ids as ketch's
+    docker_images = set(api.docker("images", "-q", "--no-trunc").stdout.decode().split())
+    assert docker_images == set(api.env.cli("images", "-q", "--no-trunc", check=True).stdout.split())
+    api.docker("stop", "-t", "0", "web")
+    assert api.env.status("web") == "exited"
+    api.docker("rm", "web", "done")
+    assert api.env.ps() == []
+
+
+def test_docker_pull_with_progress_from_a_registry(api, registry):
+    reference = f"{registry.host}/library/busybox"
+    pulled = api.docker("pull", reference)
+    assert b"Status: Downloaded newer image for" in pulled.stdout
+    assert reference + ":latest" in api.env.cli("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout
+    removed = api.docker("rmi", reference).stdout.decode()
+    assert f"Untagged: {reference}:latest" in removed
+    missing = api.docker("pull", f"{registry.host}/library/not-there", check=False)
+    assert missing.returncode != 0 and b"not-there" in missing.stderr
+
+
+def test_the_docker_sdk(api):
+    import docker
+
+    client = docker.DockerClient(base_url=api.url, version="auto")
+    try:
+        assert client.ping() is True
+        assert client.containers.run("busybox", ["sh", "-c", "echo from the sdk"], remove=True) == b"from the sdk\n"
+        container = client.containers.run("busybox", ["sh", "-c", "echo one; sleep 30"], detach=True,
+                                          name="sdk-detached", environment={"A": "b"}, labels={"made-by": "sdk"})
+        assert container.status in ("created", "running")
+        deadline = time.monotonic() + 20
+        while b"one" not in container.logs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert container.logs() == b"one\n"
+        found = client.containers.list(filters={"label": "made-by=sdk"})
+        assert [c.name for c in found] == ["sdk-detached"]
+        container.reload()
+        assert "A=b" in container.attrs["Config"]["Env"]
+        container.kill()
+        assert container.wait()["StatusCode"] == 137
+        container.remove()
+        assert client.images.get("busybox").id.startswith("sha256:")
+        volume = client.volumes.create("sdk-volume", labels={"k": "v"})
+        assert volume.name in [v.name for v in client.volumes.list()]
+        volume.remove()
+        network = client.networks.create("sdk-network")
+        assert "sdk-network" in [n.name for n in client.networks.list()]
+        network.remove()
+    finally:
+        client.close()
+
+
+def test_bad_requests_get_the_apis_errors_and_the_service_goes_on(api):
+    status, body = request(api, "POST", "/v1.43/containers/create", b"{not json")
+    assert status == 400 and "invalid JSON" in json.loads(body)["message"]
+    status, body = request(api, "POST", "/v1.43/containers/create", json.dumps({"Image": "no-such-image"}).encode())
+    assert status == 404 and json.loads(body)["message"] == "No such image: no-such-image"
+    status, body = request(api, "GET", "/v1.43/containers/no-such-container/json")
+    assert status == 404 and json.loads(body)["message"] == "No such container: no-such-container"
+    status, body = request(api, "POST", "/v1.43/containers/create?name=taken", json.dumps({"Image": "busybox"}).encode())
+    assert status == 201
+    status, body = request(api, "POST", "/v1.43/containers/create?name=taken", json.dumps({"Image": "busybox"}).encode())
+    assert status == 409 and "taken" in json.loads(body)["message"]
+    status, body = request(api, "GET", "/v1.99/version")
+    assert status == 400 and "too new" in json.loads(body)["message"]
+    # a body far over the limit: refused, nothing made
+    status, _ = request(api, "POST", "/v1.43/containers/create", b"{" + b" " * (20 * 1024 * 1024) + b"}")
+    assert status == 413
+    # a client that hangs up in the middle of a follow: the service is still there
+    connection = UnixHTTP(str(api.socket_path))
+    connection.request("GET", "/v1.43/events")
+    connection.getresponse()
+    connection.close()
+    assert request(api, "GET", "/_ping") == (200, b"OK")
+    assert [c["Names"] for c in api.env.ps()] == [["taken"]]
+    assert request(api, "DELETE", "/v1.43/containers/taken")[0] == 204
+
+
+def test_idle_service_exits_and_its_containers_go_on(ketch_env, service_dir):
+    directory = service_dir / "idle"
+    directory.mkdir()
+    idle = start_service(ketch_env, directory, "--time", "1")
+    try:
+        idle.docker("run", "-d", "--name", "outlives", "busybox", "sleep", "60")
+        idle.process.wait(timeout=60)  # (idle for a second after its last request)
+        assert idle.process.returncode == 0
+        assert not idle.socket_path.exists()
+        assert ketch_env.status("outlives") == "running"
+    finally:
+        stop_service(idle)
+        ketch_env.cli("rm", "-f", "-t", "0", "outlives")
+
+
+def test_socket_activation_and_the_shipped_units(ketch_env, service_dir):
+    """Started by systemd's socket (systemd-socket-activate stands in for ketch.socket): it
+    serves the socket it is given and exits when idle; the shipped units pass systemd-analyze."""
+    import os
+    from pathlib import Path
+
+    import ketch.dockerapi
+    from tests.containers.conftest import KETCH
+
+    socket_path = service_dir / "activated.sock"
+    args = [KETCH, "--root", str(ketch_env.root), "--runroot", str(ketch_env.runroot), "system", "service", "--time",
+            "1"]
+    process = subprocess.Popen(["systemd-socket-activate", "-l", str(socket_path), "-E", "PATH", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists():
+            assert time.monotonic() < deadline and process.poll() is None, "the socket never appeared"
+            time.sleep(0.05)
+        out = subprocess.run(["docker", "-H", f"unix://{socket_path}", "version", "--format", "{{.Server.APIVersion}}"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "1.43", out.stderr
+        process.wait(timeout=60)  # (idle for a second: it ends, and systemd would start it again)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, 15)
+            process.wait(timeout=30)
+    # (verified as shipped, but for where this ketch is installed: /usr/local/bin/ketch is the link
+    # scripts/install.sh makes)
+    units = Path(ketch.dockerapi.__file__).parent / "units"
+    for name in ("ketch.socket", "ketch.service"):
+        text = (units / name).read_text().replace("/usr/local/bin/ketch", KETCH)
+        (service_dir / name).write_text(text)
+    verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(service_dir / "ketch.socket"),
+                               str(service_dir / "ketch.service")], capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stderr

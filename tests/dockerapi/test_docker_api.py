@@ -212,3 +212,44 @@ def test_socket_activation_and_the_shipped_units(ketch_env, service_dir):
     verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(service_dir / "ketch.socket"),
                                str(service_dir / "ketch.service")], capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_docker_exec(api):
+    api.docker("run", "-d", "--name", "execd", "busybox", "sleep", "60")
+    out = api.docker("exec", "execd", "sh", "-c", "echo in; echo err >&2; exit 4", check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (4, b"in\n", b"err\n")
+    piped = api.docker("exec", "-i", "-e", "X=y", "-w", "/tmp", "execd", "sh", "-c", "cat; echo $X; pwd",
+                       input=b"data\n")
+    assert piped.stdout == b"data\ny\n/tmp\n"
+    as_user = api.docker("exec", "-u", "65534", "execd", "id", "-u")
+    assert as_user.stdout == b"65534\n"
+    # a terminal: docker -it under script(1), which gives it one
+    terminal = subprocess.run(["script", "-qec", f"docker -H {api.url} exec -it execd sh -c 'tty; exit 5'",
+                               "/dev/null"], capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert b"/dev/pts/" in terminal.stdout and terminal.returncode == 5, terminal
+    missing = api.docker("exec", "execd", "no-such-command", check=False)
+    assert missing.returncode == 127
+    api.docker("rm", "-f", "execd")
+    stopped = api.docker("exec", "execd", "true", check=False)
+    assert stopped.returncode != 0 and b"No such container: execd" in stopped.stderr
+
+
+def test_docker_cp_both_ways(api, tmp_path):
+    api.docker("run", "-d", "--name", "copied", "busybox", "sleep", "60")
+    (tmp_path / "in.txt").write_text("from the host\n")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "leaf").write_text("leaf\n")
+    api.docker("cp", str(tmp_path / "in.txt"), "copied:/tmp/")
+    api.docker("cp", str(tmp_path / "tree"), "copied:/tmp/")
+    assert api.docker("exec", "copied", "cat", "/tmp/in.txt", "/tmp/tree/leaf").stdout == b"from the host\nleaf\n"
+    # and the same files as ketch's cp sees them
+    assert api.env.cli("exec", "copied", "cat", "/tmp/in.txt", check=True).stdout == "from the host\n"
+    api.docker("cp", "copied:/etc/passwd", str(tmp_path / "passwd"))
+    assert (tmp_path / "passwd").read_text().startswith("root:x:0:0:")
+    api.docker("cp", "copied:/tmp/tree", str(tmp_path / "back"))
+    assert (tmp_path / "back" / "leaf").read_text() == "leaf\n"
+    missing = api.docker("cp", "copied:/no-such-file", str(tmp_path / "x"), check=False)
+    assert missing.returncode != 0 and b"Could not find the file /no-such-file" in missing.stderr
+    nowhere = api.docker("cp", str(tmp_path / "tree"), "copied:/no-such-dir/", check=False)
+    assert nowhere.returncode != 0
+    api.docker("rm", "-f", "copied")

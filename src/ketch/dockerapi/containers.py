@@ -548,7 +548,8 @@ async def export(request: web.Request) -> web.StreamResponse:
                                   "application/x-tar")
 
 
-async def written_response(request: web.Request, service: Service, write, content_type: str) -> web.StreamResponse:
+async def written_response(request: web.Request, service: Service, write, content_type: str,
+                           headers: dict[str, str] | None = None) -> web.StreamResponse:
     """The response is what ``write(file)`` writes, as it writes it (on the pool, into a pipe);
     an error before its first byte is the API's error instead."""
     read_fd, write_fd = os.pipe()
@@ -563,7 +564,7 @@ async def written_response(request: web.Request, service: Service, write, conten
         first = await service.call(reader.read1, 1 << 20)
         if not first:
             await job  # (its error, if it failed before writing anything)
-        response = web.StreamResponse(headers={"Content-Type": content_type})
+        response = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await response.prepare(request)
         while first:
             await response.write(first)
@@ -595,4 +596,90 @@ ROUTES = [
     ("POST", "/containers/{name}/attach", attach),
     ("POST", "/containers/{name}/resize", resize),
     ("GET", "/containers/{name}/export", export),
+]
+
+
+# -- archive: docker cp -------------------------------------------------------------------------
+
+def _go_mode(st: os.stat_result) -> int:
+    """A file's mode as Go's os.FileMode bits, which docker's client reads from the stat header."""
+    import stat as stats
+
+    mode = stats.S_IMODE(st.st_mode) & 0o777
+    kind = stats.S_IFMT(st.st_mode)
+    mode |= {stats.S_IFDIR: 1 << 31, stats.S_IFLNK: 1 << 27, stats.S_IFIFO: 1 << 25, stats.S_IFSOCK: 1 << 24,
+             stats.S_IFBLK: 1 << 26, stats.S_IFCHR: (1 << 26) | (1 << 21)}.get(kind, 0)
+    if st.st_mode & stats.S_ISUID:
+        mode |= 1 << 23
+    if st.st_mode & stats.S_ISGID:
+        mode |= 1 << 22
+    if st.st_mode & stats.S_ISVTX:
+        mode |= 1 << 20
+    return mode
+
+
+def _path_stat(service: Service, container_id: str, path: str) -> str:
+    """``X-Docker-Container-Path-Stat``: base64 of the JSON stat of PATH in the container."""
+    import base64
+    import time
+
+    from ketch.containers.changes import Place
+
+    engine = service.engine
+    record = engine.record(container_id)
+    if not path.startswith("/"):
+        path = os.path.join(engine._workdir(record), path)
+    with engine._container_root(record) as root:
+        place = Place(root, path, f"{container_id}:{path}", container_id)
+        try:
+            target = place.resolve()
+            st = os.lstat(target)
+            link = os.readlink(target) if os.path.islink(target) else ""
+        except OSError:
+            raise NotFoundError(f"Could not find the file {path} in container {record.name}") from None
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.st_mtime)) + "Z"
+    data = {"name": os.path.basename(path.rstrip("/")) or "/", "size": st.st_size, "mode": _go_mode(st),
+            "mtime": stamp, "linkTarget": link}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+async def archive_head(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    path = request.query.get("path") or "/"
+    header = await service.call(_path_stat, service, container_id, path)
+    return web.Response(status=200, headers={"X-Docker-Container-Path-Stat": header})
+
+
+async def archive_get(request: web.Request) -> web.StreamResponse:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    path = request.query.get("path") or "/"
+    header = await service.call(_path_stat, service, container_id, path)
+    response = await written_response(request, service, lambda out: service.engine.copy(
+        f"{container_id}:{path}", "-", stdout=out), "application/x-tar",
+        headers={"X-Docker-Container-Path-Stat": header})
+    return response
+
+
+async def archive_put(request: web.Request) -> web.Response:
+    """A tar stream unpacked into the container's existing directory ``path``."""
+    import tempfile
+
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    path = request.query.get("path") or "/"
+    await service.call(_path_stat, service, container_id, path)  # (a missing directory: 404 before the body)
+    with tempfile.TemporaryFile(prefix="ketch-archive-") as spool:
+        while chunk := await request.content.read(1 << 20):
+            await service.call(spool.write, chunk)
+        spool.seek(0)
+        await service.call(service.engine.copy, "-", f"{container_id}:{path}", stdin=spool)
+    return web.Response(status=200)
+
+
+ROUTES += [
+    ("HEAD", "/containers/{name}/archive", archive_head),
+    ("GET", "/containers/{name}/archive", archive_get),
+    ("PUT", "/containers/{name}/archive", archive_put),
 ]

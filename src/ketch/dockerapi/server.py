@@ -71,7 +71,9 @@ def status_of(exc: BaseException) -> int:
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # (exactly application/json: Docker's Go client reads the message only from that type)
+    return web.Response(body=json.dumps({"message": message}).encode() + b"\n", status=status,
+                        headers={"Content-Type": "application/json"})
 
 
 class Service:
@@ -79,7 +81,7 @@ class Service:
     a database connection per thread), the pool, and the idle clock."""
 
     def __init__(self, root: str | None = None, runroot: str | None = None, *, idle: float = 5.0,
-                 workers: int = 8) -> None:
+                 workers: int = 32) -> None:
         from ketch.containers import Engine
 
         self.engine = Engine(root=root, runroot=runroot)
@@ -133,12 +135,12 @@ async def _middleware(request: web.Request, handler):
 
 
 def make_app(service: Service) -> web.Application:
-    from ketch.dockerapi import containers, images, system, volumes
+    from ketch.dockerapi import containers, execs, images, system, volumes
 
     app = web.Application(middlewares=[_middleware], client_max_size=MAX_BODY)
     app["service"] = service
-    routes: list[tuple[str, str, Any]] = [*system.ROUTES, *containers.ROUTES, *images.ROUTES,
-                                           *volumes.ROUTES]
+    routes: list[tuple[str, str, Any]] = [*system.ROUTES, *containers.ROUTES, *execs.ROUTES,
+                                           *images.ROUTES, *volumes.ROUTES]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, r"/{_version:v[0-9]+\.[0-9]+}" + path, handler)

@@ -108,14 +108,16 @@ def test_a_host_port_in_use_elsewhere_is_a_clear_error(network_env):
 
 def test_containers_reach_each_other_by_name_on_a_user_network(network_env):
     assert network_env.cli("network", "create", "--subnet", "10.124.7.0/24", "appnet", check=True).stdout == "appnet\n"
-    network_env.cli("run", "-d", "--name", "api", "--network", "appnet", "--ip", "10.124.7.50", "busybox", *HTTPD,
-                    check=True)
+    network_env.cli("run", "-d", "--name", "api", "--network", "appnet", "--ip", "10.124.7.50", "--network-alias",
+                    "backend", "busybox", *HTTPD, check=True)
     result = network_env.cli("run", "--rm", "--network", "appnet", "--add-host", "extra:10.9.9.9", "--dns",
                              "10.124.7.1", "busybox", "sh", "-c",
                              "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://api/ && break; sleep 0.2; done; "
-                             "grep -E 'api|extra' /etc/hosts; cat /etc/resolv.conf")
+                             "wget -qO- http://backend/ >/dev/null && echo by-alias; "
+                             "grep -E 'api|extra|backend' /etc/hosts; cat /etc/resolv.conf")
     assert result.returncode == 0, result.stderr
     assert "hello-from-" in result.stdout and "10.124.7.50\tapi" in result.stdout
+    assert "by-alias" in result.stdout and "10.124.7.50\tbackend" in result.stdout  # (--network-alias)
     assert "10.9.9.9\textra" in result.stdout and "nameserver 10.124.7.1" in result.stdout
     # the running container learned of the newcomer, and forgets it when it goes
     hosts = network_env.cli("exec", "api", "cat", "/etc/hosts", check=True).stdout

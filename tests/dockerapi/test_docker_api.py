@@ -253,3 +253,85 @@ def test_docker_cp_both_ways(api, tmp_path):
     nowhere = api.docker("cp", str(tmp_path / "tree"), "copied:/no-such-dir/", check=False)
     assert nowhere.returncode != 0
     api.docker("rm", "-f", "copied")
+
+
+COMPOSE = """version: "3.8"
+services:
+  web:
+    image: busybox
+    command:
+      - sh
+      - -c
+      - mkdir -p /www && echo hello-compose > /www/index.html && echo web-started && exec httpd -f -p 80 -h /www
+    ports:
+      - "127.0.0.1:{port}:80"
+    volumes:
+      - data:/data
+    networks: [back]
+  client:
+    image: busybox
+    command: ["sh", "-c", "until wget -qO /data/got http://web/; do sleep 0.2; done; cat /data/got; exec sleep 60"]
+    volumes:
+      - data:/data
+    networks: [back]
+    depends_on: [web]
+volumes:
+  data:
+networks:
+  back:
+"""
+
+
+def test_docker_compose_up_logs_exec_down(api, tmp_path):
+    """docker-compose 1.29 (Debian's): two services on a network of their own, a named volume
+    they share, a port published on 127.0.0.1; the client reaches the web service by its service
+    name (compose's network alias); logs, exec, and down -v leave nothing."""
+    port = _free_port()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE.format(port=port))
+    env = {"DOCKER_HOST": api.url, "COMPOSE_PROJECT_NAME": "kproj", "PATH": "/usr/bin:/bin"}
+
+    def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker-compose", *args], cwd=project, env=env, capture_output=True, timeout=180)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)}: {result.stderr.decode()}")
+        return result
+
+    try:
+        compose("up", "-d")
+        assert _get(f"http://127.0.0.1:{port}/") == "hello-compose\n"
+        deadline = time.monotonic() + 60
+        while b"hello-compose" not in compose("logs", "--no-color", "client").stdout:
+            assert time.monotonic() < deadline, compose("logs", "--no-color").stdout
+            time.sleep(0.2)
+        assert b"web-started" in compose("logs", "--no-color", "web").stdout
+        listed = compose("ps").stdout.decode()
+        assert listed.count("kproj_web_1") == 1 and listed.count("kproj_client_1") == 1
+        assert compose("exec", "-T", "client", "cat", "/data/got").stdout == b"hello-compose\n"
+        names = set(api.env.cli("ps", "--format", "{{.Names}}", check=True).stdout.split())
+        assert names == {"kproj_web_1", "kproj_client_1"}
+    finally:
+        compose("down", "-v", "-t", "1", check=False)
+    assert api.env.ps() == []
+    assert "kproj_data" not in api.env.cli("volume", "ls", "-q", check=True).stdout
+    assert "kproj_back" not in api.env.cli("network", "ls", "--format", "{{.Name}}", check=True).stdout
+
+
+def test_testcontainers_waits_for_a_log_line(api, monkeypatch):
+    """testcontainers-python starts a container of a local image and waits for its log line."""
+    import re
+
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    monkeypatch.setenv("DOCKER_HOST", api.url)
+    monkeypatch.setenv("TESTCONTAINERS_RYUK_DISABLED", "true")  # (its reaper is an image from Docker Hub)
+    container = DockerContainer("busybox").with_command(["sh", "-c", "sleep 0.5; echo ready to serve; sleep 60"])
+    container.waiting_for(LogMessageWaitStrategy(re.compile("ready to serve")).with_startup_timeout(60))
+    with container:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        assert wrapped.status == "running" and b"ready to serve" in wrapped.logs()
+        exit_code, output = container.exec(["echo", "inside"])
+        assert (exit_code, output) == (0, b"inside\n")

@@ -18,7 +18,6 @@ UNSUPPORTED_WITH_REASON = {
     "init_ctr": "ketch's pods have no infra container (their namespaces are pinned), so no init containers",
     "cgroup_conf": "--cgroup-conf needs cgroup v2 (this host: v1 controllers)" if not os.path.exists(
         "/sys/fs/cgroup/cgroup.controllers") else "--cgroup-conf is not supported yet",
-    "network_alias": "ketch's networks resolve container names only, not aliases (not yet)",
     "health_on_failure": "health check actions are not supported yet: a failing check only marks the container "
                          "unhealthy",
     "pod_id_file": "--pod-id-file is not supported: name the pod with --pod",
@@ -87,6 +86,8 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uts", metavar="MODE", help="host, private, container:NAME or ns:PATH")
     parser.add_argument("--cgroupns", metavar="MODE", help="host or private")
     parser.add_argument("--ip", metavar="ADDRESS", help="the container's address on its (first) network")
+    parser.add_argument("--network-alias", action="append", default=[], metavar="NAME",
+                        help="another name of the container on its networks (other containers resolve it)")
     parser.add_argument("--dns", action="append", default=[], metavar="ADDRESS")
     parser.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN")
     parser.add_argument("--dns-option", "--dns-opt", dest="dns_option", action="append", default=[],
@@ -147,7 +148,7 @@ def add_create_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--rootfs", action="store_true", help=argparse.SUPPRESS)
     for flag in ("--subuidname", "--subgidname", "--hostuser", "--passwd-entry", "--chrootdirs", "--init-ctr",
-                 "--cgroup-conf", "--network-alias", "--health-on-failure"):
+                 "--cgroup-conf", "--health-on-failure"):
         parser.add_argument(flag, action="append", help=argparse.SUPPRESS)
     parser.add_argument("--device-cgroup-rule", action="append", default=[], metavar="'TYPE MAJOR:MINOR ACCESS'",
                         help="a rule of the container's device cgroup (c 1:3 rwm)")
@@ -301,6 +302,7 @@ def build_options(args):
         annotations=parse_key_values(args.annotation, "annotation"),
         log_driver=log_driver, init=args.init, remove=args.rm or args.rmi, runtime=args.runtime or args.global_runtime,
         create_command=["ketch", *sys.argv[1:]], ip=args.ip, dns=list(args.dns), add_host=list(args.add_host),
+        network_aliases={"": list(args.network_alias)} if args.network_alias else {},
         publish=list(args.publish), publish_all=args.publish_all, mounts=[m.as_dict() for m in mounts],
         volumes_from=list(args.volumes_from), restart_policy=policy, restart_retries=retries,
         cidfile=os.path.abspath(args.cidfile) if args.cidfile else None, tz=args.tz, timeout=args.timeout,

@@ -321,14 +321,19 @@ def _free_port(host_ip: str, protocol: str, taken: set) -> int:
 
 
 def hosts_entries(store, network_names: list[str], exclude: str | None = None) -> list[tuple[str, str]]:
-    """(address, name) of every container of this store on these networks, for /etc/hosts."""
+    """(address, name) of every container of this store on these networks, for /etc/hosts: its
+    name, then its aliases on that network (``--network-alias``, compose's service names)."""
     from ketch.containers.hostnet import HostAllocations
 
     host = HostAllocations(store)
-    names = {row["id"]: row["name"] for row in store.containers()}
+    rows = {row["id"]: row for row in store.containers()}
     out = []
     for network in network_names:
         for container_id, ip in host.attached(network).items():
-            if container_id != exclude and container_id in names:
-                out.append((ip, names[container_id]))
+            if container_id == exclude or container_id not in rows:
+                continue
+            out.append((ip, rows[container_id]["name"]))
+            aliases = (json.loads(rows[container_id]["metadata"]).get("options") or {}).get("network_aliases") or {}
+            for alias in dict.fromkeys([*aliases.get(network, []), *aliases.get("", [])]):
+                out.append((ip, alias))
     return out

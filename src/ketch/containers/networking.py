@@ -100,6 +100,58 @@ class ContainerNetworking(EnginePart):
                 joined[kind] = f"/proc/{current['pid']}/ns/{proc_name}"
         return joined
 
+    def connect_network(self, name_or_id: str, network: str, *, aliases: builtins.list[str] | None = None,
+                        ip: str | None = None) -> None:
+        """Put a container that does not run on one more network (with ``aliases`` there), taken
+        when it starts (``network connect`` of a created container, as compose does it). A
+        running container's networks are set up when it starts: not changed under it."""
+        record = self._record(name_or_id)
+        self._refuse_running(record, "network connect")
+        found = self.networks().get(network)["name"]
+        options: CreateOptions = record.options
+        names = [] if options.network in ("none", "") else [n for n in options.network.split(",") if n]
+        if any(n.startswith(("container:", "ns:")) or n == "host" for n in names):
+            raise InvalidInputError(f"container {record.name} shares another's network or the host's: it cannot "
+                                    "join networks")
+        if found not in names and not (found == self._default_network() and set(names) & {"bridge", "private"}):
+            names.append(found)
+        changed = options.as_dict()
+        changed["network"] = ",".join(names)
+        if aliases:
+            changed["network_aliases"] = {**options.network_aliases, found: list(aliases)}
+        if ip and names and names[0] == found:
+            changed["ip"] = ip
+        self.store.update_container_metadata(record.id, {"options": changed})
+
+    def disconnect_network(self, name_or_id: str, network: str) -> None:
+        """Take a container that does not run off a network (``none`` once it has no network left)."""
+        record = self._record(name_or_id)
+        self._refuse_running(record, "network disconnect")
+        found = self.networks().get(network)["name"]
+        options: CreateOptions = record.options
+        names = [n for n in options.network.split(",") if n]
+        default = found == self._default_network()
+        kept = [n for n in names if n != found and not (default and n in ("bridge", "private"))]
+        if len(kept) == len(names):
+            raise InvalidInputError(f"container {record.name} is not connected to network {found}")
+        changed = options.as_dict()
+        changed["network"] = ",".join(kept) or "none"
+        changed["network_aliases"] = {k: v for k, v in options.network_aliases.items() if k != found}
+        self.store.update_container_metadata(record.id, {"options": changed})
+
+    def _refuse_running(self, record: ContainerRecord, what: str) -> None:
+        from ketch.errors import UnsupportedError
+
+        if self._status(record)["status"] in ("running", "paused"):
+            raise UnsupportedError(f"{what}: container {record.name} is running; ketch sets up a container's "
+                                   "networks when it starts (stop it first)")
+
+    @staticmethod
+    def _default_network() -> str:
+        from ketch.containers.network import DEFAULT_NETWORK
+
+        return DEFAULT_NETWORK
+
     def networks(self):
         from ketch.containers.network import Networks
 

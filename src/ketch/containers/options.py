@@ -60,6 +60,8 @@ class CreateOptions(Record):
     runtime: str | None = None  # a runc-compatible runtime binary instead of ketch's own
     create_command: list[str] = field(default_factory=list)
     ip: str | None = None  # --ip on the first network
+    # other names of the container on its networks (network -> names; "" for every network: --network-alias)
+    network_aliases: dict[str, list[str]] = field(default_factory=dict)
     dns: list[str] = field(default_factory=list)
     add_host: list[str] = field(default_factory=list)  # NAME:IP
     publish: list[str] = field(default_factory=list)  # -p specs

@@ -73,8 +73,7 @@ def create_options(body: dict[str, Any], name: str | None):
 
     host = body.get("HostConfig") or {}
     networking = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
-    mounts = [parse_volume(path) for path in (body.get("Volumes") or {})]
-    mounts += [parse_volume(bind) for bind in host.get("Binds") or []]
+    mounts = [parse_volume(bind) for bind in host.get("Binds") or []]
     for mount in host.get("Mounts") or []:
         kind = (mount.get("Type") or "volume").lower()
         parts = [f"type={kind}"]
@@ -89,6 +88,9 @@ def create_options(body: dict[str, Any], name: str | None):
         if tmpfs.get("Mode"):
             parts.append(f"tmpfs-mode={tmpfs['Mode']:o}")
         mounts.append(parse_mount(",".join(parts)))
+    # Config.Volumes: an anonymous volume for each path that no bind or mount covers (as Docker's)
+    covered = {m.destination for m in mounts}
+    mounts += [parse_volume(path) for path in (body.get("Volumes") or {}) if os.path.normpath(path) not in covered]
     publish = []
     for container_port, bindings in (host.get("PortBindings") or {}).items():
         port, _, protocol = container_port.partition("/")
@@ -107,6 +109,8 @@ def create_options(body: dict[str, Any], name: str | None):
         names = [n for n in networking if n not in ("bridge", "default")]
         if names:
             network = ",".join(names)
+    aliases = {name: list(endpoint.get("Aliases") or []) for name, endpoint in networking.items()
+               if endpoint and endpoint.get("Aliases")}
     first_endpoint = next(iter(networking.values()), None) or {}
     ip = ((first_endpoint.get("IPAMConfig") or {}).get("IPv4Address")) or None
     restart = host.get("RestartPolicy") or {}
@@ -156,7 +160,8 @@ def create_options(body: dict[str, Any], name: str | None):
         cap_drop=list(host.get("CapDrop") or []), privileged=bool(host.get("Privileged")), seccomp_profile=seccomp,
         no_new_privileges=no_new_privileges, memory=host.get("Memory") or None,
         cpus=nano_cpus / 1e9 if nano_cpus else None, pids_limit=host.get("PidsLimit") or None, ulimits=ulimits,
-        network=network, ip=ip, dns=list(host.get("Dns") or []), dns_search=list(host.get("DnsSearch") or []),
+        network=network, ip=ip, network_aliases=aliases, dns=list(host.get("Dns") or []),
+        dns_search=list(host.get("DnsSearch") or []),
         dns_options=list(host.get("DnsOptions") or []),
         add_host=[_extra_host(h) for h in host.get("ExtraHosts") or []], publish=publish,
         publish_all=bool(host.get("PublishAllPorts")), mounts=[m.as_dict() for m in mounts],
@@ -346,7 +351,14 @@ def _filter_list(filters: dict[str, list[str]]) -> list[str]:
 
 
 def _listing(service: Service, everything: bool, filters: list[str], size: bool, limit: int | None) -> list[dict]:
-    entries = service.engine.list(all=everything, filters=filters, size=size)
+    # (Docker's label filters must all match; the rest are the engine's, as podman's ps takes them)
+    labels = [f.partition("=")[2] for f in filters if f.startswith("label=")]
+    entries = service.engine.list(all=everything, filters=[f for f in filters if not f.startswith("label=")],
+                                  size=size)
+    for wanted in labels:
+        key, has_value, value = wanted.partition("=")
+        entries = [e for e in entries if key in (e.get("Labels") or {}) and
+                   (not has_value or e["Labels"][key] == value)]
     entries.sort(key=lambda e: -e.get("Created", 0))
     if limit is not None and limit > 0:
         entries = entries[:limit]

@@ -103,7 +103,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     seen = 0
     first = True
     while True:
-        records = await service.call(log.read)
+        records = await service.call(lambda: list(log.read()))
         fresh, seen = records[seen:], len(records)
         for record in fresh:
             stamp = record.get("Time", 0)

@@ -115,7 +115,7 @@ def _network(service: Service, name: str) -> dict[str, Any]:
             "Ingress": False, "IPAM": {"Driver": "default", "Options": None, "Config": [
                 {"Subnet": s["subnet"], "Gateway": s["gateway"]} for s in entry["subnets"]]},
             "ConfigFrom": {"Network": ""}, "ConfigOnly": False, "Containers": containers,
-            "Options": {"com.docker.network.bridge.name": entry["network_interface"]},
+            "Options": {},  # (compose compares them with what it asked for: none)
             "Labels": entry.get("labels") or {}}
 
 
@@ -165,7 +165,7 @@ async def inspect_network(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     name = request.match_info["name"]
     try:
-        return web.json_response(await service.call(_network, service, name))
+        return web.json_response(await service.call(_network, service, _network_name(name)))
     except NotFoundError:
         raise NotFoundError(f"network {name} not found") from None
 
@@ -183,9 +183,35 @@ async def prune_networks(request: web.Request) -> web.Response:
     return web.json_response({"NetworksDeleted": removed or None})
 
 
+def _network_name(name: str) -> str:
+    from ketch.containers.network import DEFAULT_NETWORK
+
+    return DEFAULT_NETWORK if name == "bridge" else name  # (Docker's default network's name)
+
+
 async def connect(request: web.Request) -> web.Response:
-    raise UnsupportedError("network connect: ketch attaches a container to its networks when it starts "
-                           "(create it with them)")
+    """A container that does not run joins the network when it starts (compose connects the
+    containers it has just created); a running one is refused with the reason."""
+    service: Service = request.app["service"]
+    body = await _json_body(request)
+    container = body.get("Container")
+    if not container:
+        raise InvalidInputError("network connect: the container is missing")
+    endpoint = body.get("EndpointConfig") or {}
+    ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
+    await service.call(service.engine.connect_network, container, _network_name(request.match_info["name"]),
+                       aliases=endpoint.get("Aliases") or [], ip=ip)
+    return web.Response(status=200)
+
+
+async def disconnect(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    body = await _json_body(request)
+    container = body.get("Container")
+    if not container:
+        raise InvalidInputError("network disconnect: the container is missing")
+    await service.call(service.engine.disconnect_network, container, _network_name(request.match_info["name"]))
+    return web.Response(status=200)
 
 
 ROUTES = [
@@ -195,5 +221,5 @@ ROUTES = [
     ("GET", "/networks", list_networks), ("POST", "/networks/create", create_network),
     ("POST", "/networks/prune", prune_networks), ("GET", "/networks/{name}", inspect_network),
     ("DELETE", "/networks/{name}", remove_network), ("POST", "/networks/{name}/connect", connect),
-    ("POST", "/networks/{name}/disconnect", connect),
+    ("POST", "/networks/{name}/disconnect", disconnect),
 ]

@@ -335,3 +335,26 @@ def test_testcontainers_waits_for_a_log_line(api, monkeypatch):
         assert wrapped.status == "running" and b"ready to serve" in wrapped.logs()
         exit_code, output = container.exec(["echo", "inside"])
         assert (exit_code, output) == (0, b"inside\n")
+
+
+def test_docker_build(api, tmp_path):
+    """docker build (its legacy builder: no buildx here) on ketch's builder: build args, a target
+    stage, labels, -q; the image runs as ketch's own build's does; a failing step fails the build."""
+    (tmp_path / "f.txt").write_text("from the context\n")
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox AS base\nARG GREETING=hi\nCOPY f.txt /f.txt\nRUN echo $GREETING > /g.txt\n"
+        "FROM base AS final\nCMD [\"cat\", \"/g.txt\", \"/f.txt\"]\nFROM base AS other\nCMD [\"false\"]\n")
+    built = api.docker("build", "-t", "localhost/dapi-built:1", "--build-arg", "GREETING=hello", "--target", "final",
+                       "--label", "made=by-docker", str(tmp_path), env={"DOCKER_BUILDKIT": "0"})
+    assert b"Successfully tagged localhost/dapi-built:1" in built.stdout
+    assert api.docker("run", "--rm", "localhost/dapi-built:1").stdout == b"hello\nfrom the context\n"
+    labels = api.env.cli("image", "inspect", "--format", "{{.Config.Labels}}", "localhost/dapi-built:1",
+                         check=True).stdout
+    assert "made:by-docker" in labels
+    quiet = api.docker("build", "-q", str(tmp_path), env={"DOCKER_BUILDKIT": "0"}).stdout.decode().strip()
+    assert quiet.startswith("sha256:") and len(quiet) == 71
+    (tmp_path / "Dockerfile.bad").write_text("FROM busybox\nRUN exit 3\n")
+    failed = api.docker("build", "-f", str(tmp_path / "Dockerfile.bad"), str(tmp_path), check=False,
+                        env={"DOCKER_BUILDKIT": "0"})
+    assert failed.returncode != 0 and b"exit status 3" in failed.stdout + failed.stderr
+    api.docker("rmi", "localhost/dapi-built:1")

@@ -135,12 +135,12 @@ async def _middleware(request: web.Request, handler):
 
 
 def make_app(service: Service) -> web.Application:
-    from ketch.dockerapi import containers, execs, images, system, volumes
+    from ketch.dockerapi import builds, containers, execs, images, system, volumes
 
     app = web.Application(middlewares=[_middleware], client_max_size=MAX_BODY)
     app["service"] = service
     routes: list[tuple[str, str, Any]] = [*system.ROUTES, *containers.ROUTES, *execs.ROUTES,
-                                           *images.ROUTES, *volumes.ROUTES]
+                                           *images.ROUTES, *volumes.ROUTES, *builds.ROUTES]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, r"/{_version:v[0-9]+\.[0-9]+}" + path, handler)

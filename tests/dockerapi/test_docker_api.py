@@ -358,3 +358,13 @@ def test_docker_build(api, tmp_path):
                         env={"DOCKER_BUILDKIT": "0"})
     assert failed.returncode != 0 and b"exit status 3" in failed.stdout + failed.stderr
     api.docker("rmi", "localhost/dapi-built:1")
+
+
+def test_docker_stats_and_top(api):
+    api.docker("run", "-d", "--name", "busy", "busybox", "sh", "-c", "while :; do :; done")
+    shown = api.docker("stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}} {{.PIDs}}", "busy").stdout.decode()
+    name, cpu, pids = shown.split()
+    assert name == "busy" and float(cpu.rstrip("%")) > 1.0 and pids == "1"
+    top = api.docker("top", "busy").stdout.decode()
+    assert "PID" in top.splitlines()[0] and "while" in top
+    api.docker("rm", "-f", "busy")

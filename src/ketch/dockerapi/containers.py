@@ -397,11 +397,13 @@ async def inspect(request: web.Request) -> web.Response:
 async def top(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     container_id = await _record_id(service, request.match_info["name"])
-    rows = await service.call(service.engine.top, container_id)
+    from ketch.containers.views import top_table
+
+    processes = await service.call(service.engine.top, container_id)
+    # Docker's columns (ps -ef's) from podman top's descriptors
+    rows = top_table(processes, ["user", "pid", "ppid", "pcpu", "stime", "tty", "time", "args"])
     titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
-    keys = ["user", "pid", "ppid", "cpu", "started", "tty", "time", "command"]
-    processes = [[str(row.get(k, "")) for k in keys] for row in rows]
-    return web.json_response({"Titles": titles, "Processes": processes})
+    return web.json_response({"Titles": titles, "Processes": [[cell.strip() for cell in row] for row in rows[1:]]})
 
 
 async def changes(request: web.Request) -> web.Response:
@@ -695,3 +697,68 @@ ROUTES += [
     ("GET", "/containers/{name}/archive", archive_get),
     ("PUT", "/containers/{name}/archive", archive_put),
 ]
+
+
+# -- stats ---------------------------------------------------------------------------------------
+
+def _docker_stats(entry: dict[str, Any], previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Docker's stats message from ketch's sample (and the one before it, for the CPU deltas
+    ``docker stats`` computes its percentage from)."""
+    import time
+
+    def cpu(sample: dict[str, Any] | None) -> dict[str, Any]:
+        if sample is None:
+            return {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                    "system_cpu_usage": 0, "online_cpus": os.cpu_count() or 1,
+                    "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+        return {"cpu_usage": {"total_usage": sample["CPUNano"], "usage_in_kernelmode": 0,
+                              "usage_in_usermode": sample["CPUNano"]},
+                "system_cpu_usage": sample["SystemNano"] * (os.cpu_count() or 1), "online_cpus": os.cpu_count() or 1,
+                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    return {
+        "read": now, "preread": now if previous else "0001-01-01T00:00:00Z", "id": entry["ContainerID"],
+        "name": "/" + entry["Name"], "pids_stats": {"current": entry.get("PIDs", 0)},
+        "cpu_stats": cpu(entry), "precpu_stats": cpu(previous),
+        "memory_stats": {"usage": entry.get("MemUsage", 0), "limit": entry.get("MemLimit", 0), "stats": {}},
+        "blkio_stats": {"io_service_bytes_recursive": [
+            {"major": 0, "minor": 0, "op": "read", "value": entry.get("BlockInput", 0)},
+            {"major": 0, "minor": 0, "op": "write", "value": entry.get("BlockOutput", 0)}]},
+        "networks": {"eth0": {"rx_bytes": entry.get("NetInput", 0), "tx_bytes": entry.get("NetOutput", 0),
+                              "rx_packets": 0, "tx_packets": 0, "rx_errors": 0, "tx_errors": 0,
+                              "rx_dropped": 0, "tx_dropped": 0}},
+    }
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    """``GET /containers/{id}/stats``: one message (``stream=0``), or one a second while it runs."""
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    stream = _flag(request, "stream", True)
+    one_shot = _flag(request, "one-shot")
+    previous = None
+    if not one_shot:
+        samples = await service.call(service.engine.stats, [container_id])
+        previous = samples[0] if samples else None
+        if not stream:
+            await asyncio.sleep(0.5)  # (a second sample gives the CPU deltas a single message needs)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    while True:
+        samples = await service.call(service.engine.stats, [container_id])
+        if not samples:
+            break
+        await response.write(json.dumps(_docker_stats(samples[0], previous)).encode() + b"\n")
+        previous = samples[0]
+        if not stream or request.transport is None or request.transport.is_closing():
+            break
+        status = (await service.call(service.engine.status, container_id))["status"]
+        if status not in ("running", "paused"):
+            break
+        await asyncio.sleep(1)
+    await response.write_eof()
+    return response
+
+
+ROUTES.append(("GET", "/containers/{name}/stats", stats))

@@ -368,3 +368,19 @@ def test_docker_stats_and_top(api):
     top = api.docker("top", "busy").stdout.decode()
     assert "PID" in top.splitlines()[0] and "while" in top
     api.docker("rm", "-f", "busy")
+
+
+def test_events_info_and_df(api):
+    since = int(time.time())
+    api.docker("run", "--rm", "--name", "eventful", "busybox", "true")
+    until = int(time.time()) + 1
+    actions = api.docker("events", "--since", str(since), "--until", str(until), "--filter", "container=eventful",
+                         "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}").stdout.decode().split("\n")
+    assert [a for a in actions if a.split(" ")[1:2] in (["create"], ["start"], ["die"], ["remove"])] == [
+        "container create eventful", "container start eventful", "container die eventful",
+        "container remove eventful"]
+    info = json.loads(api.docker("info", "--format", "{{json .}}").stdout)
+    images = len(api.env.cli("images", "-q", "--no-trunc", check=True).stdout.split())
+    assert (info["Containers"], info["Images"], info["OSType"]) == (0, images, "linux")
+    df = api.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout.decode()
+    assert f"Images {images}" in df and "Containers 0" in df

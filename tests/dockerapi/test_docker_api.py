@@ -380,7 +380,7 @@ def test_events_info_and_df(api):
         "container create eventful", "container start eventful", "container die eventful",
         "container remove eventful"]
     info = json.loads(api.docker("info", "--format", "{{json .}}").stdout)
-    images = len(api.env.cli("images", "-q", "--no-trunc", check=True).stdout.split())
+    images = len(api.env.cli("images", "-a", "-q", "--no-trunc", check=True).stdout.split())
     assert (info["Containers"], info["Images"], info["OSType"]) == (0, images, "linux")
     df = api.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout.decode()
-    assert f"Images {images}" in df and "Containers 0" in df
+    assert f"Images {images}" in df and "Containers 0" in df, df

@@ -21,6 +21,34 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 ZERO_EPOCH = -62135596800  # Go's zero time, as podman prints an unset one
 
 
+def human_duration(seconds: float) -> str:
+    """go-units' HumanDuration: "Less than a second", "5 minutes", "About an hour", "3 days"..."""
+    whole = int(seconds)
+    if whole < 1:
+        return "Less than a second"
+    if whole == 1:
+        return "1 second"
+    if whole < 60:
+        return f"{whole} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):

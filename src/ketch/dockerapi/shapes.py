@@ -8,35 +8,9 @@ import datetime
 import time
 from typing import Any
 
+from ketch.containers.views import human_duration
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's ``units.HumanDuration`` (what ``docker ps`` shows after "Up" and before "ago")."""
-    seconds = int(seconds)
-    if seconds < 1:
-        return "Less than a second"
-    if seconds == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = seconds // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def _epoch(stamp: str) -> float | None:

@@ -62,14 +62,17 @@ async def info(request: web.Request) -> web.Response:
     data = await service.call(service.engine.info)
     host = data.get("host") or {}
     store = data.get("store") or {}
+    from ketch.dockerapi.images import image_list
+
     entries = await service.call(service.engine.list, all=True)
+    every_image = await image_list(service, everything=True)
     states = [e.get("State") for e in entries]
     uname = os.uname()
     return web.json_response({
         "ID": "ketch", "Containers": len(entries), "ContainersRunning": states.count("running"),
         "ContainersPaused": states.count("paused"),
         "ContainersStopped": len(entries) - states.count("running") - states.count("paused"),
-        "Images": (store.get("imageStore") or {}).get("number", 0), "Driver": store.get("graphDriverName", "overlay"),
+        "Images": len(every_image), "Driver": store.get("graphDriverName", "overlay"),
         "DriverStatus": [], "DockerRootDir": str(service.store.root), "SystemTime": time.strftime(
             "%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "LoggingDriver": "k8s-file", "CgroupDriver": "cgroupfs", "CgroupVersion": "1" if os.path.exists(

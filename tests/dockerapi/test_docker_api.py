@@ -384,3 +384,24 @@ def test_events_info_and_df(api):
     assert (info["Containers"], info["Images"], info["OSType"]) == (0, images, "linux")
     df = api.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout.decode()
     assert f"Images {images}" in df and "Containers 0" in df, df
+
+
+def test_docker_push_save_load(api, registry, tmp_path):
+    target = f"{registry.host}/dapi/pushed:1"
+    api.docker("tag", "busybox", target)
+    pushed = api.docker("push", target).stdout.decode()
+    assert "Pushed" in pushed and "digest: sha256:" in pushed
+    # what the registry holds is what ketch's own inspect of the remote says
+    remote = json.loads(api.env.cli("image", "inspect", "--tls-verify=false", f"docker://{target}",
+                                    check=True).stdout)
+    assert remote["Digest"] in pushed
+    api.docker("rmi", target)
+    archive = tmp_path / "saved.tar"
+    api.docker("save", "-o", str(archive), "busybox")
+    import tarfile
+
+    with tarfile.open(archive) as saved:
+        manifest = json.load(saved.extractfile("manifest.json"))
+    assert manifest[0]["RepoTags"] == ["docker.io/library/busybox:latest"]
+    loaded = api.docker("load", "-i", str(archive)).stdout.decode()
+    assert "Loaded image: docker.io/library/busybox:latest" in loaded

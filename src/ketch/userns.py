@@ -286,6 +286,18 @@ def _is_pause(pid: int, uid: int) -> bool:
         return False
 
 
+_session_before_entering: bool | None = None  # (set by enter(): what the caller's environment said)
+
+
+def in_unshare_session() -> bool:
+    """Whether this command was started inside the user's namespace by ``ketch unshare`` or
+    ``podman unshare`` (where a user's mounts may be made), not merely entered by ketch itself
+    (which also says so to the peers it runs)."""
+    if _session_before_entering is not None:
+        return _session_before_entering
+    return os.environ.get("_CONTAINERS_USERNS_CONFIGURED") == "done"
+
+
 def enter(*, quiet: bool = False) -> None:
     """Put this process in the user's namespaces (the pause process's user and mount namespaces,
     made by the first command): root inside, the subordinate ids mapped. Must run before any
@@ -327,6 +339,8 @@ def enter(*, quiet: bool = False) -> None:
         os.close(user_fd)
         os.close(mount_fd)
     os.environ[_ENTERED_ENV] = str(uid)
+    global _session_before_entering
+    _session_before_entering = os.environ.get("_CONTAINERS_USERNS_CONFIGURED") == "done"
     # podman's, skopeo's and buildah's names for "already in the user's namespace": run from a
     # process that entered ours (a user's program, `ketch unshare`), they use it as their own
     # (the mapping is the same) instead of taking this uid 0 for root

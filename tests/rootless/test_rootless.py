@@ -580,3 +580,31 @@ def test_peers_run_from_a_program_in_the_users_namespace(user):
     out = user.run(sys.executable, "-c", program).stdout.decode().split("\n")
     assert out[0] == f"done {user.uid}"
     assert out[1] == "0 ", out
+
+
+def test_the_docker_api_service_as_a_user(user, busybox_layout):
+    """`ketch system service` of a user: the socket under $XDG_RUNTIME_DIR/ketch, the user's
+    rootless store behind it; docker runs a container there and publishes its port."""
+    user.ketch("tag", busybox(busybox_layout), "docker.io/library/busybox:latest")
+    service = subprocess.Popen([KETCH, "system", "service", "--time", "0"], user=user.uid, group=user.gid,
+                               extra_groups=[], cwd=user.home, env=user.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    sock = user.run_dir / "ketch" / "ketch.sock"
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        docker = ["docker", "-H", f"unix://{sock}"]
+        out = user.run(*docker, "run", "--rm", "busybox", "sh", "-c", "id -u; echo rootless").stdout
+        assert out == b"0\nrootless\n"
+        port = free_port()
+        user.run(*docker, "run", "-d", "--name", "dweb", "-p", f"127.0.0.1:{port}:8000", "busybox", "httpd", "-f",
+                 "-p", "8000", "-h", "/etc")
+        assert _fetch_when_up(port) is not None
+        assert user.ketch("ps", "--format", "{{.Names}}").stdout == b"dweb\n"  # (the same store)
+        user.run(*docker, "rm", "-f", "dweb")
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    assert not sock.exists()

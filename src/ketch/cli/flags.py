@@ -99,11 +99,9 @@ def sigstore_passphrase(args: argparse.Namespace) -> bytes | None:
 def require_unshare_for_mounts() -> None:
     """podman's and buildah's rule: a rootless mount lives in the user's mount namespace, so it is
     made only from inside ``ketch unshare``, where it can be used."""
-    import os
-
     from ketch.errors import InvalidInputError
-    from ketch.userns import is_rootless
+    from ketch.userns import in_unshare_session, is_rootless
 
-    if is_rootless() and os.environ.get("_CONTAINERS_USERNS_CONFIGURED") != "done":
+    if is_rootless() and not in_unshare_session():
         raise InvalidInputError("cannot mount using driver overlay in rootless mode. You need to run it in a "
                                 "`ketch unshare` session")

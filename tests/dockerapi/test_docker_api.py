@@ -405,3 +405,89 @@ def test_docker_push_save_load(api, registry, tmp_path):
     assert manifest[0]["RepoTags"] == ["docker.io/library/busybox:latest"]
     loaded = api.docker("load", "-i", str(archive)).stdout.decode()
     assert "Loaded image: docker.io/library/busybox:latest" in loaded
+
+
+def test_terminal_resize_and_the_other_container_verbs(api, tmp_path):
+    """A container's terminal resized through the API (its processes see the size); pause,
+    unpause, rename, changes, export, history and the prunes, through the SDK."""
+    import docker
+
+    client = docker.DockerClient(base_url=api.url, version="auto")
+    try:
+        container = client.containers.run("busybox", ["sh", "-c", "while :; do stty size; sleep 0.1; done"],
+                                          tty=True, detach=True, name="sized")
+        container.resize(height=33, width=111)
+        deadline = time.monotonic() + 20
+        while b"33 111" not in container.logs():
+            assert time.monotonic() < deadline, container.logs()[-200:]
+            time.sleep(0.1)
+        container.pause()
+        container.reload()
+        assert container.status == "paused"
+        container.unpause()
+        container.rename("resized")
+        assert client.containers.get("resized").id == container.id
+        container.exec_run(["sh", "-c", "echo x > /made-here"])
+        changed = client.api.diff(container.id)
+        assert {"Path": "/made-here", "Kind": 1} in changed
+        with open(tmp_path / "export.tar", "wb") as out:
+            for chunk in container.export():
+                out.write(chunk)
+        import tarfile
+
+        with tarfile.open(tmp_path / "export.tar") as exported:
+            assert "made-here" in [m.name.lstrip("./") for m in exported.getmembers()]
+        container.remove(force=True)
+        history = client.images.get("busybox").history()
+        assert history and history[0]["Id"].startswith("sha256:")
+        stopped = client.containers.run("busybox", "true", detach=True, name="to-prune")
+        stopped.wait()
+        assert stopped.id in (client.containers.prune()["ContainersDeleted"] or [])
+        assert client.volumes.create("to-prune-volume").name in (client.volumes.prune()["VolumesDeleted"] or [])
+    finally:
+        client.close()
+
+
+def test_docker_login_and_a_pull_with_credentials(api, basic_registry):
+    """docker login through the service (POST /auth checks the registry), then a pull whose
+    credentials come in X-Registry-Auth; wrong ones are refused in one line."""
+    wrong = api.docker("login", "-u", "alice", "--password-stdin", basic_registry.host, input=b"nope\n",
+                       check=False)
+    assert wrong.returncode != 0 and b"failed" in wrong.stderr
+    api.docker("login", "-u", "alice", "--password-stdin", basic_registry.host, input=b"wonderland\n")
+    image = f"{basic_registry.host}/private/busybox"
+    pulled = api.docker("pull", image)
+    assert b"Downloaded newer image" in pulled.stdout
+    api.docker("rmi", image)
+    api.docker("logout", basic_registry.host)
+    refused = api.docker("pull", image, check=False)
+    assert refused.returncode != 0
+
+
+def test_a_tcp_socket(ketch_env, service_dir):
+    port = _free_port()
+    process = subprocess.Popen([api_ketch(), "--root", str(ketch_env.root), "--runroot", str(ketch_env.runroot),
+                                "system", "service", "--time", "0", f"tcp://127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ping", timeout=2) as response:
+                    assert response.read() == b"OK" and response.headers["API-Version"] == "1.43"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, "the TCP service never answered"
+                time.sleep(0.05)
+        out = subprocess.run(["docker", "-H", f"tcp://127.0.0.1:{port}", "run", "--rm", "busybox", "echo", "via tcp"],
+                             capture_output=True, timeout=60)
+        assert out.stdout == b"via tcp\n", out.stderr
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def api_ketch() -> str:
+    from tests.containers.conftest import KETCH
+
+    return KETCH

@@ -544,7 +544,38 @@ async def _feed_stdin(connection: Hijacked, fifo_path: str) -> None:
         os.close(fd)
 
 
+def _size(request: web.Request) -> tuple[int, int]:
+    """``w`` and ``h`` (0 for either: the client knows no size, and nothing changes)."""
+    width, height = _int(request, "w") or 0, _int(request, "h") or 0
+    if width < 0 or height < 0:
+        raise InvalidInputError("resize: h and w must not be negative")
+    return width, height
+
+
 async def resize(request: web.Request) -> web.Response:
+    """The terminal of a running container made ``w`` by ``h``: set on its init's terminal (its
+    stdin), whose foreground processes get SIGWINCH."""
+    from ketch.dockerapi.streams import set_terminal_size
+
+    service: Service = request.app["service"]
+    width, height = _size(request)
+    container_id = await _record_id(service, request.match_info["name"])
+    if not width or not height:
+        return web.Response(status=200)
+    record = await service.call(service.engine.record, container_id)
+    current = await service.call(service.engine.status, container_id)
+    if not record.options.tty:
+        raise Conflict(f"container {record.name} has no terminal to resize")
+    if current["status"] not in ("running", "paused") or not current.get("pid"):
+        raise Conflict(f"container {record.name} is not running")
+    try:
+        fd = os.open(f"/proc/{current['pid']}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise Conflict(f"container {record.name}: its terminal cannot be reached: {exc.strerror}") from None
+    try:
+        set_terminal_size(fd, width, height)
+    finally:
+        os.close(fd)
     return web.Response(status=200)
 
 

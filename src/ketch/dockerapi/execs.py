@@ -60,11 +60,25 @@ def _instance(service: Service, exec_id: str) -> dict[str, Any]:
 async def inspect(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     instance = _instance(service, request.match_info["id"])
-    return web.json_response({k: v for k, v in instance.items() if k not in ("env", "workdir")})
+    return web.json_response({k: v for k, v in instance.items() if k not in ("env", "workdir", "master")})
 
 
 async def resize(request: web.Request) -> web.Response:
-    _instance(request.app["service"], request.match_info["id"])
+    """A running exec's terminal made ``w`` by ``h`` (through the master the service holds)."""
+    from ketch.dockerapi.containers import _size
+    from ketch.dockerapi.streams import set_terminal_size
+
+    instance = _instance(request.app["service"], request.match_info["id"])
+    width, height = _size(request)
+    if not width or not height:
+        return web.Response(status=201)
+    master = instance.get("master")
+    if master is None:
+        raise Conflict(f"exec {instance['ID']} has no terminal running")
+    try:
+        set_terminal_size(master, width, height)
+    except OSError as exc:
+        raise Conflict(f"exec {instance['ID']}: its terminal cannot be resized: {exc.strerror}") from None
     return web.Response(status=201)
 
 
@@ -91,7 +105,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     connection = await Hijacked.accept(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
     try:
         if tty:
-            instance["ExitCode"] = await _run_with_terminal(plan, connection)
+            instance["ExitCode"] = await _run_with_terminal(plan, connection, instance)
         else:
             instance["ExitCode"] = await _run_with_pipes(plan, connection, instance)
     finally:
@@ -135,7 +149,7 @@ async def _run_with_pipes(plan: dict[str, Any], connection: Hijacked, instance: 
             feeder.cancel()
 
 
-async def _run_with_terminal(plan: dict[str, Any], connection: Hijacked) -> int:
+async def _run_with_terminal(plan: dict[str, Any], connection: Hijacked, instance: dict[str, Any]) -> int:
     """The runtime sends the terminal's master to a console socket; its bytes go both ways."""
     loop = asyncio.get_running_loop()
     scratch = tempfile.mkdtemp(prefix="ketch-dapi-exec-")
@@ -163,6 +177,7 @@ async def _run_with_terminal(plan: dict[str, Any], connection: Hijacked) -> int:
             conn.setblocking(True)
             _, fds, _, _ = await loop.run_in_executor(None, socket.recv_fds, conn, 4096, 1)
         master = fds[0]
+        instance["master"] = master  # (for resize, while it runs)
         os.set_blocking(master, False)
         output_done = asyncio.Event()
 
@@ -199,6 +214,7 @@ async def _run_with_terminal(plan: dict[str, Any], connection: Hijacked) -> int:
         return code
     finally:
         listener.close()
+        instance.pop("master", None)
         if master is not None:
             os.close(master)
         import shutil

@@ -76,10 +76,10 @@ def _history(service: Service, name: str) -> list[dict[str, Any]]:
     entries = views.history_entries(record, store.images(), store.layer_sizes(record.layers))
     out = []
     for entry in entries:
-        identifier = entry.get("id") or "<missing>"
+        identifier = entry.get("ID") or "<missing>"
         out.append({"Id": identifier if identifier == "<missing>" else "sha256:" + identifier,
-                    "Created": entry.get("created_epoch", 0) or 0, "CreatedBy": entry.get("createdBy", ""),
-                    "Tags": entry.get("tags"), "Size": entry.get("size", 0), "Comment": entry.get("comment", "")})
+                    "Created": int(entry.get("Created") or 0), "CreatedBy": entry.get("CreatedBy", ""),
+                    "Tags": entry.get("Tags"), "Size": entry.get("Size", 0), "Comment": entry.get("Comment", "")})
     return out
 
 

@@ -123,3 +123,11 @@ class Hijacked:
             await self.response.write_eof()
         except (ConnectionError, RuntimeError):
             pass
+
+
+def set_terminal_size(fd: int, width: int, height: int) -> None:
+    """TIOCSWINSZ on a terminal (either side): the kernel tells its foreground processes (SIGWINCH)."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))

@@ -226,7 +226,30 @@ def _volumes_with_sizes(service: Service) -> list[dict[str, Any]]:
             for v in volumes.volume_list(service)]
 
 
+async def auth(request: web.Request) -> web.Response:
+    """``POST /auth`` (``docker login``): the registry is asked whether it takes the
+    credentials; the client keeps them (in its own config), as Docker's daemon leaves it to."""
+    from ketch.dockerapi.containers import _json_body
+    from ketch.errors import AuthenticationError
+    from ketch.image.login import verify_credentials
+
+    service: Service = request.app["service"]
+    body = await _json_body(request)
+    registry = (body.get("serveraddress") or "docker.io").removeprefix("https://").removeprefix("http://")
+    registry = registry.rstrip("/").removesuffix("/v1").removesuffix("/v2")
+    host = registry.split("/", 1)[0]
+    loopback = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.")
+    try:
+        await service.call(verify_credentials, registry, body.get("username") or "", body.get("password") or "",
+                           insecure=True if loopback else None)
+    except AuthenticationError as exc:
+        return web.Response(body=json.dumps({"message": f"login attempt to {registry} failed: {exc}"}).encode(),
+                            status=401, headers={"Content-Type": "application/json"})
+    return web.json_response({"Status": "Login Succeeded", "IdentityToken": ""})
+
+
 ROUTES = [
+    ("POST", "/auth", auth),
     ("GET", "/_ping", ping), ("HEAD", "/_ping", ping), ("GET", "/version", version), ("GET", "/info", info),
     ("GET", "/events", events), ("GET", "/system/df", system_df),
 ]

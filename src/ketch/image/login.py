@@ -64,26 +64,37 @@ def login(registry: str, username: str, password: str, ctx: SystemContext | None
     """Check the credentials against the registry, then store them. Returns the file written."""
     ctx = ctx or SystemContext()
     key = normalize_key(registry)
-    if not username:
-        raise InvalidInputError("login needs a username")
     if verify:
-        from ketch.image.docker.client import RegistryClient
-        from ketch.oci.reference import DOCKER_HUB_API_HOST
-
-        host = key.split("/", 1)[0]
-        api_host = DOCKER_HUB_API_HOST if host == DEFAULT_DOMAIN else host
-        insecure = ctx.registries().push_endpoint(parse_reference(f"{host}/x"))[0].insecure
-        client = RegistryClient(api_host, ctx, credentials=Credentials(username, password), insecure=insecure)
-        try:
-            client.check_auth()
-        finally:
-            client.close()
+        verify_credentials(key, username, password, ctx)
+    elif not username:
+        raise InvalidInputError("login needs a username")
     path = auth_file_for_writing(authfile)
     data = _load(path)
     auths = data.setdefault("auths", {})
     auths[key] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
     _save(path, data)
     return path
+
+
+def verify_credentials(registry: str, username: str, password: str, ctx: SystemContext | None = None, *,
+                       insecure: bool | None = None) -> None:
+    """Whether the registry takes these credentials (AuthenticationError if not). ``insecure``:
+    plain HTTP allowed (None: as registries.conf says)."""
+    from ketch.image.docker.client import RegistryClient
+    from ketch.oci.reference import DOCKER_HUB_API_HOST
+
+    if not username:
+        raise InvalidInputError("login needs a username")
+    ctx = ctx or SystemContext()
+    host = normalize_key(registry).split("/", 1)[0]
+    api_host = DOCKER_HUB_API_HOST if host == DEFAULT_DOMAIN else host
+    if insecure is None:
+        insecure = ctx.registries().push_endpoint(parse_reference(f"{host}/x"))[0].insecure
+    client = RegistryClient(api_host, ctx, credentials=Credentials(username, password), insecure=insecure)
+    try:
+        client.check_auth()
+    finally:
+        client.close()
 
 
 def logout(registry: str | None, authfile: str | None = None, *, all_registries: bool = False) -> Path:

@@ -491,3 +491,20 @@ def api_ketch() -> str:
     from tests.containers.conftest import KETCH
 
     return KETCH
+
+
+def test_logs_follow_and_unknown_fields(api):
+    """``docker logs -f`` ends when the container does, with stdout and stderr on their streams
+    and ``--tail``; a create body with fields the API does not know is taken, as Docker takes it."""
+    body = {"Image": "busybox", "Cmd": ["sh", "-c", "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.2; done"],
+            "SomethingNew": {"x": 1}, "HostConfig": {"AlsoNew": True}}
+    status, created = request(api, "POST", "/v1.43/containers/create?name=follow", json.dumps(body).encode())
+    assert status == 201, created
+    api.docker("start", "follow")
+    followed = api.docker("logs", "-f", "follow", timeout=60)
+    assert (followed.stdout, followed.stderr) == (b"out1\nout2\nout3\n", b"err1\nerr2\nerr3\n")
+    last = api.docker("logs", "--tail", "1", "follow")  # (the last line of both streams, as Docker's)
+    assert (last.stdout, last.stderr) == (b"", b"err3\n")
+    stamped = api.docker("logs", "-t", "follow").stdout.decode().splitlines()
+    assert stamped[0].endswith("Z out1") and stamped[0][:4].isdigit()
+    api.docker("rm", "follow")

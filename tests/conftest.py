@@ -41,7 +41,13 @@ def isolated_auth(request, tmp_path_factory, monkeypatch):
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return home
+    yield home
+    if AS_USER:  # the pause process the test's own run directory made, if any, ends with the test
+        pause = home / "run" / "ketch" / "pause.pid"
+        try:
+            os.kill(int(pause.read_text()), 9)
+        except (OSError, ValueError):
+            pass
 
 
 @pytest.fixture(scope="session")

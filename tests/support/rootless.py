@@ -93,8 +93,10 @@ class User:
             try:
                 uid = entry.stat().st_uid
                 mine = os.readlink(entry / "ns/user") in namespaces or sub_start <= uid < sub_start + sub_count
-                if not mine and uid == self.uid:
-                    mine = f"HOME={self.home}".encode() in (entry / "environ").read_bytes().split(b"\0")
+                if not mine and uid == self.uid:  # (its HOME is the user's, or one under it: a test's own)
+                    home = f"HOME={self.home}".encode()
+                    mine = any(v == home or v.startswith(home + b"/")
+                               for v in (entry / "environ").read_bytes().split(b"\0"))
             except OSError:
                 continue
             if mine:

@@ -15,6 +15,9 @@ import pytest
 
 from tests.containers.conftest import KETCH, ketch_env, ketch_session  # noqa: F401  (fixtures)
 
+# Debian's docker.io client (20.10), which scripts/install.sh installs; not another on PATH
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
+
 
 class Service:
     def __init__(self, env, socket_path: Path, process: subprocess.Popen) -> None:
@@ -23,7 +26,7 @@ class Service:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None,
                env: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(["docker", "-H", self.url, *args], capture_output=True, timeout=timeout, input=input,
+        result = subprocess.run([DOCKER, "-H", self.url, *args], capture_output=True, timeout=timeout, input=input,
                                 env={**os.environ, "DOCKER_CONFIG": str(self.socket_path.parent / "docker-config"),
                                      **(env or {})})
         if check and result.returncode != 0:

@@ -595,7 +595,7 @@ def test_the_docker_api_service_as_a_user(user, busybox_layout):
             if sock.exists():
                 break
             time.sleep(0.05)
-        docker = ["docker", "-H", f"unix://{sock}"]
+        docker = ["/usr/bin/docker", "-H", f"unix://{sock}"]  # (Debian's docker.io)
         out = user.run(*docker, "run", "--rm", "busybox", "sh", "-c", "id -u; echo rootless").stdout
         assert out == b"0\nrootless\n"
         port = free_port()

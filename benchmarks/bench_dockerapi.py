@@ -27,6 +27,7 @@ from tests.support.networks import remove_networks
 from tests.support.podman import Podman
 
 KETCH = str(Path(sys.executable).parent / "ketch")
+DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"  # (Debian's docker.io client)
 COMPOSE = """version: "3.8"
 services:
   web:
@@ -103,8 +104,8 @@ def main() -> int:
             wait_socket(path, process)
         envs = {name: dict(os.environ, DOCKER_HOST=f"unix://{path}", DOCKER_CONFIG=str(base / "dc"))
                 for name, path in sockets.items()}
-        runs = {"docker -> ketch service": (["docker", "run", "--rm", "busybox", "true"], envs["ketch"]),
-                "docker -> podman service": (["docker", "run", "--rm", "busybox", "true"], envs["podman"]),
+        runs = {"docker -> ketch service": ([DOCKER, "run", "--rm", "busybox", "true"], envs["ketch"]),
+                "docker -> podman service": ([DOCKER, "run", "--rm", "busybox", "true"], envs["podman"]),
                 "ketch run --rm": ([*ketch, "run", "--rm", "busybox", "true"], dict(os.environ))}
         times: dict[str, list[float]] = {name: [] for name in runs}
         for n in range(args.rounds + 1):

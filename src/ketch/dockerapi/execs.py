@@ -38,6 +38,7 @@ async def create(request: web.Request) -> web.Response:
     status = (await service.call(service.engine.status, container_id))["status"]
     if status != "running":
         raise Conflict(f"Container {container_id} is not running")
+    _forget_old(service)
     exec_id = secrets.token_hex(32)
     service.execs[exec_id] = {
         "ID": exec_id, "ContainerID": container_id, "Running": False, "ExitCode": None, "Pid": 0,
@@ -50,6 +51,18 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response({"Id": exec_id}, status=201)
 
 
+FORGET_AFTER = 600  # seconds an ended exec stays inspectable (Docker keeps them a while too)
+
+
+def _forget_old(service: Service) -> None:
+    import time
+
+    now = time.monotonic()
+    for exec_id, instance in list(service.execs.items()):
+        if instance.get("ended") is not None and now - instance["ended"] > FORGET_AFTER:
+            del service.execs[exec_id]
+
+
 def _instance(service: Service, exec_id: str) -> dict[str, Any]:
     found = service.execs.get(exec_id)
     if found is None:
@@ -60,7 +73,7 @@ def _instance(service: Service, exec_id: str) -> dict[str, Any]:
 async def inspect(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     instance = _instance(service, request.match_info["id"])
-    return web.json_response({k: v for k, v in instance.items() if k not in ("env", "workdir", "master")})
+    return web.json_response({k: v for k, v in instance.items() if k not in ("env", "workdir", "master", "ended")})
 
 
 async def resize(request: web.Request) -> web.Response:
@@ -101,6 +114,7 @@ async def start(request: web.Request) -> web.StreamResponse:
         process = await _helper(plan, (asyncio.subprocess.DEVNULL,) * 3)
         instance["ExitCode"] = await process.wait()
         instance["Running"] = False
+        instance["ended"] = asyncio.get_running_loop().time()
         return web.Response(status=200)
     connection = await Hijacked.accept(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
     try:
@@ -110,6 +124,7 @@ async def start(request: web.Request) -> web.StreamResponse:
             instance["ExitCode"] = await _run_with_pipes(plan, connection, instance)
     finally:
         instance["Running"] = False
+        instance["ended"] = asyncio.get_running_loop().time()
         await connection.close()
     return connection.response
 

@@ -18,20 +18,12 @@ from aiohttp import web
 
 from ketch.dockerapi.containers import _flag
 from ketch.dockerapi.server import Service
+from ketch.dockerapi.system import json_query
 from ketch.errors import InvalidInputError
 
 
 def _json_query(request: web.Request, name: str) -> dict[str, str]:
-    text = request.query.get(name)
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"invalid {name}: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInputError(f"invalid {name}: want a JSON object")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    return {str(k): "" if v is None else str(v) for k, v in json_query(request.query.get(name), name).items()}
 
 
 async def build(request: web.Request) -> web.StreamResponse:

@@ -17,7 +17,16 @@ from aiohttp import web
 
 from ketch.dockerapi import shapes
 from ketch.dockerapi.server import Conflict, NotModified, Service
-from ketch.dockerapi.streams import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDOUT, Hijacked, frame, head_now
+from ketch.dockerapi.streams import (
+    MULTIPLEXED_STREAM,
+    RAW_STREAM,
+    STDERR,
+    STDOUT,
+    Hijacked,
+    frame,
+    head_now,
+    write_all,
+)
 from ketch.dockerapi.system import _filters
 from ketch.errors import InvalidInputError, NotFoundError
 
@@ -516,7 +525,6 @@ async def attach(request: web.Request) -> web.StreamResponse:
 async def _feed_stdin(connection: Hijacked, fifo_path: str) -> None:
     """What the client sends, into the container's stdin FIFO; its end closes the FIFO (the
     monitor then closes the container's stdin)."""
-    loop = asyncio.get_running_loop()
     fd = None
     for _ in range(200):  # (the FIFO is made when the container is created; its reader when it starts)
         try:
@@ -527,19 +535,11 @@ async def _feed_stdin(connection: Hijacked, fifo_path: str) -> None:
     if fd is None:
         return
     try:
-        while True:
-            data = await connection.read()
-            if not data:
-                break
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(fd, view):]
-                except BlockingIOError:
-                    await asyncio.sleep(0.01)
-                except OSError:
-                    return
-        await loop.run_in_executor(None, lambda: None)
+        while data := await connection.read():
+            try:
+                await write_all(fd, data)
+            except OSError:
+                return  # (the container closed its stdin)
     finally:
         os.close(fd)
 

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ketch.dockerapi.containers import _json_body, _record_id
 from ketch.dockerapi.server import Conflict, Service
-from ketch.dockerapi.streams import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDOUT, Hijacked, frame
+from ketch.dockerapi.streams import MULTIPLEXED_STREAM, RAW_STREAM, STDERR, STDOUT, Hijacked, frame, write_all
 from ketch.errors import InvalidInputError, NotFoundError
 
 
@@ -211,12 +211,7 @@ async def _run_with_terminal(plan: dict[str, Any], connection: Hijacked, instanc
 
         async def feed() -> None:
             while data := await connection.read():
-                view = memoryview(data)
-                while view:
-                    try:
-                        view = view[os.write(master, view):]
-                    except BlockingIOError:
-                        await asyncio.sleep(0.01)
+                await write_all(master, data)
 
         feeder = asyncio.ensure_future(feed())
         code = await ended

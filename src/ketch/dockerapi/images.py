@@ -199,10 +199,17 @@ def _context(request: web.Request, service: Service, reference: str):
             ctx.username, ctx.password = auth["username"], auth.get("password", "")
         elif isinstance(auth, dict) and auth.get("identitytoken"):
             ctx.registry_token = auth["identitytoken"]
-    host = reference.split("/", 1)[0] if "/" in reference else ""
-    if host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127."):
+    if "/" in reference and on_loopback(reference):
         ctx.tls_verify = False
     return ctx
+
+
+def on_loopback(reference: str) -> bool:
+    """Whether the registry of ``reference`` (HOST[:PORT][/...]) is on the loopback, which
+    Docker's daemon reaches over plain HTTP (127.0.0.0/8 is insecure by default there)."""
+    host = reference.split("/", 1)[0].rsplit(":", 1)[0] if not reference.startswith("[") else \
+        reference.split("]", 1)[0] + "]"
+    return host in ("localhost", "[::1]") or host.startswith("127.")
 
 
 async def _progress_response(request: web.Request, work, verb: str) -> web.StreamResponse:

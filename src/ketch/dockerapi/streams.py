@@ -10,6 +10,7 @@ hands over an upgraded connection's incoming bytes).
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 
 from aiohttp import web
@@ -131,3 +132,13 @@ def set_terminal_size(fd: int, width: int, height: int) -> None:
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to a non-blocking pipe or terminal, waiting while it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            await asyncio.sleep(0.01)

@@ -170,8 +170,8 @@ def _event_matches(message: dict[str, Any], filters: dict[str, list[str]]) -> bo
     return True
 
 
-def _filters(text: str | None) -> dict[str, list[str]]:
-    """Docker's ``filters`` query parameter: ``{"key": ["value"]}`` (or ``{"key": {"value": true}}``)."""
+def json_query(text: str | None, name: str) -> dict:
+    """A query parameter holding a JSON object (``filters``, ``buildargs``, ``labels``); {} if absent."""
     if not text:
         return {}
     from ketch.errors import InvalidInputError
@@ -179,11 +179,16 @@ def _filters(text: str | None) -> dict[str, list[str]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"invalid filters: {exc}") from exc
+        raise InvalidInputError(f"invalid {name}: {exc}") from None
     if not isinstance(data, dict):
-        raise InvalidInputError("invalid filters: want a JSON object")
+        raise InvalidInputError(f"invalid {name}: want a JSON object")
+    return data
+
+
+def _filters(text: str | None) -> dict[str, list[str]]:
+    """Docker's ``filters`` query parameter: ``{"key": ["value"]}`` (or ``{"key": {"value": true}}``)."""
     out = {}
-    for key, value in data.items():
+    for key, value in json_query(text, "filters").items():
         out[key] = [k for k, v in value.items() if v] if isinstance(value, dict) else [str(v) for v in value]
     return out
 
@@ -237,11 +242,11 @@ async def auth(request: web.Request) -> web.Response:
     body = await _json_body(request)
     registry = (body.get("serveraddress") or "docker.io").removeprefix("https://").removeprefix("http://")
     registry = registry.rstrip("/").removesuffix("/v1").removesuffix("/v2")
-    host = registry.split("/", 1)[0]
-    loopback = host.split(":")[0] in ("localhost", "127.0.0.1", "[::1]") or host.startswith("127.")
+    from ketch.dockerapi.images import on_loopback
+
     try:
         await service.call(verify_credentials, registry, body.get("username") or "", body.get("password") or "",
-                           insecure=True if loopback else None)
+                           insecure=True if on_loopback(registry) else None)
     except AuthenticationError as exc:
         return web.Response(body=json.dumps({"message": f"login attempt to {registry} failed: {exc}"}).encode(),
                             status=401, headers={"Content-Type": "application/json"})

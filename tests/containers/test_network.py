@@ -137,6 +137,39 @@ def test_containers_reach_each_other_by_name_on_a_user_network(network_env):
     assert not os.path.exists("/sys/class/net/" + inspect["network_interface"])
 
 
+def test_a_running_container_joins_and_leaves_a_network(network_env):
+    network_env.cli("network", "create", "--subnet", "10.124.8.0/24", "front", check=True)
+    network_env.cli("network", "create", "--subnet", "10.124.9.0/24", "back", check=True)
+    network_env.cli("run", "-d", "--name", "db", "--network", "back", "--ip", "10.124.9.20", "busybox", *HTTPD,
+                    check=True)
+    network_env.cli("run", "-d", "--name", "app", "--network", "front", "busybox", "sleep", "1000", check=True)
+    joined = network_env.cli("network", "connect", "--alias", "worker", "--ip", "10.124.9.30", "back", "app")
+    assert joined.returncode == 0, joined.stderr
+    inside = network_env.cli("exec", "app", "sh", "-c", "ip -4 -o addr; ip -4 route; "
+                             "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://db/ && break; sleep 0.2; done",
+                             check=True).stdout
+    assert any(line.split()[1] == "eth1" and "inet 10.124.9.30/24" in line for line in inside.splitlines()
+               if "inet" in line)
+    assert "default via 10.124.8.1" in inside and "hello-from-" in inside  # (the default route stays eth0's)
+    peer_hosts = network_env.cli("exec", "db", "cat", "/etc/hosts", check=True).stdout
+    assert "10.124.9.30\tapp" in peer_hosts and "10.124.9.30\tworker" in peer_hosts
+    assert "10.124.9.20\tdb" in network_env.cli("exec", "app", "cat", "/etc/hosts", check=True).stdout
+    networks = json.loads(network_env.cli("inspect", "app", check=True).stdout)[0]["NetworkSettings"]["Networks"]
+    assert sorted(networks) == ["back", "front"] and networks["back"]["IPAddress"] == "10.124.9.30"
+    again = network_env.cli("network", "connect", "back", "app")
+    assert again.returncode != 0 and "already connected" in again.stderr and again.stderr.count("\n") == 1
+
+    left = network_env.cli("network", "disconnect", "back", "app")
+    assert left.returncode == 0, left.stderr
+    inside = network_env.cli("exec", "app", "ip", "-4", "-o", "addr", check=True).stdout
+    assert "10.124.9.30" not in inside and "10.124.8." in inside
+    assert "app" not in network_env.cli("exec", "db", "cat", "/etc/hosts", check=True).stdout.split()
+    # its address on the network is free again
+    network_env.cli("run", "--rm", "--network", "back", "--ip", "10.124.9.30", "busybox", "true", check=True)
+    missing = network_env.cli("network", "disconnect", "back", "app")
+    assert missing.returncode != 0 and "not connected" in missing.stderr
+
+
 def test_network_create_errors_and_prune(network_env):
     network_env.cli("network", "create", "--subnet", "10.124.8.0/24", "one", check=True)
     overlap = network_env.cli("network", "create", "--subnet", "10.124.8.128/25", "two")

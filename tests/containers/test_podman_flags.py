@@ -424,3 +424,53 @@ def test_image_volume_modes(ketch_env):
     assert default.strip() != "none" and tmpfs == "tmpfs\n" and ignored == "none\n"
     assert ketch_env.cli("volume", "ls", "-q", check=True).stdout.split() == volumes_before  # --rm took its own
     ketch_env.cli("rmi", "localhost/with-volume:1", check=True)
+
+
+LIMITS = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us "
+          "/sys/fs/cgroup/cpu/cpu.shares")
+
+
+@pytest.mark.peer
+@pytest.mark.root_only("resource limits need a delegated cgroup, which these machines lack (cgroup v1)")
+def test_update_changes_limits_as_podman_update_does(ketch_env, podman, busybox_layout):
+    image = podman.run("pull", "-q", f"oci:{busybox_layout}").stdout.strip()
+    podman.run("run", "-d", "--name", "limited", "-m", "64m", image, "sleep", "100")
+    ketch_env.cli("run", "-d", "--name", "limited", "-m", "64m", "busybox", "sleep", "100", check=True)
+    flags = ("-m", "128m", "--cpus", "0.5", "--cpu-shares", "512")
+    theirs = podman.run("update", *flags, "limited")
+    ours = ketch_env.cli("update", *flags, "limited", check=True)
+    assert ours.stdout == _inspect(ketch_env, "limited", "{{.Id}}") + "\n"  # the id, as podman prints it
+    assert theirs.stdout.strip() == podman.run("inspect", "--format", "{{.Id}}", "limited").stdout.strip()
+    seen = ketch_env.cli("exec", "limited", "sh", "-c", LIMITS, check=True).stdout
+    assert seen == podman.run("exec", "limited", "sh", "-c", LIMITS).stdout == "134217728\n50000\n512\n"
+    # what later starts get, and what inspect says
+    ketch_env.cli("update", "--pids-limit", "40", "--restart", "on-failure:3", "limited", check=True)
+    ketch_env.cli("restart", "-t", "0", "limited", check=True)
+    after = ketch_env.cli("exec", "limited", "sh", "-c", LIMITS + " /sys/fs/cgroup/pids/pids.max", check=True)
+    assert after.stdout == "134217728\n50000\n512\n40\n"
+    assert _inspect(ketch_env, "limited", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} "
+                    "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}") == \
+        "134217728 500000000 on-failure:3"
+    # --cpu-quota replaces --cpus
+    ketch_env.cli("update", "--cpu-quota", "20000", "limited", check=True)
+    assert ketch_env.cli("exec", "limited", "cat", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", check=True).stdout == \
+        "20000\n"
+    for bad, words in ((("limited",), "nothing to change"), (("--memory", "lots", "limited"), "lots"),
+                       (("--restart", "sometimes", "limited"), "restart policy"),
+                       (("-m", "10m", "not-there"), "not-there")):
+        refused = ketch_env.cli("update", *bad)
+        assert refused.returncode == 125 and words in refused.stderr and refused.stderr.count("\n") == 1, bad
+    ketch_env.cli("rm", "-f", "-t", "0", "limited", check=True)
+    podman.run("rm", "-f", "-t", "0", "limited")
+
+
+def test_update_as_a_user_changes_the_restart_policy_and_refuses_limits(ketch_env):
+    ketch_env.cli("create", "--name", "later", "busybox", "true", check=True)
+    ketch_env.cli("update", "--restart", "always", "later", check=True)
+    assert _inspect(ketch_env, "later", "{{.HostConfig.RestartPolicy.Name}}") == "always"
+    limited = ketch_env.cli("update", "-m", "100m", "later")
+    if AS_USER:
+        assert limited.returncode == 125 and "delegated" in limited.stderr and limited.stderr.count("\n") == 1
+    else:
+        assert limited.returncode == 0 and _inspect(ketch_env, "later", "{{.HostConfig.Memory}}") == "104857600"
+    ketch_env.cli("rm", "later", check=True)

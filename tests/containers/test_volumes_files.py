@@ -142,3 +142,71 @@ def test_kill_9_during_commit_leaves_the_store_clean(ketch_env, when):
     subprocess.run(ketch_env.args("storage", "check", "--repair"), capture_output=True)
     after = subprocess.run(ketch_env.args("storage", "check"), capture_output=True, text=True)
     assert after.returncode == 0, (check.stdout, after.stdout, after.stderr)
+
+
+def _rootfs_tarball(ketch_env, path) -> None:
+    """A file system to import: busybox's, exported from a container of it, gzip-compressed."""
+    import gzip
+
+    ketch_env.cli("create", "--name", "to-export", "busybox", "true", check=True)
+    plain = path.with_suffix(".plain")
+    ketch_env.cli("export", "-o", str(plain), "to-export", check=True)
+    ketch_env.cli("rm", "to-export", check=True)
+    path.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    plain.unlink()
+
+
+@pytest.mark.peer
+def test_import_a_tarball_as_podman_imports_it(ketch_env, podman, tmp_path):
+    tarball = tmp_path / "rootfs.tar.gz"
+    _rootfs_tarball(ketch_env, tarball)
+    change = 'CMD ["/bin/sh", "-c", "echo from an import"]'
+    ours = ketch_env.cli("import", "-c", change, "-c", "ENV MODE=imported", "-m", "first import", str(tarball),
+                         "imported:1", check=True)
+    theirs = podman.run("import", "-c", change, "-c", "ENV MODE=imported", "-m", "first import", str(tarball),
+                        "imported:1")
+    assert ours.stdout.startswith("sha256:") and theirs.stdout.startswith("sha256:") and ours.stdout.count("\n") == 1
+    template = "{{json .RootFS.Layers}} {{json .Config.Cmd}} {{json .Config.Env}} {{.Os}}/{{.Architecture}}"
+    assert ketch_env.cli("image", "inspect", "--format", template, "imported:1", check=True).stdout == \
+        podman.run("image", "inspect", "--format", template, "imported:1").stdout
+    history = "{{.CreatedBy}}|{{.Comment}}"
+    assert ketch_env.cli("history", "--no-trunc", "--format", history, "imported:1", check=True).stdout == \
+        podman.run("history", "--no-trunc", "--format", history, "imported:1").stdout
+    assert ketch_env.cli("run", "--rm", "imported:1", check=True).stdout == "from an import\n"
+    # from standard input, and from a URL (a server on 127.0.0.1)
+    piped = ketch_env.cli("import", "--arch", "arm64", "-", "piped", input=tarball.read_bytes(), check=True)
+    assert ketch_env.cli("image", "inspect", "--format", "{{.Architecture}} {{.Id}}", "piped",
+                         check=True).stdout == f"arm64 {piped.stdout[7:].strip()}\n"
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fetched = ketch_env.cli("import", f"{url}/rootfs.tar.gz", "fetched", check=True)
+        assert fetched.stdout.startswith("sha256:")
+        missing = ketch_env.cli("import", f"{url}/not-there.tar", "never")
+        assert missing.returncode == 125 and "HTTP 404" in missing.stderr and missing.stderr.count("\n") == 1
+    finally:
+        server.shutdown()
+        thread.join()
+    before = ketch_env.cli("images", "-a", "-q", check=True).stdout
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"not a tarball at all" * 100)
+    hostile = tmp_path / "hostile.tar"
+    import io
+    import tarfile
+
+    with tarfile.open(hostile, "w") as tar:
+        entry = tarfile.TarInfo("../../escaped")
+        entry.size = 4
+        tar.addfile(entry, io.BytesIO(b"evil"))
+    for source, words in ((bad, "not a tar"), (hostile, "escaped"), (tmp_path / "none.tar", "No such file")):
+        refused = ketch_env.cli("import", str(source), "never")
+        assert refused.returncode == 125 and words in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    assert ketch_env.cli("images", "-a", "-q", check=True).stdout == before
+    ketch_env.cli("rmi", "imported:1", "piped", "fetched", check=True)

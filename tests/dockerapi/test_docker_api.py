@@ -509,3 +509,42 @@ def test_logs_follow_and_unknown_fields(api):
     stamped = api.docker("logs", "-t", "follow").stdout.decode().splitlines()
     assert stamped[0].endswith("Z out1") and stamped[0][:4].isdigit()
     api.docker("rm", "follow")
+
+
+def test_network_connect_update_commit_import(api, tmp_path):
+    """The verbs served last: connecting a running container, update, commit and import."""
+    api.docker("network", "create", "--subnet", "10.124.30.0/24", "hotnet")
+    api.docker("run", "-d", "--name", "hot", "busybox", "sleep", "1000")
+    api.docker("run", "-d", "--name", "peer", "--network", "hotnet", "busybox", "sleep", "1000")
+    api.docker("network", "connect", "--alias", "hotalias", "--ip", "10.124.30.40", "hotnet", "hot")
+    addresses = api.docker("exec", "hot", "ip", "-4", "-o", "addr").stdout.decode()
+    assert "inet 10.124.30.40/24" in addresses
+    assert "10.124.30.40\thotalias" in api.docker("exec", "peer", "cat", "/etc/hosts").stdout.decode()
+    twice = api.docker("network", "connect", "hotnet", "hot", check=False)
+    assert twice.returncode != 0 and b"already connected" in twice.stderr
+    api.docker("network", "disconnect", "hotnet", "hot")
+    assert "10.124.30.40" not in api.docker("exec", "hot", "ip", "-4", "-o", "addr").stdout.decode()
+    # update: the running container's cgroup, and what inspect says
+    api.docker("update", "--memory", "96m", "--memory-swap", "192m", "--restart", "on-failure:2", "hot")
+    limit = api.docker("exec", "hot", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").stdout
+    assert limit == b"100663296\n"
+    policy = api.docker("inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.RestartPolicy.Name}}", "hot")
+    assert policy.stdout == b"100663296 on-failure\n"
+    # commit: Docker's format, with the changes and the message
+    api.docker("exec", "hot", "sh", "-c", "echo made-in-hot > /made")
+    committed = api.docker("commit", "-c", 'CMD ["cat", "/made"]', "-m", "from hot", "hot", "committed:1")
+    assert committed.stdout.startswith(b"sha256:")
+    assert api.docker("run", "--rm", "committed:1").stdout == b"made-in-hot\n"
+    assert api.docker("history", "--format", "{{.Comment}}", "committed:1").stdout.split(b"\n")[0] == b"from hot"
+    media = api.env.cli("image", "inspect", "--format", "{{.ManifestType}}", "committed:1", check=True).stdout
+    assert media == "application/vnd.docker.distribution.manifest.v2+json\n"
+    # import: the body as one layer
+    api.docker("export", "-o", str(tmp_path / "hot.tar"), "hot")
+    imported = api.docker("import", "-c", "ENV FROM=import", "-m", "imported", "-", "imported:1",
+                          input=(tmp_path / "hot.tar").read_bytes())
+    assert imported.stdout.startswith(b"sha256:")
+    assert api.docker("run", "--rm", "imported:1", "sh", "-c", "cat /made; echo $FROM").stdout == \
+        b"made-in-hot\nimport\n"
+    api.docker("rm", "-f", "hot", "peer")
+    api.docker("rmi", "committed:1", "imported:1")
+    api.docker("network", "rm", "hotnet")

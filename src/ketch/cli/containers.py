@@ -55,7 +55,7 @@ def pull_context(args):
 
 VERBS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect", "wait",
          "port", "pause", "unpause", "top", "rename", "diff", "cp", "export", "commit", "prune", "attach", "init",
-         "mount", "umount", "unmount", "stats", "exists", "events", "healthcheck")
+         "mount", "umount", "unmount", "stats", "exists", "events", "healthcheck", "update")
 GROUPS = ("network", "volume", "secret")
 CONTAINER_ONLY = ("prune", "exists")
 
@@ -312,6 +312,60 @@ def _register_rename(commands) -> None:
     parser.add_argument("name", metavar="CONTAINER")
     parser.add_argument("new_name", metavar="NEW-NAME")
     parser.set_defaults(func=cmd_rename)
+
+
+def _register_update(commands) -> None:
+    parser = commands.add_parser("update", help="change a container's resource limits",
+                                 description="Change a container's resource limits (a running one's at once) and "
+                                             "restart policy.")
+    parser.add_argument("name", metavar="CONTAINER")
+    parser.add_argument("-m", "--memory", metavar="SIZE", help="memory limit (0: none)")
+    parser.add_argument("--memory-reservation", metavar="SIZE")
+    parser.add_argument("--memory-swap", metavar="SIZE", help="memory plus swap (-1: unlimited)")
+    parser.add_argument("--memory-swappiness", type=int, metavar="0-100")
+    parser.add_argument("--cpus", type=float, metavar="N")
+    parser.add_argument("-c", "--cpu-shares", type=int, metavar="N")
+    parser.add_argument("--cpu-quota", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cpu-period", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cpu-rt-period", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cpu-rt-runtime", type=int, metavar="MICROSECONDS")
+    parser.add_argument("--cpuset-cpus", metavar="CPUS")
+    parser.add_argument("--cpuset-mems", metavar="NODES")
+    parser.add_argument("--pids-limit", type=int, metavar="N")
+    parser.add_argument("--blkio-weight", type=int, metavar="10-1000")
+    parser.add_argument("--blkio-weight-device", action="append", metavar="DEVICE:WEIGHT")
+    for flag, unit in (("--device-read-bps", "RATE"), ("--device-write-bps", "RATE"),
+                       ("--device-read-iops", "N"), ("--device-write-iops", "N")):
+        parser.add_argument(flag, action="append", metavar=f"DEVICE:{unit}")
+    parser.add_argument("--restart", metavar="POLICY", help="no, on-failure[:N], always, unless-stopped")
+    parser.set_defaults(func=cmd_update)
+
+
+def cmd_update(args) -> int:
+    from ketch.containers.options import parse_memory, parse_restart
+
+    changes: dict = {}
+    for name in ("memory_swappiness", "cpus", "cpu_shares", "cpu_quota", "cpu_period", "cpu_rt_period",
+                 "cpu_rt_runtime", "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight",
+                 "blkio_weight_device", "device_read_bps", "device_write_bps", "device_read_iops",
+                 "device_write_iops"):
+        value = getattr(args, name)
+        if value is not None:
+            changes["blkio_weight_devices" if name == "blkio_weight_device" else name] = value
+    if args.memory is not None:
+        changes["memory"] = parse_memory(args.memory, zero=True) or None
+    if args.memory_reservation is not None:
+        changes["memory_reservation"] = parse_memory(args.memory_reservation)
+    if args.memory_swap is not None:
+        changes["memory_swap"] = -1 if args.memory_swap == "-1" else parse_memory(args.memory_swap)
+    if args.restart is not None:
+        changes["restart_policy"], changes["restart_retries"] = parse_restart(args.restart)
+    if not changes:
+        from ketch.errors import InvalidInputError
+
+        raise InvalidInputError("update: nothing to change (give a limit, such as --memory, or --restart)")
+    print(_engine(args).update(args.name, **changes))  # (podman prints the container's id)
+    return 0
 
 
 def _register_diff(commands) -> None:
@@ -1116,7 +1170,8 @@ _REGISTRARS = {"run": _register_run, "create": _register_create, "start": _regis
                "kill": _register_kill, "restart": _register_restart, "rm": _register_rm, "ps": _register_ps,
                "logs": _register_logs, "exec": _register_exec, "inspect": _register_inspect, "wait": _register_wait,
                "port": _register_port, "pause": _register_pause, "unpause": _register_unpause, "top": _register_top,
-               "rename": _register_rename, "diff": _register_diff, "cp": _register_cp, "export": _register_export,
+               "rename": _register_rename, "update": _register_update, "diff": _register_diff, "cp": _register_cp,
+               "export": _register_export,
                "commit": _register_commit, "prune": _register_prune, "attach": _register_attach,
                "init": _register_init, "mount": _register_mount, "umount": _register_umount,
                "stats": _register_stats, "exists": _register_exists, "events": _register_events,

@@ -141,7 +141,7 @@ _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "l
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
                        "wait", "container", "port", "pause", "unpause", "top", "rename", "diff", "cp",
                        "export", "commit", "network", "volume", "attach", "init", "mount", "umount", "unmount",
-                       "events", "stats", "secret", "healthcheck")
+                       "events", "stats", "secret", "healthcheck", "update")
 _OPTIONS_WITH_VALUES = {"--log-level", "--root", "--runroot", "--storage-driver", "--registries-conf", "--policy",
                         "--signature-policy",
                         "--override-arch", "--override-os", "--override-variant", "--cgroup-manager",

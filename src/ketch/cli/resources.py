@@ -88,6 +88,21 @@ def _register_network(commands) -> None:
     prune.add_argument("-f", "--force", action="store_true")
     prune.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
     prune.set_defaults(func=cmd_network_prune)
+    connect = verbs.add_parser("connect", help="connect a container to a network",
+                               description="Connect a container to a network: a running one at once, another "
+                                           "when it starts.")
+    connect.add_argument("network", metavar="NETWORK")
+    connect.add_argument("container", metavar="CONTAINER")
+    connect.add_argument("--alias", action="append", default=[], metavar="NAME",
+                         help="another name of the container on this network")
+    connect.add_argument("--ip", metavar="ADDRESS", help="the container's address on this network")
+    connect.set_defaults(func=cmd_network_connect)
+    disconnect = verbs.add_parser("disconnect", help="disconnect a container from a network",
+                                  description="Disconnect a container from a network.")
+    disconnect.add_argument("network", metavar="NETWORK")
+    disconnect.add_argument("container", metavar="CONTAINER")
+    disconnect.add_argument("-f", "--force", action="store_true", help="accepted, as podman's")
+    disconnect.set_defaults(func=cmd_network_disconnect)
     exists = verbs.add_parser("exists", help="exit 0 if a network exists, 1 if not",
                               description="Check whether a network exists.")
     exists.add_argument("name", metavar="NETWORK")
@@ -178,6 +193,16 @@ def cmd_network_rm(args) -> int:
 def cmd_network_prune(args) -> int:
     for name in _engine(args).networks().prune():
         print(name)
+    return 0
+
+
+def cmd_network_connect(args) -> int:
+    _engine(args).connect_network(args.container, args.network, aliases=args.alias, ip=args.ip)
+    return 0
+
+
+def cmd_network_disconnect(args) -> int:
+    _engine(args).disconnect_network(args.container, args.network)
     return 0
 
 

@@ -61,6 +61,7 @@ def register(commands: argparse._SubParsersAction, image_verbs: argparse._SubPar
         _add_untag(verbs)
         _add_save(verbs)
         _add_load(verbs)
+        _add_import(verbs)
         _add_history(verbs)
     if image_verbs is not None:
         _add_image_only(image_verbs)
@@ -182,6 +183,42 @@ def _add_load(verbs) -> None:
     load.set_defaults(func=cmd_load)
 
 
+def _add_import(verbs) -> None:
+    parser = verbs.add_parser("import", help="make an image of a file system's tarball",
+                              description="Make an image of one layer from a tarball of a file system (a file, "
+                                          "an http(s) URL, or - for standard input), as podman import.")
+    parser.add_argument("path", metavar="PATH|URL|-")
+    parser.add_argument("reference", metavar="REFERENCE", nargs="?")
+    parser.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                        help="a Dockerfile instruction for the image's config (CMD, ENV, LABEL, ...)")
+    parser.add_argument("-m", "--message", default="", help="the commit message of its history")
+    parser.add_argument("--os", metavar="OS")
+    parser.add_argument("--arch", metavar="ARCH")
+    parser.add_argument("--variant", metavar="VARIANT")
+    parser.add_argument("--format", default="oci", choices=["oci", "docker"], help="the image's format")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the image id (all ketch prints)")
+    parser.set_defaults(func=cmd_import)
+
+
+def cmd_import(args) -> int:
+    from ketch.containers.commit import import_tarball
+    from ketch.image.platform import host_platform
+
+    system, arch, variant = host_platform()
+    platform = (args.os or system, args.arch or arch, args.variant if args.variant is not None else
+                (variant if not args.arch or args.arch == arch else ""))
+    from ketch.containers.commit import open_tarball
+
+    if args.path == "-" and sys.stdin.isatty():
+        raise InvalidInputError("import: no tarball on standard input (use a file or a redirect)")
+    store = open_store(args)
+    with open_tarball(args.path, sys.stdin.buffer) as source:
+        image_id = import_tarball(store, source, name=args.reference, changes=args.change, message=args.message,
+                                  fmt=args.format, platform=platform)
+    print(f"sha256:{image_id}")  # (podman's form)
+    return 0
+
+
 def _add_history(verbs) -> None:
     history = verbs.add_parser("history", help="show an image's history",
                                description="Show the history of a stored image.")
@@ -267,11 +304,10 @@ def is_transport_name(name: str) -> bool:
 
 def _platform(args, ctx) -> None:
     if getattr(args, "platform", None):
-        parts = args.platform.split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise InvalidInputError(f"invalid --platform {args.platform!r}: use OS/ARCH[/VARIANT]")
-        ctx.override_os, ctx.override_arch = parts[0], parts[1]
-        ctx.override_variant = parts[2] if len(parts) == 3 else None
+        from ketch.image.platform import parse_platform
+
+        ctx.override_os, ctx.override_arch, variant = parse_platform(args.platform)
+        ctx.override_variant = variant or None
     for flag, attribute in (("arch", "override_arch"), ("os", "override_os"), ("variant", "override_variant")):
         if getattr(args, flag, None):
             setattr(ctx, attribute, getattr(args, flag))

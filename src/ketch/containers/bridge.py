@@ -14,6 +14,7 @@ import builtins
 import ipaddress
 import json
 import os
+import socket
 
 from ketch.containers.netns import in_namespace
 from ketch.containers.network import TABLE, PortMapping
@@ -196,7 +197,8 @@ class Bridges:
         return True
 
     def setup_in_background(self, container_id: str, netns_path: str, records: builtins.list[tuple[dict, str]],
-                            ports: builtins.list[PortMapping], helper: Helper | None = None) -> Helper:
+                            ports: builtins.list[PortMapping], helper: Helper | None = None, *,
+                            first: int = 0) -> Helper:
         """The set-up in a child process (``helper``, started early, or one started now), so that
         loading the netlink library (~100 ms) overlaps the caller's own work until it
         ``wait()``s. The child uses no database connection (the network records are read by the
@@ -208,24 +210,25 @@ class Bridges:
 
             enter = rootlessnet.path(self.store)
         helper.submit({"container_id": container_id, "netns_path": netns_path, "records": records,
-                       "ports": [p.as_dict() for p in ports], "enter": enter})
+                       "ports": [p.as_dict() for p in ports], "enter": enter, "first": first})
         return helper
 
     def _setup_job(self, job: dict) -> None:
         self._setup(job["container_id"], job["netns_path"], [tuple(r) for r in job["records"]],
-                    [PortMapping.from_dict(p) for p in job["ports"]])
+                    [PortMapping.from_dict(p) for p in job["ports"]], first=job.get("first", 0))
 
     def _setup(self, container_id: str, netns_path: str, records: builtins.list[tuple[dict, str]],
-               ports: builtins.list[PortMapping]) -> None:
+               ports: builtins.list[PortMapping], *, first: int = 0) -> None:
         """Veth pairs from each network's bridge into the namespace at ``netns_path`` (eth0, eth1,
-        ...), addresses and a default route inside, and the published ports' DNAT entries."""
+        ... from ``first``), addresses and, on eth0, the default route inside, and the published
+        ports' DNAT entries."""
         IPRoute = _iproute()
         attachments = [(network["name"], address) for network, address in records]
         inside = []
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             with IPRoute() as ipr:
-                for n, (network, address) in enumerate(records):
+                for n, (network, address) in enumerate(records, start=first):
                     bridge = self._ensure_bridge(ipr, network)
                     host_name = _veth_name(container_id, n)
                     for stale in ipr.link_lookup(ifname=host_name):
@@ -249,6 +252,23 @@ class Bridges:
                     lines.append(f"add element ip {TABLE} ports_ip {{ {port.host_ip} . {port.protocol} . "
                                  f"{port.host_port} : {address} . {port.container_port} }}")
             _nft("\n".join(lines) + "\n")
+
+    def remove_interface(self, netns_path: str, address: str) -> None:
+        """Delete the interface holding ``address`` in the namespace at ``netns_path`` (its veth
+        pair goes with it): a running container leaving a network."""
+        def remove() -> bool:
+            with _iproute()() as ipr:
+                for entry in ipr.get_addr(family=socket.AF_INET):
+                    if entry.get_attr("IFA_ADDRESS") == address:
+                        ipr.link("del", index=entry["index"])
+                        return True
+            return False
+
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            in_namespace(fd, remove)
+        finally:
+            os.close(fd)
 
     def teardown(self, container_id: str, attachments: int, ports: builtins.list[PortMapping]) -> None:
         """Undo ``setup``'s DNAT entries. The veths go with the namespace (the kernel destroys a

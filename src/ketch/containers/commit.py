@@ -9,9 +9,12 @@ then the records in one transaction), so a killed commit leaves no half-made ima
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import time
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ketch.errors import InvalidInputError, UnsupportedError
 
@@ -109,7 +112,7 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
     ``pending_history`` are entries for steps that made no layer (``empty_layer``), added before
     this commit's own; ``squash`` makes one layer of the whole file system; ``top_level`` sets
     config keys such as ``architecture``, ``os`` or ``author``."""
-    from ketch.image.compression import GZIP, ZSTD, CompressingReader, DecompressingReader, PeekableReader, detect
+    from ketch.image.compression import GZIP, ZSTD, CompressingReader
     from ketch.storage.diff import write_diff
     from ketch.storage.drivers import OverlayDriver
 
@@ -140,13 +143,8 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         else:
             diff_id, _ = write_diff(store.container_upper(container_id), tar_path)
         with open(tar_path, "rb") as raw:
-            def decompressor(stream):
-                peek = PeekableReader(stream)
-                kind = detect(peek.peek(4))
-                return DecompressingReader(peek, kind) if kind else peek
-
             blob_digest, stored_diff_id, _ = store.add_layer_blob(
-                CompressingReader(raw, ZSTD if compression == "zstd" else GZIP), None, layer_media, decompressor)
+                CompressingReader(raw, ZSTD if compression == "zstd" else GZIP), None, layer_media, _tar_of)
         if stored_diff_id != diff_id:
             raise InvalidInputError("the committed layer changed while it was written")
     blob_size = store.blob_path(blob_digest).stat().st_size
@@ -163,6 +161,71 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
                          layers=base_layers + [{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
                          diff_ids=base_diff_ids + [diff_id],
                          history=base_history + list(pending_history or []) + [history_entry])
+
+
+def _tar_of(stream):
+    """The tar in a layer stream, compressed or not."""
+    from ketch.image.compression import DecompressingReader, PeekableReader, detect
+
+    peek = PeekableReader(stream)
+    kind = detect(peek.peek(4))
+    return DecompressingReader(peek, kind) if kind else peek
+
+
+@contextlib.contextmanager
+def open_tarball(location: str, stdin=None) -> Iterator[BinaryIO]:
+    """What ``import`` reads: a file, an http(s) URL's body, or ``stdin`` for ``-``; a failure
+    to open it is one line."""
+    if location == "-":
+        yield stdin
+        return
+    if location.startswith(("http://", "https://")):
+        import urllib3
+
+        try:
+            response = urllib3.PoolManager().request("GET", location, preload_content=False, retries=2)
+        except urllib3.exceptions.HTTPError as exc:
+            raise InvalidInputError(f"import: {location}: {exc}") from exc
+        try:
+            if response.status != 200:
+                raise InvalidInputError(f"import: {location}: HTTP {response.status}")
+            yield response  # type: ignore[misc]
+        finally:
+            response.release_conn()
+        return
+    try:
+        f = open(location, "rb")
+    except OSError as exc:
+        raise InvalidInputError(f"import: {location}: {exc.strerror}") from exc
+    with f:
+        yield f
+
+
+def import_tarball(store, source, *, name: str | None = None, changes: list[str] | None = None, message: str = "",
+                   fmt: str = "oci", platform: tuple[str, str, str] | None = None) -> str:
+    """An image of one layer from a file system's tarball (plain, gzip or zstd), read from
+    the binary stream ``source`` (``ketch import``, ``docker import``); its id. The tar is
+    checked as a pulled layer's is (paths out of the tree, devices a user cannot make)."""
+    from ketch.image.compression import GZIP, CompressingReader
+    from ketch.image.platform import host_platform
+
+    if fmt not in ("oci", "docker"):
+        raise InvalidInputError(f"invalid format {fmt!r}: oci or docker")
+    system, architecture, variant = platform or host_platform()
+    layer_media = OCI_LAYER if fmt == "oci" else DOCKER_LAYER
+    blob_digest, diff_id, _ = store.add_layer_blob(CompressingReader(_tar_of(source), GZIP), None, layer_media,
+                                                   _tar_of)
+    blob_size = store.blob_path(blob_digest).stat().st_size
+    base_config: dict = {"architecture": architecture, "os": system, "config": {}}
+    if variant:
+        base_config["variant"] = variant
+    history_entry = {"created": _now(), "created_by": f"/bin/sh -c #(nop) ADD file:{diff_id[7:]} in /"}  # podman's
+    if message:
+        history_entry["comment"] = message
+    return _record_image(store, base_config, name=name, fmt=fmt, settings=None, changes=changes, top_level=None,
+                         author="", omit_history=False,
+                         layers=[{"mediaType": layer_media, "digest": blob_digest, "size": blob_size}],
+                         diff_ids=[diff_id], history=[history_entry])
 
 
 def _now() -> str:

@@ -1303,6 +1303,41 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
         return out
 
 
+    UPDATABLE = frozenset({
+        "memory", "memory_reservation", "memory_swap", "memory_swappiness", "cpus", "cpu_shares", "cpu_quota",
+        "cpu_period", "cpuset_cpus", "cpuset_mems", "cpu_rt_period", "cpu_rt_runtime", "pids_limit",
+        "blkio_weight", "blkio_weight_devices", "device_read_bps", "device_write_bps", "device_read_iops",
+        "device_write_iops", "restart_policy", "restart_retries"})
+
+    def update(self, name_or_id: str, **changes: Any) -> str:
+        """Change a container's limits (:attr:`UPDATABLE`: CreateOptions' names) and restart
+        policy: a running container's cgroup at once, and what every later start gets
+        (``ketch update``, ``docker update``). Returns the container's id."""
+        from ketch.containers.spec import limit_resources
+        from ketch.userns import delegated_cgroup
+
+        unknown = sorted(set(changes) - self.UPDATABLE)
+        if unknown:
+            raise InvalidInputError(f"update: {', '.join(unknown)} cannot be changed")
+        record = self._record(name_or_id)
+        limits = set(changes) - {"restart_policy", "restart_retries"}
+        if limits and self.store.rootless and not delegated_cgroup():
+            raise UnsupportedError("update: resource limits need a cgroup delegated to this user (cgroups v2), "
+                                   "and this machine delegates none")
+        with self.store.lock(f"container-{record.id}"):
+            record = self._record(record.id)
+            if "cpus" in changes:  # (--cpus is a quota and period: the newest way of saying it wins)
+                changes = {"cpu_quota": None, "cpu_period": None, **changes}
+            elif "cpu_quota" in changes or "cpu_period" in changes:
+                changes = {"cpus": None, **changes}
+            updated = type(record.options).from_dict({**record.options.as_dict(), **changes})
+            resources = limit_resources(updated)  # (checks the devices named before anything changes)
+            if limits and self._status(record)["status"] in ("running", "paused"):
+                self._driver(record.options).update(record.id, resources)
+            self.store.update_container_metadata(record.id, {"options": updated.as_dict()})
+        self._record_event("update", record)
+        return record.id
+
     # -- pause, top, rename, prune, port, diff, cp, export, commit ---------------------
 
     def reopen_log(self, name_or_id: str) -> None:

@@ -206,6 +206,11 @@ class HostAllocations:
             conn.execute("DELETE FROM addresses WHERE store = ? AND container = ?", (self.store_id, container_id))
             conn.execute("DELETE FROM ports WHERE store = ? AND container = ?", (self.store_id, container_id))
 
+    def release_address(self, container_id: str, network: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM addresses WHERE store = ? AND container = ? AND network = ?",
+                         (self.store_id, container_id, network))
+
     def adopt(self, addresses: list[tuple], ports: list[tuple]) -> None:
         """Records this store made before they were host-wide: (bridge, subnet, network, ip,
         container) and (host_ip, host_port, protocol, container, container_port). One already

@@ -250,6 +250,10 @@ class Networks:
     def release(self, container_id: str) -> None:
         self.host.release(container_id)
 
+    def release_address(self, container_id: str, name: str) -> None:
+        """The container's address on one network (the others and its ports stay)."""
+        self.host.release_address(container_id, name)
+
     # -- the kernel side (ketch.containers.bridge) --------------------------------------
 
     def bridges(self):
@@ -266,11 +270,12 @@ class Networks:
         return self._teardown_bridge(network, only_if_unused=True)
 
     def setup_in_background(self, container_id: str, netns_path: str, attachments: builtins.list[tuple[str, str]],
-                            ports: builtins.list[PortMapping], helper=None):
+                            ports: builtins.list[PortMapping], helper=None, *, first: int = 0):
         """The kernel side of the container's attachments, in a child that loads the netlink
-        library meanwhile (see :meth:`ketch.containers.bridge.Bridges.setup_in_background`)."""
+        library meanwhile (see :meth:`ketch.containers.bridge.Bridges.setup_in_background`);
+        their interfaces are numbered from ``first`` (more than 0: joining a running container)."""
         records = [(self.get(name), address) for name, address in attachments]
-        return self.bridges().setup_in_background(container_id, netns_path, records, ports, helper)
+        return self.bridges().setup_in_background(container_id, netns_path, records, ports, helper, first=first)
 
     def setup(self, container_id: str, netns_path: str, attachments: builtins.list[tuple[str, str]],
               ports: builtins.list[PortMapping]) -> None:
@@ -318,6 +323,15 @@ def _free_port(host_ip: str, protocol: str, taken: set) -> int:
         if not any(t[1] == port and t[2] == protocol for t in taken):
             return port
     raise NetworkError("no free host port found")
+
+
+def attached_containers(store, network_names: list[str], exclude: str | None = None) -> list[str]:
+    """Ids of this store's containers holding an address on any of these networks."""
+    from ketch.containers.hostnet import HostAllocations
+
+    host = HostAllocations(store)
+    found = dict.fromkeys(c for network in network_names for c in host.attached(network) if c != exclude)
+    return list(found)
 
 
 def hosts_entries(store, network_names: list[str], exclude: str | None = None) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import builtins
 import os
 
 from ketch.containers import state as states
-from ketch.errors import InvalidInputError, KetchError, NotFoundError, log_cleanup_failure
+from ketch.errors import InvalidInputError, KetchError, log_cleanup_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,42 +102,97 @@ class ContainerNetworking(EnginePart):
 
     def connect_network(self, name_or_id: str, network: str, *, aliases: builtins.list[str] | None = None,
                         ip: str | None = None) -> None:
-        """Put a container that does not run on one more network (with ``aliases`` there), taken
-        when it starts (``network connect`` of a created container, as compose does it). A
-        running container's networks are set up when it starts: not changed under it."""
+        """Put a container on one more network (with ``aliases`` there). A created or stopped one
+        takes it when it starts (``network connect`` as compose does it); a running one gets a
+        new interface now (eth1, eth2, ...), and its peers' /etc/hosts and its own learn of it."""
         record = self._record(name_or_id)
-        self._refuse_running(record, "network connect")
         found = self.networks().get(network)["name"]
-        options: CreateOptions = record.options
-        names = [] if options.network in ("none", "") else [n for n in options.network.split(",") if n]
-        if any(n.startswith(("container:", "ns:")) or n == "host" for n in names):
-            raise InvalidInputError(f"container {record.name} shares another's network or the host's: it cannot "
-                                    "join networks")
-        if found not in names and not (found == self._default_network() and set(names) & {"bridge", "private"}):
-            names.append(found)
-        changed = options.as_dict()
-        changed["network"] = ",".join(names)
-        if aliases:
-            changed["network_aliases"] = {**options.network_aliases, found: list(aliases)}
-        if ip and names and names[0] == found:
-            changed["ip"] = ip
-        self.store.update_container_metadata(record.id, {"options": changed})
+        with self.store.lock(f"container-{record.id}"):
+            record = self._record(record.id)
+            options: CreateOptions = record.options
+            names = [] if options.network in ("none", "") else [n for n in options.network.split(",") if n]
+            if any(n.startswith(("container:", "ns:")) or n == "host" for n in names):
+                raise InvalidInputError(f"container {record.name} shares another's network or the host's: it "
+                                        "cannot join networks")
+            on_it = found in names or (found == self._default_network() and bool(set(names) & {"bridge", "private"}))
+            running = self._status(record)["status"] in ("running", "paused")
+            if running and on_it:
+                from ketch.errors import InUseError
+
+                raise InUseError(f"container {record.name} is already connected to network {found}")
+            if running and (not names or self._rootless_network(options)):
+                from ketch.errors import UnsupportedError
+
+                mode = "no network" if not names else "the rootless default network (pasta)"
+                raise UnsupportedError(f"network connect: container {record.name} runs with {mode}; only a "
+                                       "container on bridge networks can join one more while it runs")
+            if not on_it:
+                names.append(found)
+            changed = options.as_dict()
+            changed["network"] = ",".join(names)
+            if aliases:
+                changed["network_aliases"] = {**options.network_aliases, found: list(aliases)}
+            if ip and names[0] == found:
+                changed["ip"] = ip
+            self.store.update_container_metadata(record.id, {"options": changed})
+            if not running:
+                return
+            try:
+                self._attach_running(record, found, ip)
+            except BaseException:
+                self.store.update_container_metadata(record.id, {"options": options.as_dict()})
+                raise
+        self._rewrite_hosts(record.id)
+        self._refresh_peer_hosts([found], record.id)
+
+    def _attach_running(self, record: ContainerRecord, network: str, ip: str | None) -> None:
+        """One more veth into a running container's namespace, its index counted on in state.json
+        (recorded first: whatever ends the container releases it with the namespace)."""
+        userdata = self._userdata(record.id)
+        current = states.read(userdata)
+        index = current.get("attachments") or 0
+        states.update(userdata, attachments=index + 1)
+        nets = self.networks()
+        address = nets.allocate(record.id, network, ip)
+        try:
+            nets.setup_in_background(record.id, current["netns"], [(network, address)], [], first=index).wait()
+        except BaseException:
+            nets.release_address(record.id, network)
+            raise
 
     def disconnect_network(self, name_or_id: str, network: str) -> None:
-        """Take a container that does not run off a network (``none`` once it has no network left)."""
+        """Take a container off a network (``none`` once it has no network left); a running
+        one loses that interface now, and its address on the network is free again."""
         record = self._record(name_or_id)
-        self._refuse_running(record, "network disconnect")
         found = self.networks().get(network)["name"]
-        options: CreateOptions = record.options
-        names = [n for n in options.network.split(",") if n]
-        default = found == self._default_network()
-        kept = [n for n in names if n != found and not (default and n in ("bridge", "private"))]
-        if len(kept) == len(names):
-            raise InvalidInputError(f"container {record.name} is not connected to network {found}")
-        changed = options.as_dict()
-        changed["network"] = ",".join(kept) or "none"
-        changed["network_aliases"] = {k: v for k, v in options.network_aliases.items() if k != found}
-        self.store.update_container_metadata(record.id, {"options": changed})
+        with self.store.lock(f"container-{record.id}"):
+            record = self._record(record.id)
+            options: CreateOptions = record.options
+            names = [n for n in options.network.split(",") if n]
+            default = found == self._default_network()
+            kept = [n for n in names if n != found and not (default and n in ("bridge", "private"))]
+            if len(kept) == len(names):
+                raise InvalidInputError(f"container {record.name} is not connected to network {found}")
+            running = self._status(record)["status"] in ("running", "paused")
+            if running and self._rootless_network(options):
+                from ketch.errors import UnsupportedError
+
+                raise UnsupportedError(f"network disconnect: container {record.name} runs on the rootless default "
+                                       "network (pasta), which cannot be taken from it while it runs")
+            changed = options.as_dict()
+            changed["network"] = ",".join(kept) or "none"
+            changed["network_aliases"] = {k: v for k, v in options.network_aliases.items() if k != found}
+            self.store.update_container_metadata(record.id, {"options": changed})
+            if not running:
+                return
+            nets = self.networks()
+            address = nets.addresses_of(record.id).get(found)
+            netns_path = states.read(self._userdata(record.id)).get("netns")
+            if address and netns_path:
+                nets.bridges().remove_interface(netns_path, address)
+                nets.release_address(record.id, found)
+        self._rewrite_hosts(record.id)
+        self._refresh_peer_hosts([found], record.id)
 
     def _refuse_running(self, record: ContainerRecord, what: str) -> None:
         from ketch.errors import UnsupportedError
@@ -270,30 +325,26 @@ class ContainerNetworking(EnginePart):
         return bool(current.get("netns") or current.get("attachments"))
 
     def _refresh_peer_hosts(self, network_names: builtins.list[str], changed: str) -> None:
-        """Every other running container of these networks learns who is there now (its
-        /etc/hosts is rewritten in place: it is bind-mounted by inode)."""
-        from ketch.containers.network import hosts_entries
+        """Every other running container of these networks learns who is there now."""
+        from ketch.containers.network import attached_containers
 
-        seen = set()
-        for _, peer_name in hosts_entries(self.store, network_names, exclude=changed):
-            if peer_name in seen:
-                continue
-            seen.add(peer_name)
-            try:
-                peer = self._record(peer_name)
-            except NotFoundError:
-                continue
-            userdata = self._userdata(peer.id)
-            base = states.read(userdata).get("hosts_base")
-            if base is None:
-                continue
-            try:
-                with open(os.path.join(userdata, "hosts"), "r+") as f:
-                    f.seek(0)
-                    f.write(base + self._peer_hosts(peer.id))
-                    f.truncate()
-            except OSError as exc:
-                log_cleanup_failure(__name__, f"{peer_name}: rewriting its /etc/hosts", exc)
+        for peer_id in attached_containers(self.store, network_names, exclude=changed):
+            self._rewrite_hosts(peer_id)
+
+    def _rewrite_hosts(self, container_id: str) -> None:
+        """A running container's /etc/hosts, rewritten in place (it is bind-mounted by inode):
+        what it was made with, and the peers on its networks now."""
+        userdata = self._userdata(container_id)
+        base = states.read(userdata).get("hosts_base")
+        if base is None:
+            return
+        try:
+            with open(os.path.join(userdata, "hosts"), "r+") as f:
+                f.seek(0)
+                f.write(base + self._peer_hosts(container_id))
+                f.truncate()
+        except OSError as exc:
+            log_cleanup_failure(__name__, f"{container_id[:12]}: rewriting its /etc/hosts", exc)
 
 
 class _Attached:

@@ -270,46 +270,7 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         linux["maskedPaths"] = [p for p in masked if p not in options.unmask]
         linux["readonlyPaths"] = [p for p in read_only if p not in options.unmask]
     resources = linux["resources"]
-    memory: dict[str, Any] = {}
-    if options.memory:  # 0 means no limit, as podman reads it
-        memory["limit"] = options.memory
-    if options.memory_reservation:
-        memory["reservation"] = options.memory_reservation
-    if options.memory_swap:
-        memory["swap"] = options.memory_swap
-    if options.oom_kill_disable:
-        memory["disableOOMKiller"] = True
-    if options.memory_swappiness is not None and options.memory_swappiness >= 0:
-        memory["swappiness"] = options.memory_swappiness
-    if memory:
-        resources["memory"] = memory
-    cpu: dict[str, Any] = {}
-    if options.cpus is not None:
-        cpu.update(quota=int(options.cpus * 100000), period=100000)
-    if options.cpu_quota is not None:
-        cpu["quota"] = options.cpu_quota
-    if options.cpu_period is not None:
-        cpu["period"] = options.cpu_period
-    if options.cpu_shares is not None:
-        cpu["shares"] = options.cpu_shares
-    if options.cpuset_cpus:
-        cpu["cpus"] = options.cpuset_cpus
-    if options.cpuset_mems:
-        cpu["mems"] = options.cpuset_mems
-    if options.cpu_rt_period is not None:
-        cpu["realtimePeriod"] = options.cpu_rt_period
-    if options.cpu_rt_runtime is not None:
-        cpu["realtimeRuntime"] = options.cpu_rt_runtime
-    if cpu:
-        resources["cpu"] = cpu
-    if options.hugepage_limits:
-        resources["hugepageLimits"] = [{"pageSize": size, "limit": limit}
-                                       for size, limit in sorted(options.hugepage_limits.items())]
-    if options.pids_limit is not None and options.pids_limit > 0:
-        resources["pids"] = {"limit": options.pids_limit}
-    block_io = _block_io(options)
-    if block_io:
-        resources["blockIO"] = block_io
+    resources.update(limit_resources(options))
     if not options.privileged:
         resources["devices"] += [device_cgroup_rule(text) for text in options.device_cgroup_rules]
     if options.personality:
@@ -418,6 +379,53 @@ def _block_device(text: str, what: str) -> tuple[str, dict[str, int]]:
     if not stat.S_ISBLK(st.st_mode):
         raise InvalidInputError(f"{what} {path}: not a block device")
     return value, {"major": os.major(st.st_rdev), "minor": os.minor(st.st_rdev)}
+
+
+def limit_resources(options: CreateOptions) -> dict[str, Any]:
+    """The OCI ``linux.resources`` of the container's limits (memory, CPU, huge pages, PIDs,
+    block I/O; not devices): what a container starts with, and what ``update`` gives a running one."""
+    resources: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
+    if options.memory:  # 0 means no limit, as podman reads it
+        memory["limit"] = options.memory
+    if options.memory_reservation:
+        memory["reservation"] = options.memory_reservation
+    if options.memory_swap:
+        memory["swap"] = options.memory_swap
+    if options.oom_kill_disable:
+        memory["disableOOMKiller"] = True
+    if options.memory_swappiness is not None and options.memory_swappiness >= 0:
+        memory["swappiness"] = options.memory_swappiness
+    if memory:
+        resources["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if options.cpus is not None:
+        cpu.update(quota=int(options.cpus * 100000), period=100000)
+    if options.cpu_quota is not None:
+        cpu["quota"] = options.cpu_quota
+    if options.cpu_period is not None:
+        cpu["period"] = options.cpu_period
+    if options.cpu_shares is not None:
+        cpu["shares"] = options.cpu_shares
+    if options.cpuset_cpus:
+        cpu["cpus"] = options.cpuset_cpus
+    if options.cpuset_mems:
+        cpu["mems"] = options.cpuset_mems
+    if options.cpu_rt_period is not None:
+        cpu["realtimePeriod"] = options.cpu_rt_period
+    if options.cpu_rt_runtime is not None:
+        cpu["realtimeRuntime"] = options.cpu_rt_runtime
+    if cpu:
+        resources["cpu"] = cpu
+    if options.hugepage_limits:
+        resources["hugepageLimits"] = [{"pageSize": size, "limit": limit}
+                                       for size, limit in sorted(options.hugepage_limits.items())]
+    if options.pids_limit is not None and options.pids_limit > 0:
+        resources["pids"] = {"limit": options.pids_limit}
+    block_io = _block_io(options)
+    if block_io:
+        resources["blockIO"] = block_io
+    return resources
 
 
 def _block_io(options: CreateOptions) -> dict[str, Any]:

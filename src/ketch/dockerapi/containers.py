@@ -280,6 +280,81 @@ async def rename(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+# Docker's UpdateConfig fields -> CreateOptions' names (a zero is "unchanged", as Docker reads it)
+_UPDATE_FIELDS = {
+    "Memory": "memory", "MemoryReservation": "memory_reservation", "MemorySwap": "memory_swap",
+    "MemorySwappiness": "memory_swappiness", "CpuShares": "cpu_shares", "CpuQuota": "cpu_quota",
+    "CpuPeriod": "cpu_period", "CpuRealtimePeriod": "cpu_rt_period", "CpuRealtimeRuntime": "cpu_rt_runtime",
+    "CpusetCpus": "cpuset_cpus", "CpusetMems": "cpuset_mems", "PidsLimit": "pids_limit",
+    "BlkioWeight": "blkio_weight",
+}
+
+
+def update_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /containers/{id}/update``'s body as :meth:`Engine.update`'s changes."""
+    changes = {name: body[key] for key, name in _UPDATE_FIELDS.items() if body.get(key) not in (None, 0, "")}
+    if body.get("NanoCpus"):
+        changes["cpus"] = body["NanoCpus"] / 1e9
+    for key in ("KernelMemory", "KernelMemoryTCP", "CpuCount", "CpuPercent", "IOMaximumIOps",
+                "IOMaximumBandwidth"):
+        if body.get(key):
+            raise InvalidInputError(f"update: {key} is not supported")
+    restart = body.get("RestartPolicy") or {}
+    if restart.get("Name"):
+        policy = RESTART_NAMES.get(restart["Name"])
+        if policy is None:
+            raise InvalidInputError(f"invalid restart policy {restart['Name']!r}")
+        changes["restart_policy"] = policy
+        changes["restart_retries"] = int(restart.get("MaximumRetryCount") or 0)
+    return changes
+
+
+async def update(request: web.Request) -> web.Response:
+    service: Service = request.app["service"]
+    container_id = await _record_id(service, request.match_info["name"])
+    changes = update_changes(await _json_body(request))
+    if changes:
+        await service.call(service.engine.update, container_id, **changes)
+    return web.json_response({"Warnings": []})
+
+
+def commit_changes(config: dict[str, Any] | None, changes: list[str]) -> list[str]:
+    """``POST /commit``'s ``changes`` (Dockerfile instructions) and its body (a container
+    Config whose settings go into the image) as one list of instructions."""
+    out = list(changes)
+    config = config or {}
+    for key, instruction in (("Cmd", "CMD"), ("Entrypoint", "ENTRYPOINT")):
+        value = config.get(key)
+        if value is not None:
+            out.append(f"{instruction} {json.dumps([value] if isinstance(value, str) else value)}")
+    out += [f"ENV {entry}" for entry in config.get("Env") or [] if "=" in entry]
+    out += [f"EXPOSE {port}" for port in config.get("ExposedPorts") or {}]
+    out += [f"LABEL {json.dumps(k)}={json.dumps(v)}" for k, v in (config.get("Labels") or {}).items()]
+    out += [f"VOLUME {path}" for path in config.get("Volumes") or {}]
+    for key, instruction in (("User", "USER"), ("WorkingDir", "WORKDIR"), ("StopSignal", "STOPSIGNAL")):
+        if config.get(key):
+            out.append(f"{instruction} {config[key]}")
+    return out
+
+
+async def commit(request: web.Request) -> web.Response:
+    """``docker commit``: the image in Docker's format (as Docker makes it), named ``repo:tag``."""
+    service: Service = request.app["service"]
+    name = request.query.get("container")
+    if not name:
+        raise InvalidInputError("commit: the container is missing")
+    container_id = await _record_id(service, name)
+    body = await _json_body(request)
+    repo, tag = request.query.get("repo") or "", request.query.get("tag") or ""
+    image = (f"{repo}:{tag}" if tag else repo) or None
+    changes = commit_changes(body or None, request.query.getall("changes", []))
+    image_id = await service.call(service.engine.commit, container_id, image, changes=changes,
+                                  message=request.query.get("comment") or "",
+                                  author=request.query.get("author") or "", fmt="docker",
+                                  pause=_flag(request, "pause", True))
+    return web.json_response({"Id": f"sha256:{image_id}"}, status=201)
+
+
 async def remove(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     container_id = await _record_id(service, request.match_info["name"])
@@ -633,6 +708,8 @@ ROUTES = [
     ("POST", "/containers/{name}/pause", pause),
     ("POST", "/containers/{name}/unpause", unpause),
     ("POST", "/containers/{name}/rename", rename),
+    ("POST", "/containers/{name}/update", update),
+    ("POST", "/commit", commit),
     ("POST", "/containers/{name}/wait", wait),
     ("DELETE", "/containers/{name}", remove),
     ("GET", "/containers/{name}/top", top),

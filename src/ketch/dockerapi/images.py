@@ -242,14 +242,15 @@ async def _progress_response(request: web.Request, work, verb: str) -> web.Strea
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    """``POST /images/create?fromImage=NAME&tag=TAG``: a pull (``fromSrc``, an import, is not
-    served)."""
+    """``POST /images/create?fromImage=NAME&tag=TAG``: a pull; ``?fromSrc=-|URL``: an import."""
     from ketch.containers.images import pull
 
     service: Service = request.app["service"]
+    if request.query.get("fromSrc"):
+        return await _import(request, service)
     source = request.query.get("fromImage")
     if not source:
-        raise InvalidInputError("fromImage is missing (importing with fromSrc is not served)")
+        raise InvalidInputError("fromImage or fromSrc is missing")
     wanted_tag = request.query.get("tag")
     reference = source
     if wanted_tag:
@@ -265,6 +266,43 @@ async def create(request: web.Request) -> web.StreamResponse:
                 {"status": f"Status: Downloaded newer image for {reference}"}]
 
     return await _progress_response(request, work, "pull")
+
+
+async def _import(request: web.Request, service: Service) -> web.Response:
+    """``docker import``: the body (``fromSrc=-``) or a URL's, as an image of one layer."""
+    import os
+    import tempfile
+
+    from ketch.containers.commit import import_tarball, open_tarball
+
+    location = request.query["fromSrc"]
+    repo, tag = request.query.get("repo") or "", request.query.get("tag") or ""
+    name = (f"{repo}:{tag}" if tag else repo) or None  # (docker import sends the whole reference as repo)
+    platform = None
+    if request.query.get("platform"):
+        from ketch.image.platform import parse_platform
+
+        platform = parse_platform(request.query["platform"])
+    changes = request.query.getall("changes", [])
+
+    def work(path: str) -> str:
+        with open_tarball(location if location != "-" else path) as source:
+            return import_tarball(service.store, source, name=name, changes=changes,
+                                  message=request.query.get("message") or "", fmt="docker", platform=platform)
+
+    if location != "-":
+        image_id = await service.call(work, "")
+    else:
+        handle, path = tempfile.mkstemp(prefix="ketch-import-", suffix=".tar")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                while chunk := await request.content.read(1 << 20):
+                    await service.call(out.write, chunk)
+            image_id = await service.call(work, path)
+        finally:
+            os.unlink(path)
+    return web.Response(body=json.dumps({"status": f"sha256:{image_id}"}).encode() + b"\r\n",
+                        content_type="application/json")
 
 
 async def push(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,5 @@
-"""``/volumes/...`` and ``/networks/...``: create, list, inspect, remove, prune; connect and
-disconnect are refused with the reason (ketch attaches a container to its networks when it
-starts)."""
+"""``/volumes/...`` and ``/networks/...``: create, list, inspect, remove, prune, connect and
+disconnect."""
 
 from __future__ import annotations
 
@@ -191,7 +190,7 @@ def _network_name(name: str) -> str:
 
 async def connect(request: web.Request) -> web.Response:
     """A container that does not run joins the network when it starts (compose connects the
-    containers it has just created); a running one is refused with the reason."""
+    containers it has just created); a running one gets its interface at once."""
     service: Service = request.app["service"]
     body = await _json_body(request)
     container = body.get("Container")

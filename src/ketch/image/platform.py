@@ -31,6 +31,16 @@ def host_platform() -> tuple[str, str, str]:
     return "linux", arch, variant
 
 
+def parse_platform(text: str) -> tuple[str, str, str]:
+    """``OS/ARCH[/VARIANT]`` (``--platform``) as (os, architecture, variant)."""
+    from ketch.errors import InvalidInputError
+
+    parts = text.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise InvalidInputError(f"invalid platform {text!r}: use OS/ARCH[/VARIANT]")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
 def wanted_platform(ctx: SystemContext) -> tuple[str, str, str]:
     os_name, arch, variant = host_platform()
     if ctx.override_arch and ctx.override_arch != arch:

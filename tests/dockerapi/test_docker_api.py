@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 
 from tests.dockerapi.conftest import DOCKER, start_service, stop_service
+from tests.support.compose import COMPOSE
 
 pytestmark = pytest.mark.peer
 
@@ -254,33 +255,6 @@ def test_docker_cp_both_ways(api, tmp_path):
     nowhere = api.docker("cp", str(tmp_path / "tree"), "copied:/no-such-dir/", check=False)
     assert nowhere.returncode != 0
     api.docker("rm", "-f", "copied")
-
-
-COMPOSE = """version: "3.8"
-services:
-  web:
-    image: busybox
-    command:
-      - sh
-      - -c
-      - mkdir -p /www && echo hello-compose > /www/index.html && echo web-started && exec httpd -f -p 80 -h /www
-    ports:
-      - "127.0.0.1:{port}:80"
-    volumes:
-      - data:/data
-    networks: [back]
-  client:
-    image: busybox
-    command: ["sh", "-c", "until wget -qO /data/got http://web/; do sleep 0.2; done; cat /data/got; exec sleep 60"]
-    volumes:
-      - data:/data
-    networks: [back]
-    depends_on: [web]
-volumes:
-  data:
-networks:
-  back:
-"""
 
 
 def test_docker_compose_up_logs_exec_down(api, tmp_path):

@@ -127,11 +127,11 @@ def test_files_owned_by_other_ids(user, busybox_layout):
     assert (user.home / "hello.txt").stat().st_uid == user.uid
 
 
-def _fetch_when_up(port: int) -> bytes | None:
-    """GET /hostname from 127.0.0.1:PORT once something answers there (None if nothing does)."""
+def _fetch_when_up(port: int, path: str = "/hostname") -> bytes | None:
+    """GET PATH from 127.0.0.1:PORT once something answers there (None if nothing does)."""
     for _ in range(100):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
                 return response.read()
         except OSError:
             time.sleep(0.1)
@@ -604,7 +604,38 @@ def test_the_docker_api_service_as_a_user(user, busybox_layout):
         assert _fetch_when_up(port) is not None
         assert user.ketch("ps", "--format", "{{.Names}}").stdout == b"dweb\n"  # (the same store)
         user.run(*docker, "rm", "-f", "dweb")
+        _compose_as_the_user(user, sock)
     finally:
         service.terminate()
         service.wait(timeout=30)
     assert not sock.exists()
+
+
+def _compose_as_the_user(user, sock) -> None:
+    """docker-compose 1.29 against the user's service: the two services on a network of the
+    user's own (in the rootless network namespace), a named volume, a port on 127.0.0.1; down -v
+    leaves none of it."""
+    from tests.support.compose import COMPOSE
+
+    port = free_port()
+    project = user.home / "proj"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE.format(port=port))
+    os.chown(project, user.uid, user.gid)
+    compose = ["docker-compose", "-f", str(project / "docker-compose.yml"), "-p", "uproj"]
+    env = {"DOCKER_HOST": f"unix://{sock}"}
+    try:
+        user.run(*compose, "up", "-d", env=env, timeout=180)
+        assert _fetch_when_up(port, "/") == b"hello-compose\n"
+        deadline = time.monotonic() + 60
+        while b"hello-compose" not in user.run(*compose, "logs", "--no-color", "client", env=env).stdout:
+            assert time.monotonic() < deadline, user.run(*compose, "logs", "--no-color", env=env).stdout
+            time.sleep(0.2)
+        assert user.run(*compose, "exec", "-T", "client", "cat", "/data/got", env=env).stdout == b"hello-compose\n"
+        names = set(user.ketch("ps", "--format", "{{.Names}}").stdout.decode().split())
+        assert names == {"uproj_web_1", "uproj_client_1"}
+    finally:
+        user.run(*compose, "down", "-v", "-t", "1", env=env, check=False, timeout=180)
+    assert user.ketch("ps", "-a", "-q").stdout == b""
+    assert b"uproj_data" not in user.ketch("volume", "ls", "-q").stdout
+    assert b"uproj_back" not in user.ketch("network", "ls", "-q").stdout

@@ -13,43 +13,7 @@ import tarfile
 import pytest
 
 from ketch.builder import dockerfile as parser
-
-
-def write(directory, files: dict) -> None:
-    for name, content in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-
-
-def build(env, context, *args, check=True):
-    result = env.cli("build", *args, str(context), timeout=300)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
-
-def store(env):
-    from ketch.storage.store import Store
-
-    return Store(str(env.root), str(env.runroot))
-
-
-def config_of(env, image):
-    return json.loads(store(env).lookup(image).config)
-
-
-@pytest.fixture
-def builds(ketch_env):
-    yield ketch_env
-    ketch_env.cli("rm", "-f", "-t", "0", "-a")
-    images = subprocess.run(ketch_env.args("images", "-a", "-q", "--no-trunc"), capture_output=True,
-                            text=True).stdout.split()
-    keep = {store(ketch_env).lookup("busybox").id, store(ketch_env).lookup("localhost/ktest").id}
-    for image in images:
-        if image.replace("sha256:", "") not in keep:
-            ketch_env.cli("rmi", "-f", image)
-    assert json.loads(ketch_env.cli("builder", "containers", "--format", "json", check=True).stdout) == []
+from tests.support.builds import build, config_of, store, write
 
 
 def test_parser_syntax():

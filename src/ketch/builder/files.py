@@ -19,41 +19,48 @@ def is_archive(path: str) -> bool:
         return False
 
 
-def unpack(archive: str, target: str, owner: tuple[int, int] | None) -> None:
-    """add: a local tar archive (any compression tar reads) unpacked at the destination."""
+def make_dirs(root: str, path: str, owner: tuple[int, int] | None) -> str:
+    """The directory ``path`` inside ``root`` (links followed inside it), with every missing
+    directory on the way made 0755 and owned by ``owner`` (root when None), as buildah makes a
+    COPY's missing parents; what exists stays as it is. Its host path."""
+    from ketch.runtime.paths import resolve_in_root
+
+    parts = [p for p in path.split("/") if p and p != "."]
+    for n in range(1, len(parts) + 1):
+        host = resolve_in_root(root, "/" + "/".join(parts[:n]))
+        if not os.path.lexists(host):
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)  # (whatever the umask)
+            os.lchown(host, *(owner or (0, 0)))
+    return resolve_in_root(root, path)
+
+
+def unpack(archive: str, target: str) -> None:
+    """ADD: a local tar archive (any compression tar reads) unpacked at the destination, its
+    members' owners and modes kept (buildah applies neither --chown nor --chmod to them)."""
     import subprocess
 
-    args = ["tar", "--numeric-owner", "-xf", archive, "-C", target]
-    if owner is not None:
-        args[1:1] = [f"--owner={owner[0]}", f"--group={owner[1]}", "--no-same-owner"]
-    result = subprocess.run(args, capture_output=True, text=True)
+    result = subprocess.run(["tar", "--numeric-owner", "--same-owner", "-xf", archive, "-C", target],
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise BuilderError(f"unpacking {archive}: {result.stderr.strip().splitlines()[-1:]}")
-    if owner is not None:
-        for top, dirs, files in os.walk(target):
-            for name in dirs + files:
-                os.lchown(os.path.join(top, name), *owner)
 
 
 def copy_into(source: str, target: str, *, into: bool, owner, mode, contents: bool) -> None:
     """cp -a semantics with --chown and --chmod applied to what was copied. A directory's
-    contents are copied (buildah's COPY of a directory copies what is in it)."""
+    contents are copied (buildah's COPY of a directory copies what is in it) into ``target``,
+    which the caller made; the directory ``target`` (or the parent of the copy) must exist."""
     import subprocess
 
     if contents:
-        os.makedirs(target if not into or not os.path.isdir(target) else target, exist_ok=True)
-        destination = target
-        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
-        copied = [destination]
+        pairs = [(os.path.join(source, name), os.path.join(target, name)) for name in sorted(os.listdir(source))]
     else:
-        destination = os.path.join(target, os.path.basename(source)) if into else target
-        parent = os.path.dirname(destination)
-        os.makedirs(parent, exist_ok=True)
-        result = subprocess.run(["cp", "-a", "-T", source, destination], capture_output=True, text=True)
-        copied = [destination]
-    if result.returncode != 0:
-        raise BuilderError(f"copying {source}: {result.stderr.strip()}")
-    for top in copied:
+        pairs = [(source, os.path.join(target, os.path.basename(source)) if into else target)]
+    for origin, destination in pairs:
+        result = subprocess.run(["cp", "-a", "-T", origin, destination], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BuilderError(f"copying {origin}: {result.stderr.strip()}")
+    for _, top in pairs:
         if owner is None and mode is None:
             continue
         walk = [top] + ([os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files]
@@ -82,8 +89,8 @@ def copy_file(source: str, target: str, owner, chmod, *, from_context: bool) -> 
 
 
 def copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_context: bool) -> None:
-    """A directory's contents (not the directory itself, as Docker copies) to ``target``."""
-    os.makedirs(target, exist_ok=True)
+    """A directory's contents (not the directory itself, as Docker copies) into the directory
+    ``target``, which the caller made (its own mode and owner are not the source's)."""
     for top, dirs, files in os.walk(source):
         rel_top = os.path.relpath(top, source)
         keep = []
@@ -94,11 +101,12 @@ def copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_
             keep.append(d)
         dirs[:] = keep
         dest_top = os.path.normpath(os.path.join(target, rel_top))
-        os.makedirs(dest_top, exist_ok=True)
-        st = os.stat(top)
-        os.chmod(dest_top, int(chmod, 8) if chmod else st.st_mode & 0o7777)
-        uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
-        os.lchown(dest_top, uid, gid)
+        if rel_top != ".":
+            os.makedirs(dest_top, exist_ok=True)
+            st = os.stat(top)
+            os.chmod(dest_top, int(chmod, 8) if chmod else st.st_mode & 0o7777)
+            uid, gid = owner if owner else ((0, 0) if from_context else (st.st_uid, st.st_gid))
+            os.lchown(dest_top, uid, gid)
         for name in sorted(files):
             rel = os.path.normpath(os.path.join(relative or "", rel_top, name))
             if ignore is not None and ignore.ignored(rel):
@@ -158,6 +166,13 @@ def missing_tops(rootfs: str, destinations: list[str]) -> list[str]:
                 tops.append(path)
                 break
     return sorted(set(tops))
+
+
+def missing_leaves(rootfs: str, destinations: list[str]) -> list[str]:
+    """The mount destinations missing in the root (each one itself, not its missing parents)."""
+    from ketch.runtime.paths import resolve_in_root
+
+    return sorted({path for path in (resolve_in_root(rootfs, d) for d in destinations) if not os.path.lexists(path)})
 
 
 def remove_placeholders(paths: list[str]) -> None:

@@ -421,11 +421,15 @@ class Build:
                     state.history = []
                     return None
             container = self._working(state)
-        self._prepare_workdir(container, state)
+        # A WORKDIR is made by the next step that needs it, owned by the USER then (buildah's
+        # order: a RUN's before it runs, a COPY's after the copy, whose --chown may make it first)
+        # (and a RUN makes the VOLUMEs declared so far, root's, as buildah's RUN does)
         if ins.name == "RUN":
+            self._prepare_workdir(container, state, volumes=True)
             self._run(ins, state, stages, container)
         else:
             self._copy(ins, expanded, state, stages, container)
+            self._prepare_workdir(container, state)
         if not self.options.layers:
             history = self.store.container(container)
             meta = json.loads(history["metadata"])
@@ -468,16 +472,31 @@ class Build:
     def _remember(self, key: str, image_id: str) -> None:
         self.cache.remember(key, image_id)
 
-    def _prepare_workdir(self, container: str, state: _State) -> None:
-        if state.workdir_pending:
-            root = self.builder.mount(container)
-            try:
-                from ketch.runtime.paths import resolve_in_root
+    def _prepare_workdir(self, container: str, state: _State, *, volumes: bool = False) -> None:
+        declared = list(state.config.get("Volumes") or {}) if volumes else []
+        if not state.workdir_pending and not declared:
+            return
+        root = self.builder.mount(container)
+        try:
+            for path in declared:
+                files.make_dirs(root, path, None)
+            if state.workdir_pending:
+                files.make_dirs(root, state.workdir_pending, self._owner(root, state.config.get("User") or "0"))
+        finally:
+            self.builder.unmount(container)
+        state.workdir_pending = None
 
-                os.makedirs(resolve_in_root(root, state.workdir_pending), exist_ok=True)
-            finally:
-                self.builder.unmount(container)
-            state.workdir_pending = None
+    @staticmethod
+    def _owner(root: str, spec: str) -> tuple[int, int]:
+        """``user[:group]`` as buildah reads it for files it makes (``--chown``, a WORKDIR): a
+        user's primary group from the image's passwd, or the uid's own number without one."""
+        from ketch.containers import users
+
+        resolved = users.resolve(root, spec)
+        user_part, _, group_part = spec.partition(":")
+        if not group_part and user_part.isdigit() and not users.known_uid(root, int(user_part)):
+            return resolved.uid, resolved.uid
+        return resolved.uid, resolved.gid
 
     def _commit_stage(self, state: _State, container) -> str:
         if container is not None:  # without layers: one commit of the whole stage
@@ -748,40 +767,43 @@ class Build:
         variables = self._variables(state)
         root = self.builder.mount(container)
         try:
-            owner = None
-            if chown:
-                from ketch.containers import users
-
-                resolved = users.resolve(root, parser.expand(chown, variables))
-                owner = (resolved.uid, resolved.gid)
+            owner = self._owner(root, parser.expand(chown, variables)) if chown else None
             workdir = state.config.get("WorkingDir") or "/"
             dest = destination if destination.startswith("/") else os.path.join(workdir, destination)
-            target = resolve_in_root(root, dest)
+            if os.path.basename(dest) in (".", ".."):
+                dest += "/"  # (COPY x . : into the directory)
+            # buildah's owners: missing directories on the way to the destination are made 0755
+            # and owned by --chown's user (root without it); --chmod is for what is copied only
+            parent_of = os.path.dirname(dest.rstrip("/")) or "/"
             if ins.heredocs:
                 for name, body, expand_body in ins.heredocs:
                     text = parser.expand(body, variables) if expand_body else body
-                    path = target if not dest.endswith("/") else os.path.join(target, name)
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    if dest.endswith("/"):
+                        path = os.path.join(files.make_dirs(root, dest, owner), name)
+                    else:
+                        path = os.path.join(files.make_dirs(root, parent_of, owner), os.path.basename(dest))
                     with open(path, "w") as f:
                         f.write(text)
                     os.chown(path, *(owner or (0, 0)))
                     os.chmod(path, int(chmod, 8) if chmod else 0o644)
                 return
+            target = resolve_in_root(root, dest)
             into = dest.endswith("/") or len(found) > 1 or os.path.isdir(target)
             if len(found) > 1 and not dest.endswith("/"):
                 raise self._error(ins, "with several sources the destination must end in /")
             for path, relative in found:
                 if ins.name == "ADD" and os.path.isfile(path) and files.is_archive(path):
-                    os.makedirs(target, exist_ok=True)
-                    files.unpack(path, target, owner)
+                    files.unpack(path, files.make_dirs(root, dest, owner))
                     continue
                 if os.path.isdir(path) and not os.path.islink(path):
-                    files.copy_tree(path, target, self.ignore if relative else None, relative, owner, chmod,
-                               from_context=relative is not None)
-                else:
-                    to = os.path.join(target, os.path.basename(path)) if into else target
-                    os.makedirs(os.path.dirname(to), exist_ok=True)
+                    files.copy_tree(path, files.make_dirs(root, dest, owner), self.ignore if relative else None,
+                                    relative, owner, chmod, from_context=relative is not None)
+                elif into:
+                    to = os.path.join(files.make_dirs(root, dest, owner), os.path.basename(path))
                     files.copy_file(path, to, owner, chmod, from_context=relative is not None)
+                else:
+                    files.make_dirs(root, parent_of, owner)
+                    files.copy_file(path, resolve_in_root(root, dest), owner, chmod, from_context=relative is not None)
         finally:
             self.builder.unmount(container)
 

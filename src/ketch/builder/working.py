@@ -298,15 +298,17 @@ class Builder:
             cleanup.append(lambda: self.store.unmount_container(record["id"]))
             target = resolve_in_root(rootfs, destination)
             many = len(paths) > 1 or destination.endswith("/")
-            if many:
-                os.makedirs(target, exist_ok=True)
+            # missing directories on the way are 0755 and --chown's (buildah's copier)
+            parent = os.path.dirname(destination.rstrip("/")) or "/"
             for path in paths:
                 if add and os.path.isfile(path) and files.is_archive(path):
-                    os.makedirs(target, exist_ok=True)
-                    files.unpack(path, target, owner)
+                    files.unpack(path, files.make_dirs(rootfs, destination, owner))
                     continue
-                files.copy_into(path, target, into=many or os.path.isdir(target), owner=owner, mode=chmod,
-                           contents=os.path.isdir(path) and not os.path.islink(path))
+                contents = os.path.isdir(path) and not os.path.islink(path)
+                into = many or os.path.isdir(target)
+                files.make_dirs(rootfs, destination if contents or into else parent, owner)
+                files.copy_into(path, resolve_in_root(rootfs, destination), into=into, owner=owner, mode=chmod,
+                                contents=contents)
         finally:
             for undo in reversed(cleanup):
                 try:
@@ -380,7 +382,12 @@ class Builder:
             spec["linux"]["resources"]["devices"] = [  # mknod of nodes, not their use
                 {"allow": True, "type": "c", "major": -1, "minor": -1, "access": "m"},
                 {"allow": True, "type": "b", "major": -1, "minor": -1, "access": "m"}]
-            placeholders[:] = files.missing_tops(spec["root"]["path"], [m["destination"] for m in spec["mounts"]])
+            # the runtime's own mount points go whole; a RUN --mount target only as itself: the
+            # directories made on the way to it stay in the layer, as buildah leaves them
+            step_targets = {m["destination"] for m in oci_mounts or []}
+            placeholders[:] = files.missing_tops(spec["root"]["path"], [m["destination"] for m in spec["mounts"]
+                                                                        if m["destination"] not in step_targets]) + \
+                files.missing_leaves(spec["root"]["path"], sorted(step_targets))
 
         self._update(record, run_pid=os.getpid(), run_pid_start=_start_time(os.getpid()))
         container = _container_record(record, options)

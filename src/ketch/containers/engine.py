@@ -431,6 +431,9 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
 
         user = users.resolve(rootfs, options.user if options.user is not None else
                              (image.container_config.get("User") if image else None) or "0")
+        image_workdir = image.container_config.get("WorkingDir") if image else None
+        if image_workdir and not options.workdir:
+            _make_workdir(rootfs, image_workdir, user.uid, user.gid)
         if options.mounts:
             from ketch.containers import volumes
             from ketch.containers.volumes import MountSpec
@@ -1475,6 +1478,24 @@ def _log_size(text: str | None) -> int:
     from ketch.containers.options import parse_memory
 
     return parse_memory(text)
+
+
+def _make_workdir(rootfs: str, path: str, uid: int, gid: int) -> None:
+    """The image's working directory when the image lacks it, as podman makes it: the missing
+    directories on the way root's, the last one the container user's (0755 each)."""
+    from ketch.runtime.paths import resolve_in_root
+
+    parts = [p for p in path.split("/") if p and p != "."]
+    for n in range(1, len(parts) + 1):
+        host = resolve_in_root(rootfs, "/" + "/".join(parts[:n]))
+        if os.path.lexists(host):
+            continue
+        try:
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)
+            os.lchown(host, *((uid, gid) if n == len(parts) else (0, 0)))
+        except OSError as exc:
+            raise InvalidInputError(f"making the image's working directory {path}: {exc.strerror}") from exc
 
 
 def _write_pidfile(path: str, pid: int) -> None:

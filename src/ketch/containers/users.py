@@ -61,6 +61,11 @@ def resolve(rootfs: str, spec: str, group_add: list[str] | None = None, *, inclu
     return ExecUser(uid, gid, home, sorted(set(additional)))
 
 
+def known_uid(rootfs: str, uid: int) -> bool:
+    """Whether the image's passwd has an entry for ``uid``."""
+    return any(len(e) >= 4 and e[2] == str(uid) for e in _entries(rootfs, "passwd"))
+
+
 def _group_id(groups: list[list[str]], text: str) -> int:
     if text.isdigit():
         return int(text)

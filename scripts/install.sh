@@ -39,6 +39,7 @@ PACKAGES=(
   golang-go         # the scan tests build a Go program with modules and read its build info back with go version -m
   docker.io         # the docker CLI, a client of ketch system service in the tests (its daemon is never started)
   docker-compose    # compose 1.29, another client of it
+  git               # ketch build's git sources (ADD repo.git, git contexts), and the tests' repository
 )
 
 missing=()

@@ -358,9 +358,17 @@ def test_platform_args_are_the_hosts_or_platforms(builds, tmp_path):
     build(builds, ctx, "-t", "ktest-platform")
     out = builds.cli("run", "--rm", "ktest-platform", "cat", "/platform", check=True).stdout
     assert out.strip() == f"{host_os}/{host_arch}/{host_arch}"
+    # a stage built on this machine's platform sees --platform's as TARGET*
+    write(ctx, {"Dockerfile": "FROM --platform=$BUILDPLATFORM busybox\nARG TARGETARCH\nARG TARGETOS\n"
+                              "ARG BUILDARCH\nRUN echo $TARGETOS/$TARGETARCH/$BUILDARCH > /platform\n"})
     build(builds, ctx, "--no-cache", "--platform", "linux/riscv64", "-t", "ktest-platform")
     out = builds.cli("run", "--rm", "ktest-platform", "cat", "/platform", check=True).stdout
     assert out.strip() == f"linux/riscv64/{host_arch}"
+    # a base for riscv64: the local busybox is not one, and there is no registry to pull one from
+    write(ctx, {"Dockerfile": "FROM busybox\nRUN true\n"})
+    other = build(builds, ctx, "--platform", "linux/riscv64", "--pull=never", check=False)
+    assert other.returncode == 125 and other.stderr.count("\n") == 1
+    assert f"the local image is linux/{host_arch}, not linux/riscv64" in other.stderr
     bad = build(builds, ctx, "--platform", "riscv64", check=False)
     assert bad.returncode == 125 and "invalid --platform" in bad.stderr
 

@@ -118,8 +118,10 @@ def copy_tree(source: str, target: str, ignore, relative, owner, chmod, *, from_
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
 
 
-def tree_digest(path: str, ignore, context_dir) -> str:
-    """Paths, types, modes, owners and contents of a file or tree (what a cache key must see)."""
+def tree_digest(path: str, ignore, relative: str | None) -> str:
+    """Paths, types, modes, owners and contents of a file or tree (what a cache key must see);
+    under a directory, what ``ignore`` ignores is left out, as the copy leaves it (its paths are
+    ``relative`` joined with the path inside, as copy_tree names them)."""
     digest = hashlib.sha256()
 
     def add(p: str, rel: str) -> None:
@@ -138,7 +140,7 @@ def tree_digest(path: str, ignore, context_dir) -> str:
             for name in sorted(dirs + files):
                 full = os.path.join(top, name)
                 rel = os.path.relpath(full, path)
-                if ignore is not None and context_dir and ignore.ignored(os.path.relpath(full, context_dir)):
+                if ignore is not None and ignore.ignored(os.path.normpath(os.path.join(relative or "", rel))):
                     continue
                 add(full, rel)
     elif os.path.lexists(path):

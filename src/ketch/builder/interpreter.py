@@ -21,10 +21,10 @@ import tempfile
 import time
 
 from ketch.builder import dockerfile as parser
-from ketch.builder import files
-from ketch.builder.cache import BuildCache
+from ketch.builder import files, remote
+from ketch.builder.cache import BuildCache, RegistryCache
 from ketch.builder.context import prepare_context
-from ketch.builder.dockerignore import IgnoreRules
+from ketch.builder.dockerignore import Excluding, IgnoreRules
 from ketch.builder.working import Builder
 from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError, log_cleanup_failure
 from ketch.records import Record, field
@@ -80,12 +80,27 @@ class BuildOptions(Record):
     remove: bool = True
     force_remove: bool = False
     platform: str | None = None  # OS/ARCH[/VARIANT] for TARGETPLATFORM and friends
+    build_contexts: dict[str, str] = field(default_factory=dict)  # name -> dir, URL, docker-image://REF
+    ignorefile: str | None = None  # instead of the context's .containerignore/.dockerignore
+    outputs: list[str] = field(default_factory=list)  # --output: type=local,dest=DIR | type=tar,dest=FILE | DIR
+    cache_from: list[str] = field(default_factory=list)  # registry repositories the layer cache is read from
+    cache_to: list[str] = field(default_factory=list)  # and written to
+    manifest: str | None = None  # a manifest list the image is added to
 
 
 class _Stage:
-    def __init__(self, index: int, name: str | None, base: str, instructions: list, line: int) -> None:
+    def __init__(self, index: int, name: str | None, base: str, instructions: list, line: int,
+                 platform: str | None = None) -> None:
         self.index, self.name, self.base, self.instructions, self.line = index, name, base, instructions, line
+        self.platform = platform  # FROM --platform, unexpanded
         self.image_id: str | None = None
+
+
+class _At:
+    """Where an error is, for :meth:`Build._error`, when no instruction is at hand."""
+
+    def __init__(self, line: int, name: str) -> None:
+        self.line, self.name = line, name
 
 
 class _State:
@@ -104,7 +119,7 @@ class _State:
 
 class Build:
     def __init__(self, store, options: BuildOptions, context_dir: str, dockerfile_text: str,
-                 dockerfile_name: str, log=None, context=None) -> None:
+                 dockerfile_name: str, log=None, context=None, warn=None) -> None:
         self.store = store
         self.builder = Builder(store)
         self.cache = BuildCache(store)
@@ -115,9 +130,14 @@ class Build:
         self.instructions = parser.parse(dockerfile_text, dockerfile_name)
         self.log = log or (lambda text: None)
         self.pull_context = context
-        self.ignore = IgnoreRules.load(self.context_dir)
+        self.ignore = IgnoreRules.load(self.context_dir, options.ignorefile)
         self.working: list[str] = []  # working containers to remove
         self.secret_dir: str | None = None
+        self.fetch_dir: str | None = None  # ADD's downloads and clones, removed when the build ends
+        self.fetched: dict = {}  # (address, keep-git-dir) -> (path, Downloaded or None)
+        self.named_dirs: dict[str, str] = {}  # --build-context names -> their directories
+        self.registry_cache: RegistryCache | None = None  # --cache-from/--cache-to's client, made when used
+        self.warn = warn or (lambda text: None)
         self.mounted_images: list[str] = []  # --from roots of the current step
         self.step = 0
         self.stage_count = 1
@@ -129,6 +149,15 @@ class Build:
     # -- the build -----------------------------------------------------------------------
 
     def run(self) -> str:
+        from ketch.builder.output import parse_output
+
+        for spec in self.options.outputs:  # (bad flags before any work)
+            parse_output(spec)
+        for name, value in self.options.build_contexts.items():
+            if not value.startswith(("docker-image://", "container-image://")) and not remote.is_url(value) \
+                    and not os.path.isdir(value):
+                raise InvalidInputError(f"--build-context {name}={value}: not a directory, a URL, docker-image:// "
+                                        "or container-image://")
         global_args, stages = self._stages()
         target = self._target(stages)
         self.stage_count = target.index + 1
@@ -145,9 +174,18 @@ class Build:
                 self._remove_working()
             raise
         finally:
-            if self.secret_dir:
-                shutil.rmtree(self.secret_dir, ignore_errors=True)
+            for scratch in (self.secret_dir, self.fetch_dir):
+                if scratch:
+                    shutil.rmtree(scratch, ignore_errors=True)
         self._remove_working()
+        for spec in self.options.outputs:
+            from ketch.builder.output import export
+
+            export(self.store, image_id, spec)
+        if self.options.manifest:
+            from ketch.image.manifests import ManifestLists
+
+            ManifestLists(self.store).add_local(self.options.manifest, image_id, create=True)
         if self.options.iidfile:
             with open(self.options.iidfile, "w") as f:
                 f.write(f"sha256:{image_id}")
@@ -164,7 +202,7 @@ class Build:
                     name = words[2].lower()
                 elif len(words) != 1:
                     raise self._error(ins, "want FROM IMAGE [AS NAME]")
-                stages.append(_Stage(len(stages), name, words[0], [], ins.line))
+                stages.append(_Stage(len(stages), name, words[0], [], ins.line, ins.flags.get("platform")))
             elif not stages:
                 if ins.name != "ARG":
                     raise self._error(ins, "only ARG may come before the first FROM")
@@ -195,15 +233,19 @@ class Build:
         self.total = len(stage.instructions) + 1
         self.log(f"{self.prefix}STEP 1/{self.total}: FROM {base}" + (f" AS {stage.name}" if stage.name else ""))
         earlier = next((s for s in stages[: stage.index] if s.name == base.lower() or str(s.index) == base), None)
+        wanted = self._stage_platform(stage, variables)
         if earlier is not None:
             parent = earlier.image_id
         elif base == "scratch":
             parent = None
         else:
-            from ketch.containers.images import find_or_pull
-
-            parent = find_or_pull(self.store, base, self.options.pull, self.pull_context).id
+            named = self._named_context(base)
+            if named is not None and named[0] != "image":
+                raise self._error(_At(stage.line, "FROM"), f"build context {base} is a directory, not an image")
+            parent = self._base_image(named[1] if named else base, wanted, stage)
         config, top = self._config_of(parent)
+        if parent is None and wanted is not None:  # FROM scratch for a platform of its own
+            top = {"architecture": wanted[1], "os": wanted[0], **({"variant": wanted[2]} if wanted[2] else {})}
         state = _State(parent, config, top, global_args)
         onbuild = list(config.pop("OnBuild", None) or [])
         instructions = list(stage.instructions)
@@ -218,6 +260,58 @@ class Build:
             self.log(f"{self.prefix}STEP {number}/{max(self.total, number)}: {ins.original}")
             container = self._apply(ins, state, stages, container)
         stage.image_id = self._commit_stage(state, container)
+
+    def _stage_platform(self, stage: _Stage, variables: dict) -> tuple[str, str, str] | None:
+        """The platform a stage is built for: its ``FROM --platform`` (``$BUILDPLATFORM`` and the
+        other platform ARGs expand there), else ``--platform``; None for no choice (this
+        machine's, and whatever the base image is)."""
+        from ketch.image.platform import parse_platform
+
+        text = stage.platform
+        if text:
+            text = parser.expand(text, {**self.platform_args, **variables}, filename=self.dockerfile_name,
+                                 line=stage.line)
+        text = text or self.options.platform
+        if not text:
+            return None
+        try:
+            return parse_platform(text)
+        except KetchError as exc:
+            raise InvalidInputError(f"{self.dockerfile_name}:{stage.line}: FROM: {exc}") from exc
+
+    def _base_image(self, base: str, wanted: tuple[str, str, str] | None, stage: _Stage) -> str:
+        """A stage's base: the store's image, or pulled; for a platform of its own, an image of
+        that platform (a local one of another is pulled again for it, as podman does)."""
+        from ketch.containers.images import find_or_pull
+
+        if wanted is None:
+            return find_or_pull(self.store, base, self.options.pull, self.pull_context).id
+        import copy
+
+        from ketch.image.context import SystemContext
+
+        context = (self.pull_context() if callable(self.pull_context) else self.pull_context) or SystemContext()
+        context = copy.copy(context)
+        context.override_os, context.override_arch = wanted[0], wanted[1]
+        context.override_variant = wanted[2] or None
+        record = None
+        if self.options.pull in ("missing", "never"):
+            try:
+                record = self.store.lookup(base)
+            except KetchError:
+                record = None
+        if record is not None:
+            found = json.loads(record.config)
+            if (found.get("os"), found.get("architecture")) == (wanted[0], wanted[1]):
+                return record.id
+            if self.options.pull == "never":
+                raise InvalidInputError(f"{base}: the local image is {found.get('os')}/{found.get('architecture')}, "
+                                        f"not {'/'.join(p for p in wanted if p)}, and --pull=never")
+        try:
+            return find_or_pull(self.store, base, "always", context).id
+        except KetchError as exc:
+            raise BuildError(f"{self.dockerfile_name}:{stage.line}: FROM {base}: no image of it for "
+                             f"{'/'.join(p for p in wanted if p)}: {exc}") from exc
 
     def _config_of(self, image_id: str | None) -> tuple[dict, dict]:
         if image_id is None:
@@ -399,7 +493,7 @@ class Build:
             found, destination, _ = self._sources(ins, expanded, state, stages)
             parts = inputs[0]
             if len(parts) == 1:
-                kind = "dir" if os.path.isdir(found[0][0]) and not os.path.islink(found[0][0]) else "file"
+                kind = "dir" if os.path.isdir(found[0].path) and not os.path.islink(found[0].path) else "file"
                 digest = parts[0][1]
             else:
                 kind, digest = "multi", hashlib.sha256(json.dumps(parts).encode()).hexdigest()
@@ -467,10 +561,40 @@ class Build:
                       squash=squash)
 
     def _cached(self, key: str) -> str | None:
-        return self.cache.lookup(key)
+        """The image a step with this key made: the store's cache, else ``--cache-from``'s
+        repositories (the image tagged with the key there, pulled: buildah's layout of a
+        registry cache, so the two share one)."""
+        found = self.cache.lookup(key)
+        if found is not None or not self.options.cache_from:
+            return found
+        from ketch.errors import NotFoundError
+
+        for repository in self.options.cache_from:
+            try:
+                image_id = self._registry_cache().fetch(repository, key)
+            except NotFoundError:
+                continue
+            except KetchError as exc:
+                self.warn(f"--cache-from {repository}: {exc}")
+                continue
+            self.log(f"{self.prefix}--> Cache pulled from remote {repository}:{key}")
+            self.cache.remember(key, image_id)
+            return image_id
+        return None
 
     def _remember(self, key: str, image_id: str) -> None:
         self.cache.remember(key, image_id)
+        for repository in self.options.cache_to:
+            self.log(f"{self.prefix}--> Pushing cache {repository}:{key}")  # (buildah's words)
+            try:
+                self._registry_cache().store_image(repository, key, image_id)
+            except KetchError as exc:
+                self.warn(f"--cache-to {repository}: {exc}")
+
+    def _registry_cache(self) -> RegistryCache:
+        if self.registry_cache is None:
+            self.registry_cache = RegistryCache(self.store, self.pull_context)
+        return self.registry_cache
 
     def _prepare_workdir(self, container: str, state: _State, *, volumes: bool = False) -> None:
         declared = list(state.config.get("Volumes") or {}) if volumes else []
@@ -566,6 +690,7 @@ class Build:
     # -- RUN ----------------------------------------------------------------------------
 
     def _run(self, ins, state: _State, stages, container: str) -> None:
+        self._check_runnable(ins, state)
         shell = state.config.get("Shell") or ["/bin/sh", "-c"]
         if ins.heredocs:
             name, body, expand_body = ins.heredocs[0]
@@ -599,6 +724,19 @@ class Build:
             # podman build's words, and its status: the step's own
             raise BuildStepFailedError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): '
                                        f"while running runtime: exit status {status}", status)
+
+    def _check_runnable(self, ins, state: _State) -> None:
+        """A RUN in an image of another architecture needs an emulator registered with the
+        kernel (binfmt_misc, as qemu-user-static registers one); without one, say so."""
+        from ketch.image.platform import host_platform
+
+        arch = state.top.get("architecture")
+        host = host_platform()[1]
+        if not arch or arch == host or (host, arch) in _NATIVE or _emulator_registered(arch):
+            return
+        raise BuildError(f"{self.dockerfile_name}:{ins.line}: RUN: the image is for {arch} and this machine runs "
+                         f"{host}: running it needs an emulator, and none is registered for {arch} "
+                         "(binfmt_misc; Debian's qemu-user-static registers them)")
 
     def _run_mounts(self, ins, state: _State, stages) -> list[Mount]:
         specs = ins.flags.get("mount")
@@ -681,19 +819,52 @@ class Build:
     # -- COPY and ADD ---------------------------------------------------------------------
 
     def _root_of(self, origin: str, stages, ins) -> str:
-        """The root file system of an earlier stage or an image, mounted until the build ends."""
+        """The root file system of an earlier stage, a named build context's directory, or an
+        image (mounted until the step ends)."""
         stage = next((s for s in stages if s.name == origin.lower() or str(s.index) == origin), None)
         if stage is not None:
             if stage.image_id is None:
                 raise self._error(ins, f"stage {origin} is not built before this step")
             image_id = stage.image_id
         else:
+            kind, value = self._named_context(origin, ins) or ("image", origin)
+            if kind == "dir":
+                return value
             from ketch.containers.images import find_or_pull
 
-            image_id = find_or_pull(self.store, origin, self.options.pull, self.pull_context).id
+            image_id = find_or_pull(self.store, value, self.options.pull, self.pull_context).id
         path = str(self.store.mount_image(image_id))
         self.mounted_images.append(image_id)
         return path
+
+    def _named_context(self, name: str, ins=None) -> tuple[str, str] | None:
+        """``--build-context NAME=VALUE``: ("image", reference) for ``docker-image://`` and
+        ``container-image://``, ("dir", path) for a directory, a git repository or a tarball URL
+        (fetched once a build); None when there is no such context."""
+        value = self.options.build_contexts.get(name) or self.options.build_contexts.get(name.lower())
+        if value is None:
+            return None
+        for scheme in ("docker-image://", "container-image://"):
+            if value.startswith(scheme):
+                return "image", value[len(scheme):]
+        if name not in self.named_dirs:
+            if os.path.isdir(value):
+                self.named_dirs[name] = os.path.realpath(value)
+            elif remote.is_url(value):
+                where = os.path.join(self._fetch_dir(), f"context-{len(self.named_dirs)}")
+                try:
+                    self.named_dirs[name] = os.path.realpath(prepare_context(value, where))
+                except KetchError as exc:
+                    raise InvalidInputError(f"--build-context {name}: {exc}") from exc
+            else:
+                raise InvalidInputError(f"--build-context {name}={value}: not a directory, a URL, docker-image:// "
+                                        "or container-image://")
+        return "dir", self.named_dirs[name]
+
+    def _fetch_dir(self) -> str:
+        if self.fetch_dir is None:
+            self.fetch_dir = tempfile.mkdtemp(prefix="ketch-fetch-", dir=str(self.store.runroot))
+        return self.fetch_dir
 
     def _context_path(self, relative: str, ins) -> str:
         path = os.path.normpath(os.path.join(self.context_dir, relative.lstrip("/")))
@@ -704,8 +875,8 @@ class Build:
             raise self._error(ins, f"{relative} leads outside the build context")
         return path
 
-    def _sources(self, ins, expanded: str, state: _State, stages):
-        """(host path, relative name) of every source, and the destination."""
+    def _sources(self, ins, expanded: str, state: _State, stages) -> tuple[list[_Source], str, list[str]]:
+        """Every source of a COPY/ADD (after ``--exclude``), and the destination."""
         words = ins.json if ins.json is not None else parser.split_words(expanded)
         if ins.heredocs:
             words = [w for w in words if not w.startswith("<<")]
@@ -714,27 +885,75 @@ class Build:
             raise self._error(ins, "want SOURCE... DESTINATION")
         *sources, destination = words
         origin = ins.flags.get("from")
-        found = []
+        checksum = ins.flags.get("checksum")
+        if checksum and not all(s.startswith(("http://", "https://")) and not remote.is_git(s) for s in sources):
+            raise self._error(ins, "--checksum is for http(s) sources only")
+        excludes = ins.flags.get("exclude") or []
+        exclude = IgnoreRules.from_patterns(excludes if isinstance(excludes, list) else [excludes])
+        parents = ins.flags.get("parents") == "true"
+        if parents and ins.name != "COPY":
+            raise self._error(ins, "--parents is a flag of COPY")
+        found: list[_Source] = []
         for source in sources:
-            if re.match(r"^[a-z][a-z0-9+.-]*://", source):
-                raise self._error(ins, f"{source}: remote sources cannot be fetched here (offline)")
+            if remote.is_url(source):
+                if ins.name == "COPY" or origin:
+                    raise self._error(ins, f"{source}: a URL is a source of ADD only (not COPY or --from)")
+                found.append(self._fetched(ins, source, checksum))
+                continue
             if origin:
-                root = self._root_of(origin, stages, ins)
                 from ketch.runtime.paths import resolve_in_root
 
+                root = self._root_of(origin, stages, ins)
+                named_dir = stages and not any(s.name == origin.lower() or str(s.index) == origin for s in stages) \
+                    and (self._named_context(origin, ins) or ("", ""))[0] == "dir"
                 pattern = resolve_in_root(root, source)
                 matches = sorted(files.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
+                matches = [m for m in matches if not exclude.ignored(os.path.relpath(m, root))]
                 if not matches or not all(os.path.lexists(m) for m in matches):
                     raise self._error(ins, f"{source}: no such file or directory in {origin}")
-                found += [(m, None) for m in matches]
+                for m in matches:
+                    inside = os.path.relpath(m, root)
+                    found.append(_Source(m, "" if named_dir else None, f"{origin}:{inside}",
+                                         _kept(source, inside) if parents else None,
+                                         Excluding(None, exclude, None)))
             else:
                 pattern = self._context_path(source, ins)
                 matches = sorted(files.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
-                matches = [m for m in matches if not self.ignore.ignored(os.path.relpath(m, self.context_dir))]
+                matches = [m for m in matches if not self.ignore.ignored(os.path.relpath(m, self.context_dir))
+                           and not exclude.ignored(os.path.relpath(m, self.context_dir))]
                 if not matches or not all(os.path.lexists(m) for m in matches):
                     raise self._error(ins, f"{source}: no such file or directory in the build context")
-                found += [(m, os.path.relpath(m, self.context_dir)) for m in matches]  # type: ignore[misc]
+                for m in matches:
+                    relative = os.path.relpath(m, self.context_dir)
+                    found.append(_Source(m, relative, relative, _kept(source, relative) if parents else None,
+                                         Excluding(self.ignore, exclude, relative)))
         return found, destination, sources
+
+    def _fetched(self, ins, source: str, checksum: str | None) -> _Source:
+        """ADD's remote source, fetched once a build: a git repository's tree (copied as a
+        context directory is), or a file downloaded over http(s)."""
+        key = (source, ins.flags.get("keep-git-dir"))
+        if key not in self.fetched:
+            where = os.path.join(self._fetch_dir(), str(len(self.fetched)))
+            try:
+                if remote.is_git(source):
+                    path = remote.clone(source, where, keep_git_dir=ins.flags.get("keep-git-dir") == "true")
+                    self.fetched[key] = (path, None)
+                else:
+                    downloaded = remote.download(source, where)
+                    self.fetched[key] = (downloaded.path, downloaded)
+            except KetchError as exc:
+                raise self._error(ins, str(exc)) from exc
+        path, downloaded = self.fetched[key]
+        if checksum and downloaded is not None:
+            try:
+                remote.check_checksum(source, checksum, downloaded.digest)
+            except KetchError as exc:
+                raise self._error(ins, str(exc)) from exc
+        commit = remote.cloned_commit(os.path.join(self._fetch_dir(), str(list(self.fetched).index(key))))
+        # a checkout is known by its commit (its .git directory differs from clone to clone)
+        return _Source(path, "", f"{source}@{commit}" if commit else source, None, None, downloaded,
+                       pinned=commit is not None)
 
     def _inputs(self, ins, expanded: str, state: _State, stages) -> list:
         """What a step reads, for its cache key (file contents, modes, owners; secret ids only)."""
@@ -747,13 +966,12 @@ class Build:
                     secrets.append(spec)  # the id, never the content
                 if "type=bind" in spec or ("type=" not in spec and "from=" not in spec):
                     source = dict(p.partition("=")[::2] for p in spec.split(",")).get("source", "/")
-                    secrets.append(files.tree_digest(self._context_path(source, ins), self.ignore, self.context_dir))
+                    path = self._context_path(source, ins)
+                    secrets.append(files.tree_digest(path, self.ignore, os.path.relpath(path, self.context_dir)))
             return [used, secrets, self.options.volumes]
         found, destination, _ = self._sources(ins, expanded, state, stages)
-        digests = []
-        for path, relative in found:
-            digests.append([relative or path, files.tree_digest(path, self.ignore if relative else None,
-                                                           self.context_dir if relative else None)])
+        digests = [[source.name, source.keep, "" if source.pinned else
+                    files.tree_digest(source.path, source.ignore, source.relative)] for source in found]
         return [digests, destination, [h[1][:64] for h in ins.heredocs]]
 
     def _copy(self, ins, expanded: str, state: _State, stages, container: str) -> None:
@@ -791,19 +1009,38 @@ class Build:
             into = dest.endswith("/") or len(found) > 1 or os.path.isdir(target)
             if len(found) > 1 and not dest.endswith("/"):
                 raise self._error(ins, "with several sources the destination must end in /")
-            for path, relative in found:
+            for source in found:
+                path, from_context = source.path, source.relative is not None
+                if source.keep is not None:  # COPY --parents: the source's own path, under the destination
+                    kept_dir = os.path.dirname(source.keep)
+                    where = os.path.join(dest, kept_dir) if kept_dir else dest
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        where = os.path.join(dest, source.keep)
+                        files.copy_tree(path, files.make_dirs(root, where, owner), source.ignore, source.relative,
+                                        owner, chmod, from_context=from_context)
+                    else:
+                        to = os.path.join(files.make_dirs(root, where, owner), os.path.basename(path))
+                        files.copy_file(path, to, owner, chmod, from_context=from_context)
+                    continue
+                if source.download is not None:  # ADD URL: 0600 (or --chmod), never unpacked, the server's time
+                    to = os.path.join(files.make_dirs(root, dest, owner), source.download.name) if into else \
+                        os.path.join(files.make_dirs(root, parent_of, owner), os.path.basename(dest))
+                    files.copy_file(path, to, owner, chmod or "600", from_context=True)
+                    if source.download.mtime is not None:
+                        os.utime(to, (source.download.mtime, source.download.mtime))
+                    continue
                 if ins.name == "ADD" and os.path.isfile(path) and files.is_archive(path):
                     files.unpack(path, files.make_dirs(root, dest, owner))
                     continue
                 if os.path.isdir(path) and not os.path.islink(path):
-                    files.copy_tree(path, files.make_dirs(root, dest, owner), self.ignore if relative else None,
-                                    relative, owner, chmod, from_context=relative is not None)
+                    files.copy_tree(path, files.make_dirs(root, dest, owner), source.ignore, source.relative,
+                                    owner, chmod, from_context=from_context)
                 elif into:
                     to = os.path.join(files.make_dirs(root, dest, owner), os.path.basename(path))
-                    files.copy_file(path, to, owner, chmod, from_context=relative is not None)
+                    files.copy_file(path, to, owner, chmod, from_context=from_context)
                 else:
                     files.make_dirs(root, parent_of, owner)
-                    files.copy_file(path, resolve_in_root(root, dest), owner, chmod, from_context=relative is not None)
+                    files.copy_file(path, resolve_in_root(root, dest), owner, chmod, from_context=from_context)
         finally:
             self.builder.unmount(container)
 
@@ -811,6 +1048,47 @@ class Build:
         for image_id in self.mounted_images:
             self.store.unmount_image(image_id)
         self.mounted_images = []
+
+
+class _Source:
+    """One source of a COPY/ADD: its host ``path``; ``relative``, its path in the build context
+    (or "" for a named context, a git checkout, a download; None for an image's file, whose
+    owners are kept); ``name``, what the cache key calls it; ``keep``, the path kept under the
+    destination (``--parents``); ``ignore``, the rules for a directory's copy (the context's
+    ignore file and ``--exclude``); ``download``, for ADD of a URL."""
+
+    __slots__ = ("path", "relative", "name", "keep", "ignore", "download", "pinned")
+
+    def __init__(self, path: str, relative: str | None, name: str, keep: str | None, ignore,
+                 download: remote.Downloaded | None = None, *, pinned: bool = False) -> None:
+        self.path, self.relative, self.name, self.keep = path, relative, name, keep
+        self.ignore, self.download = ignore, download
+        self.pinned = pinned  # its name says all of its content (a git commit)
+
+
+def _kept(pattern: str, matched: str) -> str:
+    """COPY --parents: the part of a source's path kept under the destination: all of it, or
+    what follows a ``/./`` pivot in the pattern (``src/./app/a.txt`` keeps ``app/a.txt``)."""
+    if "/./" in "/" + pattern.lstrip("/"):
+        pivot = ("/" + pattern.lstrip("/")).index("/./")
+        depth = len([p for p in pattern.lstrip("/")[:pivot].split("/") if p and p != "."])
+        return "/".join(matched.split("/")[depth:])
+    return os.path.normpath(matched)
+
+
+# (host, image) architectures whose programs the host's kernel runs as they are
+_NATIVE = {("amd64", "386")}
+_QEMU_NAMES = {"arm64": "aarch64", "arm": "arm", "386": "i386", "amd64": "x86_64", "ppc64le": "ppc64le",
+               "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el", "loong64": "loongarch64"}
+
+
+def _emulator_registered(arch: str) -> bool:
+    name = _QEMU_NAMES.get(arch, arch)
+    try:
+        with open(f"/proc/sys/fs/binfmt_misc/qemu-{name}") as f:
+            return f.readline().strip() == "enabled"
+    except OSError:
+        return False
 
 
 def _now() -> str:
@@ -826,7 +1104,7 @@ def _duration_ns(text: str, ins, build) -> int:
         raise build._error(ins, f"invalid duration {text!r}") from exc
 
 
-def build(store, context: str, options: BuildOptions, *, log=None, pull_context=None) -> str:
+def build(store, context: str, options: BuildOptions, *, log=None, pull_context=None, warn=None) -> str:
     """``ketch build``: the image id of the target stage."""
     with store.staging_dir("build-context") as staging:
         context_dir = prepare_context(context, staging)
@@ -846,4 +1124,5 @@ def build(store, context: str, options: BuildOptions, *, log=None, pull_context=
                     text = f.read()
             except OSError as exc:
                 raise InvalidInputError(f"{path}: {exc.strerror}") from exc
-        return Build(store, options, context_dir, text, os.path.basename(path), log=log, context=pull_context).run()
+        return Build(store, options, context_dir, text, os.path.basename(path), log=log, context=pull_context,
+                     warn=warn).run()

@@ -67,6 +67,19 @@ def register_build(commands: argparse._SubParsersAction) -> None:
                        help="the platform TARGETPLATFORM, TARGETOS, TARGETARCH and TARGETVARIANT name (default: "
                             "this machine's)")
     add_bool(build, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
+    build.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
+                       help="a named context for COPY --from=NAME, RUN --mount from=NAME and FROM NAME: a directory, "
+                            "a git or tarball URL, docker-image://REF or container-image://REF")
+    build.add_argument("--ignorefile", metavar="FILE", help="the ignore rules to use instead of the context's "
+                                                            ".containerignore/.dockerignore")
+    build.add_argument("-o", "--output", action="append", default=[], metavar="type=local,dest=DIR|type=tar,dest=FILE",
+                       help="write the image's file system to a directory (DIR alone) or a tar file (- for stdout)")
+    build.add_argument("--cache-from", action="append", default=[], metavar="REPOSITORY",
+                       help="a registry repository to take cached steps from (buildah's layout)")
+    build.add_argument("--cache-to", action="append", default=[], metavar="REPOSITORY",
+                       help="a registry repository to push each built step to, for other machines' --cache-from")
+    build.add_argument("--cache-ttl", metavar="DURATION", help="accepted: cached steps do not expire")
+    build.add_argument("--manifest", metavar="LIST", help="add the image to this manifest list (made if missing)")
     build.set_defaults(func=cmd_build)
 
 
@@ -94,19 +107,36 @@ def cmd_build(args) -> int:
                            annotations=parse_key_values(args.annotation, "annotation"), iidfile=args.iidfile,
                            pull=pull, secrets=secrets, volumes=list(args.volume), network=args.network,
                            cap_add=list(args.cap_add), quiet=args.quiet, remove=args.rm or args.force_rm,
-                           force_remove=args.force_rm, platform=args.platform)
+                           force_remove=args.force_rm, platform=args.platform,
+                           build_contexts=parse_key_values(args.build_context, "build context"),
+                           ignorefile=args.ignorefile, outputs=list(args.output),
+                           cache_from=[_repository(r, "--cache-from") for r in args.cache_from],
+                           cache_to=[_repository(r, "--cache-to") for r in args.cache_to], manifest=args.manifest)
+    # a tar on standard output: the report goes to stderr, and the id is not printed after it
+    to_stdout = any(o == "-" or o.replace(" ", "").endswith("dest=-") for o in args.output)
 
     from ketch.cli.containers import pull_context
     from ketch.storage.store import Store
 
     store = Store(args.root, args.runroot, args.storage_driver)
-    log = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
-    image_id = build(store, args.context, options, log=log, pull_context=pull_context(args))
+    report = sys.stderr if to_stdout else sys.stdout
+    log = (lambda text: None) if args.quiet else (lambda text: print(text, file=report, flush=True))
+    image_id = build(store, args.context, options, log=log, pull_context=pull_context(args),
+                     warn=lambda text: print(f"WARN: {text}", file=sys.stderr, flush=True))
     if not args.quiet:
         for tag in args.tag:
-            print(f"Successfully tagged {store.normalize_name(tag)}")
-    print(image_id)
+            print(f"Successfully tagged {store.normalize_name(tag)}", file=report)
+    print(image_id, file=report)
     return 0
+
+
+def _repository(text: str, flag: str) -> str:
+    """A registry repository (no tag or digest: the cache keys are the tags)."""
+    name = text[len("docker://"):] if text.startswith("docker://") else text
+    last = name.rsplit("/", 1)[-1]
+    if "@" in name or ":" in last:
+        raise InvalidInputError(f"{flag} {text}: give a repository without a tag or digest")
+    return name
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -135,7 +135,7 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
     "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
     "storage": ("storage",), "cri": ("cri",), "pod": ("pod",), "generate": ("units",), "auto-update": ("units",),
-    "scan": ("scan",),
+    "scan": ("scan",), "manifest": ("manifest",),
 }
 _STORAGE_COMMANDS = ("pull", "push", "images", "rmi", "tag", "untag", "save", "load", "history", "import")
 _CONTAINER_COMMANDS = ("run", "create", "start", "stop", "kill", "restart", "rm", "ps", "logs", "exec", "inspect",
@@ -245,7 +245,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         groups = ("containers",)
     else:
         groups = ("image", "login", "storage", "containers", "builder", "build", "system", "cri", "pod", "units",
-                  "scan")
+                  "scan", "manifest")
     if "image" in groups or "storage" in groups:
         from ketch.cli import image, storage
 
@@ -263,6 +263,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         from ketch.cli import scan
 
         scan.register(commands)
+    if "manifest" in groups:
+        from ketch.cli import manifest
+
+        manifest.register(commands)
     if "pod" in groups:
         from ketch.cli import pods
 

@@ -1,5 +1,6 @@
-"""``POST /build``: a build of the tar context in the body (``dockerfile``, ``t``, ``buildargs``,
-``target``, ``nocache``, ``labels``, ``pull``, ``q``, ``rm``, ``forcerm``, ``platform``), on
+"""``POST /build``: a build of the tar context in the body, or of a ``remote`` one (a git
+repository or a tarball URL: ``docker build URL``), with ``dockerfile``, ``t``, ``buildargs``,
+``target``, ``nocache``, ``labels``, ``pull``, ``q``, ``rm``, ``forcerm`` and ``platform``, on
 ketch's builder, its output streamed as Docker's JSON messages.
 
 The build runs in a helper program (``python -m ketch.dockerapi.builds``): its RUN steps fork,
@@ -19,7 +20,6 @@ from aiohttp import web
 from ketch.dockerapi.containers import _flag
 from ketch.dockerapi.server import Service
 from ketch.dockerapi.system import json_query
-from ketch.errors import InvalidInputError
 
 
 def _json_query(request: web.Request, name: str) -> dict[str, str]:
@@ -28,10 +28,9 @@ def _json_query(request: web.Request, name: str) -> dict[str, str]:
 
 async def build(request: web.Request) -> web.StreamResponse:
     service: Service = request.app["service"]
-    remote = request.query.get("remote")
-    if remote:
-        raise InvalidInputError("remote build contexts are not served: send the context as a tar body")
+    remote = request.query.get("remote") or None
     plan: dict[str, Any] = {
+        "remote": remote,
         "root": str(service.store.root), "runroot": str(service.store.runroot),
         "file": request.query.get("dockerfile") or None, "tags": request.query.getall("t", []),
         "build_args": _json_query(request, "buildargs"), "labels": _json_query(request, "labels"),
@@ -43,9 +42,10 @@ async def build(request: web.Request) -> web.StreamResponse:
     scratch = tempfile.mkdtemp(prefix="ketch-dapi-build-")
     try:
         archive = os.path.join(scratch, "context.tar")
-        with open(archive, "wb") as out:
-            while chunk := await request.content.read(1 << 20):
-                await service.call(out.write, chunk)
+        if not remote:
+            with open(archive, "wb") as out:
+                while chunk := await request.content.read(1 << 20):
+                    await service.call(out.write, chunk)
         plan["context_archive"] = archive
         plan["context"] = os.path.join(scratch, "context")
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -86,18 +86,20 @@ def _main(plan: dict[str, Any]) -> int:
         sys.stdout.flush()
 
     try:
-        os.makedirs(plan["context"])
-        with open(plan["context_archive"], "rb") as archive:
-            apply_layer(archive, plan["context"], whiteouts="vfs")  # (the layer code refuses every escape)
+        if not plan.get("remote"):
+            os.makedirs(plan["context"])
+            with open(plan["context_archive"], "rb") as archive:  # (the layer code refuses every escape)
+                apply_layer(_decompressed(archive), plan["context"], whiteouts="vfs")
         store = Store(plan["root"], plan["runroot"])
         options = BuildOptions(file=plan["file"], tags=plan["tags"], build_args=plan["build_args"],
                                labels=plan["labels"], target=plan["target"], no_cache=plan["no_cache"],
                                pull=plan["pull"], quiet=plan["quiet"], remove=plan["remove"],
                                force_remove=plan["force_remove"], platform=plan["platform"], format="docker")
-        if options.file and not os.path.isabs(options.file):
+        if options.file and not os.path.isabs(options.file) and not plan.get("remote"):
             options.file = os.path.join(plan["context"], options.file)
         log = (lambda text: None) if plan["quiet"] else (lambda text: say({"stream": text + "\n"}))
-        image_id = run_build(store, plan["context"], options, log=log)
+        image_id = run_build(store, plan.get("remote") or plan["context"], options, log=log,
+                             warn=lambda text: say({"stream": f"WARN: {text}\n"}))
         say({"aux": {"ID": f"sha256:{image_id}"}})
         if plan["quiet"]:
             say({"stream": f"sha256:{image_id}\n"})  # (what docker build -q prints)
@@ -109,6 +111,24 @@ def _main(plan: dict[str, Any]) -> int:
     except KetchError as exc:
         say({"errorDetail": {"message": str(exc)}, "error": str(exc)})
         return 1
+
+
+def _decompressed(archive):
+    """The context tar, which the client may send compressed (gzip, bzip2 or xz, as Docker takes
+    it: the docker CLI sends a tarball URL's body as it downloaded it)."""
+    import bz2
+    import gzip
+    import lzma
+
+    head = archive.read(6)
+    archive.seek(0)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=archive)
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(archive)
+    if head.startswith(b"\xfd7zXZ"):
+        return lzma.LZMAFile(archive)
+    return archive
 
 
 if __name__ == "__main__":

@@ -343,3 +343,16 @@ COPY . /all/
     assert [line for line in ours if line not in theirs] == [line for line in theirs if line not in ours] == []
     assert any(line.startswith("/dl2/x/renamed.txt 100000 600 7:7") for line in ours)
     assert not any(line.startswith(("/all/conf.ini", "/all/files/dir")) for line in ours)
+
+
+def test_heredoc_copies_make_their_parents_as_a_copy_does(builds, tmp_path):
+    """COPY <<EOF with --chown (buildah 1.28 has no heredoc COPY: the rule of its other copies)."""
+    ctx = tmp_path / "heredoc"
+    write(ctx, {"Dockerfile": "FROM busybox\nCOPY --chown=1005:1005 <<EOT /here/doc/file\nhello\nEOT\n"
+                              "COPY --chmod=600 <<EOT /there/\nbody\nEOT\nCOPY <<EOT /plain/new/file\nx\nEOT\n"})
+    build(builds, ctx, "-t", "corner-heredoc")
+    tree = {line.split()[0]: line.split()[1:4] for line in _ketch_tree(builds, "corner-heredoc")}
+    assert tree["/here"] == tree["/here/doc"] == ["40000", "755", "1005:1005"]
+    assert tree["/here/doc/file"] == ["100000", "644", "1005:1005"]
+    assert tree["/there"] == ["40000", "755", "0:0"] and tree["/there/EOT"] == ["100000", "600", "0:0"]
+    assert tree["/plain/new"] == ["40000", "755", "0:0"]

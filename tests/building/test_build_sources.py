@@ -6,19 +6,17 @@ stores. The network here is 127.0.0.1 only: an HTTP server and a git repository 
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
 import subprocess
 import tarfile
-import threading
 
 import pytest
 
 from tests.support.builds import build, config_of, store, write
+from tests.support.webserver import serve, tarball
 
 
 @pytest.fixture
@@ -26,20 +24,8 @@ def web(tmp_path):
     """An HTTP server on 127.0.0.1 for a directory of the test's: (directory, base URL)."""
     served = tmp_path / "www"
     served.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    with serve(served) as base:
+        yield served, base
 
 
 def _git(*args: str, cwd=None) -> str:
@@ -119,13 +105,8 @@ def test_remote_contexts(builds, tmp_path, web):
     _repository(served, tmp_path)
     build(builds, f"{base}/repo.git#main:sub", "-t", "from-git")
     assert builds.cli("run", "--rm", "from-git", "ls", "/ctx", check=True).stdout == "Dockerfile\nin-sub.txt\n"
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w:gz") as tar:
-        for name, data in (("Dockerfile", b"FROM busybox\nCOPY data.txt /data.txt\n"), ("data.txt", b"tarball\n")):
-            entry = tarfile.TarInfo(name)
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
-    (served / "context.tar.gz").write_bytes(context.getvalue())
+    (served / "context.tar.gz").write_bytes(tarball({"Dockerfile": b"FROM busybox\nCOPY data.txt /data.txt\n",
+                                                     "data.txt": b"tarball\n"}))
     build(builds, f"{base}/context.tar.gz", "-t", "from-tarball")
     assert builds.cli("run", "--rm", "from-tarball", "cat", "/data.txt", check=True).stdout == "tarball\n"
     (served / "Containerfile").write_text("FROM busybox\nENV FROM_URL=yes\n")  # a plain file: the Containerfile
@@ -230,6 +211,14 @@ def test_platform_emulation_and_manifest_lists(builds, tmp_path, registry, podma
     podman.run("pull", "--tls-verify=false", "--platform", "linux/arm64", f"{registry.host}/built/multi:1")
     assert podman.run("image", "inspect", "--format", "{{.Architecture}}",
                       f"{registry.host}/built/multi:1").stdout.strip() == "arm64"
+    # a list of a registry's images, read and not pulled
+    remote = builds.cli("manifest", "create", "--tls-verify=false", "--all", "rlist", f"docker://{base}:latest",
+                        check=True)
+    entries = json.loads(builds.cli("manifest", "inspect", "rlist", check=True).stdout)["manifests"]
+    assert sorted(e["platform"]["architecture"] for e in entries) == ["amd64", "arm64"] and remote.stdout.strip()
+    builds.cli("manifest", "push", "--tls-verify=false", "--rm", "rlist", f"{registry.host}/built/copied:1",
+               check=True)
+    assert builds.cli("manifest", "exists", "rlist").returncode == 1  # (--rm)
     assert builds.cli("manifest", "exists", "mlist").returncode == 0
     removed = builds.cli("manifest", "rm", "mlist", check=True).stdout
     assert removed.startswith("Untagged: localhost/mlist:latest\nDeleted: ")

@@ -311,34 +311,24 @@ def test_a_rebuild_from_the_cache_is_the_same_image_and_hides_its_steps(builds, 
 def test_urls_named_contexts_ignorefile_and_output_as_buildah(builds, tmp_path, podman):
     """ADD of a URL (mode, owner, name), COPY --from a named build context, --ignorefile, and
     the file system written by --output type=local: buildah's and ketch's, file by file."""
-    import functools
-    import http.server
-    import threading
+    from tests.support.webserver import serve
 
     served = tmp_path / "www"
     write(served, {"file.txt": "downloaded\n"})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
     extra = tmp_path / "extra"
     write(extra, {"note.txt": "named\n", "dir/inner.txt": "inner\n"})
-    ctx = _context(tmp_path, "sources", f"""FROM busybox
+    (tmp_path / "my.ignore").write_text("files/dir\nconf.ini\n")
+    flags = ["--build-context", f"extra={extra}", "--ignorefile", str(tmp_path / "my.ignore")]
+    with serve(served) as base:
+        ctx = _context(tmp_path, "sources", f"""FROM busybox
 ADD {base}/file.txt /dl/
 ADD --chown=7:7 {base}/file.txt /dl2/x/renamed.txt
 COPY --from=extra . /named/
 COPY . /all/
 """)
-    (tmp_path / "my.ignore").write_text("files/dir\nconf.ini\n")
-    flags = ["--build-context", f"extra={extra}", "--ignorefile", str(tmp_path / "my.ignore")]
-    try:
         build(builds, ctx, *flags, "-o", f"type=local,dest={tmp_path / 'ours'}")
-        buildah = Buildah(podman)
-        buildah.run("bud", "--layers", "--runtime", "runc", "--isolation", "oci", *flags, "-o",
-                    f"type=local,dest={tmp_path / 'theirs'}", str(ctx))
-    finally:
-        server.shutdown()
-        server.server_close()
+        Buildah(podman).run("bud", "--layers", "--runtime", "runc", "--isolation", "oci", *flags, "-o",
+                            f"type=local,dest={tmp_path / 'theirs'}", str(ctx))
     ours, theirs = _tree(str(tmp_path / "ours")), _tree(str(tmp_path / "theirs"))
     assert [line for line in ours if line not in theirs] == [line for line in theirs if line not in ours] == []
     assert any(line.startswith("/dl2/x/renamed.txt 100000 600 7:7") for line in ours)

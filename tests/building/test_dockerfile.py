@@ -174,7 +174,7 @@ def test_bad_input_names_the_step(builds, tmp_path):
     env = builds
     ctx = tmp_path / "ctx"
     write(ctx, {"Dockerfile": "FROM busybox\nRUN echo fine\nRUN exit 3\n", "Broken": "FROM busybox\nCOPPY a b\n",
-                "Outside": "FROM busybox\nCOPY ../secret /x\n", "Remote": "FROM busybox\nADD https://example.invalid/a /a\n",
+                "Outside": "FROM busybox\nCOPY ../secret /x\n", "Under": "FROM busybox\nCOPY Broken /etc/passwd/x/\n",
                 "Flag": "FROM busybox\nRUN --frobnicate echo\n"})
     failed = build(env, ctx, check=False)
     assert failed.returncode == 3  # the step's own status, as podman build's
@@ -183,8 +183,8 @@ def test_bad_input_names_the_step(builds, tmp_path):
     assert syntax.returncode != 0 and "Broken:2: unknown instruction COPPY" in syntax.stderr
     outside = build(env, ctx, "-f", "Outside", check=False)
     assert outside.returncode != 0 and "outside the build context" in outside.stderr
-    remote = build(env, ctx, "-f", "Remote", check=False)
-    assert remote.returncode != 0 and "remote sources" in remote.stderr
+    remote = build(env, ctx, "-f", "Under", check=False)  # (a directory is wanted where a file is)
+    assert remote.returncode != 0 and "Under:2: COPY: /etc/passwd exists and is not a directory" in remote.stderr
     flag = build(env, ctx, "-f", "Flag", check=False)
     assert flag.returncode != 0 and "unknown flag --frobnicate" in flag.stderr
     for result in (failed, syntax, outside, remote, flag):

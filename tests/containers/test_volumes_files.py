@@ -177,23 +177,13 @@ def test_import_a_tarball_as_podman_imports_it(ketch_env, podman, tmp_path):
     piped = ketch_env.cli("import", "--arch", "arm64", "-", "piped", input=tarball.read_bytes(), check=True)
     assert ketch_env.cli("image", "inspect", "--format", "{{.Architecture}} {{.Id}}", "piped",
                          check=True).stdout == f"arm64 {piped.stdout[7:].strip()}\n"
-    import functools
-    import http.server
-    import threading
+    from tests.support.webserver import serve
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serve(tmp_path) as url:
         fetched = ketch_env.cli("import", f"{url}/rootfs.tar.gz", "fetched", check=True)
         assert fetched.stdout.startswith("sha256:")
         missing = ketch_env.cli("import", f"{url}/not-there.tar", "never")
         assert missing.returncode == 125 and "HTTP 404" in missing.stderr and missing.stderr.count("\n") == 1
-    finally:
-        server.shutdown()
-        thread.join()
     before = ketch_env.cli("images", "-a", "-q", check=True).stdout
     bad = tmp_path / "bad"
     bad.write_bytes(b"not a tarball at all" * 100)

@@ -526,31 +526,15 @@ def test_network_connect_update_commit_import(api, tmp_path):
 
 def test_docker_build_of_a_remote_context(api, tmp_path):
     """docker build URL: the service fetches the context (a tarball on a server on 127.0.0.1)."""
-    import functools
-    import http.server
-    import io
-    import tarfile
-    import threading
+    from tests.support.webserver import serve, tarball
 
     served = tmp_path / "www"
     served.mkdir()
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w:gz") as tar:
-        for name, data in (("Dockerfile", b"FROM busybox\nCOPY note.txt /note.txt\n"), ("note.txt", b"remote\n")):
-            entry = tarfile.TarInfo(name)
-            entry.size = len(data)
-            tar.addfile(entry, io.BytesIO(data))
-    (served / "context.tar.gz").write_bytes(context.getvalue())
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(served)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    (served / "context.tar.gz").write_bytes(tarball({"Dockerfile": b"FROM busybox\nCOPY note.txt /note.txt\n",
+                                                     "note.txt": b"remote\n"}))
+    with serve(served) as url:
         api.docker("build", "-t", "remote-ctx", f"{url}/context.tar.gz")
         assert api.docker("run", "--rm", "remote-ctx", "cat", "/note.txt").stdout == b"remote\n"
         missing = api.docker("build", f"{url}/none.tar.gz", check=False)
         assert missing.returncode != 0 and b"404" in missing.stderr + missing.stdout
-    finally:
-        server.shutdown()
-        server.server_close()
     api.docker("rmi", "remote-ctx")

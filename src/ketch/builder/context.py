@@ -21,7 +21,7 @@ def prepare_context(source: str, staging) -> str:
         return source
     target = os.path.join(str(staging), "context")
     if remote.is_git(source):
-        return remote.clone(source, target)
+        return remote.clone(source, target)[0]
     os.makedirs(target)
     if source.startswith(("http://", "https://")):
         downloaded = remote.download(source, os.path.join(str(staging), "download"))

@@ -27,11 +27,17 @@ def make_dirs(root: str, path: str, owner: tuple[int, int] | None) -> str:
 
     parts = [p for p in path.split("/") if p and p != "."]
     for n in range(1, len(parts) + 1):
-        host = resolve_in_root(root, "/" + "/".join(parts[:n]))
+        inside = "/" + "/".join(parts[:n])
+        host = resolve_in_root(root, inside)
         if not os.path.lexists(host):
-            os.mkdir(host, 0o755)
-            os.chmod(host, 0o755)  # (whatever the umask)
-            os.lchown(host, *(owner or (0, 0)))
+            try:
+                os.mkdir(host, 0o755)
+                os.chmod(host, 0o755)  # (whatever the umask)
+                os.lchown(host, *(owner or (0, 0)))
+            except OSError as exc:
+                raise BuilderError(f"cannot make the directory {inside}: {exc.strerror}") from exc
+        elif not os.path.isdir(host):
+            raise BuilderError(f"{inside} exists and is not a directory")
     return resolve_in_root(root, path)
 
 

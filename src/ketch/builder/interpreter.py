@@ -26,7 +26,14 @@ from ketch.builder.cache import BuildCache, RegistryCache
 from ketch.builder.context import prepare_context
 from ketch.builder.dockerignore import Excluding, IgnoreRules
 from ketch.builder.working import Builder
-from ketch.errors import BuildError, BuildStepFailedError, InvalidInputError, KetchError, log_cleanup_failure
+from ketch.errors import (
+    BuilderError,
+    BuildError,
+    BuildStepFailedError,
+    InvalidInputError,
+    KetchError,
+    log_cleanup_failure,
+)
 from ketch.records import Record, field
 
 TYPE_CHECKING = False
@@ -134,7 +141,7 @@ class Build:
         self.working: list[str] = []  # working containers to remove
         self.secret_dir: str | None = None
         self.fetch_dir: str | None = None  # ADD's downloads and clones, removed when the build ends
-        self.fetched: dict = {}  # (address, keep-git-dir) -> (path, Downloaded or None)
+        self.fetched: dict = {}  # (address, keep-git-dir) -> (path, Downloaded or None, commit or None)
         self.named_dirs: dict[str, str] = {}  # --build-context names -> their directories
         self.registry_cache: RegistryCache | None = None  # --cache-from/--cache-to's client, made when used
         self.warn = warn or (lambda text: None)
@@ -494,7 +501,8 @@ class Build:
             parts = inputs[0]
             if len(parts) == 1:
                 kind = "dir" if os.path.isdir(found[0].path) and not os.path.islink(found[0].path) else "file"
-                digest = parts[0][1]
+                name, _, content = parts[0]  # (a git checkout's content is its commit, in its name)
+                digest = content or hashlib.sha256(name.encode()).hexdigest()
             else:
                 kind, digest = "multi", hashlib.sha256(json.dumps(parts).encode()).hexdigest()
             created_by = f"/bin/sh -c #(nop) {ins.name} {kind}:{digest} in {destination} "  # (buildah's space)
@@ -522,7 +530,11 @@ class Build:
             self._prepare_workdir(container, state, volumes=True)
             self._run(ins, state, stages, container)
         else:
-            self._copy(ins, expanded, state, stages, container)
+            try:
+                self._copy(ins, expanded, state, stages, container)
+            except (BuilderError, OSError) as exc:
+                text = str(exc) if isinstance(exc, BuilderError) else f"copying: {exc.strerror}"
+                raise self._error(ins, text) from exc
             self._prepare_workdir(container, state)
         if not self.options.layers:
             history = self.store.container(container)
@@ -937,20 +949,19 @@ class Build:
             where = os.path.join(self._fetch_dir(), str(len(self.fetched)))
             try:
                 if remote.is_git(source):
-                    path = remote.clone(source, where, keep_git_dir=ins.flags.get("keep-git-dir") == "true")
-                    self.fetched[key] = (path, None)
+                    path, commit = remote.clone(source, where, keep_git_dir=ins.flags.get("keep-git-dir") == "true")
+                    self.fetched[key] = (path, None, commit)
                 else:
                     downloaded = remote.download(source, where)
-                    self.fetched[key] = (downloaded.path, downloaded)
+                    self.fetched[key] = (downloaded.path, downloaded, None)
             except KetchError as exc:
                 raise self._error(ins, str(exc)) from exc
-        path, downloaded = self.fetched[key]
+        path, downloaded, commit = self.fetched[key]
         if checksum and downloaded is not None:
             try:
                 remote.check_checksum(source, checksum, downloaded.digest)
             except KetchError as exc:
                 raise self._error(ins, str(exc)) from exc
-        commit = remote.cloned_commit(os.path.join(self._fetch_dir(), str(list(self.fetched).index(key))))
         # a checkout is known by its commit (its .git directory differs from clone to clone)
         return _Source(path, "", f"{source}@{commit}" if commit else source, None, None, downloaded,
                        pinned=commit is not None)

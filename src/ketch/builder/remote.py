@@ -99,11 +99,10 @@ def split_git(address: str) -> tuple[str, str | None, str]:
     return repository, ref or None, subdir.strip("/")
 
 
-def clone(address: str, directory: str, *, keep_git_dir: bool = False) -> str:
+def clone(address: str, directory: str, *, keep_git_dir: bool = False) -> tuple[str, str]:
     """The repository of ``address`` (``repo#ref:subdir``) checked out into ``directory`` (which
-    must not exist); the path of its subdirectory. Without ``keep_git_dir`` the .git directory
-    goes, as Docker's and buildah's git sources have none. The commit checked out is in
-    ``directory``'s ``.ketch-commit`` file's place: see :func:`cloned_commit`."""
+    must not exist): the path of its subdirectory, and the commit. Without ``keep_git_dir`` the
+    .git directory goes, as Docker's and buildah's git sources have none."""
     repository, ref, subdir = split_git(address)
     if shutil.which("git") is None:
         raise BuildError(f"fetching {repository}: git sources need the git program, which is not installed")
@@ -122,7 +121,7 @@ def clone(address: str, directory: str, *, keep_git_dir: bool = False) -> str:
     if checked.returncode != 0:
         raise BuildError(f"{repository}: no branch, tag or commit {wanted!r} to check out")
     git("submodule", "update", "--init", "--recursive", "--quiet", cwd=directory)
-    _COMMITS[os.path.realpath(directory)] = git("rev-parse", "HEAD", cwd=directory).stdout.strip()
+    commit = git("rev-parse", "HEAD", cwd=directory).stdout.strip()
     if not keep_git_dir:
         shutil.rmtree(os.path.join(directory, ".git"), ignore_errors=True)
     path = os.path.realpath(os.path.join(directory, subdir))
@@ -130,15 +129,7 @@ def clone(address: str, directory: str, *, keep_git_dir: bool = False) -> str:
         raise InvalidInputError(f"{address}: the subdirectory {subdir!r} leads out of the repository")
     if not os.path.isdir(path):
         raise InvalidInputError(f"{address}: the repository has no directory {subdir!r}")
-    return path
-
-
-_COMMITS: dict[str, str] = {}  # checkouts of this process -> their commits
-
-
-def cloned_commit(directory: str) -> str | None:
-    """The commit :func:`clone` checked out into ``directory``."""
-    return _COMMITS.get(os.path.realpath(directory))
+    return path, commit
 
 
 def _last_line(text: str) -> str:

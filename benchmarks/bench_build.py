@@ -101,6 +101,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="ketch-bench-build-"))
     layout = images.ensure("busybox")
     results: dict[str, dict[str, list[float]]] = {"ketch": {}, "buildah": {}}
+    stores: list[tuple] = []  # each one's clean-up, done at the end
     try:
         for n in range(args.rounds):
             ctx = base / f"ctx{n}"
@@ -109,6 +110,7 @@ def main() -> int:
             podman = Podman(base / f"p{n}")
             env = dict(os.environ, CONTAINERS_CONF=str(podman.conf))
             buildah = buildah_store(podman, layout, env)
+            stores.append((ketch, base / f"k{n}" / "root", podman, buildah, env))
             commands = {"ketch": [*ketch, "build", "-q", "-t", "bench", str(ctx)],
                         "buildah": [*buildah, "bud", "--layers", "--runtime", "runc", "--isolation", "oci", "-q",
                                     "-t", "bench", str(ctx)]}
@@ -131,6 +133,7 @@ def main() -> int:
                 fresh_podman = Podman(base / f"p{n}-fresh")
                 fresh_env = dict(os.environ, CONTAINERS_CONF=str(fresh_podman.conf))
                 fresh_buildah = buildah_store(fresh_podman, layout, fresh_env)
+                stores.append((fresh_ketch, base / f"k{n}-fresh" / "root", fresh_podman, fresh_buildah, fresh_env))
                 results["ketch"].setdefault("registry", []).append(timed(
                     [*fresh_ketch, "build", "--tls-verify=false", "--cache-from", f"{registry.host}/kcache", str(ctx)],
                     expect=("Cache pulled from remote", steps)))
@@ -138,13 +141,13 @@ def main() -> int:
                     [*fresh_buildah, "bud", "--layers", "--runtime", "runc", "--isolation", "oci",
                      "--tls-verify=false", "--cache-from", f"{registry.host}/bcache", str(ctx)], env=fresh_env,
                     expect=("Cache pulled from remote", steps)))
-                cleanup(fresh_ketch, base / f"k{n}-fresh" / "root", fresh_podman, fresh_buildah, fresh_env)
-            cleanup(ketch, base / f"k{n}" / "root", podman, buildah, env)
         print("-- ketch build vs buildah bud --layers (multi-stage, 50 MB COPY, 4 RUN steps; medians)")
         for phase in ("cold", "warm", "changed", "registry"):
             k, b = statistics.median(results["ketch"][phase]), statistics.median(results["buildah"][phase])
             print(f"{phase:8} ketch {k:6.2f} s  buildah {b:6.2f} s  ratio {k / b:.2f}")
     finally:
+        for store in stores:  # (a failed round's too: no mount is left behind)
+            cleanup(*store)
         shutil.rmtree(base, ignore_errors=True)
     return 0
 

@@ -309,7 +309,8 @@ class Build:
                 record = None
         if record is not None:
             found = json.loads(record.config)
-            if (found.get("os"), found.get("architecture")) == (wanted[0], wanted[1]):
+            # (an image that names no platform is taken as it is, as podman takes it)
+            if (found.get("os") or wanted[0], found.get("architecture") or wanted[1]) == (wanted[0], wanted[1]):
                 return record.id
             if self.options.pull == "never":
                 raise InvalidInputError(f"{base}: the local image is {found.get('os')}/{found.get('architecture')}, "

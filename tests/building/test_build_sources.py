@@ -132,6 +132,7 @@ ADD --exclude=*.txt --exclude=sub src/app /e2/
 COPY --from=extra note.txt /named/
 COPY --from=tools /etc/passwd /named/passwd
 COPY . /all/
+RUN echo run-output-here
 """})
     extra = tmp_path / "extra"
     write(extra, {"note.txt": "from a named context\n"})
@@ -163,13 +164,14 @@ COPY . /all/
     assert (out / "named/note.txt").read_text() == "from a named context\n" and (out / "bin/busybox").exists()
     with tarfile.open(tmp_path / "out.tar") as tar:
         assert "./p2/app/sub/c.txt" in tar.getnames()
-    piped = subprocess.run(builds.args("build", "-q", "--build-context", f"extra={extra}", "--build-context",
+    piped = subprocess.run(builds.args("build", "--no-cache", "--build-context", f"extra={extra}", "--build-context",
                                        "tools=docker-image://busybox", "-o", "-", str(ctx)),
                            capture_output=True, timeout=300)
     assert piped.returncode == 0, piped.stderr
     with tarfile.open(fileobj=io.BytesIO(piped.stdout)) as tar:  # the tar alone on stdout; the id on stderr
         assert "./named/note.txt" in tar.getnames()
     assert len(piped.stderr.decode().split()[-1]) == 64  # (another image: no --ignorefile, no label)
+    assert "run-output-here" in piped.stderr.decode()  # a RUN's output, and the report: on stderr
     for args, words in ((("--build-context", "extra"), "--build-context extra"), (("--build-context", "x=/no/such/dir"), "x"),
                         (("--ignorefile", "/no/such/file"), "--ignorefile"), (("-o", "type=oci,dest=x"), "type=oci"),
                         (("--cache-from", "127.0.0.1:5000/c:tag"), "without a tag")):

@@ -728,7 +728,7 @@ class Build:
         try:
             status = self.builder.run(container, command, env=env, volumes=list(self.options.volumes),
                                       oci_mounts=mounts, network=network, cap_add=self.options.cap_add,
-                                      stdio=(null, null if self.options.quiet else 1, 2))
+                                      stdio=(null, null if self.options.quiet else self._step_output(), 2))
         except KetchError as exc:
             raise BuildError(f"{self.dockerfile_name}:{ins.line}: step {self.step}: {ins.original}: {exc}") from exc
         finally:
@@ -737,6 +737,12 @@ class Build:
             # podman build's words, and its status: the step's own
             raise BuildStepFailedError(f'building at STEP "{ins.original}" ({self.dockerfile_name}:{ins.line}): '
                                        f"while running runtime: exit status {status}", status)
+
+    def _step_output(self) -> int:
+        """Where a RUN's output goes: stdout, or stderr when ``--output -`` writes the tar there."""
+        from ketch.builder.output import parse_output
+
+        return 2 if any(parse_output(spec) == ("tar", "-") for spec in self.options.outputs) else 1
 
     def _check_runnable(self, ins, state: _State) -> None:
         """A RUN in an image of another architecture needs an emulator registered with the

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 from tests.support import images
 from tests.support.networks import remove_networks
 from tests.support.podman import Podman
+from tests.support.registry import free_port
+from tests.support.waiting import wait_listening
 
 KETCH = str(Path(sys.executable).parent / "ketch")
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"  # (Debian's docker.io client)
@@ -48,25 +49,9 @@ networks:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_socket(path: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if path.exists():
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(str(path))
-                    return
-                except OSError:
-                    pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the service on {path} did not start")
-        time.sleep(0.05)
+    if not wait_listening(path, process, 60):
+        raise SystemExit(f"the service on {path} did not start")
 
 
 def timed(command: list[str], env: dict, cwd: Path | None = None) -> float:

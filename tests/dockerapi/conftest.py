@@ -5,15 +5,14 @@ its PID; the clients are the real ones (the docker CLI from Debian's docker.io, 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.containers.conftest import KETCH, ketch_env, ketch_session  # noqa: F401  (fixtures)
+from tests.support.waiting import wait_listening
 
 # Debian's docker.io client (20.10), which scripts/install.sh installs; not another on PATH
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
@@ -41,18 +40,8 @@ def start_service(env, directory: Path, *extra: str) -> Service:
                                 *extra, f"unix://{socket_path}"], stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
     log.close()
-    deadline = time.monotonic() + 30
-    while True:
-        if socket_path.exists():
-            with socket.socket(socket.AF_UNIX) as probe:
-                try:
-                    probe.connect(str(socket_path))
-                    break
-                except OSError:
-                    pass
-        assert process.poll() is None, (directory / "service.log").read_text()
-        assert time.monotonic() < deadline, "the service never listened"
-        time.sleep(0.05)
+    assert wait_listening(socket_path, process, 30), (directory / "service.log").read_text() or \
+        "the service never listened"
     return Service(env, socket_path, process)
 
 

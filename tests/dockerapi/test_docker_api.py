@@ -14,16 +14,11 @@ import pytest
 
 from tests.dockerapi.conftest import DOCKER, start_service, stop_service
 from tests.support.compose import COMPOSE
+from tests.support.registry import free_port
 
 pytestmark = pytest.mark.peer
 
 HTTPD = ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(url: str, patience: float = 20) -> str:
@@ -65,7 +60,7 @@ def test_docker_run_ps_logs_images_as_ketch_sees_them(api):
     assert (out.returncode, out.stdout, out.stderr) == (3, b"out\n", b"err\n")
     piped = api.docker("run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo end", input=b"piped\n")
     assert piped.stdout == b"piped\nend\n"
-    port = _free_port()
+    port = free_port()
     web_id = api.docker("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "--label", "team=blue",
                         "busybox", *HTTPD).stdout.decode().strip()
     assert _get(f"http://127.0.0.1:{port}/") == f"hello-from-{web_id[:12]}\n"
@@ -261,7 +256,7 @@ def test_docker_compose_up_logs_exec_down(api, tmp_path):
     """docker-compose 1.29 (Debian's): two services on a network of their own, a named volume
     they share, a port published on 127.0.0.1; the client reaches the web service by its service
     name (compose's network alias); logs, exec, and down -v leave nothing."""
-    port = _free_port()
+    port = free_port()
     project = tmp_path / "proj"
     project.mkdir()
     (project / "docker-compose.yml").write_text(COMPOSE.format(port=port))
@@ -440,7 +435,7 @@ def test_docker_login_and_a_pull_with_credentials(api, basic_registry):
 
 
 def test_a_tcp_socket(ketch_env, service_dir):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([api_ketch(), "--root", str(ketch_env.root), "--runroot", str(ketch_env.runroot),
                                 "system", "service", "--time", "0", f"tcp://127.0.0.1:{port}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

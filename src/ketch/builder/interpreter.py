@@ -923,8 +923,7 @@ class Build:
                 from ketch.runtime.paths import resolve_in_root
 
                 root = self._root_of(origin, stages, ins)
-                named_dir = stages and not any(s.name == origin.lower() or str(s.index) == origin for s in stages) \
-                    and (self._named_context(origin, ins) or ("", ""))[0] == "dir"
+                named_dir = root in self.named_dirs.values()  # (a context's files: copied as the context's are)
                 pattern = resolve_in_root(root, source)
                 matches = sorted(files.glob(pattern)) if any(c in source for c in "*?[") else [pattern]
                 matches = [m for m in matches if not exclude.ignored(os.path.relpath(m, root))]

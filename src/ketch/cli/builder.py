@@ -64,8 +64,8 @@ def register_build(commands: argparse._SubParsersAction) -> None:
     add_bool(build, "--rm", default=True, help="remove the build's working containers after a successful build")
     add_bool(build, "--force-rm", default=False, help="remove them after a failed build too")
     build.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
-                       help="the platform TARGETPLATFORM, TARGETOS, TARGETARCH and TARGETVARIANT name (default: "
-                            "this machine's)")
+                       help="the platform to build for: of the base images, and what TARGETPLATFORM, TARGETOS, "
+                            "TARGETARCH and TARGETVARIANT name (default: this machine's)")
     add_bool(build, "--tls-verify", help="for pulling: require HTTPS and verify certificates")
     build.add_argument("--build-context", action="append", default=[], metavar="NAME=VALUE",
                        help="a named context for COPY --from=NAME, RUN --mount from=NAME and FROM NAME: a directory, "

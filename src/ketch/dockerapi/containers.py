@@ -61,6 +61,15 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+def required(mapping, key: str, message: str) -> Any:
+    """``mapping[key]`` (a body's field, a query parameter); InvalidInputError(``message``) when
+    it is missing or empty."""
+    value = mapping.get(key)
+    if not value:
+        raise InvalidInputError(message)
+    return value
+
+
 def _no_such_container(exc: NotFoundError, name: str) -> NotFoundError:
     return NotFoundError(f"No such container: {name}")
 
@@ -203,9 +212,7 @@ def _namespace(mode: str | None) -> str | None:
 async def create(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     body = await _json_body(request)
-    image = body.get("Image")
-    if not image:
-        raise InvalidInputError("config.Image: the image to run is missing")
+    image = required(body, "Image", "config.Image: the image to run is missing")
     options = create_options(body, request.query.get("name"))
     try:
         await service.call(service.store.lookup, image)
@@ -273,9 +280,7 @@ async def unpause(request: web.Request) -> web.Response:
 
 async def rename(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
-    new_name = request.query.get("name")
-    if not new_name:
-        raise InvalidInputError("rename: the new name is missing")
+    new_name = required(request.query, "name", "rename: the new name is missing")
     await service.call(service.engine.rename, await _record_id(service, request.match_info["name"]), new_name)
     return web.Response(status=204)
 
@@ -340,9 +345,7 @@ def commit_changes(config: dict[str, Any] | None, changes: list[str]) -> list[st
 async def commit(request: web.Request) -> web.Response:
     """``docker commit``: the image in Docker's format (as Docker makes it), named ``repo:tag``."""
     service: Service = request.app["service"]
-    name = request.query.get("container")
-    if not name:
-        raise InvalidInputError("commit: the container is missing")
+    name = required(request.query, "container", "commit: the container is missing")
     container_id = await _record_id(service, name)
     body = await _json_body(request)
     repo, tag = request.query.get("repo") or "", request.query.get("tag") or ""

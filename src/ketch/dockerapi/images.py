@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ketch.dockerapi import shapes
-from ketch.dockerapi.containers import _flag, written_response
+from ketch.dockerapi.containers import _flag, required, written_response
 from ketch.dockerapi.server import Service
 from ketch.dockerapi.system import _filters
 from ketch.errors import InvalidInputError, KetchError, NotFoundError
@@ -90,9 +90,7 @@ async def history(request: web.Request) -> web.Response:
 
 async def tag(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
-    repo = request.query.get("repo")
-    if not repo:
-        raise InvalidInputError("tag: the repository is missing")
+    repo = required(request.query, "repo", "tag: the repository is missing")
     target = f"{repo}:{request.query.get('tag') or 'latest'}"
     record = await service.call(_lookup, service, request.match_info["name"])
     await service.call(service.store.tag, record.id, target)

@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ketch.dockerapi.containers import _flag, _json_body
+from ketch.dockerapi.containers import _flag, _json_body, required
 from ketch.dockerapi.server import Service
 from ketch.dockerapi.system import _filters
-from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
+from ketch.errors import NotFoundError, UnsupportedError
 
 
 def _volume(service: Service, name: str) -> dict[str, Any]:
@@ -144,9 +144,7 @@ async def list_networks(request: web.Request) -> web.Response:
 async def create_network(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     body = await _json_body(request)
-    name = body.get("Name")
-    if not name:
-        raise InvalidInputError("network create: the name is missing")
+    name = required(body, "Name", "network create: the name is missing")
     config = ((body.get("IPAM") or {}).get("Config") or [{}])
     subnet = (config[0] or {}).get("Subnet") if config else None
     gateway = (config[0] or {}).get("Gateway") if config else None
@@ -193,9 +191,7 @@ async def connect(request: web.Request) -> web.Response:
     containers it has just created); a running one gets its interface at once."""
     service: Service = request.app["service"]
     body = await _json_body(request)
-    container = body.get("Container")
-    if not container:
-        raise InvalidInputError("network connect: the container is missing")
+    container = required(body, "Container", "network connect: the container is missing")
     endpoint = body.get("EndpointConfig") or {}
     ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
     await service.call(service.engine.connect_network, container, _network_name(request.match_info["name"]),
@@ -206,9 +202,7 @@ async def connect(request: web.Request) -> web.Response:
 async def disconnect(request: web.Request) -> web.Response:
     service: Service = request.app["service"]
     body = await _json_body(request)
-    container = body.get("Container")
-    if not container:
-        raise InvalidInputError("network disconnect: the container is missing")
+    container = required(body, "Container", "network disconnect: the container is missing")
     await service.call(service.engine.disconnect_network, container, _network_name(request.match_info["name"]))
     return web.Response(status=200)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 
@@ -116,7 +117,10 @@ def test_pod_verbs_answer_as_podmans(ketch_env, podman):
         mine, theirs = both("pod", "ps", "--format", "{{.Name}} {{.Status}} {{.NumberOfContainers}} {{.InfraID}}")
         assert mine.stdout == theirs.stdout == "same Created 0 \n"
         mine, theirs = both("pod", "ps")
-        assert mine.stdout.splitlines()[0] == theirs.stdout.splitlines()[0]
+        # Column widths follow the values ("4 seconds ago" against "Less than a second ago"), and the
+        # two pods were made at different moments: compare the columns and where each one starts.
+        assert _columns(mine.stdout) == _columns(theirs.stdout)
+        assert _columns(mine.stdout)[0] == ["POD ID", "NAME", "STATUS", "CREATED", "INFRA ID", "# OF CONTAINERS"]
         mine, theirs = both("pod", "inspect", "same")
         mine_pod, their_pod = json.loads(mine.stdout), json.loads(theirs.stdout)
         assert set(their_pod) <= set(mine_pod)
@@ -133,6 +137,17 @@ def test_pod_verbs_answer_as_podmans(ketch_env, podman):
     finally:
         ketch_env.cli("pod", "rm", "-f", "same")
         podman.run("pod", "rm", "-f", "same", check=False)
+
+
+def _columns(table: str) -> list[list[str]]:
+    """The header's column names, then each row's values that do not depend on time or ids, cut
+    at the columns where the header puts them."""
+    header, *rows = table.splitlines()
+    names = re.split(r"\s{2,}", header.strip())
+    starts = [header.index(name) for name in names]
+    spans = dict(zip(names, zip(starts, starts[1:] + [len(header) + 64])))
+    stable = ("NAME", "STATUS", "# OF CONTAINERS")
+    return [names] + [[row[slice(*spans[name])].strip() for name in stable] for row in rows]
 
 
 def ketch_pod_id(env) -> str:

@@ -321,6 +321,11 @@ def test_fuse_overlayfs_store(user, busybox_layout):
                              f"{KETCH} --root {root} image umount {image} >/dev/null").stdout
         trees[name] = listing.decode().split()
     assert trees["fuse"] == trees["native"] == [".", "./a", "./a/y", "./b", "./b/new", "./c", "./c/keep"]
+    # ketch scan's read-only view of the image goes through the store's fuse-overlayfs as well
+    scans = {name: json.loads(user.ketch("--root", str(user.home / f"store-{name}"), "scan", "--format", "json",
+                                         "--no-cache", image).stdout)["reports"][0] for name in trees}
+    assert scans["fuse"]["layers"] == scans["native"]["layers"] and len(scans["fuse"]["layers"]) == 2
+    assert scans["fuse"]["findings"] == scans["native"]["findings"]
     fuse = ["--root", str(user.home / "store-fuse")]
     user.ketch(*fuse, "pull", "-q", f"oci:{busybox_layout}:latest")
     user.ketch(*fuse, "run", "--name", "f", "--network", "none", busybox(busybox_layout), "sh", "-c",

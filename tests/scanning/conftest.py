@@ -19,12 +19,13 @@ from tests.support.helpers import unmount_under
 class ScanStore:
     """A store under tmp_path, driven through the ketch command."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *options: str) -> None:
         self.root = root / "root"
         self.runroot = root / "run"
+        self.options = list(options)  # (--storage-opt ...: what the store is made with)
 
     def args(self) -> list[str]:
-        return ["--root", str(self.root), "--runroot", str(self.runroot)]
+        return ["--root", str(self.root), "--runroot", str(self.runroot), *self.options]
 
     def ketch(self, *args: str, check: bool = True, **kwargs):
         return run_ketch(*self.args(), *args, check=check, **kwargs)
@@ -42,13 +43,24 @@ class ScanStore:
 
 @pytest.fixture
 def scan_store(tmp_path):
-    store = ScanStore(tmp_path / "store")
+    yield from _store_of(tmp_path / "store")
+
+
+@pytest.fixture
+def fuse_scan_store(tmp_path):
+    """A store whose overlay goes through fuse-overlayfs (as a user's store where the kernel
+    refuses its overlay to user namespaces)."""
+    yield from _store_of(tmp_path / "fuse-store", "--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs")
+
+
+def _store_of(path: Path, *options: str):
+    store = ScanStore(path, *options)
     try:
         yield store
     finally:
         for container in json.loads(store.ketch("ps", "-a", "--format", "json", check=False).stdout or "[]"):
             store.ketch("rm", "-f", container["Id"], check=False)
-        unmount_under(tmp_path / "store")  # (the store's private mounts directory, made by run)
+        unmount_under(path)  # (the store's private mounts directory, made by run)
 
 
 RPM_SPEC = """\

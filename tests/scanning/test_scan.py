@@ -136,6 +136,39 @@ def test_the_view_is_read_only_private_and_ends_with_its_holder(scan_store, scen
     scan_store.ketch("rmi", scenario_image)
 
 
+def test_a_fuse_overlayfs_store_is_viewed_through_fuse_overlayfs(scan_store, fuse_scan_store, scenario_image,
+                                                                  tmp_path):
+    """A store whose overlay goes through fuse-overlayfs gets its views through fuse-overlayfs
+    too (the kernel's overlay may be what is refused to it), with the same options and the same
+    report; the program ends with the view, and with a holder killed by SIGKILL."""
+    from ketch.storage.store import Store
+
+    fuse_scan_store.load(tmp_path / "layout", "localhost/scenario:1")  # (the layout scenario_image wrote)
+    store = Store(fuse_scan_store.root, fuse_scan_store.runroot)
+    target = str(fuse_scan_store.root / "views")
+    for end in ("closed", "holder killed"):
+        with store.view("localhost/scenario:1") as view:
+            mounted = [line.split() for line in Path(f"/proc/{view.holder}/mountinfo").read_text().splitlines()
+                       if line.split()[4] == target]
+            assert mounted and mounted[-1][mounted[-1].index("-") + 1] == "fuse.fuse-overlayfs"
+            assert {"ro", "nosuid", "nodev", "noexec"} <= set(mounted[-1][5].split(","))
+            assert (view.path / "usr/bin/ketch-demo").read_bytes() == b"replaced"
+            assert not (view.path / "usr/bin/ketch-suid").exists()  # (a whiteout)
+            assert not (view.path / "app/node_modules/left-pad").exists()  # (under an opaque directory)
+            with pytest.raises(OSError):
+                (view.path / "new-file").write_text("no")
+            programs = [c for c in _descendants(view.holder) if _cmdline(c).startswith(b"/usr/bin/fuse-overlayfs")]
+            assert len(programs) == 1
+            if end == "holder killed":
+                os.kill(view.holder, signal.SIGKILL)
+        _wait_for(lambda: not Path(f"/proc/{programs[0]}").exists() or
+                  Path(f"/proc/{programs[0]}/stat").read_text().split()[2] == "Z", f"fuse-overlayfs to end ({end})")
+    fused, native = (s.scan("localhost/scenario:1", "--no-cache")["reports"][0] for s in (fuse_scan_store, scan_store))
+    assert fused["packages"] and fused["findings"]
+    assert (fused["packages"], fused["findings"]) == (native["packages"], native["findings"])
+    fuse_scan_store.ketch("storage", "check")
+
+
 def _process_report(pid: int) -> str:
     lines = []
     for each in [pid, *_descendants(pid)]:

@@ -52,7 +52,17 @@ class View(Record, frozen=True):
 _VIEW_HOLDER = r"""set -e
 target=$1
 lowers=$2
-if [ "${lowers#*:}" = "$lowers" ]; then
+if [ -n "$4" ]; then
+    # A store whose overlay goes through fuse-overlayfs ($4): the program stays in the foreground,
+    # killed with the holder (--pdeathsig), so a holder that ends in any way leaves no daemon and
+    # no namespace behind.
+    setpriv --pdeathsig KILL "$4" -f -o "ro,nosuid,nodev,noexec,allow_other,lowerdir=$lowers" "$target" &
+    fuse=$!
+    until mountpoint -q "$target"; do
+        kill -0 "$fuse" 2>/dev/null || { wait "$fuse" || true; echo "$4 could not mount the view" >&2; exit 1; }
+        sleep 0.01
+    done
+elif [ "${lowers#*:}" = "$lowers" ]; then
     mount --bind "$lowers" "$target"
     mount -o remount,bind,ro,nosuid,nodev,noexec "$target"
 else
@@ -60,6 +70,10 @@ else
 fi
 echo ready
 read -r _ || true
+if [ -n "$4" ]; then
+    umount "$target"
+    wait "$fuse" || true
+fi
 """
 
 
@@ -272,8 +286,9 @@ class StoreMounts:
                 raise StoreError(f"{len(lowers)} layers are too many to view (options over one page)")
             import subprocess
 
+            mount_program = getattr(self.driver, "mount_program", None) or ""
             holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", _VIEW_HOLDER,
-                                       "ketch-view", target, joined, overlay_options()],
+                                       "ketch-view", target, joined, overlay_options(), mount_program],
                                       cwd=str(self.driver.root),
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             try:

@@ -382,6 +382,20 @@ def test_userns_auto_for_root(auto_ranges, busybox_layout, shared_dir, podman):
         run_ketch(*store, "rm", "-f", "-t", "0", "first")
     refused = run_ketch(*store, "create", "--userns", "auto:size=x", image, check=False)
     assert refused.returncode != 0 and "invalid --userns auto option" in refused.stderr
+    # a file owned by ids above the passwd and group entries makes the range as large as they need
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "f").write_text("owned\n")
+    (context / "Dockerfile").write_text(f"FROM {image}\nCOPY --chown=5000:6000 f /f\n")
+    run_ketch(*store, "build", "-q", "-t", "localhost/owned", str(context))
+    run_ketch(*store, "save", "-o", str(tmp_path / "owned.tar"), "localhost/owned")
+    podman.run("load", "-q", "-i", str(tmp_path / "owned.tar"))
+    probe = ["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g /f; cat /f"]
+    mine = run_ketch(*store, "run", "--rm", "--network", "none", "--userns", "auto", "localhost/owned", *probe).stdout
+    theirs = podman.run("run", "--rm", "--pull", "never", "--network", "none", "--userns", "auto",
+                        "localhost/owned", *probe).stdout
+    assert mine == theirs
+    assert mine.split()[:3] == ["0", "2147483647", "6001"] and "5000:6000\nowned\n" in mine
 
 
 def test_a_rootless_pod_publishes_and_cgroup_verbs_say_why_not(user, busybox_layout):

@@ -282,10 +282,13 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
                 if mapping and json.loads(other["metadata"]).get("userns_auto"):
                     entry = keepid.mappings_of(mapping["uid"])[0]
                     taken.append((entry["hostID"], entry["size"]))
-            # (the range's size from the image's /etc/passwd and /etc/group, as podman sizes it)
+            # (the range's size from the owners of the image's files and its /etc/passwd and
+            # /etc/group, as podman sizes it)
+            uids, gids = self.store.file_owners(record.top_layer)
             image_root = str(self.store.mount_image(record.id)) if record.top_layer else None
             try:
-                meta["id_mappings"] = keepid.allocate_auto(options.userns, taken, image_root)
+                meta["id_mappings"] = keepid.allocate_auto(options.userns, taken, image_root,
+                                                           max(uids | gids, default=-1))
             finally:
                 if image_root:
                     self.store.unmount_image(record.id)

@@ -124,12 +124,11 @@ def user_entries(userdata: str, rootfs: str, keep: KeepId, workdir: str) -> list
 
 # -- --userns auto ----------------------------------------------------------------
 
-def auto_size(mode: str, image_root: str | None = None) -> int:
-    """The range's size: ``size=N``, else as podman computes it -- one more than the largest id in
-    the image's /etc/passwd and /etc/group (nobody's aside), at least 1024. (containers/storage
-    also counts the owners of the image's files, which ketch's store does not record: an image
-    with files of ids above its passwd entries needs ``size=``.)"""
-    size = _image_ids(image_root) if image_root else AUTO_SIZE
+def auto_size(mode: str, image_root: str | None = None, largest_owner: int = -1) -> int:
+    """The range's size: ``size=N``, else as podman computes it -- one more than the largest id
+    that owns a file of the image (``largest_owner``) or is in its /etc/passwd and /etc/group
+    (nobody's aside), at least 1024."""
+    size = max(_image_ids(image_root) if image_root else AUTO_SIZE, largest_owner + 1)
     _, _, rest = mode.partition(":")
     for option in filter(None, rest.split(",")):
         key, _, value = option.partition("=")
@@ -168,12 +167,13 @@ def _image_ids(root: str) -> int:
     return max(largest + 1, 1024)
 
 
-def allocate_auto(mode: str, taken: list[tuple[int, int]], image_root: str | None = None) -> dict:
+def allocate_auto(mode: str, taken: list[tuple[int, int]], image_root: str | None = None,
+                  largest_owner: int = -1) -> dict:
     """A range for a new ``--userns auto`` container: the first ``size`` ids of the containers
     user's subordinate ranges that no range in ``taken`` overlaps (the store's other auto
     containers'); the same offset for uids and gids. The container's id mappings, as the store
     keeps them (``uid``/``gid``: ``0:START:SIZE``)."""
-    size = auto_size(mode, image_root)
+    size = auto_size(mode, image_root, largest_owner)
     uids, gids = _ranges("/etc/subuid"), _ranges("/etc/subgid")
     if not uids or not gids:
         raise NotFoundError(f"--userns auto: no subordinate ids for user {AUTO_USER!r} in /etc/subuid and "

@@ -411,6 +411,27 @@ class Store(StoreMounts):
             sizes[row["id"]] = row["size"]
         return [sizes.get(layer, 0) for layer in layers]
 
+    def file_owners(self, top: str | None) -> tuple[set[int], set[int]]:
+        """The uids and gids that own the files of the layers up to ``top`` (containers/storage
+        keeps them per layer, for ``--userns auto``'s size). Counted once per layer content and
+        kept beside it, since a complete content never changes."""
+        uids: set[int] = set()
+        gids: set[int] = set()
+        for key in self.layer_contents(self.image_layers(top)):
+            content = self.driver.content_dir(key)
+            record = content.parent / "owners.json"
+            try:
+                known = json.loads(record.read_text())
+            except (OSError, ValueError):
+                known = _count_owners(content)
+                tmp = record.with_name(f".owners-{os.getpid()}")
+                with contextlib.suppress(OSError):  # (kept for next time when it can be: a count is no less right)
+                    tmp.write_text(json.dumps(known))
+                    os.replace(tmp, record)
+            uids.update(known["uids"])
+            gids.update(known["gids"])
+        return uids, gids
+
     def image_layers(self, top: str | None) -> list[str]:
         """Layer ids from the bottom to ``top``."""
         out = []
@@ -826,3 +847,18 @@ def _hash_tar(stream) -> tuple[str, int]:
         hasher.update(chunk)
         size += len(chunk)
     return f"sha256:{hasher.hexdigest()}", size
+
+
+def _count_owners(root: Path) -> dict[str, list[int]]:
+    """The distinct owners of a tree's entries (never following a link)."""
+    uids, gids = set(), set()
+    pending = [str(root)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                uids.add(info.st_uid)
+                gids.add(info.st_gid)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return {"uids": sorted(uids), "gids": sorted(gids)}

@@ -161,8 +161,8 @@ def test_a_fuse_overlayfs_store_is_viewed_through_fuse_overlayfs(scan_store, fus
             assert len(programs) == 1
             if end == "holder killed":
                 os.kill(view.holder, signal.SIGKILL)
-        _wait_for(lambda: not Path(f"/proc/{programs[0]}").exists() or
-                  Path(f"/proc/{programs[0]}/stat").read_text().split()[2] == "Z", f"fuse-overlayfs to end ({end})")
+        _wait_for(lambda program=programs[0]: not Path(f"/proc/{program}").exists() or
+                  Path(f"/proc/{program}/stat").read_text().split()[2] == "Z", f"fuse-overlayfs to end ({end})")
     fused, native = (s.scan("localhost/scenario:1", "--no-cache")["reports"][0] for s in (fuse_scan_store, scan_store))
     assert fused["packages"] and fused["findings"]
     assert (fused["packages"], fused["findings"]) == (native["packages"], native["findings"])

@@ -161,8 +161,7 @@ def test_a_fuse_overlayfs_store_is_viewed_through_fuse_overlayfs(scan_store, fus
             assert len(programs) == 1
             if end == "holder killed":
                 os.kill(view.holder, signal.SIGKILL)
-        _wait_for(lambda program=programs[0]: not Path(f"/proc/{program}").exists() or
-                  Path(f"/proc/{program}/stat").read_text().split()[2] == "Z", f"fuse-overlayfs to end ({end})")
+        _wait_for(lambda program=programs[0]: _ended(program), f"fuse-overlayfs to end ({end})")
     fused, native = (s.scan("localhost/scenario:1", "--no-cache")["reports"][0] for s in (fuse_scan_store, scan_store))
     assert fused["packages"] and fused["findings"]
     assert (fused["packages"], fused["findings"]) == (native["packages"], native["findings"])
@@ -207,6 +206,14 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _ended(pid: int) -> bool:
+    """Whether the process is gone or a zombie (its end not yet collected)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _wait_for(condition, what: str, deadline: float = 60) -> None:
     end = time.monotonic() + deadline
     while not condition():
@@ -249,8 +256,7 @@ def test_a_killed_scan_leaves_no_mount_and_no_count(scan_store, scenario_image, 
     if how == signal.SIGINT:
         assert process.returncode == 130 and b"interrupted" in stderr
     for helper in helpers:
-        _wait_for(lambda helper=helper: not Path(f"/proc/{helper}").exists() or
-                  Path(f"/proc/{helper}/stat").read_text().split()[2] == "Z", "the view holder to end")
+        _wait_for(lambda helper=helper: _ended(helper), "the view holder to end")
     scan_store.ketch("storage", "check")
     # the scanner's output directory was in the store's staging: the next command removed it
     assert not [p for p in (scan_store.root / "staging").iterdir() if p.name.startswith("scanner-")]

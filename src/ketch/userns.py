@@ -360,12 +360,28 @@ def enter(*, quiet: bool = False) -> None:
 def delegated_cgroup() -> bool:
     """Whether this user may make cgroups: a cgroup v2 hierarchy in which our process's cgroup
     directory is writable (a subtree delegated to the user, as systemd delegates user@.service)."""
+    return delegation_root() is not None
+
+
+def delegation_root() -> str | None:
+    """The top of the cgroup v2 subtree delegated to this user that holds our process (its path in
+    the v2 tree, as ``/user.slice/user-1000.slice/user@1000.service``): our own cgroup if we may
+    write it, and each parent up that we may write too. None without one."""
     try:
         with open("/proc/self/cgroup") as f:
             line = next(entry for entry in f.read().splitlines() if entry.startswith("0::"))
     except (OSError, StopIteration):
-        return False
+        return None
     for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
         if os.path.exists(os.path.join(base, "cgroup.controllers")):
-            return os.access(base + line[3:], os.W_OK)
-    return False
+            path = line[3:].rstrip("/")
+            if not path or not _writable_cgroup(base + path):
+                return None
+            while path.rpartition("/")[0] and _writable_cgroup(base + path.rpartition("/")[0]):
+                path = path.rpartition("/")[0]
+            return path
+    return None
+
+
+def _writable_cgroup(directory: str) -> bool:
+    return os.access(directory, os.W_OK) and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK)

@@ -5,6 +5,7 @@ process, containers, pasta) are ended by PID and the users removed when the modu
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -396,6 +397,90 @@ def test_userns_auto_for_root(auto_ranges, busybox_layout, shared_dir, podman):
                         "localhost/owned", *probe).stdout
     assert mine == theirs
     assert mine.split()[:3] == ["0", "2147483647", "6001"] and "5000:6000\nowned\n" in mine
+
+
+@pytest.fixture
+def delegated_subtree(user):
+    """A cgroup v2 subtree delegated to the user as systemd delegates user@.service (the
+    directory and its files the user's), with a leaf for the user's commands; removed after the
+    test, with anything of the test still in it moved back to the root first. The v2 tree of
+    these hybrid hosts has no controller but hugetlb: what it gives is placement, freezing and
+    CPU time."""
+    unified = Path("/sys/fs/cgroup/unified")
+    if not (unified / "cgroup.procs").exists():
+        pytest.skip("no cgroup v2 tree here")
+    top = unified / f"ketch-test-{secrets.token_hex(4)}"
+    (top / "caller").mkdir(parents=True)
+    for path in [top, *top.rglob("*")]:
+        os.chown(path, user.uid, user.gid, follow_symlinks=False)
+    try:
+        yield top
+    finally:
+        for directory in sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)) + [top]:
+            _remove_cgroup(directory, unified)
+
+
+def _remove_cgroup(directory: Path, root: Path) -> None:
+    """rmdir, once what is left in it went back to ``root``; a process that has just ended (a
+    container's monitor) keeps the cgroup busy a moment longer."""
+    deadline = time.monotonic() + 30
+    while True:
+        for pid in (directory / "cgroup.procs").read_text().split():
+            try:
+                (root / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass  # (it ended meanwhile)
+        try:
+            directory.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_a_delegated_cgroup_v2_subtree(user, busybox_layout, delegated_subtree):
+    """Where a cgroup v2 subtree is delegated to the user, each container gets a cgroup of its own
+    in it (ROOT/ketch/ID), pause and unpause freeze it, stats reads it, and it goes with the
+    container. Limits need controllers these hosts keep in cgroup v1: refused in one line."""
+    image = busybox(busybox_layout)
+    relative = "/" + str(delegated_subtree.relative_to("/sys/fs/cgroup/unified"))
+
+    def ketch(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        # (root puts the command in the user's leaf, then becomes the user: moving a process out
+        # of root's cgroup takes root)
+        env = [f"{key}={value}" for key, value in user.env.items()]
+        return user_result(subprocess.run(
+            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(delegated_subtree / "caller" / "cgroup.procs"),
+             "setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups", "env", "-i", *env,
+             KETCH, *args], cwd=user.home, capture_output=True, timeout=300), args, check)
+
+    seen = ketch("run", "--rm", "--network", "none", image, "cat", "/proc/self/cgroup").stdout.decode()
+    own = next(line[3:] for line in seen.splitlines() if line.startswith("0::"))
+    assert own.startswith(f"{relative}/ketch/") and len(own.rsplit("/", 1)[1]) == 64
+    container = ketch("run", "-d", "--name", "held", "--network", "none", image, "sleep", "300").stdout.decode().strip()
+    cgroup = delegated_subtree / "ketch" / container
+    try:
+        assert (cgroup / "cgroup.procs").read_text().split()
+        ketch("pause", "held")
+        assert "frozen 1" in (cgroup / "cgroup.events").read_text().splitlines()
+        assert ketch("inspect", "--format", "{{.State.Status}}", "held").stdout == b"paused\n"
+        ketch("unpause", "held")
+        assert "frozen 0" in (cgroup / "cgroup.events").read_text().splitlines()
+        stats = json.loads(ketch("stats", "--no-stream", "--format", "json", "held").stdout)
+        assert stats[0]["name"] == "held" and stats[0]["cpu_time"] != "0s"
+        limited = ketch("run", "--rm", "--memory", "64m", "--network", "none", image, "true", check=False)
+        assert limited.returncode == 125 and limited.stderr.count(b"\n") == 1
+        assert b"resource limits (memory) need a cgroup this user may write" in limited.stderr
+    finally:
+        ketch("rm", "-f", "-t", "0", "held", check=False)
+    assert not cgroup.exists()
+
+
+def user_result(result: subprocess.CompletedProcess, args, check: bool) -> subprocess.CompletedProcess:
+    if check and result.returncode != 0:
+        raise AssertionError(f"ketch {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
+    return result
 
 
 def test_a_rootless_pod_publishes_and_cgroup_verbs_say_why_not(user, busybox_layout):

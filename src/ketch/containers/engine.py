@@ -1304,10 +1304,14 @@ class Engine(ContainerNetworking, ContainerFiles, ContainerStdio):
             [self._record(e["Id"]) for e in self.list(all=all)]
         out = []
         for record in records:
-            current = self._status(record)
-            out.append(sampling.sample(record, current))
+            out.append(sampling.sample(record, self._status(record), self.cgroup_path(record.id)))
         return out
 
+
+    def cgroup_path(self, name_or_id: str) -> str | None:
+        """The cgroup the container was made with (its OCI ``linux.cgroupsPath``; None without one)."""
+        with open(os.path.join(self._userdata(self._record(name_or_id).id), "config.json")) as f:
+            return json.load(f).get("linux", {}).get("cgroupsPath")
 
     UPDATABLE = frozenset({
         "memory", "memory_reservation", "memory_swap", "memory_swappiness", "cpus", "cpu_shares", "cpu_quota",

@@ -10,7 +10,7 @@ from ketch.containers import config as engine_config
 from ketch.containers import users
 from ketch.containers.options import CreateOptions
 from ketch.errors import InvalidInputError
-from ketch.userns import delegated_cgroup, is_rootless
+from ketch.userns import delegation_root, is_rootless
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,6 +24,20 @@ if TYPE_CHECKING:
 INIT_IN_CONTAINER = "/run/ketch-init"
 NOTIFY_DIR_IN_CONTAINER = "/run/notify"
 CGROUP_PARENT = "/ketch"
+
+
+def cgroup_path(options: CreateOptions, container_id: str) -> str | None:
+    """The container's cgroup: under ``--cgroup-parent``, else ketch's; for a user, under the
+    cgroup v2 subtree delegated to it (``ROOT/ketch/ID``, as podman's user.slice there), and none
+    without one (as rootless podman: the container stays in its caller's cgroup)."""
+    if is_rootless():
+        root = delegation_root()
+        if root is None:
+            return None
+        parent = options.cgroup_parent or f"{root}/ketch"
+    else:
+        parent = options.cgroup_parent or CGROUP_PARENT
+    return f"{parent.rstrip('/')}/{container_id}"
 
 
 SYSTEMD_INITS = ("/sbin/init", "/usr/sbin/init", "/usr/local/sbin/init")
@@ -257,9 +271,9 @@ def build(*, container_id: str, rootfs: str, userdata: str, image: ImageConfig, 
         # every device denied (the runtime still allows the default nodes), all of them when privileged
         "resources": {"devices": [{"allow": options.privileged, "access": "rwm"}]},
     }
-    if not is_rootless() or delegated_cgroup():
-        # (a user without a delegated cgroup names none, as rootless podman: runc then does without one)
-        linux["cgroupsPath"] = f"{(options.cgroup_parent or CGROUP_PARENT).rstrip('/')}/{container_id}"
+    cgroup = cgroup_path(options, container_id)
+    if cgroup is not None:
+        linux["cgroupsPath"] = cgroup
     if keep is not None:
         linux["uidMappings"] = keep.uid_mappings  # type: ignore[typeddict-item]
         linux["gidMappings"] = keep.gid_mappings  # type: ignore[typeddict-item]

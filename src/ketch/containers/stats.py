@@ -7,17 +7,9 @@ import os
 import time
 from typing import Any
 
-from ketch.containers.spec import CGROUP_PARENT
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ketch.containers.engine import ContainerRecord
-
-
-def _cgroup(container_id: str):
-    from ketch.runtime.cgroups import Cgroup
-
-    return Cgroup(f"{CGROUP_PARENT}/{container_id}")
 
 
 def _host_memory() -> int:
@@ -83,16 +75,19 @@ def _block_io(cgroup) -> tuple[int, int]:
     return read, write
 
 
-def sample(record: ContainerRecord, current: dict) -> dict[str, Any]:
-    """One container's numbers (zeros for one that does not run)."""
+def sample(record: ContainerRecord, current: dict, cgroup_path: str | None) -> dict[str, Any]:
+    """One container's numbers (zeros for one that does not run), from its cgroup (the
+    ``linux.cgroupsPath`` it was started with; a container without one has its network's alone)."""
+    from ketch.runtime.cgroups import Cgroup
+
     out: dict[str, Any] = {"ContainerID": record.id, "Name": record.name, "CPUNano": 0, "CPU": 0.0,
                            "AvgCPU": 0.0, "MemUsage": 0, "MemLimit": 0, "MemPerc": 0.0, "NetInput": 0,
                            "NetOutput": 0, "BlockInput": 0, "BlockOutput": 0, "PIDs": 0, "UpTime": 0,
                            "Duration": 0, "SystemNano": time.time_ns()}
     if current["status"] not in ("running", "paused") or not current.get("pid"):
         return out
-    cgroup = _cgroup(record.id)
-    numbers = cgroup.stats()
+    cgroup = Cgroup(cgroup_path) if cgroup_path else None
+    numbers = cgroup.stats() if cgroup else {}
     cpu = ((numbers.get("cpu") or {}).get("usage") or {}).get("total") or 0
     memory = (numbers.get("memory") or {})
     usage = (memory.get("usage") or {}).get("usage") or 0
@@ -105,7 +100,7 @@ def sample(record: ContainerRecord, current: dict) -> dict[str, Any]:
     elapsed = max(time.time() - (current.get("started_at") or time.time()), 1e-9)
     percent = 100.0 * cpu / (elapsed * 1e9)
     received, sent = _network(current["pid"])
-    read, write = _block_io(cgroup)
+    read, write = _block_io(cgroup) if cgroup else (0, 0)
     out.update(CPUNano=cpu, CPU=percent, AvgCPU=percent, MemUsage=usage, MemLimit=limit,
                MemPerc=100.0 * usage / limit if limit else 0.0, NetInput=received, NetOutput=sent, BlockInput=read,
                BlockOutput=write, PIDs=((numbers.get("pids") or {}).get("current") or 0), UpTime=cpu,

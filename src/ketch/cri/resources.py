@@ -20,7 +20,7 @@ def container_stats(sandboxes, record) -> api.ContainerStats:
     cri = record.meta["cri"]
     now = time.time_ns()
     current = sandboxes.engine.status(record.id)
-    numbers = stats.sample(record, current)
+    numbers = stats.sample(record, current, sandboxes.engine.cgroup_path(record.id))
     message = api.ContainerStats()
     message.attributes.id = record.id
     message.attributes.metadata.name = cri["metadata"].get("name", "")

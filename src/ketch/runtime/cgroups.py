@@ -127,9 +127,11 @@ class Cgroup:
                 os.makedirs(directory, exist_ok=True)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EPERM) and limits:
+                    where = "this host's cgroup v1 controllers, which are never delegated" if controller else \
+                        f"{os.path.dirname(directory)}"
                     raise CgroupError(f"resource limits ({', '.join(sorted(limits))}) need a cgroup this user may "
-                                      f"write, and {os.path.dirname(directory)} is not one (no delegated cgroup: "
-                                      "run without limits, or delegate a cgroup v2 subtree)") from exc
+                                      f"write, and it may not write {where} (run without limits, or delegate a "
+                                      "cgroup v2 subtree with its controllers)") from exc
                 if exc.errno == errno.EROFS or exc.errno in (errno.EACCES, errno.EPERM):
                     # a hierarchy mounted read-only (the v1 controllers systemd-nspawn gives a
                     # booted systemd: their owner outside enforces them) or one we may not write
@@ -161,6 +163,14 @@ class Cgroup:
 
     def exists(self) -> bool:
         return any(os.path.isdir(d) for d in self.dirs.values())
+
+    def _v2(self) -> bool:
+        """Whether the v2 tree is where this cgroup lives: a unified host, or a hybrid one where
+        only the v2 directory was made (a user's delegated subtree: v1 hierarchies are never
+        delegated). What cgroup v2 gives without a controller -- freezing, CPU time -- then
+        comes from there."""
+        return self.unified or ("" in self.dirs and
+                                not any(os.path.isdir(d) for name, d in self.dirs.items() if name))
 
     # -- resources ------------------------------------------------------------------------
 
@@ -195,7 +205,7 @@ class Cgroup:
 
     def freeze(self, frozen: bool) -> None:
         """pause / resume: the freezer (v1) or cgroup.freeze (v2); waits until it took effect."""
-        if self.unified:
+        if self._v2():
             directory = self.dirs[""]
             _write(directory, "cgroup.freeze", "1" if frozen else "0")
             wanted = "frozen 1" if frozen else "frozen 0"
@@ -215,7 +225,7 @@ class Cgroup:
 
     def is_frozen(self) -> bool:
         try:
-            if self.unified:
+            if self._v2():
                 return "frozen 1" in _read(self.dirs[""], "cgroup.events").splitlines()
             directory = self.dirs.get("freezer")
             return directory is not None and _read(directory, "freezer.state").strip() == "FROZEN"
@@ -235,7 +245,7 @@ class Cgroup:
     def stats(self) -> dict:
         """runc's ``events --stats`` data: cpu, memory, pids (what this hierarchy offers)."""
         out: dict = {}
-        if self.unified:
+        if self._v2():
             d = self.dirs[""]
             cpu = _keyed(_try_read(d, "cpu.stat"))
             out["cpu"] = {"usage": {"total": cpu.get("usage_usec", 0) * 1000, "user": cpu.get("user_usec", 0) * 1000,

@@ -304,16 +304,18 @@ def test_keep_id_as_podman(user, busybox_layout, tmp_path):
     assert refused.returncode != 0 and b"keep-id is only supported in rootless mode" in refused.stderr
 
 
-def test_fuse_overlayfs_store(user, busybox_layout):
+def test_fuse_overlayfs_and_vfs_stores(user, busybox_layout):
     """A store whose overlay goes through fuse-overlayfs (chosen when the kernel refuses the user
     namespace its overlay; asked here with --storage-opt overlay.mount_program, as
-    containers/storage's option): whiteouts and opaque directories read as the kernel's overlay
-    reads them, containers run and commit, and the choice stays with the store."""
+    containers/storage's option), and a vfs store (the last choice): whiteouts and opaque
+    directories read as the kernel's overlay reads them, scans see the same, containers run and
+    commit, and the choice stays with the store."""
     from tests.support import images
 
     whiteouts = images.ensure("whiteouts")
     trees = {}
-    for name, extra in (("native", []), ("fuse", ["--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs"])):
+    for name, extra in (("native", []), ("fuse", ["--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs"]),
+                        ("vfs", ["--storage-driver", "vfs"])):
         root = str(user.home / f"store-{name}")
         user.ketch("--root", root, *extra, "pull", "-q", f"oci:{whiteouts}:latest")
         image = "localhost/" + str(whiteouts).lstrip("/").lower()
@@ -321,20 +323,24 @@ def test_fuse_overlayfs_store(user, busybox_layout):
                              f"m=$({KETCH} --root {root} image mount {image}) && (cd $m && find . | sort); "
                              f"{KETCH} --root {root} image umount {image} >/dev/null").stdout
         trees[name] = listing.decode().split()
-    assert trees["fuse"] == trees["native"] == [".", "./a", "./a/y", "./b", "./b/new", "./c", "./c/keep"]
+    assert trees["fuse"] == trees["vfs"] == trees["native"] == [".", "./a", "./a/y", "./b", "./b/new", "./c", "./c/keep"]
     # ketch scan's read-only view of the image goes through the store's fuse-overlayfs as well
     scans = {name: json.loads(user.ketch("--root", str(user.home / f"store-{name}"), "scan", "--format", "json",
                                          "--no-cache", image).stdout)["reports"][0] for name in trees}
-    assert scans["fuse"]["layers"] == scans["native"]["layers"] and len(scans["fuse"]["layers"]) == 2
-    assert scans["fuse"]["findings"] == scans["native"]["findings"]
+    for name in ("fuse", "vfs"):
+        assert scans[name]["layers"] == scans["native"]["layers"] and len(scans[name]["layers"]) == 2
+        assert scans[name]["findings"] == scans["native"]["findings"]
+        store = ["--root", str(user.home / f"store-{name}")]
+        user.ketch(*store, "pull", "-q", f"oci:{busybox_layout}:latest")
+        user.ketch(*store, "run", "--name", "f", "--network", "none", busybox(busybox_layout), "sh", "-c",
+                   "rm /bin/ls && mkdir /data && echo x > /data/file && chown 1:2 /data/file")
+        user.ketch(*store, "commit", "-q", "f", "localhost/changed")
+        seen = user.ketch(*store, "run", "--rm", "--network", "none", "localhost/changed", "sh", "-c",
+                          "cat /data/file; stat -c %u:%g /data/file; test -e /bin/ls || echo gone").stdout
+        assert seen == b"x\n1:2\ngone\n", name
+    assert b"vfs" in user.ketch("--root", str(user.home / "store-vfs"), "info", "--format",
+                                "{{.Store.GraphDriverName}}").stdout
     fuse = ["--root", str(user.home / "store-fuse")]
-    user.ketch(*fuse, "pull", "-q", f"oci:{busybox_layout}:latest")
-    user.ketch(*fuse, "run", "--name", "f", "--network", "none", busybox(busybox_layout), "sh", "-c",
-               "rm /bin/ls && mkdir /data && echo x > /data/file")
-    user.ketch(*fuse, "commit", "-q", "f", "localhost/fused")
-    seen = user.ketch(*fuse, "run", "--rm", "--network", "none", "localhost/fused", "sh", "-c",
-                      "cat /data/file; test -e /bin/ls || echo gone").stdout
-    assert seen == b"x\ngone\n"
     mismatch = user.ketch(*fuse, "--storage-opt", "overlay.mount_program=/bin/false", "images", check=False)
     assert mismatch.returncode != 0 and b"was made with /usr/bin/fuse-overlayfs" in mismatch.stderr
 

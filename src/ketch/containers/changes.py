@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ketch.errors import InvalidInputError, NotFoundError, UnsupportedError
+from ketch.errors import InvalidInputError, NotFoundError
 from ketch.runtime.paths import resolve_in_root
 
 # What the runtime makes in the upper directory as mount points for the files ketch binds in:
@@ -21,7 +21,7 @@ def diff(store, container_id: str, image_id: str | None) -> list[tuple[str, str]
     from ketch.storage.drivers import OverlayDriver
 
     if not isinstance(store.driver, OverlayDriver):
-        raise UnsupportedError("diff needs the overlay storage driver")
+        return _whole_tree_diff(store, container_id)
     upper = str(store.container_upper(container_id))
     lower = str(store.mount_image(image_id)) if image_id else None
     out: dict[str, str] = {}
@@ -48,6 +48,30 @@ def diff(store, container_id: str, image_id: str | None) -> list[tuple[str, str]
     finally:
         if image_id:
             store.unmount_image(image_id)
+    return sorted(((kind, path) for path, kind in out.items()), key=lambda item: item[1])
+
+
+def _whole_tree_diff(store, container_id: str) -> list[tuple[str, str]]:
+    """``diff`` of a vfs container: its whole tree against its image's, with the same rules as
+    the overlay one (directories holding changes are changed; the runtime's empty mount points
+    are not changes)."""
+    from ketch.storage.diff import tree_changes
+
+    lower, upper = store.container_base_tree(container_id)
+    out: dict[str, str] = {}
+    for kind, rel in tree_changes(lower, upper):
+        path = os.path.join(upper, rel.lstrip("/"))
+        if kind != "D":
+            st = os.lstat(path)
+            if rel in MOUNT_POINTS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                continue
+            if kind == "A" and stat.S_ISDIR(st.st_mode) and _only_mount_points(path, rel):
+                continue
+        out[rel] = kind
+        parent = os.path.dirname(rel)
+        while parent != "/" and out.get(parent) in (None, "C"):
+            out[parent] = "C"
+            parent = os.path.dirname(parent)
     return sorted(((kind, path) for path, kind in out.items()), key=lambda item: item[1])
 
 
@@ -166,10 +190,13 @@ def _chown_tree(path: str, uid: int, gid: int) -> None:
 
 
 def _only_mount_points(directory: str, rel: str) -> bool:
-    """A directory the runtime made only to hold mount points (``/run`` for .containerenv)."""
+    """A directory the runtime made only to hold mount points (``/run`` for .containerenv): it
+    holds one, and nothing else (an empty directory a process made is a change)."""
+    held = False
     for top, _dirs, files in os.walk(directory):
         for name in files:
             path = os.path.join(top, name)
             if os.path.join(rel, os.path.relpath(path, directory)) not in MOUNT_POINTS or os.path.getsize(path):
                 return False
-    return True
+            held = True
+    return held

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from ketch.errors import InvalidInputError, UnsupportedError
+from ketch.errors import InvalidInputError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -113,7 +113,7 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
     this commit's own; ``squash`` makes one layer of the whole file system; ``top_level`` sets
     config keys such as ``architecture``, ``os`` or ``author``."""
     from ketch.image.compression import GZIP, ZSTD, CompressingReader
-    from ketch.storage.diff import write_diff
+    from ketch.storage.diff import write_diff, write_tree_diff
     from ketch.storage.drivers import OverlayDriver
 
     if fmt not in ("oci", "docker"):
@@ -122,8 +122,6 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         raise InvalidInputError(f"invalid compression {compression!r}: gzip or zstd")
     if compression == "zstd" and fmt == "docker":
         raise InvalidInputError("zstd layers need --format oci (docker's format knows only gzip)")
-    if not isinstance(store.driver, OverlayDriver) and not squash:
-        raise UnsupportedError("commit needs the overlay storage driver (vfs keeps no diff of a container)")
     base = store.lookup(base_image_id) if base_image_id else None
     base_config = json.loads(base.config) if base else {"architecture": "amd64", "os": "linux",
                                                           "rootfs": {"type": "layers", "diff_ids": []}}
@@ -140,8 +138,11 @@ def commit(store, container_id: str, base_image_id: str | None, *, name: str | N
         tar_path = work / "layer.tar"
         if squash:
             diff_id = _tar_whole(store, container_id, tar_path)
-        else:
+        elif isinstance(store.driver, OverlayDriver):
             diff_id, _ = write_diff(store.container_upper(container_id), tar_path)
+        else:  # (vfs: the container's whole tree against its image's, as containers/storage compares them)
+            lower, upper = store.container_base_tree(container_id)
+            diff_id, _ = write_tree_diff(lower, upper, tar_path)
         with open(tar_path, "rb") as raw:
             blob_digest, stored_diff_id, _ = store.add_layer_blob(
                 CompressingReader(raw, ZSTD if compression == "zstd" else GZIP), None, layer_media, _tar_of)

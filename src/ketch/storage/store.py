@@ -34,7 +34,7 @@ import stat
 import time
 from pathlib import Path
 
-from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError
+from ketch.errors import DuplicateNameError, InUseError, InvalidInputError, KetchError, NotFoundError, StoreError
 from ketch.filelocks import file_lock, if_abandoned
 from ketch.oci.config import ImageConfig
 from ketch.oci.digest import Digest
@@ -787,6 +787,20 @@ class Store(StoreMounts):
 
     def container_upper(self, name_or_id: str) -> Path:
         return self.root / "containers" / self.container(name_or_id)["id"] / "diff"
+
+    def container_base_tree(self, name_or_id: str) -> tuple[Path | None, Path]:
+        """A vfs container's image tree and its own tree, whole (what ``commit`` and ``diff``
+        compare). A container never mounted has no copy of its image yet, and so no change: its
+        own tree is then the image's."""
+        if not isinstance(self.driver, VfsDriver):
+            raise StoreError("whole trees of a container are the vfs driver's")
+        info = self.container(name_or_id)
+        top = json.loads(info["metadata"] or "{}").get("top_layer")
+        lower = self.driver.content_dir(self.layer_contents([top])[0]) if top else None
+        upper = self.root / "containers" / info["id"] / "diff"
+        if lower is not None and not any(upper.iterdir()):
+            upper = lower
+        return lower, upper
 
     # -- check, repair, df, reset -----------------------------------------------
 

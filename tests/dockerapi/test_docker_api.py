@@ -99,6 +99,28 @@ def test_docker_pull_with_progress_from_a_registry(api, registry):
     assert missing.returncode != 0 and b"not-there" in missing.stderr
 
 
+def test_docker_search_as_ketch_search(api, registry):
+    """docker search through the service finds what ketch search finds (the registry's repository
+    list), in Docker's columns; the SDK gets the API's result fields."""
+    import docker
+
+    table = api.docker("search", f"{registry.host}/busybox").stdout.decode().splitlines()
+    assert table[0].split() == ["NAME", "DESCRIPTION", "STARS", "OFFICIAL", "AUTOMATED"]
+    names = [line.split()[0] for line in table[1:]]
+    mine = api.env.cli("search", "--tls-verify=false", "--format", "{{.Name}}", f"{registry.host}/busybox",
+                       check=True).stdout.split()
+    assert names == mine and f"{registry.host}/library/busybox" in names
+    client = docker.DockerClient(base_url=api.url, version="auto")
+    try:
+        found = client.images.search(f"{registry.host}/multi")
+    finally:
+        client.close()
+    assert found == [{"description": "", "is_official": False, "is_automated": False,
+                      "name": f"{registry.host}/multi", "star_count": 0}]
+    missing = api.docker("search", "--limit", "3", f"{registry.host}/nothing-like-it").stdout.decode()
+    assert missing.split() == ["NAME", "DESCRIPTION", "STARS", "OFFICIAL", "AUTOMATED"]
+
+
 def test_the_docker_sdk(api):
     import docker
 

@@ -132,7 +132,8 @@ def _go_message(message: str) -> str:
 # Which command words need which modules' parsers: building every subcommand costs tens of
 # milliseconds, so a command builds only its own (``--help`` without a command builds all).
 _ROUTES: dict[str, tuple[str, ...]] = {
-    "version": (), "login": ("login",), "logout": ("login",), "builder": ("builder",), "build": ("build",),
+    "version": (), "login": ("login",), "logout": ("login",), "search": ("login",), "builder": ("builder",),
+    "build": ("build",),
     "bud": ("build",), "image": ("image", "storage"), "system": ("system",), "info": ("system",),
     "storage": ("storage",), "cri": ("cri",), "pod": ("pod",), "generate": ("units",), "auto-update": ("units",),
     "scan": ("scan",), "manifest": ("manifest",),

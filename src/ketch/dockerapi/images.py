@@ -1,5 +1,5 @@
 """``/images/...``: create (a pull, with Docker's progress messages), list, inspect, history,
-tag, remove, push, save (``get``), load, prune; and ``/build``."""
+tag, remove, push, save (``get``), load, prune, search; and ``/build``."""
 
 from __future__ import annotations
 
@@ -202,6 +202,28 @@ def _context(request: web.Request, service: Service, reference: str):
     return ctx
 
 
+async def search_images(request: web.Request) -> web.Response:
+    """``GET /images/search``: podman's search (the registry's repository list, else its
+    /v1/search), in the Engine API's result shape, as podman's service answers it."""
+    from ketch.image.search import DEFAULT_LIMIT, search
+
+    service: Service = request.app["service"]
+    term = required(request.query, "term", "search: the term is missing")
+    try:
+        limit = int(request.query.get("limit") or DEFAULT_LIMIT)
+    except ValueError:
+        raise InvalidInputError(f"search: limit {request.query['limit']!r} is not a number") from None
+    filters = {key: values[-1] for key, values in _filters(request.query.get("filters")).items() if values}
+    ctx = _context(request, service, term)
+    if request.query.get("tlsVerify") == "false":
+        ctx.tls_verify = False
+    results = await service.call(search, term, ctx, limit=limit, list_tags=_flag(request, "listTags"),
+                                 filters=filters)
+    return web.json_response([{"description": r.Description, "is_official": r.Official == "[OK]",
+                               "is_automated": r.Automated == "[OK]", "name": r.Name, "star_count": r.Stars}
+                              for r in results])
+
+
 def on_loopback(reference: str) -> bool:
     """Whether the registry of ``reference`` (HOST[:PORT][/...]) is on the loopback, which
     Docker's daemon reaches over plain HTTP (127.0.0.0/8 is insecure by default there)."""
@@ -375,6 +397,7 @@ async def load(request: web.Request) -> web.StreamResponse:
 
 ROUTES = [
     ("GET", "/images/json", list_images),
+    ("GET", "/images/search", search_images),
     ("POST", "/images/create", create),
     ("POST", "/images/prune", prune),
     ("GET", "/images/get", save),

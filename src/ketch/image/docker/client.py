@@ -463,24 +463,31 @@ class RegistryClient:
     def list_tags(self, page_size: int | None = None) -> list[str]:
         """All tags of the repository, following ``Link`` pagination."""
         path = f"/v2/{self.repository}/tags/list"
-        if page_size:
-            path += f"?n={page_size}"
-        tags: list[str] = []
-        what = f"listing tags of {self.host}/{self.repository}"
+        return self._paged_list(path + (f"?n={page_size}" if page_size else ""), "tags",
+                                f"listing tags of {self.host}/{self.repository}")
+
+    def list_catalog(self, page_size: int | None = None) -> list[str]:
+        """Every repository of the registry (``/v2/_catalog``, which not every registry serves:
+        a refusal is the registry's error)."""
+        return self._paged_list("/v2/_catalog" + (f"?n={page_size}" if page_size else ""), "repositories",
+                                f"listing the repositories of {self.host}", ("registry:catalog:*",))
+
+    def _paged_list(self, path: str, key: str, what: str, extra_scopes: tuple[str, ...] = ()) -> list[str]:
+        items: list[str] = []
         for _ in range(10000):
-            response = self.request("GET", path, preload=True)
+            response = self.request("GET", path, preload=True, extra_scopes=extra_scopes)
             self._raise_for_status(response, what)
             try:
                 data = json.loads(response.data)
-                page = data.get("tags") or []
+                page = data.get(key) or []
             except (ValueError, AttributeError) as exc:
-                raise RegistryError(f"{what}: the registry sent a tag list that is not JSON") from exc
+                raise RegistryError(f"{what}: the registry sent a list that is not JSON") from exc
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
-                raise RegistryError(f"{what}: the registry sent a malformed tag list")
-            tags.extend(page)
+                raise RegistryError(f"{what}: the registry sent a malformed list")
+            items.extend(page)
             next_path = _next_link(response.headers.get("Link", ""))
             if not next_path:
-                return tags
+                return items
             parsed = urllib.parse.urlsplit(next_path)
             path = parsed.path + (f"?{parsed.query}" if parsed.query else "")
         raise RegistryError(f"{what}: too many pages")

@@ -28,7 +28,7 @@ TRANSPORT = "docker"
 log = logging.getLogger(__name__)
 
 
-def _api_host(host: str) -> str:
+def api_host(host: str) -> str:
     return DOCKER_HUB_API_HOST if host == DEFAULT_DOMAIN else host
 
 
@@ -61,7 +61,7 @@ class DockerReference(ImageReference):
         if endpoint is None:
             endpoint, ref = ctx.registries().push_endpoint(self.ref)
         ref = ref or self.ref
-        return RegistryClient(_api_host(ref.domain), ctx, repository=ref.path, registry_name=ref.domain,
+        return RegistryClient(api_host(ref.domain), ctx, repository=ref.path, registry_name=ref.domain,
                               insecure=endpoint.insecure)
 
     def new_source(self, ctx: SystemContext) -> DockerImageSource:
@@ -184,7 +184,7 @@ class DockerImageDestination(ImageDestination):
         if push.blob_exists(self.client, descriptor.digest):
             return True
         source_ref = getattr(source, "ref", None) if getattr(source, "transport", "") == TRANSPORT else None
-        if source_ref is not None and _api_host(source_ref.domain) == self.client.host \
+        if source_ref is not None and api_host(source_ref.domain) == self.client.host \
                 and source_ref.path != self.ref.path:
             try:
                 return push.mount_blob(self.client, descriptor.digest, source_ref.path)

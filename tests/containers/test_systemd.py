@@ -24,9 +24,12 @@ def _free_port() -> int:
 def test_socket_activation_passes_the_listening_socket_as_fd_3(ketch_env, tmp_path):
     port = _free_port()
     log = tmp_path / "stderr"
+    # (systemd-socket-activate clears the environment: what a unit would have is passed on; a
+    # user's unit has XDG_RUNTIME_DIR, without which ketch falls back to a run directory in /tmp)
+    passed = [arg for name in ("PATH", "XDG_RUNTIME_DIR") if name in os.environ for arg in ("-E", name)]
     with open(log, "wb") as err:
         activator = subprocess.Popen(
-            ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", "PATH",
+            ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *passed,
              *ketch_env.args("run", "--rm", KTEST_IMAGE, "sh", "-c",
                              "echo LISTEN_FDS=$LISTEN_FDS LISTEN_PID=$LISTEN_PID >&2; exec ktest accept")],
             stdout=subprocess.DEVNULL, stderr=err)

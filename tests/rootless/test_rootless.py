@@ -177,10 +177,11 @@ def test_two_users_do_not_see_each_other(user, busybox_layout, tun_usable):
 
 @pytest.fixture
 def shared_dir():
-    """A scratch directory the test users can reach (pytest's own are root's alone)."""
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="ketch-rootless-"))
+    """A scratch directory the test users can reach (pytest's own are root's alone). Its name is
+    hex only: images pulled from layouts under it are named after their path, and mkdtemp's
+    names may end in "_", which no repository name may."""
+    path = Path(f"/tmp/ketch-rootless-{secrets.token_hex(6)}")
+    path.mkdir(mode=0o755)
     path.chmod(0o755)
     try:
         yield path

@@ -108,6 +108,12 @@ class Systemd:
         if self.running:
             self._call("stop", unit, check=False)
 
+    def forget(self, unit: str) -> None:
+        """Drop a stopped unit's "failed" state (a container ended by the stop's SIGTERM may exit
+        143, which systemd counts as a failure), so a removed unit is not left listed as failed."""
+        if self.running:
+            self._call("reset-failed", unit, check=False)
+
     def tmpfiles(self, conf: Path) -> None:
         if self.running and shutil.which("systemd-tmpfiles"):
             subprocess.run(["systemd-tmpfiles", "--create", str(conf)], capture_output=True)
@@ -290,6 +296,7 @@ class SystemContainers:
             _unlink(self.unit_path(name))
             _unlink(self._tmpfiles_link(name))
             self.systemd.daemon_reload()
+            self.systemd.forget(unit)
             for deployment in self.deployments(name):
                 self._remove_hostfs(deployment, keep=set())
             remove_tree(self._deployments(name))

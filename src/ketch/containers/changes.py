@@ -33,22 +33,33 @@ def diff(store, container_id: str, image_id: str | None) -> list[tuple[str, str]
                 rel = os.path.join(rel_top, name)
                 st = os.lstat(path)
                 in_lower = lower is not None and os.path.lexists(os.path.join(lower, rel.lstrip("/")))
-                if rel in MOUNT_POINTS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                    continue
-                if stat.S_ISDIR(st.st_mode) and not in_lower and _only_mount_points(path, rel):
+                if _runtime_made(path, rel, st, added=not in_lower):
                     continue
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    out[rel] = "D"  # overlay's whiteout
+                    _note(out, rel, "D")  # overlay's whiteout
                 else:
-                    out[rel] = "C" if in_lower else "A"
-                parent = rel_top
-                while parent != "/" and parent not in out:
-                    out[parent] = "C"
-                    parent = os.path.dirname(parent)
+                    _note(out, rel, "C" if in_lower else "A")
     finally:
         if image_id:
             store.unmount_image(image_id)
     return sorted(((kind, path) for path, kind in out.items()), key=lambda item: item[1])
+
+
+def _runtime_made(path: str, rel: str, st: os.stat_result, *, added: bool) -> bool:
+    """An empty mount-point file the runtime made, or a new directory holding only such files:
+    not the container's changes."""
+    if rel in MOUNT_POINTS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return True
+    return added and stat.S_ISDIR(st.st_mode) and _only_mount_points(path, rel)
+
+
+def _note(out: dict[str, str], rel: str, kind: str) -> None:
+    """Record a change; the directories holding it are changed too."""
+    out[rel] = kind
+    parent = os.path.dirname(rel)
+    while parent != "/" and parent not in out:
+        out[parent] = "C"
+        parent = os.path.dirname(parent)
 
 
 def _whole_tree_diff(store, container_id: str) -> list[tuple[str, str]]:
@@ -61,17 +72,9 @@ def _whole_tree_diff(store, container_id: str) -> list[tuple[str, str]]:
     out: dict[str, str] = {}
     for kind, rel in tree_changes(lower, upper):
         path = os.path.join(upper, rel.lstrip("/"))
-        if kind != "D":
-            st = os.lstat(path)
-            if rel in MOUNT_POINTS and stat.S_ISREG(st.st_mode) and st.st_size == 0:
-                continue
-            if kind == "A" and stat.S_ISDIR(st.st_mode) and _only_mount_points(path, rel):
-                continue
-        out[rel] = kind
-        parent = os.path.dirname(rel)
-        while parent != "/" and out.get(parent) in (None, "C"):
-            out[parent] = "C"
-            parent = os.path.dirname(parent)
+        if kind != "D" and _runtime_made(path, rel, os.lstat(path), added=kind == "A"):
+            continue
+        _note(out, rel, kind)
     return sorted(((kind, path) for path, kind in out.items()), key=lambda item: item[1])
 
 
